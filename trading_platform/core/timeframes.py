@@ -1,0 +1,70 @@
+"""The fixed list of timeframes and their aliases.
+
+A candle's ``ts`` is its open time in UTC; it is closed from ``ts + timeframe``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import InvalidInput
+
+# canonical name -> length in seconds, finest first
+TIMEFRAMES: dict[str, int] = {
+    "1m": 60,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "4h": 14400,
+    "1d": 86400,
+    "1w": 604800,
+}
+
+_ALIASES: dict[str, str] = {}
+for _name, _secs in TIMEFRAMES.items():
+    _ALIASES[_name] = _name
+for _minutes, _name in [(1, "1m"), (5, "5m"), (15, "15m"), (30, "30m"), (60, "1h"), (240, "4h")]:
+    for form in (f"{_minutes}m", f"{_minutes}min", f"{_minutes}mins", f"{_minutes}t", f"m{_minutes}"):
+        _ALIASES[form] = _name
+_ALIASES.update(
+    {
+        "1hr": "1h", "1hour": "1h", "h1": "1h", "60": "1h",
+        "4hr": "4h", "h4": "4h",
+        "1day": "1d", "d1": "1d", "d": "1d", "day": "1d", "daily": "1d", "24h": "1d",
+        "1wk": "1w", "w1": "1w", "w": "1w", "week": "1w", "weekly": "1w", "7d": "1w",
+    }
+)
+
+
+def parse_timeframe(value: str, field: str = "timeframe") -> str:
+    """Canonical name for ``value`` (case-insensitive, aliases allowed).
+
+    ``1M`` is refused outright: exchanges use it for one *month*, which is not
+    on the list, and reading it as one minute would silently mix data.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field} is empty; use one of {', '.join(TIMEFRAMES)}", field=field)
+    raw = value.strip()
+    if raw in ("1M", "1mo", "1mon", "1month", "M1"):
+        raise InvalidInput(
+            f"unknown {field} {value!r}: monthly candles are not supported; "
+            f"use one of {', '.join(TIMEFRAMES)}",
+            field=field,
+        )
+    key = re.sub(r"\s+", "", raw.lower())
+    if key in _ALIASES:
+        return _ALIASES[key]
+    raise InvalidInput(
+        f"unknown {field} {value!r}; use one of {', '.join(TIMEFRAMES)} "
+        "(aliases such as 60m, 1wk, H1, D1 are accepted)",
+        field=field,
+    )
+
+
+def seconds(timeframe: str) -> int:
+    return TIMEFRAMES[parse_timeframe(timeframe)]
+
+
+def finest(timeframes: list[str]) -> str:
+    return min((parse_timeframe(t) for t in timeframes), key=lambda t: TIMEFRAMES[t])

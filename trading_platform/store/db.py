@@ -1,0 +1,363 @@
+"""Connection to the market store and the bulk write/read paths.
+
+Writes use binary COPY built with numpy (one fixed-size record per candle, no
+per-row Python). Candles that cannot collide with stored ones (outside the
+stored time range of that symbol and timeframe) are copied straight into
+``ohlcv``; only the ones that may overlap are staged and upserted with
+``INSERT ... ON CONFLICT``, which counts inserted, updated (values changed) and
+unchanged rows. A per-(symbol, timeframe) advisory lock makes the range
+decision safe against concurrent writers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ..core.candles import VALUE_COLUMNS, Normalized, Reject, normalize_candles, reject_json
+from ..core.symbols import SymbolInfo, validate_symbol
+from ..core.timeframes import parse_timeframe
+from ..errors import InvalidInput, StoreUnavailable, UnknownSymbol
+from .migrations import migrate
+
+log = logging.getLogger(__name__)
+
+PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 in Unix microseconds
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``***`` (URI and key=value forms)."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    dsn = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.I)
+    return dsn
+
+
+def describe_dsn(dsn: str) -> str:
+    """Host, port and database of a DSN, for error messages (never the password)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        d = conninfo_to_dict(dsn)
+    except Exception:
+        return redact_dsn(dsn)
+    host = d.get("host") or "localhost"
+    return f"host {host} port {d.get('port') or 5432} database {d.get('dbname') or '(default)'}"
+
+
+@dataclass
+class WriteResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    duplicates_collapsed: int = 0
+    forming_skipped: int = 0
+
+    def __add__(self, other: "WriteResult") -> "WriteResult":
+        return WriteResult(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    def counts(self) -> dict:
+        return {k: getattr(self, k) for k in ("inserted", "updated", "unchanged", "rejected")}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _copy_payload(columns: list[tuple[str, np.ndarray]], n: int) -> bytes:
+    """A binary COPY stream of n rows; every field is a fixed-size value.
+
+    columns: (kind, values) with kind ``"ts"`` (Unix microseconds, int64),
+    ``"f8"`` (float64) or ``"text"`` (one constant bytes value for every row).
+    """
+    fields = [("nfields", ">i2")]
+    for i, (kind, val) in enumerate(columns):
+        size = len(val) if kind == "text" else 8
+        fields.append((f"len{i}", ">i4"))
+        fields.append((f"v{i}", f"S{size}" if kind == "text" else (">i8" if kind == "ts" else ">f8")))
+    rec = np.empty(n, dtype=np.dtype(fields))
+    rec["nfields"] = len(columns)
+    for i, (kind, val) in enumerate(columns):
+        rec[f"len{i}"] = len(val) if kind == "text" else 8
+        rec[f"v{i}"] = (val - PG_EPOCH_US) if kind == "ts" else val
+    return _COPY_HEADER + rec.tobytes() + _COPY_TRAILER
+
+
+_READ_DTYPE = np.dtype(
+    [("n", ">i2"), ("l0", ">i4"), ("ts", ">i8")]
+    + [x for k in VALUE_COLUMNS for x in ((f"l_{k}", ">i4"), (k, ">f8"))]
+)
+
+
+class MarketStore:
+    """One connection to the market store. Use as a context manager."""
+
+    def __init__(self, conn, dsn: str):
+        self.conn = conn
+        self.dsn = dsn
+        self._stage_ready = False
+
+    # ---- lifecycle -------------------------------------------------------
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "MarketStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def migrate(self) -> list[int]:
+        return migrate(self.conn)
+
+    # ---- symbols ---------------------------------------------------------
+    def get_symbol(self, symbol: str) -> SymbolInfo | None:
+        row = self.conn.execute(
+            "SELECT symbol, category, exchange, base, quote, timeframes, enabled, live, metadata "
+            "FROM symbols WHERE symbol = %s",
+            (symbol,),
+        ).fetchone()
+        return SymbolInfo(*row[:5], list(row[5]), *row[6:]) if row else None
+
+    def require_symbol(self, symbol: str) -> SymbolInfo:
+        validate_symbol(symbol)
+        info = self.get_symbol(symbol)
+        if info is None:
+            raise UnknownSymbol(symbol)
+        return info
+
+    def list_symbols(self, enabled_only: bool = False) -> list[SymbolInfo]:
+        rows = self.conn.execute(
+            "SELECT symbol, category, exchange, base, quote, timeframes, enabled, live, metadata "
+            "FROM symbols" + (" WHERE enabled" if enabled_only else "") + " ORDER BY symbol"
+        ).fetchall()
+        return [SymbolInfo(*r[:5], list(r[5]), *r[6:]) for r in rows]
+
+    def add_symbol(self, info: SymbolInfo, exist_ok: bool = False) -> bool:
+        """Insert a symbol; returns False (and changes nothing) if it exists and exist_ok."""
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO symbols (symbol, category, exchange, base, quote, timeframes, "
+                "enabled, live, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (symbol) DO NOTHING",
+                (info.symbol, info.category, info.exchange, info.base, info.quote,
+                 info.timeframes, info.enabled, info.live, json.dumps(info.metadata)),
+            )
+        if cur.rowcount == 0 and not exist_ok:
+            raise InvalidInput(f"symbol {info.symbol!r} already exists (use update)", field="symbol")
+        return cur.rowcount == 1
+
+    def update_symbol(self, symbol: str, **changes) -> SymbolInfo:
+        current = self.require_symbol(symbol)
+        allowed = {"category", "exchange", "timeframes", "enabled", "live", "metadata", "base", "quote"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise InvalidInput(f"cannot update {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+        merged = {**asdict(current), **{k: v for k, v in changes.items() if v is not None}}
+        info = SymbolInfo.create(**merged)
+        with self.conn.transaction():
+            self.conn.execute(
+                "UPDATE symbols SET category=%s, exchange=%s, base=%s, quote=%s, timeframes=%s, "
+                "enabled=%s, live=%s, metadata=%s, updated_at=now() WHERE symbol=%s",
+                (info.category, info.exchange, info.base, info.quote, info.timeframes,
+                 info.enabled, info.live, json.dumps(info.metadata), symbol),
+            )
+        return info
+
+    def remove_symbol(self, symbol: str, purge: bool = False) -> int:
+        """Remove a symbol. Refuses while candles are stored unless purge (then deletes them)."""
+        self.require_symbol(symbol)
+        with self.conn.transaction():
+            n = self.conn.execute(
+                "SELECT count(*) FROM ohlcv WHERE symbol = %s", (symbol,)
+            ).fetchone()[0]
+            if n and not purge:
+                raise InvalidInput(
+                    f"symbol {symbol!r} has {n} stored candles; disable it "
+                    "(tp symbols update --disable) or remove with --purge to delete them",
+                    field="symbol",
+                )
+            self.conn.execute("DELETE FROM ohlcv WHERE symbol = %s", (symbol,))
+            self.conn.execute("DELETE FROM symbols WHERE symbol = %s", (symbol,))
+        return int(n)
+
+    # ---- candles: write ----------------------------------------------------
+    def ingest_frame(self, symbol, timeframe, df, source: str, *, now=None, forming="reject",
+                     where: str | None = None) -> WriteResult:
+        """Normalize a raw frame, quarantine what is bad, and write the rest."""
+        tf = parse_timeframe(timeframe)
+        self.require_symbol(symbol)
+        norm = normalize_candles(df, tf, now=now, forming=forming, where=where or source)
+        return self.write_candles(symbol, tf, norm, source)
+
+    def write_candles(self, symbol: str, timeframe: str, norm: Normalized, source: str) -> WriteResult:
+        tf = parse_timeframe(timeframe)
+        result = WriteResult(
+            rejected=len(norm.rejects),
+            duplicates_collapsed=norm.duplicates_collapsed,
+            forming_skipped=norm.forming_skipped,
+        )
+        with self.conn.transaction():
+            if not self.conn.execute("SELECT 1 FROM symbols WHERE symbol = %s", (symbol,)).fetchone():
+                raise UnknownSymbol(symbol)
+            if norm.rejects:
+                self.write_rejects(symbol, tf, source, norm.rejects)
+            if len(norm) == 0:
+                return result
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"ohlcv|{symbol}|{tf}",)
+            )
+            lo, hi = self.conn.execute(
+                "SELECT min(ts), max(ts) FROM ohlcv WHERE symbol = %s AND timeframe = %s",
+                (symbol, tf),
+            ).fetchone()
+            if lo is None:
+                direct = np.ones(len(norm), dtype=bool)
+            else:
+                direct = (norm.ts_us < _to_us(lo)) | (norm.ts_us > _to_us(hi))
+            if direct.any():
+                part = norm.take(direct)
+                self._copy(
+                    "COPY ohlcv (symbol, timeframe, ts, open, high, low, close, volume) "
+                    "FROM STDIN (FORMAT BINARY)",
+                    [("text", symbol.encode()), ("text", tf.encode()), *_value_columns(part)],
+                    len(part),
+                )
+                result.inserted += len(part)
+            if not direct.all():
+                staged = norm.take(~direct)
+                ins, upd = self._upsert(symbol, tf, staged)
+                result.inserted += ins
+                result.updated += upd
+                result.unchanged += len(staged) - ins - upd
+        return result
+
+    def _copy(self, statement: str, columns, n: int) -> None:
+        payload = _copy_payload(columns, n)
+        with self.conn.cursor() as cur, cur.copy(statement) as cp:
+            cp.write(payload)
+
+    def _upsert(self, symbol: str, tf: str, staged: Normalized) -> tuple[int, int]:
+        if not self._stage_ready:
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _ohlcv_stage (ts timestamptz NOT NULL, "
+                "open float8, high float8, low float8, close float8, volume float8) "
+                "ON COMMIT DELETE ROWS"
+            )
+            self._stage_ready = True
+        self._copy(
+            "COPY _ohlcv_stage (ts, open, high, low, close, volume) FROM STDIN (FORMAT BINARY)",
+            _value_columns(staged),
+            len(staged),
+        )
+        row = self.conn.execute(
+            """
+            WITH up AS (
+                INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume)
+                SELECT %(s)s, %(tf)s, ts, open, high, low, close, volume FROM _ohlcv_stage
+                ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET
+                    open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+                    close = EXCLUDED.close, volume = EXCLUDED.volume
+                WHERE (ohlcv.open, ohlcv.high, ohlcv.low, ohlcv.close, ohlcv.volume)
+                      IS DISTINCT FROM
+                      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)
+                RETURNING (xmax = 0) AS inserted
+            )
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+            """,
+            {"s": symbol, "tf": tf},
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def write_rejects(self, symbol: str | None, timeframe: str | None, source: str,
+                      rejects: list[Reject]) -> None:
+        with self.conn.cursor() as cur, cur.copy(
+            "COPY ingest_rejects (symbol, timeframe, source, raw, reason) FROM STDIN"
+        ) as cp:
+            for r in rejects:
+                cp.write_row((symbol, timeframe, source, reject_json(r), r.reason))
+
+    # ---- candles: read -----------------------------------------------------
+    def read_candles(self, symbol: str, timeframe: str, start: datetime | None = None,
+                     end: datetime | None = None) -> Normalized:
+        """Stored candles with start <= ts < end, sorted by ts."""
+        from psycopg import sql
+
+        cond = [sql.SQL("symbol = {}").format(sql.Literal(symbol)),
+                sql.SQL("timeframe = {}").format(sql.Literal(parse_timeframe(timeframe)))]
+        if start is not None:
+            cond.append(sql.SQL("ts >= {}").format(sql.Literal(start)))
+        if end is not None:
+            cond.append(sql.SQL("ts < {}").format(sql.Literal(end)))
+        q = sql.SQL(
+            "COPY (SELECT ts, open, high, low, close, volume FROM ohlcv WHERE {} ORDER BY ts) "
+            "TO STDOUT (FORMAT BINARY)"
+        ).format(sql.SQL(" AND ").join(cond))
+        buf = bytearray()
+        with self.conn.cursor() as cur, cur.copy(q) as cp:
+            for chunk in cp:
+                buf += chunk
+        rec = np.frombuffer(bytes(buf[19:-2]), dtype=_READ_DTYPE)
+        return Normalized(
+            (rec["ts"].astype("int64") + PG_EPOCH_US),
+            *(rec[k].astype("float64") for k in VALUE_COLUMNS),
+        )
+
+    def candle_stats(self, symbol: str, timeframe: str, start=None, end=None) -> dict:
+        row = self.conn.execute(
+            "SELECT count(*), min(ts), max(ts) FROM ohlcv WHERE symbol = %s AND timeframe = %s "
+            "AND (%s::timestamptz IS NULL OR ts >= %s) AND (%s::timestamptz IS NULL OR ts < %s)",
+            (symbol, parse_timeframe(timeframe), start, start, end, end),
+        ).fetchone()
+        return {"rows": int(row[0]), "first_ts": row[1], "last_ts": row[2]}
+
+    def stored_timeframes(self, symbol: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT DISTINCT timeframe FROM ohlcv WHERE symbol = %s", (symbol,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def rejects_count(self, symbol: str | None = None) -> int:
+        return int(self.conn.execute(
+            "SELECT count(*) FROM ingest_rejects WHERE %s::text IS NULL OR symbol = %s",
+            (symbol, symbol),
+        ).fetchone()[0])
+
+
+def _to_us(ts: datetime) -> int:
+    return int(ts.replace(tzinfo=ts.tzinfo or timezone.utc).timestamp() * 1_000_000)
+
+
+def _value_columns(n: Normalized):
+    return [("ts", n.ts_us), ("f8", n.open), ("f8", n.high), ("f8", n.low), ("f8", n.close),
+            ("f8", n.volume)]
+
+
+def connect(dsn: str, *, run_migrations: bool = True, connect_timeout: int = 10) -> MarketStore:
+    """Open the store. An unreachable server raises StoreUnavailable naming the host."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
+    except psycopg.OperationalError as e:
+        reason = redact_dsn(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise StoreUnavailable(
+            f"cannot reach the market store at {describe_dsn(dsn)}: {reason}",
+            field="TP_DATABASE_URL",
+        ) from None
+    except psycopg.ProgrammingError as e:
+        raise StoreUnavailable(
+            f"invalid market store DSN ({redact_dsn(dsn)}): {redact_dsn(str(e))}",
+            field="TP_DATABASE_URL",
+        ) from None
+    store = MarketStore(conn, dsn)
+    if run_migrations:
+        store.migrate()
+    return store

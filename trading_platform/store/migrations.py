@@ -1,0 +1,104 @@
+"""Versioned, idempotent schema migrations, applied in order on start.
+
+Each migration runs once (recorded in ``schema_migrations``) inside one
+transaction under an advisory lock, so concurrent starts cannot race. Never edit
+an applied migration: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "symbols, ohlcv, ingest_rejects",
+        """
+        CREATE TABLE IF NOT EXISTS symbols (
+            symbol      text PRIMARY KEY,
+            category    text NOT NULL CHECK (category IN ('crypto', 'forex', 'stock')),
+            exchange    text,
+            base        text,
+            quote       text,
+            timeframes  text[] NOT NULL DEFAULT '{1h}',
+            enabled     boolean NOT NULL DEFAULT true,
+            live        boolean NOT NULL DEFAULT false,
+            metadata    jsonb NOT NULL DEFAULT '{}'::jsonb,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+
+        -- ts is the candle's OPEN time (UTC); the candle is closed from ts + timeframe
+        CREATE TABLE IF NOT EXISTS ohlcv (
+            symbol    text NOT NULL REFERENCES symbols (symbol),
+            timeframe text NOT NULL,
+            ts        timestamptz NOT NULL,
+            open      double precision NOT NULL,
+            high      double precision NOT NULL,
+            low       double precision NOT NULL,
+            close     double precision NOT NULL,
+            volume    double precision NOT NULL,
+            PRIMARY KEY (symbol, timeframe, ts)
+        );
+
+        CREATE TABLE IF NOT EXISTS ingest_rejects (
+            id          bigserial PRIMARY KEY,
+            symbol      text,
+            timeframe   text,
+            source      text NOT NULL,
+            raw         jsonb NOT NULL,
+            reason      text NOT NULL,
+            rejected_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS ingest_rejects_symbol_idx
+            ON ingest_rejects (symbol, timeframe, rejected_at);
+        """,
+    ),
+    (
+        2,
+        "ohlcv as a TimescaleDB hypertable where the extension exists",
+        """
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+                CREATE EXTENSION IF NOT EXISTS timescaledb;
+                PERFORM create_hypertable('ohlcv', 'ts', if_not_exists => TRUE, migrate_data => TRUE);
+            END IF;
+        END
+        $$;
+        """,
+    ),
+]
+
+_LOCK_ID = 7_302_114_001
+
+
+def migrate(conn) -> list[int]:
+    """Apply pending migrations; returns the versions applied by this call."""
+    applied: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+            )
+            applied.append(version)
+    return applied
+
+
+def current_version(conn) -> int:
+    row = conn.execute(
+        "SELECT coalesce(max(version), 0) FROM schema_migrations"
+    ).fetchone()
+    return int(row[0])
