@@ -107,10 +107,10 @@ def standardize_columns(df: pd.DataFrame, where: str = "input") -> pd.DataFrame:
             f"{where}: no time column (one of {', '.join(TIME_NAMES)}) and no time index",
             field="columns",
         )
-    out = pd.DataFrame({"ts": ts.to_numpy()}, index=range(len(df)))
+    out = {"ts": ts.reset_index(drop=True)}
     for name in VALUE_COLUMNS:
-        out[name] = df[cols[name]].to_numpy()
-    return out
+        out[name] = df[cols[name]].reset_index(drop=True)
+    return pd.DataFrame(out)
 
 
 def parse_timestamps(col: pd.Series) -> np.ndarray:
@@ -177,16 +177,20 @@ def normalize_candles(
     if n == 0:
         return Normalized(np.empty(0, dtype="int64"), *(np.empty(0) for _ in VALUE_COLUMNS))
 
-    reasons = np.full(n, "", dtype=object)
+    # reason per row: code 0 is "fine"; messages[code] is the text, or a per-row text
+    codes = np.zeros(n, dtype=np.int32)
+    messages: list[str] = [""]
+    per_row: dict[int, str] = {}
 
     def flag(mask, reason):
-        hit = mask & (reasons == "")
-        if hit.any():
-            if callable(reason):
-                for i in np.flatnonzero(hit):
-                    reasons[i] = reason(i)
-            else:
-                reasons[hit] = reason
+        hit = mask & (codes == 0)
+        if not hit.any():
+            return
+        messages.append(reason if isinstance(reason, str) else "")
+        codes[hit] = len(messages) - 1
+        if callable(reason):
+            for i in np.flatnonzero(hit):
+                per_row[int(i)] = reason(i)
 
     ts = parse_timestamps(std["ts"])
     flag(ts == -1, lambda i: f"unparseable timestamp {std['ts'].iloc[i]!r}")
@@ -203,8 +207,12 @@ def normalize_candles(
     values = {}
     for name in VALUE_COLUMNS:
         raw = std[name]
-        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        missing = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            num = raw.to_numpy(dtype="float64", na_value=np.nan)
+            missing = np.isnan(num)
+        else:
+            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            missing = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
         flag(missing, f"missing {name}")
         flag(np.isnan(num) & ~missing, lambda i, name=name: f"non-numeric {name} {std[name].iloc[i]!r}")
         flag(np.isinf(num), f"{name} is not finite")
@@ -219,7 +227,7 @@ def normalize_candles(
 
     forming_skipped = 0
     now_us = int((now or datetime.now(timezone.utc)).timestamp() * US)
-    not_closed = (ts != -1) & (ts + tf_us > now_us) & (reasons == "")
+    not_closed = (ts != -1) & (ts + tf_us > now_us) & (codes == 0)
     if forming == "skip":
         forming_skipped = int(not_closed.sum())
         keep_forming = ~not_closed
@@ -227,7 +235,7 @@ def normalize_candles(
         flag(not_closed, f"candle not closed yet (ts + {tf} is after now)")
         keep_forming = np.ones(n, dtype=bool)
 
-    valid = (reasons == "") & keep_forming
+    valid = (codes == 0) & keep_forming
     idx = np.flatnonzero(valid)
     # duplicates among valid rows: identical ones collapse, conflicting ones are all quarantined
     collapsed = 0
@@ -249,16 +257,17 @@ def normalize_candles(
                     collapsed += len(g) - 1
                 else:
                     keep[g] = False
-                    for j in g:
-                        reasons[sidx[j]] = (
-                            f"conflicting duplicate timestamp ({len(g)} rows with different values)"
-                        )
+                    flag(np.isin(np.arange(n), sidx[g]),
+                         f"conflicting duplicate timestamp ({len(g)} rows with different values)")
             sidx = sidx[keep]
     else:
         was_unsorted = False
         sidx = idx
 
-    rejects = [Reject(_raw_row(std, int(i)), str(reasons[i])) for i in np.flatnonzero(reasons != "")]
+    rejects = [
+        Reject(_raw_row(std, int(i)), per_row.get(int(i)) or messages[codes[i]])
+        for i in np.flatnonzero(codes)
+    ]
     return Normalized(
         ts_us=ts[sidx],
         open=o[sidx], high=h[sidx], low=l[sidx], close=c[sidx], volume=v[sidx],

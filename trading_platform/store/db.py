@@ -245,6 +245,7 @@ class MarketStore:
             cp.write(payload)
 
     def _upsert(self, symbol: str, tf: str, staged: Normalized) -> tuple[int, int]:
+        """Upsert staged candles; returns (inserted, updated). The rest were unchanged."""
         if not self._stage_ready:
             self.conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _ohlcv_stage (ts timestamptz NOT NULL, "
@@ -257,6 +258,20 @@ class MarketStore:
             _value_columns(staged),
             len(staged),
         )
+        if len(staged) >= _BULK_RELOAD_ROWS:
+            # a large overlap is usually a re-load: drop the rows stored exactly as they are
+            # with one join (about 2x faster than letting ON CONFLICT probe each of them)
+            self.conn.execute("ANALYZE _ohlcv_stage")
+            self.conn.execute(
+                """
+                DELETE FROM _ohlcv_stage s USING ohlcv o
+                WHERE o.symbol = %(s)s AND o.timeframe = %(tf)s AND o.ts = s.ts
+                  AND o.ts >= %(lo)s AND o.ts <= %(hi)s
+                  AND o.open = s.open AND o.high = s.high AND o.low = s.low
+                  AND o.close = s.close AND o.volume = s.volume
+                """,
+                {"s": symbol, "tf": tf, "lo": _from_us(staged.ts_us[0]), "hi": _from_us(staged.ts_us[-1])},
+            )
         row = self.conn.execute(
             """
             WITH up AS (
@@ -329,6 +344,13 @@ class MarketStore:
             "SELECT count(*) FROM ingest_rejects WHERE %s::text IS NULL OR symbol = %s",
             (symbol, symbol),
         ).fetchone()[0])
+
+
+_BULK_RELOAD_ROWS = 5_000
+
+
+def _from_us(us) -> datetime:
+    return datetime.fromtimestamp(int(us) / 1_000_000, tz=timezone.utc)
 
 
 def _to_us(ts: datetime) -> int:

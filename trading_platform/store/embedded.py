@@ -78,5 +78,9 @@ def stop_embedded(pgdata: Path) -> bool:
 
     user = "pgserver" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=Path(pgdata), user=user)
-    pgserver.PostgresServer._instances.pop(Path(pgdata).resolve(), None)
+    inst = pgserver.PostgresServer._instances.pop(Path(pgdata).resolve(), None)
+    if inst is not None:
+        import atexit
+
+        atexit.unregister(inst._cleanup)
     return True
