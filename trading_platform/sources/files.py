@@ -1,0 +1,81 @@
+"""CSV and Parquet files: one file per symbol and timeframe.
+
+Layout for the source: ``DIR/<symbol>_<timeframe>.csv`` (or ``.parquet``) with
+``/`` and ``:`` in the symbol written as ``-`` and ``_`` (``BTC-USDT_1h.csv``,
+``BTC-USDT_USDT_5m.parquet``, ``EURUSD=X_1d.csv``). Column names are
+case-insensitive; the time may be a column or the index (a ``df.to_csv()``
+export loads as it is).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.symbols import SymbolInfo
+from ..core.timeframes import parse_timeframe
+from ..errors import InvalidInput
+from .base import CandleSource
+
+
+def file_stem(symbol: str, timeframe: str) -> str:
+    return f"{symbol.replace('/', '-').replace(':', '_')}_{parse_timeframe(timeframe)}"
+
+
+def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file of candles; clear errors for empty or unreadable files."""
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInput(f"file not found: {p}", field="path")
+    if p.is_dir():
+        raise InvalidInput(f"{p} is a directory, not a file", field="path")
+    if p.stat().st_size == 0:
+        raise InvalidInput(f"{p} is empty", field="path")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+            if isinstance(df.index, pd.DatetimeIndex) or df.index.name:
+                df = df.reset_index()
+        elif suffix in (".csv", ".txt", ".gz"):
+            df = pd.read_csv(p)
+        else:
+            raise InvalidInput(f"{p}: unsupported file type {suffix!r} (use .csv or .parquet)", field="path")
+    except InvalidInput:
+        raise
+    except pd.errors.EmptyDataError:
+        raise InvalidInput(f"{p} is empty", field="path") from None
+    except Exception as e:  # noqa: BLE001 - the reader's reason is the message
+        raise InvalidInput(f"cannot read {p}: {type(e).__name__}: {e}", field="path") from None
+    if len(df) == 0:
+        raise InvalidInput(f"{p} has a header but no rows", field="path")
+    return df
+
+
+class FileSource(CandleSource):
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.name = f"files:{self.directory}"
+
+    def path_for(self, symbol: str, timeframe: str) -> Path:
+        stem = file_stem(symbol, timeframe)
+        for ext in (".parquet", ".csv"):
+            p = self.directory / f"{stem}{ext}"
+            if p.exists():
+                return p
+        raise InvalidInput(
+            f"no file for {symbol} {timeframe} in {self.directory} (expected {stem}.csv or .parquet)",
+            field="path",
+        )
+
+    def fetch(self, info: SymbolInfo, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        from ..core.candles import parse_timestamps, standardize_columns
+
+        df = standardize_columns(read_ohlcv_file(self.path_for(info.symbol, timeframe)), str(self.directory))
+        ts = parse_timestamps(df["ts"])
+        lo, hi = int(start.timestamp() * 1e6), int(end.timestamp() * 1e6)
+        # unparseable times (-1) stay in, so they are quarantined with their reason
+        keep = (ts == -1) | ((ts >= lo) & (ts < hi))
+        return df[keep].reset_index(drop=True)
