@@ -6,12 +6,13 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import Callable, TypeVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from ..core.symbols import SymbolInfo
 from ..errors import InvalidInput, PlatformError, SourceUnavailable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,7 +30,7 @@ class CandleSource(ABC):
     name: str = "source"
 
     @abstractmethod
-    def fetch(self, info: SymbolInfo, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+    def fetch(self, info: SymbolInfo, timeframe: str, start: datetime, end: datetime) -> "pd.DataFrame":
         ...
 
     def describe(self) -> str:
@@ -85,6 +86,23 @@ class FallbackSource(CandleSource):
         )
 
 
+def parse_spec(spec: str, field: str = "source") -> tuple[str, str]:
+    """(kind, argument) of a source spec, or InvalidInput naming the field."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidInput(f"{field}: source spec is empty", field=field)
+    kind, _, arg = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind not in SOURCE_KINDS:
+        raise InvalidInput(
+            f"{field}: unknown source kind {kind!r}; use one of {', '.join(SOURCE_KINDS)}", field=field
+        )
+    if kind == "files" and not arg:
+        raise InvalidInput(f"{field}: files source needs a directory: files:/path/to/dir", field=field)
+    if kind == "synthetic" and arg and not arg.lstrip("-").isdigit():
+        raise InvalidInput(f"{field}: synthetic seed must be an integer, got {arg!r}", field=field)
+    return kind, arg
+
+
 def build_source(spec: str, *, dsn: str | None = None, seed: int = 7) -> CandleSource:
     """A source from a spec ``kind[:argument]``.
 
@@ -92,22 +110,14 @@ def build_source(spec: str, *, dsn: str | None = None, seed: int = 7) -> CandleS
     ccxt[:EXCHANGE_ID] · yahoo · auto (crypto via ccxt on the symbol's exchange,
     forex and stocks via Yahoo).
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise InvalidInput("source spec is empty", field="source")
-    kind, _, arg = spec.strip().partition(":")
-    kind = kind.lower()
+    kind, arg = parse_spec(spec)
     if kind == "synthetic":
         from .synthetic import SyntheticSource
 
-        try:
-            return SyntheticSource(seed=int(arg) if arg else seed)
-        except ValueError:
-            raise InvalidInput(f"synthetic seed must be an integer, got {arg!r}", field="source") from None
+        return SyntheticSource(seed=int(arg) if arg else seed)
     if kind == "files":
         from .files import FileSource
 
-        if not arg:
-            raise InvalidInput("files source needs a directory: files:/path/to/dir", field="source")
         return FileSource(arg)
     if kind == "postgres":
         from .postgres import PostgresTableSource
@@ -123,11 +133,7 @@ def build_source(spec: str, *, dsn: str | None = None, seed: int = 7) -> CandleS
         from .yahoo import YahooSource
 
         return YahooSource()
-    if kind == "auto":
-        return AutoSource()
-    raise InvalidInput(
-        f"unknown source kind {kind!r}; use one of {', '.join(SOURCE_KINDS)}", field="source"
-    )
+    return AutoSource()
 
 
 class AutoSource(CandleSource):

@@ -1,0 +1,244 @@
+"""Market data: ingested OHLCV and its resampled higher timeframes, with checks.
+
+``market/ohlcv`` fetches each symbol's *base* timeframe (the finest in its
+``timeframes``) from the configured source, incrementally: only what the store
+lacks for the partition's month. ``market/ohlcv_<tf>`` builds each higher
+timeframe a symbol lists from the next finer stored one, closed candles only.
+"""
+
+
+from datetime import datetime, timedelta, timezone
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from ..core.timeframes import TIMEFRAMES
+from ..resources import MarketDB, MarketSource
+from .partitions import market_backfill_policy, market_partitions, month_bounds, split_keys
+
+GROUP = "market_data"
+OHLCV_KEY = AssetKey(["market", "ohlcv"])
+# resampled chain: each reads the finest stored timeframe below it that divides it
+RESAMPLED = ["5m", "15m", "30m", "1h", "4h", "1d"]
+US = 1_000_000
+
+
+def _check_specs(key: AssetKey) -> list[AssetCheckSpec]:
+    from ..core.quality import CHECKS
+
+    return [AssetCheckSpec(name, asset=key, blocking=blocking, description=desc)
+            for name, (_, blocking, desc) in CHECKS.items()]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check_results(store, series: dict, now: datetime) -> list[AssetCheckResult]:
+    """Run the quality checks over what the run touched: {(symbol, tf): (info, start, end)}."""
+    from ..core.quality import run_checks
+
+    candles, latest = {}, {}
+    for (symbol, tf), (info, start, end) in series.items():
+        candles[(symbol, tf)] = (store.read_candles(symbol, tf, start, end), info.category, info.exchange, info.live)
+        if info.live:
+            last = store.candle_stats(symbol, tf)["last_ts"]
+            if last is not None:
+                latest[(symbol, tf)] = int((last.timestamp() + TIMEFRAMES[tf]) * US)
+    outcomes = run_checks(candles, TIMEFRAMES, now_us=int(now.timestamp() * US), latest_close_us=latest)
+    return [
+        AssetCheckResult(
+            check_name=o.name, passed=o.passed,
+            severity=AssetCheckSeverity.ERROR if o.severity == "ERROR" else AssetCheckSeverity.WARN,
+            description=o.description, metadata={k: _md(v) for k, v in o.metadata.items()},
+        )
+        for o in outcomes
+    ]
+
+
+def _md(v):
+    if isinstance(v, dict):
+        return MetadataValue.json(v)
+    return v
+
+
+def _summary_metadata(store, series: dict, totals, extra: dict) -> dict:
+    first = last = None
+    stored = 0
+    for (symbol, tf), (_, start, end) in series.items():
+        st = store.candle_stats(symbol, tf, start, end)
+        stored += st["rows"]
+        if st["first_ts"] is not None:
+            first = st["first_ts"] if first is None else min(first, st["first_ts"])
+            last = st["last_ts"] if last is None else max(last, st["last_ts"])
+    md = {
+        "stored_rows": stored,
+        "inserted": totals.inserted,
+        "updated": totals.updated,
+        "unchanged": totals.unchanged,
+        "rejected": totals.rejected,
+        "duplicates_collapsed": totals.duplicates_collapsed,
+        "first_ts": first.isoformat() if first else "",
+        "last_ts": last.isoformat() if last else "",
+        "series": MetadataValue.json(sorted(f"{s} {tf}" for s, tf in series)),
+    }
+    md.update(extra)
+    return md
+
+
+class OhlcvConfig(Config):
+    refetch: bool = False  # fetch whole months again (corrections), not only what is missing
+
+
+def _missing_ranges(store, symbol, tf, start, end, refetch):
+    if refetch:
+        return [(start, end)]
+    st = store.candle_stats(symbol, tf, start, end)
+    if st["rows"] == 0:
+        return [(start, end)]
+    step = timedelta(seconds=TIMEFRAMES[tf])
+    ranges = []
+    if st["first_ts"] > start + step:
+        ranges.append((start, st["first_ts"]))
+    if st["last_ts"] + step < end:
+        ranges.append((st["last_ts"] + step, end))
+    return ranges
+
+
+@asset(
+    key=OHLCV_KEY,
+    partitions_def=market_partitions,
+    backfill_policy=market_backfill_policy,
+    check_specs=_check_specs(OHLCV_KEY),
+    kinds={"postgres"},
+    group_name=GROUP,
+    description="Candles at each symbol's base timeframe, fetched incrementally from the configured source.",
+)
+def ohlcv(context: AssetExecutionContext, config: OhlcvConfig, market_db: MarketDB,
+          market_source: MarketSource) -> MaterializeResult:
+    from ..errors import PlatformError, UnknownSymbol
+    from ..store.db import WriteResult
+
+    source = market_source.build()
+    now = _now()
+    totals, series, fetched, errors = WriteResult(), {}, 0, []
+    with market_db.open() as store:
+        for symbol, months in split_keys(context.partition_keys).items():
+            info = store.get_symbol(symbol)
+            if info is None:
+                errors.append(UnknownSymbol(symbol).message)
+                continue
+            if not info.enabled:
+                context.log.info("%s is disabled; fetching anyway because the partition was asked for", symbol)
+            tf = info.base_timeframe
+            first_start = month_bounds(months[0])[0]
+            for month in months:
+                start, end = month_bounds(month)
+                end = min(end, now)
+                if end <= start:
+                    continue
+                for a, b in _missing_ranges(store, symbol, tf, start, end, config.refetch):
+                    try:
+                        raw = source.fetch(info, tf, a, b)
+                    except PlatformError as e:
+                        errors.append(f"{symbol} {month}: {e.message}")
+                        continue
+                    fetched += len(raw)
+                    r = store.ingest_frame(symbol, tf, raw, source=source.name, now=now, forming="skip",
+                                           where=f"{source.name} {symbol} {tf}")
+                    totals = totals + r
+                    context.log.info("%s %s %s..%s: %s", symbol, tf, a.isoformat(), b.isoformat(), r.counts())
+            series[(symbol, tf)] = (info, first_start, month_bounds(months[-1])[1])
+        if errors and not series:
+            raise Failure(description="; ".join(errors))
+        checks = _check_results(store, series, now)
+        md = _summary_metadata(store, series, totals, {
+            "source": getattr(source, "last_used", None) or source.name,
+            "fetched_rows": fetched,
+            "forming_skipped": totals.forming_skipped,
+        })
+    if errors:
+        # the partitions that worked are stored and reported; the run still fails loudly
+        context.log.error("; ".join(errors))
+        raise Failure(description="; ".join(errors), metadata=md)
+    return MaterializeResult(metadata=md, check_results=checks)
+
+
+def _resampled_asset(tf: str, parent: AssetKey):
+    key = AssetKey(["market", f"ohlcv_{tf}"])
+
+    @asset(
+        name=f"ohlcv_{tf}",
+        key_prefix=["market"],
+        deps=[parent],
+        partitions_def=market_partitions,
+        backfill_policy=market_backfill_policy,
+        check_specs=_check_specs(key),
+        kinds={"postgres"},
+        group_name=GROUP,
+        description=f"{tf} candles resampled from the next finer stored timeframe (closed candles only), "
+                    f"for symbols that list {tf} above their base timeframe.",
+    )
+    def _asset(context: AssetExecutionContext, market_db: MarketDB) -> MaterializeResult:
+        from ..core.calendars import slot_open
+        from ..core.resample import resample
+        from ..errors import UnknownSymbol
+        from ..store.db import WriteResult
+
+        now = _now()
+        tf_s = TIMEFRAMES[tf]
+        totals, series, skipped, errors = WriteResult(), {}, [], []
+        with market_db.open() as store:
+            for symbol, months in split_keys(context.partition_keys).items():
+                info = store.get_symbol(symbol)
+                if info is None:
+                    errors.append(UnknownSymbol(symbol).message)
+                    continue
+                if tf not in info.timeframes or TIMEFRAMES[info.base_timeframe] >= tf_s:
+                    skipped.append(symbol)
+                    continue
+                lower = max((t for t in info.timeframes if TIMEFRAMES[t] < tf_s and tf_s % TIMEFRAMES[t] == 0),
+                            key=TIMEFRAMES.__getitem__)
+                last = store.candle_stats(symbol, lower)["last_ts"]
+                horizon = int((last.timestamp() + TIMEFRAMES[lower]) * US) if last else 0
+                for month in months:
+                    start, end = month_bounds(month)
+                    lower_c = store.read_candles(symbol, lower, start, end)
+                    out = resample(
+                        lower_c, TIMEFRAMES[lower], tf_s, now_us=int(now.timestamp() * US), horizon_us=horizon,
+                        market_open=lambda ts, s, info=info: slot_open(info.category, info.exchange, ts, s),
+                    )
+                    totals = totals + store.write_candles(symbol, tf, out, source=f"resample:{lower}")
+                series[(symbol, tf)] = (info, month_bounds(months[0])[0], month_bounds(months[-1])[1])
+            if errors and not series and not skipped:
+                raise Failure(description="; ".join(errors))
+            checks = _check_results(store, series, now)
+            md = _summary_metadata(store, series, totals, {
+                "skipped_symbols": MetadataValue.json(skipped),
+                "note": f"symbols without {tf} above their base timeframe are skipped" if skipped else "",
+            })
+        if errors:
+            raise Failure(description="; ".join(errors), metadata=md)
+        return MaterializeResult(metadata=md, check_results=checks)
+
+    return _asset
+
+
+resampled_assets = []
+_parent = OHLCV_KEY
+for _tf in RESAMPLED:
+    _a = _resampled_asset(_tf, _parent)
+    resampled_assets.append(_a)
+    _parent = _a.key
+
+market_assets = [ohlcv, *resampled_assets]

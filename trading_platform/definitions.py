@@ -1,0 +1,34 @@
+"""The code location: every asset, check, job, schedule, sensor and resource.
+
+Imports nothing heavy (no torch, mlflow, ccxt, yfinance, ...): every run launch
+and UI reload pays for what this module imports.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from .assets.market_data import market_assets
+from .resources import MarketDB, MarketSource
+from .sensors.market_data import market_data_hourly, market_data_job, symbol_partitions_sensor
+
+
+def _resources() -> dict:
+    db = MarketDB(database_url=EnvVar("TP_DATABASE_URL")) if os.environ.get("TP_DATABASE_URL") else MarketDB()
+    fallbacks = [s.strip() for s in os.environ.get("TP_SOURCE_FALLBACKS", "").split(",") if s.strip()]
+    source_kwargs = {"spec": os.environ.get("TP_SOURCE", "synthetic"), "fallbacks": fallbacks}
+    if os.environ.get("TP_SOURCE_DSN"):
+        source_kwargs["source_dsn"] = EnvVar("TP_SOURCE_DSN")
+    return {"market_db": db, "market_source": MarketSource(**source_kwargs)}
+
+
+market_data_defs = Definitions(
+    assets=market_assets,
+    jobs=[market_data_job],
+    schedules=[market_data_hourly],
+    sensors=[symbol_partitions_sensor],
+)
+
+defs = Definitions.merge(market_data_defs, Definitions(resources=_resources()))
