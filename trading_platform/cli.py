@@ -1,0 +1,318 @@
+"""`tp`: the platform's command line.
+
+Every command: ``--json`` prints one JSON value as the last line of stdout (logs
+go to stderr); an error exits non-zero with a message naming the field or value
+at fault (with ``--json``: ``{"error": ..., "field": ...}``); quarantined rows
+are results, not errors (exit 0, counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import InvalidInput, PlatformError
+
+log = logging.getLogger("tp")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors follow the same JSON/exit convention
+        raise InvalidInput(f"{self.prog}: {message}", field="arguments")
+
+
+def _emit(args, value, text: str | None = None) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(value, default=str))
+    else:
+        print(text if text is not None else json.dumps(value, indent=2, default=str))
+
+
+def _store():
+    from .store.runtime import open_store
+
+    return open_store()
+
+
+def _instance():
+    from .instance import get_instance
+
+    return get_instance()
+
+
+# ---- db ---------------------------------------------------------------------
+def cmd_db_url(args) -> int:
+    from .store.db import redact_dsn
+    from .store.runtime import database_url
+
+    dsn = database_url()
+    shown = dsn if args.show_password else redact_dsn(dsn)
+    _emit(args, {"url": shown}, shown)
+    return 0
+
+
+def cmd_db_migrate(args) -> int:
+    from .store.migrations import current_version
+
+    with _store() as store:  # connecting applies pending migrations
+        v = current_version(store.conn)
+    _emit(args, {"schema_version": v}, f"schema at version {v}")
+    return 0
+
+
+# ---- symbols ----------------------------------------------------------------
+def _symbol_row(s) -> dict:
+    return {"symbol": s.symbol, "category": s.category, "exchange": s.exchange, "base": s.base,
+            "quote": s.quote, "timeframes": s.timeframes, "enabled": s.enabled, "live": s.live,
+            "metadata": s.metadata}
+
+
+def _timeframes_arg(v: str | None):
+    return [t for t in v.split(",") if t.strip()] if v else None
+
+
+def cmd_symbols(args) -> int:
+    from .symbols import Symbols
+
+    with _store() as store:
+        api = Symbols(store, _instance() if args.action != "list" else None)
+        if args.action == "list":
+            rows = [_symbol_row(s) for s in api.list()]
+            text = "\n".join(
+                f"{r['symbol']:<16} {r['category']:<7} {r['exchange'] or '':<10} {','.join(r['timeframes']):<20} "
+                f"{'enabled' if r['enabled'] else 'disabled'}{' live' if r['live'] else ''}" for r in rows
+            ) or "(no symbols)"
+            _emit(args, rows, text)
+            return 0
+        meta = json.loads(args.metadata) if getattr(args, "metadata", None) else None
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidInput("--metadata must be a JSON object", field="metadata")
+        if args.action == "add":
+            info = api.add(args.symbol, category=args.category, exchange=args.exchange,
+                           timeframes=_timeframes_arg(args.timeframes), enabled=not args.disabled,
+                           live=args.live, metadata=meta)
+            _emit(args, _symbol_row(info), f"added {info.symbol}")
+        elif args.action == "update":
+            info = api.update(args.symbol, category=args.category, exchange=args.exchange,
+                              timeframes=_timeframes_arg(args.timeframes), enabled=args.enabled,
+                              live=args.live_flag, metadata=meta)
+            _emit(args, _symbol_row(info), f"updated {info.symbol}")
+        elif args.action == "remove":
+            n = api.remove(args.symbol, purge=args.purge)
+            _emit(args, {"removed": args.symbol, "candles_deleted": n}, f"removed {args.symbol} ({n} candles deleted)")
+    return 0
+
+
+# ---- ingest -----------------------------------------------------------------
+def cmd_ingest(args) -> int:
+    from .ingest import ingest_file
+
+    with _store() as store:
+        result, recorded = ingest_file(store, args.path, args.symbol, args.timeframe, category=args.category,
+                                       exchange=args.exchange, instance=_instance())
+    counts = result.counts()
+    log.info("duplicates collapsed: %d; recorded in Dagster: %s", result.duplicates_collapsed, recorded)
+    _emit(args, counts, " ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+# ---- demo / up / down -------------------------------------------------------
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    summary = run_demo(quick=args.quick, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    text = "\n".join([f"demo: {', '.join(summary['symbols'])} over {', '.join(m[:7] for m in summary['months'])}",
+                      *(f"  {k:<22} {v:6.2f} s" for k, v in summary["asset_seconds"].items()),
+                      f"  stored candles: {summary['stored_candles']}",
+                      f"  total {summary['total_seconds']} s"])
+    _emit(args, summary, text)
+    return 0 if not summary["error_checks_failed"] else 1
+
+
+def _pids_file() -> Path:
+    from .settings import get_settings
+
+    return get_settings().run_dir / "pids.json"
+
+
+def cmd_up(args) -> int:
+    from .instance import REPO_ROOT, ensure_dagster_home
+    from .settings import get_settings
+    from .store.runtime import database_url
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    dagster_home = ensure_dagster_home(settings)
+    dsn = database_url(settings)
+    with _store() as store:
+        empty = not store.list_symbols()
+    if empty and not args.no_sample:
+        from .demo import run_demo
+
+        print("loading the sample market (first start)...", file=sys.stderr)
+        run_demo(quick=False, log=lambda m: print(m, file=sys.stderr))
+    env = {**os.environ, "TP_HOME": str(settings.home), "DAGSTER_HOME": str(dagster_home),
+           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+    bindir = Path(sys.executable).parent
+    workspace = REPO_ROOT / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "trading_platform.definitions"]
+    procs = []
+    if not args.no_mlflow:
+        artifacts = settings.home / "mlartifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        procs.append(subprocess.Popen(
+            [str(bindir / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
+             "--default-artifact-root", str(artifacts), "--host", args.host, "--port", str(args.mlflow_port)],
+            env=env, start_new_session=True))
+    procs.append(subprocess.Popen(
+        [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port)],
+        env=env, cwd=str(REPO_ROOT if workspace.exists() else Path.cwd()), start_new_session=True))
+    _pids_file().write_text(json.dumps([p.pid for p in procs]))
+    print(f"Dagster UI http://{args.host}:{args.port}"
+          + ("" if args.no_mlflow else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
+          + " · Ctrl-C to stop", file=sys.stderr)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _terminate([p.pid for p in procs])
+        _pids_file().unlink(missing_ok=True)
+    return 0
+
+
+def _terminate(pids: list[int]) -> list[int]:
+    stopped = []
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.time() + 15
+    for pid in stopped:
+        while time.time() < deadline:
+            try:
+                os.killpg(pid, 0)
+                time.sleep(0.2)
+            except ProcessLookupError:
+                break
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return stopped
+
+
+def cmd_down(args) -> int:
+    from .settings import get_settings
+    from .store.embedded import stop_embedded
+
+    pf = _pids_file()
+    stopped = _terminate(json.loads(pf.read_text())) if pf.exists() else []
+    pf.unlink(missing_ok=True)
+    db = stop_embedded(get_settings().pg_data)
+    _emit(args, {"services_stopped": len(stopped), "database_stopped": db},
+          f"stopped {len(stopped)} service(s); embedded database {'stopped' if db else 'was not running'}")
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tp", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def cmd(name, fn, help):
+        sp = sub.add_parser(name, help=help)
+        sp.set_defaults(fn=fn)
+        sp.add_argument("--json", action="store_true", help="one JSON value on the last line of stdout")
+        return sp
+
+    up = cmd("up", cmd_up, "start the embedded database, load sample data, run dagster dev and the MLflow UI")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=3000)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--no-mlflow", action="store_true")
+    up.add_argument("--no-sample", action="store_true", help="do not load the sample market on first start")
+    cmd("down", cmd_down, "stop the services `tp up` started and the embedded database")
+    demo = cmd("demo", cmd_demo, "load the sample market, materialize everything, print a summary")
+    demo.add_argument("--quick", action="store_true", help="smaller sample (2 symbols, current month)")
+    demo.add_argument("--seed", type=int, default=7)
+
+    db = sub.add_parser("db", help="the market store")
+    dbs = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    u = dbs.add_parser("url", help="a URI psql accepts (password as *** unless --show-password)")
+    u.add_argument("--show-password", action="store_true")
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(fn=cmd_db_url)
+    m = dbs.add_parser("migrate", help="apply pending schema migrations (also done on every start)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(fn=cmd_db_migrate)
+
+    sy = sub.add_parser("symbols", help="managed symbols")
+    sys_ = sy.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ls = sys_.add_parser("list")
+    ls.add_argument("--json", action="store_true")
+    for name in ("add", "update"):
+        a = sys_.add_parser(name)
+        a.add_argument("symbol")
+        a.add_argument("--category", choices=None)
+        a.add_argument("--exchange")
+        a.add_argument("--timeframes", help="comma-separated, e.g. 5m,1h,1d")
+        a.add_argument("--metadata", help="a JSON object")
+        a.add_argument("--json", action="store_true")
+        if name == "add":
+            a.add_argument("--live", action="store_true")
+            a.add_argument("--disabled", action="store_true")
+        else:
+            g = a.add_mutually_exclusive_group()
+            g.add_argument("--enable", dest="enabled", action="store_const", const=True)
+            g.add_argument("--disable", dest="enabled", action="store_const", const=False)
+            g2 = a.add_mutually_exclusive_group()
+            g2.add_argument("--live", dest="live_flag", action="store_const", const=True)
+            g2.add_argument("--not-live", dest="live_flag", action="store_const", const=False)
+    rm = sys_.add_parser("remove")
+    rm.add_argument("symbol")
+    rm.add_argument("--purge", action="store_true", help="also delete the symbol's candles")
+    rm.add_argument("--json", action="store_true")
+    sy.set_defaults(fn=cmd_symbols)
+
+    ing = cmd("ingest", cmd_ingest, "load a CSV/Parquet file of candles into the store")
+    ing.add_argument("path")
+    ing.add_argument("--symbol", required=True)
+    ing.add_argument("--timeframe", required=True)
+    ing.add_argument("--category")
+    ing.add_argument("--exchange")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("TP_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("pgserver", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.fn(args) or 0)
+    except PlatformError as e:
+        if as_json:
+            print(json.dumps(e.to_json()))
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
