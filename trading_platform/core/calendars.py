@@ -39,13 +39,13 @@ def slot_open(category: str, exchange: str | None, ts_us: np.ndarray, tf_seconds
         return dow < 5 if tf_seconds < 604_800 else np.ones(len(ts_us), dtype=bool)
     if category == "forex":
         local = pd.DatetimeIndex(pd.to_datetime(ts_us, unit="us", utc=True)).tz_convert(FX_TZ)
-        dow = local.dayofweek.to_numpy()
+        dow = local.day_of_week.to_numpy()
         minute = (local.hour * 60 + local.minute).to_numpy()
         closed = (dow == 5) | ((dow == 4) & (minute >= FX_ROLL_MIN)) | ((dow == 6) & (minute < FX_ROLL_MIN))
         return ~closed
     tz, open_min, close_min = SESSIONS.get((exchange or "").upper(), DEFAULT_SESSION)
     local = pd.DatetimeIndex(pd.to_datetime(ts_us, unit="us", utc=True)).tz_convert(tz)
-    dow = local.dayofweek.to_numpy()
+    dow = local.day_of_week.to_numpy()
     start = (local.hour * 60 + local.minute).to_numpy()
     end = start + tf_seconds // 60
     return (dow < 5) & (start < close_min) & (end > open_min)

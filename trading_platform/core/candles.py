@@ -86,7 +86,8 @@ def standardize_columns(df: pd.DataFrame, where: str = "input") -> pd.DataFrame:
         cols.setdefault(key, c)
     time_col = next((cols[n] for n in TIME_NAMES if n in cols), None)
     if time_col is None:
-        unnamed = [c for c in df.columns if str(c).startswith("Unnamed: 0") or str(c).strip() == ""]
+        unnamed = [c for c in df.columns
+                   if str(c).startswith("Unnamed: 0") or str(c).strip() in ("", "index")]
         if unnamed:
             time_col = unnamed[0]
     missing = [c for c in VALUE_COLUMNS if c not in cols]

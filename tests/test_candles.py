@@ -1,0 +1,130 @@
+"""Normalization and quarantine of incoming candles: every bad input in the issue."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import utc
+from trading_platform.core.candles import normalize_candles
+from trading_platform.errors import InvalidInput
+from trading_platform.sources.files import read_ohlcv_file
+
+
+def frame(rows, cols=("ts", "open", "high", "low", "close", "volume")):
+    return pd.DataFrame(rows, columns=list(cols))
+
+
+GOOD = [
+    ("2024-01-01T00:00:00Z", 10, 11, 9, 10.5, 100),
+    ("2024-01-01T01:00:00Z", 10.5, 12, 10, 11, 120),
+    ("2024-01-01T02:00:00Z", 11, 11.5, 10.5, 11.2, 90),
+]
+
+
+def reasons(n):
+    return sorted(r.reason for r in n.rejects)
+
+
+def test_clean_rows_pass_through_unchanged():
+    n = normalize_candles(frame(GOOD), "1h")
+    assert len(n) == 3 and not n.rejects
+    assert n.to_frame()["close"].tolist() == [10.5, 11, 11.2]
+    assert n.to_frame()["ts"].iloc[0] == pd.Timestamp("2024-01-01", tz="UTC")
+
+
+@pytest.mark.parametrize("row,reason", [
+    (("2024-01-01T03:00:00Z", float("nan"), 11, 9, 10, 1), "missing open"),
+    (("2024-01-01T03:00:00Z", "abc", 11, 9, 10, 1), "non-numeric open 'abc'"),
+    (("2024-01-01T03:00:00Z", 10, 9, 11, 10, 1), "high < low"),
+    (("2024-01-01T03:00:00Z", 10, 11, 9, 10, -5), "negative volume"),
+    (("2024-01-01T03:00:00Z", -10, 11, 9, 10, 5), "open is not positive"),
+    (("2024-01-01T03:00:00Z", 10, 11, 9, 12, 5), "open or close outside [low, high]"),
+    (("2024-01-01T03:00:00Z", 10, 11, 9, 10, None), "missing volume"),
+    (("not a time", 10, 11, 9, 10, 5), "unparseable timestamp 'not a time'"),
+    (("2024-01-01T03:17:00Z", 10, 11, 9, 10, 5), "timestamp not aligned to a 1h boundary"),
+])
+def test_bad_rows_are_quarantined_with_their_reason(row, reason):
+    n = normalize_candles(frame(GOOD + [row]), "1h")
+    assert len(n) == 3
+    assert reasons(n) == [reason]
+    assert n.rejects[0].raw["ts"] == row[0]  # the raw row is kept
+
+
+def test_identical_duplicates_collapse_and_are_counted():
+    n = normalize_candles(frame(GOOD + [GOOD[1], GOOD[1]]), "1h")
+    assert len(n) == 3 and n.duplicates_collapsed == 2 and not n.rejects
+
+
+def test_conflicting_duplicates_are_all_quarantined():
+    clash = ("2024-01-01T01:00:00Z", 10.5, 12, 10, 11.9, 120)
+    n = normalize_candles(frame(GOOD + [clash]), "1h")
+    assert len(n) == 2
+    assert reasons(n) == ["conflicting duplicate timestamp (2 rows with different values)"] * 2
+    assert 1704070800 * 10**6 not in n.ts_us
+
+
+def test_unsorted_rows_are_sorted_not_rejected():
+    n = normalize_candles(frame(list(reversed(GOOD))), "1h")
+    assert n.was_unsorted and not n.rejects
+    assert list(np.diff(n.ts_us) > 0) == [True, True]
+
+
+def test_mixed_time_zones_are_normalized_to_utc():
+    rows = [("2024-01-01T01:00:00+01:00", 10, 11, 9, 10.5, 100),      # 00:00 UTC
+            ("2023-12-31T20:00:00-05:00", 10.5, 12, 10, 11, 120),     # 01:00 UTC
+            ("2024-01-01 02:00:00", 11, 11.5, 10.5, 11.2, 90)]        # naive = UTC
+    n = normalize_candles(frame(rows), "1h")
+    assert not n.rejects
+    assert list(n.to_frame()["ts"]) == list(pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC"))
+
+
+def test_epoch_milliseconds_and_daily_local_midnight():
+    ms = [(1704067200000 + i * 3600_000, 10, 11, 9, 10, 1) for i in range(3)]
+    assert normalize_candles(frame(ms), "1h").ts_us[0] == 1704067200 * 10**6
+    # Yahoo daily bars come stamped at New York midnight (05:00 UTC): the trading day is kept
+    daily = [("2024-01-02 00:00:00-05:00", 10, 11, 9, 10, 1), ("2024-01-03 00:00:00-05:00", 10, 11, 9, 10, 1)]
+    n = normalize_candles(frame(daily), "1d")
+    assert list(n.to_frame()["ts"].dt.day) == [2, 3] and (n.ts_us % (86400 * 10**6) == 0).all()
+
+
+def test_missing_columns_name_them():
+    with pytest.raises(InvalidInput) as e:
+        normalize_candles(frame([(1, 2, 3)], cols=("ts", "open", "close")), "1h")
+    assert "high" in e.value.message and "low" in e.value.message and "volume" in e.value.message
+    assert e.value.field == "columns"
+
+
+def test_candle_not_closed_yet_is_rejected_from_files_and_skipped_from_sources():
+    now = utc(2024, 1, 1, 2, 30)
+    rej = normalize_candles(frame(GOOD), "1h", now=now)
+    assert len(rej) == 2 and reasons(rej) == ["candle not closed yet (ts + 1h is after now)"]
+    skip = normalize_candles(frame(GOOD), "1h", now=now, forming="skip")
+    assert len(skip) == 2 and not skip.rejects and skip.forming_skipped == 1
+
+
+def test_pandas_csv_export_loads_as_it_is(tmp_path):
+    idx = pd.date_range("2024-01-01", periods=3, freq="1h", tz="UTC")
+    df = pd.DataFrame({"Open": [1, 2, 3.0], "High": [2, 3, 4.0], "Low": [0.5, 1, 2.0],
+                       "Close": [1.5, 2.5, 3.5], "Volume": [10, 20, 30]}, index=idx)
+    p = tmp_path / "x.csv"
+    df.to_csv(p)
+    n = normalize_candles(read_ohlcv_file(p), "1h")
+    assert len(n) == 3 and not n.rejects and n.close.tolist() == [1.5, 2.5, 3.5]
+    pq = tmp_path / "x.parquet"
+    df.to_parquet(pq)
+    assert len(normalize_candles(read_ohlcv_file(pq), "1h")) == 3
+
+
+def test_empty_and_header_only_files_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(InvalidInput, match="is empty"):
+        read_ohlcv_file(empty)
+    header = tmp_path / "header.csv"
+    header.write_text("ts,open,high,low,close,volume\n")
+    with pytest.raises(InvalidInput, match="no rows"):
+        read_ohlcv_file(header)
+    with pytest.raises(InvalidInput, match="not found"):
+        read_ohlcv_file(tmp_path / "nope.csv")
