@@ -1,0 +1,46 @@
+"""The code location loads, resolves everything, and imports nothing heavy."""
+
+import json
+import subprocess
+import sys
+
+from dagster import AssetKey
+
+HEAVY = ("torch", "neuralforecast", "sentence_transformers", "faiss", "mlflow", "ccxt", "yfinance",
+         "xgboost", "lightgbm", "sklearn", "hmmlearn")
+
+
+def test_definitions_resolve_every_asset_check_job_schedule_and_sensor():
+    from trading_platform.definitions import defs
+
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"market/ohlcv", "market/ohlcv_5m", "market/ohlcv_1h", "market/ohlcv_1d"} <= keys
+    checks = repo.asset_graph.asset_check_keys
+    for k in keys:
+        names = {c.name for c in checks if c.asset_key == AssetKey.from_user_string(k)}
+        assert {"no_duplicate_keys", "ohlc_consistent", "no_unexpected_gaps"} <= names, k
+    for job in repo.get_all_jobs():
+        assert job.name
+    assert defs.resolve_job_def("market_data_job").name == "market_data_job"
+    assert defs.resolve_schedule_def("market_data_hourly").cron_schedule == "5 * * * *"
+    assert defs.resolve_sensor_def("symbol_partitions_sensor").name == "symbol_partitions_sensor"
+    for key in ("market_db", "market_source"):
+        assert key in repo.get_top_level_resources()
+
+
+def test_importing_definitions_is_fast_and_light():
+    code = ("import sys, time, json; t = time.time(); import trading_platform.definitions; "
+            f"print(json.dumps([time.time() - t, [m for m in {HEAVY!r} if m in sys.modules]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seconds, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert heavy == []
+    assert seconds < 10  # 3 s on an idle 2-core box; generous here so a busy CI box does not flake
+
+
+def test_a_bad_source_config_fails_at_load_naming_the_field(monkeypatch):
+    code = "import trading_platform.definitions"
+    env = {"TP_SOURCE": "carrier-pigeon", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode != 0
+    assert "spec: unknown source kind 'carrier-pigeon'" in out.stderr
