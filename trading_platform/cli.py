@@ -53,6 +53,8 @@ def cmd_db_url(args) -> int:
     from .store.runtime import database_url
 
     dsn = database_url()
+    with _store():  # starting the store applies pending migrations, so the URL leads to the schema
+        pass
     shown = dsn if args.show_password else redact_dsn(dsn)
     _emit(args, {"url": shown}, shown)
     return 0

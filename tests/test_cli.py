@@ -1,0 +1,107 @@
+"""`tp` as a user runs it: a separate process, JSON on the last line, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import utc
+from trading_platform.core.symbols import SymbolInfo
+from trading_platform.sources.synthetic import SyntheticSource
+
+
+def tp(env, *args, check=True):
+    out = subprocess.run([sys.executable, "-m", "trading_platform.cli", *args], env=env,
+                         capture_output=True, text=True, timeout=300)
+    if check and out.returncode != 0:
+        raise AssertionError(f"tp {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "null"
+    return out.returncode, json.loads(last), out
+
+
+def test_db_url_is_a_uri_psql_accepts(tp_env):
+    _, shown, _ = tp(tp_env, "db", "url", "--json")
+    _, real, _ = tp(tp_env, "db", "url", "--show-password", "--json")
+    psql = subprocess.run(["psql", real["url"], "-tAc", "SELECT count(*) FROM schema_migrations"],
+                          capture_output=True, text=True)
+    assert psql.returncode == 0, psql.stderr
+    assert int(psql.stdout.strip()) >= 1  # tp created the schema
+
+
+def test_password_is_hidden_unless_asked(tp_env):
+    env = {**tp_env, "TP_DATABASE_URL": "postgresql://trader:hunter2@127.0.0.1:1/market"}
+    _, out, _ = tp(env, "db", "url", "--json")
+    assert out == {"url": "postgresql://trader:***@127.0.0.1:1/market"}
+    code, err, proc = tp(env, "symbols", "list", "--json", check=False)
+    assert code != 0 and "127.0.0.1" in err["error"] and "hunter2" not in proc.stdout + proc.stderr
+    assert err["field"] == "TP_DATABASE_URL"
+
+
+def test_symbols_commands(tp_env):
+    _, added, _ = tp(tp_env, "symbols", "add", "BTC/USDT:USDT", "--timeframes", "5m,H1", "--live", "--json")
+    assert added["timeframes"] == ["5m", "1h"] and added["live"] and added["quote"] == "USDT"
+    _, upd, _ = tp(tp_env, "symbols", "update", "BTC/USDT:USDT", "--disable", "--json")
+    assert upd["enabled"] is False
+    _, rows, _ = tp(tp_env, "symbols", "list", "--json")
+    assert [r["symbol"] for r in rows] == ["BTC/USDT:USDT"]
+    code, err, _ = tp(tp_env, "symbols", "add", "BTC'; DROP TABLE ohlcv;--", "--json", check=False)
+    assert code == 2 and err["field"] == "symbol" and "outside the allowed set" in err["error"]
+    code, err, _ = tp(tp_env, "symbols", "add", "ETH/USDT", "--timeframes", "2m", "--json", check=False)
+    assert code == 2 and err["field"] == "timeframes"
+    code, err, _ = tp(tp_env, "symbols", "update", "NOPE", "--enable", "--json", check=False)
+    assert code == 2 and "not in the symbols table" in err["error"]
+    _, gone, _ = tp(tp_env, "symbols", "remove", "BTC/USDT:USDT", "--json")
+    assert gone == {"removed": "BTC/USDT:USDT", "candles_deleted": 0}
+
+
+def test_ingest_counts_quarantines_and_records_in_dagster(tp_env, tmp_path, monkeypatch):
+    df = SyntheticSource().fetch(SymbolInfo.create("ETH/USDT"), "1h", utc(2025, 1, 30), utc(2025, 2, 2))
+    df = df.set_index("ts")
+    df.loc[df.index[5], "high"] = df.loc[df.index[5], "low"] / 2          # high < low
+    df.loc[df.index[6], "volume"] = -1                                     # negative volume
+    df = pd.concat([df, df.iloc[[7]]])                                     # identical duplicate
+    path = tmp_path / "eth.csv"
+    df.iloc[::-1].to_csv(path)                                             # unsorted, pandas export
+    _, counts, _ = tp(tp_env, "ingest", str(path), "--symbol", "ETH/USDT", "--timeframe", "60m", "--json")
+    assert counts == {"inserted": 70, "updated": 0, "unchanged": 0, "rejected": 2}
+    _, again, _ = tp(tp_env, "ingest", str(path), "--symbol", "ETH/USDT", "--timeframe", "1h", "--json")
+    assert again == {"inserted": 0, "updated": 0, "unchanged": 70, "rejected": 2}
+    _, rows, _ = tp(tp_env, "symbols", "list", "--json")
+    assert rows[0]["symbol"] == "ETH/USDT" and rows[0]["timeframes"] == ["1h"]
+
+    monkeypatch.setenv("DAGSTER_HOME", tp_env["DAGSTER_HOME"])
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.get() as inst:
+        recs = inst.fetch_materializations(AssetKey(["market", "ohlcv"]), limit=10).records
+        parts = sorted(r.partition_key for r in recs)
+        assert "ETH/USDT" in inst.get_dynamic_partitions("symbol")
+    assert parts == ["2025-01-01|ETH/USDT", "2025-01-01|ETH/USDT", "2025-02-01|ETH/USDT", "2025-02-01|ETH/USDT"]
+
+
+@pytest.mark.parametrize("content,field,message", [
+    ("ts,open,close\n2024-01-01,1,2\n", "columns", "missing column(s) high, low, volume"),
+    ("", "path", "is empty"),
+])
+def test_ingest_bad_files_are_clear_errors(tp_env, tmp_path, content, field, message):
+    p = tmp_path / "bad.csv"
+    p.write_text(content)
+    code, err, _ = tp(tp_env, "ingest", str(p), "--symbol", "X/USDT", "--timeframe", "1h", "--json", check=False)
+    assert code == 2 and err["field"] == field and message in err["error"]
+
+
+def test_ingest_unknown_timeframe(tp_env, tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("ts,open,high,low,close,volume\n2024-01-01,1,2,0.5,1,1\n")
+    code, err, _ = tp(tp_env, "ingest", str(p), "--symbol", "X/USDT", "--timeframe", "1M", "--json", check=False)
+    assert code == 2 and err["field"] == "timeframe" and "monthly" in err["error"]
+
+
+def test_demo_quick(tp_env):
+    _, summary, _ = tp(tp_env, "demo", "--quick", "--json")
+    assert summary["symbols"] == ["BTC/USDT", "EURUSD=X"] and summary["error_checks_failed"] == []
+    assert set(summary["asset_seconds"]) >= {"market/ohlcv", "market/ohlcv_1h", "market/ohlcv_1d"}
+    assert summary["stored_candles"]["1h"] > 0
+    assert summary["total_seconds"] < 120
