@@ -50,11 +50,9 @@ def _instance():
 # ---- db ---------------------------------------------------------------------
 def cmd_db_url(args) -> int:
     from .store.db import redact_dsn
-    from .store.runtime import database_url
 
-    dsn = database_url()
-    with _store():  # starting the store applies pending migrations, so the URL leads to the schema
-        pass
+    with _store() as store:  # opening the store applies pending migrations: the URL leads to the schema
+        dsn = store.dsn
     shown = dsn if args.show_password else redact_dsn(dsn)
     _emit(args, {"url": shown}, shown)
     return 0

@@ -1,0 +1,29 @@
+# The two commands of the README: `make up` (run the platform) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
+
+.PHONY: install up demo test bench down
+
+$(STAMP): setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+up: install            ## embedded PostgreSQL + sample data + dagster dev (:3000) + MLflow UI (:5000)
+	$(VENV)/bin/tp up
+
+demo: install          ## the same sample, materialized in one process; prints a summary and exits
+	$(VENV)/bin/tp demo
+
+down:
+	$(VENV)/bin/tp down
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) benchmarks/ingest.py
