@@ -41,6 +41,12 @@ def _store():
     return open_store()
 
 
+def _store_at(dsn: str):
+    from .store.db import connect
+
+    return connect(dsn)
+
+
 def _instance():
     from .instance import get_instance
 
@@ -49,10 +55,16 @@ def _instance():
 
 # ---- db ---------------------------------------------------------------------
 def cmd_db_url(args) -> int:
+    from .errors import StoreUnavailable
     from .store.db import redact_dsn
+    from .store.runtime import database_url
 
-    with _store() as store:  # opening the store applies pending migrations: the URL leads to the schema
-        dsn = store.dsn
+    dsn = database_url()
+    try:
+        with _store_at(dsn):  # opening the store applies pending migrations: the URL leads to the schema
+            pass
+    except StoreUnavailable as e:  # the URL is still the answer; say why it may not work yet
+        log.warning("%s", e.message)
     shown = dsn if args.show_password else redact_dsn(dsn)
     _emit(args, {"url": shown}, shown)
     return 0
