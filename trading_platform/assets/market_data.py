@@ -96,6 +96,31 @@ def _summary_metadata(store, series: dict, totals, extra: dict) -> dict:
     return md
 
 
+def _run_symbols(context, store, errors: list):
+    """(symbol info, months) for each symbol of the run; unknown symbols go to errors."""
+    from ..errors import UnknownSymbol
+
+    for symbol, months in split_keys(context.partition_keys).items():
+        info = store.get_symbol(symbol)
+        if info is None:
+            errors.append(UnknownSymbol(symbol).message)
+            continue
+        yield info, months
+
+
+def _finish(context, store, series, totals, now, errors, extra) -> MaterializeResult:
+    """Checks and metadata over what the run touched; a run with errors fails loudly
+    (after storing and reporting the partitions that worked)."""
+    if errors and not series:
+        raise Failure(description="; ".join(errors))
+    checks = _check_results(store, series, now)
+    md = _summary_metadata(store, series, totals, extra)
+    if errors:
+        context.log.error("; ".join(errors))
+        raise Failure(description="; ".join(errors), metadata=md)
+    return MaterializeResult(metadata=md, check_results=checks)
+
+
 class OhlcvConfig(Config):
     refetch: bool = False  # fetch whole months again (corrections), not only what is missing
 
@@ -126,18 +151,15 @@ def _missing_ranges(store, symbol, tf, start, end, refetch):
 )
 def ohlcv(context: AssetExecutionContext, config: OhlcvConfig, market_db: MarketDB,
           market_source: MarketSource) -> MaterializeResult:
-    from ..errors import PlatformError, UnknownSymbol
+    from ..errors import PlatformError
     from ..store.db import WriteResult
 
     source = market_source.build()
     now = _now()
     totals, series, fetched, errors = WriteResult(), {}, 0, []
     with market_db.open() as store:
-        for symbol, months in split_keys(context.partition_keys).items():
-            info = store.get_symbol(symbol)
-            if info is None:
-                errors.append(UnknownSymbol(symbol).message)
-                continue
+        for info, months in _run_symbols(context, store, errors):
+            symbol = info.symbol
             if not info.enabled:
                 context.log.info("%s is disabled; fetching anyway because the partition was asked for", symbol)
             tf = info.base_timeframe
@@ -159,19 +181,11 @@ def ohlcv(context: AssetExecutionContext, config: OhlcvConfig, market_db: Market
                     totals = totals + r
                     context.log.info("%s %s %s..%s: %s", symbol, tf, a.isoformat(), b.isoformat(), r.counts())
             series[(symbol, tf)] = (info, first_start, month_bounds(months[-1])[1])
-        if errors and not series:
-            raise Failure(description="; ".join(errors))
-        checks = _check_results(store, series, now)
-        md = _summary_metadata(store, series, totals, {
+        return _finish(context, store, series, totals, now, errors, {
             "source": getattr(source, "last_used", None) or source.name,
             "fetched_rows": fetched,
             "forming_skipped": totals.forming_skipped,
         })
-    if errors:
-        # the partitions that worked are stored and reported; the run still fails loudly
-        context.log.error("; ".join(errors))
-        raise Failure(description="; ".join(errors), metadata=md)
-    return MaterializeResult(metadata=md, check_results=checks)
 
 
 def _resampled_asset(tf: str, parent: AssetKey):
@@ -192,18 +206,14 @@ def _resampled_asset(tf: str, parent: AssetKey):
     def _asset(context: AssetExecutionContext, market_db: MarketDB) -> MaterializeResult:
         from ..core.calendars import slot_open
         from ..core.resample import resample
-        from ..errors import UnknownSymbol
         from ..store.db import WriteResult
 
         now = _now()
         tf_s = TIMEFRAMES[tf]
         totals, series, skipped, errors = WriteResult(), {}, [], []
         with market_db.open() as store:
-            for symbol, months in split_keys(context.partition_keys).items():
-                info = store.get_symbol(symbol)
-                if info is None:
-                    errors.append(UnknownSymbol(symbol).message)
-                    continue
+            for info, months in _run_symbols(context, store, errors):
+                symbol = info.symbol
                 if tf not in info.timeframes or TIMEFRAMES[info.base_timeframe] >= tf_s:
                     skipped.append(symbol)
                     continue
@@ -220,16 +230,10 @@ def _resampled_asset(tf: str, parent: AssetKey):
                     )
                     totals = totals + store.write_candles(symbol, tf, out, source=f"resample:{lower}")
                 series[(symbol, tf)] = (info, month_bounds(months[0])[0], month_bounds(months[-1])[1])
-            if errors and not series and not skipped:
-                raise Failure(description="; ".join(errors))
-            checks = _check_results(store, series, now)
-            md = _summary_metadata(store, series, totals, {
+            return _finish(context, store, series, totals, now, errors, {
                 "skipped_symbols": MetadataValue.json(skipped),
                 "note": f"symbols without {tf} above their base timeframe are skipped" if skipped else "",
             })
-        if errors:
-            raise Failure(description="; ".join(errors), metadata=md)
-        return MaterializeResult(metadata=md, check_results=checks)
 
     return _asset
 
