@@ -135,6 +135,27 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+# ---- features -----------------------------------------------------------------
+def cmd_features_export(args) -> int:
+    from .core.symbols import validate_symbol
+    from .core.timeframes import parse_timeframe
+    from .features.pipeline import export
+
+    symbol, tf = validate_symbol(args.symbol), parse_timeframe(args.timeframe)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise InvalidInput(f"--out must name a .parquet file, got {out.name!r}", field="out")
+    with _store() as store:
+        info = store.require_symbol(symbol)
+        if tf not in info.timeframes:
+            raise InvalidInput(f"{symbol} does not list timeframe {tf} (it lists {', '.join(info.timeframes)})",
+                               field="timeframe")
+        summary = export(store, info, tf, out)
+    _emit(args, summary, f"wrote {summary['rows']} rows x {summary['columns']} columns to {out}"
+                         + (f" (recomputed {len(summary['recomputed_months'])} months)" if summary["recomputed_months"] else ""))
+    return 0
+
+
 # ---- demo / up / down -------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -297,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("--purge", action="store_true", help="also delete the symbol's candles")
     rm.add_argument("--json", action="store_true")
     sy.set_defaults(fn=cmd_symbols)
+
+    fe = sub.add_parser("features", help="technical features")
+    fes = fe.add_subparsers(dest="features_command", required=True, parser_class=_Parser)
+    ex = fes.add_parser("export", help="write one symbol's features to Parquet (computing missing or stale ones)")
+    ex.add_argument("--symbol", required=True)
+    ex.add_argument("--timeframe", required=True)
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(fn=cmd_features_export)
 
     ing = cmd("ingest", cmd_ingest, "load a CSV/Parquet file of candles into the store")
     ing.add_argument("path")

@@ -10,8 +10,10 @@ import os
 
 from dagster import Definitions, EnvVar
 
+from .assets.features import feature_assets
 from .assets.market_data import market_assets
 from .resources import MarketDB, MarketSource
+from .sensors.features import features_job, features_stale_sensor
 from .sensors.market_data import market_data_hourly, market_data_job, symbol_partitions_sensor
 
 
@@ -31,4 +33,10 @@ market_data_defs = Definitions(
     sensors=[symbol_partitions_sensor],
 )
 
-defs = Definitions.merge(market_data_defs, Definitions(resources=_resources()))
+features_defs = Definitions(
+    assets=feature_assets,
+    jobs=[features_job],
+    sensors=[features_stale_sensor],
+)
+
+defs = Definitions.merge(market_data_defs, features_defs, Definitions(resources=_resources()))

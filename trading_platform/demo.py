@@ -35,6 +35,7 @@ def demo_plan(quick: bool, now: datetime | None = None) -> tuple[list[str], list
 def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
     from dagster import DagsterEventType, materialize
 
+    from .assets.features import feature_assets
     from .assets.market_data import market_assets
     from .assets.partitions import market_key
     from .instance import get_instance
@@ -62,7 +63,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
             "dagster/asset_partition_range_end": str(market_key(sym, months[-1])),
             "trading_platform/demo": "quick" if quick else "full",
         }
-        result = materialize(market_assets, instance=instance, resources=resources, tags=tags,
+        result = materialize([*market_assets, *feature_assets], instance=instance, resources=resources, tags=tags,
                              raise_on_error=False)
         runs.append(result.run_id)
         if not result.success:
@@ -85,6 +86,8 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
         rows = store.conn.execute(
             "SELECT timeframe, count(*) FROM ohlcv WHERE symbol = ANY(%s) GROUP BY 1 ORDER BY 1", (symbols,)
         ).fetchall()
+        feature_rows = store.conn.execute(
+            "SELECT count(*) FROM features WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
     return {
         "quick": quick,
         "symbols": symbols,
@@ -92,6 +95,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
         "runs": runs,
         "asset_seconds": {k: round(v, 2) for k, v in sorted(per_asset.items())},
         "stored_candles": {tf: int(n) for tf, n in rows},
+        "feature_rows": int(feature_rows),
         "error_checks_failed": checks_failed,
         "total_seconds": round(time.perf_counter() - t0, 2),
     }

@@ -9,7 +9,6 @@ target while the month is still running.
 from __future__ import annotations
 
 import warnings
-from datetime import datetime, timezone
 
 from dagster import (
     BackfillPolicy,
@@ -19,6 +18,7 @@ from dagster import (
     MultiPartitionsDefinition,
 )
 
+from ..core.months import month_bounds, month_key  # noqa: F401 (re-exported for the assets)
 from ..settings import HISTORY_START
 
 try:  # backfill_policy is marked beta in Dagster 1.13; it is the documented way to bound backfills
@@ -37,16 +37,6 @@ market_backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=24)
 
 def market_key(symbol: str, month: str) -> MultiPartitionKey:
     return MultiPartitionKey({"symbol": symbol, "month": month})
-
-
-def month_key(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-01")
-
-
-def month_bounds(month: str) -> tuple[datetime, datetime]:
-    start = datetime.strptime(month, "%Y-%m-%d").replace(tzinfo=timezone.utc)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start, end
 
 
 def split_keys(keys) -> dict[str, list[str]]:

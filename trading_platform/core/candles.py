@@ -99,9 +99,9 @@ def standardize_columns(df: pd.DataFrame, where: str = "input") -> pd.DataFrame:
         )
     if time_col is not None:
         ts = df[time_col]
-    elif isinstance(df.index, pd.DatetimeIndex) or (
+    elif isinstance(df.index, pd.DatetimeIndex) or not isinstance(df.index, pd.RangeIndex) or (
         df.index.name and str(df.index.name).lower() in TIME_NAMES
-    ):
+    ):  # a time index (e.g. read_csv(..., index_col=0)); rows it cannot parse are quarantined
         ts = pd.Series(df.index, index=df.index)
     else:
         raise InvalidInput(

@@ -19,14 +19,16 @@ from dagster import (
     sensor,
 )
 
+from ..assets.features import feature_assets
 from ..assets.market_data import market_assets
 from ..assets.partitions import market_key, month_key, symbol_partitions
 from ..resources import MarketDB
 
 market_data_job = define_asset_job(
     "market_data_job",
-    selection=market_assets,
-    description="Ingest the base timeframe and resample every higher one, for the chosen symbol-months.",
+    selection=[*market_assets, *feature_assets],
+    description="Ingest the base timeframe, resample every higher one and compute features, "
+                "for the chosen symbol-months.",
 )
 
 

@@ -185,6 +185,8 @@ class MarketStore:
                     field="symbol",
                 )
             self.conn.execute("DELETE FROM ohlcv WHERE symbol = %s", (symbol,))
+            self.conn.execute("DELETE FROM features WHERE symbol = %s", (symbol,))
+            self.conn.execute("DELETE FROM ohlcv_revisions WHERE symbol = %s", (symbol,))
             self.conn.execute("DELETE FROM symbols WHERE symbol = %s", (symbol,))
         return int(n)
 
@@ -222,6 +224,7 @@ class MarketStore:
                 direct = np.ones(len(norm), dtype=bool)
             else:
                 direct = (norm.ts_us < _to_us(lo)) | (norm.ts_us > _to_us(hi))
+            revised_from, revised_rows = None, 0
             if direct.any():
                 part = norm.take(direct)
                 self._copy(
@@ -231,12 +234,24 @@ class MarketStore:
                     len(part),
                 )
                 result.inserted += len(part)
+                if lo is not None and part.ts_us[0] < _to_us(lo):  # history extended backwards
+                    revised_from = _from_us(part.ts_us[0])
+                    revised_rows = int((part.ts_us < _to_us(lo)).sum())
             if not direct.all():
                 staged = norm.take(~direct)
-                ins, upd = self._upsert(symbol, tf, staged)
+                ins, upd, first_changed = self._upsert(symbol, tf, staged)
                 result.inserted += ins
                 result.updated += upd
                 result.unchanged += len(staged) - ins - upd
+                if first_changed is not None:
+                    revised_from = min(first_changed, revised_from or first_changed)
+                    revised_rows += ins + upd
+            if revised_from is not None:
+                # candles changed under stored history: what was derived from them is stale
+                self.conn.execute(
+                    "INSERT INTO ohlcv_revisions (symbol, timeframe, first_ts, rows) VALUES (%s, %s, %s, %s)",
+                    (symbol, tf, revised_from, revised_rows),
+                )
         return result
 
     def _copy(self, statement: str, columns, n: int) -> None:
@@ -244,8 +259,8 @@ class MarketStore:
         with self.conn.cursor() as cur, cur.copy(statement) as cp:
             cp.write(payload)
 
-    def _upsert(self, symbol: str, tf: str, staged: Normalized) -> tuple[int, int]:
-        """Upsert staged candles; returns (inserted, updated). The rest were unchanged."""
+    def _upsert(self, symbol: str, tf: str, staged: Normalized) -> tuple[int, int, datetime | None]:
+        """Upsert staged candles; returns (inserted, updated, first changed ts). The rest were unchanged."""
         if not self._stage_ready:
             self.conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _ohlcv_stage (ts timestamptz NOT NULL, "
@@ -283,13 +298,13 @@ class MarketStore:
                 WHERE (ohlcv.open, ohlcv.high, ohlcv.low, ohlcv.close, ohlcv.volume)
                       IS DISTINCT FROM
                       (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)
-                RETURNING (xmax = 0) AS inserted
+                RETURNING ts, (xmax = 0) AS inserted
             )
-            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), min(ts) FROM up
             """,
             {"s": symbol, "tf": tf},
         ).fetchone()
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), row[2]
 
     def write_rejects(self, symbol: str | None, timeframe: str | None, source: str,
                       rejects: list[Reject]) -> None:
@@ -315,6 +330,20 @@ class MarketStore:
             "COPY (SELECT ts, open, high, low, close, volume FROM ohlcv WHERE {} ORDER BY ts) "
             "TO STDOUT (FORMAT BINARY)"
         ).format(sql.SQL(" AND ").join(cond))
+        return self._read_copy(q)
+
+    def read_candles_tail(self, symbol: str, timeframe: str, until: datetime, n: int) -> Normalized:
+        """The last n stored candles with ts <= until, sorted by ts."""
+        from psycopg import sql
+
+        q = sql.SQL(
+            "COPY (SELECT ts, open, high, low, close, volume FROM ohlcv WHERE symbol = {} AND timeframe = {} "
+            "AND ts <= {} ORDER BY ts DESC LIMIT {}) TO STDOUT (FORMAT BINARY)"
+        ).format(sql.Literal(symbol), sql.Literal(parse_timeframe(timeframe)), sql.Literal(until), sql.Literal(n))
+        out = self._read_copy(q)
+        return Normalized(*(a[::-1].copy() for a in (out.ts_us, out.open, out.high, out.low, out.close, out.volume)))
+
+    def _read_copy(self, q) -> Normalized:
         buf = bytearray()
         with self.conn.cursor() as cur, cur.copy(q) as cp:
             for chunk in cp:

@@ -105,6 +105,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         $$;
         """,
     ),
+    (
+        3,
+        "features, ohlcv_revisions",
+        """
+        -- one row per candle; feature columns are added as feature specs name them
+        CREATE TABLE IF NOT EXISTS features (
+            symbol      text NOT NULL,
+            timeframe   text NOT NULL,
+            ts          timestamptz NOT NULL,
+            computed_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (symbol, timeframe, ts)
+        );
+
+        -- history that changed under stored candles: features from first_ts on are stale
+        CREATE TABLE IF NOT EXISTS ohlcv_revisions (
+            id         bigserial PRIMARY KEY,
+            symbol     text NOT NULL,
+            timeframe  text NOT NULL,
+            first_ts   timestamptz NOT NULL,
+            rows       integer NOT NULL,
+            revised_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS ohlcv_revisions_symbol_idx ON ohlcv_revisions (symbol, revised_at);
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
