@@ -20,6 +20,7 @@ setup(
         "pandas>=2.2",
         "pyarrow>=15",
         "polars>=1.0",
+        "numba>=0.60",  # the feature kernels (imported when features are computed, not at load)
         # sources (imported lazily: never at definitions load)
         "ccxt>=4.3",
         "yfinance>=0.2.40",

@@ -105,3 +105,20 @@ def test_demo_quick(tp_env):
     assert set(summary["asset_seconds"]) >= {"market/ohlcv", "market/ohlcv_1h", "market/ohlcv_1d"}
     assert summary["stored_candles"]["1h"] > 0
     assert summary["total_seconds"] < 120
+
+
+def test_features_export(tp_env, tmp_path):
+    tp(tp_env, "symbols", "add", "ETH/USDT", "--timeframes", "1h,4h", "--json")
+    df = SyntheticSource().fetch(SymbolInfo.create("ETH/USDT"), "1h", utc(2025, 1, 1), utc(2025, 2, 1))
+    path = tmp_path / "eth.csv"
+    df.to_csv(path, index=False)
+    tp(tp_env, "ingest", str(path), "--symbol", "ETH/USDT", "--timeframe", "1h", "--json")
+    out = tmp_path / "eth_features.parquet"
+    _, summary, _ = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1h",
+                       "--out", str(out), "--json")
+    assert summary["rows"] == 744 and summary["recomputed_months"] == ["2025-01-01"]
+    got = pd.read_parquet(out)
+    assert len(got) == 744 and got["rsi_14"].notna().sum() == 744 - 14
+    code, err, _ = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1d",
+                      "--out", str(out), "--json", check=False)
+    assert code == 2 and err["field"] == "timeframe" and "does not list" in err["error"]

@@ -1,4 +1,7 @@
-"""The feature computation: one polars pipeline for training, backfills and the live path.
+"""The feature computation: one pipeline for training, backfills and the live path.
+
+Polars holds the frames (and does the multi-timeframe as-of join); each indicator
+is one pass of a compiled kernel (kernels.py) over the contiguous series.
 
 Input: candles with ``symbol, timeframe, ts, open, high, low, close, volume``,
 sorted by (symbol, timeframe, ts), ``ts`` being each candle's open time. A row
@@ -9,7 +12,7 @@ Recursive indicators (EMA, RSI, ATR, MACD) follow TA-Lib's definitions: seeded
 with the simple average of their first window, then smoothed (EMA with
 2/(n+1), Wilder with 1/n). Warm-up rows are null.
 
-Two modes share every expression:
+Two modes share every kernel:
 - full: from the first stored candle (backfills, training);
 - incremental (``state=``): only the candles after the last computed row, seeded
   from that row's stored values (EMAs, Wilder averages, OBV, the ATH tracker) plus
@@ -19,15 +22,10 @@ Two modes share every expression:
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
-
+import numpy as np
 import polars as pl
 
 from .spec import FeatureSpec
-
-G = ["symbol", "timeframe"]
-_IDX = "_i"
 
 
 def _fmt(x) -> str:
@@ -44,191 +42,125 @@ def state_columns(spec: FeatureSpec) -> list[str]:
     return cols
 
 
-def _seeded_ewm(x: pl.Expr, alpha: float, seed_idx, seed_val: pl.Expr) -> pl.Expr:
-    """EMA that starts at row seed_idx from seed_val, then x_t*alpha + prev*(1-alpha)."""
-    i = pl.col(_IDX)
-    started = pl.when(i < seed_idx).then(None).when(i == seed_idx).then(seed_val).otherwise(x)
-    return started.ewm_mean(alpha=alpha, adjust=False, min_samples=1).over(G)
+def _starts(df: pl.DataFrame) -> np.ndarray:
+    """First row of each (symbol, timeframe) series in a frame sorted by them, then len(df)."""
+    if len(df) == 0:
+        return np.zeros(1, dtype=np.int64)
+    change = df.select((pl.col("symbol") != pl.col("symbol").shift(1))
+                       | (pl.col("timeframe") != pl.col("timeframe").shift(1))).to_series()
+    change = change.fill_null(True).to_numpy()
+    return np.append(np.flatnonzero(change), len(df)).astype(np.int64)
 
 
 def compute_features(candles: pl.DataFrame, spec: FeatureSpec | None = None, *,
                      state: dict | None = None, keep_state: bool = True) -> pl.DataFrame:
     """Features of every row (full mode), or of the rows after row ``state["_row"]`` (incremental).
 
-    In incremental mode ``candles`` holds one series: a tail that ends with the new
-    candles, and ``state`` the stored feature row of the candle at index ``_row``.
+    ``candles`` must be sorted by (symbol, timeframe, ts). In incremental mode it
+    holds one series: a tail ending with the new candles, and ``state`` is the
+    stored feature row of the candle at index ``_row``.
     """
+    from . import kernels
+
     spec = spec or FeatureSpec()
+    starts = _starts(candles)
+    groups = len(starts) - 1
+    K = kernels.parallel if groups > 1 else kernels.serial
     inc = state is not None
-    stages, seeds = _plan(spec, inc)
-    # a few hundred rows (the live path) run faster eagerly; history runs lazily
-    df = (candles if inc else candles.lazy()).with_columns(pl.int_range(pl.len()).over(G).alias(_IDX))
     if inc:
-        missing = [n for n in seeds if state.get(n) is None]
-        if missing:
-            raise ValueError(f"incremental features need stored values for {missing}")
-        df = df.with_columns(pl.lit(int(state["_row"]), dtype=pl.Int64).alias("_srow"),
-                             *[pl.lit(float(state[n]), dtype=pl.Float64).alias(f"_seed_{n}") for n in seeds])
-    for stage in stages:
-        df = df.with_columns(stage)
-    if inc:
-        df = df.filter(pl.col(_IDX) > pl.col("_srow"))
-    drop = [col for col in df.collect_schema().names() if col.startswith("_")]
+        if groups != 1:
+            raise ValueError("incremental features take one series at a time")
+        row = int(state["_row"])
+    o, h, low, c, v = (candles[x].cast(pl.Float64).to_numpy() for x in ("open", "high", "low", "close", "volume"))
+
+    def seed(name: str, full_pos: int):
+        if inc:
+            val = state.get(name)
+            if val is None:
+                raise ValueError(f"incremental features need the stored value of {name}")
+            return np.array([row], dtype=np.int64), np.array([float(val)])
+        return np.full(groups, full_pos, dtype=np.int64), np.full(groups, np.nan)
+
+    cols: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio1 = K.lag_ratio(c, starts, 1)
+        lr1 = np.log(ratio1)
+        for n in spec.returns:
+            r = ratio1 if n == 1 else K.lag_ratio(c, starts, n)
+            cols[f"ret_{n}"] = r - 1
+            cols[f"logret_{n}"] = np.log(r)
+        for n in spec.volatility:
+            cols[f"vol_{n}"] = K.rolling_std(lr1, starts, n, 1, 1)
+        for n in spec.change:
+            cols[f"change_{n}"] = K.lag_ratio(c, starts, n) - 1
+        if spec.candle:
+            rng = np.where(h > low, h - low, np.nan)
+            cols["hl_range"] = (h - low) / c
+            cols["body"] = np.abs(c - o) / rng
+            cols["upper_wick"] = (h - np.maximum(o, c)) / rng
+            cols["lower_wick"] = (np.minimum(o, c) - low) / rng
+        for n in spec.sma:
+            cols[f"sma_{n}"] = sma = K.rolling_mean(c, starts, n, 0)
+            cols[f"dist_sma_{n}"] = c / sma - 1
+        for n in spec.ema:
+            e = K.ema(c, starts, 2 / (n + 1), n, *seed(f"ema_{n}", n - 1))
+            cols[f"ema_{n}"] = e
+            cols[f"dist_ema_{n}"] = c / e - 1
+        for n in spec.rsi:
+            pos, sg = seed(f"state_rsi_{n}_gain", n)
+            _, sl = seed(f"state_rsi_{n}_loss", n)
+            cols[f"rsi_{n}"], cols[f"state_rsi_{n}_gain"], cols[f"state_rsi_{n}_loss"] = K.rsi(c, starts, n, pos, sg, sl)
+        for f, s, g in spec.macd:
+            key = f"{f}_{s}_{g}"
+            pos, sf = seed(f"state_macd_{key}_fast", 0)
+            _, ss = seed(f"state_macd_{key}_slow", 0)
+            _, sgn = seed(f"macd_signal_{key}", 0)
+            line, signal, hist, fast, slow = K.macd(c, starts, f, s, g, pos, sf, ss, sgn)
+            cols[f"macd_{key}"], cols[f"macd_signal_{key}"], cols[f"macd_hist_{key}"] = line, signal, hist
+            cols[f"state_macd_{key}_fast"], cols[f"state_macd_{key}_slow"] = fast, slow
+        for n, k in spec.bbands:
+            key = f"{n}_{_fmt(k)}"
+            (cols[f"bb_upper_{key}"], cols[f"bb_middle_{key}"], cols[f"bb_lower_{key}"],
+             cols[f"bb_width_{key}"], cols[f"bb_pctb_{key}"]) = K.bbands(c, starts, n, float(k))
+        for n in spec.atr:
+            cols[f"atr_{n}"] = K.atr(h, low, c, starts, n, *seed(f"atr_{n}", n))
+        for n, s in spec.stoch:
+            fastk = K.stoch_fastk(h, low, c, starts, n)
+            slowk = K.rolling_mean(fastk, starts, s, n - 1)
+            cols[f"stoch_k_{n}_{s}"] = slowk
+            cols[f"stoch_d_{n}_{s}"] = K.rolling_mean(slowk, starts, s, n + s - 2)
+        if spec.vwap:
+            tpv = (h + low + c) / 3 * v
+        for n in spec.vwap:
+            vw = K.rolling_mean(tpv, starts, n, 0) / K.rolling_mean(v, starts, n, 0)
+            cols[f"vwap_{n}"], cols[f"dist_vwap_{n}"] = vw, c / vw - 1
+        for n in spec.volume_z:
+            sd = K.rolling_std(v, starts, n, 0, 1)
+            cols[f"volume_z_{n}"] = np.where(sd > 0, (v - K.rolling_mean(v, starts, n, 0)) / sd, np.nan)
+        for n in spec.volume_spike:
+            med = K.median_of_previous(v, starts, n)
+            cols[f"volume_spike_{n}"] = np.where(med > 0, v / med, np.nan)
+        for n in spec.max_rise:
+            cols[f"max_rise_{n}"] = K.max_rise(h, low, starts, n)
+        if spec.obv:
+            cols["obv"] = K.obv(c, v, starts, *seed("obv", 0))
+        if spec.ath:
+            if inc:
+                pos, top = seed("ath", 0)
+                _, bars = seed("bars_since_ath", 0)
+            else:
+                pos, top, bars = np.zeros(groups, np.int64), np.full(groups, np.nan), np.full(groups, np.nan)
+            a, b = K.ath(h, starts, pos, top, bars)
+            cols["ath"], cols["ath_dist"], cols["bars_since_ath"] = a, c / a - 1, b
+
     if not keep_state:
-        drop += state_columns(spec)
-    df = df.drop(drop)
-    return df if inc else df.collect()
-
-
-@lru_cache(maxsize=16)
-def _plan(spec: FeatureSpec, inc: bool) -> tuple[list[list[pl.Expr]], tuple[str, ...]]:
-    """The expression stages for a spec (built once: building them costs more than running them)."""
-    c, h, low, o, v = (pl.col(x) for x in ("close", "high", "low", "open", "volume"))
-    stages: list[list[pl.Expr]] = []
-    seeds: list[str] = []
-    s_row = pl.col("_srow")
-
-    def seed(name: str, default_idx: int, default_val: pl.Expr):
-        if inc:
-            seeds.append(name)
-            return s_row, pl.col(f"_seed_{name}")
-        return default_idx, default_val
-
-    # stage 1: helpers
-    prev_c = c.shift(1).over(G)
-    stage1 = [
-        (c - prev_c).alias("_diff"),
-        pl.max_horizontal(h - low, (h - prev_c).abs(), (low - prev_c).abs()).alias("_tr"),
-        (c / prev_c).log().alias("logret_1") if 1 in spec.returns else (c / prev_c).log().alias("_logret_1"),
-        ((h + low + c) / 3 * v).alias("_tpv"),
-    ]
-    stages.append(stage1)
-    lr1 = pl.col("logret_1") if 1 in spec.returns else pl.col("_logret_1")
-    gain = pl.col("_diff").clip(lower_bound=0)
-    loss = (-pl.col("_diff")).clip(lower_bound=0)
-    tr = pl.when(pl.col(_IDX) == 0).then(None).otherwise(pl.col("_tr"))
-
-    out: list[pl.Expr] = []
-    # returns and volatility
-    for n in spec.returns:
-        out.append((c / c.shift(n).over(G) - 1).alias(f"ret_{n}"))
-        if n != 1:
-            out.append((c / c.shift(n).over(G)).log().alias(f"logret_{n}"))
-    for n in spec.volatility:
-        out.append(lr1.rolling_std(n).over(G).alias(f"vol_{n}"))
-    for n in spec.change:
-        out.append((c / c.shift(n).over(G) - 1).alias(f"change_{n}"))
-    if spec.candle:
-        rng = pl.when(h > low).then(h - low)
-        out += [
-            ((h - low) / c).alias("hl_range"),
-            ((c - o).abs() / rng).alias("body"),
-            ((h - pl.max_horizontal(o, c)) / rng).alias("upper_wick"),
-            ((pl.min_horizontal(o, c) - low) / rng).alias("lower_wick"),
-        ]
-    # moving averages
-    for n in spec.sma:
-        out.append(c.rolling_mean(n).over(G).alias(f"sma_{n}"))
-    for n in spec.ema:
-        si, sv = seed(f"ema_{n}", n - 1, c.rolling_mean(n).over(G))
-        out.append(_seeded_ewm(c, 2 / (n + 1), si, sv).alias(f"ema_{n}"))
-    # RSI, ATR (Wilder)
-    for n in spec.rsi:
-        si, sg = seed(f"state_rsi_{n}_gain", n, gain.rolling_mean(n).over(G))
-        _, sl = seed(f"state_rsi_{n}_loss", n, loss.rolling_mean(n).over(G))
-        out.append(_seeded_ewm(gain, 1 / n, si, sg).alias(f"state_rsi_{n}_gain"))
-        out.append(_seeded_ewm(loss, 1 / n, si, sl).alias(f"state_rsi_{n}_loss"))
-    for n in spec.atr:
-        si, sv = seed(f"atr_{n}", n, tr.rolling_mean(n).over(G))
-        out.append(_seeded_ewm(tr, 1 / n, si, sv).alias(f"atr_{n}"))
-    # MACD lines (the signal comes in the next stage)
-    for f, s, g in spec.macd:
-        key = f"{f}_{s}_{g}"
-        si, sv = seed(f"state_macd_{key}_fast", f - 1, c.rolling_mean(f).over(G))
-        fast = _seeded_ewm(c, 2 / (f + 1), si, sv)
-        si, sv = seed(f"state_macd_{key}_slow", s - 1, c.rolling_mean(s).over(G))
-        slow = _seeded_ewm(c, 2 / (s + 1), si, sv)
-        out += [fast.alias(f"state_macd_{key}_fast"), slow.alias(f"state_macd_{key}_slow")]
-    # Bollinger bands (population standard deviation, as TA-Lib)
-    for n, k in spec.bbands:
-        key = f"{n}_{_fmt(k)}"
-        mid = c.rolling_mean(n).over(G)
-        sd = c.rolling_std(n, ddof=0).over(G)
-        out += [(mid + k * sd).alias(f"bb_upper_{key}"), mid.alias(f"bb_middle_{key}"),
-                (mid - k * sd).alias(f"bb_lower_{key}")]
-    # stochastic: fast %K over n, slow %K = SMA(s) of it, %D = SMA(s) of slow %K
-    for n, s in spec.stoch:
-        ll, hh = low.rolling_min(n).over(G), h.rolling_max(n).over(G)
-        out.append(pl.when(hh > ll).then(100 * (c - ll) / (hh - ll)).when(hh.is_not_null()).then(0.0)
-                   .alias(f"_fastk_{n}_{s}"))
-    for n in spec.vwap:
-        out.append((pl.col("_tpv").rolling_sum(n).over(G) / v.rolling_sum(n).over(G)).alias(f"vwap_{n}"))
-    for n in spec.volume_z:
-        sd = v.rolling_std(n).over(G)
-        out.append(pl.when(sd > 0).then((v - v.rolling_mean(n).over(G)) / sd).alias(f"volume_z_{n}"))
-    for n in spec.volume_spike:
-        med = v.shift(1).over(G).rolling_median(n).over(G)
-        out.append(pl.when(med > 0).then(v / med).alias(f"volume_spike_{n}"))
-    for n in spec.max_rise:
-        rises = [(h / low.shift(k).over(G)).rolling_max(n - k).over(G) for k in range(n)]
-        out.append((pl.max_horizontal(rises) - 1).alias(f"max_rise_{n}"))
-    # cumulative: OBV, all-time high
-    if spec.obv:
-        signed = (pl.col("_diff").sign() * v).fill_null(0)
-        si, sv = seed("obv", 0, v.first().over(G))
-        out.append((sv + pl.when(pl.col(_IDX) > si).then(signed).otherwise(0.0).cum_sum().over(G)).alias("obv"))
-    if spec.ath:
-        si, sv = seed("ath", -1, pl.lit(-math.inf))
-        run_max = pl.when(pl.col(_IDX) > si).then(h).otherwise(-math.inf).cum_max().over(G)
-        out.append(pl.max_horizontal(sv, run_max).alias("ath"))
-    stages.append(out)
-
-    # stage 3: what builds on stage 2
-    out2: list[pl.Expr] = []
-    for n in spec.sma:
-        out2.append((c / pl.col(f"sma_{n}") - 1).alias(f"dist_sma_{n}"))
-    for n in spec.ema:
-        out2.append((c / pl.col(f"ema_{n}") - 1).alias(f"dist_ema_{n}"))
-    for n in spec.rsi:
-        ag, al = pl.col(f"state_rsi_{n}_gain"), pl.col(f"state_rsi_{n}_loss")
-        out2.append(pl.when(ag + al > 0).then(100 * ag / (ag + al)).otherwise(
-            pl.when(ag.is_not_null()).then(0.0)).alias(f"rsi_{n}"))
-    for f, s, g in spec.macd:
-        key = f"{f}_{s}_{g}"
-        line = pl.col(f"state_macd_{key}_fast") - pl.col(f"state_macd_{key}_slow")
-        out2.append(line.alias(f"macd_{key}"))
-    for n, k in spec.bbands:
-        key = f"{n}_{_fmt(k)}"
-        u, m, lo = pl.col(f"bb_upper_{key}"), pl.col(f"bb_middle_{key}"), pl.col(f"bb_lower_{key}")
-        out2 += [((u - lo) / m).alias(f"bb_width_{key}"),
-                 pl.when(u > lo).then((c - lo) / (u - lo)).alias(f"bb_pctb_{key}")]
-    for n, s in spec.stoch:
-        out2.append(pl.col(f"_fastk_{n}_{s}").rolling_mean(s).over(G).alias(f"stoch_k_{n}_{s}"))
-    for n in spec.vwap:
-        out2.append((c / pl.col(f"vwap_{n}") - 1).alias(f"dist_vwap_{n}"))
-    if spec.ath:
-        i = pl.col(_IDX)
-        at_high = pl.when((i > (s_row if inc else -1)) & (h >= pl.col("ath"))).then(i)
-        last_high = at_high.forward_fill().over(G)
-        if inc:
-            seeds.append("bars_since_ath")
-            last_high = last_high.fill_null(s_row - pl.col("_seed_bars_since_ath").cast(pl.Int64))
-        out2 += [(c / pl.col("ath") - 1).alias("ath_dist"), (i - last_high).cast(pl.Float64).alias("bars_since_ath")]
-    stages.append(out2)
-
-    # stage 4: signals of signals
-    out3: list[pl.Expr] = []
-    for f, s, g in spec.macd:
-        key = f"{f}_{s}_{g}"
-        line = pl.col(f"macd_{key}")
-        si, sv = seed(f"macd_signal_{key}", s + g - 2, line.rolling_mean(g).over(G))
-        out3.append(_seeded_ewm(line, 2 / (g + 1), si, sv).alias(f"macd_signal_{key}"))
-    for n, s in spec.stoch:
-        out3.append(pl.col(f"stoch_k_{n}_{s}").rolling_mean(s).over(G).alias(f"stoch_d_{n}_{s}"))
-    stages.append(out3)
-    stages.append([(pl.col(f"macd_{f}_{s}_{g}") - pl.col(f"macd_signal_{f}_{s}_{g}"))
-                   .alias(f"macd_hist_{f}_{s}_{g}") for f, s, g in spec.macd])
-    return stages, tuple(dict.fromkeys(seeds))
+        for name in state_columns(spec):
+            cols.pop(name, None)
+    out = candles.with_columns([pl.Series(name, arr, dtype=pl.Float64, nan_to_null=True)
+                                for name, arr in cols.items()])
+    if inc:
+        out = out.slice(row + 1)
+    return out
 
 
 def feature_columns(df: pl.DataFrame) -> list[str]:
