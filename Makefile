@@ -27,3 +27,4 @@ test: install
 
 bench: install
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/features.py

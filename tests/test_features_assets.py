@@ -119,3 +119,15 @@ def test_export_writes_parquet_and_fills_what_is_missing(run, store, tmp_path):
     assert {"rsi_14", "macd_12_26_9", "bb_upper_20_2", "htf_rsi_14"} <= set(df.columns)
     assert not [c for c in df.columns if c.startswith("state_")]
     assert export(store, BTC, "1h", out)["recomputed_months"] == []
+
+
+def test_a_gap_in_candles_is_reported_not_bridged(run, store):
+    run("2025-03-01", assets=list(market_assets))
+    store.conn.execute("DELETE FROM ohlcv WHERE timeframe = '15m' AND ts >= '2025-03-12 00:00+00' "
+                       "AND ts < '2025-03-12 06:00+00'")
+    md = feature_md(run("2025-03-01", assets=[features]))
+    gap = md["gaps"]["BTC/USDT"]["15m"]
+    assert gap["missing"] == 24 and gap["gaps"] == 1
+    stored = read_features(store.conn, "BTC/USDT", "15m", utc(2025, 3, 12), utc(2025, 3, 12, 7))
+    assert stored["ts"][0] == utc(2025, 3, 12, 6)  # no invented rows inside the gap
+    assert md["rows"]["BTC/USDT"]["15m"] == 31 * 96 - 24
