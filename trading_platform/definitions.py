@@ -12,7 +12,8 @@ from dagster import Definitions, EnvVar
 
 from .assets.features import feature_assets
 from .assets.market_data import market_assets
-from .resources import MarketDB, MarketSource
+from .assets.models import model_assets
+from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
 from .sensors.features import features_job, features_stale_sensor
 from .sensors.market_data import market_data_hourly, market_data_job, symbol_partitions_sensor
 
@@ -23,7 +24,12 @@ def _resources() -> dict:
     source_kwargs = {"spec": os.environ.get("TP_SOURCE", "synthetic"), "fallbacks": fallbacks}
     if os.environ.get("TP_SOURCE_DSN"):
         source_kwargs["source_dsn"] = EnvVar("TP_SOURCE_DSN")
-    return {"market_db": db, "market_source": MarketSource(**source_kwargs)}
+    mlflow = (MLflowResource(tracking_uri=EnvVar("MLFLOW_TRACKING_URI")) if os.environ.get("MLFLOW_TRACKING_URI")
+              else MLflowResource())
+    server = ModelServer(tracking_uri=EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else None,
+                         device=os.environ.get("TP_DEVICE", "auto"))
+    return {"market_db": db, "market_source": MarketSource(**source_kwargs), "mlflow": mlflow,
+            "model_server": server}
 
 
 market_data_defs = Definitions(
@@ -39,4 +45,6 @@ features_defs = Definitions(
     sensors=[features_stale_sensor],
 )
 
-defs = Definitions.merge(market_data_defs, features_defs, Definitions(resources=_resources()))
+models_defs = Definitions(assets=model_assets)
+
+defs = Definitions.merge(market_data_defs, features_defs, models_defs, Definitions(resources=_resources()))

@@ -130,6 +130,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS ohlcv_revisions_symbol_idx ON ohlcv_revisions (symbol, revised_at);
         """,
     ),
+    (
+        4,
+        "predictions",
+        """
+        -- the key makes a re-run (or a retried live event) replace, never duplicate
+        CREATE TABLE IF NOT EXISTS predictions (
+            model_name    text NOT NULL,
+            model_version text NOT NULL,
+            symbol        text NOT NULL,
+            timeframe     text NOT NULL,
+            ts            timestamptz NOT NULL,
+            value         double precision,
+            label         text,
+            details       jsonb NOT NULL DEFAULT '{}'::jsonb,
+            created_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (model_name, model_version, symbol, timeframe, ts)
+        );
+        CREATE INDEX IF NOT EXISTS predictions_symbol_ts_idx ON predictions (symbol, timeframe, ts);
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001

@@ -1,0 +1,162 @@
+"""Serving: load registered models in their native flavor, cache them, predict in batches.
+
+``load("pump_xgb")`` resolves ``models:/pump_xgb@champion`` to a version, keeps
+the version's artifacts on disk under ``$TP_HOME/model_cache/<name>/<version>``
+(every run is a new process: the disk cache makes the second one fast) and the
+loaded model in memory by version. When the alias moves, the next ``load``
+returns the new version. If MLflow is unreachable it serves the last version it
+resolved for that alias and says so in the log; a model that cannot be loaded at
+all raises an error naming the model and the version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+log = logging.getLogger(__name__)
+_MEMORY: dict[tuple[str, str, str], Any] = {}
+
+
+def resolve_device(setting: str) -> str:
+    """``cpu`` or ``cuda``: ``auto`` picks CUDA when a GPU is visible (NVIDIA desktop or Jetson)."""
+    setting = (setting or "auto").lower()
+    if setting in ("cpu", "cuda"):
+        return setting
+    if os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvhost-ctrl") or shutil.which("nvidia-smi"):
+        return "cuda"
+    return "cpu"
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+class LoadedModel:
+    def __init__(self, name: str, version: str, flavor: str, model: Any, feature_names: list[str] | None):
+        self.name, self.version, self.flavor, self.model = name, version, flavor, model
+        self.feature_names = feature_names
+
+    def predict(self, X):
+        """Batch prediction on a 2-D float array (columns in feature_names order)."""
+        if self.flavor == "xgboost":
+            return self.model.inplace_predict(X)
+        if self.flavor == "lightgbm":
+            return self.model.predict(X)
+        if hasattr(self.model, "filtered_proba"):
+            return self.model.filtered_proba(X)
+        return self.model.predict(X)
+
+
+class ModelServer(ConfigurableResource):
+    tracking_uri: Optional[str] = Field(default=None, description="MLflow URI (default MLFLOW_TRACKING_URI)")
+    cache_dir: Optional[str] = Field(default=None, description="artifact cache (default $TP_HOME/model_cache)")
+    device: str = Field(default="auto", description="auto, cpu or cuda (TP_DEVICE)")
+
+    def _uri(self) -> str:
+        from .mlflow import default_tracking_uri
+
+        return self.tracking_uri or default_tracking_uri()
+
+    def _cache(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        from ..settings import get_settings
+
+        return get_settings().home / "model_cache"
+
+    def _client(self):
+        from .mlflow import MLflowResource
+
+        return MLflowResource(tracking_uri=self._uri()).client()
+
+    def resolve(self, name: str, alias: str = "champion") -> str:
+        """Version behind name@alias (remembered on disk for when MLflow is down)."""
+        memo = self._cache() / name / "aliases.json"
+        try:
+            version = str(self._client().get_model_version_by_alias(name, alias).version)
+        except Exception as e:  # noqa: BLE001 - connection errors differ by store
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(e, MlflowException) and e.error_code in ("RESOURCE_DOES_NOT_EXIST",
+                                                                   "INVALID_PARAMETER_VALUE"):
+                raise ModelLoadError(f"{name}@{alias} does not exist: {e.message}") from None
+            known = json.loads(memo.read_text()) if memo.exists() else {}
+            if alias not in known:
+                raise ModelLoadError(f"cannot resolve {name}@{alias}: MLflow unreachable ({e}) "
+                                     "and no version cached") from None
+            log.warning("MLflow unreachable (%s); serving cached %s@%s = version %s", e, name, alias, known[alias])
+            return known[alias]
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        known = json.loads(memo.read_text()) if memo.exists() else {}
+        known[alias] = version
+        memo.write_text(json.dumps(known))
+        return version
+
+    def _artifacts(self, name: str, version: str) -> Path:
+        target = self._cache() / name / version
+        if (target / "MLmodel").exists():
+            return target
+        tmp = target.with_name(f".{version}.{os.getpid()}")
+        try:
+            import mlflow
+
+            self._client()
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp))
+            tmp.replace(target) if not target.exists() else shutil.rmtree(tmp)
+        except Exception as e:  # noqa: BLE001
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelLoadError(f"cannot fetch model {name} version {version}: {e}") from None
+        return target
+
+    def load(self, name: str, alias: str = "champion", version: str | None = None) -> LoadedModel:
+        version = str(version) if version is not None else self.resolve(name, alias)
+        key = (self._uri(), name, version)
+        if key in _MEMORY:
+            return _MEMORY[key]
+        t = time.perf_counter()
+        path = self._artifacts(name, version)
+        try:
+            loaded = _load_native(name, version, path, resolve_device(self.device))
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load model {name} version {version} from {path}: {e}") from None
+        _MEMORY[key] = loaded
+        log.info("loaded %s version %s (%s) in %.0f ms", name, version, loaded.flavor, (time.perf_counter() - t) * 1e3)
+        return loaded
+
+    def predict(self, name: str, X, alias: str = "champion"):
+        return self.load(name, alias).predict(X)
+
+
+def _load_native(name: str, version: str, path: Path, device: str) -> LoadedModel:
+    import yaml
+
+    meta = yaml.safe_load((path / "MLmodel").read_text())
+    flavors = meta.get("flavors", {})
+    if "xgboost" in flavors:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(path / flavors["xgboost"]["data"]))
+        booster.set_param({"device": device, "nthread": 2})
+        return LoadedModel(name, version, "xgboost", booster, booster.feature_names)
+    if "lightgbm" in flavors:
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_file=str(path / flavors["lightgbm"]["data"]))
+        return LoadedModel(name, version, "lightgbm", booster, booster.feature_name())
+    if "sklearn" in flavors:
+        import cloudpickle
+
+        with open(path / flavors["sklearn"]["pickled_model"], "rb") as f:
+            model = cloudpickle.load(f)
+        return LoadedModel(name, version, "sklearn", model, getattr(model, "feature_names", None))
+    raise ModelLoadError(f"model {name} version {version}: no supported flavor in {sorted(flavors)}")

@@ -1,0 +1,29 @@
+"""The predictions table: one row per (model, version, symbol, timeframe, ts); re-runs upsert."""
+
+from __future__ import annotations
+
+import json
+
+
+def write_predictions(conn, rows: list[tuple]) -> int:
+    """rows: (model_name, model_version, symbol, timeframe, ts, value, label, details dict)."""
+    if not rows:
+        return 0
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _pred_stage (LIKE predictions INCLUDING DEFAULTS) "
+                     "ON COMMIT DELETE ROWS")
+        with conn.cursor() as cur, cur.copy(
+            "COPY _pred_stage (model_name, model_version, symbol, timeframe, ts, value, label, details) FROM STDIN"
+        ) as cp:
+            for r in rows:
+                cp.write_row((*r[:7], json.dumps(r[7])))
+        conn.execute(
+            """
+            INSERT INTO predictions (model_name, model_version, symbol, timeframe, ts, value, label, details)
+            SELECT model_name, model_version, symbol, timeframe, ts, value, label, details FROM _pred_stage
+            ON CONFLICT (model_name, model_version, symbol, timeframe, ts) DO UPDATE SET
+                value = EXCLUDED.value, label = EXCLUDED.label, details = EXCLUDED.details,
+                created_at = now()
+            """
+        )
+    return len(rows)
