@@ -156,6 +156,36 @@ def cmd_features_export(args) -> int:
     return 0
 
 
+# ---- models -----------------------------------------------------------------
+def _mlflow_client():
+    from .resources.mlflow import MLflowResource
+
+    return MLflowResource().client()
+
+
+def cmd_models_list(args) -> int:
+    from .models.registry import list_models
+
+    models = list_models(_mlflow_client())
+    lines = []
+    for m in models:
+        lines.append(m["name"])
+        for v in m["versions"]:
+            gate = v["gate"]
+            score = f"{gate.get('metric', '')}={gate.get('new_score', '')}" if gate else ""
+            lines.append(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {score:<28} {gate.get('reason', '')}")
+    _emit(args, models, "\n".join(lines) or "(no registered models)")
+    return 0
+
+
+def cmd_models_promote(args) -> int:
+    from .models.registry import promote
+
+    out = promote(_mlflow_client(), args.name, args.version)
+    _emit(args, out, f"{out['model']}: champion is now version {out['champion']} (was {out['previous']})")
+    return 0
+
+
 # ---- demo / up / down -------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -328,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(fn=cmd_features_export)
 
+    mo = sub.add_parser("models", help="the MLflow model registry")
+    mos = mo.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    ml = mos.add_parser("list", help="registered models, versions, aliases and their metrics")
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(fn=cmd_models_list)
+    mp = mos.add_parser("promote", help="move the champion alias to NAME VERSION by hand")
+    mp.add_argument("name")
+    mp.add_argument("version")
+    mp.add_argument("--json", action="store_true")
+    mp.set_defaults(fn=cmd_models_promote)
+
     ing = cmd("ingest", cmd_ingest, "load a CSV/Parquet file of candles into the store")
     ing.add_argument("path")
     ing.add_argument("--symbol", required=True)
@@ -340,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("TP_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("pgserver", "alembic"):
+    for noisy in ("pgserver", "alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv

@@ -33,7 +33,7 @@ class RegimeModel:
         self.hmm, self.mean, self.std, self.names = hmm, mean, std, names
 
     def _z(self, X: np.ndarray) -> np.ndarray:
-        return (X - self.mean) / self.std
+        return (_transform(X) - self.mean) / self.std
 
     def filtered_proba(self, X: np.ndarray) -> np.ndarray:
         """P(state_t | x_1..x_t) per row, columns in REGIMES order."""
@@ -62,7 +62,7 @@ class RegimeModel:
         return float(self.hmm.score(self._z(X)) / len(X))
 
     def state_stats(self) -> dict:
-        means = self.hmm.means_ * self.std + self.mean
+        means = _untransform(self.hmm.means_ * self.std + self.mean)
         return {self.names[i]: {"mean_logret": float(means[i][0]), "mean_vol": float(means[i][1])}
                 for i in range(self.hmm.n_components)}
 
@@ -83,21 +83,65 @@ def name_states(means: np.ndarray) -> list[str]:
     return names
 
 
+def _transform(X: np.ndarray) -> np.ndarray:
+    """Volatility on a log scale: its spread is multiplicative, and a linear scale lets the
+    calm states collapse into one while the volatile tail takes several."""
+    out = np.array(X, dtype=float, copy=True)
+    out[:, 1] = np.log(np.maximum(out[:, 1], 1e-12))
+    return out
+
+
+def _untransform(M: np.ndarray) -> np.ndarray:
+    out = np.array(M, dtype=float, copy=True)
+    out[:, 1] = np.exp(out[:, 1])
+    return out
+
+
 def fit(X: np.ndarray, cfg: RegimeConfig) -> RegimeModel:
     from hmmlearn.hmm import GaussianHMM
 
-    mean, std = X.mean(axis=0), X.std(axis=0) + 1e-12
+    T = _transform(X)
+    mean, std = T.mean(axis=0), T.std(axis=0) + 1e-12
+    Z = (T - mean) / std
     hmm = GaussianHMM(n_components=cfg.n_states, covariance_type="full", n_iter=cfg.n_iter,
-                      random_state=cfg.seed, min_covar=1e-4)
-    hmm.fit((X - mean) / std)
-    means = hmm.means_ * std + mean
+                      random_state=cfg.seed, min_covar=1e-3, init_params="c", params="stmc")
+    k = cfg.n_states
+    hmm.startprob_ = np.full(k, 1.0 / k)
+    hmm.transmat_ = np.full((k, k), 0.05 / (k - 1)) + np.eye(k) * (0.95 - 0.05 / (k - 1))  # regimes persist
+    hmm.means_ = initial_means(Z, k)
+    hmm.fit(Z)
+    means = _untransform(hmm.means_ * std + mean)
     return RegimeModel(hmm, mean, std, name_states(means))
+
+
+def initial_means(Z: np.ndarray, k: int) -> np.ndarray:
+    """Deterministic starting points, one per regime, from the data's own quantiles.
+
+    EM finds a local optimum near where it starts; starting every fit from the
+    regimes we name (calm, falling, rising, turbulent) is what keeps refits on
+    shifted data finding the same states (random starts split the turbulent
+    tail into several states on one fit and not on the next).
+    """
+    ret, vol = Z[:, 0], Z[:, 1]
+    calm = vol <= np.quantile(vol, 0.85)
+    r = ret[calm]
+    means = [
+        [np.mean(r[r <= np.quantile(r, 0.3)]), np.median(vol[calm])],   # falling
+        [0.0, np.quantile(vol, 0.25)],                                   # calm
+        [np.mean(r[r >= np.quantile(r, 0.7)]), np.median(vol[calm])],   # rising
+        [0.0, np.quantile(vol, 0.95)],                                   # turbulent
+    ]
+    if k != 4:
+        qs = np.linspace(0.1, 0.9, k)
+        means = [[0.0, np.quantile(vol, q)] for q in qs]
+    return np.array(means)
 
 
 def baseline_score(train: np.ndarray, holdout: np.ndarray) -> float:
     """Log-likelihood per row of one Gaussian (no regimes) fitted on the training rows."""
     from scipy.stats import multivariate_normal
 
+    train, holdout = _transform(train), _transform(holdout)
     mean, std = train.mean(axis=0), train.std(axis=0) + 1e-12
     z_tr, z_ho = (train - mean) / std, (holdout - mean) / std
     return float(multivariate_normal(z_tr.mean(axis=0), np.cov(z_tr.T), allow_singular=True).logpdf(z_ho).mean())
