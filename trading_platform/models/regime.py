@@ -104,7 +104,7 @@ def fit(X: np.ndarray, cfg: RegimeConfig) -> RegimeModel:
     mean, std = T.mean(axis=0), T.std(axis=0) + 1e-12
     Z = (T - mean) / std
     hmm = GaussianHMM(n_components=cfg.n_states, covariance_type="full", n_iter=cfg.n_iter,
-                      random_state=cfg.seed, min_covar=1e-3, init_params="c", params="stmc")
+                      random_state=cfg.seed, min_covar=0.05, init_params="c", params="stmc")
     k = cfg.n_states
     hmm.startprob_ = np.full(k, 1.0 / k)
     hmm.transmat_ = np.full((k, k), 0.05 / (k - 1)) + np.eye(k) * (0.95 - 0.05 / (k - 1))  # regimes persist

@@ -47,7 +47,7 @@ def promote(client, name: str, version: str) -> dict:
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "gate.decision", "champion")
     client.set_model_version_tag(name, str(version), "gate.reason", "promoted by hand (tp models promote)")
-    return {"model": name, "champion": str(version), "previous": previous.version if previous else None}
+    return {"model": name, "champion": str(version), "previous": str(previous.version) if previous else None}
 
 
 def list_models(client) -> list[dict]:

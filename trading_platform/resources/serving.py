@@ -76,6 +76,10 @@ class ModelServer(ConfigurableResource):
     def _client(self):
         from .mlflow import MLflowResource
 
+        # fail fast when the tracking server is down: the disk cache is the fallback, and
+        # MLflow's default retries would hold a run for minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         return MLflowResource(tracking_uri=self._uri()).client()
 
     def resolve(self, name: str, alias: str = "champion") -> str:
