@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -122,3 +123,31 @@ def test_features_export(tp_env, tmp_path):
     code, err, _ = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1d",
                       "--out", str(out), "--json", check=False)
     assert code == 2 and err["field"] == "timeframe" and "does not list" in err["error"]
+
+
+def test_models_list_and_promote(tp_env, tmp_path):
+    import mlflow
+    import xgboost as xgb
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**tp_env, "MLFLOW_TRACKING_URI": uri}
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri, uri)
+    exp = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    for i in range(2):
+        booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(X, label=X[:, 0] > 0), 2 + i)
+        with mlflow.start_run(experiment_id=exp):
+            mlflow.log_metric("roc_auc", 0.6 + i / 10)
+            mlflow.xgboost.log_model(booster, name="model", registered_model_name="pump_xgb",
+                                     pip_requirements=["xgboost"])
+    client.set_registered_model_alias("pump_xgb", "champion", "1")
+    _, models, _ = tp(env, "models", "list", "--json")
+    [m] = models
+    assert m["name"] == "pump_xgb" and [v["aliases"] for v in m["versions"]] == [["champion"], []]
+    assert m["versions"][1]["metrics"]["roc_auc"] == pytest.approx(0.7)
+    _, out, _ = tp(env, "models", "promote", "pump_xgb", "2", "--json")
+    assert out == {"model": "pump_xgb", "champion": "2", "previous": "1"}
+    assert str(client.get_model_version_by_alias("pump_xgb", "champion").version) == "2"
+    code, err, _ = tp(env, "models", "promote", "pump_xgb", "9", "--json", check=False)
+    assert code == 2 and err["field"] == "version" and "version '9'" in err["error"]

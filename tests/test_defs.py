@@ -15,15 +15,18 @@ def test_definitions_resolve_every_asset_check_job_schedule_and_sensor():
 
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert {"market/ohlcv", "market/ohlcv_5m", "market/ohlcv_1h", "market/ohlcv_1d", "features"} <= keys
+    assert {"market/ohlcv", "market/ohlcv_5m", "market/ohlcv_1h", "market/ohlcv_1d", "features",
+            "models/pump_xgb", "models/regime_hmm", "models/signal_lgbm", "predictions"} <= keys
     checks = repo.asset_graph.asset_check_keys
 
     def names(k):
         return {c.name for c in checks if c.asset_key == AssetKey.from_user_string(k)}
 
-    for k in keys - {"features"}:
+    for k in {k for k in keys if k.startswith("market/")}:
         assert {"no_duplicate_keys", "ohlc_consistent", "no_unexpected_gaps", "fresh_if_live"} <= names(k), k
     assert names("features") == {"rows_match_candles", "values_finite"}
+    for k in ("models/pump_xgb", "models/regime_hmm", "models/signal_lgbm"):
+        assert names(k) == {"metrics_finite", "champion_exists"}, k
     for job in repo.get_all_jobs():
         assert job.name
     assert defs.resolve_job_def("market_data_job").name == "market_data_job"
@@ -31,7 +34,7 @@ def test_definitions_resolve_every_asset_check_job_schedule_and_sensor():
     assert defs.resolve_sensor_def("symbol_partitions_sensor").name == "symbol_partitions_sensor"
     assert defs.resolve_sensor_def("features_stale_sensor").name == "features_stale_sensor"
     assert defs.resolve_job_def("features_job").name == "features_job"
-    for key in ("market_db", "market_source"):
+    for key in ("market_db", "market_source", "mlflow", "model_server"):
         assert key in repo.get_top_level_resources()
 
 
