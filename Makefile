@@ -28,3 +28,4 @@ test: install
 bench: install
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/features.py
+	$(PY) benchmarks/serving.py

@@ -24,8 +24,13 @@ setup(
         # sources (imported lazily: never at definitions load)
         "ccxt>=4.3",
         "yfinance>=0.2.40",
-        # tracking UI started by `tp up`; used by the model issues
-        "mlflow>=2.16",
+        # models: tracking and registry, and the model families (imported when they train or serve)
+        "mlflow>=3.0",
+        "xgboost>=2.0",
+        "lightgbm>=4.0",
+        "hmmlearn>=0.3",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "dev": [

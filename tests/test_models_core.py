@@ -88,3 +88,34 @@ def test_filtered_regime_probabilities_do_not_look_ahead():
     assert np.allclose(m.filtered_proba(altered)[: t + 1], p[: t + 1])
     assert np.allclose(m.filtered_proba(X[: t + 1]), p[: t + 1])
     assert set(m.regimes(X)) <= set(REGIMES)
+
+
+def test_no_leak_a_model_cannot_predict_a_random_walk():
+    """The whole path (features, labels, walk-forward split) on data with no signal:
+    any look-ahead would show up as a holdout score well above chance."""
+    from datetime import datetime, timedelta, timezone
+
+    import lightgbm as lgb
+    import polars as pl
+
+    from trading_platform.features.compute import compute_features
+    from trading_platform.models.common import binary_metrics, model_columns
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    o = np.r_[c[0], c[:-1]]
+    ts = [datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(hours=i) for i in range(n)]
+    df = pl.DataFrame({"symbol": "X", "timeframe": "1h", "ts": ts, "open": o, "high": np.maximum(o, c) * 1.002,
+                       "low": np.minimum(o, c) * 0.998, "close": c, "volume": rng.lognormal(3, 1, n)})
+    f = compute_features(df).drop_nulls(["vol_60", "sma_200"])
+    X = f.select(model_columns(f.columns)).to_numpy().astype(np.float32)
+    y = forward_return_sign(f["close"].to_numpy(), 12)
+    t = f["ts"].dt.epoch("us").to_numpy()
+    keep = ~np.isnan(y)
+    X, y, t = X[keep], y[keep].astype(int), t[keep]
+    s = walk_forward_split(t, t + 12 * 3600 * 10**6, 0.2)
+    model = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 15, "seed": 1},
+                      lgb.Dataset(X[s.train], y[s.train]), 100)
+    auc = binary_metrics(y[s.holdout], model.predict(X[s.holdout]), 0.5)["roc_auc"]
+    assert 0.44 < auc < 0.56
