@@ -160,6 +160,8 @@ def test_regimes_signal_and_predictions(env):
         promote(res["mlflow"].client(), "regime_hmm.BTC_USDT", r["registered_version"])
     assert set(r["regime_share"]) == {"bull", "bear", "sideways", "high_volatility"}
     assert abs(sum(r["transition_matrix"]["bull"].values()) - 1) < 1e-6
+    logged = {a.path for a in res["mlflow"].client().list_artifacts(r["mlflow_run_id"], "details")}
+    assert logged == {"details/transition_matrix.json", "details/regime_stats.json", "details/regime_share.json"}
     s = md(run(signal_lgbm, {"n_estimators": 20}, partition_key="BTC/USDT"), signal_lgbm)
     assert s["registered_model"] == "signal_lgbm.BTC_USDT"
     assert s["gate_decision"] == ("champion" if s["new_score"] > 0.5 else "challenger")

@@ -241,6 +241,8 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
         plot=lambda path: regime.regime_plot(ts, close, labels, path, f"{symbol} {tf}: regimes (filtered)"),
         metric="holdout_loglik_per_row", direction="higher", new_score=new_score, baseline_score=baseline,
         score_champion=lambda m: m.model.score_per_row(X[cut:]),
+        artifacts={"transition_matrix": model.transitions(), "regime_stats": model.state_stats(),
+                   "regime_share": share},
     )
     info_["name"] = name
     _tag_version(mlflow, name, info_["version"], tags)

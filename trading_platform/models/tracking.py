@@ -17,7 +17,8 @@ PIP = {"xgboost": ["xgboost"], "lightgbm": ["lightgbm"], "sklearn": ["scikit-lea
 def log_train_and_gate(*, mlflow_resource, server, experiment: str, run_name: str, tags: dict, flavor: str,
                        model: Any, registered_name: str, params: dict, metrics: dict, example, predict_example,
                        plot: Callable[[str], str], metric: str, direction: str, new_score: float,
-                       baseline_score: float, score_champion: Callable[[Any], float]) -> dict:
+                       baseline_score: float, score_champion: Callable[[Any], float],
+                       artifacts: dict[str, Any] | None = None) -> dict:
     import mlflow
     from mlflow.models import infer_signature
 
@@ -30,6 +31,8 @@ def log_train_and_gate(*, mlflow_resource, server, experiment: str, run_name: st
                             if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))})
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.log_artifact(plot(str(Path(tmp) / f"{experiment}.png")), artifact_path="plots")
+        for fname, obj in (artifacts or {}).items():
+            mlflow.log_dict(obj, f"details/{fname}.json")
         extra = {"serialization_format": "cloudpickle"} if flavor == "sklearn" else {}
         info = log_fn(model, name="model", signature=infer_signature(example, predict_example),
                       input_example=example, registered_model_name=registered_name, pip_requirements=PIP[flavor],
