@@ -69,13 +69,6 @@ def _training_frame(store, symbols: list[str], timeframe: str):
     return pl.concat(frames, how="diagonal_relaxed").sort("symbol", "ts")
 
 
-def _tag_version(mlflow_resource, name: str, version: str, tags: dict) -> None:
-    client = mlflow_resource.client()
-    for k in ("tp.family", "tp.timeframe", "tp.symbol", "tp.threshold"):
-        if k in tags:
-            client.set_model_version_tag(name, version, k, str(tags[k]))
-
-
 def _result(info: dict, metrics: dict, required: list[str], extra: dict | None = None) -> MaterializeResult:
     d = info["decision"]
     md = {"mlflow_run_id": info["run_id"], "registered_model": info["name"], "registered_version": info["version"],
@@ -150,8 +143,6 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
         score_champion=lambda m: binary_metrics(y_ho, m.predict(_align(m, ds.columns, X_ho)),
                                                 cfg.alert_threshold)[pump.METRIC],
     )
-    info["name"] = "pump_xgb"
-    _tag_version(mlflow, "pump_xgb", info["version"], tags)
     return _result(info, metrics, ["roc_auc", "pr_auc", "baseline_roc_auc", "baseline_pr_auc"],
                    {"train_rows": len(ds.train), "holdout_rows": len(ds.holdout), "symbols": ", ".join(symbols)})
 
@@ -189,12 +180,17 @@ REGIME_KEY = AssetKey(["models", "regime_hmm"])
 SIGNAL_KEY = AssetKey(["models", "signal_lgbm"])
 
 
-def _symbol_timeframe(store, symbol: str, wanted: Optional[str]) -> tuple:
+def _symbol_frame(market_db: MarketDB, symbol: str, wanted: Optional[str]):
+    """(timeframe, stored features) of one symbol: `wanted`, else 1h if listed, else its base timeframe."""
     from ..core.timeframes import parse_timeframe
 
-    info = store.require_symbol(symbol)
-    tf = parse_timeframe(wanted) if wanted else ("1h" if "1h" in info.timeframes else info.base_timeframe)
-    return info, tf
+    with market_db.open() as store:
+        info = store.require_symbol(symbol)
+        tf = parse_timeframe(wanted) if wanted else ("1h" if "1h" in info.timeframes else info.base_timeframe)
+        frame = _training_frame(store, [symbol], tf)
+    if frame is None:
+        raise Failure(description=f"no stored features for {symbol} {tf}; materialize `features` first")
+    return tf, frame
 
 
 @asset(key=REGIME_KEY, deps=[FEATURES_KEY], partitions_def=symbol_partitions, check_specs=_checks(REGIME_KEY),
@@ -211,11 +207,7 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
     from ..models.tracking import log_train_and_gate
 
     symbol = context.partition_key
-    with market_db.open() as store:
-        info, tf = _symbol_timeframe(store, symbol, config.timeframe)
-        frame = _training_frame(store, [symbol], tf)
-    if frame is None:
-        raise Failure(description=f"no stored features for {symbol} {tf}; materialize `features` first")
+    tf, frame = _symbol_frame(market_db, symbol, config.timeframe)
     X, ts = regime.inputs(frame)
     cut = int(len(X) * (1 - config.holdout_frac))
     if cut < 200:
@@ -232,7 +224,7 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
     tags = _run_tags(context, "regime_hmm", tf, symbol)
     close = frame.drop_nulls(list(regime.INPUTS)).sort("ts")["close"].to_numpy()
     example = pd.DataFrame(X[:5], columns=list(regime.INPUTS))
-    info_ = log_train_and_gate(
+    info = log_train_and_gate(
         mlflow_resource=mlflow, server=model_server, experiment="regime_hmm", run_name=f"regime_hmm {symbol} {tf}",
         tags=tags, flavor="sklearn", model=model, registered_name=name,
         params={"symbol": symbol, "timeframe": tf, "n_states": cfg.n_states, "n_iter": cfg.n_iter,
@@ -244,9 +236,7 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
         artifacts={"transition_matrix": model.transitions(), "regime_stats": model.state_stats(),
                    "regime_share": share},
     )
-    info_["name"] = name
-    _tag_version(mlflow, name, info_["version"], tags)
-    return _result(info_, metrics, ["holdout_loglik_per_row", "baseline_loglik_per_row"], {
+    return _result(info, metrics, ["holdout_loglik_per_row", "baseline_loglik_per_row"], {
         "transition_matrix": MetadataValue.json(model.transitions()),
         "regime_stats": MetadataValue.json(model.state_stats()), "regime_share": MetadataValue.json(share)})
 
@@ -269,11 +259,7 @@ def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, marke
     from ..resources.serving import ModelLoadError
 
     symbol = context.partition_key
-    with market_db.open() as store:
-        info, tf = _symbol_timeframe(store, symbol, config.timeframe)
-        frame = _training_frame(store, [symbol], tf)
-    if frame is None:
-        raise Failure(description=f"no stored features for {symbol} {tf}; materialize `features` first")
+    tf, frame = _symbol_frame(market_db, symbol, config.timeframe)
     try:
         hmm = model_server.load(registered_name("regime_hmm", symbol))
     except ModelLoadError as e:
@@ -318,7 +304,7 @@ def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, marke
         plt.close(fig)
         return path
 
-    info_ = log_train_and_gate(
+    info = log_train_and_gate(
         mlflow_resource=mlflow, server=model_server, experiment="signal_lgbm", run_name=f"signal_lgbm {symbol} {tf}",
         tags=tags, flavor="lightgbm", model=booster, registered_name=name,
         params={"symbol": symbol, "timeframe": tf, "horizon": config.horizon, "n_estimators": config.n_estimators,
@@ -328,9 +314,7 @@ def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, marke
         plot=plot, metric="roc_auc", direction="higher", new_score=metrics["roc_auc"], baseline_score=0.5,
         score_champion=lambda m: binary_metrics(y_ho, m.predict(_align(m, names, X_ho)), 0.5)["roc_auc"],
     )
-    info_["name"] = name
-    _tag_version(mlflow, name, info_["version"], tags)
-    return _result(info_, metrics, ["roc_auc", "baseline_roc_auc", "accuracy", "baseline_accuracy"])
+    return _result(info, metrics, ["roc_auc", "baseline_roc_auc", "accuracy", "baseline_accuracy"])
 
 
 # ---- predictions ---------------------------------------------------------------

@@ -44,7 +44,10 @@ def log_train_and_gate(*, mlflow_resource, server, experiment: str, run_name: st
             champion_score = float(score_champion(server.load(registered_name, version=str(champ.version))))
         decision = decide(metric, direction, new_score, baseline_score, champion_score)
         apply_decision(client, registered_name, version, decision)
+        for k, v in tags.items():  # what serving needs to score the version: family, timeframe, symbol...
+            if k.startswith("tp."):
+                client.set_model_version_tag(registered_name, version, k, str(v))
         mlflow.set_tags({**decision.tags(), "registered_model": registered_name, "registered_version": version})
         if champion_score is not None and not math.isnan(champion_score):
             mlflow.log_metric(f"champion_{metric}", champion_score)
-        return {"run_id": run.info.run_id, "version": version, "decision": decision}
+        return {"run_id": run.info.run_id, "name": registered_name, "version": version, "decision": decision}
