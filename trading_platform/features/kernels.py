@@ -59,19 +59,6 @@ def rolling_std(x, starts, n, first, ddof):
     return out
 
 
-def rolling_minmax(x, starts, n, first, is_max):
-    out = np.full(x.shape[0], NAN)
-    for g in prange(starts.shape[0] - 1):
-        s, e = starts[g] + first, starts[g + 1]
-        for i in range(s + n - 1, e):
-            m = x[i]
-            for j in range(i - n + 1, i):
-                if (x[j] > m) if is_max else (x[j] < m):
-                    m = x[j]
-            out[i] = m
-    return out
-
-
 def lag_ratio(x, starts, n):
     """x[i] / x[i - n] within each group."""
     out = np.full(x.shape[0], NAN)
@@ -103,28 +90,6 @@ def ema(x, starts, alpha, n, seed_pos, seed_val):
         for i in range(p + 1, e):
             y = alpha * x[i] + (1.0 - alpha) * y
             out[i] = y
-    return out
-
-
-def gains_losses(c, starts):
-    gain = np.full(c.shape[0], NAN)
-    loss = np.full(c.shape[0], NAN)
-    for g in prange(starts.shape[0] - 1):
-        s, e = starts[g], starts[g + 1]
-        for i in range(s + 1, e):
-            d = c[i] - c[i - 1]
-            gain[i] = d if d > 0 else 0.0
-            loss[i] = -d if d < 0 else 0.0
-    return gain, loss
-
-
-def true_range(h, low, c, starts):
-    out = np.full(c.shape[0], NAN)
-    for g in prange(starts.shape[0] - 1):
-        s, e = starts[g], starts[g + 1]
-        for i in range(s + 1, e):
-            pc = c[i - 1]
-            out[i] = max(h[i] - low[i], abs(h[i] - pc), abs(low[i] - pc))
     return out
 
 
@@ -401,9 +366,8 @@ def bbands(c, starts, n, k):
 # ---- two compiled builds of every kernel ----------------------------------------
 # parallel over series (many symbols at once: backfills, training) and serial (one
 # short series: the live path, where waking threads costs more than the work).
-_KERNELS = ["rolling_mean", "rolling_std", "rolling_minmax", "lag_ratio", "ema", "gains_losses",
-            "true_range", "obv", "ath", "stoch_fastk", "median_of_previous", "max_rise", "rsi", "atr",
-            "macd", "bbands"]
+_KERNELS = ["rolling_mean", "rolling_std", "lag_ratio", "ema", "obv", "ath", "stoch_fastk",
+            "median_of_previous", "max_rise", "rsi", "atr", "macd", "bbands"]
 
 
 def _build(suffix: str, **options) -> types.SimpleNamespace:
