@@ -247,9 +247,27 @@ def cmd_up(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        _terminate([p.pid for p in procs])
+        _stop_children(procs)
         _pids_file().unlink(missing_ok=True)
     return 0
+
+
+def _stop_children(procs) -> None:
+    """Stop the process groups we started and reap them (no zombies, no waiting on them)."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
 
 
 def _terminate(pids: list[int]) -> list[int]:
