@@ -238,6 +238,13 @@ def cmd_up(args) -> int:
         [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port)],
         env=env, cwd=str(REPO_ROOT if workspace.exists() else Path.cwd()), start_new_session=True))
     _pids_file().write_text(json.dumps([p.pid for p in procs]))
+
+    def _interrupt(*_):
+        raise KeyboardInterrupt
+
+    # Ctrl-C (even when started from a script that ignores it) and SIGTERM both stop the services
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"Dagster UI http://{args.host}:{args.port}"
           + ("" if args.no_mlflow else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
           + " · Ctrl-C to stop", file=sys.stderr)
@@ -253,10 +260,11 @@ def cmd_up(args) -> int:
 
 
 def _stop_children(procs) -> None:
-    """Stop the process groups we started and reap them (no zombies, no waiting on them)."""
+    """Stop the process groups we started as Ctrl-C would (dagster dev shuts down cleanly on
+    SIGINT), kill what is still there after 15 s, and reap them (no zombies)."""
     for p in procs:
         try:
-            os.killpg(p.pid, signal.SIGTERM)
+            os.killpg(p.pid, signal.SIGINT)
         except (ProcessLookupError, PermissionError):
             pass
     for p in procs:
