@@ -16,6 +16,7 @@ from .assets.models import model_assets
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
 from .sensors.features import features_job, features_stale_sensor
 from .sensors.market_data import market_data_hourly, market_data_job, symbol_partitions_sensor
+from .settings import get_settings
 
 
 def _resources() -> dict:
@@ -27,7 +28,7 @@ def _resources() -> dict:
     mlflow = (MLflowResource(tracking_uri=EnvVar("MLFLOW_TRACKING_URI")) if os.environ.get("MLFLOW_TRACKING_URI")
               else MLflowResource())
     server = ModelServer(tracking_uri=EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else None,
-                         device=os.environ.get("TP_DEVICE", "auto"))
+                         device=get_settings().device)  # a bad TP_DEVICE fails here, naming it
     return {"market_db": db, "market_source": MarketSource(**source_kwargs), "mlflow": mlflow,
             "model_server": server}
 

@@ -10,7 +10,7 @@ import polars as pl
 from ..core.candles import Normalized
 from ..core.symbols import SymbolInfo
 from ..core.timeframes import TIMEFRAMES
-from .compute import compute_features, feature_columns, join_context, state_columns
+from .compute import compute_features, feature_columns, join_context
 from .spec import FeatureSpec
 from .storage import read_features, write_features
 
@@ -82,11 +82,21 @@ def update_latest(store, info: SymbolInfo, timeframe: str, spec: FeatureSpec | N
     spec = spec or FeatureSpec()
     tf_s = TIMEFRAMES[timeframe]
     last = read_features(store.conn, info.symbol, timeframe, last=1)
-    needed = ["ema_%d" % n for n in spec.ema] + state_columns(spec) + [f"atr_{n}" for n in spec.atr] + \
-        [f"macd_signal_{f}_{s}_{g}" for f, s, g in spec.macd] + (["obv"] if spec.obv else []) + \
-        (["ath", "bars_since_ath"] if spec.ath else [])
-    if len(last) == 0 or any(c not in last.columns or last[c][0] is None for c in needed):
-        # nothing to continue from (no row yet, or still in warm-up): compute the series in full
+    df = None
+    if len(last):
+        last_ts = last["ts"][0]
+        new = store.read_candles(info.symbol, timeframe, last_ts + timedelta(microseconds=1), None)
+        if len(new) == 0:
+            return last.clear()
+        tail = store.read_candles_tail(info.symbol, timeframe, last_ts, spec.max_window + 1)
+        frame = to_polars(tail, info.symbol, timeframe).vstack(to_polars(new, info.symbol, timeframe))
+        state = last.row(0, named=True)
+        state["_row"] = len(tail) - 1
+        try:
+            df = compute_features(frame, spec, state=state)
+        except ValueError:  # the last row is still in warm-up: it has no state to continue from
+            df = None
+    if df is None:
         df = compute_series(store, info, spec, until=FAR_FUTURE).get(timeframe)
         if df is None:
             return last
@@ -96,15 +106,6 @@ def update_latest(store, info: SymbolInfo, timeframe: str, spec: FeatureSpec | N
             write_features(store.conn, df, info.symbol, timeframe, df["ts"][0],
                            df["ts"][-1] + timedelta(microseconds=1))
         return df
-    last_ts = last["ts"][0]
-    new = store.read_candles(info.symbol, timeframe, last_ts + timedelta(microseconds=1), None)
-    if len(new) == 0:
-        return last.clear()
-    tail = store.read_candles_tail(info.symbol, timeframe, last_ts, spec.max_window + 1)
-    frame = to_polars(tail, info.symbol, timeframe).vstack(to_polars(new, info.symbol, timeframe))
-    state = last.row(0, named=True)
-    state["_row"] = len(tail) - 1
-    df = compute_features(frame, spec, state=state)
     htf = higher_timeframe(info, timeframe)
     if htf:
         first_new = df["ts"][0]

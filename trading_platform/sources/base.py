@@ -33,9 +33,6 @@ class CandleSource(ABC):
     def fetch(self, info: SymbolInfo, timeframe: str, start: datetime, end: datetime) -> "pd.DataFrame":
         ...
 
-    def describe(self) -> str:
-        return self.name
-
 
 def with_retries(fn: Callable[[], T], *, what: str, transient: tuple[type[BaseException], ...],
                  attempts: int = 4, base_delay: float = 0.5) -> T:

@@ -67,8 +67,6 @@ class WriteResult:
     def counts(self) -> dict:
         return {k: getattr(self, k) for k in ("inserted", "updated", "unchanged", "rejected")}
 
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _copy_payload(columns: list[tuple[str, np.ndarray]], n: int) -> bytes:
@@ -362,17 +360,7 @@ class MarketStore:
         ).fetchone()
         return {"rows": int(row[0]), "first_ts": row[1], "last_ts": row[2]}
 
-    def stored_timeframes(self, symbol: str) -> list[str]:
-        rows = self.conn.execute(
-            "SELECT DISTINCT timeframe FROM ohlcv WHERE symbol = %s", (symbol,)
-        ).fetchall()
-        return [r[0] for r in rows]
 
-    def rejects_count(self, symbol: str | None = None) -> int:
-        return int(self.conn.execute(
-            "SELECT count(*) FROM ingest_rejects WHERE %s::text IS NULL OR symbol = %s",
-            (symbol, symbol),
-        ).fetchone()[0])
 
 
 _BULK_RELOAD_ROWS = 5_000
