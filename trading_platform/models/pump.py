@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import polars as pl
 
-from .common import binary_metrics, model_columns, pump_label, walk_forward_split
+from . import classifier as clf
+from .common import holdout_start, label_times, longest_feature_window, model_columns, pump_label, rule_scores
+from .gate import GatePolicy
 
 METRIC, DIRECTION = "roc_auc", "higher"
 
@@ -21,61 +24,61 @@ class PumpConfig:
     max_depth: int = 4
     learning_rate: float = 0.05
     holdout_frac: float = 0.2
+    calibration_frac: float = 0.25   # the last part of the training window, for Platt scaling
+    min_episodes: int = 10           # pump episodes (and quiet ones) the holdout must hold
     seed: int = 7
 
+    def target(self, timeframe: str) -> str:
+        """The label definition: versions with another target belong to another lineage."""
+        return f"pump: close rises >= {self.rise:g} within {self.horizon} bars of {timeframe}"
 
-@dataclass
-class Dataset:
-    X: np.ndarray
-    y: np.ndarray
-    ts_us: np.ndarray
-    symbols: np.ndarray
-    columns: list[str]
-    train: np.ndarray = field(default_factory=lambda: np.empty(0, int))
-    holdout: np.ndarray = field(default_factory=lambda: np.empty(0, int))
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def build_dataset(frame: pl.DataFrame, cfg: PumpConfig, tf_seconds: int) -> Dataset:
-    """Rows with a known label, features as they were at each row's time; walk-forward split."""
+def build_task(frame: pl.DataFrame, cfg: PumpConfig, holdout_start_us: Optional[int] = None) -> clf.BinaryTask:
+    """Rows with a known label, features as they were at each row's time, split in time across
+    all symbols together (one boundary)."""
     frame = frame.sort("symbol", "ts")
+    ts_all = frame["ts"].dt.epoch("us").to_numpy()
+    hs = holdout_start(ts_all, cfg.holdout_frac) if holdout_start_us is None else holdout_start_us
     cols = model_columns(frame.columns)
-    labels = np.concatenate([pump_label(g["close"].to_numpy(), cfg.horizon, cfg.rise)
-                             for g in frame.partition_by("symbol", maintain_order=True)])
+    parts = frame.partition_by("symbol", maintain_order=True)
+    labels = np.concatenate([pump_label(g["close"].to_numpy(), cfg.horizon, cfg.rise) for g in parts])
+    lts = np.concatenate([label_times(g["ts"].dt.epoch("us").to_numpy(), cfg.horizon) for g in parts])
     keep = ~np.isnan(labels)
     X = frame.select(cols).to_numpy().astype(np.float32)[keep]
-    ts = frame["ts"].dt.epoch("us").to_numpy()[keep]
-    ds = Dataset(X=X, y=labels[keep].astype(int), ts_us=ts, symbols=frame["symbol"].to_numpy()[keep], columns=cols)
-    label_end = ts + cfg.horizon * tf_seconds * 1_000_000
-    split = walk_forward_split(ts, label_end, cfg.holdout_frac)
-    ds.train, ds.holdout = split.train, split.holdout
-    return ds
+    rules = {k: v[keep] for k, v in rule_scores(frame).items()}
+    return clf.make_task(X, labels[keep].astype(int), ts_all[keep], lts[keep], frame["symbol"].to_numpy()[keep],
+                         cols, rules, hs, max(cfg.horizon, longest_feature_window(cols)), cfg.calibration_frac)
 
 
-def train(ds: Dataset, cfg: PumpConfig, device: str = "cpu"):
-    import xgboost as xgb
+def train_fn(cfg: PumpConfig, device: str = "cpu") -> Callable:
+    def train(X, y):
+        import xgboost as xgb
 
-    pos = max(ds.y[ds.train].sum(), 1)
-    neg = max(len(ds.train) - pos, 1)
-    dtrain = xgb.DMatrix(ds.X[ds.train], label=ds.y[ds.train], feature_names=ds.columns)
-    params = {"objective": "binary:logistic", "eval_metric": "auc", "max_depth": cfg.max_depth,
-              "eta": cfg.learning_rate, "scale_pos_weight": neg / pos, "seed": cfg.seed,
-              "tree_method": "hist", "device": device, "nthread": 2}
-    return xgb.train(params, dtrain, num_boost_round=cfg.n_estimators)
+        pos = max(int(y.sum()), 1)
+        neg = max(len(y) - pos, 1)
+        params = {"objective": "binary:logistic", "eval_metric": "auc", "max_depth": cfg.max_depth,
+                  "eta": cfg.learning_rate, "scale_pos_weight": neg / pos, "seed": cfg.seed,
+                  "tree_method": "hist", "device": device, "nthread": 2}
+        return xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=cfg.n_estimators)
 
-
-def predict(booster, X: np.ndarray) -> np.ndarray:
-    return booster.inplace_predict(X)
+    return train
 
 
-def evaluate(booster, ds: Dataset, cfg: PumpConfig) -> tuple[dict, float]:
-    """Holdout metrics and the naive baseline's score for the gate metric."""
-    y = ds.y[ds.holdout]
-    p = predict(booster, ds.X[ds.holdout])
-    m = binary_metrics(y, p, cfg.alert_threshold)
-    # the naive baseline predicts the positive rate for everyone: ROC AUC 0.5, PR AUC = positive rate
-    m["baseline_roc_auc"] = 0.5
-    m["baseline_pr_auc"] = m["positive_rate"]
-    return m, 0.5
+def fit(task: clf.BinaryTask, cfg: PumpConfig, device: str = "cpu") -> clf.CalibratedClassifier:
+    model = clf.fit_classifier(task, train_fn(cfg, device), "xgboost")
+    model.booster.feature_names = task.columns
+    return model
+
+
+def train_and_gate(frame: pl.DataFrame, cfg: PumpConfig, *, device: str = "cpu", policy: GatePolicy | None = None,
+                   champion: Callable[[clf.BinaryTask], Optional[clf.Champion]] | None = None,
+                   what: str = "pump_xgb") -> clf.Trained:
+    return clf.train_and_gate(build_task(frame, cfg), lambda task: fit(task, cfg, device),
+                              threshold=cfg.alert_threshold, policy=policy, champion=champion,
+                              min_episodes=cfg.min_episodes, what=what)
 
 
 def calibration_plot(y: np.ndarray, p: np.ndarray, path: str) -> str:
@@ -91,7 +94,7 @@ def calibration_plot(y: np.ndarray, p: np.ndarray, path: str) -> str:
     counts = [(idx == b).sum() for b in range(10)]
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.plot(mean_p, frac, "o-", label="pump classifier")
+    ax.plot(mean_p, frac, "o-", label="pump classifier (Platt-calibrated)")
     ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed pump rate")
     ax.set_title("Calibration on the holdout")

@@ -25,6 +25,14 @@ class RegimeConfig:
     holdout_frac: float = 0.2
     seed: int = 7
 
+    def target(self, timeframe: str) -> str:
+        return f"regimes: {self.n_states}-state HMM of {', '.join(INPUTS)} on {timeframe}"
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
 
 class RegimeModel:
     """A fitted HMM with its input scaling and the state -> regime mapping."""
@@ -32,34 +40,49 @@ class RegimeModel:
     def __init__(self, hmm, mean: np.ndarray, std: np.ndarray, names: list[str]):
         self.hmm, self.mean, self.std, self.names = hmm, mean, std, names
 
+    feature_names = list(INPUTS)
+
     def _z(self, X: np.ndarray) -> np.ndarray:
         return (_transform(X) - self.mean) / self.std
 
-    def filtered_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(state_t | x_1..x_t) per row, columns in REGIMES order."""
+    def _forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Filtered state probabilities (model's state order) and each row's one-step predictive
+        log-likelihood log p(x_t | x_1..x_{t-1}), in the transformed input space (log volatility),
+        so that it compares with any other model of the same inputs."""
         from scipy.stats import multivariate_normal
 
         Z = self._z(X)
         k = self.hmm.n_components
         loglik = np.column_stack([multivariate_normal(self.hmm.means_[i], self.hmm.covars_[i],
                                                       allow_singular=True).logpdf(Z) for i in range(k)])
-        lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))  # scaled per row: ratios are what matter
+        top = loglik.max(axis=1, keepdims=True)
+        lik = np.exp(loglik - top)  # scaled per row; the scale comes back in the log-likelihood
         A = self.hmm.transmat_
         proba = np.empty((len(Z), k))
-        p = self.hmm.startprob_ * lik[0]
-        proba[0] = p / p.sum()
-        for t in range(1, len(Z)):
-            p = (proba[t - 1] @ A) * lik[t]
+        ll = np.empty(len(Z))
+        prior = self.hmm.startprob_
+        for t in range(len(Z)):
+            p = prior * lik[t]
             s = p.sum()
             proba[t] = p / s if s > 0 else np.full(k, 1.0 / k)
+            ll[t] = np.log(s) + top[t, 0] if s > 0 else -np.inf
+            prior = proba[t] @ A
+        return proba, ll - np.log(self.std).sum()  # z-scaling's Jacobian: back to the transformed space
+
+    def filtered_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(state_t | x_1..x_t) per row, columns in REGIMES order."""
         order = [self.names.index(r) for r in REGIMES]
-        return proba[:, order]
+        return self._forward(X)[0][:, order]
+
+    def loglik_rows(self, X: np.ndarray) -> np.ndarray:
+        """One-step predictive log-likelihood of each row given the rows before it."""
+        return self._forward(X)[1]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.filtered_proba(X)
 
     def regimes(self, X: np.ndarray) -> np.ndarray:
         return np.array(REGIMES)[self.filtered_proba(X).argmax(axis=1)]
-
-    def score_per_row(self, X: np.ndarray) -> float:
-        return float(self.hmm.score(self._z(X)) / len(X))
 
     def state_stats(self) -> dict:
         means = _untransform(self.hmm.means_ * self.std + self.mean)
@@ -137,14 +160,29 @@ def initial_means(Z: np.ndarray, k: int) -> np.ndarray:
     return np.array(means)
 
 
-def baseline_score(train: np.ndarray, holdout: np.ndarray) -> float:
-    """Log-likelihood per row of one Gaussian (no regimes) fitted on the training rows."""
-    from scipy.stats import multivariate_normal
+class VAR1:
+    """The persistence-aware baseline: a Gaussian VAR(1) on the same transformed inputs,
+    x_t = c + A x_{t-1} + e, e ~ N(0, S), fitted by least squares on the training rows.
+    Volatility persists, so one i.i.d. Gaussian is a straw man that any mixture beats,
+    even on a random walk; this is not."""
 
-    train, holdout = _transform(train), _transform(holdout)
-    mean, std = train.mean(axis=0), train.std(axis=0) + 1e-12
-    z_tr, z_ho = (train - mean) / std, (holdout - mean) / std
-    return float(multivariate_normal(z_tr.mean(axis=0), np.cov(z_tr.T), allow_singular=True).logpdf(z_ho).mean())
+    def __init__(self, X_train: np.ndarray):
+        T = _transform(X_train)
+        lag = np.column_stack([np.ones(len(T) - 1), T[:-1]])
+        self.coef, *_ = np.linalg.lstsq(lag, T[1:], rcond=None)
+        resid = T[1:] - lag @ self.coef
+        self.cov = np.cov(resid.T) + 1e-12 * np.eye(T.shape[1])
+
+    def loglik_rows(self, X: np.ndarray) -> np.ndarray:
+        """log p(x_t | x_{t-1}) per row (NaN for the first row, which has no previous one)."""
+        from scipy.stats import multivariate_normal
+
+        T = _transform(X)
+        out = np.full(len(T), np.nan)
+        if len(T) > 1:
+            mean = np.column_stack([np.ones(len(T) - 1), T[:-1]]) @ self.coef
+            out[1:] = multivariate_normal(np.zeros(T.shape[1]), self.cov, allow_singular=True).logpdf(T[1:] - mean)
+        return out
 
 
 def inputs(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -175,11 +213,116 @@ def regime_plot(ts_us: np.ndarray, close: np.ndarray, regimes: np.ndarray, path:
     return path
 
 
+def frame_probs(model, frame: pl.DataFrame) -> np.ndarray:
+    """Filtered regime probabilities for every row of ``frame`` (sorted by ts): NaN where an
+    input is missing (warm-up); the filter runs over the rows that have them, in order."""
+    f = frame.sort("ts")
+    ok = ~np.any(np.column_stack([f[c].is_null().to_numpy() | f[c].is_nan().fill_null(True).to_numpy()
+                                  for c in INPUTS]), axis=1)
+    out = np.full((len(f), len(REGIMES)), np.nan)
+    if ok.any():
+        out[ok] = model.predict(f.select(INPUTS).to_numpy()[ok])
+    return out
+
+
+# ---- training and the gate ------------------------------------------------------------
+BLOCK_LEN = 21  # the longest window behind the inputs (vol_20: 21 bars); the horizon is one row
+MIN_TRAIN_ROWS = 200
+
+
+def gate_policy(**overrides):
+    from .gate import GatePolicy
+
+    kw = dict(metric="loglik_per_row", direction="higher", margins={"vs_var1": 0.0, "vs_champion": 0.005})
+    kw.update(overrides)
+    return GatePolicy(**kw)
+
+
 @dataclass
-class SignalConfig:
-    horizon: int = 12
-    n_estimators: int = 200
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    holdout_frac: float = 0.2
-    seed: int = 7
+class RegimeChampion:
+    """The current champion for the gate: its per-row log-likelihood over the task's rows with its
+    own fitted parameters, and a refit of its configuration on given training rows."""
+
+    version: str
+    data_end_us: int | None
+    loglik_rows: "object"            # Callable[[np.ndarray X], np.ndarray]
+    config: RegimeConfig | None = None
+
+
+@dataclass
+class Trained:
+    model: RegimeModel
+    X: np.ndarray
+    ts_us: np.ndarray
+    train: np.ndarray
+    holdout: np.ndarray
+    holdout_start_us: int
+    metrics: dict
+    decision: "object"
+
+    def window(self) -> dict[str, str]:
+        from .gate import iso
+
+        t = self.ts_us[self.train]
+        return {"tp.train_start": iso(int(t.min())), "tp.train_end": iso(int(t.max())),
+                "tp.train_data_end": iso(int(t.max())), "tp.holdout_start": iso(self.holdout_start_us),
+                "tp.holdout_end": iso(int(self.ts_us[self.holdout].max()))}
+
+
+def check_rows(frame: pl.DataFrame, cfg: RegimeConfig, what: str, holdout_start_us: int | None = None):
+    """(X, ts, holdout start, train rows, holdout rows), or EvaluationError when there are too few."""
+    from .common import EvaluationError, holdout_start
+    from .gate import min_rows
+
+    X, ts = inputs(frame)
+    hs = holdout_start(frame["ts"].dt.epoch("us").to_numpy(), cfg.holdout_frac) if holdout_start_us is None \
+        else holdout_start_us
+    train, holdout = np.flatnonzero(ts < hs), np.flatnonzero(ts >= hs)
+    if len(train) < MIN_TRAIN_ROWS or len(holdout) < min_rows(BLOCK_LEN):
+        raise EvaluationError(f"{what}: {len(train)} training and {len(holdout)} holdout rows with returns and "
+                              f"volatility; need at least {MIN_TRAIN_ROWS} and {min_rows(BLOCK_LEN)}: "
+                              "load more history")
+    return X, ts, hs, train, holdout
+
+
+def train_and_gate(frame: pl.DataFrame, cfg: RegimeConfig, *, holdout_start_us: int | None = None, policy=None,
+                   champion: RegimeChampion | None = None, what: str = "regime_hmm") -> Trained:
+    """Split at the symbol's shared holdout boundary, fit on the rows before it, and gate the
+    held-out one-step log-likelihood per row against the VAR(1) and the champion."""
+    from . import evaluation as ev
+    from .gate import against_champion, compare, decide
+
+    policy = policy or gate_policy()
+    X, ts, hs, train, holdout = check_rows(frame, cfg, what, holdout_start_us)
+    model = fit(X[train], cfg)
+    ll_new = model.loglik_rows(X)
+    var = VAR1(X[train])
+    ll_var = var.loglik_rows(X)
+    ids, n_times = ev.time_ids(ts[holdout])
+    W = ev.block_weights(ids, n_times, BLOCK_LEN, policy.n_boot, policy.seed)
+    mean = ev.weighted_mean
+    base = compare("vs_var1", "a Gaussian VAR(1) on the same inputs", "loglik_per_row", "higher", mean,
+                   ll_new[holdout], ll_var[holdout], W, policy.margin("vs_var1"), policy.confidence)
+    champ, mode, note = None, "none", ""
+    if champion is not None:
+        ll_champ = champion.loglik_rows(X)
+
+        def refit():
+            other = fit(X[train], champion.config)
+            return mean, ll_new[holdout], other.loglik_rows(X)[holdout]
+
+        champ, mode, note = against_champion(
+            policy, version=champion.version, ts_holdout=ts[holdout], block_len=BLOCK_LEN,
+            data_end_us=champion.data_end_us, usable=lambda m: True,
+            scored=lambda m: (mean, ll_new[holdout][m], ll_champ[holdout][m]),
+            refit=refit if champion.config is not None else None)
+    new_score = float(ll_new[holdout].mean())
+    decision = decide(policy.metric, policy.direction, new_score, [base], champ, champion_mode=mode,
+                      champion_note=note, block_len=BLOCK_LEN, n_boot=policy.n_boot, confidence=policy.confidence,
+                      holdout_rows=len(holdout))
+    labels = model.regimes(X)
+    metrics = {"holdout_loglik_per_row": new_score, "baseline_loglik_per_row": float(ll_var[holdout].mean()),
+               "train_rows": len(train), "holdout_rows": len(holdout),
+               **{f"share_{r}": float(np.mean(labels == r)) for r in REGIMES}}
+    metrics.update(decision.metrics())
+    return Trained(model, X, ts, train, holdout, hs, metrics, decision)

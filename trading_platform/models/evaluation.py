@@ -1,0 +1,96 @@
+"""The statistics behind the gate: a paired moving-block bootstrap on the time axis
+and metrics that take bootstrap weights.
+
+Rows that share a timestamp (several symbols of a pooled model) share a time
+index, so a block cuts every symbol at the same times: cross-sectional
+dependence stays inside a block. A block is at least as long as the longest
+dependence between rows (the label horizon, the longest feature window), so
+overlapping labels and persistent inputs are resampled together instead of being
+treated as independent draws.
+
+Every metric here takes a weight matrix ``W`` (replicates × rows; the number of
+times each row is drawn) and returns one score per replicate; ``W`` of ones is the
+point estimate. Scoring a new model and a baseline with the same ``W`` is what
+makes the bootstrap *paired*.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def time_ids(ts_us: np.ndarray) -> tuple[np.ndarray, int]:
+    """(index of each row's timestamp among the distinct timestamps, number of distinct ones)."""
+    uniq, inv = np.unique(np.asarray(ts_us), return_inverse=True)
+    return inv.astype(np.int64), len(uniq)
+
+
+def block_weights(ids: np.ndarray, n_times: int, block_len: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """Moving-block bootstrap weights, shape (n_boot, rows).
+
+    Each replicate draws ceil(n_times / L) blocks of L consecutive time indices,
+    with starts uniform over the n_times - L + 1 possible ones, and keeps the first
+    n_times drawn (the last block is cut short); a row's weight is how many drawn
+    blocks cover its time index.
+    """
+    L = max(1, min(int(block_len), n_times))
+    nb = math.ceil(n_times / L)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n_times - L + 1, size=(n_boot, nb))
+    lengths = np.full(nb, L)
+    lengths[-1] = n_times - (nb - 1) * L
+    diff = np.zeros((n_boot, n_times + 1), dtype=np.int32)
+    rows = np.repeat(np.arange(n_boot), nb)
+    np.add.at(diff, (rows, starts.ravel()), 1)
+    np.add.at(diff, (rows, (starts + lengths).ravel()), -1)
+    counts = np.cumsum(diff[:, :n_times], axis=1, dtype=np.int32)
+    return counts[:, ids].astype(np.float32)
+
+
+def ones(n: int) -> np.ndarray:
+    return np.ones((1, n), dtype=np.float32)
+
+
+# ---- metrics over weights (W: replicates x rows) -> (replicates,) ------------------
+def roc_auc(y: np.ndarray, score: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Weighted ROC AUC (ties count one half), one per replicate."""
+    y = np.asarray(y, dtype=np.float32)
+    order = np.argsort(score, kind="stable")
+    s = np.asarray(score)[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # tie groups of equal scores
+    Ws = W[:, order]
+    pos = np.add.reduceat(Ws * y[order], starts, axis=1)
+    neg = np.add.reduceat(Ws * (1 - y[order]), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (below + 0.5 * neg)).sum(axis=1, dtype=np.float64)
+    den = pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def log_loss_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(y, dtype=np.float64)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+def weighted_mean(values: np.ndarray, W: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    return (W.astype(np.float64) @ v) / W.sum(axis=1, dtype=np.float64)
+
+
+def log_loss(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    return weighted_mean(log_loss_rows(y, p), W)
+
+
+# ---- binomial interval (for the benchmark's false-promotion rate) -------------------
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)

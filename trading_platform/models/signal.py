@@ -1,0 +1,102 @@
+"""The LightGBM signal score: will the close be higher ``horizon`` bars from now?
+
+Inputs are the stationary features plus, when the symbol has a regime champion
+trained before the holdout, that regime version's filtered probabilities. A signal
+version records the regime version it was trained with, and the gate and serving
+both feed it exactly that version's probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import polars as pl
+
+from . import classifier as clf
+from .common import forward_return_sign, holdout_start, label_times, longest_feature_window, model_columns, rule_scores
+from .gate import GatePolicy
+from .regime import REGIMES
+
+REGIME_COLUMNS = [f"p_{r}" for r in REGIMES]
+
+
+@dataclass
+class SignalConfig:
+    horizon: int = 12
+    n_estimators: int = 200
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    holdout_frac: float = 0.2
+    calibration_frac: float = 0.25
+    min_episodes: int = 10
+    seed: int = 7
+
+    def target(self, timeframe: str) -> str:
+        return f"signal: sign of close[t+{self.horizon}] - close[t] on {timeframe}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_task(frame: pl.DataFrame, cfg: SignalConfig, regime_probs: Optional[np.ndarray] = None,
+               holdout_start_us: Optional[int] = None) -> clf.BinaryTask:
+    """One symbol's rows with a known label. ``regime_probs`` (rows of ``frame`` x 4, NaN where
+    the regime inputs are missing) become the ``p_<regime>`` columns when given."""
+    frame = frame.sort("ts")
+    ts = frame["ts"].dt.epoch("us").to_numpy()
+    hs = holdout_start(ts, cfg.holdout_frac) if holdout_start_us is None else holdout_start_us
+    cols = model_columns(frame.columns)
+    X = frame.select(cols).to_numpy().astype(np.float32)
+    if regime_probs is not None:
+        X = np.column_stack([X, regime_probs]).astype(np.float32)
+        cols = cols + REGIME_COLUMNS
+    y = forward_return_sign(frame["close"].to_numpy(), cfg.horizon)
+    keep = ~np.isnan(y)
+    rules = {k: v[keep] for k, v in rule_scores(frame).items()}
+    return clf.make_task(X[keep], y[keep].astype(int), ts[keep], label_times(ts, cfg.horizon)[keep],
+                         frame["symbol"].to_numpy()[keep], cols, rules, hs,
+                         max(cfg.horizon, longest_feature_window(model_columns(frame.columns))), cfg.calibration_frac)
+
+
+def train_fn(cfg: SignalConfig, feature_names: Optional[list[str]] = None) -> Callable:
+    def train(X, y):
+        import lightgbm as lgb
+
+        return lgb.train({"objective": "binary", "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
+                          "verbose": -1, "seed": cfg.seed, "num_threads": 2, "deterministic": True},
+                         lgb.Dataset(X, label=y, feature_name=feature_names or "auto"),
+                         num_boost_round=cfg.n_estimators)
+
+    return train
+
+
+def fit(task: clf.BinaryTask, cfg: SignalConfig) -> clf.CalibratedClassifier:
+    return clf.fit_classifier(task, train_fn(cfg, task.columns), "lightgbm")
+
+
+def train_and_gate(frame: pl.DataFrame, cfg: SignalConfig, *, regime_probs: Optional[np.ndarray] = None,
+                   holdout_start_us: Optional[int] = None, policy: GatePolicy | None = None,
+                   champion: Callable[[clf.BinaryTask], Optional[clf.Champion]] | None = None,
+                   what: str = "signal_lgbm") -> clf.Trained:
+    return clf.train_and_gate(build_task(frame, cfg, regime_probs, holdout_start_us), lambda task: fit(task, cfg),
+                              threshold=0.5, policy=policy, champion=champion, min_episodes=cfg.min_episodes,
+                              what=what)
+
+
+def importance_plot(booster, names: list[str], path: str, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    imp = booster.feature_importance("gain")
+    order = np.argsort(imp)[-20:]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ax.barh([names[i] for i in order], imp[order])
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
