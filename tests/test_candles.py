@@ -1,6 +1,5 @@
 """Normalization and quarantine of incoming candles: every bad input in the issue."""
 
-import io
 
 import numpy as np
 import pandas as pd

@@ -132,6 +132,7 @@ def test_models_list_and_promote(tp_env, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**tp_env, "MLFLOW_TRACKING_URI": uri}
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # other tests leave theirs set in this process
     client = mlflow.MlflowClient(uri, uri)
     exp = client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
     X = np.random.default_rng(0).normal(size=(200, 3))
@@ -151,3 +152,5 @@ def test_models_list_and_promote(tp_env, tmp_path):
     assert str(client.get_model_version_by_alias("pump_xgb", "champion").version) == "2"
     code, err, _ = tp(env, "models", "promote", "pump_xgb", "9", "--json", check=False)
     assert code == 2 and err["field"] == "version" and "version '9'" in err["error"]
+    code, err, _ = tp(env, "models", "compare", "pump_xgb", "--json", check=False)  # no challenger to compare
+    assert code == 2 and err["field"] == "name" and "challenger" in err["error"]

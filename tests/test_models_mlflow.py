@@ -1,6 +1,12 @@
-"""Training assets, the registry gate, serving and predictions against a real MLflow store."""
+"""Training assets, the gate, lineages, serving, shadows and predictions against a real
+MLflow store, real PostgreSQL and real Dagster."""
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import time
 import uuid
 
 import numpy as np
@@ -10,7 +16,7 @@ from dagster import DagsterInstance, materialize
 
 from trading_platform.assets.features import features
 from trading_platform.assets.market_data import market_assets
-from trading_platform.assets.models import pump_xgb, predictions, regime_hmm, signal_lgbm
+from trading_platform.assets.models import predictions, pump_xgb, regime_hmm, signal_lgbm
 from trading_platform.assets.partitions import market_key
 from trading_platform.core.symbols import SymbolInfo
 from trading_platform.models.registry import list_models, promote
@@ -21,11 +27,12 @@ from trading_platform.store.db import connect
 from trading_platform.symbols import sync_partitions
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+MONTHS = ("2025-01-01", "2025-04-01")
 
 
 @pytest.fixture(scope="module")
 def market(pg_server):
-    """Two crypto symbols with 5m and 1h candles and features for Jan-Feb 2025 (built once)."""
+    """Two crypto symbols with 5m and 1h candles and features for Jan-Apr 2025 (built once)."""
     name = f"m_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server, autocommit=True) as c:
         c.execute(f"CREATE DATABASE {name}")
@@ -38,8 +45,8 @@ def market(pg_server):
     res = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec="synthetic:7")}
     for s in SYMBOLS:
         materialize([*market_assets, features], instance=instance, resources=res, tags={
-            "dagster/asset_partition_range_start": str(market_key(s, "2025-01-01")),
-            "dagster/asset_partition_range_end": str(market_key(s, "2025-02-01"))})
+            "dagster/asset_partition_range_start": str(market_key(s, MONTHS[0])),
+            "dagster/asset_partition_range_end": str(market_key(s, MONTHS[1]))})
     yield dsn, instance
     with psycopg.connect(pg_server, autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -50,6 +57,7 @@ def env(market, tmp_path):
     dsn, instance = market
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     serving._MEMORY.clear()
+    serving._ALIASES.clear()
     resources = {"market_db": MarketDB(database_url=dsn),
                  "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "artifacts")),
                  "model_server": ModelServer(tracking_uri=uri, cache_dir=str(tmp_path / "cache"), device="cpu")}
@@ -60,6 +68,8 @@ def env(market, tmp_path):
                            run_config={"ops": {key: {"config": config}}} if config else None,
                            raise_on_error=raise_on_error)
 
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DELETE FROM predictions")
     return run, resources, dsn
 
 
@@ -68,81 +78,199 @@ def md(result, asset):
     return {k: v.value for k, v in m.metadata.items()}
 
 
+def failure(result) -> str:
+    [ev] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return ev.event_specific_data.error.message + (ev.event_specific_data.user_failure_data.description or ""
+                                                   if ev.event_specific_data.user_failure_data else "")
+
+
+# margins a test sets to take the baselines out of a decision it is not about
+ANY_BASELINE = {"min_improvement_auc": -1.0, "min_improvement_log_loss": -1.0}
 WEAK = {"n_estimators": 1, "max_depth": 1, "rise": 0.01}
 STRONG = {"n_estimators": 60, "max_depth": 4, "rise": 0.01}
 
 
-def test_pump_training_is_one_run_registered_and_gated(env):
+def _alias(client, name, alias):
+    return str(client.get_model_version_by_alias(name, alias).version)
+
+
+def test_pump_version_is_one_run_registered_with_its_evidence(env):
     run, res, _ = env
     client = res["mlflow"].client()
-    r1 = md(run(pump_xgb, WEAK), pump_xgb)
-    assert r1["registered_version"] == "1"
-    first = r1["gate_decision"]
-    assert first == ("champion" if r1["new_score"] > 0.5 else "challenger")
+    r1 = md(run(pump_xgb, {**STRONG, **ANY_BASELINE}), pump_xgb)
+    assert r1["registered_version"] == "1" and r1["gate_decision"] == "champion"
     mlrun = client.get_run(r1["mlflow_run_id"])
     assert mlrun.data.tags["dagster.asset_key"] == "models/pump_xgb" and mlrun.data.tags["dagster.run_id"]
-    assert {"roc_auc", "pr_auc", "baseline_roc_auc", "baseline_pr_auc", "precision_at_threshold",
-            "recall_at_threshold"} <= set(mlrun.data.metrics)
+    assert {"roc_auc", "log_loss", "baseline_log_loss", "pr_auc", "baseline_pr_auc",
+            "gate_vs_best_rule_lower_bound", "gate_vs_base_rate_lower_bound"} <= set(mlrun.data.metrics)
     assert mlrun.data.params["horizon"] == "12" and mlrun.data.params["rise"] == "0.01"
-    arts = {a.path for a in client.list_artifacts(r1["mlflow_run_id"], "plots")}
-    assert arts == {"plots/pump_xgb.png"}
-    # a stronger model beats the champion on the same, new holdout and takes the alias
-    r2 = md(run(pump_xgb, STRONG), pump_xgb)
-    assert r2["gate_decision"] == "champion"
-    if first == "champion":  # it had to beat version 1 on the same holdout
-        assert r2["new_score"] > r2["champion_score"]
-    assert _alias(client, "champion") == "2"
-    # a weaker one does not: it becomes challenger, the champion stays
-    r3 = md(run(pump_xgb, WEAK), pump_xgb)
-    assert r3["gate_decision"] == "challenger" and r3["new_score"] < r3["champion_score"]
-    assert _alias(client, "champion") == "2" and _alias(client, "challenger") == "3"
-    tags = client.get_model_version("pump_xgb", "3").tags
-    assert tags["gate.decision"] == "challenger" and tags["gate.direction"] == "higher is better"
-    assert float(tags["gate.champion_score"]) == pytest.approx(r3["champion_score"], rel=1e-5)
-    # the listing shows versions, aliases and metrics
+    assert {a.path for a in client.list_artifacts(r1["mlflow_run_id"], "plots")} == {"plots/pump_xgb.png"}
+    gate = json.loads(open(client.download_artifacts(r1["mlflow_run_id"], "details/gate.json")).read())
+    assert set(gate) == {"vs_base_rate", "vs_best_rule"} and gate["vs_best_rule"]["against"].startswith("the best")
+    tags = client.get_model_version("pump_xgb", "1").tags
+    # the version says what it predicts, when it trained, how it was judged
+    assert tags["tp.target"] == "pump: close rises >= 0.01 within 12 bars of 5m"
+    assert tags["tp.train_start"] < tags["tp.train_end"] < tags["tp.train_data_end"] < tags["tp.holdout_start"]
+    assert json.loads(tags["tp.config"])["n_estimators"] == 60
+    lo, hi = (float(x) for x in tags["gate.vs_best_rule.interval"].strip("[]").split(","))
+    assert lo == pytest.approx(float(tags["gate.vs_best_rule.lower_bound"]), rel=1e-3) and lo <= hi
+    assert tags["gate.bootstrap"].startswith("moving blocks of 201 bars")
+    # a stronger-evidence run scores the champion on the same rows and takes the alias only with support
+    r2 = md(run(pump_xgb, {**STRONG, **ANY_BASELINE, "min_improvement_vs_champion": -1.0}), pump_xgb)
+    assert r2["gate_decision"] == "champion" and r2["gate_champion_comparison"].startswith("scored")
+    assert r2["champion_score"] == pytest.approx(r1["new_score"], abs=1e-9)  # same model, same rows
+    assert _alias(client, "pump_xgb", "champion") == "2"
+    r3 = md(run(pump_xgb, {**WEAK, **ANY_BASELINE}), pump_xgb)
+    assert r3["gate_decision"] == "challenger" and "not champion version 2" in r3["gate_reason"]
+    assert _alias(client, "pump_xgb", "champion") == "2" and _alias(client, "pump_xgb", "challenger") == "3"
     [m] = [m for m in list_models(client) if m["name"] == "pump_xgb"]
-    assert [v["aliases"] for v in m["versions"]][1:] == [["champion"], ["challenger"]]
-    assert "roc_auc" in m["versions"][1]["metrics"] and m["versions"][2]["gate"]["decision"] == "challenger"
+    assert m["target"] == tags["tp.target"]
+    assert [v["aliases"] for v in m["versions"]] == [[], ["champion"], ["challenger"]]
+    assert m["versions"][2]["gate"]["vs_champion.interval"].startswith("[")
 
 
-def _alias(client, alias):
-    return str(client.get_model_version_by_alias("pump_xgb", alias).version)
-
-
-def test_a_first_model_without_a_usable_score_gets_no_champion(env):
+def test_default_gate_refuses_a_pump_model_that_does_not_beat_the_rules(env):
     run, res, _ = env
-    r = run(pump_xgb, {"n_estimators": 5, "rise": 0.06}, raise_on_error=False)  # no pump in the holdout
-    checks = {c.check_name: c.passed for c in r.get_asset_check_evaluations()}
-    assert checks["metrics_finite"] is False
-    client = res["mlflow"].client()
-    assert client.get_model_version("pump_xgb", "1").tags["gate.decision"] == "challenger"
+    r = md(run(pump_xgb, WEAK), pump_xgb)  # one stump: no better than momentum over 60 bars
+    assert r["gate_decision"] == "challenger" and "does not beat" in r["gate_reason"]
     with pytest.raises(Exception):
-        client.get_model_version_by_alias("pump_xgb", "champion")
+        res["mlflow"].client().get_model_version_by_alias("pump_xgb", "champion")
 
 
-def test_serving_loads_native_models_caches_and_follows_the_alias(env, tmp_path, caplog):
+@pytest.mark.parametrize("rise,why", [(0.5, "only negatives"), (0.2, "the holdout has 1 positive episode")])
+def test_a_holdout_that_cannot_score_a_model_fails_before_anything_is_registered(env, rise, why):
+    run, res, _ = env
+    r = run(pump_xgb, {"n_estimators": 5, "rise": rise}, raise_on_error=False)  # (almost) no such pump
+    assert not r.success
+    assert "nothing was registered" in failure(r) and why in failure(r)
+    assert list(res["mlflow"].client().search_registered_models()) == []
+
+
+def test_a_new_target_needs_its_own_lineage(env):
+    run, res, _ = env
+    client = res["mlflow"].client()
+    run(pump_xgb, {**STRONG, **ANY_BASELINE})
+    r = run(pump_xgb, {**STRONG, "rise": 0.015}, raise_on_error=False)
+    assert not r.success and "lineage" in failure(r) and "rises >= 0.01" in failure(r)
+    assert [str(v.version) for v in client.search_model_versions("name = 'pump_xgb'")] == ["1"]
+    other = md(run(pump_xgb, {**STRONG, **ANY_BASELINE, "rise": 0.015, "lineage": "r15"}), pump_xgb)
+    assert other["registered_model"] == "pump_xgb.r15" and other["gate_champion_comparison"] == "none"
+    assert client.get_registered_model("pump_xgb.r15").tags["tp.target"].startswith("pump: close rises >= 0.015")
+
+
+def test_signal_versions_are_scored_and_served_with_their_own_regime_version(env, caplog, capfd):
+    run, res, dsn = env
+    client, server = res["mlflow"].client(), res["model_server"]
+    with caplog.at_level(logging.INFO):
+        r1 = md(run(regime_hmm, {"n_iter": 10}, partition_key="BTC/USDT"), regime_hmm)
+    out = capfd.readouterr()
+    for noise in ("missing function", "Failed to validate"):  # a proper pyfunc model: no warning at training
+        assert noise not in caplog.text + out.out + out.err
+    assert r1["registered_model"] == "regime_hmm.BTC_USDT" and "VAR(1)" in json.dumps(r1["gate_comparisons"])
+    promote(client, "regime_hmm.BTC_USDT", "1")  # the VAR(1) usually wins on this market: promote by hand
+    s1 = md(run(signal_lgbm, {"n_estimators": 20, **ANY_BASELINE}, partition_key="BTC/USDT"), signal_lgbm)
+    assert s1["gate_decision"] == "champion" and "regime_hmm.BTC_USDT version 1" in s1["regime_inputs"]
+    v1 = client.get_model_version("signal_lgbm.BTC_USDT", "1").tags
+    assert v1["tp.regime_model_version"] == "1" and v1["tp.holdout_start"] == \
+        client.get_model_version("regime_hmm.BTC_USDT", "1").tags["tp.holdout_start"]  # one boundary
+    # the regime champion moves on
+    run(regime_hmm, {"n_iter": 3}, partition_key="BTC/USDT")
+    promote(client, "regime_hmm.BTC_USDT", "2")
+    s2 = md(run(signal_lgbm, {"n_estimators": 20, **ANY_BASELINE, "min_improvement_vs_champion": 1.0},
+                partition_key="BTC/USDT"), signal_lgbm)
+    assert "version 2" in s2["regime_inputs"] and s2["gate_decision"] == "challenger"
+    # the gate scored the champion with regime version 1's probabilities: its own training score, exactly
+    assert s2["gate_champion_comparison"].startswith("scored")
+    assert s2["champion_score"] == pytest.approx(s1["new_score"], abs=1e-9)
+    # predictions: the champion keeps regime v1 as input; the challenger is a shadow with regime v2
+    p = md(run(predictions, {"last_n": 400}), predictions)
+    assert p["by_model"]["signal_lgbm.BTC_USDT"] == 400 and p["by_model"]["signal_lgbm.BTC_USDT (shadow)"] == 400
+    with psycopg.connect(dsn) as c:
+        got = {(r[0], r[1]): r[2] for r in c.execute(
+            "SELECT model_version, role, details->'inputs'->>'regime_hmm.BTC_USDT' FROM predictions "
+            "WHERE model_name = 'signal_lgbm.BTC_USDT' GROUP BY 1, 2, 3")}
+        last = c.execute("SELECT value FROM predictions WHERE model_name = 'signal_lgbm.BTC_USDT' "
+                         "AND model_version = '1' ORDER BY ts DESC LIMIT 1").fetchone()[0]
+    assert got == {("1", "champion"): "1", ("2", "shadow"): "2"}
+    # the served value is the one computed with regime v1, not with the current regime champion
+    from trading_platform.features.storage import read_features
+    from trading_platform.models.predict import align
+    from trading_platform.models.regime import REGIMES, frame_probs
+
+    with connect(dsn) as store:
+        f = read_features(store.conn, "BTC/USDT", "1h", last=2400)
+    sig = server.load("signal_lgbm.BTC_USDT", version="1")
+
+    def with_regime(v):
+        pr = frame_probs(server.load("regime_hmm.BTC_USDT", version=v), f)
+        return sig.predict(align(sig, f.with_columns(**{f"p_{r}": pr[:, i] for i, r in enumerate(REGIMES)})))[-1]
+
+    assert last == pytest.approx(with_regime("1"), abs=1e-9) and last != pytest.approx(with_regime("2"), abs=1e-6)
+    # champion against shadow on the outcomes realized since
+    from trading_platform.models.compare import compare_shadow
+
+    with connect(dsn) as store:
+        cmp = compare_shadow(store, client, server, "signal_lgbm.BTC_USDT", n_boot=200)
+    assert cmp["champion"] == "1" and cmp["shadow"] == "2" and cmp["rows"] == 400 - 12  # the last 12: not realized
+    from sklearn.metrics import roc_auc_score
+
+    close = f["close"].to_numpy()
+    with psycopg.connect(dsn) as c:
+        v1 = np.array([r[0] for r in c.execute(
+            "SELECT value FROM predictions WHERE model_name = 'signal_lgbm.BTC_USDT' AND model_version = '1' "
+            "ORDER BY ts")])
+    realized = (close[12:] > close[:-12])[-400 + 12:]  # sign of the next 12 bars, where they are stored
+    assert cmp["champion_score"] == pytest.approx(roc_auc_score(realized, v1[:-12]), abs=1e-9)
+    assert cmp["interval"][0] <= cmp["interval"][1] and "shadow" in cmp["verdict"]
+
+
+def test_without_a_regime_champion_the_signal_trains_on_features_alone(env):
+    run, res, _ = env
+    client = res["mlflow"].client()
+    s = md(run(signal_lgbm, {"n_estimators": 20}, partition_key="ETH/USDT"), signal_lgbm)
+    assert "no regime champion for ETH/USDT" in s["regime_inputs"]
+    tags = client.get_model_version("signal_lgbm.ETH_USDT", "1").tags
+    assert tags["tp.regime_model_version"] == ""
+    names = res["model_server"].load("signal_lgbm.ETH_USDT", version="1").feature_names
+    assert not any(n.startswith("p_") for n in names)
+
+
+def test_serving_one_row_makes_no_registry_call_while_the_alias_is_fresh(env, tmp_path, caplog):
     import xgboost as xgb
 
     run, res, _ = env
-    run(pump_xgb, STRONG)
-    run(pump_xgb, WEAK)
-    server = res["model_server"]
+    run(pump_xgb, {**STRONG, **ANY_BASELINE})
+    run(pump_xgb, {**WEAK, **ANY_BASELINE})
     client = res["mlflow"].client()
-    champ = _alias(client, "champion")
+    uri = res["mlflow"].tracking_uri
+    server = ModelServer(tracking_uri=uri, cache_dir=str(tmp_path / "cache"), device="cpu", alias_ttl_s=0.5)
     m = server.load("pump_xgb")
-    assert isinstance(m.model, xgb.Booster) and m.version == champ and server.load("pump_xgb") is m
-    X = np.random.default_rng(0).normal(size=(100, len(m.feature_names))).astype(np.float32)
-    np.testing.assert_array_equal(server.predict("pump_xgb", X), m.model.inplace_predict(X))
-    assert (tmp_path / "cache" / "pump_xgb" / champ / "MLmodel").exists()
-    # the alias moves: the next load serves the new version
-    other = "2" if champ == "1" else "1"
-    promote(client, "pump_xgb", other)
-    assert server.load("pump_xgb").version == other
-    # MLflow unreachable: a new process (empty memory) still serves the cached version, and says so
+    assert isinstance(m.model, xgb.Booster) and m.version == "1" and m.calibration["method"] == "platt"
+    row = np.random.default_rng(0).normal(size=(1, len(m.feature_names))).astype(np.float32)
+    calls = serving.REGISTRY_CALLS["resolve"]
+    for _ in range(200):
+        p = server.predict("pump_xgb", row)
+    assert serving.REGISTRY_CALLS["resolve"] == calls  # the cached resolution served every call
+    margin = m.model.inplace_predict(row, predict_type="margin")
+    assert p == pytest.approx(1 / (1 + np.exp(-(m.calibration["a"] * margin + m.calibration["b"]))))
+    # the alias moves: picked up once the cached resolution is older than the TTL
+    promote(client, "pump_xgb", "2")
+    assert server.load("pump_xgb").version == "1"
+    time.sleep(0.6)
+    assert server.load("pump_xgb").version == "2" and serving.REGISTRY_CALLS["resolve"] == calls + 1
+    # a new process with a fresh disk cache loads the champion natively, without importing MLflow
+    code = ("import sys; from trading_platform.resources.serving import ModelServer; "
+            f"m = ModelServer(tracking_uri={uri!r}, cache_dir={str(tmp_path / 'cache')!r}, alias_ttl_s=60)"
+            ".load('pump_xgb'); print(m.version, 'mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
+    assert out.stdout.split() == ["2", "False"]
+    # MLflow unreachable and the cache stale: a new process still serves the cached version, and says so
     serving._MEMORY.clear()
-    down = ModelServer(tracking_uri="http://127.0.0.1:9/", cache_dir=str(tmp_path / "cache"), device="cpu")
+    serving._ALIASES.clear()
+    down = ModelServer(tracking_uri="http://127.0.0.1:9/", cache_dir=str(tmp_path / "cache"), device="cpu",
+                       alias_ttl_s=0)
     with caplog.at_level(logging.WARNING):
-        assert down.load("pump_xgb").version == other
+        assert down.load("pump_xgb").version == "2"
     assert "serving cached pump_xgb@champion" in caplog.text
     with pytest.raises(ModelLoadError, match="nope"):
         server.load("nope")
@@ -150,29 +278,34 @@ def test_serving_loads_native_models_caches_and_follows_the_alias(env, tmp_path,
         server.load("pump_xgb", version="99")
 
 
-def test_regimes_signal_and_predictions(env):
+def test_the_regime_model_is_a_standard_pyfunc_and_loads_natively(env):
+    import mlflow
+    import pandas as pd
+
+    from trading_platform.models.regime import INPUTS, REGIMES
+
+    run, res, _ = env
+    run(regime_hmm, {"n_iter": 5}, partition_key="ETH/USDT")
+    native = res["model_server"].load("regime_hmm.ETH_USDT", version="1")
+    X = np.column_stack([np.random.default_rng(1).normal(0, 0.01, 50), np.full(50, 0.01)])
+    pyf = mlflow.pyfunc.load_model("models:/regime_hmm.ETH_USDT/1").predict(pd.DataFrame(X, columns=list(INPUTS)))
+    assert list(pyf.columns) == list(REGIMES)
+    np.testing.assert_allclose(pyf.to_numpy(), native.predict(X), rtol=1e-9)
+
+
+def test_listing_and_scoring_more_than_100_registered_models(env):
+    import mlflow
+
     run, res, dsn = env
-    r = md(run(regime_hmm, {"n_iter": 20}, partition_key="BTC/USDT"), regime_hmm)
-    assert r["registered_model"] == "regime_hmm.BTC_USDT"
-    # held-out log-likelihood per row against one Gaussian fitted on the same training rows
-    assert r["gate_decision"] == ("champion" if r["new_score"] > r["baseline_score"] else "challenger")
-    if r["gate_decision"] != "champion":  # the signal model needs a regime champion: promote by hand
-        promote(res["mlflow"].client(), "regime_hmm.BTC_USDT", r["registered_version"])
-    assert set(r["regime_share"]) == {"bull", "bear", "sideways", "high_volatility"}
-    assert abs(sum(r["transition_matrix"]["bull"].values()) - 1) < 1e-6
-    logged = {a.path for a in res["mlflow"].client().list_artifacts(r["mlflow_run_id"], "details")}
-    assert logged == {"details/transition_matrix.json", "details/regime_stats.json", "details/regime_share.json"}
-    s = md(run(signal_lgbm, {"n_estimators": 20}, partition_key="BTC/USDT"), signal_lgbm)
-    assert s["registered_model"] == "signal_lgbm.BTC_USDT"
-    assert s["gate_decision"] == ("champion" if s["new_score"] > 0.5 else "challenger")
-    run(pump_xgb, STRONG)
-    p1 = md(run(predictions, {"last_n": 50}), predictions)
-    assert p1["by_model"]["regime_hmm.BTC_USDT"] == 50
-    assert p1["by_model"].get("pump_xgb", 0) in (0, 100)  # 50 rows x 2 symbols, if pump_xgb has a champion
-    run(predictions, {"last_n": 50})
-    with psycopg.connect(dsn) as c:
-        n, distinct = c.execute("SELECT count(*), count(DISTINCT (model_name, model_version, symbol, timeframe, ts)) "
-                                "FROM predictions").fetchone()
-        labels = {r[0] for r in c.execute("SELECT label FROM predictions WHERE model_name LIKE 'regime%'")}
-    assert n == distinct == sum(p1["by_model"].values())  # a re-run replaced, never duplicated
-    assert labels <= {"bull", "bear", "sideways", "high_volatility"}
+    client = res["mlflow"].client()
+    run(pump_xgb, {**STRONG, **ANY_BASELINE})
+    tags = client.get_model_version("pump_xgb", "1").tags
+    for i in range(105):  # per-symbol models of a large universe
+        name = f"pump_xgb.copy{i:03d}"
+        mv = mlflow.register_model("models:/pump_xgb/1", name)
+        for k in ("tp.family", "tp.timeframe", "tp.threshold"):
+            client.set_model_version_tag(name, mv.version, k, tags[k])
+        client.set_registered_model_alias(name, "champion", mv.version)
+    assert len(list_models(client)) == 106
+    p = md(run(predictions, {"last_n": 3}), predictions)
+    assert len(p["by_model"]) == 106 and set(p["by_model"].values()) == {6}  # 3 rows x 2 symbols, every model

@@ -169,12 +169,33 @@ def cmd_models_list(args) -> int:
     models = list_models(_mlflow_client())
     lines = []
     for m in models:
-        lines.append(m["name"])
+        lines.append(f"{m['name']}  ({m['target'] or 'target not recorded'})")
         for v in m["versions"]:
             gate = v["gate"]
             score = f"{gate.get('metric', '')}={gate.get('new_score', '')}" if gate else ""
-            lines.append(f"  v{v['version']:<4} {','.join(v['aliases']) or '-':<20} {score:<28} {gate.get('reason', '')}")
+            aliases = ",".join(v["aliases"]) or "-"
+            lines.append(f"  v{v['version']:<4} {aliases:<20} {score:<28} {gate.get('reason', '')}")
+            for key in sorted(k[:-len(".interval")] for k in gate if k.endswith(".interval")):
+                lines.append(f"        {key:<13} {gate.get(key + '.metric', ''):<15} improvement "
+                             f"{gate.get(key + '.improvement', '')} interval {gate[key + '.interval']} margin "
+                             f"{gate.get(key + '.margin', '')} ({gate.get(key + '.against', '')})")
     _emit(args, models, "\n".join(lines) or "(no registered models)")
+    return 0
+
+
+def cmd_models_compare(args) -> int:
+    from .models.compare import compare_shadow
+    from .resources.serving import ModelServer
+
+    with _store() as store:
+        out = compare_shadow(store, _mlflow_client(), ModelServer(), args.name, margin=args.margin)
+    text = f"{out['model']}: champion v{out['champion']} vs shadow v{out['shadow']}: {out['verdict']}"
+    if "interval" in out:
+        text += (f"\n  {out['rows']} realized rows since {out['since']}; {out['metric']} champion "
+                 f"{out['champion_score']:.4f}, shadow {out['shadow_score']:.4f}; improvement "
+                 f"{out['improvement']:+.4f}, interval [{out['interval'][0]:+.4f}, {out['interval'][1]:+.4f}], "
+                 f"margin {out['margin']}")
+    _emit(args, out, text)
     return 0
 
 
@@ -394,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("version")
     mp.add_argument("--json", action="store_true")
     mp.set_defaults(fn=cmd_models_promote)
+    mc = mos.add_parser("compare", help="champion against its shadow (the challenger) on the outcomes realized since")
+    mc.add_argument("name")
+    mc.add_argument("--margin", type=float, default=0.005, help="minimum improvement the shadow must show")
+    mc.add_argument("--json", action="store_true")
+    mc.set_defaults(fn=cmd_models_compare)
 
     ing = cmd("ingest", cmd_ingest, "load a CSV/Parquet file of candles into the store")
     ing.add_argument("path")

@@ -6,7 +6,7 @@ window fails with the field named (``features.rsi``, ...).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import InvalidInput
 

@@ -1,4 +1,12 @@
-"""Score every champion over the latest stored features and write the predictions."""
+"""Score every champion, and every challenger as a shadow, over the latest stored
+features and write the predictions.
+
+A champion's rows have ``role = 'champion'``: what downstream consumers read.
+A challenger's rows have ``role = 'shadow'``: never used downstream, they build the
+challenger's out-of-sample record (``tp models compare``). Every row records the
+model versions behind it, including the regime version a signal version was
+trained with (the signal is always fed that version's probabilities).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,9 @@ import numpy as np
 from ..features.storage import read_features
 from ..store.predictions import write_predictions
 from .common import model_columns
-from .regime import INPUTS, REGIMES
+from .regime import INPUTS, REGIMES, frame_probs
+
+ROLES = {"champion": "champion", "challenger": "shadow"}
 
 
 def align(model, frame) -> np.ndarray:
@@ -17,51 +27,74 @@ def align(model, frame) -> np.ndarray:
     return np.column_stack(cols).astype(np.float32)
 
 
-def _regime_probs(server, name: str, version: str | None, frame):
-    hmm = server.load(name, version=version) if version else server.load(name)
-    return hmm.predict(frame.select(INPUTS).to_numpy())
+def regime_input(server, tags: dict) -> tuple[str, str] | None:
+    """(registered name, version) of the regime model a signal version was trained with, if any."""
+    name, version = tags.get("tp.regime_model"), tags.get("tp.regime_model_version")
+    return (name, version) if name and version else None
 
 
-def score_champions(store, client, server, last_n: int, context_rows: int, log) -> dict[str, int]:
-    from .registry import CHAMPION, registered_name
+def with_regime_columns(server, tags: dict, frame):
+    """The frame plus the ``p_<regime>`` columns of the signal version's own regime version."""
+    src = regime_input(server, tags)
+    if src is None:
+        return frame
+    probs = frame_probs(server.load(src[0], version=src[1]), frame)
+    return frame.with_columns(**{f"p_{r}": probs[:, i] for i, r in enumerate(REGIMES)})
+
+
+def score_frame(server, family: str, model, tags: dict, f) -> list[tuple]:
+    """(value, label, details) per row of ``f`` for one loaded version."""
+    if family == "pump_xgb":
+        thr = float(tags.get("tp.threshold", 0.5))
+        return [(float(v), "pump" if v >= thr else "none", {"threshold": thr}) for v in model.predict(align(model, f))]
+    if family == "regime_hmm":
+        probs = model.predict(f.select(INPUTS).to_numpy())
+        return [(float(pr.max()), REGIMES[int(pr.argmax())], dict(zip(REGIMES, map(float, pr)))) for pr in probs]
+    if family == "signal_lgbm":
+        p = model.predict(align(model, with_regime_columns(server, tags, f)))
+        return [(float(v), "up" if v >= 0.5 else "down", {}) for v in p]
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def score_models(store, client, server, last_n: int, context_rows: int, log) -> dict[str, int]:
+    """Champions (role champion) and challengers (role shadow) of every registered model."""
+    from .registry import iter_registered_models
 
     written: dict[str, int] = {}
     symbols = store.list_symbols(enabled_only=True)
-    for rm in client.search_registered_models():
-        if CHAMPION not in (rm.aliases or {}):
-            continue
-        model = server.load(rm.name)  # resolves name@champion now: a moved alias is noticed here
-        tags = client.get_model_version(rm.name, model.version).tags or {}
-        family, tf, only = tags.get("tp.family"), tags.get("tp.timeframe"), tags.get("tp.symbol")
-        if not family or not tf:
-            log.warning("%s version %s has no tp.family/tp.timeframe tags: skipped", rm.name, model.version)
-            continue
-        targets = [only] if only else [s.symbol for s in symbols if tf in s.timeframes]
-        rows = []
-        for symbol in targets:
-            f = read_features(store.conn, symbol, tf, last=last_n + context_rows)
-            if family in ("regime_hmm", "signal_lgbm"):
-                f = f.drop_nulls(list(INPUTS))
-            if len(f) == 0:
+    for rm in iter_registered_models(client):
+        aliases = rm.aliases or {}
+        for alias, role in ROLES.items():
+            if alias not in aliases or (role == "shadow" and aliases.get("champion") == aliases[alias]):
                 continue
-            ts = f["ts"].to_list()
-            if family == "pump_xgb":
-                thr = float(tags.get("tp.threshold", 0.5))
-                p = model.predict(align(model, f))
-                out = [(float(v), "pump" if v >= thr else "none", {"threshold": thr}) for v in p]
-            elif family == "regime_hmm":
-                probs = model.predict(f.select(INPUTS).to_numpy())
-                out = [(float(pr.max()), REGIMES[int(pr.argmax())], dict(zip(REGIMES, map(float, pr))))
-                       for pr in probs]
-            elif family == "signal_lgbm":
-                probs = _regime_probs(server, registered_name("regime_hmm", symbol),
-                                      tags.get("tp.regime_model_version"), f)
-                X = align(model, f.with_columns(**{f"p_{r}": probs[:, i] for i, r in enumerate(REGIMES)}))
-                out = [(float(v), "up" if v >= 0.5 else "down", {}) for v in model.predict(X)]
-            else:
-                log.warning("%s: unknown family %r: skipped", rm.name, family)
-                break
-            rows += [(rm.name, model.version, symbol, tf, t, *o) for t, o in zip(ts[-last_n:], out[-last_n:])]
-        written[rm.name] = write_predictions(store.conn, rows)
-        log.info("%s version %s: %d predictions", rm.name, model.version, written[rm.name])
+            version = server.resolve(rm.name, alias)
+            tags = client.get_model_version(rm.name, version).tags or {}
+            family, tf, only = tags.get("tp.family"), tags.get("tp.timeframe"), tags.get("tp.symbol")
+            if not family or not tf:
+                log.warning("%s version %s has no tp.family/tp.timeframe tags: skipped", rm.name, version)
+                continue
+            model = server.load(rm.name, version=version)
+            inputs = {rm.name: version}
+            src = regime_input(server, tags) if family == "signal_lgbm" else None
+            if src:
+                inputs[src[0]] = src[1]
+            targets = [only] if only else [s.symbol for s in symbols if tf in s.timeframes]
+            rows = []
+            for symbol in targets:
+                f = read_features(store.conn, symbol, tf, last=last_n + context_rows)
+                if family == "regime_hmm":
+                    f = f.drop_nulls(list(INPUTS))
+                if len(f) == 0:
+                    continue
+                try:
+                    out = score_frame(server, family, model, tags, f)
+                except ValueError as e:
+                    log.warning("%s version %s: %s: skipped", rm.name, version, e)
+                    break
+                ts = f["ts"].to_list()
+                rows += [(rm.name, version, symbol, tf, t, v, lab, {**d, "role": role, "inputs": inputs}, role)
+                         for t, (v, lab, d) in zip(ts[-last_n:], out[-last_n:])]
+            key = rm.name if role == "champion" else f"{rm.name} (shadow)"
+            written[key] = write_predictions(store.conn, rows)
+            log.info("%s version %s (%s): %d predictions", rm.name, version, role, written[key])
     return written

@@ -1,30 +1,96 @@
-"""The MLflow model registry: versions, aliases, gate tags, listing and manual promotion."""
+"""The MLflow model registry: names and lineages, versions, aliases, gate tags, paged
+listings and manual promotion.
+
+One registered model is one *lineage*: every version predicts the same target (the
+label definition, recorded as the ``tp.target`` tag on the registered model and on
+each version). A run whose target differs from its lineage's is refused before
+anything is logged; a new target gets its own lineage name (config ``lineage``).
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from typing import Iterator
 
+from ..errors import InvalidInput
 from .gate import GateDecision
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+_LINEAGE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
-def registered_name(family: str, symbol: str | None = None) -> str:
-    """One registered model per family, and per symbol where the model is per symbol."""
-    if symbol is None:
-        return family
-    safe = "".join(ch if ch.isalnum() else "_" for ch in symbol).strip("_")
-    return f"{family}.{safe}"
+class LineageError(InvalidInput):
+    pass
 
 
-def champion_version(client, name: str):
-    """The version holding the champion alias, or None."""
+def registered_name(family: str, symbol: str | None = None, lineage: str | None = None) -> str:
+    """``family[.symbol][.lineage]``: one registered model per family, per symbol where the model is
+    per symbol, and per target (a non-default ``lineage``)."""
+    name = family
+    if symbol is not None:
+        name += "." + "".join(ch if ch.isalnum() else "_" for ch in symbol).strip("_")
+    if lineage:
+        if not _LINEAGE.match(lineage):
+            raise InvalidInput(f"lineage {lineage!r}: use 1-40 letters, digits, '_' or '-'", field="lineage")
+        name += f".{lineage}"
+    return name
+
+
+def iter_registered_models(client, filter_string: str | None = None) -> Iterator:
+    """Every registered model, page by page (MLflow returns 100 per call by default)."""
+    token = None
+    while True:
+        page = client.search_registered_models(filter_string=filter_string, max_results=200, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def iter_model_versions(client, name: str) -> Iterator:
+    token = None
+    escaped = name.replace("'", "\\'")
+    while True:
+        page = client.search_model_versions(f"name = '{escaped}'", max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def version_by_alias(client, name: str, alias: str):
+    """The version holding ``alias``, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def champion_version(client, name: str):
+    return version_by_alias(client, name, CHAMPION)
+
+
+def check_target(client, name: str, target: str) -> None:
+    """Refuse (before anything is logged) a run whose target differs from its lineage's."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException:
+        return  # a new lineage
+    have = (rm.tags or {}).get("tp.target")
+    if have is None:  # registered before targets were recorded: judge by the champion's tag, if any
+        champ = champion_version(client, name)
+        have = (champ.tags or {}).get("tp.target") if champ is not None else None
+    if have is not None and have != target:
+        raise LineageError(
+            f"registered model {name!r} holds versions of another target ({have!r}); this run's target is "
+            f"{target!r}. A registered model holds one target, so the gate never compares versions trained for "
+            "different labels: set `lineage` in the run config to start a new lineage under its own name",
+            field="lineage")
 
 
 def apply_decision(client, name: str, version: str, decision: GateDecision) -> None:
@@ -36,8 +102,6 @@ def apply_decision(client, name: str, version: str, decision: GateDecision) -> N
 def promote(client, name: str, version: str) -> dict:
     """Move champion to NAME/VERSION by hand (recorded on the version)."""
     from mlflow.exceptions import MlflowException
-
-    from ..errors import InvalidInput
 
     try:
         client.get_model_version(name, str(version))
@@ -52,12 +116,12 @@ def promote(client, name: str, version: str) -> dict:
 
 def list_models(client) -> list[dict]:
     out = []
-    for rm in client.search_registered_models():
+    for rm in iter_registered_models(client):
         aliases_by_version: dict[str, list[str]] = {}
         for alias, v in (rm.aliases or {}).items():
             aliases_by_version.setdefault(str(v), []).append(alias)
         versions = []
-        for mv in client.search_model_versions(f"name = '{rm.name}'"):
+        for mv in iter_model_versions(client, rm.name):
             metrics = {}
             if mv.run_id:
                 try:
@@ -65,9 +129,12 @@ def list_models(client) -> list[dict]:
                                if not (isinstance(v, float) and math.isnan(v))}
                 except Exception:  # noqa: BLE001 - a deleted run leaves the version listed
                     metrics = {}
+            tags = mv.tags or {}
             versions.append({"version": str(mv.version), "aliases": sorted(aliases_by_version.get(str(mv.version), [])),
                              "run_id": mv.run_id, "metrics": metrics,
-                             "gate": {k[5:]: v for k, v in (mv.tags or {}).items() if k.startswith("gate.")}})
+                             "target": tags.get("tp.target"),
+                             "training_window": [tags.get("tp.train_start"), tags.get("tp.train_data_end")],
+                             "gate": {k[5:]: v for k, v in tags.items() if k.startswith("gate.")}})
         versions.sort(key=lambda v: int(v["version"]))
-        out.append({"name": rm.name, "versions": versions})
+        out.append({"name": rm.name, "target": (rm.tags or {}).get("tp.target"), "versions": versions})
     return sorted(out, key=lambda m: m["name"])

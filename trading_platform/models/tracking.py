@@ -1,5 +1,10 @@
-"""One training = one MLflow run: params, metrics beside the naive baseline, a
-signature and input example, a plot, the registered version and the gate."""
+"""One training = one MLflow run: params, metrics beside the naive baselines, a
+signature and input example, a plot, the registered version and the gate's decision.
+
+Called only once the evaluation is valid and the gate has decided (see the model
+assets): a run whose holdout cannot score a model fails before anything is logged
+or registered.
+"""
 
 from __future__ import annotations
 
@@ -8,46 +13,57 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from .gate import decide
-from .registry import apply_decision, champion_version
+from .gate import GateDecision
+from .registry import apply_decision
 
-PIP = {"xgboost": ["xgboost"], "lightgbm": ["lightgbm"], "sklearn": ["scikit-learn", "hmmlearn", "scipy"]}
+PIP = {"xgboost": ["xgboost"], "lightgbm": ["lightgbm"], "regime": ["hmmlearn", "scipy", "cloudpickle", "pandas"]}
 
 
-def log_train_and_gate(*, mlflow_resource, server, experiment: str, run_name: str, tags: dict, flavor: str,
-                       model: Any, registered_name: str, params: dict, metrics: dict, example, predict_example,
-                       plot: Callable[[str], str], metric: str, direction: str, new_score: float,
-                       baseline_score: float, score_champion: Callable[[Any], float],
-                       artifacts: dict[str, Any] | None = None) -> dict:
+def _log_model(flavor: str, model: Any, tmp: str, **kw):
+    import mlflow
+
+    if flavor == "xgboost":
+        return mlflow.xgboost.log_model(model, **kw)
+    if flavor == "lightgbm":
+        return mlflow.lightgbm.log_model(model, **kw)
+    if flavor == "regime":  # a python_function model around the pickled RegimeModel
+        import cloudpickle
+
+        from .pyfunc import ARTIFACT, RegimePyfunc
+
+        path = Path(tmp) / f"{ARTIFACT}.pkl"
+        with open(path, "wb") as f:
+            cloudpickle.dump(model, f)
+        return mlflow.pyfunc.log_model(python_model=RegimePyfunc(), artifacts={ARTIFACT: str(path)}, **kw)
+    raise ValueError(f"unknown flavor {flavor!r}")
+
+
+def log_and_register(*, mlflow_resource, experiment: str, run_name: str, tags: dict, version_tags: dict,
+                     flavor: str, model: Any, registered_name: str, target: str, params: dict, metrics: dict,
+                     example, predict_example, plot: Callable[[str], str], decision: GateDecision,
+                     artifacts: dict[str, Any] | None = None, model_metadata: dict | None = None) -> dict:
+    """Log the run, register the version, record target, training window and the gate on it, and
+    move the alias the gate chose."""
     import mlflow
     from mlflow.models import infer_signature
 
-    log_fn = {"xgboost": mlflow.xgboost.log_model, "lightgbm": mlflow.lightgbm.log_model,
-              "sklearn": mlflow.sklearn.log_model}[flavor]
     client = mlflow_resource.client()
-    with mlflow_resource.run(experiment, run_name, tags) as run:
+    with mlflow_resource.run(experiment, run_name, tags) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))})
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(plot(str(Path(tmp) / f"{experiment}.png")), artifact_path="plots")
+        mlflow.log_artifact(plot(str(Path(tmp) / f"{experiment}.png")), artifact_path="plots")
         for fname, obj in (artifacts or {}).items():
             mlflow.log_dict(obj, f"details/{fname}.json")
-        extra = {"serialization_format": "cloudpickle"} if flavor == "sklearn" else {}
-        info = log_fn(model, name="model", signature=infer_signature(example, predict_example),
-                      input_example=example, registered_model_name=registered_name, pip_requirements=PIP[flavor],
-                      **extra)
+        mlflow.log_dict(decision.metadata()["gate_comparisons"], "details/gate.json")
+        info = _log_model(flavor, model, tmp, name="model", signature=infer_signature(example, predict_example),
+                          input_example=example, registered_model_name=registered_name,
+                          pip_requirements=PIP[flavor], metadata=model_metadata)
         version = str(info.registered_model_version)
-        champ = champion_version(client, registered_name)
-        champion_score = None
-        if champ is not None and str(champ.version) != version:
-            champion_score = float(score_champion(server.load(registered_name, version=str(champ.version))))
-        decision = decide(metric, direction, new_score, baseline_score, champion_score)
+        client.set_registered_model_tag(registered_name, "tp.target", target)
+        for k, v in {**{k: v for k, v in tags.items() if k.startswith("tp.")}, **version_tags,
+                     "tp.target": target}.items():
+            client.set_model_version_tag(registered_name, version, k, str(v))
         apply_decision(client, registered_name, version, decision)
-        for k, v in tags.items():  # what serving needs to score the version: family, timeframe, symbol...
-            if k.startswith("tp."):
-                client.set_model_version_tag(registered_name, version, k, str(v))
         mlflow.set_tags({**decision.tags(), "registered_model": registered_name, "registered_version": version})
-        if champion_score is not None and not math.isnan(champion_score):
-            mlflow.log_metric(f"champion_{metric}", champion_score)
         return {"run_id": run.info.run_id, "name": registered_name, "version": version, "decision": decision}

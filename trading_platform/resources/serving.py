@@ -3,10 +3,18 @@
 ``load("pump_xgb")`` resolves ``models:/pump_xgb@champion`` to a version, keeps
 the version's artifacts on disk under ``$TP_HOME/model_cache/<name>/<version>``
 (every run is a new process: the disk cache makes the second one fast) and the
-loaded model in memory by version. When the alias moves, the next ``load``
-returns the new version. If MLflow is unreachable it serves the last version it
-resolved for that alias and says so in the log; a model that cannot be loaded at
-all raises an error naming the model and the version.
+loaded model in memory by version.
+
+Alias resolution is cached for ``alias_ttl_s`` seconds (default 5; 0 asks the
+registry on every call), in memory and on disk beside the artifacts, so a one-row
+``predict`` makes no registry round-trip and a new process whose cache is fresh
+loads its model without importing MLflow at all; a moved alias is picked up once
+the cached resolution is older than the TTL. ``load(name, version=...)`` pins a
+version (what a run that must not change models mid-way does).
+
+If MLflow is unreachable it serves the last version it resolved for that alias
+and says so in the log; a model that cannot be loaded at all raises an error
+naming the model and the version.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from pydantic import Field
 
 log = logging.getLogger(__name__)
 _MEMORY: dict[tuple[str, str, str], Any] = {}
+_ALIASES: dict[tuple[str, str, str], tuple[str, float]] = {}  # (uri, name, alias) -> (version, resolved at)
+REGISTRY_CALLS = {"resolve": 0}  # alias look-ups that reached the registry (observable by tests and benchmarks)
 
 
 def resolve_device(setting: str) -> str:
@@ -41,12 +51,21 @@ class ModelLoadError(RuntimeError):
 
 
 class LoadedModel:
-    def __init__(self, name: str, version: str, flavor: str, model: Any, feature_names: list[str] | None):
+    def __init__(self, name: str, version: str, flavor: str, model: Any, feature_names: list[str] | None,
+                 calibration: dict | None = None):
         self.name, self.version, self.flavor, self.model = name, version, flavor, model
         self.feature_names = feature_names
+        self.calibration = calibration  # {"method": "platt", "a": .., "b": ..} for the classifiers
 
     def predict(self, X):
-        """Batch prediction on a 2-D float array (columns in feature_names order)."""
+        """Batch prediction on a 2-D float array (columns in feature_names order): calibrated
+        probabilities for the classifiers, filtered regime probabilities for the regime model."""
+        if self.flavor in ("xgboost", "lightgbm") and self.calibration:
+            import numpy as np
+
+            m = (self.model.inplace_predict(X, predict_type="margin") if self.flavor == "xgboost"
+                 else self.model.predict(X, raw_score=True))
+            return 1 / (1 + np.exp(-(self.calibration["a"] * m + self.calibration["b"])))
         if self.flavor == "xgboost":
             return self.model.inplace_predict(X)
         if self.flavor == "lightgbm":
@@ -60,6 +79,7 @@ class ModelServer(ConfigurableResource):
     tracking_uri: Optional[str] = Field(default=None, description="MLflow URI (default MLFLOW_TRACKING_URI)")
     cache_dir: Optional[str] = Field(default=None, description="artifact cache (default $TP_HOME/model_cache)")
     device: str = Field(default="auto", description="auto, cpu or cuda (TP_DEVICE)")
+    alias_ttl_s: float = Field(default=5.0, ge=0, description="how long a resolved alias is trusted (0: every call)")
 
     def _uri(self) -> str:
         from .mlflow import default_tracking_uri
@@ -83,9 +103,20 @@ class ModelServer(ConfigurableResource):
         return MLflowResource(tracking_uri=self._uri()).client()
 
     def resolve(self, name: str, alias: str = "champion") -> str:
-        """Version behind name@alias (remembered on disk for when MLflow is down)."""
+        """Version behind name@alias: from memory or the disk memo while younger than ``alias_ttl_s``,
+        else from the registry (remembered on disk, also for when MLflow is down)."""
+        key, now = (self._uri(), name, alias), time.time()
+        hit = _ALIASES.get(key)
+        if hit and now - hit[1] < self.alias_ttl_s:
+            return hit[0]
         memo = self._cache() / name / "aliases.json"
+        known = _read_memo(memo)
+        entry = known.get(alias)
+        if entry and self.alias_ttl_s > 0 and 0 <= now - entry["at"] < self.alias_ttl_s:
+            _ALIASES[key] = (entry["version"], entry["at"])
+            return entry["version"]
         try:
+            REGISTRY_CALLS["resolve"] += 1
             version = str(self._client().get_model_version_by_alias(name, alias).version)
         except Exception as e:  # noqa: BLE001 - connection errors differ by store
             from mlflow.exceptions import MlflowException
@@ -93,16 +124,18 @@ class ModelServer(ConfigurableResource):
             if isinstance(e, MlflowException) and e.error_code in ("RESOURCE_DOES_NOT_EXIST",
                                                                    "INVALID_PARAMETER_VALUE"):
                 raise ModelLoadError(f"{name}@{alias} does not exist: {e.message}") from None
-            known = json.loads(memo.read_text()) if memo.exists() else {}
-            if alias not in known:
+            if not entry:
                 raise ModelLoadError(f"cannot resolve {name}@{alias}: MLflow unreachable ({e}) "
                                      "and no version cached") from None
-            log.warning("MLflow unreachable (%s); serving cached %s@%s = version %s", e, name, alias, known[alias])
-            return known[alias]
+            log.warning("MLflow unreachable (%s); serving cached %s@%s = version %s", e, name, alias,
+                        entry["version"])
+            return entry["version"]
+        _ALIASES[key] = (version, now)
+        known[alias] = {"version": version, "at": now}
         memo.parent.mkdir(parents=True, exist_ok=True)
-        known = json.loads(memo.read_text()) if memo.exists() else {}
-        known[alias] = version
-        memo.write_text(json.dumps(known))
+        tmp = memo.with_name(f".aliases.{os.getpid()}.json")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(memo)
         return version
 
     def _artifacts(self, name: str, version: str) -> Path:
@@ -140,27 +173,41 @@ class ModelServer(ConfigurableResource):
         return self.load(name, alias).predict(X)
 
 
+def _read_memo(path: Path) -> dict:
+    """alias -> {"version", "at"} (older caches stored alias -> version: treated as stale)."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {a: (v if isinstance(v, dict) else {"version": str(v), "at": -1.0}) for a, v in raw.items()}
+
+
 def _load_native(name: str, version: str, path: Path, device: str) -> LoadedModel:
     import yaml
 
     meta = yaml.safe_load((path / "MLmodel").read_text())
     flavors = meta.get("flavors", {})
+    calibration = (meta.get("metadata") or {}).get("tp_calibration")
     if "xgboost" in flavors:
         import xgboost as xgb
 
         booster = xgb.Booster()
         booster.load_model(str(path / flavors["xgboost"]["data"]))
         booster.set_param({"device": device, "nthread": 2})
-        return LoadedModel(name, version, "xgboost", booster, booster.feature_names)
+        return LoadedModel(name, version, "xgboost", booster, booster.feature_names, calibration)
     if "lightgbm" in flavors:
         import lightgbm as lgb
 
         booster = lgb.Booster(model_file=str(path / flavors["lightgbm"]["data"]))
-        return LoadedModel(name, version, "lightgbm", booster, booster.feature_name())
-    if "sklearn" in flavors:
+        return LoadedModel(name, version, "lightgbm", booster, booster.feature_name(), calibration)
+    artifacts = (flavors.get("python_function") or {}).get("artifacts") or {}
+    pickled = (artifacts.get("regime_model") or {}).get("path")  # the regime model (pyfunc around a pickle)
+    if pickled is None and "sklearn" in flavors:  # versions logged before the pyfunc wrapper
+        pickled = flavors["sklearn"]["pickled_model"]
+    if pickled is not None:
         import cloudpickle
 
-        with open(path / flavors["sklearn"]["pickled_model"], "rb") as f:
+        with open(path / pickled, "rb") as f:
             model = cloudpickle.load(f)
-        return LoadedModel(name, version, "sklearn", model, getattr(model, "feature_names", None))
+        return LoadedModel(name, version, "regime", model, getattr(model, "feature_names", None))
     raise ModelLoadError(f"model {name} version {version}: no supported flavor in {sorted(flavors)}")

@@ -150,6 +150,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS predictions_symbol_ts_idx ON predictions (symbol, timeframe, ts);
         """,
     ),
+    (
+        5,
+        "predictions.role: champion rows feed downstream, shadow rows build a challenger's record",
+        """
+        ALTER TABLE predictions ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'champion'
+            CHECK (role IN ('champion', 'shadow'));
+        CREATE INDEX IF NOT EXISTS predictions_model_role_idx ON predictions (model_name, role, symbol, ts);
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001

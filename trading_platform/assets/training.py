@@ -1,0 +1,177 @@
+"""What the model-training assets share: checks, run tags, the training frame, the
+current champion as the gate sees it, and the materialization result.
+
+The order every training asset follows:
+1. the lineage check (a run whose target differs from its registered model's is
+   refused before anything is logged);
+2. the pure train-and-gate function of the family (``trading_platform.models``),
+   which refuses a holdout that cannot score a model before anything is trained;
+3. one MLflow run that logs and registers the version and moves the alias the
+   gate chose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable, Optional
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+)
+
+GROUP = "models"
+
+
+def checks(key: AssetKey) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec("metrics_finite", asset=key, blocking=True,
+                           description="the holdout metrics and the baseline are present and finite"),
+            AssetCheckSpec("champion_exists", asset=key,
+                           description="the registered model has a champion version")]
+
+
+def run_tags(context: AssetExecutionContext, family: str, timeframe: str, symbol: str | None) -> dict:
+    tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.partition_key": context.partition_key if context.has_partition_key else "",
+            "tp.family": family, "tp.timeframe": timeframe}
+    if symbol:
+        tags["tp.symbol"] = symbol
+    return tags
+
+
+def training_frame(store, symbols: list[str], timeframe: str):
+    import polars as pl
+
+    from ..features.storage import read_features
+
+    frames = [read_features(store.conn, s, timeframe) for s in symbols]
+    frames = [f.drop([c for c in f.columns if c.startswith("state_") or c == "computed_at"])
+              for f in frames if len(f)]
+    if not frames:
+        return None
+    return pl.concat(frames, how="diagonal_relaxed").sort("symbol", "ts")
+
+
+def symbol_frame(market_db, symbol: str, wanted: Optional[str]):
+    """(timeframe, stored features) of one symbol: `wanted`, else 1h if listed, else its base timeframe.
+    The regime and signal models of a symbol read the same frame, so they share one holdout boundary."""
+    from ..core.timeframes import parse_timeframe
+
+    with market_db.open() as store:
+        info = store.require_symbol(symbol)
+        tf = parse_timeframe(wanted) if wanted else ("1h" if "1h" in info.timeframes else info.base_timeframe)
+        frame = training_frame(store, [symbol], tf)
+    if frame is None:
+        raise Failure(description=f"no stored features for {symbol} {tf}; materialize `features` first")
+    return tf, frame
+
+
+def check_lineage(client, name: str, target: str) -> None:
+    from ..models.registry import LineageError, check_target
+
+    try:
+        check_target(client, name, target)
+    except LineageError as e:
+        raise Failure(description=e.message) from None
+
+
+def evaluation_failure(e: Exception) -> Failure:
+    return Failure(description=f"{e} (nothing was registered)")
+
+
+def data_end_us(tags: dict) -> Optional[int]:
+    """The champion's last training data time (``tp.train_data_end``), if recorded."""
+    import numpy as np
+
+    v = tags.get("tp.train_data_end")
+    return int(np.datetime64(v.rstrip("Z"), "us").astype("int64")) if v else None
+
+
+def recorded_config(tags: dict) -> Optional[dict]:
+    raw = tags.get("tp.config")
+    return json.loads(raw) if raw else None
+
+
+def current_champion(client, server, name: str):
+    """(version tags, loaded model) of name@champion, or None."""
+    from ..models.registry import champion_version
+
+    mv = champion_version(client, name)
+    if mv is None:
+        return None
+    return dict(mv.tags or {}), server.load(name, version=str(mv.version))
+
+
+def classifier_champion(client, server, name: str,
+                        features: Callable[[object, dict, object], object],
+                        refit: Callable[[dict, object], Callable]) -> Callable:
+    """The champion for ``classifier.gate``: ``features(loaded, tags, task)`` gives its input matrix over
+    the task's rows (with *its own* inputs); ``refit(config, task)`` refits its recorded configuration on
+    the task's training rows and returns the fitted model."""
+    from ..models.classifier import Champion
+
+    found = current_champion(client, server, name)
+
+    def make(task):
+        if found is None:
+            return None
+        tags, loaded = found
+        X = features(loaded, tags, task)
+        cfg = recorded_config(tags)
+
+        def refit_on_task():
+            model = refit(cfg, task)
+            return lambda rows: model.predict(task.X[rows])
+
+        return Champion(version=loaded.version, data_end_us=data_end_us(tags),
+                        predict=lambda rows: loaded.predict(X[rows]), refit=refit_on_task if cfg else None)
+
+    return make
+
+
+def align_columns(model, columns: list[str], X):
+    """X's columns in the order the model was trained on (a champion may predate a feature)."""
+    import numpy as np
+
+    names = model.feature_names or columns
+    out = np.full((len(X), len(names)), np.nan, dtype=np.float32)
+    for j, c in enumerate(names):
+        if c in columns:
+            out[:, j] = X[:, columns.index(c)]
+    return out
+
+
+def pure_config(cls, config):
+    """The family's pure configuration from the asset's Dagster ``Config`` (the fields they share)."""
+    from dataclasses import fields
+
+    return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})
+
+
+def version_tags(cfg, window: dict, block_len: int, extra: dict | None = None) -> dict:
+    """What the gate and ``tp models compare`` need later: the training window, the configuration
+    (for a like-for-like refit) and the bootstrap block length."""
+    return {**window, "tp.config": json.dumps(cfg.to_dict(), sort_keys=True), "tp.block_len": str(block_len),
+            **(extra or {})}
+
+
+def result(info: dict, metrics: dict, required: list[str], extra: dict | None = None) -> MaterializeResult:
+    d = info["decision"]
+    md = {"mlflow_run_id": info["run_id"], "registered_model": info["name"], "registered_version": info["version"],
+          **{k: (MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in d.metadata().items()},
+          "metrics": MetadataValue.json({k: v for k, v in metrics.items() if isinstance(v, (int, float))}),
+          **(extra or {})}
+    has_champion = d.alias == "champion" or d.champion_mode != "none"
+    bad = [k for k in required if not (isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k]))]
+    return MaterializeResult(metadata=md, check_results=[
+        AssetCheckResult(check_name="metrics_finite", passed=not bad, severity=AssetCheckSeverity.ERROR,
+                         metadata={"missing_or_not_finite": MetadataValue.json(bad)}),
+        AssetCheckResult(check_name="champion_exists", passed=has_champion, severity=AssetCheckSeverity.WARN),
+    ])
