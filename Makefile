@@ -29,3 +29,4 @@ bench: install
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/gate.py

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trading_platform.core.symbols import SymbolInfo  # noqa: E402
 from trading_platform.store.db import connect  # noqa: E402
-from trading_platform.store.runtime import database_url  # noqa: E402
 from trading_platform.settings import get_settings  # noqa: E402
 
 
