@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
 from conftest import utc
@@ -69,6 +70,8 @@ def test_ingest_counts_quarantines_and_records_in_dagster(tp_env, tmp_path, monk
     assert counts == {"inserted": 70, "updated": 0, "unchanged": 0, "rejected": 2}
     _, again, _ = tp(tp_env, "ingest", str(path), "--symbol", "ETH/USDT", "--timeframe", "1h", "--json")
     assert again == {"inserted": 0, "updated": 0, "unchanged": 70, "rejected": 2}
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as conn:  # counted again, stored once
+        assert conn.execute("SELECT count(*) FROM ingest_rejects").fetchone()[0] == 2
     _, rows, _ = tp(tp_env, "symbols", "list", "--json")
     assert rows[0]["symbol"] == "ETH/USDT" and rows[0]["timeframes"] == ["1h"]
 
@@ -91,6 +94,27 @@ def test_ingest_bad_files_are_clear_errors(tp_env, tmp_path, content, field, mes
     p.write_text(content)
     code, err, _ = tp(tp_env, "ingest", str(p), "--symbol", "X/USDT", "--timeframe", "1h", "--json", check=False)
     assert code == 2 and err["field"] == field and message in err["error"]
+
+
+def test_ingest_into_a_resampled_timeframe_is_refused_naming_the_base(tp_env, tmp_path):
+    tp(tp_env, "symbols", "add", "BTC/USDT", "--timeframes", "5m,1h", "--json")
+    df = SyntheticSource().fetch(SymbolInfo.create("BTC/USDT"), "1h", utc(2025, 1, 1), utc(2025, 1, 2))
+    path = tmp_path / "btc_1h.csv"
+    df.to_csv(path, index=False)
+    for tf in ("1h", "4h"):  # listed and derived, or not listed yet but above the base
+        code, err, proc = tp(tp_env, "ingest", str(path), "--symbol", "BTC/USDT", "--timeframe", tf, "--json",
+                             check=False)
+        assert code == 2 and err["field"] == "timeframe", proc.stderr
+        assert f"derives {tf} by resampling its base timeframe 5m" in err["error"] and "Traceback" not in proc.stderr
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT count(*) FROM ohlcv").fetchone()[0] == 0  # nothing written
+    _, rows, _ = tp(tp_env, "symbols", "list", "--json")
+    assert rows[0]["timeframes"] == ["5m", "1h"]  # nor the symbol changed
+    # the base timeframe itself loads
+    five = SyntheticSource().fetch(SymbolInfo.create("BTC/USDT"), "5m", utc(2025, 1, 1), utc(2025, 1, 2))
+    five.to_csv(path, index=False)
+    _, counts, _ = tp(tp_env, "ingest", str(path), "--symbol", "BTC/USDT", "--timeframe", "5m", "--json")
+    assert counts["inserted"] == 288
 
 
 def test_ingest_unknown_timeframe(tp_env, tmp_path):

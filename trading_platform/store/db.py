@@ -306,11 +306,24 @@ class MarketStore:
 
     def write_rejects(self, symbol: str | None, timeframe: str | None, source: str,
                       rejects: list[Reject]) -> None:
-        with self.conn.cursor() as cur, cur.copy(
-            "COPY ingest_rejects (symbol, timeframe, source, raw, reason) FROM STDIN"
-        ) as cp:
-            for r in rejects:
-                cp.write_row((symbol, timeframe, source, reject_json(r), r.reason))
+        """Quarantine rows; a row already quarantined for the same symbol, timeframe and source (the same
+        file re-ingested, say) is stored once (unique key: symbol, timeframe, source, md5 of the raw row)."""
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _rejects_stage (symbol text, timeframe text, source text, "
+            "raw jsonb, reason text) ON COMMIT DELETE ROWS"
+        )
+        with self.conn.transaction():
+            with self.conn.cursor() as cur, cur.copy(
+                "COPY _rejects_stage (symbol, timeframe, source, raw, reason) FROM STDIN"
+            ) as cp:
+                for r in rejects:
+                    cp.write_row((symbol, timeframe, source, reject_json(r), r.reason))
+            self.conn.execute(
+                "INSERT INTO ingest_rejects (symbol, timeframe, source, raw, reason) "
+                "SELECT symbol, timeframe, source, raw, reason FROM _rejects_stage "
+                "ON CONFLICT DO NOTHING"
+            )
+            self.conn.execute("TRUNCATE _rejects_stage")
 
     # ---- candles: read -----------------------------------------------------
     def read_candles(self, symbol: str, timeframe: str, start: datetime | None = None,
