@@ -198,3 +198,65 @@ def test_an_exchange_holiday_is_not_a_gap(market, store, instance):
     days = store.read_candles("AAPL", "1d", utc(2025, 7, 1), utc(2025, 8, 1)).to_frame()
     assert len(days) == 22 and utc(2025, 7, 4) not in set(days.ts)  # 23 weekdays, one holiday
     assert checks(r, "market/ohlcv_1d")["no_unexpected_gaps"].passed
+
+
+def _candle_table(conn, table, rows, extra_col=None):
+    cols = "symbol text, ts timestamptz, open float8, high float8, low float8, close float8, volume float8"
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols}{', ' + extra_col + ' text' if extra_col else ''})")
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as cp:
+        for r in rows:
+            cp.write_row(r)
+
+
+def test_the_postgres_source_reads_the_requested_timeframe(store, instance, dsn):
+    import psycopg
+
+    store.add_symbol(BTC)  # base timeframe 5m
+    sync_partitions(instance, store)
+    five = SyntheticSource(7).fetch(BTC, "5m", utc(2025, 3, 1), utc(2025, 3, 3))
+    hour = SyntheticSource(7).fetch(BTC, "1h", utc(2025, 3, 1), utc(2025, 3, 3))
+
+    def rows(df, *extra):
+        return [("BTC/USDT", *r, *extra) for r in df.itertuples(index=False)]
+
+    with psycopg.connect(dsn, autocommit=True) as conn:  # another system's tables, in a schema of their own
+        conn.execute("CREATE SCHEMA feed")
+        _candle_table(conn, "feed.ohlcv_5m", rows(five))
+        _candle_table(conn, "feed.ohlcv_1h", rows(hour))
+        _candle_table(conn, "feed.candles", rows(five, "5m") + rows(hour, "1h"), extra_col="tf")
+
+    for spec in ("postgres:feed.ohlcv_{timeframe}", "postgres:feed.candles?timeframe_column=tf"):
+        store.conn.execute("DELETE FROM ohlcv")
+        r = materialize([ohlcv], instance=instance, partition_key=str(market_key("BTC/USDT", "2025-03-01")),
+                        resources={"market_db": MarketDB(database_url=dsn),
+                                   "market_source": MarketSource(spec=spec, source_dsn=dsn)})
+        assert md(r)["fetched_rows"] == 2 * 288, spec
+        stored = store.read_candles("BTC/USDT", "5m").to_frame()
+        assert len(stored) == 2 * 288 and stored.close.tolist() == five.close.tolist()
+    # a table named for one timeframe serves only that one, and says so
+    r = materialize([ohlcv], instance=instance, partition_key=str(market_key("BTC/USDT", "2025-04-01")),
+                    resources={"market_db": MarketDB(database_url=dsn),
+                               "market_source": MarketSource(spec="postgres:feed.ohlcv_1h", source_dsn=dsn)},
+                    raise_on_error=False)
+    failure = [e for e in r.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "holds 1h candles, not 5m" in str(failure.event_specific_data.error)
+    assert store.candle_stats("BTC/USDT", "5m", utc(2025, 4, 1))["rows"] == 0
+
+
+def test_a_file_is_parsed_once_per_load(store, instance, dsn, tmp_path, monkeypatch):
+    import trading_platform.sources.files as files
+
+    store.add_symbol(BTC)
+    sync_partitions(instance, store)
+    SyntheticSource(7).fetch(BTC, "5m", utc(2025, 1, 1), utc(2025, 4, 1)).to_csv(
+        tmp_path / "BTC-USDT_5m.csv", index=False)
+    reads = []
+    real = files.read_ohlcv_file
+    monkeypatch.setattr(files, "read_ohlcv_file", lambda p: reads.append(p) or real(p))
+    r = materialize([ohlcv], instance=instance,
+                    resources={"market_db": MarketDB(database_url=dsn),
+                               "market_source": MarketSource(spec=f"files:{tmp_path}")},
+                    tags={"dagster/asset_partition_range_start": str(market_key("BTC/USDT", "2025-01-01")),
+                          "dagster/asset_partition_range_end": str(market_key("BTC/USDT", "2025-03-01"))})
+    assert md(r)["inserted"] == (31 + 28 + 31) * 288
+    assert len(reads) == 1  # three months, one parse
