@@ -35,16 +35,42 @@ def _emit(args, value, text: str | None = None) -> None:
         print(text if text is not None else json.dumps(value, indent=2, default=str))
 
 
-def _store():
-    from .store.runtime import open_store
+_DSN: str | None = None  # the market store this command opened, to name it if it goes away
 
-    return open_store()
+
+def _store():
+    from .store.runtime import database_url
+
+    return _store_at(database_url())
 
 
 def _store_at(dsn: str):
     from .store.db import connect
 
+    global _DSN
+    _DSN = dsn
     return connect(dsn)
+
+
+def _lost_store(e: BaseException) -> PlatformError | None:
+    """A connection to the market store lost in the middle of a command, as one clear error."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return None
+    from .errors import StoreUnavailable
+    from .store.db import describe_dsn, redact_dsn
+
+    where = describe_dsn(_DSN) if _DSN else "the market store"
+    text = str(e).strip()
+    reason = redact_dsn(text.splitlines()[0]) if text else type(e).__name__
+    return StoreUnavailable(
+        f"lost the market store ({where}) in the middle of the command: {reason}. Its writes are "
+        f"transactions, so nothing half-written was kept: run the command again once the database is back",
+        field="TP_DATABASE_URL",
+    )
 
 
 def _instance():
@@ -86,6 +112,19 @@ def _symbol_row(s) -> dict:
             "metadata": s.metadata}
 
 
+def _metadata_arg(v: str | None) -> dict | None:
+    if not v:
+        return None
+    try:
+        meta = json.loads(v)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--metadata is not valid JSON ({e.msg} at character {e.pos}): {v!r}",
+                           field="metadata") from None
+    if not isinstance(meta, dict):
+        raise InvalidInput("--metadata must be a JSON object", field="metadata")
+    return meta
+
+
 def _timeframes_arg(v: str | None):
     return [t for t in v.split(",") if t.strip()] if v else None
 
@@ -103,9 +142,7 @@ def cmd_symbols(args) -> int:
             ) or "(no symbols)"
             _emit(args, rows, text)
             return 0
-        meta = json.loads(args.metadata) if getattr(args, "metadata", None) else None
-        if meta is not None and not isinstance(meta, dict):
-            raise InvalidInput("--metadata must be a JSON object", field="metadata")
+        meta = _metadata_arg(getattr(args, "metadata", None))
         if args.action == "add":
             info = api.add(args.symbol, category=args.category, exchange=args.exchange,
                            timeframes=_timeframes_arg(args.timeframes), enabled=not args.disabled,
@@ -409,18 +446,28 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("pgserver", "alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("psycopg").setLevel(logging.ERROR)  # its cleanup after a lost connection is not news
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except PlatformError as e:
-        if as_json:
-            print(json.dumps(e.to_json()))
-        print(f"error: {e.message}", file=sys.stderr)
-        return 2
+        return _fail(e, as_json)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - only a lost database is turned into an error here
+        lost = _lost_store(e)
+        if lost is None:
+            raise
+        return _fail(lost, as_json)
+
+
+def _fail(e: PlatformError, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(e.to_json()))
+    print(f"error: {e.message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
