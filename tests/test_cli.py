@@ -126,9 +126,17 @@ def test_ingest_unknown_timeframe(tp_env, tmp_path):
     assert code == 2 and err["field"] == "timeframe" and "monthly" in err["error"]
 
 
-def test_demo_quick(tp_env):
-    _, summary, _ = tp(tp_env, "demo", "--quick", "--json")
+def test_demo_quick(tp_env, monkeypatch):
+    _, summary, proc = tp(tp_env, "demo", "--quick", "--json")
     assert summary["symbols"] == ["BTC/USDT", "EURUSD=X"] and summary["error_checks_failed"] == []
+    assert summary["failed"] == [] and all(m["success"] for m in summary["models"].values())
+    assert " DEBUG " not in proc.stderr and "STEP_START" not in proc.stderr  # INFO and above only
+    monkeypatch.setenv("DAGSTER_HOME", tp_env["DAGSTER_HOME"])
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as inst:  # the data runs belong to the named job
+        jobs = {inst.get_run_by_id(r).job_name for r in summary["runs"]}
+    assert jobs == {"market_data_job"}
     assert set(summary["asset_seconds"]) >= {"market/ohlcv", "market/ohlcv_1h", "market/ohlcv_1d"}
     assert summary["stored_candles"]["1h"] > 0
     assert summary["total_seconds"] < 120

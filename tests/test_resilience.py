@@ -59,3 +59,81 @@ def test_a_database_killed_mid_ingest_is_a_clear_error_keeps_nothing_and_restart
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.splitlines()[-1]) == {"inserted": N, "updated": 0, "unchanged": 0, "rejected": 0}
     _tp(env, "down")
+
+
+def _with_password(dsn: str, password: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    d = conninfo_to_dict(dsn)
+    d["password"] = password  # the test server trusts local connections: the password is carried, unused
+    return f"postgresql://{d.get('user', 'postgres')}:{password}@/{d['dbname']}?host={d['host']}"
+
+
+def test_a_failed_model_fails_the_demo_and_no_password_shows_anywhere(tp_env, dsn, tmp_path):
+    """Passwords in TP_DATABASE_URL and MLFLOW_TRACKING_URI: the demo runs (MLflow is down, so the
+    models fail and the demo exits 1 naming them), and neither password is in its output, in the
+    Dagster event log or in any materialization's metadata."""
+    db_secret, ml_secret = "db-s3cret-9f1", "mlflow-s3cret-7c2"
+    env = {**tp_env, "TP_DATABASE_URL": _with_password(dsn, db_secret),
+           "MLFLOW_TRACKING_URI": f"http://trader:{ml_secret}@127.0.0.1:9/",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2", "TP_LOG_LEVEL": "INFO"}
+    out = _tp(env, "demo", "--quick", "--json")
+    assert out.returncode == 1, out.stderr
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert "model models/pump_xgb" in summary["failed"] and all(f.startswith("model ") for f in summary["failed"])
+    assert summary["stored_candles"]["1h"] > 0  # the data part worked
+    assert "failed step(s): model models/pump_xgb" in out.stderr and "Traceback" not in out.stderr
+    assert "127.0.0.1:9" in out.stdout + out.stderr  # the failures name the server...
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    with DagsterInstance.from_ref(InstanceRef.from_dir(tp_env["DAGSTER_HOME"])) as inst:
+        runs = inst.get_run_records()
+        events = [str(e) for r in runs for e in inst.all_logs(r.dagster_run.run_id)]
+        configs = [str(r.dagster_run.run_config) + str(r.dagster_run.tags) for r in runs]
+    assert len(runs) >= 4 and any("materialization" in e.lower() for e in events)
+    for text in (out.stdout, out.stderr, *events, *configs):
+        assert db_secret not in text and ml_secret not in text  # ...never the passwords
+
+
+def test_tp_up_keeps_secrets_off_command_lines_and_its_console_quiet(tp_env, dsn, tmp_path):
+    import socket
+
+    import psutil
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    marker = "uri-s3cret-4d8"
+    env = {**tp_env, "TP_DATABASE_URL": _with_password(dsn, marker),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow-{marker}.db", "TP_LOG_LEVEL": "INFO"}
+    up = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--port",
+                           str(free_port()), "--mlflow-port", str(free_port())], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = tmp_path / "home" / "run" / "pids.json"
+    try:
+        deadline = time.time() + 60
+        seen = set()
+        while time.time() < deadline:  # the services and what they start (webserver, daemon, workers)
+            if pids.exists():
+                for pid in json.loads(pids.read_text()):
+                    try:
+                        proc = psutil.Process(pid)
+                        for p in [proc, *proc.children(recursive=True)]:
+                            seen.add(" ".join(p.cmdline()))
+                    except psutil.Error:
+                        pass
+            if sum("dagster_webserver" in c or "uvicorn" in c for c in seen) >= 2:
+                break
+            time.sleep(0.5)
+        assert any("mlflow ui" in c for c in seen) and any("dagster dev" in c for c in seen), seen
+        assert any("dagster_webserver" in c for c in seen), seen
+        assert not [c for c in seen if marker in c]
+    finally:
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=60)
+    assert marker not in err
+    assert "will not be used to configure Dagster" not in err  # no dagster.yaml warning
+    assert " DEBUG " not in err

@@ -233,7 +233,11 @@ def cmd_demo(args) -> int:
                       f"  stored candles: {summary['stored_candles']}",
                       f"  total {summary['total_seconds']} s"])
     _emit(args, summary, text)
-    return 0 if not summary["error_checks_failed"] else 1
+    if summary["failed"]:
+        print(f"error: the demo finished with {len(summary['failed'])} failed step(s): "
+              + "; ".join(summary["failed"]), file=sys.stderr)
+        return 1
+    return 0
 
 
 def _pids_file() -> Path:
@@ -243,13 +247,15 @@ def _pids_file() -> Path:
 
 
 def cmd_up(args) -> int:
+    from .errors import redact_secrets
     from .instance import REPO_ROOT, ensure_dagster_home
     from .settings import get_settings
     from .store.runtime import database_url
 
     settings = get_settings()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    dagster_home = ensure_dagster_home(settings)
+    # runs print INFO and above on this console (DEBUG events with --verbose)
+    dagster_home = ensure_dagster_home(settings, run_log_level="DEBUG" if args.verbose else "INFO")
     dsn = database_url(settings)
     with _store() as store:
         empty = not store.list_symbols()
@@ -257,23 +263,33 @@ def cmd_up(args) -> int:
         from .demo import run_demo
 
         print("loading the sample market (first start)...", file=sys.stderr)
-        run_demo(quick=False, log=lambda m: print(m, file=sys.stderr))
+        sample = run_demo(quick=False, log=lambda m: print(m, file=sys.stderr))
+        if sample["failed"]:
+            log.warning("the sample loaded with failed steps (see them in the Dagster UI): %s",
+                        "; ".join(sample["failed"]))
+    # secrets (the database DSN, the tracking URI) go to the services through the environment,
+    # never on a command line that `ps` shows
+    tracking = settings.mlflow_tracking_uri
     env = {**os.environ, "TP_HOME": str(settings.home), "DAGSTER_HOME": str(dagster_home),
-           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": tracking}
     bindir = Path(sys.executable).parent
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "trading_platform.definitions"]
     procs = []
-    if not args.no_mlflow:
+    remote_mlflow = tracking.startswith(("http://", "https://", "databricks"))
+    if not args.no_mlflow and not remote_mlflow:
         artifacts = settings.home / "mlartifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         procs.append(subprocess.Popen(
-            [str(bindir / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-             "--default-artifact-root", str(artifacts), "--host", args.host, "--port", str(args.mlflow_port)],
-            env=env, start_new_session=True))
+            [str(bindir / "mlflow"), "ui", "--host", args.host, "--port", str(args.mlflow_port)],
+            env={**env, "MLFLOW_BACKEND_STORE_URI": tracking, "MLFLOW_DEFAULT_ARTIFACT_ROOT": str(artifacts)},
+            start_new_session=True))
+    # dagster dev runs in $DAGSTER_HOME, whose dagster.yaml is the repository's (a managed copy):
+    # the configuration in force is the one it finds, so it has nothing to warn about
     procs.append(subprocess.Popen(
-        [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port)],
-        env=env, cwd=str(REPO_ROOT if workspace.exists() else Path.cwd()), start_new_session=True))
+        [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port),
+         "--log-level", "debug" if args.verbose else "info"],
+        env=env, cwd=str(dagster_home), start_new_session=True))
     _pids_file().write_text(json.dumps([p.pid for p in procs]))
 
     def _interrupt(*_):
@@ -282,9 +298,9 @@ def cmd_up(args) -> int:
     # Ctrl-C (even when started from a script that ignores it) and SIGTERM both stop the services
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"Dagster UI http://{args.host}:{args.port}"
-          + ("" if args.no_mlflow else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
-          + " · Ctrl-C to stop", file=sys.stderr)
+    mlflow_ui = ("" if args.no_mlflow else f" · MLflow UI {redact_secrets(tracking)}" if remote_mlflow
+                 else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
+    print(f"Dagster UI http://{args.host}:{args.port}{mlflow_ui} · Ctrl-C to stop", file=sys.stderr)
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)
@@ -369,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--no-mlflow", action="store_true")
     up.add_argument("--no-sample", action="store_true", help="do not load the sample market on first start")
+    up.add_argument("--verbose", action="store_true", help="print Dagster's DEBUG events of every run too")
     cmd("down", cmd_down, "stop the services `tp up` started and the embedded database")
     demo = cmd("demo", cmd_demo, "load the sample market, materialize everything, print a summary")
     demo.add_argument("--quick", action="store_true", help="smaller sample (2 symbols, current month)")
@@ -447,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("pgserver", "alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("psycopg").setLevel(logging.ERROR)  # its cleanup after a lost connection is not news
+    from .settings import isolate_mlflow_credentials
+
+    isolate_mlflow_credentials()  # before anything hands the tracking URI to MLflow or to a service
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import struct
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ import numpy as np
 from ..core.candles import VALUE_COLUMNS, Normalized, Reject, normalize_candles, reject_json
 from ..core.symbols import SymbolInfo, validate_symbol
 from ..core.timeframes import parse_timeframe
-from ..errors import InvalidInput, StoreUnavailable, UnknownSymbol
+from ..errors import InvalidInput, StoreUnavailable, UnknownSymbol, redact_secrets
 from .migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,7 @@ _COPY_TRAILER = struct.pack(">h", -1)
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced by ``***`` (URI and key=value forms)."""
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    dsn = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.I)
-    return dsn
+    return redact_secrets(dsn)
 
 
 def describe_dsn(dsn: str) -> str:
