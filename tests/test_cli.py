@@ -54,6 +54,8 @@ def test_symbols_commands(tp_env):
     code, err, proc = tp(tp_env, "symbols", "add", "SOL/USDT", "--metadata", "{'note': 1}", "--json", check=False)
     assert code == 2 and err["field"] == "metadata" and "not valid JSON" in err["error"]
     assert "Traceback" not in proc.stderr
+    code, err, _ = tp(tp_env, "symbols", "update", "BTC/USDT:USDT", "--timeframes", ",", "--json", check=False)
+    assert code == 2 and err["field"] == "timeframes"
     code, err, _ = tp(tp_env, "symbols", "update", "NOPE", "--enable", "--json", check=False)
     assert code == 2 and "not in the symbols table" in err["error"]
     _, gone, _ = tp(tp_env, "symbols", "remove", "BTC/USDT:USDT", "--json")
@@ -157,6 +159,9 @@ def test_features_export(tp_env, tmp_path):
     code, err, _ = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1d",
                       "--out", str(out), "--json", check=False)
     assert code == 2 and err["field"] == "timeframe" and "does not list" in err["error"]
+    code, err, proc = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1h",
+                         "--out", str(tmp_path / "nowhere" / "f.parquet"), "--json", check=False)
+    assert code == 2 and err["field"] == "out" and "Traceback" not in proc.stderr
 
 
 def test_models_list_and_promote(tp_env, tmp_path):

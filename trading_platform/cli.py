@@ -126,7 +126,12 @@ def _metadata_arg(v: str | None) -> dict | None:
 
 
 def _timeframes_arg(v: str | None):
-    return [t for t in v.split(",") if t.strip()] if v else None
+    if v is None:
+        return None
+    tfs = [t for t in v.split(",") if t.strip()]
+    if not tfs:
+        raise InvalidInput(f"--timeframes lists no timeframe ({v!r}); give e.g. 5m,1h,1d", field="timeframes")
+    return tfs
 
 
 def cmd_symbols(args) -> int:
@@ -182,6 +187,8 @@ def cmd_features_export(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise InvalidInput(f"--out must name a .parquet file, got {out.name!r}", field="out")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise InvalidInput(f"--out: cannot write to {out.parent} (not a writable directory)", field="out")
     with _store() as store:
         info = store.require_symbol(symbol)
         if tf not in info.timeframes:
