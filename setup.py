@@ -21,6 +21,7 @@ setup(
         "pyarrow>=15",
         "polars>=1.0",
         "numba>=0.60",  # the feature kernels (imported when features are computed, not at load)
+        "exchange-calendars>=4.5",  # stock sessions: holidays, early closes, lunch breaks (imported on use)
         # sources (imported lazily: never at definitions load)
         "ccxt>=4.3",
         "yfinance>=0.2.40",

@@ -150,3 +150,113 @@ def test_a_backfill_covers_many_months_in_one_bounded_run(market, store):
     parts = {m.partition for m in r.asset_materializations_for_node("market__ohlcv")}
     assert parts == {str(market_key("BTC/USDT", m)) for m in ("2025-01-01", "2025-02-01", "2025-03-01")}
     assert md(r)["first_ts"].startswith("2025-01-01") and md(r)["last_ts"].startswith("2025-03-31")
+
+
+def test_a_missing_first_candle_of_the_month_is_fetched(market, store):
+    month = SyntheticSource(7).fetch(BTC, "5m", utc(2025, 4, 1), utc(2025, 5, 1))
+    store.ingest_frame("BTC/USDT", "5m", month.iloc[1:], "test")  # everything but 00:00 on the 1st
+    m = md(market("BTC/USDT", "2025-04-01", assets=[ohlcv]))
+    assert (m["fetched_rows"], m["inserted"]) == (1, 1)
+    assert store.candle_stats("BTC/USDT", "5m")["first_ts"] == utc(2025, 4, 1)
+
+
+def test_a_resampled_bucket_with_a_hole_is_not_written_until_the_candle_arrives(market, store):
+    from trading_platform.assets.market_data import resampled_assets
+
+    one_h = next(a for a in resampled_assets if a.key == AssetKey(["market", "ohlcv_1h"]))
+    five = SyntheticSource(7).fetch(BTC, "5m", utc(2025, 3, 1), utc(2025, 4, 1)).set_index("ts")
+    hole = five.index == "2025-03-10 10:20+00:00"
+    store.ingest_frame("BTC/USDT", "5m", five[~hole].reset_index(), "test")
+    m = md(market("BTC/USDT", "2025-03-01", assets=[one_h]), "market/ohlcv_1h")
+    assert m["incomplete_buckets"] == 1 and m["incomplete_first"] == {"BTC/USDT": "2025-03-10T10:00:00+00:00"}
+    hours = store.read_candles("BTC/USDT", "1h", utc(2025, 3, 1), utc(2025, 4, 1)).to_frame().set_index("ts")
+    assert len(hours) == 31 * 24 - 1 and utc(2025, 3, 10, 10) not in hours.index
+    # the candle arrives: the next materialization writes the bucket, from all twelve candles
+    store.ingest_frame("BTC/USDT", "5m", five[hole].reset_index(), "test")
+    m = md(market("BTC/USDT", "2025-03-01", assets=[one_h]), "market/ohlcv_1h")
+    assert (m["incomplete_buckets"], m["inserted"]) == (0, 1)
+    bucket = store.read_candles("BTC/USDT", "1h", utc(2025, 3, 10, 10), utc(2025, 3, 10, 11))
+    lower = five.loc["2025-03-10 10:00+00:00":"2025-03-10 10:55+00:00"]
+    assert (bucket.high[0], bucket.low[0]) == (lower.high.max(), lower.low.min())
+    assert bucket.volume[0] == pytest.approx(lower.volume.sum())
+
+
+def test_an_exchange_holiday_is_not_a_gap(market, store, instance):
+    aapl = SymbolInfo.create("AAPL", exchange="NASDAQ", timeframes=["1h", "1d"])
+    store.add_symbol(aapl)
+    sync_partitions(instance, store)
+    # what a real feed gives: nothing on Independence Day, nothing after 13:00 New York the day before
+    july = SyntheticSource(7).fetch(aapl, "1h", utc(2025, 7, 1), utc(2025, 8, 1))
+    ts = july.ts
+    real = july[~((ts.dt.day == 4) | ((ts.dt.day == 3) & (ts.dt.hour >= 17)))]
+    store.ingest_frame("AAPL", "1h", real, "test")
+    r = market("AAPL", "2025-07-01", assets=market_assets[:1] + [
+        a for a in market_assets if a.key == AssetKey(["market", "ohlcv_1d"])])
+    gap = checks(r)["no_unexpected_gaps"]
+    assert gap.passed, gap.metadata
+    assert md(r)["fetched_rows"] == 0  # the synthetic market is closed on the holiday too
+    days = store.read_candles("AAPL", "1d", utc(2025, 7, 1), utc(2025, 8, 1)).to_frame()
+    assert len(days) == 22 and utc(2025, 7, 4) not in set(days.ts)  # 23 weekdays, one holiday
+    assert checks(r, "market/ohlcv_1d")["no_unexpected_gaps"].passed
+
+
+def _candle_table(conn, table, rows, extra_col=None):
+    cols = "symbol text, ts timestamptz, open float8, high float8, low float8, close float8, volume float8"
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols}{', ' + extra_col + ' text' if extra_col else ''})")
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as cp:
+        for r in rows:
+            cp.write_row(r)
+
+
+def test_the_postgres_source_reads_the_requested_timeframe(store, instance, dsn):
+    import psycopg
+
+    store.add_symbol(BTC)  # base timeframe 5m
+    sync_partitions(instance, store)
+    five = SyntheticSource(7).fetch(BTC, "5m", utc(2025, 3, 1), utc(2025, 3, 3))
+    hour = SyntheticSource(7).fetch(BTC, "1h", utc(2025, 3, 1), utc(2025, 3, 3))
+
+    def rows(df, *extra):
+        return [("BTC/USDT", *r, *extra) for r in df.itertuples(index=False)]
+
+    with psycopg.connect(dsn, autocommit=True) as conn:  # another system's tables, in a schema of their own
+        conn.execute("CREATE SCHEMA feed")
+        _candle_table(conn, "feed.ohlcv_5m", rows(five))
+        _candle_table(conn, "feed.ohlcv_1h", rows(hour))
+        _candle_table(conn, "feed.candles", rows(five, "5m") + rows(hour, "1h"), extra_col="tf")
+
+    for spec in ("postgres:feed.ohlcv_{timeframe}", "postgres:feed.candles?timeframe_column=tf"):
+        store.conn.execute("DELETE FROM ohlcv")
+        r = materialize([ohlcv], instance=instance, partition_key=str(market_key("BTC/USDT", "2025-03-01")),
+                        resources={"market_db": MarketDB(database_url=dsn),
+                                   "market_source": MarketSource(spec=spec, source_dsn=dsn)})
+        assert md(r)["fetched_rows"] == 2 * 288, spec
+        stored = store.read_candles("BTC/USDT", "5m").to_frame()
+        assert len(stored) == 2 * 288 and stored.close.tolist() == five.close.tolist()
+    # a table named for one timeframe serves only that one, and says so
+    r = materialize([ohlcv], instance=instance, partition_key=str(market_key("BTC/USDT", "2025-04-01")),
+                    resources={"market_db": MarketDB(database_url=dsn),
+                               "market_source": MarketSource(spec="postgres:feed.ohlcv_1h", source_dsn=dsn)},
+                    raise_on_error=False)
+    failure = [e for e in r.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "holds 1h candles, not 5m" in str(failure.event_specific_data.error)
+    assert store.candle_stats("BTC/USDT", "5m", utc(2025, 4, 1))["rows"] == 0
+
+
+def test_a_file_is_parsed_once_per_load(store, instance, dsn, tmp_path, monkeypatch):
+    import trading_platform.sources.files as files
+
+    store.add_symbol(BTC)
+    sync_partitions(instance, store)
+    SyntheticSource(7).fetch(BTC, "5m", utc(2025, 1, 1), utc(2025, 4, 1)).to_csv(
+        tmp_path / "BTC-USDT_5m.csv", index=False)
+    reads = []
+    real = files.read_ohlcv_file
+    monkeypatch.setattr(files, "read_ohlcv_file", lambda p: reads.append(p) or real(p))
+    r = materialize([ohlcv], instance=instance,
+                    resources={"market_db": MarketDB(database_url=dsn),
+                               "market_source": MarketSource(spec=f"files:{tmp_path}")},
+                    tags={"dagster/asset_partition_range_start": str(market_key("BTC/USDT", "2025-01-01")),
+                          "dagster/asset_partition_range_end": str(market_key("BTC/USDT", "2025-03-01"))})
+    assert md(r)["inserted"] == (31 + 28 + 31) * 288
+    assert len(reads) == 1  # three months, one parse

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
 from conftest import utc
@@ -25,10 +26,9 @@ def tp(env, *args, check=True):
 def test_db_url_is_a_uri_psql_accepts(tp_env):
     _, shown, _ = tp(tp_env, "db", "url", "--json")
     _, real, _ = tp(tp_env, "db", "url", "--show-password", "--json")
-    psql = subprocess.run(["psql", real["url"], "-tAc", "SELECT count(*) FROM schema_migrations"],
-                          capture_output=True, text=True)
-    assert psql.returncode == 0, psql.stderr
-    assert int(psql.stdout.strip()) >= 1  # tp created the schema
+    assert shown["url"] == real["url"].replace("postgres:@", "postgres:***@")
+    with psycopg.connect(real["url"]) as conn:  # libpq, which psql uses, takes the URI
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1  # tp created the schema
 
 
 def test_password_is_hidden_unless_asked(tp_env):
@@ -51,6 +51,11 @@ def test_symbols_commands(tp_env):
     assert code == 2 and err["field"] == "symbol" and "outside the allowed set" in err["error"]
     code, err, _ = tp(tp_env, "symbols", "add", "ETH/USDT", "--timeframes", "2m", "--json", check=False)
     assert code == 2 and err["field"] == "timeframes"
+    code, err, proc = tp(tp_env, "symbols", "add", "SOL/USDT", "--metadata", "{'note': 1}", "--json", check=False)
+    assert code == 2 and err["field"] == "metadata" and "not valid JSON" in err["error"]
+    assert "Traceback" not in proc.stderr
+    code, err, _ = tp(tp_env, "symbols", "update", "BTC/USDT:USDT", "--timeframes", ",", "--json", check=False)
+    assert code == 2 and err["field"] == "timeframes"
     code, err, _ = tp(tp_env, "symbols", "update", "NOPE", "--enable", "--json", check=False)
     assert code == 2 and "not in the symbols table" in err["error"]
     _, gone, _ = tp(tp_env, "symbols", "remove", "BTC/USDT:USDT", "--json")
@@ -69,6 +74,8 @@ def test_ingest_counts_quarantines_and_records_in_dagster(tp_env, tmp_path, monk
     assert counts == {"inserted": 70, "updated": 0, "unchanged": 0, "rejected": 2}
     _, again, _ = tp(tp_env, "ingest", str(path), "--symbol", "ETH/USDT", "--timeframe", "1h", "--json")
     assert again == {"inserted": 0, "updated": 0, "unchanged": 70, "rejected": 2}
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as conn:  # counted again, stored once
+        assert conn.execute("SELECT count(*) FROM ingest_rejects").fetchone()[0] == 2
     _, rows, _ = tp(tp_env, "symbols", "list", "--json")
     assert rows[0]["symbol"] == "ETH/USDT" and rows[0]["timeframes"] == ["1h"]
 
@@ -93,6 +100,27 @@ def test_ingest_bad_files_are_clear_errors(tp_env, tmp_path, content, field, mes
     assert code == 2 and err["field"] == field and message in err["error"]
 
 
+def test_ingest_into_a_resampled_timeframe_is_refused_naming_the_base(tp_env, tmp_path):
+    tp(tp_env, "symbols", "add", "BTC/USDT", "--timeframes", "5m,1h", "--json")
+    df = SyntheticSource().fetch(SymbolInfo.create("BTC/USDT"), "1h", utc(2025, 1, 1), utc(2025, 1, 2))
+    path = tmp_path / "btc_1h.csv"
+    df.to_csv(path, index=False)
+    for tf in ("1h", "4h"):  # listed and derived, or not listed yet but above the base
+        code, err, proc = tp(tp_env, "ingest", str(path), "--symbol", "BTC/USDT", "--timeframe", tf, "--json",
+                             check=False)
+        assert code == 2 and err["field"] == "timeframe", proc.stderr
+        assert f"derives {tf} by resampling its base timeframe 5m" in err["error"] and "Traceback" not in proc.stderr
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT count(*) FROM ohlcv").fetchone()[0] == 0  # nothing written
+    _, rows, _ = tp(tp_env, "symbols", "list", "--json")
+    assert rows[0]["timeframes"] == ["5m", "1h"]  # nor the symbol changed
+    # the base timeframe itself loads
+    five = SyntheticSource().fetch(SymbolInfo.create("BTC/USDT"), "5m", utc(2025, 1, 1), utc(2025, 1, 2))
+    five.to_csv(path, index=False)
+    _, counts, _ = tp(tp_env, "ingest", str(path), "--symbol", "BTC/USDT", "--timeframe", "5m", "--json")
+    assert counts["inserted"] == 288
+
+
 def test_ingest_unknown_timeframe(tp_env, tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("ts,open,high,low,close,volume\n2024-01-01,1,2,0.5,1,1\n")
@@ -100,9 +128,17 @@ def test_ingest_unknown_timeframe(tp_env, tmp_path):
     assert code == 2 and err["field"] == "timeframe" and "monthly" in err["error"]
 
 
-def test_demo_quick(tp_env):
-    _, summary, _ = tp(tp_env, "demo", "--quick", "--json")
+def test_demo_quick(tp_env, monkeypatch):
+    _, summary, proc = tp(tp_env, "demo", "--quick", "--json")
     assert summary["symbols"] == ["BTC/USDT", "EURUSD=X"] and summary["error_checks_failed"] == []
+    assert summary["failed"] == [] and all(m["success"] for m in summary["models"].values())
+    assert " DEBUG " not in proc.stderr and "STEP_START" not in proc.stderr  # INFO and above only
+    monkeypatch.setenv("DAGSTER_HOME", tp_env["DAGSTER_HOME"])
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as inst:  # the data runs belong to the named job
+        jobs = {inst.get_run_by_id(r).job_name for r in summary["runs"]}
+    assert jobs == {"market_data_job"}
     assert set(summary["asset_seconds"]) >= {"market/ohlcv", "market/ohlcv_1h", "market/ohlcv_1d"}
     assert summary["stored_candles"]["1h"] > 0
     assert summary["total_seconds"] < 120
@@ -123,6 +159,9 @@ def test_features_export(tp_env, tmp_path):
     code, err, _ = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1d",
                       "--out", str(out), "--json", check=False)
     assert code == 2 and err["field"] == "timeframe" and "does not list" in err["error"]
+    code, err, proc = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1h",
+                         "--out", str(tmp_path / "nowhere" / "f.parquet"), "--json", check=False)
+    assert code == 2 and err["field"] == "out" and "Traceback" not in proc.stderr
 
 
 def test_models_list_and_promote(tp_env, tmp_path):

@@ -109,7 +109,7 @@ def _mtf(five: pl.DataFrame) -> pl.DataFrame:
     n = Normalized(five["ts"].dt.epoch("us").to_numpy(), *(five[c].to_numpy() for c in
                                                            ("open", "high", "low", "close", "volume")))
     horizon = int(n.ts_us[-1] + 300 * US)
-    hour = to_polars(resample(n, 300, 3600, now_us=horizon, horizon_us=horizon), "BTC/USDT", "1h")
+    hour = to_polars(resample(n, 300, 3600, now_us=horizon).candles, "BTC/USDT", "1h")
     return join_context(compute_features(five), compute_features(hour), 300, 3600, FeatureSpec().context)
 
 

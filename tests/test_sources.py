@@ -72,9 +72,13 @@ def test_postgres_table_source_reads_an_existing_table(dsn):
     got = src.fetch(BTC, "1h", utc(2025, 1, 1, 5), utc(2025, 1, 1, 10))
     assert len(got) == 5 and got.ts.iloc[0] == utc(2025, 1, 1, 5)
     with pytest.raises(InvalidInput, match="does not exist"):
-        PostgresTableSource(dsn, "ohlcv_4h").fetch(BTC, "4h", utc(2025, 1, 1), utc(2025, 1, 2))
+        PostgresTableSource(dsn).fetch(BTC, "4h", utc(2025, 1, 1), utc(2025, 1, 2))  # ohlcv_4h
+    with pytest.raises(InvalidInput) as e:
+        src.fetch(BTC, "5m", utc(2025, 1, 1), utc(2025, 1, 2))
+    assert e.value.field == "timeframe" and "holds 1h candles, not 5m" in e.value.message
     with pytest.raises(InvalidInput):
         PostgresTableSource(dsn, "ohlcv; DROP TABLE x")
+    assert build_source("postgres", dsn=dsn).table_for("H1") == "ohlcv_1h"  # the default template
 
 
 def test_ccxt_binance_on_recorded_responses_pages_through_klines():
@@ -143,7 +147,9 @@ def test_fallbacks_are_tried_in_order_and_all_failures_reported():
     assert e.value.message.count("down: ConnectionError: unreachable") == 2
 
 
-@pytest.mark.parametrize("spec,field", [("nope", "source"), ("files", "source"), ("synthetic:x", "source"), ("", "source")])
+@pytest.mark.parametrize("spec,field", [("nope", "source"), ("files", "source"), ("synthetic:x", "source"), ("", "source"),
+                                        ("postgres:candles", "source"), ("postgres:candles?tf=x", "source"),
+                                        ("postgres:candles?timeframe_column=a;b", "timeframe_column")])
 def test_bad_source_specs_name_the_problem(spec, field):
     with pytest.raises(InvalidInput) as e:
         build_source(spec)

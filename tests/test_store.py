@@ -110,3 +110,37 @@ def test_unreachable_database_names_host_never_password():
     assert e.value.field == "TP_DATABASE_URL"
     assert redact_dsn(dsn) == "postgresql://trader:***@127.0.0.1:1/market"
     assert "s3cr3t" not in redact_dsn("host=db password=s3cr3t user=x")
+
+
+def test_reingested_rejects_are_counted_again_but_stored_once(store):
+    store.add_symbol(SymbolInfo.create("BTC/USDT"))
+    df = candles(20)
+    df.loc[3, "high"] = df.loc[3, "low"] / 2  # high < low
+    df.loc[7, "volume"] = -1
+    for _ in range(3):
+        assert store.ingest_frame("BTC/USDT", "1h", df, "file:btc.csv").rejected == 2
+    rows = store.conn.execute("SELECT source, reason FROM ingest_rejects ORDER BY reason").fetchall()
+    assert rows == [("file:btc.csv", "high < low"), ("file:btc.csv", "negative volume")]
+    # the same bad row from another source, or for another timeframe, is its own record
+    store.ingest_frame("BTC/USDT", "1h", df, "file:other.csv")
+    assert store.conn.execute("SELECT count(*) FROM ingest_rejects").fetchone()[0] == 4
+
+
+def test_renames_keep_the_symbol_reference(store):
+    store.add_symbol(SymbolInfo.create("BTC/USDT"))
+    store.ingest_frame("BTC/USDT", "1h", candles(5), "test")
+    # a candle cannot be moved to a symbol that is not in symbols
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="not in the symbols table"):
+        store.conn.execute("UPDATE ohlcv SET symbol = 'GHOST/USDT' WHERE symbol = 'BTC/USDT'")
+    # a symbol that has candles cannot be renamed (its candles keep their name and stay referenced)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="cannot be renamed"):
+        store.conn.execute("UPDATE symbols SET symbol = 'XBT/USDT' WHERE symbol = 'BTC/USDT'")
+    assert store.candle_stats("BTC/USDT", "1h")["rows"] == 5 and store.get_symbol("BTC/USDT") is not None
+    # moving candles to another managed symbol, and renaming a symbol without candles, are allowed
+    store.add_symbol(SymbolInfo.create("ETH/USDT"))
+    store.conn.execute("UPDATE ohlcv SET symbol = 'ETH/USDT' WHERE symbol = 'BTC/USDT'")
+    store.conn.execute("UPDATE symbols SET symbol = 'XBT/USDT' WHERE symbol = 'BTC/USDT'")
+    assert store.get_symbol("XBT/USDT") is not None and store.candle_stats("ETH/USDT", "1h")["rows"] == 5
+    # other updates of symbols and of candles are untouched by the triggers
+    store.update_symbol("ETH/USDT", live=True)
+    store.conn.execute("UPDATE ohlcv SET volume = volume + 1 WHERE symbol = 'ETH/USDT'")

@@ -35,16 +35,42 @@ def _emit(args, value, text: str | None = None) -> None:
         print(text if text is not None else json.dumps(value, indent=2, default=str))
 
 
-def _store():
-    from .store.runtime import open_store
+_DSN: str | None = None  # the market store this command opened, to name it if it goes away
 
-    return open_store()
+
+def _store():
+    from .store.runtime import database_url
+
+    return _store_at(database_url())
 
 
 def _store_at(dsn: str):
     from .store.db import connect
 
+    global _DSN
+    _DSN = dsn
     return connect(dsn)
+
+
+def _lost_store(e: BaseException) -> PlatformError | None:
+    """A connection to the market store lost in the middle of a command, as one clear error."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return None
+    from .errors import StoreUnavailable
+    from .store.db import describe_dsn, redact_dsn
+
+    where = describe_dsn(_DSN) if _DSN else "the market store"
+    text = str(e).strip()
+    reason = redact_dsn(text.splitlines()[0]) if text else type(e).__name__
+    return StoreUnavailable(
+        f"lost the market store ({where}) in the middle of the command: {reason}. Its writes are "
+        f"transactions, so nothing half-written was kept: run the command again once the database is back",
+        field="TP_DATABASE_URL",
+    )
 
 
 def _instance():
@@ -86,8 +112,26 @@ def _symbol_row(s) -> dict:
             "metadata": s.metadata}
 
 
+def _metadata_arg(v: str | None) -> dict | None:
+    if not v:
+        return None
+    try:
+        meta = json.loads(v)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--metadata is not valid JSON ({e.msg} at character {e.pos}): {v!r}",
+                           field="metadata") from None
+    if not isinstance(meta, dict):
+        raise InvalidInput("--metadata must be a JSON object", field="metadata")
+    return meta
+
+
 def _timeframes_arg(v: str | None):
-    return [t for t in v.split(",") if t.strip()] if v else None
+    if v is None:
+        return None
+    tfs = [t for t in v.split(",") if t.strip()]
+    if not tfs:
+        raise InvalidInput(f"--timeframes lists no timeframe ({v!r}); give e.g. 5m,1h,1d", field="timeframes")
+    return tfs
 
 
 def cmd_symbols(args) -> int:
@@ -103,9 +147,7 @@ def cmd_symbols(args) -> int:
             ) or "(no symbols)"
             _emit(args, rows, text)
             return 0
-        meta = json.loads(args.metadata) if getattr(args, "metadata", None) else None
-        if meta is not None and not isinstance(meta, dict):
-            raise InvalidInput("--metadata must be a JSON object", field="metadata")
+        meta = _metadata_arg(getattr(args, "metadata", None))
         if args.action == "add":
             info = api.add(args.symbol, category=args.category, exchange=args.exchange,
                            timeframes=_timeframes_arg(args.timeframes), enabled=not args.disabled,
@@ -145,6 +187,8 @@ def cmd_features_export(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".parquet", ".pq"):
         raise InvalidInput(f"--out must name a .parquet file, got {out.name!r}", field="out")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise InvalidInput(f"--out: cannot write to {out.parent} (not a writable directory)", field="out")
     with _store() as store:
         info = store.require_symbol(symbol)
         if tf not in info.timeframes:
@@ -217,7 +261,11 @@ def cmd_demo(args) -> int:
                       f"  stored candles: {summary['stored_candles']}",
                       f"  total {summary['total_seconds']} s"])
     _emit(args, summary, text)
-    return 0 if not summary["error_checks_failed"] else 1
+    if summary["failed"]:
+        print(f"error: the demo finished with {len(summary['failed'])} failed step(s): "
+              + "; ".join(summary["failed"]), file=sys.stderr)
+        return 1
+    return 0
 
 
 def _pids_file() -> Path:
@@ -227,13 +275,15 @@ def _pids_file() -> Path:
 
 
 def cmd_up(args) -> int:
+    from .errors import redact_secrets
     from .instance import REPO_ROOT, ensure_dagster_home
     from .settings import get_settings
     from .store.runtime import database_url
 
     settings = get_settings()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    dagster_home = ensure_dagster_home(settings)
+    # runs print INFO and above on this console (DEBUG events with --verbose)
+    dagster_home = ensure_dagster_home(settings, run_log_level="DEBUG" if args.verbose else "INFO")
     dsn = database_url(settings)
     with _store() as store:
         empty = not store.list_symbols()
@@ -241,23 +291,33 @@ def cmd_up(args) -> int:
         from .demo import run_demo
 
         print("loading the sample market (first start)...", file=sys.stderr)
-        run_demo(quick=False, log=lambda m: print(m, file=sys.stderr))
+        sample = run_demo(quick=False, log=lambda m: print(m, file=sys.stderr))
+        if sample["failed"]:
+            log.warning("the sample loaded with failed steps (see them in the Dagster UI): %s",
+                        "; ".join(sample["failed"]))
+    # secrets (the database DSN, the tracking URI) go to the services through the environment,
+    # never on a command line that `ps` shows
+    tracking = settings.mlflow_tracking_uri
     env = {**os.environ, "TP_HOME": str(settings.home), "DAGSTER_HOME": str(dagster_home),
-           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
+           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": tracking}
     bindir = Path(sys.executable).parent
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "trading_platform.definitions"]
     procs = []
-    if not args.no_mlflow:
+    remote_mlflow = tracking.startswith(("http://", "https://", "databricks"))
+    if not args.no_mlflow and not remote_mlflow:
         artifacts = settings.home / "mlartifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         procs.append(subprocess.Popen(
-            [str(bindir / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-             "--default-artifact-root", str(artifacts), "--host", args.host, "--port", str(args.mlflow_port)],
-            env=env, start_new_session=True))
+            [str(bindir / "mlflow"), "ui", "--host", args.host, "--port", str(args.mlflow_port)],
+            env={**env, "MLFLOW_BACKEND_STORE_URI": tracking, "MLFLOW_DEFAULT_ARTIFACT_ROOT": str(artifacts)},
+            start_new_session=True))
+    # dagster dev runs in $DAGSTER_HOME, whose dagster.yaml is the repository's (a managed copy):
+    # the configuration in force is the one it finds, so it has nothing to warn about
     procs.append(subprocess.Popen(
-        [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port)],
-        env=env, cwd=str(REPO_ROOT if workspace.exists() else Path.cwd()), start_new_session=True))
+        [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port),
+         "--log-level", "debug" if args.verbose else "info"],
+        env=env, cwd=str(dagster_home), start_new_session=True))
     _pids_file().write_text(json.dumps([p.pid for p in procs]))
 
     def _interrupt(*_):
@@ -266,9 +326,9 @@ def cmd_up(args) -> int:
     # Ctrl-C (even when started from a script that ignores it) and SIGTERM both stop the services
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"Dagster UI http://{args.host}:{args.port}"
-          + ("" if args.no_mlflow else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
-          + " · Ctrl-C to stop", file=sys.stderr)
+    mlflow_ui = ("" if args.no_mlflow else f" · MLflow UI {redact_secrets(tracking)}" if remote_mlflow
+                 else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
+    print(f"Dagster UI http://{args.host}:{args.port}{mlflow_ui} · Ctrl-C to stop", file=sys.stderr)
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)
@@ -353,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--no-mlflow", action="store_true")
     up.add_argument("--no-sample", action="store_true", help="do not load the sample market on first start")
+    up.add_argument("--verbose", action="store_true", help="print Dagster's DEBUG events of every run too")
     cmd("down", cmd_down, "stop the services `tp up` started and the embedded database")
     demo = cmd("demo", cmd_demo, "load the sample market, materialize everything, print a summary")
     demo.add_argument("--quick", action="store_true", help="smaller sample (2 symbols, current month)")
@@ -435,18 +496,31 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("pgserver", "alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("psycopg").setLevel(logging.ERROR)  # its cleanup after a lost connection is not news
+    from .settings import isolate_mlflow_credentials
+
+    isolate_mlflow_credentials()  # before anything hands the tracking URI to MLflow or to a service
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except PlatformError as e:
-        if as_json:
-            print(json.dumps(e.to_json()))
-        print(f"error: {e.message}", file=sys.stderr)
-        return 2
+        return _fail(e, as_json)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - only a lost database is turned into an error here
+        lost = _lost_store(e)
+        if lost is None:
+            raise
+        return _fail(lost, as_json)
+
+
+def _fail(e: PlatformError, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(e.to_json()))
+    print(f"error: {e.message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -6,11 +6,25 @@ input, so the CLI can print ``{"error": ..., "field": ...}`` and exit non-zero.
 
 from __future__ import annotations
 
+import re
+
+# a password in a URI (scheme://user:PASSWORD@host) or a key=value DSN (password=PASSWORD)
+_URI_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*@")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^\s,;]+)", re.I)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every password of a URI or DSN replaced by ``***`` (database URLs, MLflow
+    tracking URIs, webhook URLs with credentials)."""
+    return _KV_PASSWORD.sub(r"\1***", _URI_PASSWORD.sub(r"\1***@", text))
+
+
 
 class PlatformError(Exception):
     """Base class: a message for a person and the name of the field at fault."""
 
     def __init__(self, message: str, field: str | None = None):
+        message = redact_secrets(message)  # whatever a message quotes, a password never shows
         super().__init__(message)
         self.message = message
         self.field = field

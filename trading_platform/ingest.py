@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .core.symbols import SymbolInfo, validate_symbol
 from .core.timeframes import TIMEFRAMES, parse_timeframe
+from .errors import InvalidInput
 from .store.db import MarketStore, WriteResult
 
 
@@ -18,37 +19,52 @@ def ingest_file(store: MarketStore, path: str | Path, symbol: str, timeframe: st
     symbol = validate_symbol(symbol)
     tf = parse_timeframe(timeframe)
     df = read_ohlcv_file(path)
-    info = store.get_symbol(symbol)
-    if info is None:
-        info = SymbolInfo.create(symbol, category=category, exchange=exchange, timeframes=[tf])
-        store.add_symbol(info, exist_ok=True)
-    elif tf not in info.timeframes:
-        info = store.update_symbol(symbol, timeframes=[*info.timeframes, tf])
-    norm = normalize_candles(df, tf, where=str(path))
-    result = store.write_candles(symbol, tf, norm, source=f"file:{Path(path).name}")
+    # one transaction: a failure (bad rows, a refused timeframe, the database going away) leaves
+    # neither a half-written file nor a symbol registered for it
+    with store.conn.transaction():
+        info = store.get_symbol(symbol)
+        if info is None:
+            info = SymbolInfo.create(symbol, category=category, exchange=exchange, timeframes=[tf])
+            store.add_symbol(info, exist_ok=True)
+        else:
+            refuse_derived(info, tf)
+            if tf not in info.timeframes:
+                info = store.update_symbol(symbol, timeframes=[*info.timeframes, tf])
+        norm = normalize_candles(df, tf, where=str(path))
+        result = store.write_candles(symbol, tf, norm, source=f"file:{Path(path).name}")
     recorded = {}
     if instance is not None:
         recorded = record_load(instance, store, info, tf, norm.ts_us, result, str(path))
     return result, recorded
 
 
+def refuse_derived(info: SymbolInfo, tf: str) -> None:
+    """Candles of a timeframe the symbol derives by resampling would be overwritten by it: refuse them."""
+    planned = info.timeframes if tf in info.timeframes else [*info.timeframes, tf]
+    trial = SymbolInfo.create(info.symbol, category=info.category, exchange=info.exchange, timeframes=planned)
+    if trial.resample_source(tf) is None:
+        return
+    base = trial.base_timeframe
+    raise InvalidInput(
+        f"{info.symbol} derives {tf} by resampling its base timeframe {base}, so loaded {tf} candles would be "
+        f"overwritten: ingest {base} candles (--timeframe {base}), or change the symbol's timeframes so that {tf} "
+        f"is its base (tp symbols update {info.symbol} --timeframes {tf},...)",
+        field="timeframe",
+    )
+
+
 def record_load(instance, store: MarketStore, info: SymbolInfo, tf: str, ts_us, result: WriteResult,
                 origin: str) -> dict:
     """A runless materialization of each affected symbol-month, so the UI shows what the store holds."""
     import numpy as np
-    from dagster import AssetKey, AssetMaterialization
+    from dagster import AssetMaterialization
 
-    from .assets.market_data import OHLCV_KEY, RESAMPLED
+    from .assets.market_data import OHLCV_KEY
     from .assets.partitions import market_key, month_bounds, month_partitions
     from .symbols import sync_partitions
 
     sync_partitions(instance, store)
-    if tf == info.base_timeframe:
-        key = OHLCV_KEY
-    elif tf in RESAMPLED:
-        key = AssetKey(["market", f"ohlcv_{tf}"])
-    else:
-        key = OHLCV_KEY
+    key = OHLCV_KEY  # only a base timeframe (or 1w, never resampled) is loaded from files
     months = sorted({np.datetime64(int(t), "us").astype("datetime64[M]").astype(str) + "-01" for t in ts_us})
     valid = set(month_partitions.get_partition_keys())
     recorded, outside = [], []

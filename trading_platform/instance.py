@@ -1,28 +1,54 @@
-"""The Dagster instance of the embedded stack under $DAGSTER_HOME."""
+"""The Dagster instance of the embedded stack under $DAGSTER_HOME.
+
+The repository's ``dagster.yaml`` is the embedded instance's configuration: ``tp``
+keeps ``$DAGSTER_HOME/dagster.yaml`` a managed copy of it (marked as such, rewritten
+whenever the source changes), and runs ``dagster dev`` from ``$DAGSTER_HOME``, so
+the configuration in force is the one in the repository and Dagster finds no
+other ``dagster.yaml`` to warn about. A ``dagster.yaml`` you put in your own
+``DAGSTER_HOME`` (without the mark) is left alone.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
+import re
 from pathlib import Path
 
 from .settings import Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_DEFAULT_YAML = "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+SOURCE_YAML = REPO_ROOT / "dagster.yaml"
+_MARK = "# managed by tp:"
+_DEFAULT_YAML = ("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+                 "python_logs:\n  python_log_level: INFO\n")
+RUN_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def ensure_dagster_home(settings: Settings | None = None) -> Path:
+def instance_yaml(run_log_level: str = "INFO") -> str:
+    """The embedded instance's dagster.yaml: the repository's, with the runs' console log level."""
+    body = SOURCE_YAML.read_text() if SOURCE_YAML.exists() else _DEFAULT_YAML
+    body = re.sub(r"(?m)^(\s*python_log_level:\s*)\S+", rf"\g<1>{run_log_level}", body)
+    return (f"{_MARK} a copy of {SOURCE_YAML}; edit that file, not this one (tp rewrites this copy)\n"
+            + body)
+
+
+def ensure_dagster_home(settings: Settings | None = None, run_log_level: str | None = None) -> Path:
+    """$DAGSTER_HOME with its managed dagster.yaml. ``run_log_level`` is what runs print on the
+    console (``tp up`` sets it: INFO, or DEBUG with --verbose); other commands keep the current one."""
     s = settings or get_settings()
     home = s.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists():
-        src = REPO_ROOT / "dagster.yaml"
-        if src.exists():
-            shutil.copyfile(src, target)
-        else:
-            target.write_text(_DEFAULT_YAML)
+    current = target.read_text() if target.exists() else None
+    # an unmarked copy identical to the source is one that an older tp wrote: managed too
+    managed = current is None or current.startswith(_MARK) or (
+        SOURCE_YAML.exists() and current == SOURCE_YAML.read_text())
+    if run_log_level is None:
+        found = re.search(r"(?m)^\s*python_log_level:\s*(\S+)", current or "") if managed else None
+        run_log_level = found.group(1) if found else "INFO"
+    want = instance_yaml(run_log_level)
+    if managed and current != want:
+        target.write_text(want)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -34,7 +34,32 @@ class Settings:
         return self.home / "run"
 
 
+def isolate_mlflow_credentials() -> None:
+    """Move a user and password out of an http(s) MLFLOW_TRACKING_URI into MLflow's own
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (this process and those it starts).
+
+    MLflow quotes the tracking URI in its errors and logs; without credentials in it, a
+    password cannot reach a message, the Dagster event log or a command line. (Database URIs
+    keep theirs: SQLAlchemy needs them there, and masks them itself.)
+    """
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return
+    host = parts.netloc.rsplit("@", 1)[1]
+    if parts.username:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
+    if parts.password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    os.environ["MLFLOW_TRACKING_URI"] = urlunsplit(parts._replace(netloc=host))
+
+
 def get_settings() -> Settings:
+    isolate_mlflow_credentials()
     home = Path(os.environ.get("TP_HOME") or "./.tp").expanduser().resolve()
     device = (os.environ.get("TP_DEVICE") or "auto").strip().lower()
     if device not in DEVICES:

@@ -22,14 +22,13 @@ from dagster import (
     asset,
 )
 
-from ..core.timeframes import TIMEFRAMES
+from ..core.timeframes import RESAMPLED, TIMEFRAMES
 from ..resources import MarketDB, MarketSource
 from .partitions import market_backfill_policy, market_partitions, month_bounds, split_keys
 
 GROUP = "market_data"
 OHLCV_KEY = AssetKey(["market", "ohlcv"])
-# resampled chain: each reads the finest stored timeframe below it that divides it
-RESAMPLED = ["5m", "15m", "30m", "1h", "4h", "1d"]
+# resampled chain (RESAMPLED): each reads the coarsest listed timeframe below it that divides it
 US = 1_000_000
 
 
@@ -125,19 +124,25 @@ class OhlcvConfig(Config):
     refetch: bool = False  # fetch whole months again (corrections), not only what is missing
 
 
-def _missing_ranges(store, symbol, tf, start, end, refetch):
+def _missing_ranges(store, info, tf, start, end, refetch):
+    """What the store lacks of [start, end): the part before the first stored candle and the part
+    after the last one, each only if the market trades in it."""
+    from ..core.calendars import open_between
+
     if refetch:
         return [(start, end)]
-    st = store.candle_stats(symbol, tf, start, end)
+    st = store.candle_stats(info.symbol, tf, start, end)
     if st["rows"] == 0:
         return [(start, end)]
     step = timedelta(seconds=TIMEFRAMES[tf])
     ranges = []
-    if st["first_ts"] > start + step:
+    if st["first_ts"] > start:
         ranges.append((start, st["first_ts"]))
     if st["last_ts"] + step < end:
         ranges.append((st["last_ts"] + step, end))
-    return ranges
+    return [(a, b) for a, b in ranges
+            if open_between(info.category, info.exchange, int(a.timestamp() * US), int(b.timestamp() * US),
+                            TIMEFRAMES[tf])]
 
 
 @asset(
@@ -169,7 +174,7 @@ def ohlcv(context: AssetExecutionContext, config: OhlcvConfig, market_db: Market
                 end = min(end, now)
                 if end <= start:
                     continue
-                for a, b in _missing_ranges(store, symbol, tf, start, end, config.refetch):
+                for a, b in _missing_ranges(store, info, tf, start, end, config.refetch):
                     try:
                         raw = source.fetch(info, tf, a, b)
                     except PlatformError as e:
@@ -211,28 +216,36 @@ def _resampled_asset(tf: str, parent: AssetKey):
         now = _now()
         tf_s = TIMEFRAMES[tf]
         totals, series, skipped, errors = WriteResult(), {}, [], []
+        incomplete, incomplete_at = 0, {}
         with market_db.open() as store:
             for info, months in _run_symbols(context, store, errors):
                 symbol = info.symbol
-                if tf not in info.timeframes or TIMEFRAMES[info.base_timeframe] >= tf_s:
+                lower = info.resample_source(tf)
+                if lower is None:
                     skipped.append(symbol)
                     continue
-                lower = max((t for t in info.timeframes if TIMEFRAMES[t] < tf_s and tf_s % TIMEFRAMES[t] == 0),
-                            key=TIMEFRAMES.__getitem__)
-                last = store.candle_stats(symbol, lower)["last_ts"]
-                horizon = int((last.timestamp() + TIMEFRAMES[lower]) * US) if last else 0
                 for month in months:
                     start, end = month_bounds(month)
                     lower_c = store.read_candles(symbol, lower, start, end)
                     out = resample(
-                        lower_c, TIMEFRAMES[lower], tf_s, now_us=int(now.timestamp() * US), horizon_us=horizon,
+                        lower_c, TIMEFRAMES[lower], tf_s, now_us=int(now.timestamp() * US),
                         market_open=lambda ts, s, info=info: slot_open(info.category, info.exchange, ts, s),
                     )
-                    totals = totals + store.write_candles(symbol, tf, out, source=f"resample:{lower}")
+                    if out.incomplete:
+                        incomplete += out.incomplete
+                        incomplete_at.setdefault(symbol, datetime.fromtimestamp(
+                            out.incomplete_first_ts / US, timezone.utc).isoformat())
+                    totals = totals + store.write_candles(symbol, tf, out.candles, source=f"resample:{lower}")
                 series[(symbol, tf)] = (info, month_bounds(months[0])[0], month_bounds(months[-1])[1])
+            if incomplete:
+                context.log.warning("%d %s bucket(s) not written: a lower-timeframe candle is missing while the "
+                                    "market was open (first: %s); a later run writes them once the candles arrive",
+                                    incomplete, tf, incomplete_at)
             return _finish(context, store, series, totals, now, errors, {
                 "skipped_symbols": MetadataValue.json(skipped),
                 "note": f"symbols without {tf} above their base timeframe are skipped" if skipped else "",
+                "incomplete_buckets": incomplete,
+                "incomplete_first": MetadataValue.json(incomplete_at),
             })
 
     return _asset

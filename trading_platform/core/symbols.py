@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import InvalidInput
-from .timeframes import TIMEFRAMES, finest, parse_timeframe
+from .timeframes import RESAMPLED, TIMEFRAMES, finest, parse_timeframe
 
 # The documented character set: letters, digits and . _ - / : = ^ @ +
 # (covers BTC/USDT, BTC/USDT:USDT, EURUSD=X, ^GSPC, BRK.B, GC=F, BTC-USD).
@@ -106,3 +106,12 @@ class SymbolInfo:
     def base_timeframe(self) -> str:
         """The finest listed timeframe: the one fetched from the source."""
         return finest(self.timeframes)
+
+    def resample_source(self, timeframe: str) -> str | None:
+        """The listed timeframe ``timeframe`` is resampled from (the coarsest listed one below it that
+        divides it), or None when it is not derived (the base timeframe, ``1w``, or not listed)."""
+        tf_s = TIMEFRAMES[timeframe]
+        if timeframe not in self.timeframes or timeframe not in RESAMPLED:
+            return None
+        lower = [t for t in self.timeframes if TIMEFRAMES[t] < tf_s and tf_s % TIMEFRAMES[t] == 0]
+        return max(lower, key=TIMEFRAMES.__getitem__) if lower else None

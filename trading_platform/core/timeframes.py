@@ -20,6 +20,9 @@ TIMEFRAMES: dict[str, int] = {
     "1d": 86400,
     "1w": 604800,
 }
+# timeframes derived by resampling when a symbol lists them above its base timeframe
+# (weekly candles are not: weeks straddle months)
+RESAMPLED = ("5m", "15m", "30m", "1h", "4h", "1d")
 
 _ALIASES: dict[str, str] = {}
 for _name, _secs in TIMEFRAMES.items():

@@ -95,6 +95,10 @@ def parse_spec(spec: str, field: str = "source") -> tuple[str, str]:
         )
     if kind == "files" and not arg:
         raise InvalidInput(f"{field}: files source needs a directory: files:/path/to/dir", field=field)
+    if kind == "postgres":
+        from .postgres import parse_table_arg
+
+        parse_table_arg(arg, field=field)
     if kind == "synthetic" and arg and not arg.lstrip("-").isdigit():
         raise InvalidInput(f"{field}: synthetic seed must be an integer, got {arg!r}", field=field)
     return kind, arg
@@ -103,7 +107,8 @@ def parse_spec(spec: str, field: str = "source") -> tuple[str, str]:
 def build_source(spec: str, *, dsn: str | None = None, seed: int = 7) -> CandleSource:
     """A source from a spec ``kind[:argument]``.
 
-    synthetic[:SEED] · files:DIRECTORY · postgres[:TABLE] (DSN from ``dsn``) ·
+    synthetic[:SEED] · files:DIRECTORY · postgres[:TABLE] (a ``{timeframe}`` template, default
+    ``ohlcv_{timeframe}``, or ``TABLE?timeframe_column=COL``; DSN from ``dsn``) ·
     ccxt[:EXCHANGE_ID] · yahoo · auto (crypto via ccxt on the symbol's exchange,
     forex and stocks via Yahoo).
     """
@@ -117,11 +122,11 @@ def build_source(spec: str, *, dsn: str | None = None, seed: int = 7) -> CandleS
 
         return FileSource(arg)
     if kind == "postgres":
-        from .postgres import PostgresTableSource
+        from .postgres import DEFAULT_TABLE, PostgresTableSource
 
         if not dsn:
             raise InvalidInput("postgres source needs a DSN (TP_SOURCE_DSN)", field="source_dsn")
-        return PostgresTableSource(dsn, table=arg or "ohlcv_1h")
+        return PostgresTableSource(dsn, table=arg or DEFAULT_TABLE)
     if kind == "ccxt":
         from .exchange import CcxtSource
 

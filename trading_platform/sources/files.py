@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -18,6 +19,9 @@ from ..core.symbols import SymbolInfo
 from ..core.timeframes import parse_timeframe
 from ..errors import InvalidInput
 from .base import CandleSource
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def file_stem(symbol: str, timeframe: str) -> str:
@@ -55,9 +59,13 @@ def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
 
 
 class FileSource(CandleSource):
+    """Each file is read and parsed once per source object (one load: an asset run builds one),
+    however many months are fetched from it; a file changed on disk is read again."""
+
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.name = f"files:{self.directory}"
+        self._parsed: dict[Path, tuple[tuple[int, int], pd.DataFrame, "np.ndarray"]] = {}
 
     def path_for(self, symbol: str, timeframe: str) -> Path:
         stem = file_stem(symbol, timeframe)
@@ -70,11 +78,20 @@ class FileSource(CandleSource):
             field="path",
         )
 
-    def fetch(self, info: SymbolInfo, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+    def _read(self, path: Path):
         from ..core.candles import parse_timestamps, standardize_columns
 
-        df = standardize_columns(read_ohlcv_file(self.path_for(info.symbol, timeframe)), str(self.directory))
-        ts = parse_timestamps(df["ts"])
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._parsed.get(path)
+        if cached is None or cached[0] != stamp:
+            df = standardize_columns(read_ohlcv_file(path), str(self.directory))
+            cached = (stamp, df, parse_timestamps(df["ts"]))
+            self._parsed[path] = cached
+        return cached[1], cached[2]
+
+    def fetch(self, info: SymbolInfo, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        df, ts = self._read(self.path_for(info.symbol, timeframe))
         lo, hi = int(start.timestamp() * 1e6), int(end.timestamp() * 1e6)
         # unparseable times (-1) stay in, so they are quarantined with their reason
         keep = (ts == -1) | ((ts >= lo) & (ts < hi))

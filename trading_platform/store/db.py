@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import struct
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ import numpy as np
 from ..core.candles import VALUE_COLUMNS, Normalized, Reject, normalize_candles, reject_json
 from ..core.symbols import SymbolInfo, validate_symbol
 from ..core.timeframes import parse_timeframe
-from ..errors import InvalidInput, StoreUnavailable, UnknownSymbol
+from ..errors import InvalidInput, StoreUnavailable, UnknownSymbol, redact_secrets
 from .migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,7 @@ _COPY_TRAILER = struct.pack(">h", -1)
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced by ``***`` (URI and key=value forms)."""
-    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    dsn = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.I)
-    return dsn
+    return redact_secrets(dsn)
 
 
 def describe_dsn(dsn: str) -> str:
@@ -306,11 +303,24 @@ class MarketStore:
 
     def write_rejects(self, symbol: str | None, timeframe: str | None, source: str,
                       rejects: list[Reject]) -> None:
-        with self.conn.cursor() as cur, cur.copy(
-            "COPY ingest_rejects (symbol, timeframe, source, raw, reason) FROM STDIN"
-        ) as cp:
-            for r in rejects:
-                cp.write_row((symbol, timeframe, source, reject_json(r), r.reason))
+        """Quarantine rows; a row already quarantined for the same symbol, timeframe and source (the same
+        file re-ingested, say) is stored once (unique key: symbol, timeframe, source, md5 of the raw row)."""
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS _rejects_stage (symbol text, timeframe text, source text, "
+            "raw jsonb, reason text) ON COMMIT DELETE ROWS"
+        )
+        with self.conn.transaction():
+            with self.conn.cursor() as cur, cur.copy(
+                "COPY _rejects_stage (symbol, timeframe, source, raw, reason) FROM STDIN"
+            ) as cp:
+                for r in rejects:
+                    cp.write_row((symbol, timeframe, source, reject_json(r), r.reason))
+            self.conn.execute(
+                "INSERT INTO ingest_rejects (symbol, timeframe, source, raw, reason) "
+                "SELECT symbol, timeframe, source, raw, reason FROM _rejects_stage "
+                "ON CONFLICT DO NOTHING"
+            )
+            self.conn.execute("TRUNCATE _rejects_stage")
 
     # ---- candles: read -----------------------------------------------------
     def read_candles(self, symbol: str, timeframe: str, start: datetime | None = None,

@@ -159,6 +159,59 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS predictions_model_role_idx ON predictions (model_name, role, symbol, ts);
         """,
     ),
+    (
+        6,
+        "ingest_rejects keyed: a re-ingestion stores a rejected row once",
+        """
+        DELETE FROM ingest_rejects WHERE id IN (
+            SELECT id FROM (
+                SELECT id, row_number() OVER (
+                    PARTITION BY coalesce(symbol, ''), coalesce(timeframe, ''), source, md5(raw::text)
+                    ORDER BY id) AS n
+                FROM ingest_rejects) d
+            WHERE d.n > 1);
+        CREATE UNIQUE INDEX IF NOT EXISTS ingest_rejects_key ON ingest_rejects
+            (coalesce(symbol, ''), coalesce(timeframe, ''), source, md5(raw::text));
+        """,
+    ),
+    (
+        7,
+        "the symbol reference covers renames",
+        """
+        -- renaming a candle's symbol (UPDATE ohlcv SET symbol = ...) to one not in symbols is refused
+        -- like an INSERT (where the statement-level INSERT trigger exists: not on a hypertable,
+        -- whose real foreign key covers updates already)
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'ohlcv_symbols_exist'
+                       AND tgrelid = 'ohlcv'::regclass) THEN
+                DROP TRIGGER IF EXISTS ohlcv_symbols_exist_update ON ohlcv;
+                CREATE TRIGGER ohlcv_symbols_exist_update AFTER UPDATE ON ohlcv
+                    REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION tp_ohlcv_symbols_exist();
+            END IF;
+        END
+        $$;
+
+        -- renaming a symbol in symbols is refused while it has candles (as deleting it is):
+        -- the candles, features and Dagster partitions keep the name
+        CREATE OR REPLACE FUNCTION tp_symbols_keep_referenced() RETURNS trigger
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM ohlcv WHERE symbol = OLD.symbol) THEN
+                RAISE EXCEPTION 'symbol % still has candles in ohlcv; it cannot be %', OLD.symbol,
+                    CASE TG_OP WHEN 'DELETE' THEN 'deleted' ELSE 'renamed' END
+                    USING ERRCODE = 'foreign_key_violation';
+            END IF;
+            RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+        END
+        $fn$;
+        DROP TRIGGER IF EXISTS symbols_keep_referenced_name ON symbols;
+        CREATE TRIGGER symbols_keep_referenced_name BEFORE UPDATE OF symbol ON symbols
+            FOR EACH ROW WHEN (OLD.symbol IS DISTINCT FROM NEW.symbol)
+            EXECUTE FUNCTION tp_symbols_keep_referenced();
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
