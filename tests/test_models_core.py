@@ -12,7 +12,7 @@ from trading_platform.models import evaluation as ev
 from trading_platform.models import regime, signal
 from trading_platform.models.common import (episodes, fit_platt, forward_return_sign, label_times, platt, pump_label,
                                             time_split)
-from trading_platform.models.controls import random_walk_candles
+from trading_platform.models.controls import garch_candles, random_walk_candles, wick_signal_candles
 from trading_platform.models.gate import decide
 from trading_platform.models.regime import REGIMES, RegimeConfig, fit, name_states
 
@@ -60,6 +60,22 @@ def test_no_training_label_reaches_into_the_holdout_on_gapped_markets(category, 
     assert (lts[clock_kept] >= start).any()
 
 
+def test_training_labels_do_not_change_when_the_holdout_changes():
+    """Alter every close from the holdout boundary on: not one training row or label may change."""
+    c = random_walk_candles("X", "forex", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 9, 1, tzinfo=UTC), seed=8)
+    f = _features(c)
+    ts = f["ts"].dt.epoch("us").to_numpy()
+    weekend = np.flatnonzero(np.diff(ts) > 3600 * 1_000_000)
+    start = int(ts[weekend[-3] + 1])  # the holdout opens on a Monday: Friday's labels read its candles
+    t = signal.build_task(f, signal.SignalConfig(), holdout_start_us=start)
+    noise = pl.Series(np.random.default_rng(0).uniform(0.5, 1.5, len(f)))
+    altered = f.with_columns(close=pl.when(pl.col("ts").dt.epoch("us") >= start)
+                             .then(pl.col("close") * noise).otherwise(pl.col("close")))
+    t2 = signal.build_task(altered, signal.SignalConfig(), holdout_start_us=start)
+    assert np.array_equal(t.train, t2.train) and np.array_equal(t.y[t.train], t2.y[t.train])
+    assert not np.array_equal(t.y[t.holdout], t2.y[t2.holdout])  # the alteration does reach the labels
+
+
 def test_the_signal_task_embargoes_on_rows_and_calibrates_before_the_holdout():
     c = random_walk_candles("X", "forex", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 9, 1, tzinfo=UTC), seed=4)
     f = _features(c)
@@ -99,8 +115,18 @@ def test_block_weights_resample_whole_blocks_of_time_across_symbols():
     assert np.array_equal(W[:, 0::3], W[:, 1::3])  # every symbol is cut at the same times
     per_time = W[:, 0::3]
     changes = (np.diff(per_time, axis=1) != 0).sum(axis=1)
-    assert changes.max() <= 2 * 20  # weights change only at block edges (20 blocks of 50)
+    assert changes.max() <= 2 * 20 + 2  # weights change only at block edges (20 blocks of 50, one may wrap)
     assert (W.sum(axis=1) == 3000).all()  # each replicate is as long as the data
+    # circular blocks: the newest and oldest rows are drawn as often as the middle ones
+    many = ev.block_weights(ids, n, 200, 4000, seed=2)
+    ends, middle = many[:, [0, -1]].mean(), many[:, 1400:1600].mean()
+    assert ends == pytest.approx(1.0, abs=0.1) and middle == pytest.approx(1.0, abs=0.1)
+    # chunked replicates are the same replicates, whatever the chunk size
+    a = ev.Bootstrap(ts, 50, 30, seed=3, max_cells=3000 * 7)
+    b = ev.Bootstrap(ts, 50, 30, seed=3)
+    assert a.chunk == 7 and b.chunk == 30
+    assert np.array_equal(a.apply(ev.weighted_mean, np.arange(3000.0)),
+                          np.concatenate([ev.weighted_mean(np.arange(3000.0), W) for W in a.chunks()]))
 
 
 def _bootstrap_coverage(block_len, n_markets=60):
@@ -180,16 +206,28 @@ def test_a_champion_is_scored_only_on_rows_after_its_training_end_or_refit():
     task, rng = _task()
     ho = task.holdout
     p = _probs(task.y, rng, 0.8)
+    weak = _probs(task.y, rng, 0.1)  # what the champion's configuration gives when refit here
     seen = []
     champion = clf.Champion("3", int(task.ts_us[ho][-50]), predict=lambda rows: seen.append(rows) or p[rows],
-                            refit=lambda: (lambda rows: p[rows]))
+                            refit=lambda: (lambda rows: weak[rows]))
     d = clf.gate(task, p[ho], clf.default_policy(n_boot=200), champion)
     assert d.champion_mode == "refit" and not seen  # 49 rows after its training end: too few, so refit
-    assert "refit" in d.champion_note and d.get("vs_champion").rows == len(ho)
+    c = d.get("vs_champion")
+    assert "refit" in c.against and c.rows == len(ho) and c.improvement > 0.1 and d.alias == "champion"
+    # the fitted champion on the rows after its training data end, and only those
     champion = clf.Champion("3", int(task.ts_us[ho][300]), predict=lambda rows: seen.append(rows) or p[rows])
     d = clf.gate(task, p[ho], clf.default_policy(n_boot=200), champion)
     assert d.champion_mode == "scored" and len(seen[0]) == len(ho) - 301
     assert task.ts_us[seen[0]].min() > task.ts_us[ho][300]
+    assert d.get("vs_champion").improvement == 0 and d.alias == "challenger"  # the same model is not better
+    # a champion whose configuration is this version's: the refit would be this version, the baselines decide
+    same = clf.Champion("3", int(task.ts_us[ho][-50]), predict=lambda rows: p[rows], same_config=True)
+    d = clf.gate(task, p[ho], clf.default_policy(n_boot=200), same)
+    assert d.get("vs_champion") is None and "baselines" in d.champion_note and d.alias == "champion"
+    # one that records neither window nor configuration (registered before they were recorded): baselines decide
+    legacy = clf.Champion("1", None, predict=lambda rows: p[rows])
+    d = clf.gate(task, p[ho], clf.default_policy(n_boot=200), legacy)
+    assert d.champion_mode == "unavailable" and "no training window" in d.champion_note and d.alias == "champion"
 
 
 def test_gate_decisions_need_every_baseline():
@@ -264,12 +302,15 @@ def _regime_frame(X):
     return pl.DataFrame({"ts": ts, "logret_1": X[:, 0], "vol_20": X[:, 1], "close": np.exp(np.cumsum(X[:, 0]))})
 
 
-def test_the_regime_gate_promotes_real_regimes_and_refuses_a_random_walk():
-    real = regime.train_and_gate(_regime_frame(_regime_data(1, 6000)), RegimeConfig(), policy=regime.gate_policy(
-        n_boot=300))
-    assert real.decision.alias == "champion" and real.decision.get("vs_var1").lower > 0
-    c = random_walk_candles("X", "crypto", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC), 5)
-    rw = regime.train_and_gate(_features(c), RegimeConfig(), policy=regime.gate_policy(n_boot=300))
+def test_the_regime_gate_promotes_volatility_regimes_and_refuses_a_random_walk():
+    """Through the features (vol_20 is a rolling window, as in production): the HMM must predict the
+    next return's distribution better than the VAR(1), which gives it one constant variance."""
+    policy = regime.gate_policy(n_boot=300)
+    g = regime.train_and_gate(_features(garch_candles(datetime(2024, 1, 1, tzinfo=UTC), 8784, 1)), RegimeConfig(),
+                              policy=policy)
+    assert g.decision.alias == "champion" and g.decision.get("vs_var1").lower > 0
+    c = random_walk_candles("X", "crypto", datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC), 5)
+    rw = regime.train_and_gate(_features(c), RegimeConfig(), policy=policy)
     assert rw.decision.alias == "challenger" and "VAR(1)" in rw.decision.reason
 
 
@@ -290,5 +331,15 @@ def test_random_walk_signal_models_and_the_reversal_rule_are_not_promoted(seed, 
                               policy=clf.default_policy(n_boot=300))
     assert t.decision.alias == "challenger", t.decision.reason
     rule = clf.RuleClassifier.fit(t.task, "reversal_60")
-    d = clf.gate(t.task, rule.predict_rows(t.task, t.task.holdout), clf.default_policy(n_boot=300))
+    others = [n for n in t.task.rules if n != "reversal_60"]  # its own baselines: the base rate, the other rules
+    d = clf.gate(t.task, rule.predict_rows(t.task, t.task.holdout), clf.default_policy(n_boot=300), rules=others)
     assert d.alias == "challenger", d.reason
+
+
+def test_a_planted_signal_is_found_and_promoted():
+    """Power, not only refusal: a long lower wick means the next bar drifts up. The signal model reads
+    candle shapes, no momentum or reversal rule can: it must pass every baseline."""
+    c = wick_signal_candles(datetime(2024, 1, 1, tzinfo=UTC), 17544, seed=1, strength=2.0)  # two years
+    t = signal.train_and_gate(_features(c), signal.SignalConfig(), policy=clf.default_policy(n_boot=300))
+    assert t.decision.alias == "champion", t.decision.reason
+    assert t.decision.get("vs_best_rule").lower > 0.01

@@ -22,6 +22,11 @@ class PumpTrainConfig(Config):
     n_estimators: int = 300
     max_depth: int = 4
     learning_rate: float = 0.05
+    min_child_weight: float = 5.0
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    reg_lambda: float = 5.0
+    early_stopping_rounds: int = 30
     holdout_frac: float = 0.2
     calibration_frac: float = 0.25
     min_episodes: int = 10
@@ -67,9 +72,9 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
                                   "materialize `features` first")
     device = resolve_device(model_server.device)
     champion = classifier_champion(
-        client, model_server, name,
+        client, model_server, name, cfg,
         features=lambda loaded, tags, task: align_columns(loaded, task.columns, task.X),
-        refit=lambda c, task: pump.fit(task, pump.PumpConfig(**c), device))
+        refit=lambda c, task: pump.fit(task, c, device), log=context.log)
     policy = clf.default_policy(n_boot=config.n_boot, margins={
         "vs_base_rate": config.min_improvement_log_loss, "vs_best_rule": config.min_improvement_auc,
         "vs_champion": config.min_improvement_vs_champion})

@@ -28,7 +28,7 @@ class RegimeTrainConfig(Config):
        kinds={"hmmlearn", "mlflow"}, group_name=GROUP,
        description="4-state Gaussian HMM on returns and volatility, states named by their statistics "
                    "(bull, bear, sideways, high_volatility); gated on held-out log-likelihood against a Gaussian "
-                   "VAR(1). Registered as regime_hmm.<symbol>.")
+                   "VAR(1) on the density of the next return. Registered as regime_hmm.<symbol>.")
 def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market_db: MarketDB,
                mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
     import pandas as pd
@@ -37,8 +37,8 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
     from ..models.common import EvaluationError
     from ..models.registry import registered_name
     from ..models.tracking import log_and_register
-    from .training import (check_lineage, current_champion, data_end_us, evaluation_failure, pure_config,
-                           recorded_config, result, run_tags, symbol_frame, version_tags)
+    from .training import (check_lineage, config_of, current_champion, data_end_us, evaluation_failure,
+                           pure_config, recorded_config, result, run_tags, symbol_frame, version_tags)
 
     symbol = context.partition_key
     tf, frame = symbol_frame(market_db, symbol, config.timeframe)
@@ -48,13 +48,11 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
     client = mlflow.client()
     check_lineage(client, name, target)
     champion = None
-    found = current_champion(client, model_server, name)
+    found = current_champion(client, model_server, name, context.log)
     if found is not None:
         tags, loaded = found
-        c = recorded_config(tags)
-        champion = regime.RegimeChampion(version=loaded.version, data_end_us=data_end_us(tags),
-                                         loglik_rows=loaded.model.loglik_rows,
-                                         config=regime.RegimeConfig(**c) if c else None)
+        champion = regime.RegimeChampion(version=loaded.version, data_end_us=data_end_us(tags), model=loaded.model,
+                                         config=config_of(regime.RegimeConfig, recorded_config(tags)))
     policy = regime.gate_policy(n_boot=config.n_boot, margins={"vs_var1": config.min_improvement_vs_var1,
                                                                "vs_champion": config.min_improvement_vs_champion})
     try:
@@ -80,7 +78,7 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
         artifacts={"transition_matrix": model.transitions(), "regime_stats": model.state_stats(),
                    "regime_share": share},
     )
-    return result(info, t.metrics, ["holdout_loglik_per_row", "baseline_loglik_per_row"], {
+    return result(info, t.metrics, ["holdout_return_loglik_per_row", "baseline_return_loglik_per_row"], {
         "transition_matrix": MetadataValue.json(model.transitions()),
         "regime_stats": MetadataValue.json(model.state_stats()), "regime_share": MetadataValue.json(share),
         "target": target})

@@ -25,9 +25,13 @@ SIGNAL_KEY = AssetKey(["models", "signal_lgbm"])
 class SignalTrainConfig(Config):
     timeframe: Optional[str] = None
     horizon: int = 12
-    n_estimators: int = 200
+    n_estimators: int = 300
     learning_rate: float = 0.05
-    num_leaves: int = 15
+    num_leaves: int = 7
+    min_data_in_leaf: int = 100
+    feature_fraction: float = 0.8
+    lambda_l2: float = 10.0
+    early_stopping_rounds: int = 30
     holdout_frac: float = 0.2
     calibration_frac: float = 0.25
     min_episodes: int = 10
@@ -40,10 +44,12 @@ class SignalTrainConfig(Config):
 
 
 def regime_source(client, server, symbol: str, tf: str, holdout_start_us: int):
-    """((name, version, loaded model) | None, why) of the regime inputs a new signal version may use."""
+    """((name, version, loaded model, its holdout start) | None, why) of the regime inputs a new signal
+    version may use: a regime champion of the symbol and timeframe whose training data ends before the
+    signal's holdout. The signal then takes the regime version's holdout boundary as its own."""
     from ..models.gate import iso
     from ..models.registry import champion_version, registered_name
-    from .training import data_end_us
+    from .training import data_end_us, iso_us
 
     name = registered_name("regime_hmm", symbol)
     mv = champion_version(client, name)
@@ -58,8 +64,15 @@ def regime_source(client, server, symbol: str, tf: str, holdout_start_us: int):
         return None, (f"the regime champion {name} v{mv.version} trained on data up to "
                       f"{iso(end) or '(not recorded)'}, not before this holdout ({iso(holdout_start_us)}): trained "
                       "without regime inputs")
-    return (name, str(mv.version), server.load(name, version=str(mv.version))), \
-        f"regime inputs from {name} version {mv.version}"
+    from ..resources.serving import ModelLoadError
+
+    try:
+        loaded = server.load(name, version=str(mv.version))
+    except ModelLoadError as e:
+        return None, f"the regime champion {name} v{mv.version} cannot be loaded ({e}): trained without regime inputs"
+    hs = tags.get("tp.holdout_start")
+    return (name, str(mv.version), loaded, iso_us(hs)), \
+        f"regime inputs from {name} version {mv.version} (holdout from {hs or iso(holdout_start_us)})"
 
 
 @asset(key=SIGNAL_KEY, deps=[FEATURES_KEY, REGIME_KEY], partitions_def=symbol_partitions,
@@ -94,6 +107,8 @@ def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, marke
                         else (None, "use_regime is off: trained without regime inputs"))
     context.log.info(regime_note)
     probs = frame_probs(src[2], frame) if src else None
+    if src and src[3] is not None:
+        hs = src[3]  # one boundary with the regime version whose probabilities are inputs
 
     def champion_features(loaded, tags, task):
         own = regime_input(model_server, tags)  # the champion's own regime version, never the current one
@@ -101,8 +116,8 @@ def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, marke
         ctask = signal.build_task(frame, cfg, own_probs, hs)
         return align_columns(loaded, ctask.columns, ctask.X)
 
-    champion = classifier_champion(client, model_server, name, features=champion_features,
-                                   refit=lambda c, task: signal.fit(task, signal.SignalConfig(**c)))
+    champion = classifier_champion(client, model_server, name, cfg, features=champion_features,
+                                   refit=lambda c, task: signal.fit(task, c), log=context.log)
     policy = clf.default_policy(n_boot=config.n_boot, margins={
         "vs_base_rate": config.min_improvement_log_loss, "vs_best_rule": config.min_improvement_auc,
         "vs_champion": config.min_improvement_vs_champion})

@@ -86,12 +86,16 @@ def evaluation_failure(e: Exception) -> Failure:
     return Failure(description=f"{e} (nothing was registered)")
 
 
-def data_end_us(tags: dict) -> Optional[int]:
-    """The champion's last training data time (``tp.train_data_end``), if recorded."""
+def iso_us(value: Optional[str]) -> Optional[int]:
+    """Epoch microseconds of a recorded ISO time (``...Z``), or None."""
     import numpy as np
 
-    v = tags.get("tp.train_data_end")
-    return int(np.datetime64(v.rstrip("Z"), "us").astype("int64")) if v else None
+    return int(np.datetime64(value.rstrip("Z"), "us").astype("int64")) if value else None
+
+
+def data_end_us(tags: dict) -> Optional[int]:
+    """The champion's last training data time (``tp.train_data_end``), if recorded."""
+    return iso_us(tags.get("tp.train_data_end"))
 
 
 def recorded_config(tags: dict) -> Optional[dict]:
@@ -99,39 +103,63 @@ def recorded_config(tags: dict) -> Optional[dict]:
     return json.loads(raw) if raw else None
 
 
-def current_champion(client, server, name: str):
-    """(version tags, loaded model) of name@champion, or None."""
+def current_champion(client, server, name: str, log=None):
+    """(version tags, loaded model) of name@champion, or None (also when it cannot be loaded: then
+    the log says why and the gate decides on the baselines)."""
     from ..models.registry import champion_version
+    from ..resources.serving import ModelLoadError
 
     mv = champion_version(client, name)
     if mv is None:
         return None
-    return dict(mv.tags or {}), server.load(name, version=str(mv.version))
+    try:
+        return dict(mv.tags or {}), server.load(name, version=str(mv.version))
+    except ModelLoadError as e:
+        if log is not None:
+            log.warning("the champion of %s cannot be loaded (%s): deciding on the baselines", name, e)
+        return None
 
 
-def classifier_champion(client, server, name: str,
+def config_of(cls, recorded: dict | None):
+    """The family config recorded on a version, keeping only the fields this code still knows."""
+    if not recorded:
+        return None
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in recorded.items() if k in known})
+
+
+def classifier_champion(client, server, name: str, cfg,
                         features: Callable[[object, dict, object], object],
-                        refit: Callable[[dict, object], Callable]) -> Callable:
+                        refit: Callable[[object, object], Callable], log=None) -> Callable:
     """The champion for ``classifier.gate``: ``features(loaded, tags, task)`` gives its input matrix over
     the task's rows (with *its own* inputs); ``refit(config, task)`` refits its recorded configuration on
-    the task's training rows and returns the fitted model."""
+    the task's training rows and returns the fitted model. ``cfg`` is the new version's configuration."""
     from ..models.classifier import Champion
+    from ..resources.serving import ModelLoadError
 
-    found = current_champion(client, server, name)
+    found = current_champion(client, server, name, log)
 
     def make(task):
         if found is None:
             return None
         tags, loaded = found
-        X = features(loaded, tags, task)
-        cfg = recorded_config(tags)
+        try:
+            X = features(loaded, tags, task)
+        except ModelLoadError as e:  # e.g. the regime version it was trained with was deleted
+            if log is not None:
+                log.warning("the champion of %s cannot be scored (%s): deciding on the baselines", name, e)
+            return None
+        champ_cfg = config_of(type(cfg), recorded_config(tags))
 
         def refit_on_task():
-            model = refit(cfg, task)
+            model = refit(champ_cfg, task)
             return lambda rows: model.predict(task.X[rows])
 
         return Champion(version=loaded.version, data_end_us=data_end_us(tags),
-                        predict=lambda rows: loaded.predict(X[rows]), refit=refit_on_task if cfg else None)
+                        predict=lambda rows: loaded.predict(X[rows]), refit=refit_on_task if champ_cfg else None,
+                        same_config=champ_cfg == cfg)  # the refit uses this version's inputs: it would be it
 
     return make
 

@@ -124,9 +124,10 @@ class CalibratedClassifier:
 
 def fit_classifier(task: BinaryTask, train_fn: Callable[[np.ndarray, np.ndarray], Any], flavor: str,
                    X: Optional[np.ndarray] = None) -> CalibratedClassifier:
-    """Train on the fit rows, calibrate on the calibration rows (never the holdout)."""
+    """Train on the fit rows (``train_fn(X, y, X_val, y_val)`` may stop early on the calibration rows),
+    calibrate on the calibration rows; never the holdout."""
     X = task.X if X is None else X
-    booster = train_fn(X[task.fit], task.y[task.fit])
+    booster = train_fn(X[task.fit], task.y[task.fit], X[task.cal], task.y[task.cal])
     model = CalibratedClassifier(booster, flavor)
     a, b = fit_platt(model.margin(X[task.cal]), task.y[task.cal])
     model.a, model.b = a, b
@@ -157,12 +158,14 @@ class Champion:
 
     ``predict(rows)`` gives its probabilities for task rows with *its own* inputs (a signal
     version gets its own regime version's probabilities); ``refit()`` refits its configuration
-    on the new version's training rows and returns a predict function (None: cannot)."""
+    on the new version's training rows and returns a predict function (None: cannot);
+    ``same_config``: its configuration is the new version's (a refit would be the new version)."""
 
     version: str
     data_end_us: Optional[int]
     predict: Callable[[np.ndarray], np.ndarray]
     refit: Optional[Callable[[], Callable[[np.ndarray], np.ndarray]]] = None
+    same_config: bool = False
 
 
 def default_policy(**overrides) -> GatePolicy:
@@ -177,31 +180,40 @@ def _auc_fn(y):
 
 
 def gate(task: BinaryTask, p_holdout: np.ndarray, policy: GatePolicy,
-         champion: Optional[Champion] = None, min_episodes: int = 10) -> GateDecision:
-    """Score the new version's holdout probabilities against the base rate, the best rule and the
-    champion (on the holdout rows after its training end, or refit), with the paired bootstrap."""
+         champion: Optional[Champion] = None, min_episodes: int = 10,
+         rules: Optional[list[str]] = None) -> GateDecision:
+    """Score the new version's holdout probabilities against the base rate, the best of the rules
+    (``rules``: all of the task's by default) and the champion (on the holdout rows after its
+    training end, or refit), with the paired block bootstrap."""
     ho = task.holdout
     y = task.y[ho].astype(np.float64)
-    ids, n_times = ev.time_ids(task.ts_us[ho])
-    W = ev.block_weights(ids, n_times, task.block_len, policy.n_boot, policy.seed)
+    boot = ev.Bootstrap(task.ts_us[ho], task.block_len, policy.n_boot, policy.seed)
     rate = task.base_rate()
     comps = [compare("vs_base_rate", f"the training base rate {rate:.4g}", "log_loss", "lower",
-                     lambda p, W: ev.log_loss(y, p, W), p_holdout, np.full(len(ho), rate), W,
+                     lambda p, W: ev.log_loss(y, p, W), p_holdout, np.full(len(ho), rate), boot,
                      policy.margin("vs_base_rate"), policy.confidence)]
-    one = ev.ones(len(ho))
-    rule_auc = {name: float(ev.roc_auc(y, s[ho], one)[0]) for name, s in task.rules.items()}
-    if rule_auc:
-        best = max(rule_auc, key=lambda k: (np.nan_to_num(rule_auc[k], nan=-1), k))
-        comps.append(compare("vs_best_rule", f"the best untrained rule on the holdout ({best})", "roc_auc",
-                             "higher", _auc_fn(y), p_holdout, task.rules[best][ho], W,
+    names = sorted(task.rules) if rules is None else rules
+    if names:
+        best = best_rule(task, names)
+        comps.append(compare("vs_best_rule", f"the best untrained rule on the calibration rows ({best})", "roc_auc",
+                             "higher", _auc_fn(y), p_holdout, task.rules[best][ho], boot,
                              policy.margin("vs_best_rule"), policy.confidence))
-    new_auc = float(ev.roc_auc(y, p_holdout, one)[0])
+    new_auc = float(ev.roc_auc(y, p_holdout, ev.ones(len(ho)))[0])
     champ, mode, note = None, "none", ""
     if champion is not None:
         champ, mode, note = _champion_comparison(task, p_holdout, policy, champion, min_episodes)
     return decide(policy.metric, policy.direction, new_auc, comps, champ, champion_mode=mode, champion_note=note,
                   block_len=task.block_len, n_boot=policy.n_boot, confidence=policy.confidence,
                   holdout_rows=len(ho))
+
+
+def best_rule(task: BinaryTask, names: list[str]) -> str:
+    """The rule a trader would have picked before the holdout: the best ROC AUC on the calibration
+    rows (the most recent training rows; never the holdout, which would flatter the rule)."""
+    y = task.y[task.cal].astype(np.float64)
+    one = ev.ones(len(task.cal))
+    auc = {n: float(ev.roc_auc(y, task.rules[n][task.cal], one)[0]) for n in names}
+    return max(names, key=lambda n: (np.nan_to_num(auc[n], nan=-1.0), n))
 
 
 def _champion_comparison(task: BinaryTask, p_holdout, policy: GatePolicy, champion: Champion, min_episodes: int):
@@ -220,7 +232,7 @@ def _champion_comparison(task: BinaryTask, p_holdout, policy: GatePolicy, champi
 
     return against_champion(policy, version=champion.version, ts_holdout=task.ts_us[ho], block_len=task.block_len,
                             data_end_us=champion.data_end_us, usable=usable, scored=scored,
-                            refit=refit if champion.refit else None)
+                            refit=refit if champion.refit else None, same_config=champion.same_config)
 
 
 # ---- the whole path, shared by the pump and signal models ------------------------------------

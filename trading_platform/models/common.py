@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# stationary features only: price levels (sma, ema, bands, vwap, ath, obv, macd) differ by symbol
+# stationary features with a bounded look-back only: price levels (sma, ema, bands, vwap, ath, obv, macd)
+# differ by symbol, and the all-time-high tracker (ath_dist, bars_since_ath) depends on where the
+# stored history starts, so loading older candles would change a version's inputs for the same rows
 MODEL_FEATURE = re.compile(
     r"^(ret_\d+|logret_\d+|vol_\d+|change_\d+|dist_\w+|rsi_\d+|bb_width_\w+|bb_pctb_\w+|stoch_[kd]_\w+|"
-    r"volume_z_\d+|volume_spike_\d+|max_rise_\d+|ath_dist|bars_since_ath|hl_range|body|upper_wick|lower_wick|"
+    r"volume_z_\d+|volume_spike_\d+|max_rise_\d+|hl_range|body|upper_wick|lower_wick|"
     r"htf_rsi_\d+|htf_bb_pctb_\w+|htf_ret_\d+|htf_dist_\w+)$"
 )
 US = 1_000_000

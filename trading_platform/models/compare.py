@@ -47,8 +47,13 @@ def compare_shadow(store, client, server, name: str, margin: float = 0.005, n_bo
              AND s.model_version = %(s)s AND s.role = 'shadow'
            ORDER BY 2, 1""", {"n": name, "c": str(champ.version), "s": str(shadow.version)}).fetchall()
     base = {"model": name, "champion": str(champ.version), "shadow": str(shadow.version), "family": family}
+    # only rows neither version trained on: after both training data ends
+    ends = [(v.tags or {}).get("tp.train_data_end") for v in (champ, shadow)]
+    after = max((int(np.datetime64(e.rstrip("Z"), "us").astype("int64")) for e in ends if e), default=None)
+    rows = [r for r in rows if after is None or r[1] > after]
     if not rows:
-        return {**base, "rows": 0, "verdict": "no shadow predictions yet: materialize `predictions`"}
+        return {**base, "rows": 0, "verdict": "no shadow predictions after both versions' training data yet: "
+                                              "materialize `predictions` as new candles arrive"}
     symbols = np.array([r[0] for r in rows])
     ts = np.array([r[1] for r in rows], dtype=np.int64)
     since = datetime.fromtimestamp(ts.min() / US, tz=timezone.utc)
@@ -75,16 +80,16 @@ def compare_shadow(store, client, server, name: str, margin: float = 0.005, n_bo
         f = read_features(store.conn, symbol, tf).drop_nulls(list(INPUTS))
         X, fts = f.select(INPUTS).to_numpy(), f["ts"].dt.epoch("us").to_numpy()
         mask = np.isin(fts, ts)
-        c_pred, s_pred = cm.model.loglik_rows(X)[mask], sm.model.loglik_rows(X)[mask]
+        c_pred, s_pred = cm.model.return_loglik_rows(X)[mask], sm.model.return_loglik_rows(X)[mask]
         ts_k = fts[mask]
-        policy = GatePolicy("loglik_per_row", "higher", {"vs_champion": margin}, n_boot=n_boot)
+        if len(ts_k) == 0:
+            return {**base, "rows": 0, "verdict": "no feature rows for the shadow's predictions"}
+        policy = GatePolicy("return_loglik_per_row", "higher", {"vs_champion": margin}, n_boot=n_boot)
         fn = ev.weighted_mean
     else:
         raise InvalidInput(f"{name!r}: family {family!r} cannot be compared", field="name")
-    ids, n_times = ev.time_ids(ts_k)
-    W = ev.block_weights(ids, n_times, block, policy.n_boot, policy.seed)
     c = compare("vs_champion", f"champion version {champ.version}", policy.metric, policy.direction, fn, s_pred,
-                c_pred, W, margin, policy.confidence)
+                c_pred, ev.Bootstrap(ts_k, block, policy.n_boot, policy.seed), margin, policy.confidence)
     verdict = ("the shadow beats the champion with support: promote it (tp models promote)" if c.passed else
                "no evidence that the shadow is better than the champion")
     return {**base, "rows": c.rows, "since": iso(int(ts_k.min())), "metric": c.metric,

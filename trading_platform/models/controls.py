@@ -39,3 +39,46 @@ def random_walk_candles(symbol: str, category: str, start: datetime, end: dateti
     lo = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, sd / 2, len(ts))))
     return pl.DataFrame({"ts": pl.Series(ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")), "open": open_,
                          "high": hi, "low": lo, "close": close, "volume": rng.lognormal(3, 0.5, len(ts))})
+
+
+# ---- markets with planted structure: what the gate must be able to find ---------------------
+def garch_candles(start: datetime, n: int, seed: int, omega: float = 2e-7, alpha: float = 0.08,
+                  beta: float = 0.9, timeframe_s: int = 3600) -> pl.DataFrame:
+    """A GARCH(1,1) market (24/7): volatility clusters, the direction does not. A regime model that
+    predicts the next return's spread should beat a constant-variance baseline here."""
+    rng = np.random.default_rng(seed)
+    r, s2 = np.empty(n), omega / (1 - alpha - beta)
+    for i in range(n):
+        r[i] = rng.normal(0, np.sqrt(s2))
+        s2 = omega + alpha * r[i] ** 2 + beta * s2
+    return _candles(start, timeframe_s, r, rng.lognormal(3, 0.5, n))
+
+
+def wick_signal_candles(start: datetime, n: int, seed: int, strength: float = 1.0, vol: float = 0.006,
+                        timeframe_s: int = 3600) -> pl.DataFrame:
+    """A random walk (24/7) whose next bar drifts by ``strength`` standard deviations times the current
+    candle's wick imbalance (a long lower wick: up; a long upper one: down). Every row carries a
+    little information that only a model reading candle shapes can use; no momentum or reversal rule
+    can."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=n)
+    r = rng.normal(0, vol, n)
+    r[1:] += strength * vol * w[:-1]
+    close = 100.0 * np.exp(np.cumsum(r))
+    open_ = np.r_[100.0, close[:-1]]
+    high = np.maximum(open_, close) * (1 + vol * 0.5 * np.exp(-w))
+    low = np.minimum(open_, close) * (1 - vol * 0.5 * np.exp(w) / (1 + vol * np.exp(w)))
+    ts = int(start.timestamp() * 1_000_000) + np.arange(n, dtype=np.int64) * timeframe_s * 1_000_000
+    return pl.DataFrame({"ts": pl.Series(ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")), "open": open_,
+                         "high": high, "low": low, "close": close, "volume": rng.lognormal(3, 0.5, n)})
+
+
+def _candles(start: datetime, timeframe_s: int, r: np.ndarray, volume: np.ndarray, price: float = 100.0):
+    n = len(r)
+    close = price * np.exp(np.cumsum(r))
+    open_ = np.r_[price, close[:-1]]
+    spread = np.abs(r).mean() / 2
+    ts = int(start.timestamp() * 1_000_000) + np.arange(n, dtype=np.int64) * timeframe_s * 1_000_000
+    return pl.DataFrame({"ts": pl.Series(ts, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")), "open": open_,
+                         "high": np.maximum(open_, close) * (1 + spread),
+                         "low": np.minimum(open_, close) * (1 - spread), "close": close, "volume": volume})

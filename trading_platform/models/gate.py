@@ -9,10 +9,11 @@ Anything else is ``challenger``, with the reason. Improvement is always
 "positive = the new version is better": new − other when higher is better,
 other − new when lower is better.
 
-The same code serves every family; what differs is the metric and the baselines
-(``FamilyGate``): classifiers (ROC AUC against the best untrained rule, log loss
-against the base rate), the regime model (held-out log-likelihood per row
-against a Gaussian VAR(1)), forecasters (MAE relative to the naive forecasts).
+The same code serves every family; what differs is the metric and the baselines:
+classifiers (``classifier.gate``: ROC AUC against the best untrained rule, log
+loss against the base rate), the regime model (``regime.train_and_gate``: the
+held-out predictive log-likelihood of the next return against a Gaussian VAR(1)),
+and the forecasters to come (MAE relative to the naive forecasts).
 """
 
 from __future__ import annotations
@@ -86,22 +87,30 @@ class Comparison:
 
 
 def compare(key: str, against: str, metric: str, direction: str, fn: MetricFn, new_pred, other_pred,
-            W: np.ndarray, margin: float, confidence: float) -> Comparison:
-    """Paired comparison: both predictions scored on the same bootstrap replicates."""
-    n = W.shape[1]
-    one = ev.ones(n)
-    new_pt, other_pt = float(fn(new_pred, one)[0]), float(fn(other_pred, one)[0])
-    new_b, other_b = fn(new_pred, W), fn(other_pred, W)
+            boot: ev.Bootstrap, margin: float, confidence: float) -> Comparison:
+    """Paired comparison: both predictions scored on the same bootstrap replicates.
+
+    ``other_pred`` may be a list of predictions: the baseline is then the best of them *in each
+    replicate* (and the best of their point scores), so picking the best rule on the holdout does
+    not make the comparison look surer than it is."""
+    one = ev.ones(boot.rows)
+    others = other_pred if isinstance(other_pred, list) else [other_pred]
+    best = np.nanmax if direction == "higher" else np.nanmin
+    new_pt = float(fn(new_pred, one)[0])
+    other_pt = float(best([fn(o, one)[0] for o in others]))
+    new_b = boot.apply(fn, new_pred)
+    with np.errstate(all="ignore"):
+        other_b = best(np.vstack([boot.apply(fn, o) for o in others]), axis=0)
     sign = 1.0 if direction == "higher" else -1.0
     imp_b = sign * (new_b - other_b)
     imp_b = imp_b[np.isfinite(imp_b)]
     alpha = 1 - confidence
-    if len(imp_b) < 0.9 * len(W):  # most replicates could not score (one class only): no support
+    if len(imp_b) < 0.9 * boot.n_boot:  # most replicates could not score (one class only): no support
         lo = hi = float("nan")
     else:
         lo, hi = (float(q) for q in np.quantile(imp_b, [alpha, 1 - alpha]))
     return Comparison(key, against, metric, direction, new_pt, other_pt, sign * (new_pt - other_pt), lo, hi,
-                      float(margin), int(n))
+                      float(margin), boot.rows)
 
 
 @dataclass
@@ -191,15 +200,14 @@ def decide(metric: str, direction: str, new_score: float, baselines: list[Compar
         return GateDecision("challenger", f"does not beat {c.against} with support: {c.metric} improvement "
                                           f"{c.improvement:+.4g}, lower bound {c.lower:+.4g} <= margin {c.margin:g}",
                             **kw)
-    if champion_mode == "unavailable":
-        return GateDecision("challenger", f"the current champion could not be compared ({champion_note}): "
-                                          "the alias stays", **kw)
     if champion is not None and not champion.passed:
         return GateDecision("challenger", f"beats the baselines but not {champion.against} with support: "
                                           f"{champion.metric} improvement {champion.improvement:+.4g}, lower bound "
                                           f"{champion.lower:+.4g} <= margin {champion.margin:g}", **kw)
     if champion is not None:
         return GateDecision("champion", f"beats the baselines and {champion.against} with support", **kw)
+    if champion_mode != "none":
+        return GateDecision("champion", f"beats every naive baseline with support ({champion_note})", **kw)
     return GateDecision("champion", "first champion: beats every naive baseline with support", **kw)
 
 
@@ -216,34 +224,36 @@ def min_rows(block_len: int) -> int:
 
 def against_champion(policy: GatePolicy, *, version: str, ts_holdout: np.ndarray, block_len: int,
                      data_end_us: int | None, usable: Callable[[np.ndarray], bool],
-                     scored: Callable[[np.ndarray], tuple], refit: Callable[[], tuple] | None):
+                     scored: Callable[[np.ndarray], tuple], refit: Callable[[], tuple] | None,
+                     same_config: bool = False):
     """The champion comparison, like for like, for any family.
 
     The fitted champion is scored on the holdout rows after its own training data end
     (``scored(mask) -> (metric_fn, new_pred, champion_pred)`` on those rows). When that leaves
     too few rows (``usable(mask)`` false), its configuration is refit on the new version's
-    training rows and both are scored on the whole holdout (``refit() -> (...)``).
-    Returns (Comparison | None, mode, note)."""
-    # a champion that records no training window may have trained on any holdout row: refit it
+    training rows and both are scored on the whole holdout (``refit() -> (...)``) — unless its
+    configuration is this version's (``same_config``): the refit would be this version itself, so
+    the baselines decide. A champion that records neither its training window nor its
+    configuration (registered before they were recorded) cannot be compared: the baselines decide,
+    and the note says so. Returns (Comparison | None, mode, note)."""
     after = np.zeros(len(ts_holdout), bool) if data_end_us is None else ts_holdout > data_end_us
     n_after, since, label = int(after.sum()), iso(data_end_us), f"champion version {version}"
     if n_after >= min_rows(block_len) and usable(after):
         fn, new, other = scored(after)
-        ids, n_times = ev.time_ids(ts_holdout[after])
-        W = ev.block_weights(ids, n_times, block_len, policy.n_boot, policy.seed + 1)
-        c = compare("vs_champion", label, policy.metric, policy.direction, fn, new, other, W,
+        boot = ev.Bootstrap(ts_holdout[after], block_len, policy.n_boot, policy.seed + 1)
+        c = compare("vs_champion", label, policy.metric, policy.direction, fn, new, other, boot,
                     policy.margin("vs_champion"), policy.confidence)
         return c, "scored", f"the fitted champion on the {n_after} holdout rows after its training data end {since}"
-    if refit is None:
-        return None, "unavailable", (f"only {n_after} holdout rows after its training data end "
-                                     f"{since or '(not recorded)'} and its configuration is not recorded, so it "
-                                     "cannot be refit")
-    fn, new, other = refit()
-    ids, n_times = ev.time_ids(ts_holdout)
-    W = ev.block_weights(ids, n_times, block_len, policy.n_boot, policy.seed + 1)
-    c = compare("vs_champion", f"{label} refit on this training window", policy.metric, policy.direction, fn, new,
-                other, W, policy.margin("vs_champion"), policy.confidence)
     why = (f"only {n_after} holdout rows after the champion's training data end {since} (need {min_rows(block_len)}, "
            "scorable)" if data_end_us is not None else "the champion records no training window")
+    if same_config:
+        return None, "refit", (f"{why}; its configuration is this version's, so the refit would be this version: "
+                               "decided on the baselines")
+    if refit is None:
+        return None, "unavailable", f"{why} and no configuration to refit: decided on the baselines"
+    fn, new, other = refit()
+    boot = ev.Bootstrap(ts_holdout, block_len, policy.n_boot, policy.seed + 1)
+    c = compare("vs_champion", f"{label} refit on this training window", policy.metric, policy.direction, fn, new,
+                other, boot, policy.margin("vs_champion"), policy.confidence)
     return c, "refit", (f"{why}: its configuration was refit on this version's training rows and both were scored "
                         f"on the whole holdout ({len(ts_holdout)} rows)")

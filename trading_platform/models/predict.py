@@ -28,9 +28,15 @@ def align(model, frame) -> np.ndarray:
 
 
 def regime_input(server, tags: dict) -> tuple[str, str] | None:
-    """(registered name, version) of the regime model a signal version was trained with, if any."""
-    name, version = tags.get("tp.regime_model"), tags.get("tp.regime_model_version")
-    return (name, version) if name and version else None
+    """(registered name, version) of the regime model a signal version was trained with, if any
+    (versions registered before ``tp.regime_model`` was recorded used the symbol's default lineage)."""
+    from .registry import registered_name
+
+    version = tags.get("tp.regime_model_version")
+    if not version:
+        return None
+    name = tags.get("tp.regime_model") or registered_name("regime_hmm", tags.get("tp.symbol"))
+    return name, version
 
 
 def with_regime_columns(server, tags: dict, frame):

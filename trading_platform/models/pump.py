@@ -20,9 +20,14 @@ class PumpConfig:
     horizon: int = 12          # bars
     rise: float = 0.05         # 5 %
     alert_threshold: float = 0.5
-    n_estimators: int = 300
+    n_estimators: int = 300          # at most: early stopping on the calibration rows picks the number
     max_depth: int = 4
     learning_rate: float = 0.05
+    min_child_weight: float = 5.0
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    reg_lambda: float = 5.0
+    early_stopping_rounds: int = 30
     holdout_frac: float = 0.2
     calibration_frac: float = 0.25   # the last part of the training window, for Platt scaling
     min_episodes: int = 10           # pump episodes (and quiet ones) the holdout must hold
@@ -54,15 +59,22 @@ def build_task(frame: pl.DataFrame, cfg: PumpConfig, holdout_start_us: Optional[
 
 
 def train_fn(cfg: PumpConfig, device: str = "cpu") -> Callable:
-    def train(X, y):
+    """XGBoost on the fit rows, stopped early on the calibration rows (the most recent training rows)."""
+    def train(X, y, X_val, y_val):
         import xgboost as xgb
 
         pos = max(int(y.sum()), 1)
         neg = max(len(y) - pos, 1)
-        params = {"objective": "binary:logistic", "eval_metric": "auc", "max_depth": cfg.max_depth,
+        params = {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": cfg.max_depth,
                   "eta": cfg.learning_rate, "scale_pos_weight": neg / pos, "seed": cfg.seed,
+                  "min_child_weight": cfg.min_child_weight, "subsample": cfg.subsample,
+                  "colsample_bytree": cfg.colsample_bytree, "lambda": cfg.reg_lambda,
                   "tree_method": "hist", "device": device, "nthread": 2}
-        return xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=cfg.n_estimators)
+        booster = xgb.train(params, xgb.DMatrix(X, label=y), num_boost_round=cfg.n_estimators,
+                            evals=[(xgb.DMatrix(X_val, label=y_val), "calibration")],
+                            early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
+        # keep only the trees up to the best iteration: what is evaluated is what is saved and served
+        return booster[: booster.best_iteration + 1]
 
     return train
 

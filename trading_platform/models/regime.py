@@ -41,14 +41,15 @@ class RegimeModel:
         self.hmm, self.mean, self.std, self.names = hmm, mean, std, names
 
     feature_names = list(INPUTS)
+    regime_names = list(REGIMES)  # the columns of filtered_proba
 
     def _z(self, X: np.ndarray) -> np.ndarray:
         return (_transform(X) - self.mean) / self.std
 
-    def _forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Filtered state probabilities (model's state order) and each row's one-step predictive
-        log-likelihood log p(x_t | x_1..x_{t-1}), in the transformed input space (log volatility),
-        so that it compares with any other model of the same inputs."""
+    def _forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Filtered state probabilities (model's state order), the predictive state probabilities
+        P(state_t | x_1..x_{t-1}), and each row's one-step predictive log-likelihood
+        log p(x_t | x_1..x_{t-1}) in the transformed input space (log volatility)."""
         from scipy.stats import multivariate_normal
 
         Z = self._z(X)
@@ -58,16 +59,17 @@ class RegimeModel:
         top = loglik.max(axis=1, keepdims=True)
         lik = np.exp(loglik - top)  # scaled per row; the scale comes back in the log-likelihood
         A = self.hmm.transmat_
-        proba = np.empty((len(Z), k))
+        proba, priors = np.empty((len(Z), k)), np.empty((len(Z), k))
         ll = np.empty(len(Z))
         prior = self.hmm.startprob_
         for t in range(len(Z)):
+            priors[t] = prior
             p = prior * lik[t]
             s = p.sum()
             proba[t] = p / s if s > 0 else np.full(k, 1.0 / k)
             ll[t] = np.log(s) + top[t, 0] if s > 0 else -np.inf
             prior = proba[t] @ A
-        return proba, ll - np.log(self.std).sum()  # z-scaling's Jacobian: back to the transformed space
+        return proba, priors, ll - np.log(self.std).sum()  # z-scaling's Jacobian: back to the transformed space
 
     def filtered_proba(self, X: np.ndarray) -> np.ndarray:
         """P(state_t | x_1..x_t) per row, columns in REGIMES order."""
@@ -75,8 +77,20 @@ class RegimeModel:
         return self._forward(X)[0][:, order]
 
     def loglik_rows(self, X: np.ndarray) -> np.ndarray:
-        """One-step predictive log-likelihood of each row given the rows before it."""
-        return self._forward(X)[1]
+        """One-step predictive log-likelihood of each row (both inputs) given the rows before it."""
+        return self._forward(X)[2]
+
+    def return_loglik_rows(self, X: np.ndarray) -> np.ndarray:
+        """One-step predictive log-density of each row's 1-bar log return given the rows before it:
+        the mixture over states, weighted by their predicted probabilities, of each state's return
+        distribution. What a regime model is for: the distribution of the next return."""
+        from scipy.stats import norm
+
+        _, priors, _ = self._forward(X)
+        z = (np.asarray(X, dtype=float)[:, 0] - self.mean[0]) / self.std[0]
+        sd = np.sqrt(self.hmm.covars_[:, 0, 0])
+        dens = norm.pdf(z[:, None], self.hmm.means_[None, :, 0], sd[None, :])
+        return np.log(np.maximum((priors * dens).sum(axis=1), 1e-300)) - np.log(self.std[0])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.filtered_proba(X)
@@ -164,7 +178,9 @@ class VAR1:
     """The persistence-aware baseline: a Gaussian VAR(1) on the same transformed inputs,
     x_t = c + A x_{t-1} + e, e ~ N(0, S), fitted by least squares on the training rows.
     Volatility persists, so one i.i.d. Gaussian is a straw man that any mixture beats,
-    even on a random walk; this is not."""
+    even on a random walk; this is not. The gate compares the two on the density of the
+    next return: the VAR(1) knows where the return is expected to be from last bar's inputs
+    but gives it one constant variance; a regime model must know its spread better."""
 
     def __init__(self, X_train: np.ndarray):
         T = _transform(X_train)
@@ -182,6 +198,17 @@ class VAR1:
         if len(T) > 1:
             mean = np.column_stack([np.ones(len(T) - 1), T[:-1]]) @ self.coef
             out[1:] = multivariate_normal(np.zeros(T.shape[1]), self.cov, allow_singular=True).logpdf(T[1:] - mean)
+        return out
+
+    def return_loglik_rows(self, X: np.ndarray) -> np.ndarray:
+        """log p(r_t | x_{t-1}) of the 1-bar log return (its Gaussian marginal under the VAR(1))."""
+        from scipy.stats import norm
+
+        T = _transform(X)
+        out = np.full(len(T), np.nan)
+        if len(T) > 1:
+            mean = np.column_stack([np.ones(len(T) - 1), T[:-1]]) @ self.coef[:, 0]
+            out[1:] = norm.logpdf(T[1:, 0], mean, np.sqrt(self.cov[0, 0]))
         return out
 
 
@@ -233,19 +260,19 @@ MIN_TRAIN_ROWS = 200
 def gate_policy(**overrides):
     from .gate import GatePolicy
 
-    kw = dict(metric="loglik_per_row", direction="higher", margins={"vs_var1": 0.0, "vs_champion": 0.005})
+    kw = dict(metric="return_loglik_per_row", direction="higher", margins={"vs_var1": 0.0, "vs_champion": 0.005})
     kw.update(overrides)
     return GatePolicy(**kw)
 
 
 @dataclass
 class RegimeChampion:
-    """The current champion for the gate: its per-row log-likelihood over the task's rows with its
-    own fitted parameters, and a refit of its configuration on given training rows."""
+    """The current champion for the gate: its fitted model (scored with its own parameters over the
+    task's rows) and its recorded configuration (for a refit on the new training rows)."""
 
     version: str
     data_end_us: int | None
-    loglik_rows: "object"            # Callable[[np.ndarray X], np.ndarray]
+    model: "RegimeModel"
     config: RegimeConfig | None = None
 
 
@@ -288,40 +315,40 @@ def check_rows(frame: pl.DataFrame, cfg: RegimeConfig, what: str, holdout_start_
 def train_and_gate(frame: pl.DataFrame, cfg: RegimeConfig, *, holdout_start_us: int | None = None, policy=None,
                    champion: RegimeChampion | None = None, what: str = "regime_hmm") -> Trained:
     """Split at the symbol's shared holdout boundary, fit on the rows before it, and gate the
-    held-out one-step log-likelihood per row against the VAR(1) and the champion."""
+    held-out one-step predictive log-density of the return per row against the VAR(1) and the
+    champion."""
     from . import evaluation as ev
     from .gate import against_champion, compare, decide
 
     policy = policy or gate_policy()
     X, ts, hs, train, holdout = check_rows(frame, cfg, what, holdout_start_us)
     model = fit(X[train], cfg)
-    ll_new = model.loglik_rows(X)
-    var = VAR1(X[train])
-    ll_var = var.loglik_rows(X)
-    ids, n_times = ev.time_ids(ts[holdout])
-    W = ev.block_weights(ids, n_times, BLOCK_LEN, policy.n_boot, policy.seed)
+    ll_new = model.return_loglik_rows(X)
+    ll_var = VAR1(X[train]).return_loglik_rows(X)
     mean = ev.weighted_mean
-    base = compare("vs_var1", "a Gaussian VAR(1) on the same inputs", "loglik_per_row", "higher", mean,
-                   ll_new[holdout], ll_var[holdout], W, policy.margin("vs_var1"), policy.confidence)
+    boot = ev.Bootstrap(ts[holdout], BLOCK_LEN, policy.n_boot, policy.seed)
+    base = compare("vs_var1", "a Gaussian VAR(1) on the same inputs", "return_loglik_per_row", "higher", mean,
+                   ll_new[holdout], ll_var[holdout], boot, policy.margin("vs_var1"), policy.confidence)
     champ, mode, note = None, "none", ""
     if champion is not None:
-        ll_champ = champion.loglik_rows(X)
+        ll_champ = champion.model.return_loglik_rows(X)
 
         def refit():
-            other = fit(X[train], champion.config)
-            return mean, ll_new[holdout], other.loglik_rows(X)[holdout]
+            return mean, ll_new[holdout], fit(X[train], champion.config).return_loglik_rows(X)[holdout]
 
         champ, mode, note = against_champion(
             policy, version=champion.version, ts_holdout=ts[holdout], block_len=BLOCK_LEN,
             data_end_us=champion.data_end_us, usable=lambda m: True,
             scored=lambda m: (mean, ll_new[holdout][m], ll_champ[holdout][m]),
-            refit=refit if champion.config is not None else None)
+            refit=refit if champion.config is not None else None, same_config=champion.config == cfg)
     new_score = float(ll_new[holdout].mean())
     decision = decide(policy.metric, policy.direction, new_score, [base], champ, champion_mode=mode,
                       champion_note=note, block_len=BLOCK_LEN, n_boot=policy.n_boot, confidence=policy.confidence,
                       holdout_rows=len(holdout))
     labels = model.regimes(X)
-    metrics = {"holdout_loglik_per_row": new_score, "baseline_loglik_per_row": float(ll_var[holdout].mean()),
+    metrics = {"holdout_return_loglik_per_row": new_score,
+               "baseline_return_loglik_per_row": float(ll_var[holdout].mean()),
+               "holdout_loglik_per_row": float(model.loglik_rows(X)[holdout].mean()),
                "train_rows": len(train), "holdout_rows": len(holdout),
                **{f"share_{r}": float(np.mean(labels == r)) for r in REGIMES}}
     metrics.update(decision.metrics())

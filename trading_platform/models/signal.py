@@ -25,9 +25,13 @@ REGIME_COLUMNS = [f"p_{r}" for r in REGIMES]
 @dataclass
 class SignalConfig:
     horizon: int = 12
-    n_estimators: int = 200
+    n_estimators: int = 300          # at most: early stopping on the calibration rows picks the number
     learning_rate: float = 0.05
-    num_leaves: int = 15
+    num_leaves: int = 7
+    min_data_in_leaf: int = 100      # market labels are noisy: small leaves memorize the noise
+    feature_fraction: float = 0.8
+    lambda_l2: float = 10.0
+    early_stopping_rounds: int = 30
     holdout_frac: float = 0.2
     calibration_frac: float = 0.25
     min_episodes: int = 10
@@ -61,13 +65,20 @@ def build_task(frame: pl.DataFrame, cfg: SignalConfig, regime_probs: Optional[np
 
 
 def train_fn(cfg: SignalConfig, feature_names: Optional[list[str]] = None) -> Callable:
-    def train(X, y):
+    """LightGBM on the fit rows, stopped early on the calibration rows (the most recent training rows)."""
+    def train(X, y, X_val, y_val):
         import lightgbm as lgb
 
-        return lgb.train({"objective": "binary", "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
-                          "verbose": -1, "seed": cfg.seed, "num_threads": 2, "deterministic": True},
-                         lgb.Dataset(X, label=y, feature_name=feature_names or "auto"),
-                         num_boost_round=cfg.n_estimators)
+        params = {"objective": "binary", "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
+                  "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
+                  "feature_fraction_seed": cfg.seed, "lambda_l2": cfg.lambda_l2, "verbose": -1, "seed": cfg.seed,
+                  "num_threads": 2, "deterministic": True}
+        names = feature_names or "auto"
+        booster = lgb.train(params, lgb.Dataset(X, label=y, feature_name=names), num_boost_round=cfg.n_estimators,
+                            valid_sets=[lgb.Dataset(X_val, label=y_val, feature_name=names)],
+                            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+        # keep only the trees up to the best iteration: what is evaluated is what is saved and served
+        return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or -1))
 
     return train
 

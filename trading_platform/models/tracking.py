@@ -29,12 +29,19 @@ def _log_model(flavor: str, model: Any, tmp: str, **kw):
     if flavor == "regime":  # a python_function model around the pickled RegimeModel
         import cloudpickle
 
-        from .pyfunc import ARTIFACT, RegimePyfunc
+        from . import regime
 
-        path = Path(tmp) / f"{ARTIFACT}.pkl"
-        with open(path, "wb") as f:
-            cloudpickle.dump(model, f)
-        return mlflow.pyfunc.log_model(python_model=RegimePyfunc(), artifacts={ARTIFACT: str(path)}, **kw)
+        # by value, and the wrapper as code: the model loads where trading_platform is not installed
+        # (``mlflow models serve`` builds its own environment from the pip requirements)
+        cloudpickle.register_pickle_by_value(regime)
+        try:
+            path = Path(tmp) / "regime_model.pkl"
+            with open(path, "wb") as f:
+                cloudpickle.dump(model, f)
+        finally:
+            cloudpickle.unregister_pickle_by_value(regime)
+        code = Path(__file__).with_name("pyfunc.py")
+        return mlflow.pyfunc.log_model(python_model=str(code), artifacts={"regime_model": str(path)}, **kw)
     raise ValueError(f"unknown flavor {flavor!r}")
 
 

@@ -33,6 +33,7 @@ from pydantic import Field
 log = logging.getLogger(__name__)
 _MEMORY: dict[tuple[str, str, str], Any] = {}
 _ALIASES: dict[tuple[str, str, str], tuple[str, float]] = {}  # (uri, name, alias) -> (version, resolved at)
+UNREACHABLE_RETRY_S = 5.0  # after a failed look-up, the registry is asked again this much later at the earliest
 REGISTRY_CALLS = {"resolve": 0}  # alias look-ups that reached the registry (observable by tests and benchmarks)
 
 
@@ -129,6 +130,8 @@ class ModelServer(ConfigurableResource):
                                      "and no version cached") from None
             log.warning("MLflow unreachable (%s); serving cached %s@%s = version %s", e, name, alias,
                         entry["version"])
+            # asked again only after a while: every attempt can cost the client's timeout
+            _ALIASES[key] = (entry["version"], now - self.alias_ttl_s + max(self.alias_ttl_s, UNREACHABLE_RETRY_S))
             return entry["version"]
         _ALIASES[key] = (version, now)
         known[alias] = {"version": version, "at": now}
