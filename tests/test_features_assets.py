@@ -79,18 +79,20 @@ def test_revised_history_makes_later_features_stale_and_they_are_recomputed(run,
     assert r.updated == 1
     months = [m.strftime("%Y-%m") for m in stale_months(store, BTC, "15m")]
     assert months == ["2025-03", "2025-04"]
-    # the sensor asks for exactly the materialized feature partitions from March on
+    # the sensor asks for one run covering the stored feature months from March on
     ctx = build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)})
     result = features_stale_sensor(ctx)
-    assert sorted(rr.partition_key for rr in result.run_requests) == [
-        str(market_key("BTC/USDT", "2025-03-01")), str(market_key("BTC/USDT", "2025-04-01"))]
+    [req] = result.run_requests
+    assert (req.tags["dagster/asset_partition_range_start"], req.tags["dagster/asset_partition_range_end"]) == (
+        str(market_key("BTC/USDT", "2025-03-01")), str(market_key("BTC/USDT", "2025-04-01")))
     cursor = result.cursor
     again = features_stale_sensor(build_sensor_context(instance=instance, cursor=cursor,
                                                        resources={"market_db": MarketDB(database_url=dsn)}))
     assert not getattr(again, "run_requests", None)  # the same revision is not requested twice
     before = read_features(store.conn, "BTC/USDT", "15m", utc(2025, 4, 1), utc(2025, 5, 1))["obv"]
-    run("2025-03-01", assets=[features])
-    run("2025-04-01", assets=[features])
+    r = materialize([features], instance=instance, resources={"market_db": MarketDB(database_url=dsn)},
+                    tags=req.tags)  # what the sensor's run does: both months, one run
+    assert r.success
     after = read_features(store.conn, "BTC/USDT", "15m", utc(2025, 4, 1), utc(2025, 5, 1))["obv"]
     assert np.allclose(after - before, row.volume[0] * 9) or np.allclose(before - after, row.volume[0] * 9)
     assert stale_months(store, BTC, "15m") == []
@@ -131,3 +133,54 @@ def test_a_gap_in_candles_is_reported_not_bridged(run, store):
     stored = read_features(store.conn, "BTC/USDT", "15m", utc(2025, 3, 12), utc(2025, 3, 12, 7))
     assert stored["ts"][0] == utc(2025, 3, 12, 6)  # no invented rows inside the gap
     assert md["rows"]["BTC/USDT"]["15m"] == 31 * 96 - 24
+
+
+FEATURE_CHECK = ("rsi_14", "ema_200", "sma_200", "macd_hist_12_26_9", "atr_14", "obv", "ath", "ath_dist",
+                 "bars_since_ath", "vol_60", "stoch_d_14_3", "max_rise_12", "volume_spike_48", "htf_rsi_14",
+                 "htf_atr_14", "htf_ts")
+
+
+def _same_as_full(store, month_start, month_end):
+    """Stored features of every timeframe in the month equal the full computation from the first candle."""
+    from trading_platform.features.pipeline import compute_series
+    from trading_platform.features.spec import FeatureSpec
+
+    full = compute_series(store, BTC, FeatureSpec(), month_end)
+    for tf, ref in full.items():
+        ref = ref.filter((pl.col("ts") >= month_start) & (pl.col("ts") < month_end))
+        got = read_features(store.conn, "BTC/USDT", tf, month_start, month_end)
+        assert got["ts"].to_list() == ref["ts"].to_list(), tf
+        for c in FEATURE_CHECK:
+            if c not in ref.columns:
+                continue
+            a, b = got[c].to_numpy(), ref[c].to_numpy()
+            if c == "htf_ts":
+                assert got[c].to_list() == ref[c].to_list(), (tf, c)
+            else:
+                np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-9, atol=1e-9, err_msg=f"{tf} {c}")
+
+
+def test_a_month_continues_from_the_stored_state_and_equals_the_full_computation(run, store):
+    for month in ("2025-01-01", "2025-02-01", "2025-03-01"):
+        md = feature_md(run(month))
+    # March read its own candles and a tail of max_window, not January and February
+    assert md["mode"]["BTC/USDT"]["15m"] == md["mode"]["BTC/USDT"]["1h"] == "incremental"
+    assert "warm-up" in md["mode"]["BTC/USDT"]["1d"]  # 59 daily candles: EMA 200 has no state yet
+    march_15m = store.candle_stats("BTC/USDT", "15m", utc(2025, 3, 1), utc(2025, 4, 1))["rows"]
+    assert march_15m < md["candles_read"]["BTC/USDT"]["15m"] <= march_15m + 202
+    _same_as_full(store, utc(2025, 3, 1), utc(2025, 4, 1))
+    # a correction of a January candle: February's state is stale, so February and March are recomputed
+    row = store.read_candles("BTC/USDT", "15m", utc(2025, 1, 20), utc(2025, 1, 20, 0, 15))
+    store.ingest_frame("BTC/USDT", "15m", row.to_frame().assign(volume=row.volume * 50, high=row.high * 1.3),
+                       "correction")
+    md = feature_md(run("2025-03-01", assets=[features]))
+    assert md["mode"]["BTC/USDT"]["15m"].startswith("full: candles before it were revised")
+    _same_as_full(store, utc(2025, 3, 1), utc(2025, 4, 1))
+    feature_md(run("2025-02-01", assets=[features]))  # what the stale sensor requests
+    md = feature_md(run("2025-03-01", assets=[features]))
+    assert md["mode"]["BTC/USDT"]["15m"] == "incremental"  # February's state is fresh again
+    _same_as_full(store, utc(2025, 3, 1), utc(2025, 4, 1))
+    # asked for: the full computation, whatever the state
+    md = feature_md(run("2025-03-01", assets=[features],
+                        config={"ops": {"features": {"config": {"full_recompute": True}}}}))
+    assert md["mode"]["BTC/USDT"]["1h"] == "full: full_recompute asked"

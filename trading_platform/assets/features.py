@@ -1,9 +1,13 @@
 """The `features` asset: model-ready technical features of every stored timeframe.
 
-Partitioned like the OHLCV it reads (symbol x month). Each run computes the
-series from its first stored candle (cumulative features such as OBV and the
-all-time high depend on all of it) and replaces the run's months in the
-``features`` table, so re-materializing is idempotent.
+Partitioned like the OHLCV it reads (symbol x month). A run replaces its months
+in the ``features`` table, so re-materializing is idempotent. It continues from
+the state stored with the last feature row before its first month (recursions,
+OBV, the all-time high) and reads only its months' candles plus a tail of
+``max_window`` candles, so its cost does not depend on how many years precede
+it. It computes from the first stored candle only when that state is missing or
+stale (the previous month was never materialized, or candles before it were
+revised since) or when asked (``full_recompute``); the metadata says which.
 """
 
 from typing import List
@@ -52,6 +56,7 @@ class FeaturesConfig(Config):
     ath: bool = True
     candle: bool = True
     context: List[str] = list(_DEFAULT.context)
+    full_recompute: bool = False  # recompute from the first stored candle even when the stored state is usable
 
     @model_validator(mode="after")
     def _valid(self):
@@ -93,7 +98,7 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
                 errors.append(UnknownSymbol(symbol).message)
                 continue
             ranges = [month_bounds(m) for m in months]
-            rep = materialize(store, info, spec, ranges)
+            rep = materialize(store, info, spec, ranges, full_recompute=config.full_recompute)
             reports[symbol] = rep
             for tf, n in rep["rows"].items():
                 candles = sum(store.candle_stats(symbol, tf, a, b)["rows"] for a, b in ranges)
@@ -112,6 +117,8 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
         "too_little_history": MetadataValue.json(
             {s: r["too_little_history"] for s, r in reports.items() if r["too_little_history"]}),
         "spec": MetadataValue.json(spec.to_dict()),
+        "mode": MetadataValue.json({s: r["mode"] for s, r in reports.items()}),
+        "candles_read": MetadataValue.json({s: r["rows_read"] for s, r in reports.items()}),
     }
     for s, r in reports.items():
         for tf, g in r["gaps"].items():

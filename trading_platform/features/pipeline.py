@@ -48,25 +48,132 @@ def compute_series(store, info: SymbolInfo, spec: FeatureSpec, until: datetime) 
     return out
 
 
-def materialize(store, info: SymbolInfo, spec: FeatureSpec, ranges: list[tuple[datetime, datetime]]) -> dict:
-    """Compute and store the features of ``info`` for each [start, end) range; returns a report."""
+def _spans(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Contiguous spans of the (sorted) month ranges of a run."""
+    out: list[list[datetime]] = []
+    for a, b in sorted(ranges):
+        if out and out[-1][1] >= a:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _continue(store, info: SymbolInfo, tf: str, spec: FeatureSpec, prev: dict, until: datetime | None):
+    """Features of the candles after the stored row ``prev`` (and before ``until``), continued from its
+    state and a tail of ``max_window`` candles: (frame, candles read), or None when the row has no
+    state to continue from (still in warm-up, or the spec changed)."""
+    last_ts = prev["ts"]
+    new = store.read_candles(info.symbol, tf, last_ts + timedelta(microseconds=1), until)
+    if len(new) == 0:
+        return None, 0
+    tail = store.read_candles_tail(info.symbol, tf, last_ts, spec.max_window + 1)
+    frame = to_polars(tail, info.symbol, tf).vstack(to_polars(new, info.symbol, tf))
+    try:
+        return compute_features(frame, spec, state={**prev, "_row": len(tail) - 1}), len(tail) + len(new)
+    except ValueError:
+        return False, len(tail) + len(new)
+
+
+def _state_before(store, info: SymbolInfo, tf: str, start: datetime) -> tuple[dict | None, str]:
+    """The stored feature row a computation from ``start`` can continue from, or (None, why not)."""
+    prev = read_features(store.conn, info.symbol, tf, end=start, last=1)
+    if len(prev) == 0:
+        return None, "no stored features before it"
+    row = prev.row(0, named=True)
+    before = store.read_candles_tail(info.symbol, tf, start - timedelta(microseconds=1), 1)
+    if len(before) and int(before.ts_us[-1]) != int(prev["ts"].dt.epoch("us")[0]):
+        return None, "the previous month's features are incomplete"
+    revised = store.conn.execute(
+        "SELECT 1 FROM ohlcv_revisions WHERE symbol = %s AND timeframe = %s AND first_ts <= %s "
+        "AND revised_at > %s LIMIT 1", (info.symbol, tf, row["ts"], row["computed_at"])).fetchone()
+    if revised:
+        return None, "candles before it were revised after its state was stored"
+    return row, ""
+
+
+def _with_context(store, info: SymbolInfo, tf: str, df: pl.DataFrame, spec: FeatureSpec,
+                  htf_frame: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Join the next higher timeframe's features as of their last closed candle: from ``htf_frame``
+    when it was computed in this run from the first candle, else from the store."""
+    htf = higher_timeframe(info, tf)
+    if not htf or len(df) == 0:
+        return df
+    ctx = htf_frame
+    if ctx is None:
+        back = timedelta(seconds=max(2 * TIMEFRAMES[htf], 4 * 86_400))  # weekends included
+        ctx = read_features(store.conn, info.symbol, htf, df["ts"][0] - back, df["ts"][-1] + timedelta(seconds=1))
+    if len(ctx) == 0:
+        return df
+    return join_context(df, ctx, TIMEFRAMES[tf], TIMEFRAMES[htf], spec.context)
+
+
+def compute_span(store, info: SymbolInfo, tf: str, spec: FeatureSpec, start: datetime, end: datetime,
+                 full_recompute: bool = False) -> tuple[pl.DataFrame, dict]:
+    """Features of one timeframe up to ``end`` (without context), and how they were computed.
+
+    Continued from the stored state at the end of the month before ``start`` when it is usable,
+    so the cost does not depend on how much history precedes it (the frame then starts at
+    ``start``); else computed from the first stored candle (the whole series is returned, for the
+    finer timeframes' context). Callers keep ``ts >= start``."""
+    why = "full_recompute asked"
+    if not full_recompute:
+        prev, why = _state_before(store, info, tf, start)
+        if prev is not None:
+            df, read = _continue(store, info, tf, spec, prev, end)
+            if df is None:
+                return pl.DataFrame(), {"mode": "incremental", "rows_read": read, "full": False}
+            if df is not False:
+                return df, {"mode": "incremental", "rows_read": read, "full": False}
+            why = "the stored row before it has no state (warm-up, or another feature spec)"
+    candles = store.read_candles(info.symbol, tf, None, end)
+    if len(candles) == 0:
+        return pl.DataFrame(), {"mode": f"full: {why}", "rows_read": 0, "full": True}
+    df = compute_features(to_polars(candles, info.symbol, tf), spec)
+    return df, {"mode": f"full: {why}", "rows_read": len(candles), "full": True}
+
+
+def materialize(store, info: SymbolInfo, spec: FeatureSpec, ranges: list[tuple[datetime, datetime]],
+                full_recompute: bool = False) -> dict:
+    """Compute and store the features of ``info`` for each [start, end) range; returns a report.
+
+    Coarsest timeframe first, so each finer one can join its context. Each contiguous span of
+    months continues from the stored state before it (``compute_span``)."""
     from ..core.calendars import find_gaps
 
-    until = max(end for _, end in ranges)
-    series = compute_series(store, info, spec, until)
-    report = {"rows": {}, "warmup_rows": {}, "too_little_history": {}, "gaps": {}, "columns": 0}
-    for tf, df in series.items():
-        written = sum(write_features(store.conn, df, info.symbol, tf, a, b) for a, b in ranges)
-        in_range = df.filter(pl.any_horizontal([(pl.col("ts") >= a) & (pl.col("ts") < b) for a, b in ranges]))
-        cols = feature_columns(df)
+    report = {"rows": {}, "warmup_rows": {}, "too_little_history": {}, "gaps": {}, "columns": 0, "mode": {},
+              "rows_read": {}}
+    spans = _spans(ranges)
+    full: dict[tuple[str, datetime], pl.DataFrame] = {}  # whole series computed this run, per (tf, span)
+    for tf in sorted(info.timeframes, key=TIMEFRAMES.__getitem__, reverse=True):
+        parts, modes, read = [], [], 0
+        htf = higher_timeframe(info, tf)
+        for a, b in spans:
+            df, how = compute_span(store, info, tf, spec, a, b, full_recompute)
+            modes.append(how["mode"])
+            read += how["rows_read"]
+            if how["full"] and len(df):
+                full[(tf, a)] = df
+            if len(df):
+                df = df.filter(pl.col("ts") >= a)
+                df = _with_context(store, info, tf, df, spec, full.get((htf, a)) if how["full"] else None)
+                parts.append(df)
+            write_features(store.conn, df, info.symbol, tf, a, b)
+        if read == 0:
+            continue
+        report["mode"][tf] = modes[0] if len(set(modes)) == 1 else modes
+        report["rows_read"][tf] = read
+        in_range = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+        report["rows"][tf] = len(in_range)
+        if not len(in_range):
+            continue
+        cols = feature_columns(in_range)
         report["columns"] = max(report["columns"], len(cols))
-        report["rows"][tf] = written
         report["warmup_rows"][tf] = int(in_range.select(pl.any_horizontal(pl.col(cols).is_null()).sum()).item())
-        empty = [c for c in cols if df[c].null_count() == len(df)]
+        empty = [c for c in cols if in_range[c].null_count() == len(in_range)]
         if empty:
-            report["too_little_history"][tf] = f"{len(df)} candles: {', '.join(empty)} all null"
-        ts_us = in_range["ts"].dt.epoch("us").to_numpy()
-        g = find_gaps(info.category, info.exchange, ts_us, TIMEFRAMES[tf])
+            report["too_little_history"][tf] = f"{len(in_range)} rows: {', '.join(empty)} all null"
+        g = find_gaps(info.category, info.exchange, in_range["ts"].dt.epoch("us").to_numpy(), TIMEFRAMES[tf])
         if g["missing"]:
             report["gaps"][tf] = g
     return report
@@ -80,41 +187,22 @@ def update_latest(store, info: SymbolInfo, timeframe: str, spec: FeatureSpec | N
     stored row yet. Returns the rows written.
     """
     spec = spec or FeatureSpec()
-    tf_s = TIMEFRAMES[timeframe]
     last = read_features(store.conn, info.symbol, timeframe, last=1)
     df = None
     if len(last):
-        last_ts = last["ts"][0]
-        new = store.read_candles(info.symbol, timeframe, last_ts + timedelta(microseconds=1), None)
-        if len(new) == 0:
+        df, _ = _continue(store, info, timeframe, spec, last.row(0, named=True), None)
+        if df is None:
             return last.clear()
-        tail = store.read_candles_tail(info.symbol, timeframe, last_ts, spec.max_window + 1)
-        frame = to_polars(tail, info.symbol, timeframe).vstack(to_polars(new, info.symbol, timeframe))
-        state = last.row(0, named=True)
-        state["_row"] = len(tail) - 1
-        try:
-            df = compute_features(frame, spec, state=state)
-        except ValueError:  # the last row is still in warm-up: it has no state to continue from
-            df = None
-    if df is None:
+    if df is None or df is False:
         df = compute_series(store, info, spec, until=FAR_FUTURE).get(timeframe)
         if df is None:
             return last
         if len(last):
             df = df.filter(pl.col("ts") > last["ts"][0])
-        if len(df):
-            write_features(store.conn, df, info.symbol, timeframe, df["ts"][0],
-                           df["ts"][-1] + timedelta(microseconds=1))
-        return df
-    htf = higher_timeframe(info, timeframe)
-    if htf:
-        first_new = df["ts"][0]
-        # the higher candles that can be "last closed" for the new rows (weekends included)
-        back = timedelta(seconds=max(2 * TIMEFRAMES[htf], 4 * 86_400))
-        ctx = read_features(store.conn, info.symbol, htf, first_new - back, None)
-        if len(ctx):
-            df = join_context(df, ctx, tf_s, TIMEFRAMES[htf], spec.context)
-    write_features(store.conn, df, info.symbol, timeframe, df["ts"][0], df["ts"][-1] + timedelta(microseconds=1))
+    else:
+        df = _with_context(store, info, timeframe, df, spec)
+    if len(df):
+        write_features(store.conn, df, info.symbol, timeframe, df["ts"][0], df["ts"][-1] + timedelta(microseconds=1))
     return df
 
 

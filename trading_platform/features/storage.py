@@ -48,9 +48,9 @@ def write_features(conn, df: pl.DataFrame, symbol: str, timeframe: str, start: d
     """Replace the stored features of one series for start <= ts < end with df's rows in that range."""
     from psycopg import sql
 
-    part = df.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    part = df.filter((pl.col("ts") >= start) & (pl.col("ts") < end)) if len(df.columns) else df
     with conn.transaction():
-        cols = ensure_columns(conn, part)
+        cols = ensure_columns(conn, part) if len(part) else []
         conn.execute("DELETE FROM features WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s",
                      (symbol, timeframe, start, end))
         if len(part):
