@@ -53,3 +53,24 @@ def test_a_bad_source_config_fails_at_load_naming_the_field(monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode != 0
     assert "spec: unknown source kind 'carrier-pigeon'" in out.stderr
+
+
+def test_the_code_location_loads_every_standard_way(tmp_path):
+    """One Definitions at module scope: `-m` works as well as workspace.yaml (dagster dev, definitions
+    validate, the UI and the daemon load it these ways)."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    dagster = Path(sys.executable).with_name("dagster")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    for args in (["-m", "trading_platform.definitions"], ["-w", str(root / "workspace.yaml")]):
+        out = subprocess.run([str(dagster), "definitions", "validate", *args], capture_output=True, text=True,
+                             cwd=root, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "Validation successful" in out.stderr + out.stdout
+    from trading_platform.definitions import defs
+
+    jobs = {j.name for j in defs.get_repository_def().get_all_jobs()}
+    assert {"market_data_job", "features_job", "pump_training_job", "regime_training_job", "signal_training_job",
+            "predictions_job"} <= jobs

@@ -61,6 +61,52 @@ def _schedule_case(store, dsn, instance):
     when = datetime(2026, 5, 17, 10, 5, tzinfo=timezone.utc)
     ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
                                  resources={"market_db": MarketDB(database_url=dsn)})
-    reqs = list(market_data_hourly(ctx))
-    assert [r.partition_key for r in reqs] == [str(market_key("BTC/USDT", "2026-05-01"))]
-    assert reqs[0].run_key.startswith("BTC/USDT|2026-05-01|")
+    [req] = list(market_data_hourly(ctx))
+    assert _range(req) == (str(market_key("BTC/USDT", "2026-05-01")),) * 2  # the disabled ETH is not in it
+    assert req.run_key.startswith("2026-05-01|BTC/USDT..BTC/USDT|")
+
+
+def _range(req):
+    return req.tags["dagster/asset_partition_range_start"], req.tags["dagster/asset_partition_range_end"]
+
+
+def test_the_hourly_schedule_batches_symbols_by_work_not_one_run_each(store, dsn, monkeypatch):
+    """120 symbols: 3 runs of at most 50 (ceil(120 / 50)); a symbol listing other timeframes gets its own
+    run, whose assets are exactly the timeframes it lists; a disabled one is in none."""
+    import math
+
+    from dagster import AssetKey
+
+    with instance_for_test() as instance:
+        api = Symbols(store, instance)
+        names = [f"S{i:03d}/USDT" for i in range(120)]
+        for n in names:
+            api.add(n, timeframes=["1h", "4h", "1d"])
+        api.add("FIVE/USDT", timeframes=["5m", "15m", "1h"])
+        api.add("OFF/USDT", timeframes=["1h", "4h", "1d"], enabled=False)
+        when = datetime(2026, 5, 17, 10, 5, tzinfo=timezone.utc)
+        ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                     resources={"market_db": MarketDB(database_url=dsn)})
+        reqs = list(market_data_hourly(ctx))
+        hourly = [r for r in reqs if AssetKey(["market", "ohlcv_4h"]) in r.asset_selection]
+        assert len(hourly) == math.ceil(120 / 50) and len(reqs) == len(hourly) + 1
+        from dagster import PartitionKeyRange
+
+        from trading_platform.assets.partitions import market_partitions
+
+        covered = []
+        for r in hourly:
+            covered += [k.keys_by_dimension["symbol"] for k in market_partitions.get_partition_keys_in_range(
+                PartitionKeyRange(*_range(r)), dynamic_partitions_store=instance)]
+        assert sorted(covered) == names  # every enabled symbol once, in <= 50-symbol runs; OFF/USDT in none
+        [five] = [r for r in reqs if r not in hourly]
+        assert _range(five) == (str(market_key("FIVE/USDT", "2026-05-01")),) * 2
+        assert {k.to_user_string() for k in five.asset_selection} == {
+            "market/ohlcv", "market/ohlcv_15m", "market/ohlcv_1h", "features"}
+        monkeypatch.setenv("TP_SYMBOLS_PER_RUN", "200")
+        assert len(list(market_data_hourly(ctx))) == 2
+        monkeypatch.setenv("TP_SYMBOLS_PER_RUN", "zero")
+        import pytest
+
+        with pytest.raises(Exception, match="TP_SYMBOLS_PER_RUN"):
+            list(market_data_hourly(ctx))

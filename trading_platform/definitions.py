@@ -16,6 +16,7 @@ from .assets.models import model_assets
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
 from .sensors.features import features_job, features_stale_sensor
 from .sensors.market_data import market_data_hourly, market_data_job, symbol_partitions_sensor
+from .sensors.models import model_jobs
 from .settings import get_settings
 
 
@@ -33,19 +34,15 @@ def _resources() -> dict:
             "model_server": server}
 
 
-market_data_defs = Definitions(
-    assets=market_assets,
-    jobs=[market_data_job],
-    schedules=[market_data_hourly],
-    sensors=[symbol_partitions_sensor],
-)
+def _domains() -> list[Definitions]:
+    """One Definitions per domain, merged below: built in a function so that the module holds exactly
+    one Definitions at module scope (``dagster dev -m`` and ``definitions validate -m`` require it)."""
+    return [
+        Definitions(assets=market_assets, jobs=[market_data_job], schedules=[market_data_hourly],
+                    sensors=[symbol_partitions_sensor]),
+        Definitions(assets=feature_assets, jobs=[features_job], sensors=[features_stale_sensor]),
+        Definitions(assets=model_assets, jobs=model_jobs),
+    ]
 
-features_defs = Definitions(
-    assets=feature_assets,
-    jobs=[features_job],
-    sensors=[features_stale_sensor],
-)
 
-models_defs = Definitions(assets=model_assets)
-
-defs = Definitions.merge(market_data_defs, features_defs, models_defs, Definitions(resources=_resources()))
+defs = Definitions.merge(*_domains(), Definitions(resources=_resources()))

@@ -32,17 +32,21 @@ def demo_plan(quick: bool, now: datetime | None = None) -> tuple[list[str], list
     return symbols, sorted(months)
 
 
-def data_job(resources: dict):
-    """``market_data_job`` (ingestion, resampling, features) bound to the given resources: the demo's
-    runs belong to the named job a user finds in the UI, not to ``__ephemeral_asset_job__``."""
+def bound_job(job, assets: list, resources: dict):
+    """A named job of the code location bound to the given resources: the demo's runs belong to the
+    job a user finds in the UI, not to ``__ephemeral_asset_job__``."""
     from dagster import Definitions
 
+    return Definitions(assets=assets, jobs=[job], resources=resources).resolve_job_def(job.name)
+
+
+def data_job(resources: dict):
+    """``market_data_job`` (ingestion, resampling, features) bound to the given resources."""
     from .assets.features import feature_assets
     from .assets.market_data import market_assets
     from .sensors.market_data import market_data_job
 
-    defs = Definitions(assets=[*market_assets, *feature_assets], jobs=[market_data_job], resources=resources)
-    return defs.resolve_job_def(market_data_job.name)
+    return bound_job(market_data_job, [*market_assets, *feature_assets], resources)
 
 
 def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
@@ -52,6 +56,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
 
     from .assets.partitions import market_key
     from .instance import get_instance
+    from .sensors.market_data import batch_assets
     from .resources import MarketDB, MarketSource
     from .store.db import connect
     from .store.runtime import database_url
@@ -76,7 +81,10 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
             "dagster/asset_partition_range_end": str(market_key(sym, months[-1])),
             "trading_platform/demo": "quick" if quick else "full",
         }
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        with connect(dsn) as store:
+            selection = batch_assets(store.require_symbol(sym))  # only the timeframes the symbol lists
+        result = job.execute_in_process(instance=instance, tags=tags, asset_selection=selection,
+                                        raise_on_error=False)
         runs.append(result.run_id)
         if not result.success:
             failed.append(f"{job.name} for {sym} (run {result.run_id})")
@@ -129,19 +137,25 @@ def _train_models(instance, dsn: str, symbols: list[str], quick: bool, log) -> d
     than trained into a failed run. An honest gate leaves most demo models challengers:
     their predictions are written as shadows.
     """
-    from dagster import materialize
-
     from .assets.models import predictions, pump_xgb, regime_hmm, signal_lgbm
     from .resources import MarketDB, MLflowResource, ModelServer
 
     resources = {"market_db": MarketDB(database_url=dsn), "mlflow": MLflowResource(), "model_server": ModelServer()}
     out: dict = {}
 
+    from .assets.models import model_assets
+    from .sensors.models import predictions_job, pump_training_job, regime_training_job, signal_training_job
+
+    jobs = {a.key: bound_job(j, model_assets, resources) for a, j in (
+        (pump_xgb, pump_training_job), (regime_hmm, regime_training_job), (signal_lgbm, signal_training_job),
+        (predictions, predictions_job))}
+
     def run(asset, config=None, partition_key=None):
         key = asset.key.to_python_identifier()
         t = time.perf_counter()
-        r = materialize([asset], instance=instance, resources=resources, partition_key=partition_key,
-                        run_config={"ops": {key: {"config": config}}} if config else None, raise_on_error=False)
+        r = jobs[asset.key].execute_in_process(
+            instance=instance, partition_key=partition_key, raise_on_error=False,
+            run_config={"ops": {key: {"config": config}}} if config else None)
         label = asset.key.to_user_string() + (f"[{partition_key}]" if partition_key else "")
         mats = r.asset_materializations_for_node(key) if r.success else []
         md = {k: v.value for k, v in mats[0].metadata.items()} if mats else {}
