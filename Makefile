@@ -30,3 +30,4 @@ bench: install
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/gate.py
+	$(PY) benchmarks/scale.py
