@@ -38,8 +38,8 @@ Definitions (the skeleton's constraints, what the labeler checks):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from . import CLASSES, NONE, PATTERNS
 NONE_KINDS = ("random_walk", "trend", "range")
 TRAIN_STREAM = 2  # seed streams: training draws use SeedSequence([TRAIN_STREAM, seed, i])
 FROZEN_STREAM = 1  # the frozen evaluation set uses SeedSequence([FROZEN_STREAM, i]) (evaluate.py)
+DEV_STREAM = 3  # a development set drawn like the frozen one, for choosing configurations
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,26 @@ def _triple_top(rng) -> Skeleton:
                        1.0 + _u(rng, -0.04, 0.04), _u(rng, 0.0, 0.2)])
 
 
-def _zigzag(rng, upper: Skeleton, lower: Skeleton, touches: int, x0: float = 0.0, tol: float = 0.02,
+@dataclass(frozen=True)
+class _Line:
+    """A trend line from (x0, y0) to (1, y1)."""
+
+    y0: float
+    y1: float
+    x0: float = 0.0
+
+    def __call__(self, x):
+        return self.y0 + (self.y1 - self.y0) * (x - self.x0) / (1 - self.x0)
+
+
+def _zigzag(rng, upper: _Line, lower: _Line, touches: int, x0: float = 0.0, tol: float = 0.02,
             first: int | None = None) -> Skeleton:
     """Alternating touches of two lines between x0 and 1, starting on the upper one when
     ``first`` is 1, the lower one when 0 (random when None). The time between touches is
     proportional to the distance between the lines, so swings stay visible where the lines
     converge (as in real triangles and wedges); the last leg runs past 1 and is cut, so the
     window ends anywhere on it."""
-    width = lambda x: abs(float(upper(np.array([x]))[0] - lower(np.array([x]))[0]))  # noqa: E731
+    width = lambda x: abs(upper(x) - lower(x))
 
     def walk(c, k):
         xs = [x0]
@@ -142,12 +155,8 @@ def _zigzag(rng, upper: Skeleton, lower: Skeleton, touches: int, x0: float = 0.0
     steps = np.diff(xs)
     xs[1:-2] += rng.uniform(-0.15, 0.15, touches - 2) * steps[1:-1]
     first = int(rng.integers(2)) if first is None else first
-    ys = [(upper if (i + first) % 2 else lower)(np.array([x]))[0] + _u(rng, -tol, tol) for i, x in enumerate(xs)]
+    ys = [(upper if (i + first) % 2 else lower)(float(x)) + _u(rng, -tol, tol) for i, x in enumerate(xs)]
     return _knots(xs, ys)
-
-
-def _line(y0: float, y1: float, x0: float = 0.0) -> Skeleton:
-    return lambda x: y0 + (y1 - y0) * (np.asarray(x) - x0) / (1 - x0)
 
 
 def _touches(rng) -> int:
@@ -155,21 +164,21 @@ def _touches(rng) -> int:
 
 
 def _ascending_triangle(rng) -> Skeleton:
-    return _zigzag(rng, _line(1.0, 1.0), _line(0.0, _u(rng, 0.6, 0.8)), _touches(rng))
+    return _zigzag(rng, _Line(1.0, 1.0), _Line(0.0, _u(rng, 0.6, 0.8)), _touches(rng))
 
 
 def _symmetrical_triangle(rng) -> Skeleton:
-    return _zigzag(rng, _line(1.0, _u(rng, 0.55, 0.7)), _line(0.0, _u(rng, 0.3, 0.45)), _touches(rng))
+    return _zigzag(rng, _Line(1.0, _u(rng, 0.55, 0.7)), _Line(0.0, _u(rng, 0.3, 0.45)), _touches(rng))
 
 
 def _rising_wedge(rng) -> Skeleton:
     # in units of the width at the start: the upper line rises by su, the lower one by more
     w1, su = _u(rng, 0.3, 0.5), _u(rng, 0.5, 1.0)
-    return _zigzag(rng, _line(1.0, 1.0 + su), _line(0.0, su + 1.0 - w1), _touches(rng))
+    return _zigzag(rng, _Line(1.0, 1.0 + su), _Line(0.0, su + 1.0 - w1), _touches(rng))
 
 
 def _rectangle(rng) -> Skeleton:
-    return _zigzag(rng, _line(1.0, 1.0), _line(0.0, 0.0), int(rng.integers(6, 9)), tol=0.03)
+    return _zigzag(rng, _Line(1.0, 1.0), _Line(0.0, 0.0), int(rng.integers(6, 9)), tol=0.03)
 
 
 def _pole(rng) -> float:
@@ -179,7 +188,7 @@ def _pole(rng) -> float:
 def _bull_flag(rng) -> Skeleton:
     p = _pole(rng)
     drop, width = _u(rng, 0.15, 0.3), _u(rng, 0.1, 0.2)
-    flag = _zigzag(rng, _line(1.0, 1.0 - drop, p), _line(1.0 - width, 1.0 - width - drop, p), int(rng.integers(4, 7)),
+    flag = _zigzag(rng, _Line(1.0, 1.0 - drop, p), _Line(1.0 - width, 1.0 - width - drop, p), int(rng.integers(4, 7)),
                    x0=p, tol=0.01, first=1)
     return lambda x: np.where(np.asarray(x) < p, np.asarray(x) / p, flag(x))
 
@@ -187,9 +196,9 @@ def _bull_flag(rng) -> Skeleton:
 def _pennant(rng) -> Skeleton:
     p = _pole(rng)
     h = _u(rng, 0.2, 0.35)
-    tri = _zigzag(rng, _line(1.0, 1.0 - h * _u(rng, 0.3, 0.45), p), _line(1.0 - h, 1.0 - h * _u(rng, 0.55, 0.7), p),
+    tri = _zigzag(rng, _Line(1.0, 1.0 - h * _u(rng, 0.3, 0.45), p), _Line(1.0 - h, 1.0 - h * _u(rng, 0.55, 0.7), p),
                   int(rng.integers(4, 7)), x0=p, tol=0.01, first=1)
-    f = lambda x: np.where(np.asarray(x) < p, np.asarray(x) / p, tri(x))  # noqa: E731
+    f = lambda x: np.where(np.asarray(x) < p, np.asarray(x) / p, tri(x))
     return f if rng.random() < 0.5 else _mirror(f)
 
 
@@ -270,7 +279,7 @@ def draw(label: str, rng: np.random.Generator | int, *, length: int = 128, share
         y, start = _unit(_none_path(rng, kind, length)), 0
     else:
         kind = label
-        m = max(8, int(round(share * length)))
+        m = max(8, round(share * length))
         start = length - m
         y_pat = _unit(SKELETONS[label](rng)(np.linspace(0, 1, m)))
         # lead-in: a random walk with drift, walked backwards from the pattern's first price

@@ -104,10 +104,9 @@ def zigzag(s: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray, np.ndarra
             hi = i
         if direction <= 0 and v < s[lo]:
             lo = i
-        if direction == 0:  # the first pivot is the extreme before the first move of thr
-            if s[hi] - s[lo] >= thr:
-                direction = 1 if hi > lo else -1
-                idx[0], typ[0] = (lo, -1) if direction == 1 else (hi, 1)
+        if direction == 0 and s[hi] - s[lo] >= thr:  # the first pivot: the extreme before the first move
+            direction = 1 if hi > lo else -1
+            idx[0], typ[0] = (lo, -1) if direction == 1 else (hi, 1)
         if direction == 1 and s[hi] - v >= thr:
             idx.append(hi), typ.append(1)
             direction, lo = -1, i
@@ -131,16 +130,16 @@ class _Rules:
         self.margins: list[float] = []
         self.ok = True
 
-    def ge(self, a: float, b: float, scale: float = 0.1) -> "_Rules":
+    def ge(self, a: float, b: float, scale: float = 0.1) -> _Rules:
         m = (a - b) / scale
         self.ok &= bool(m >= 0)
         self.margins.append(m)
         return self
 
-    def le(self, a: float, b: float, scale: float = 0.1) -> "_Rules":
+    def le(self, a: float, b: float, scale: float = 0.1) -> _Rules:
         return self.ge(b, a, scale)
 
-    def near(self, a: float, b: float, tol: float) -> "_Rules":
+    def near(self, a: float, b: float, tol: float) -> _Rules:
         return self.le(abs(a - b), tol, tol)
 
     @property
@@ -224,7 +223,7 @@ def _channel(kind: str):
             if len(idx) > k:  # no pole into the first touch (that is a flag's or a pennant's)
                 r.le(abs(val[-k - 1] - val[-k]), 1.5 * float(np.ptp(val[-k:])), 0.2)
             if kind == "rectangle":
-                r.le(abs(su), 0.15).le(abs(sl), 0.15).ge(min(w0, w1), 0.7).ge(k, 7, 1)
+                r.le(abs(su), 0.2).le(abs(sl), 0.2).ge(min(w0, w1), 0.7).ge(k, 6, 1)
             elif kind == "ascending_triangle":
                 r.le(abs(su), 0.2).ge(sl, 0.35).le(w1, 0.6 * w0)
             elif kind == "symmetrical_triangle":
