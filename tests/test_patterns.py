@@ -221,12 +221,18 @@ def test_scan_threshold_stride_and_since(tiny_model):
 
     model, _, _ = tiny_model
     candles = _candles()
-    rows = scan(candles, model, windows=(32,), stride=5, threshold=0.2)
-    assert (rows["probability"] >= 0.2).all() and (rows["bars"] == 32).all()
+    everything = scan(candles, model, windows=(32,), stride=5, threshold=0.0)
+    cut = float(everything["probability"].median())  # the tiny model's probabilities are all near 1/17
+    rows = scan(candles, model, windows=(32,), stride=5, threshold=cut)
+    assert 0 < len(rows) < len(everything) and (rows["probability"] >= cut).all() and (rows["bars"] == 32).all()
+    first = rows.iloc[0]  # the same probability as the model gives that window on its own
+    end = int(np.flatnonzero(candles["ts"] == first["ts"])[0])
+    window = candles[["open", "high", "low", "close"]].to_numpy()[end - 31:end + 1]
+    assert model.predict_proba([window])[0, CLASSES.index(first["pattern"])] == pytest.approx(first["probability"])
     ends = set(rows["ts"])
     assert ends <= set(candles["ts"][::-1][::5])  # every 5th candle counted back from the last
     since = candles["ts"][200]
-    later = scan(candles, model, windows=(32,), stride=5, threshold=0.2, since=since)
+    later = scan(candles, model, windows=(32,), stride=5, threshold=cut, since=since)
     assert (later["ts"] > since).all()
     pd.testing.assert_frame_equal(later.reset_index(drop=True),
                                   rows[rows["ts"] > since].reset_index(drop=True))

@@ -5,7 +5,7 @@ window length, the model scores the candles that end at t, so a pattern reported
 only candles closed by t (the candle whose ``ts`` is t closes at t + timeframe: that is when
 the row becomes known). Per end and pattern the row keeps the highest probability over the
 window lengths (and the length that gave it); rows below ``threshold`` and "none" are dropped.
-One series is a few batched model calls, whatever its length.
+All the windows of a series go to the model in one call (per ``chunk`` of window ends).
 """
 
 from __future__ import annotations
@@ -58,17 +58,19 @@ def scan(candles, model, *, windows: Sequence[int] = DEFAULT_WINDOWS, stride: in
         ends = ends[np.asarray(ts[ends] > since)]
     best = np.zeros((len(ends), len(CLASSES)))
     bars = np.zeros((len(ends), len(CLASSES)), dtype=np.int64)
-    for w in windows:
-        rows = np.flatnonzero(ends >= w - 1)
-        if len(rows) == 0:
-            continue
-        view = np.lib.stride_tricks.sliding_window_view(ohlc, w, axis=0)  # (n - w + 1, 4, w)
-        for i in range(0, len(rows), chunk):
-            r = rows[i:i + chunk]
-            X = win.features(view[ends[r] - w + 1].transpose(0, 2, 1), model.config.length)
-            p = model.predict_features(X)
-            better = p > best[r]
-            best[r] = np.where(better, p, best[r])
+    views = {w: np.lib.stride_tricks.sliding_window_view(ohlc, w, axis=0) for w in windows if w <= n}  # (., 4, w)
+    for i in range(0, len(ends), chunk):  # every window of a chunk of ends, all lengths: one model call
+        part = np.arange(i, min(i + chunk, len(ends)))
+        rows = {w: part[ends[part] >= w - 1] for w in views}
+        X = np.concatenate([win.features(views[w][ends[r] - w + 1].transpose(0, 2, 1), model.config.length)
+                            for w, r in rows.items()])
+        p = model.predict_features(X)
+        at = 0
+        for w, r in rows.items():  # per class, the window length that gives it the highest probability
+            pw = p[at:at + len(r)]
+            at += len(r)
+            better = pw > best[r]
+            best[r] = np.where(better, pw, best[r])
             bars[r] = np.where(better, w, bars[r])
     keep = best >= threshold
     keep[:, CLASSES.index(NONE)] = False
