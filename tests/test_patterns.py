@@ -1,0 +1,240 @@
+"""Chart patterns: the generator, the rule labeler, the TCN (tiny configurations), the frozen
+set, the weighted macro F1, the gate and the point-in-time scan. No database, no MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trading_platform.models.patterns import CLASSES, NONE, PATTERNS
+from trading_platform.models.patterns import evaluate as E
+from trading_platform.models.patterns import generator as gen
+from trading_platform.models.patterns.labeler import label
+
+TINY = {"length": 32, "channels": 8, "dilations": (1, 2, 4, 8), "n_synthetic": 170, "epochs": 2, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from trading_platform.models.patterns import tcn
+
+    seen = []
+    model, info = tcn.train(tcn.TCNConfig(**TINY), progress=lambda e, loss: seen.append((e, loss)), device="cpu")
+    return model, info, seen
+
+
+# ---- generator ---------------------------------------------------------------------------------
+def test_generator_is_deterministic_given_a_seed():
+    for c in CLASSES:
+        a = gen.sample(gen.rng_for(5, 1), c)
+        b = gen.sample(gen.rng_for(5, 1), c)
+        assert a.label == b.label == c and np.array_equal(a.ohlc, b.ohlc)
+        other = gen.sample(gen.rng_for(5, 2), c)
+        assert len(other.ohlc) != len(a.ohlc) or not np.array_equal(other.ohlc, a.ohlc)
+    assert [w.label for w in gen.training_set(30, 3)] == [w.label for w in gen.training_set(30, 3)]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_pattern_fills_the_stated_share_with_the_stated_amplitude_and_noise(pattern):
+    w = gen.draw(pattern, gen.rng_for(9, 9), length=200, share=0.6, noise=0.1, scale=0.08, price=50.0)
+    assert w.length == 200 and w.start == 200 - 120
+    # the pattern's skeleton spans exactly the amplitude over its bars
+    assert np.ptp(w.skeleton[w.start:]) == pytest.approx(0.08, rel=1e-9)
+    residual = np.log(w.ohlc[:, 3]) - w.skeleton
+    assert residual.std() == pytest.approx(0.1 * 0.08, rel=0.25)
+    o, h, lo, c = w.ohlc.T
+    assert np.all(h >= np.maximum(o, c)) and np.all(lo <= np.minimum(o, c)) and np.all(lo > 0)
+
+
+def test_generator_refuses_bad_settings():
+    with pytest.raises(ValueError, match="unknown pattern"):
+        gen.draw("teacup", 1)
+    with pytest.raises(ValueError, match="share"):
+        gen.draw("double_top", 1, share=1.5)
+
+
+# ---- labeler -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("pattern", CLASSES)
+def test_labeler_finds_each_pattern_it_draws_at_low_noise(pattern):
+    """Noise 5 % of the amplitude, lengths 64-256 bars, the pattern filling 50-100 %: at least
+    7 of 10 draws labelled right (overall about 90 % across classes)."""
+    i = CLASSES.index(pattern)
+    found = [label(gen.sample(gen.rng_for(101, i, j), pattern, noise=0.05).ohlc) for j in range(10)]
+    hits = sum(f.pattern == pattern for f in found)
+    assert hits >= 7, [f.pattern for f in found]
+    for f in found:
+        assert (f.score == 0) == (f.pattern == NONE)
+
+
+# ---- TCN -----------------------------------------------------------------------------------------
+def test_tcn_trains_saves_loads_and_predicts_the_same(tiny_model, tmp_path):
+    from trading_platform.models.patterns import tcn
+
+    model, info, seen = tiny_model
+    assert [e for e, _ in seen] == [1, 2] and all(np.isfinite(loss) for _, loss in seen)
+    assert info["windows"] == TINY["n_synthetic"] and info["device"] == "cpu"
+    windows = [gen.sample(gen.rng_for(77, k), c).ohlc for k, c in enumerate(CLASSES)]
+    p = model.predict_proba(windows)
+    assert p.shape == (len(CLASSES), len(CLASSES))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+    assert np.all(p >= 0)
+    path = tcn.save(model, tmp_path / "tcn")
+    assert sorted(f.name for f in path.iterdir()) == ["config.json", "state_dict.pt"]
+    loaded = tcn.load(path, device="cpu")
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(loaded.predict_proba(windows), p)
+
+
+def test_tcn_training_is_deterministic_given_its_seed(tiny_model):
+    from trading_platform.models.patterns import tcn
+
+    model, _, _ = tiny_model
+    again, _ = tcn.train(tcn.TCNConfig(**TINY), device="cpu")
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy()), k
+
+
+def test_tcn_device_and_config_errors_name_the_field(monkeypatch):
+    from trading_platform.models.patterns import tcn
+
+    monkeypatch.setenv("TP_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="TP_DEVICE"):
+        tcn.resolve_device()
+    with pytest.raises(ValueError, match="receptive field"):
+        tcn.TCNConfig(length=128, dilations=(1, 2))
+    with pytest.raises(ValueError, match="unknown TCN config field"):
+        tcn.TCNConfig.from_dict({"widht": 3})
+
+
+def test_importing_the_family_without_the_tcn_does_not_import_torch():
+    code = ("import sys; import trading_platform.models.patterns.scan, trading_platform.models.patterns.evaluate, "
+            "trading_platform.models.patterns.gate, trading_platform.models.patterns.generator; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- frozen set and metrics -------------------------------------------------------------------
+def test_frozen_set_is_the_one_the_issue_fixes():
+    s = E.frozen_set()
+    labels, counts = np.unique(s.labels, return_counts=True)
+    assert dict(zip(labels, counts)) == {**{p: 100 for p in PATTERNS}, NONE: 600}
+    lengths = np.array([len(w) for w in s.windows])
+    assert lengths.min() >= 64 and lengths.max() <= 256
+    assert sorted(set(s.noise.tolist())) == [0.05, 0.15, 0.30]
+    assert s.stream == (gen.FROZEN_STREAM,) and gen.FROZEN_STREAM != gen.TRAIN_STREAM
+    # a change to the generator changes the frozen set: every recorded score would be void
+    digest = hashlib.sha256((",".join(s.labels) + "|" + ",".join(map(str, lengths)) + "|"
+                             + ",".join(f"{x:.2f}" for x in s.noise)).encode()).hexdigest()
+    assert digest == "c69d35e7ea719c8ec8d642e511651854f233a37cc4fcab7b01a51013e085b705"
+    np.testing.assert_allclose([np.log(s.windows[i][:, 3]).mean() for i in (0, 1000, 2199)],
+                               [6.6651989495648225, 2.0516615936965827, 3.4832944088729576], rtol=1e-9)
+
+
+def test_macro_f1_with_unit_weights_is_sklearns_and_weights_resample():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(CLASSES, 300)
+    pred = np.where(rng.random(300) < 0.6, y, rng.choice(CLASSES, 300))
+    assert E.macro_f1(y, pred, np.ones((1, 300)))[0] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+    W = rng.integers(0, 3, size=(4, 300)).astype(float)
+    got = E.macro_f1(y, pred, W)
+    for r in range(4):
+        keep = np.repeat(np.arange(300), W[r].astype(int))
+        assert got[r] == pytest.approx(f1_score(y[keep], pred[keep], average="macro"), abs=1e-12)
+    assert E.class_scores(y, pred)["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+
+
+def test_evaluation_scores_both_models_per_level_and_plots(tiny_model, tmp_path):
+    model, _, _ = tiny_model
+    small = E.build_set((gen.DEV_STREAM, 7), per_pattern=3, none=3)
+    ev = E.evaluate(model, small)
+    assert set(ev.scores) == {"tcn", "labeler"}
+    assert set(ev.scores["tcn"]) == {"overall", "noise_0.05", "noise_0.15", "noise_0.30"}
+    assert sum(s["support"] for s in ev.scores["labeler"]["overall"]["per_class"].values()) == len(small)
+    assert 0 <= ev.macro_f1("labeler") <= 1 and "tcn_macro_f1_noise_0.30" in ev.metrics()
+    png = E.plot_confusion(ev, tmp_path / "confusion.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    counts = E.history_counts(model, {"walk": gen.sample(gen.rng_for(3), NONE, length=(300, 300)).ohlc},
+                              window=64, stride=16, threshold=0.0)
+    assert counts["walk"]["windows"] == len(range(64, 301, 16))
+    assert set(counts["walk"]["tcn"]) == set(PATTERNS)
+
+
+# ---- gate ---------------------------------------------------------------------------------------
+def test_gate_floor_and_champion():
+    from trading_platform.models.patterns.gate import default_policy, gate
+
+    rng = np.random.default_rng(1)
+    y = np.array(E.frozen_set().labels)
+    policy = default_policy(n_boot=200)
+    perfect = gate(y, y, policy)
+    assert perfect.alias == "champion" and perfect.get("vs_floor").passed
+    noisy = np.where(rng.random(len(y)) < 0.7, y, rng.choice(CLASSES, len(y)))
+    low = gate(y, noisy, policy)
+    assert low.alias == "challenger" and "floor" in low.reason
+    same = gate(y, y, policy, champion_pred=y, champion_version="3")
+    assert same.alias == "challenger" and same.champion_mode == "scored" and "champion version 3" in same.reason
+    better = gate(y, y, policy, champion_pred=np.where(rng.random(len(y)) < 0.9, y, NONE), champion_version="3")
+    assert better.alias == "champion" and better.get("vs_champion").lower > 0.005
+
+
+# ---- scan ----------------------------------------------------------------------------------------
+def _candles(n: int = 260) -> pd.DataFrame:
+    parts = [gen.sample(gen.rng_for(55, k), c, length=(65, 65), price=(100.0, 100.0)).ohlc
+             for k, c in enumerate(("double_top", NONE, "bull_flag", "rectangle"))]
+    ohlc = np.concatenate(parts)[:n]
+    ts = pd.date_range("2024-01-01", periods=len(ohlc), freq="1h", tz="UTC")
+    return pd.DataFrame({"ts": ts, "open": ohlc[:, 0], "high": ohlc[:, 1], "low": ohlc[:, 2], "close": ohlc[:, 3]})
+
+
+def test_scan_has_no_look_ahead(tiny_model):
+    from trading_platform.models.patterns.scan import scan
+
+    model, _, _ = tiny_model
+    candles = _candles()
+    rows = scan(candles, model, windows=(32, 64), stride=1, threshold=0.0)
+    assert len(rows) and set(rows["pattern"]) <= set(PATTERNS)
+    assert rows["ts"].min() == candles["ts"][31]
+    t = candles["ts"][180]
+    future = candles.copy()
+    after = future["ts"] > t
+    rng = np.random.default_rng(0)
+    for col in ("open", "high", "low", "close"):
+        future.loc[after, col] = future.loc[after, col] * rng.uniform(0.5, 1.5, after.sum())
+    future.loc[after, "high"] = future.loc[after, ["open", "high", "low", "close"]].max(axis=1)
+    future.loc[after, "low"] = future.loc[after, ["open", "high", "low", "close"]].min(axis=1)
+    rows2 = scan(future, model, windows=(32, 64), stride=1, threshold=0.0)
+    before = rows[rows["ts"] <= t].reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, rows2[rows2["ts"] <= t].reset_index(drop=True))
+    assert not rows[rows["ts"] > t].reset_index(drop=True).equals(rows2[rows2["ts"] > t].reset_index(drop=True))
+
+
+def test_scan_threshold_stride_and_since(tiny_model):
+    from trading_platform.models.patterns.scan import scan
+
+    model, _, _ = tiny_model
+    candles = _candles()
+    everything = scan(candles, model, windows=(32,), stride=5, threshold=0.0)
+    cut = float(everything["probability"].median())  # the tiny model's probabilities are all near 1/17
+    rows = scan(candles, model, windows=(32,), stride=5, threshold=cut)
+    assert 0 < len(rows) < len(everything) and (rows["probability"] >= cut).all() and (rows["bars"] == 32).all()
+    first = rows.iloc[0]  # the same probability as the model gives that window on its own
+    end = int(np.flatnonzero(candles["ts"] == first["ts"])[0])
+    window = candles[["open", "high", "low", "close"]].to_numpy()[end - 31:end + 1]
+    assert model.predict_proba([window])[0, CLASSES.index(first["pattern"])] == pytest.approx(first["probability"])
+    ends = set(rows["ts"])
+    assert ends <= set(candles["ts"][::-1][::5])  # every 5th candle counted back from the last
+    since = candles["ts"][200]
+    later = scan(candles, model, windows=(32,), stride=5, threshold=cut, since=since)
+    assert (later["ts"] > since).all()
+    pd.testing.assert_frame_equal(later.reset_index(drop=True),
+                                  rows[rows["ts"] > since].reset_index(drop=True))
+    with pytest.raises(ValueError, match="increasing ts"):
+        scan(candles.iloc[::-1], model)

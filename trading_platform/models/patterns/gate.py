@@ -1,0 +1,73 @@
+"""The chart-pattern family's promotion gate, on the shared gate (``models/gate.py``).
+
+The metric is the macro F1 on the frozen evaluation set (``evaluate.frozen_set``), higher is
+better. Its windows are drawn independently, so the paired bootstrap resamples single
+windows (blocks of length 1).
+
+- ``vs_floor``: the baseline comparison. A version passes when the one-sided 95 % lower
+  bound of (its macro F1 - the floor 0.85) is above the margin (0): it reaches the floor
+  with support, not only as a point estimate.
+- ``vs_champion``: when there is a champion, both versions' predictions on the same frozen
+  windows; the lower bound of (new - champion) must be above the margin (0.005 macro F1).
+  Neither version trained on a frozen window, so the champion is always scored as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import evaluation as ev
+from ..gate import Comparison, GateDecision, GatePolicy, compare, decide
+from .evaluate import macro_f1
+
+FLOOR = 0.85
+METRIC = "macro_f1"
+
+
+def default_policy(**overrides) -> GatePolicy:
+    kw = {"metric": METRIC, "direction": "higher", "margins": {"vs_floor": 0.0, "vs_champion": 0.005}}
+    kw.update(overrides)
+    return GatePolicy(**kw)
+
+
+class _Constant:
+    """A baseline whose score is the same number in every replicate (the floor)."""
+
+    def __init__(self, value: float):
+        self.value = float(value)
+
+
+def _scorer(y_true):
+    def fn(pred, W):
+        if isinstance(pred, _Constant):
+            return np.full(len(W), pred.value)
+        return macro_f1(y_true, pred, W)
+    return fn
+
+
+def gate(y_true: Sequence, new_pred: Sequence, policy: GatePolicy | None = None, *,
+         champion_pred: Sequence | None = None, champion_version: str | None = None,
+         floor: float = FLOOR) -> GateDecision:
+    """The decision for a new version from its predicted classes on the frozen set (and the
+    champion's on the same windows, if there is one)."""
+    policy = policy or default_policy()
+    y_true, new_pred = np.asarray(y_true), np.asarray(new_pred)
+    n = len(y_true)
+    if len(new_pred) != n or (champion_pred is not None and len(champion_pred) != n):
+        raise ValueError("predictions and labels must cover the same windows")
+    fn = _scorer(y_true)
+    ids = np.arange(n)
+    W = ev.block_weights(ids, n, 1, policy.n_boot, policy.seed)
+    base = compare("vs_floor", f"the floor macro F1 {floor:g}", METRIC, "higher", fn, new_pred, _Constant(floor), W,
+                   policy.margin("vs_floor"), policy.confidence)
+    champ: Comparison | None = None
+    mode, note = "none", ""
+    if champion_pred is not None:
+        Wc = ev.block_weights(ids, n, 1, policy.n_boot, policy.seed + 1)
+        champ = compare("vs_champion", f"champion version {champion_version or '?'}", METRIC, "higher", fn, new_pred,
+                        np.asarray(champion_pred), Wc, policy.margin("vs_champion"), policy.confidence)
+        mode, note = "scored", f"both versions scored on the same {n} frozen windows"
+    return decide(METRIC, "higher", base.new_score, [base], champ, champion_mode=mode, champion_note=note,
+                  block_len=1, n_boot=policy.n_boot, confidence=policy.confidence, holdout_rows=n)
