@@ -109,8 +109,12 @@ def test_cross_validation_never_trains_on_a_window_it_scores():
     """Alter the last windows' candles: the trained weights and every forecast at an earlier origin stay
     the same (the training rows end before the first scored window; each forecast reads only rows before
     its origin)."""
-    data = _market()
-    cfg = nh.NHITSConfig(**TINY)
+    def with_returns(frames):  # a historic exogenous feature computed from past closes, as the features are
+        return {s: f.with_columns(logret_1=np.r_[np.nan, np.diff(np.log(f["close"].to_numpy()))])
+                for s, f in frames.items()}
+
+    data = with_returns(_market())
+    cfg = nh.NHITSConfig(**TINY, hist_exog=("logret_1",))
     a = nh.evaluate(data, cfg, timeframe="1h", markets=MARKETS)
     cut = {s: len(f) - 3 * cfg.horizon for s, f in data.items()}  # the last three windows' rows
     changed = {}
@@ -118,6 +122,7 @@ def test_cross_validation_never_trains_on_a_window_it_scores():
         close = f["close"].to_numpy().copy()
         close[cut[s]:] *= np.linspace(1.2, 1.6, len(close) - cut[s])
         changed[s] = f.with_columns(close=close)
+    changed = with_returns(changed)
     b = nh.evaluate(changed, cfg, timeframe="1h", markets=MARKETS)
     wa, wb = a.forecaster.model.state_dict(), b.forecaster.model.state_dict()
     assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
@@ -144,6 +149,15 @@ def test_the_naive_forecasts_and_scores_are_on_the_same_windows(trained):
     assert e.metrics["rel_mae_vs_naive"] == pytest.approx(np.sqrt(ratio["BTC/USDT"] * ratio["EURUSD=X"]))
     assert e.per_series["EURUSD=X"]["rel_mae_vs_naive"] == pytest.approx(ratio["EURUSD=X"])
     assert 0 <= e.metrics["coverage_80"] <= 1 and e.block_len == 5  # (24 + 6) / 6 origins
+
+
+def test_log_return_forecasts_map_back_to_prices():
+    r = np.array([[[0.0, 0.01, 0.02]] * 3])  # per-step quantiles 0.1, 0.5, 0.9 of the one-bar log return
+    p = fr.to_prices(r, (0.1, 0.5, 0.9), np.array([100.0]), "log_return")
+    k = np.arange(1, 4)
+    assert np.allclose(p[0, :, 1], 100 * np.exp(0.01 * k))  # the median path: cumulated median returns
+    assert np.allclose(p[0, :, 2], 100 * np.exp(0.01 * k + 0.01 * np.sqrt(k)))  # half-widths add in quadrature
+    assert np.allclose(fr.to_prices(np.log(p), (0.1, 0.5, 0.9), np.array([100.0]), "log"), p)
 
 
 def test_relative_mae_takes_bootstrap_weights_per_replicate():
