@@ -89,7 +89,8 @@ def test_forecast_rows_have_the_right_shape_keys_and_ordered_quantiles(trained):
 
 def test_too_little_history_is_skipped_with_the_reason(trained):
     data, e, _, _, _ = trained
-    fc = e.forecaster.forecast({"BTC/USDT": data["BTC/USDT"].tail(10), "EURUSD=X": data["EURUSD=X"]})
+    need = e.forecaster.rows_needed
+    fc = e.forecaster.forecast({"BTC/USDT": data["BTC/USDT"].tail(need - 1), "EURUSD=X": data["EURUSD=X"].tail(need)})
     assert set(fc.skipped) == {"BTC/USDT"} and "reads 24" in fc.skipped["BTC/USDT"]
     assert {r["symbol"] for r in fc.rows} == {"EURUSD=X"}
 

@@ -265,6 +265,11 @@ class Forecaster:
     def train_data_end_us(self) -> Optional[int]:
         return self.window.get("train_data_end")
 
+    @property
+    def rows_needed(self) -> int:
+        """The latest rows of a series a forecast reads (a log-return target also reads the close before)."""
+        return self.cfg.input_size + (self.cfg.target == "log_return")
+
     def forecast(self, data: Any) -> Forecasts:
         """Forecasts at the latest origin of each series in ``data`` (one batched call): rows
         ``(symbol, timeframe, origin_ts, step, median, quantiles)``. ``origin_ts`` is the open time of the
