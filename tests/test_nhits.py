@@ -36,10 +36,19 @@ def _market(days=40, seed=3):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny evaluation, trained in an empty working directory (checked for Lightning's files)."""
+    """One tiny evaluation, trained in an empty working directory (checked for Lightning's files) with
+    the network cut off (nothing may be downloaded)."""
+    import socket
+
     cwd, work = os.getcwd(), tmp_path_factory.mktemp("cwd")
     events = []
+    connect = socket.socket.connect
+
+    def refuse(self, address):
+        raise AssertionError(f"a connection to {address} was attempted")
+
     os.chdir(work)
+    socket.socket.connect = refuse
     try:
         data = _market()
         e = nh.evaluate(data, nh.NHITSConfig(**TINY), timeframe="1h", markets=MARKETS, progress=events.append)
@@ -47,6 +56,7 @@ def trained(tmp_path_factory):
         left = sorted(os.listdir(work))
     finally:
         os.chdir(cwd)
+        socket.socket.connect = connect
     return data, e, fc, events, left
 
 
