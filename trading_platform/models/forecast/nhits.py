@@ -1,0 +1,583 @@
+"""The NHITS price forecaster (neuralforecast): configuration, rolling-origin evaluation,
+training progress, warm start, forecasts at the latest origin, save and load.
+
+One model per timeframe across the symbols (``scope="global"``) or one per symbol
+(``scope="per_symbol"``: the caller passes one symbol's frame). Evaluation is
+neuralforecast's ``cross_validation`` with ``refit=False``: the model is trained once on
+every series' rows before its last ``n_windows * step_size`` rows and forecasts each of
+those windows from the actual rows before it, origins ``step_size`` (>= horizon) rows
+apart, so windows never overlap. No ``local_scaler_type`` (neuralforecast fits those on
+the whole frame, test windows included); the model's ``scaler_type`` normalizes each
+input window by its own rows only. The model that was scored is the model registered.
+
+torch, pytorch-lightning and neuralforecast are imported inside the functions that need
+them, never at import. Nothing is downloaded. Lightning writes nothing to the working
+directory: no logger, no checkpoints, ``default_root_dir`` in a temporary directory that
+is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from ...errors import InvalidInput
+from ..common import EvaluationError
+from . import baselines as bl
+from . import frames as fr
+
+SCALERS = ("identity", "standard", "robust", "minmax", "minmax1", "invariant", "revin")
+SCOPES = ("global", "per_symbol")
+DEVICES = ("auto", "cpu", "cuda")
+FORMAT = 1
+MODEL_DIR, META_FILE = "neuralforecast", "forecaster.json"
+Progress = Callable[[dict], None]
+
+
+class WarmStartError(InvalidInput):
+    """Warm start refused: the champion's weights cannot be the starting point of this training."""
+
+
+@dataclass(frozen=True)
+class NHITSConfig:
+    """Configuration as data (recorded on every version as ``tp.config`` for a like-for-like refit).
+
+    The defaults are the variant ``benchmarks/nhits_variants.py`` chose on an earlier period of the
+    synthetic market, EURUSD hourly and GOOG daily (raw closes, no scaling, learning rate 1e-4, 48 input
+    bars); scaled inputs (robust, standard, log returns) chased the noise of each window and did worse.
+    None of them beats the naive forecast with support on the final period."""
+
+    horizon: int = 24                                  # bars ahead
+    input_size: int = 48                               # bars the model reads before the origin
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)     # MQLoss; must include 0.1, 0.5 and 0.9
+    target: str = "level"                              # level | log (scaled prices) | log_return
+    scaler_type: str = "identity"                      # per input window (never local_scaler_type)
+    hist_exog: tuple[str, ...] = ()                    # feature columns known at the origin (no futr)
+    max_steps: int = 300                               # training steps (batches of windows)
+    learning_rate: float = 1e-4
+    mlp_width: int = 256                               # units of each block's two hidden layers (3 blocks)
+    windows_batch_size: int = 256                      # windows per training step
+    batch_size: int = 32                               # series per training step
+    seed: int = 1
+    scope: str = "global"                              # one model per timeframe, or one per symbol
+    warm_start: bool = False                           # continue from the champion's weights
+    holdout_frac: float = 0.2                          # share of the shortest series held out ...
+    min_origins: int = 50                              # ... but at least this many windows in all
+    step_size: Optional[int] = None                    # rows between origins (None: horizon); >= horizon
+    progress_every: int = 50                           # report training progress every N steps
+    device: Optional[str] = None                       # auto | cpu | cuda (None: TP_DEVICE)
+
+    def __post_init__(self):
+        object.__setattr__(self, "quantiles", tuple(sorted(float(q) for q in self.quantiles)))
+        object.__setattr__(self, "hist_exog", tuple(self.hist_exog))
+
+        def bad(name, why):
+            raise InvalidInput(f"nhits.{name}: {getattr(self, name)!r} {why}", field=f"nhits.{name}")
+
+        for name in ("horizon", "input_size", "max_steps", "mlp_width", "windows_batch_size", "batch_size",
+                     "min_origins", "progress_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "must be a positive integer")
+        if not all(0 < q < 1 for q in self.quantiles) or not {0.1, 0.5, 0.9} <= set(self.quantiles):
+            bad("quantiles", "must be levels in (0, 1) including 0.1, 0.5 and 0.9")
+        if self.target not in fr.TARGETS:
+            bad("target", f"is not one of {', '.join(fr.TARGETS)}")
+        if self.scaler_type not in SCALERS:
+            bad("scaler_type", f"is not one of {', '.join(SCALERS)}")
+        if self.scope not in SCOPES:
+            bad("scope", f"is not one of {', '.join(SCOPES)}")
+        if not 0 < self.holdout_frac < 1:
+            bad("holdout_frac", "must be between 0 and 1")
+        if not self.learning_rate > 0:
+            bad("learning_rate", "must be positive")
+        if self.step_size is not None and self.step_size < self.horizon:
+            bad("step_size", f"must be at least the horizon ({self.horizon}): origins closer than that score "
+                             "overlapping windows")
+        if self.device is not None and self.device not in DEVICES:
+            bad("device", f"is not one of {', '.join(DEVICES)}")
+
+    @property
+    def step(self) -> int:
+        return self.step_size or self.horizon
+
+    def target_definition(self, timeframe: str) -> str:
+        """The label definition of the lineage: what is forecast, not how."""
+        return f"nhits: close over the next {self.horizon} bars ({timeframe}), quantile forecasts"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["quantiles"], d["hist_exog"] = list(self.quantiles), list(self.hist_exog)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "NHITSConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidInput(f"nhits: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                               field=f"nhits.{unknown[0]}")
+        return cls(**d)
+
+    def architecture(self) -> dict:
+        """What the weights' shapes and meaning depend on (warm start needs them equal)."""
+        return {k: getattr(self, k) for k in ("horizon", "input_size", "quantiles", "target", "scaler_type",
+                                              "hist_exog", "mlp_width")}
+
+
+# ---- runtime: device, quiet Lightning, progress ---------------------------------------------------
+def resolve_device(setting: str | None = None) -> str:
+    """``cpu`` or ``cuda`` from the setting or ``TP_DEVICE`` (default ``auto``: CUDA when torch sees a GPU,
+    an NVIDIA desktop card or a Jetson alike)."""
+    import torch
+
+    value = (setting or os.environ.get("TP_DEVICE") or "auto").strip().lower()
+    if value not in DEVICES:
+        raise InvalidInput(f"TP_DEVICE={value!r} is not one of {', '.join(DEVICES)}", field="TP_DEVICE")
+    if value == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("TP_DEVICE=cuda but torch sees no CUDA device (torch.cuda.is_available() is False)",
+                           field="TP_DEVICE")
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return value
+
+
+def _runtime_kwargs(device: str, root: str) -> dict:
+    return {"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1, "logger": False,
+            "enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False,
+            "default_root_dir": root}
+
+
+_LOUD = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+_NOISE = (".*does not have many workers.*", ".*smaller than the logging interval.*",
+          ".*val_check_steps is greater than max_steps.*", ".*removed from hparams because it cannot be pickled.*",
+          ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*", ".*Ignoring runtime settings.*",
+          ".*Dropping hyperparameters.*")
+
+
+@contextmanager
+def _quiet():
+    """Lightning's start-up chatter (seed, accelerator) and known-harmless warnings off; others pass."""
+    saved = {n: logging.getLogger(n).level for n in _LOUD}
+    try:
+        for n in _LOUD:
+            logging.getLogger(n).setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            for pattern in _NOISE:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+@contextmanager
+def _runtime(models: list, device: str):
+    """Lightning on the device, quiet, writing nothing outside a temporary directory removed on exit."""
+    root = tempfile.mkdtemp(prefix="tp-nhits-")
+    try:
+        for m in models:
+            m.trainer_kwargs.update(_runtime_kwargs(device, root))
+        with _quiet():
+            yield
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _progress_callback(progress: Progress, every: int):
+    import pytorch_lightning as pl
+
+    class TrainingProgress(pl.Callback):
+        """Calls ``progress({"step", "max_steps", "epoch", "loss"})`` every ``every`` steps and at the end."""
+
+        def on_train_start(self, trainer, pl_module):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            step = int(trainer.global_step)
+            if step % every and step < trainer.max_steps:
+                return
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+            progress({"step": step, "max_steps": int(trainer.max_steps), "epoch": int(trainer.current_epoch),
+                      "loss": float(loss), "elapsed_s": round(time.perf_counter() - self.t0, 3)})
+
+    return TrainingProgress()
+
+
+def progress_text(p: dict) -> str:
+    """One log line for a progress event."""
+    return (f"nhits training step {p['step']}/{p['max_steps']} (epoch {p['epoch']}): loss {p['loss']:.5g}, "
+            f"{p['elapsed_s']:.1f} s")
+
+
+def _model(cfg: NHITSConfig, progress: Progress | None = None):
+    from neuralforecast.losses.pytorch import MQLoss
+    from neuralforecast.models import NHITS
+
+    callbacks = [_progress_callback(progress, cfg.progress_every)] if progress else []
+    with _quiet():
+        return NHITS(h=cfg.horizon, input_size=cfg.input_size, loss=MQLoss(quantiles=list(cfg.quantiles)),
+                     hist_exog_list=list(cfg.hist_exog) or None, scaler_type=cfg.scaler_type,
+                     max_steps=cfg.max_steps, val_check_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
+                     mlp_units=3 * [[cfg.mlp_width, cfg.mlp_width]], windows_batch_size=cfg.windows_batch_size,
+                     inference_windows_batch_size=1024, batch_size=cfg.batch_size, random_seed=cfg.seed,
+                     callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     enable_checkpointing=False)
+
+
+def _output_columns(model) -> list[str]:
+    return [f"{model}{n}" for n in model.loss.output_names]
+
+
+# ---- the trained forecaster -------------------------------------------------------------------------
+@dataclass
+class Forecasts:
+    """Forecast rows for the ``forecasts`` table, and the symbols that got none (with the reason)."""
+
+    rows: list[dict]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class Forecaster:
+    """A trained NHITS model with its configuration, timeframe and training window.
+
+    ``window`` holds the times (UTC µs) the gate and warm start need: ``train_start``,
+    ``train_data_end`` (the last row any training window read), ``holdout_start`` (the first
+    scored row), ``holdout_end``, and ``warm_start_from`` (a champion version, or None)."""
+
+    def __init__(self, nf, cfg: NHITSConfig, timeframe: str, window: dict, device: str | None = None,
+                 version: str | None = None):
+        self.nf, self.cfg, self.timeframe, self.window = nf, cfg, timeframe, dict(window)
+        self.device = device
+        self.version = version  # the registered version, when the caller knows it
+
+    @property
+    def model(self):
+        return self.nf.models[0]
+
+    @property
+    def train_data_end_us(self) -> Optional[int]:
+        return self.window.get("train_data_end")
+
+    @property
+    def rows_needed(self) -> int:
+        """The latest rows of a series a forecast reads (a log-return target also reads the close before)."""
+        return self.cfg.input_size + (self.cfg.target == "log_return")
+
+    def forecast(self, data: Any) -> Forecasts:
+        """Forecasts at the latest origin of each series in ``data`` (one batched call): rows
+        ``(symbol, timeframe, origin_ts, step, median, quantiles)``. ``origin_ts`` is the open time of the
+        last candle read (the forecast exists from its close on); step k is the k-th next candle the
+        market prints, whatever the clock says then; ``quantiles`` maps each level ("0.1") to a price."""
+        import pandas as pd
+
+        cfg = self.cfg
+        series = fr.prepare(data, cfg.target, cfg.hist_exog)
+        ok = [s for s in series if len(s) >= cfg.input_size]
+        skipped = {s.symbol: f"{len(s)} usable rows, the model reads {cfg.input_size}" for s in series
+                   if len(s) < cfg.input_size}
+        if not ok:
+            return Forecasts([], skipped)
+        long = fr.long_frame(ok, cfg.hist_exog, tail=cfg.input_size)
+        device = resolve_device(self.device or cfg.device)
+        with _runtime(self.nf.models, device):
+            pred = self.nf.predict(df=long)
+        pred = pred.sort_values(["unique_id", "ds"])
+        cols = _output_columns(self.model)
+        out = pred[cols].to_numpy(dtype="float64").reshape(len(ok), cfg.horizon, len(cols))
+        order = {s.symbol: i for i, s in enumerate(ok)}
+        uids = pred["unique_id"].to_numpy()[:: cfg.horizon]
+        by = [ok[order[str(u)]] for u in uids]
+        last_close = np.array([s.close[-1] for s in by])
+        prices = fr.to_prices(out, cfg.quantiles, last_close, cfg.target)
+        rows = []
+        for i, s in enumerate(by):
+            origin = pd.Timestamp(int(s.ts_us[-1]) * 1000, tz="UTC").to_pydatetime()
+            for k in range(cfg.horizon):
+                q = {f"{lvl:g}": float(prices[i, k, j]) for j, lvl in enumerate(cfg.quantiles)}
+                rows.append({"symbol": s.symbol, "timeframe": self.timeframe, "origin_ts": origin, "step": k + 1,
+                             "median": q["0.5"], "quantiles": q})
+        return Forecasts(rows, skipped)
+
+    # ---- save / load -------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """The model directory: neuralforecast's safetensors weights and JSON configuration (no pickle,
+        no training data) plus ``forecaster.json`` (configuration, timeframe, training window)."""
+        import neuralforecast
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with _quiet():
+            self.nf.save(str(path / MODEL_DIR), save_dataset=False, overwrite=True)
+        meta = {"format": FORMAT, "family": "nhits", "timeframe": self.timeframe, "config": self.cfg.to_dict(),
+                "window": self.window, "neuralforecast": neuralforecast.__version__}
+        (path / META_FILE).write_text(json.dumps(meta, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path, device: str | None = None) -> "Forecaster":
+        """A saved forecaster on ``device`` (default: the configuration's, else ``TP_DEVICE``)."""
+        from neuralforecast import NeuralForecast
+
+        path = Path(path)
+        if not (path / META_FILE).exists():
+            raise FileNotFoundError(f"{path} is not a saved NHITS forecaster (no {META_FILE})")
+        meta = json.loads((path / META_FILE).read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: forecaster format {meta.get('format')!r}, this code reads {FORMAT}")
+        cfg = NHITSConfig.from_dict(meta["config"])
+        dev = resolve_device(device or cfg.device)
+        with _quiet():  # the runtime settings stored with the weights are set again on each call
+            nf = NeuralForecast.load(str(path / MODEL_DIR), map_location="cuda" if dev == "cuda" else "cpu")
+        return cls(nf, cfg, meta["timeframe"], meta["window"], device=device)
+
+
+# ---- evaluation: rolling origins ----------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """A trained forecaster and its scores on the held-out windows."""
+
+    forecaster: Forecaster
+    windows: bl.Windows
+    metrics: dict
+    per_series: dict
+    n_windows: int                 # windows per series
+    block_len: int                 # bootstrap block, in origins
+    series: list                   # the frames.Series it was trained and scored on
+    notes: list[str] = field(default_factory=list)
+
+    def window_tags(self) -> dict[str, str]:
+        """``tp.train_start`` ... ``tp.holdout_end`` as the other families record them."""
+        from ..gate import iso
+
+        w = self.forecaster.window
+        return {f"tp.{k}": iso(w.get(k)) for k in ("train_start", "train_end", "train_data_end", "holdout_start",
+                                                   "holdout_end")}
+
+
+def plan_windows(series: list[fr.Series], cfg: NHITSConfig, n_windows: int | None = None
+                 ) -> tuple[list[fr.Series], int, list[str]]:
+    """(the series kept, windows per series, notes). Windows per series: enough for ``min_origins`` in all,
+    and ``holdout_frac`` of the shortest kept series if that is more. A series too short to train on
+    (``input_size + horizon`` rows) before its windows is left out, with a note."""
+    kept, notes = sorted(series, key=len, reverse=True), []
+    if not kept:
+        raise EvaluationError("no series to train on")
+    while kept:
+        n = n_windows or max(-(-cfg.min_origins // len(kept)), int(cfg.holdout_frac * len(kept[-1]) // cfg.step))
+        test = cfg.horizon + cfg.step * (n - 1)
+        need = test + cfg.input_size + cfg.horizon
+        if len(kept[-1]) >= need:
+            break
+        s = kept.pop()
+        notes.append(f"{s.symbol} left out: {len(s)} usable rows, {need} needed ({n} windows of {cfg.horizon} "
+                     f"bars, {cfg.input_size} input rows, one training window)")
+    if not kept:
+        raise EvaluationError(f"no series has enough rows to train and score {cfg.min_origins} windows: "
+                              + "; ".join(notes) + ". Load more history or lower nhits.min_origins")
+    if n * len(kept) < cfg.min_origins:
+        raise EvaluationError(f"{n} windows x {len(kept)} series = {n * len(kept)} origins; the gate needs at least "
+                              f"{cfg.min_origins}: load more history or more symbols")
+    return sorted(kept, key=lambda s: s.symbol), n, notes
+
+
+def evaluate(data: Any, cfg: NHITSConfig, *, timeframe: str, markets: Mapping[str, Any],
+             progress: Progress | None = None, warm_from: Forecaster | None = None,
+             n_windows: int | None = None) -> Evaluation:
+    """Train on every series' rows before its last ``n_windows`` windows and score those windows.
+
+    ``markets`` maps each symbol to its category (or (category, exchange), or a SymbolInfo): the
+    seasonal-naive season in rows comes from its calendar. ``warm_from`` starts from a champion's weights
+    (refused unless its training data ended before this holdout starts). ``n_windows`` fixes the windows
+    per series (to score a champion's configuration on a version's windows)."""
+    from neuralforecast import NeuralForecast
+
+    series, n, notes = plan_windows(fr.prepare(data, cfg.target, cfg.hist_exog), cfg, n_windows)
+    test = cfg.horizon + cfg.step * (n - 1)
+    window = {
+        "train_start": int(min(s.ts_us[0] for s in series)),
+        "train_end": int(max(s.ts_us[len(s) - test - 1] for s in series)),
+        "train_data_end": int(max(s.ts_us[len(s) - test - 1] for s in series)),
+        "holdout_start": int(min(s.ts_us[len(s) - test] for s in series)),
+        "holdout_end": int(max(s.ts_us[-1] for s in series)),
+        "warm_start_from": None,
+    }
+    if window["train_data_end"] >= window["holdout_start"]:
+        from ..gate import iso
+
+        notes.append(f"the series end at different times: training rows of one series reach "
+                     f"{iso(window['train_data_end'])}, after another's holdout starts {iso(window['holdout_start'])}")
+    model = _model(cfg, progress)
+    if warm_from is not None:
+        check_warm_start(warm_from, cfg, window["holdout_start"])
+        model.load_state_dict(warm_from.model.state_dict())
+        window["warm_start_from"] = warm_from.version or "champion"
+    nf = NeuralForecast(models=[model], freq=1)
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+    with _runtime(nf.models, device):
+        cv = nf.cross_validation(fr.long_frame(series, cfg.hist_exog), n_windows=n, step_size=cfg.step, refit=False)
+    train_s = time.perf_counter() - t0
+    seasons = {s.symbol: fr.season_rows(timeframe, *fr.market_of(_market(markets, s.symbol))) for s in series}
+    w = _windows(cv, series, cfg, _output_columns(nf.models[0]), seasons)
+    metrics, per = bl.scores(w)
+    metrics.update({"train_s": train_s, "windows_per_series": n, "train_rows": int(sum(len(s) - test for s in series))})
+    forecaster = Forecaster(nf, cfg, timeframe, window)
+    return Evaluation(forecaster, w, metrics, per, n, bl.block_len(cfg.input_size, cfg.horizon, cfg.step), series,
+                      notes)
+
+
+def _market(markets: Mapping[str, Any], symbol: str):
+    if symbol not in markets:
+        raise InvalidInput(f"no market (category, exchange) given for {symbol}: the seasonal-naive season needs it",
+                           field="markets")
+    return markets[symbol]
+
+
+def _windows(cv, series: list[fr.Series], cfg: NHITSConfig, cols: list[str], seasons: dict) -> bl.Windows:
+    """Cross-validation output -> one row per (series, origin) in prices, with the naive forecasts."""
+    cv = cv.sort_values(["unique_id", "cutoff", "ds"])
+    h = cfg.horizon
+    by = {s.symbol: s for s in series}
+    uid = cv["unique_id"].to_numpy()[::h].astype(str)
+    cutoff = cv["cutoff"].to_numpy()[::h].astype(np.int64)
+    pred = cv[cols].to_numpy(dtype="float64").reshape(len(uid), h, len(cols))
+    if not (cv["ds"].to_numpy().reshape(len(uid), h) == cutoff[:, None] + np.arange(1, h + 1)).all():
+        raise RuntimeError("cross-validation windows are not consecutive rows after their cutoff")
+    parts = {"forecast": [], "actual": [], "naive": [], "seasonal": [], "ts": []}
+    for sym in np.unique(uid):
+        m = uid == sym
+        s, rows = by[sym], cutoff[m]
+        parts["forecast"].append(fr.to_prices(pred[m], cfg.quantiles, s.close[rows], cfg.target))
+        parts["actual"].append(bl.actuals(s.close, rows, h))
+        parts["naive"].append(bl.naive(s.close, rows, h))
+        parts["seasonal"].append(bl.seasonal_naive(s.close, rows, h, seasons[sym]))
+        parts["ts"].append(s.ts_us[rows])
+    order = np.argsort(uid, kind="stable")
+    return bl.Windows(uid[order], np.concatenate(parts["ts"]), cutoff[order], cfg.quantiles,
+                      *(np.concatenate(parts[k]) for k in ("forecast", "actual", "naive", "seasonal")),
+                      season=seasons)
+
+
+# ---- warm start ----------------------------------------------------------------------------------------
+def check_warm_start(champion: Forecaster, cfg: NHITSConfig, holdout_start_us: int) -> None:
+    """Refuse a warm start the gate could not trust, or that the weights cannot take."""
+    from ..gate import iso
+
+    end = champion.train_data_end_us
+    if end is None:
+        raise WarmStartError("warm start refused: the champion records no training data end, so its weights may "
+                             "have seen this holdout; train from scratch (nhits.warm_start=false)",
+                             field="nhits.warm_start")
+    if end >= holdout_start_us:
+        raise WarmStartError(f"warm start refused: the champion trained on rows up to {iso(end)}, at or after this "
+                             f"version's holdout start {iso(holdout_start_us)}; its weights have seen rows the gate "
+                             "would score. Train from scratch (nhits.warm_start=false) or wait until the holdout "
+                             "starts after the champion's training end", field="nhits.warm_start")
+    theirs, ours = champion.cfg.architecture(), cfg.architecture()
+    diff = [k for k in ours if theirs[k] != ours[k]]
+    if diff:
+        raise WarmStartError("warm start refused: the champion's " + ", ".join(
+            f"{k}={theirs[k]!r}" for k in diff) + " differ from this configuration's " + ", ".join(
+            f"{k}={ours[k]!r}" for k in diff) + "; train from scratch", field="nhits.warm_start")
+
+
+# ---- the champion on the same windows ----------------------------------------------------------------------
+def errors_on(champion: Forecaster, data: Any, ev: Evaluation) -> np.ndarray:
+    """The fitted champion's per-window MAE on ``ev``'s windows, with its own weights and inputs
+    (NaN where it has no forecast: a series it cannot read)."""
+    cfg = champion.cfg
+    if cfg.horizon != ev.forecaster.cfg.horizon:
+        return np.full(len(ev.windows), np.nan)
+    series = [s for s in fr.prepare(data, cfg.target, cfg.hist_exog) if s.symbol in set(ev.windows.symbol)]
+    test = ev.forecaster.cfg.horizon + ev.forecaster.cfg.step * (ev.n_windows - 1)
+    series = [s for s in series if len(s) >= test + cfg.input_size]
+    if not series:
+        return np.full(len(ev.windows), np.nan)
+    nf = champion.nf
+    with _runtime(nf.models, resolve_device(champion.device or cfg.device)):
+        cv = nf.cross_validation(fr.long_frame(series, cfg.hist_exog), n_windows=ev.n_windows,
+                                 step_size=ev.forecaster.cfg.step, refit=False, use_fitted=True)
+    w = _windows(cv, series, cfg, _output_columns(champion.model), ev.windows.season)
+    return _align(ev.windows, w)
+
+
+def _align(target: bl.Windows, other: bl.Windows) -> np.ndarray:
+    """``other``'s per-window MAE on ``target``'s windows, matched by (symbol, origin time)."""
+    ae = bl.window_mae(other.median, other.actual)
+    idx = {(s, int(t)): a for s, t, a in zip(other.symbol, other.origin_ts_us, ae)}
+    return np.array([idx.get((s, int(t)), np.nan) for s, t in zip(target.symbol, target.origin_ts_us)])
+
+
+def champion_for_gate(version: str, data_end_us: int | None, data: Any, ev: Evaluation, *,
+                      model: Forecaster | None, config: NHITSConfig | dict | None, markets: Mapping[str, Any],
+                      progress: Progress | None = None) -> bl.ForecastChampion:
+    """The current champion as ``baselines.gate`` takes it: its fitted weights scored on ``ev``'s windows
+    (``model``), and its recorded configuration refit on ``ev``'s training rows and scored on the same
+    windows (``config``), whichever the gate needs."""
+    cfg = NHITSConfig.from_dict(config) if isinstance(config, Mapping) else config
+
+    def refit() -> np.ndarray:
+        other = evaluate(data, cfg, timeframe=ev.forecaster.timeframe, markets=markets, progress=progress,
+                         n_windows=ev.n_windows)
+        return _align(ev.windows, other.windows)
+
+    errors = (lambda: errors_on(model, data, ev)) if model is not None else (lambda: np.full(len(ev.windows), np.nan))
+    return bl.ForecastChampion(version, data_end_us, errors, refit if cfg is not None else None)
+
+
+# ---- the whole path for the asset ---------------------------------------------------------------------------
+@dataclass
+class Trained:
+    evaluation: Evaluation
+    decision: Any                  # gate.GateDecision
+    metrics: dict
+
+    @property
+    def forecaster(self) -> Forecaster:
+        return self.evaluation.forecaster
+
+
+@dataclass
+class NHITSChampion:
+    """The registered champion, as the asset finds it: version, ``tp.train_data_end``, the loaded model
+    (None if it cannot be loaded) and its recorded configuration (None if not recorded)."""
+
+    version: str
+    data_end_us: Optional[int]
+    model: Optional[Forecaster] = None
+    config: Optional[dict] = None
+
+
+def train_and_gate(data: Any, cfg: NHITSConfig, *, timeframe: str, markets: Mapping[str, Any],
+                   champion: NHITSChampion | None = None, policy=None, progress: Progress | None = None) -> Trained:
+    """Everything between the stored features and the registry: windows (EvaluationError before anything is
+    trained when there are too few), training (warm from the champion when configured and allowed),
+    scores against the naive forecasts, and the gate against the better naive forecast and the champion."""
+    warm = None
+    if cfg.warm_start:
+        if champion is None or champion.model is None:
+            raise WarmStartError("warm start refused: there is no loadable champion to start from; set "
+                                 "nhits.warm_start=false for a first version", field="nhits.warm_start")
+        warm = champion.model
+        warm.version = warm.version or champion.version
+    ev = evaluate(data, cfg, timeframe=timeframe, markets=markets, progress=progress, warm_from=warm)
+    champ = None
+    if champion is not None:
+        champ = champion_for_gate(champion.version, champion.data_end_us, data, ev, model=champion.model,
+                                  config=champion.config, markets=markets, progress=progress)
+    decision = bl.gate(ev.windows, ev.block_len, policy or bl.gate_policy(), champ)
+    metrics = dict(ev.metrics)
+    metrics.update(decision.metrics())
+    return Trained(ev, decision, metrics)
