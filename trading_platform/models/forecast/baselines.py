@@ -190,6 +190,7 @@ class ForecastChampion:
     data_end_us: Optional[int]
     errors: Callable[[], np.ndarray]
     refit: Optional[Callable[[], np.ndarray]] = None
+    same_config: bool = False  # its configuration is the new version's: a refit would be the new version
 
 
 def gate(w: Windows, block: int, policy: GatePolicy | None = None,
@@ -202,13 +203,12 @@ def gate(w: Windows, block: int, policy: GatePolicy | None = None,
     codes, _ = w.codes()
     ae = window_mae(w.median, w.actual)
     ae_b, which = best_naive(w)
-    ids, n_times = ev.time_ids(w.origin_ts_us)
-    W = ev.block_weights(ids, n_times, block, policy.n_boot, policy.seed)
+    boot = ev.Bootstrap(w.origin_ts_us, block, policy.n_boot, policy.seed)
     fn = rel_mae_fn(ae_b, codes)
     n_seasonal = sum(v == "seasonal_naive" for v in which.values())
     against = (f"the better naive forecast of each series ({len(which) - n_seasonal} naive, "
                f"{n_seasonal} seasonal naive)")
-    base = compare("vs_best_naive", against, policy.metric, "lower", fn, ae, ae_b, W,
+    base = compare("vs_best_naive", against, policy.metric, "lower", fn, ae, ae_b, boot,
                    policy.margin("vs_best_naive"), policy.confidence)
     champ, mode, note = None, "none", ""
     if champion is not None:
@@ -226,7 +226,7 @@ def gate(w: Windows, block: int, policy: GatePolicy | None = None,
             policy, version=champion.version, ts_holdout=w.origin_ts_us, block_len=block,
             data_end_us=champion.data_end_us, usable=lambda m: bool(np.isfinite(champion_ae()[m]).all()),
             scored=lambda m: (rel_mae_fn(ae_b[m], codes[m]), ae[m], champion_ae()[m]),
-            refit=refit if champion.refit is not None else None)
+            refit=refit if champion.refit is not None else None, same_config=champion.same_config)
     return decide(policy.metric, policy.direction, float(fn(ae, ev.ones(len(w)))[0]), [base], champ,
                   champion_mode=mode, champion_note=note, block_len=block, n_boot=policy.n_boot,
                   confidence=policy.confidence, holdout_rows=len(w))

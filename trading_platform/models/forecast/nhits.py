@@ -522,7 +522,7 @@ def _align(target: bl.Windows, other: bl.Windows) -> np.ndarray:
 
 def champion_for_gate(version: str, data_end_us: int | None, data: Any, ev: Evaluation, *,
                       model: Forecaster | None, config: NHITSConfig | dict | None, markets: Mapping[str, Any],
-                      progress: Progress | None = None) -> bl.ForecastChampion:
+                      progress: Progress | None = None, new_config: NHITSConfig | None = None) -> bl.ForecastChampion:
     """The current champion as ``baselines.gate`` takes it: its fitted weights scored on ``ev``'s windows
     (``model``), and its recorded configuration refit on ``ev``'s training rows and scored on the same
     windows (``config``), whichever the gate needs."""
@@ -534,7 +534,8 @@ def champion_for_gate(version: str, data_end_us: int | None, data: Any, ev: Eval
         return _align(ev.windows, other.windows)
 
     errors = (lambda: errors_on(model, data, ev)) if model is not None else (lambda: np.full(len(ev.windows), np.nan))
-    return bl.ForecastChampion(version, data_end_us, errors, refit if cfg is not None else None)
+    same = cfg is not None and new_config is not None and cfg.to_dict() == new_config.to_dict()
+    return bl.ForecastChampion(version, data_end_us, errors, refit if cfg is not None else None, same)
 
 
 # ---- the whole path for the asset ---------------------------------------------------------------------------
@@ -576,7 +577,7 @@ def train_and_gate(data: Any, cfg: NHITSConfig, *, timeframe: str, markets: Mapp
     champ = None
     if champion is not None:
         champ = champion_for_gate(champion.version, champion.data_end_us, data, ev, model=champion.model,
-                                  config=champion.config, markets=markets, progress=progress)
+                                  config=champion.config, markets=markets, progress=progress, new_config=cfg)
     decision = bl.gate(ev.windows, ev.block_len, policy or bl.gate_policy(), champ)
     metrics = dict(ev.metrics)
     metrics.update(decision.metrics())

@@ -58,16 +58,15 @@ def gate(y_true: Sequence, new_pred: Sequence, policy: GatePolicy | None = None,
     if len(new_pred) != n or (champion_pred is not None and len(champion_pred) != n):
         raise ValueError("predictions and labels must cover the same windows")
     fn = _scorer(y_true)
-    ids = np.arange(n)
-    W = ev.block_weights(ids, n, 1, policy.n_boot, policy.seed)
-    base = compare("vs_floor", f"the floor macro F1 {floor:g}", METRIC, "higher", fn, new_pred, _Constant(floor), W,
-                   policy.margin("vs_floor"), policy.confidence)
+    ids = np.arange(n)  # frozen windows are independent: blocks of one window
+    base = compare("vs_floor", f"the floor macro F1 {floor:g}", METRIC, "higher", fn, new_pred, _Constant(floor),
+                   ev.Bootstrap(ids, 1, policy.n_boot, policy.seed), policy.margin("vs_floor"), policy.confidence)
     champ: Comparison | None = None
     mode, note = "none", ""
     if champion_pred is not None:
-        Wc = ev.block_weights(ids, n, 1, policy.n_boot, policy.seed + 1)
         champ = compare("vs_champion", f"champion version {champion_version or '?'}", METRIC, "higher", fn, new_pred,
-                        np.asarray(champion_pred), Wc, policy.margin("vs_champion"), policy.confidence)
+                        np.asarray(champion_pred), ev.Bootstrap(ids, 1, policy.n_boot, policy.seed + 1),
+                        policy.margin("vs_champion"), policy.confidence)
         mode, note = "scored", f"both versions scored on the same {n} frozen windows"
     return decide(METRIC, "higher", base.new_score, [base], champ, champion_mode=mode, champion_note=note,
                   block_len=1, n_boot=policy.n_boot, confidence=policy.confidence, holdout_rows=n)
