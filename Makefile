@@ -5,9 +5,14 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 
 .PHONY: install up demo test bench down
 
+# torch first: an unpinned torch would pull a multi-GB CUDA build; on a GPU host use e.g.
+# `make install TORCH_SPEC=torch` (or the build matching your CUDA / JetPack)
+TORCH_SPEC ?= torch==2.13.0
+
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
@@ -31,3 +36,4 @@ bench: install
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/gate.py
 	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/models.py

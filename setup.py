@@ -32,6 +32,10 @@ setup(
         "hmmlearn>=0.3",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
+        # the neural families (NHITS, TCN). Any torch >= 2.9 build works, CUDA ones included: `make
+        # install` installs TORCH_SPEC (a CPU build) first; GPU hosts pass their own (see the README)
+        "torch>=2.9",
+        "neuralforecast==3.3.0",  # pinned: its save format and cross_validation(use_fitted=) changed across versions
     ],
     extras_require={
         "dev": [

@@ -82,3 +82,69 @@ def tp_env(tmp_path, dsn):
 
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
+
+
+MODEL_SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+MODEL_MONTHS = ("2025-01-01", "2025-04-01")
+
+
+@pytest.fixture(scope="session")
+def model_market(pg_server):
+    """Two crypto symbols with 5m and 1h candles and features for Jan-Apr 2025, built once for the model
+    tests (which only read it, or write model outputs they clear themselves)."""
+    import psycopg
+    from dagster import DagsterInstance, materialize
+
+    from trading_platform.assets.features import features
+    from trading_platform.assets.market_data import market_assets
+    from trading_platform.assets.partitions import market_key
+    from trading_platform.core.symbols import SymbolInfo
+    from trading_platform.resources import MarketDB, MarketSource
+    from trading_platform.store.db import connect
+    from trading_platform.symbols import sync_partitions
+
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    dsn = pg_server.replace("/postgres?", f"/{name}?")
+    instance = DagsterInstance.ephemeral()
+    with connect(dsn) as store:
+        for s in MODEL_SYMBOLS:
+            store.add_symbol(SymbolInfo.create(s, timeframes=["5m", "1h"]))
+        sync_partitions(instance, store)
+    res = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec="synthetic:7")}
+    for s in MODEL_SYMBOLS:
+        materialize([*market_assets, features], instance=instance, resources=res, tags={
+            "dagster/asset_partition_range_start": str(market_key(s, MODEL_MONTHS[0])),
+            "dagster/asset_partition_range_end": str(market_key(s, MODEL_MONTHS[1]))})
+    yield dsn, instance
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def model_env(model_market, tmp_path):
+    """(run(asset, config, partition_key), resources, dsn) against a fresh MLflow store; model outputs cleared."""
+    import psycopg
+    from dagster import materialize
+
+    from trading_platform.resources import MarketDB, MLflowResource, ModelServer, serving
+
+    dsn, instance = model_market
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    serving._MEMORY.clear()
+    serving._ALIASES.clear()
+    resources = {"market_db": MarketDB(database_url=dsn),
+                 "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "artifacts")),
+                 "model_server": ModelServer(tracking_uri=uri, cache_dir=str(tmp_path / "cache"), device="cpu")}
+
+    def run(asset, config=None, partition_key=None, raise_on_error=True):
+        key = asset.key.to_python_identifier()
+        return materialize([asset], instance=instance, resources=resources, partition_key=partition_key,
+                           run_config={"ops": {key: {"config": config}}} if config else None,
+                           raise_on_error=raise_on_error)
+
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for table in ("predictions", "forecasts", "patterns"):
+            c.execute(f"DELETE FROM {table}")
+    return run, resources, dsn

@@ -6,8 +6,8 @@ import sys
 
 from dagster import AssetKey
 
-HEAVY = ("torch", "neuralforecast", "sentence_transformers", "faiss", "mlflow", "ccxt", "yfinance",
-         "xgboost", "lightgbm", "sklearn", "hmmlearn", "numba", "polars", "talib")
+HEAVY = ("torch", "neuralforecast", "pytorch_lightning", "lightning", "ray", "sentence_transformers", "faiss",
+         "mlflow", "ccxt", "yfinance", "xgboost", "lightgbm", "sklearn", "hmmlearn", "numba", "polars", "talib")
 
 
 def test_definitions_resolve_every_asset_check_job_schedule_and_sensor():
@@ -16,7 +16,8 @@ def test_definitions_resolve_every_asset_check_job_schedule_and_sensor():
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"market/ohlcv", "market/ohlcv_5m", "market/ohlcv_1h", "market/ohlcv_1d", "features",
-            "models/pump_xgb", "models/regime_hmm", "models/signal_lgbm", "predictions"} <= keys
+            "models/pump_xgb", "models/regime_hmm", "models/signal_lgbm", "models/nhits_1h", "models/pattern_tcn",
+            "predictions", "forecasts", "patterns"} <= keys
     checks = repo.asset_graph.asset_check_keys
 
     def names(k):
@@ -25,7 +26,7 @@ def test_definitions_resolve_every_asset_check_job_schedule_and_sensor():
     for k in {k for k in keys if k.startswith("market/")}:
         assert {"no_duplicate_keys", "ohlc_consistent", "no_unexpected_gaps", "fresh_if_live"} <= names(k), k
     assert names("features") == {"rows_match_candles", "values_finite"}
-    for k in ("models/pump_xgb", "models/regime_hmm", "models/signal_lgbm"):
+    for k in ("models/pump_xgb", "models/regime_hmm", "models/signal_lgbm", "models/nhits_1h", "models/pattern_tcn"):
         assert names(k) == {"metrics_finite", "champion_exists"}, k
     for job in repo.get_all_jobs():
         assert job.name
@@ -73,4 +74,4 @@ def test_the_code_location_loads_every_standard_way(tmp_path):
 
     jobs = {j.name for j in defs.get_repository_def().get_all_jobs()}
     assert {"market_data_job", "features_job", "pump_training_job", "regime_training_job", "signal_training_job",
-            "predictions_job"} <= jobs
+            "nhits_training_job", "pattern_training_job", "predictions_job"} <= jobs

@@ -7,70 +7,22 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import psycopg
 import pytest
-from dagster import DagsterInstance, materialize
 
-from trading_platform.assets.features import features
-from trading_platform.assets.market_data import market_assets
 from trading_platform.assets.models import predictions, pump_xgb, regime_hmm, signal_lgbm
-from trading_platform.assets.partitions import market_key
-from trading_platform.core.symbols import SymbolInfo
 from trading_platform.models.registry import list_models, promote
-from trading_platform.resources import MarketDB, MarketSource, MLflowResource, ModelServer
+from trading_platform.resources import ModelServer
 from trading_platform.resources import serving
 from trading_platform.resources.serving import ModelLoadError
 from trading_platform.store.db import connect
-from trading_platform.symbols import sync_partitions
-
-SYMBOLS = ["BTC/USDT", "ETH/USDT"]
-MONTHS = ("2025-01-01", "2025-04-01")
-
-
-@pytest.fixture(scope="module")
-def market(pg_server):
-    """Two crypto symbols with 5m and 1h candles and features for Jan-Apr 2025 (built once)."""
-    name = f"m_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    dsn = pg_server.replace("/postgres?", f"/{name}?")
-    instance = DagsterInstance.ephemeral()
-    with connect(dsn) as store:
-        for s in SYMBOLS:
-            store.add_symbol(SymbolInfo.create(s, timeframes=["5m", "1h"]))
-        sync_partitions(instance, store)
-    res = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec="synthetic:7")}
-    for s in SYMBOLS:
-        materialize([*market_assets, features], instance=instance, resources=res, tags={
-            "dagster/asset_partition_range_start": str(market_key(s, MONTHS[0])),
-            "dagster/asset_partition_range_end": str(market_key(s, MONTHS[1]))})
-    yield dsn, instance
-    with psycopg.connect(pg_server, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
-def env(market, tmp_path):
-    dsn, instance = market
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    serving._MEMORY.clear()
-    serving._ALIASES.clear()
-    resources = {"market_db": MarketDB(database_url=dsn),
-                 "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "artifacts")),
-                 "model_server": ModelServer(tracking_uri=uri, cache_dir=str(tmp_path / "cache"), device="cpu")}
-
-    def run(asset, config=None, partition_key=None, raise_on_error=True):
-        key = asset.key.to_python_identifier()
-        return materialize([asset], instance=instance, resources=resources, partition_key=partition_key,
-                           run_config={"ops": {key: {"config": config}}} if config else None,
-                           raise_on_error=raise_on_error)
-
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("DELETE FROM predictions")
-    return run, resources, dsn
+def env(model_env):
+    return model_env
 
 
 def md(result, asset):

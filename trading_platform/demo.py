@@ -137,47 +137,63 @@ def _train_models(instance, dsn: str, symbols: list[str], quick: bool, log) -> d
     than trained into a failed run. An honest gate leaves most demo models challengers:
     their predictions are written as shadows.
     """
-    from .assets.models import predictions, pump_xgb, regime_hmm, signal_lgbm
+    from .assets.models import (forecasts, model_assets, nhits_assets, pattern_tcn, patterns, predictions, pump_xgb,
+                                regime_hmm, signal_lgbm)
     from .resources import MarketDB, MLflowResource, ModelServer
+    from .sensors.models import (nhits_training_job, pattern_training_job, predictions_job, pump_training_job,
+                                 regime_training_job, signal_training_job)
 
     resources = {"market_db": MarketDB(database_url=dsn), "mlflow": MLflowResource(), "model_server": ModelServer()}
     out: dict = {}
-
-    from .assets.models import model_assets
-    from .sensors.models import predictions_job, pump_training_job, regime_training_job, signal_training_job
-
     jobs = {a.key: bound_job(j, model_assets, resources) for a, j in (
         (pump_xgb, pump_training_job), (regime_hmm, regime_training_job), (signal_lgbm, signal_training_job),
-        (predictions, predictions_job))}
+        (pattern_tcn, pattern_training_job), (predictions, predictions_job),
+        *((a, nhits_training_job) for a in nhits_assets))}
 
-    def run(asset, config=None, partition_key=None):
-        key = asset.key.to_python_identifier()
+    def run(asset, config=None, partition_key=None, also=()):
+        """One run of ``asset`` (and the assets ``also`` names, each with its config, in the same job)."""
         t = time.perf_counter()
+        configs = {asset: config, **dict(also)}
         r = jobs[asset.key].execute_in_process(
             instance=instance, partition_key=partition_key, raise_on_error=False,
-            run_config={"ops": {key: {"config": config}}} if config else None)
-        label = asset.key.to_user_string() + (f"[{partition_key}]" if partition_key else "")
-        mats = r.asset_materializations_for_node(key) if r.success else []
-        md = {k: v.value for k, v in mats[0].metadata.items()} if mats else {}
-        out[label] = {"success": r.success, "seconds": round(time.perf_counter() - t, 2),
-                      **{k: md[k] for k in ("registered_version", "gate_decision", "gate_reason", "new_score",
-                                            "baseline_score", "rows") if k in md}}
-        log(f"{label}: {out[label]}")
+            asset_selection=[a.key for a in configs],
+            run_config={"ops": {a.key.to_python_identifier(): {"config": c} for a, c in configs.items() if c}})
+        also = [a for a in configs if a is not asset]
+        for a in (asset, *also):
+            label = a.key.to_user_string() + (f"[{partition_key}]" if partition_key else "")
+            mats = r.asset_materializations_for_node(a.key.to_python_identifier()) if r.success else []
+            md = {k: v.value for k, v in mats[0].metadata.items()} if mats else {}
+            out[label] = {"success": r.success, "seconds": round(time.perf_counter() - t, 2),
+                          **{k: md[k] for k in ("registered_version", "gate_decision", "gate_reason", "new_score",
+                                                "baseline_score", "rows", "by_model") if k in md}}
+            log(f"{label}: {out[label]}")
         return r.success
 
     crypto = [s for s in symbols if "/" in s]
     if crypto:
         run(pump_xgb, {"rise": 0.01, "n_estimators": 100, "symbols": crypto})
     for sym in symbols:
-        for asset, config in ((regime_hmm, {"n_iter": 30}), (signal_lgbm, {"n_estimators": 100})):
+        for asset, config in ((regime_hmm, {"n_iter": 30}), (signal_lgbm, {})):
             why = _not_evaluable(dsn, sym, asset.key.path[-1])
             if why:
                 out[f"{asset.key.to_user_string()}[{sym}]"] = {"success": True, "skipped": why}
                 log(f"{asset.key.to_user_string()}[{sym}]: skipped: {why}")
                 continue
             run(asset, config, partition_key=sym)
-    run(predictions)
+    for asset in nhits_assets:
+        run(asset, DEMO_NHITS_QUICK if quick else DEMO_NHITS)
+    run(pattern_tcn, DEMO_TCN_QUICK if quick else DEMO_TCN)
+    # a demo-sized TCN is unsure of everything: show what it leans towards (as shadows), not only the sure
+    run(predictions, also=((forecasts, None), (patterns, {"threshold": 0.2})))
     return out
+
+
+# demo-sized models (the real configurations are the assets' defaults: see the README): small enough
+# for `tp demo` to stay under 3 minutes here; they rarely pass the gate, and their outputs are shadows
+DEMO_NHITS = {"max_steps": 100, "learning_rate": 1e-3}
+DEMO_NHITS_QUICK = {"max_steps": 50, "horizon": 12, "input_size": 24, "min_origins": 40, "learning_rate": 1e-3}
+DEMO_TCN = {"epochs": 3, "n_synthetic": 3000}
+DEMO_TCN_QUICK = {"epochs": 2, "n_synthetic": 1000}
 
 
 def _not_evaluable(dsn: str, symbol: str, family: str) -> str | None:

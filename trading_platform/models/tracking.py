@@ -16,7 +16,8 @@ from typing import Any, Callable
 from .gate import GateDecision
 from .registry import apply_decision
 
-PIP = {"xgboost": ["xgboost"], "lightgbm": ["lightgbm"], "regime": ["hmmlearn", "scipy", "cloudpickle", "pandas"]}
+PIP = {"xgboost": ["xgboost"], "lightgbm": ["lightgbm"], "regime": ["hmmlearn", "scipy", "cloudpickle", "pandas"],
+       "nhits": ["neuralforecast", "torch", "pandas"], "tcn": ["torch", "pandas"]}
 
 
 def _log_model(flavor: str, model: Any, tmp: str, **kw):
@@ -42,6 +43,16 @@ def _log_model(flavor: str, model: Any, tmp: str, **kw):
             cloudpickle.unregister_pickle_by_value(regime)
         code = Path(__file__).with_name("pyfunc.py")
         return mlflow.pyfunc.log_model(python_model=str(code), artifacts={"regime_model": str(path)}, **kw)
+    if flavor == "nhits":  # the saved forecaster directory, behind a models-from-code wrapper
+        path = model.save(Path(tmp) / "nhits")
+        code = Path(__file__).parent / "forecast" / "pyfunc.py"
+        return mlflow.pyfunc.log_model(python_model=str(code), artifacts={"nhits": str(path)}, **kw)
+    if flavor == "tcn":
+        from .patterns import tcn
+
+        path = tcn.save(model, Path(tmp) / "tcn")
+        code = Path(__file__).parent / "patterns" / "pyfunc.py"
+        return mlflow.pyfunc.log_model(python_model=str(code), artifacts={"tcn": str(path)}, **kw)
     raise ValueError(f"unknown flavor {flavor!r}")
 
 

@@ -204,6 +204,16 @@ def _load_native(name: str, version: str, path: Path, device: str) -> LoadedMode
         booster = lgb.Booster(model_file=str(path / flavors["lightgbm"]["data"]))
         return LoadedModel(name, version, "lightgbm", booster, booster.feature_name(), calibration)
     artifacts = (flavors.get("python_function") or {}).get("artifacts") or {}
+    if "nhits" in artifacts:  # the NHITS forecaster (a saved directory)
+        from ..models.forecast.nhits import Forecaster
+
+        forecaster = Forecaster.load(path / artifacts["nhits"]["path"], device=device)
+        forecaster.version = version
+        return LoadedModel(name, version, "nhits", forecaster, None)
+    if "tcn" in artifacts:  # the TCN pattern detector (state dict + config)
+        from ..models.patterns import tcn
+
+        return LoadedModel(name, version, "tcn", tcn.load(path / artifacts["tcn"]["path"], device=device), None)
     pickled = (artifacts.get("regime_model") or {}).get("path")  # the regime model (pyfunc around a pickle)
     if pickled is None and "sklearn" in flavors:  # versions logged before the pyfunc wrapper
         pickled = flavors["sklearn"]["pickled_model"]

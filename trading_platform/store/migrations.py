@@ -212,6 +212,43 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             EXECUTE FUNCTION tp_symbols_keep_referenced();
         """,
     ),
+    (
+        8,
+        "forecasts and patterns: the NHITS forecaster's and the TCN pattern detector's outputs",
+        """
+        -- one row per forecast step; origin_ts is the open time of the last candle read
+        CREATE TABLE IF NOT EXISTS forecasts (
+            model_name    text NOT NULL,
+            model_version text NOT NULL,
+            symbol        text NOT NULL,
+            timeframe     text NOT NULL,
+            origin_ts     timestamptz NOT NULL,
+            step          integer NOT NULL CHECK (step >= 1),
+            median        double precision NOT NULL,
+            quantiles     jsonb NOT NULL,
+            role          text NOT NULL DEFAULT 'champion' CHECK (role IN ('champion', 'shadow')),
+            created_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (model_name, model_version, symbol, timeframe, origin_ts, step)
+        );
+        CREATE INDEX IF NOT EXISTS forecasts_symbol_origin_idx ON forecasts (symbol, timeframe, origin_ts);
+        -- a pattern reported at ts (the open time of the window's last candle) uses candles closed by
+        -- ts + timeframe only
+        CREATE TABLE IF NOT EXISTS patterns (
+            model_name    text NOT NULL,
+            model_version text NOT NULL,
+            symbol        text NOT NULL,
+            timeframe     text NOT NULL,
+            ts            timestamptz NOT NULL,
+            pattern       text NOT NULL,
+            probability   double precision NOT NULL,
+            bars          integer NOT NULL,
+            role          text NOT NULL DEFAULT 'champion' CHECK (role IN ('champion', 'shadow')),
+            created_at    timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (model_name, model_version, symbol, timeframe, ts, pattern)
+        );
+        CREATE INDEX IF NOT EXISTS patterns_symbol_ts_idx ON patterns (symbol, timeframe, ts);
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001

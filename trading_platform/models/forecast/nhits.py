@@ -249,6 +249,16 @@ class Forecasts:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+def rows_frame(rows: list[dict], quantiles) -> "Any":
+    """Forecast rows as a frame: one column per quantile level (``q0.1``...) instead of the dict."""
+    import pandas as pd
+
+    out = pd.DataFrame([{k: v for k, v in r.items() if k != "quantiles"} for r in rows])
+    for level in quantiles:
+        out[f"q{level:g}"] = [r["quantiles"][f"{level:g}"] for r in rows]
+    return out
+
+
 class Forecaster:
     """A trained NHITS model with its configuration, timeframe and training window.
 
