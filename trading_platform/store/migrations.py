@@ -249,6 +249,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS patterns_symbol_ts_idx ON patterns (symbol, timeframe, ts);
         """,
     ),
+    (
+        9,
+        "in_sample on every model output; prediction_pins: one set of versions per backfill",
+        """
+        -- true when the row's time lies inside the version's own training window
+        ALTER TABLE predictions ADD COLUMN IF NOT EXISTS in_sample boolean NOT NULL DEFAULT false;
+        ALTER TABLE forecasts ADD COLUMN IF NOT EXISTS in_sample boolean NOT NULL DEFAULT false;
+        ALTER TABLE patterns ADD COLUMN IF NOT EXISTS in_sample boolean NOT NULL DEFAULT false;
+        CREATE TABLE IF NOT EXISTS prediction_pins (
+            pin_key       text NOT NULL,          -- a backfill id
+            model_name    text NOT NULL,
+            role          text NOT NULL,
+            model_version text NOT NULL,
+            pinned_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (pin_key, model_name, role)
+        );
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001

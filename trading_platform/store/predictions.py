@@ -35,7 +35,8 @@ def write_predictions(conn, rows: list[tuple]) -> int:
     return len(rows)
 
 
-def _upsert(conn, table: str, columns: list[str], key: list[str], rows: list[tuple]) -> int:
+def upsert(conn, table: str, columns: list[str], key: list[str], rows: list[tuple]) -> int:
+    """COPY into a temp stage, then INSERT ... ON CONFLICT (key) DO UPDATE: a re-run replaces rows."""
     from psycopg import sql
 
     if not rows:
@@ -60,7 +61,7 @@ def _upsert(conn, table: str, columns: list[str], key: list[str], rows: list[tup
 def write_forecasts(conn, name: str, version: str, role: str, rows: list[dict]) -> int:
     """rows: the forecaster's (symbol, timeframe, origin_ts, step, median, quantiles)."""
     cols = ["model_name", "model_version", "symbol", "timeframe", "origin_ts", "step", "median", "quantiles", "role"]
-    return _upsert(conn, "forecasts", cols, cols[:6],
+    return upsert(conn, "forecasts", cols, cols[:6],
                    [(name, version, r["symbol"], r["timeframe"], r["origin_ts"], r["step"], r["median"],
                      json.dumps(r["quantiles"]), role) for r in rows])
 
@@ -68,4 +69,4 @@ def write_forecasts(conn, name: str, version: str, role: str, rows: list[dict]) 
 def write_patterns(conn, name: str, version: str, role: str, rows: list[tuple]) -> int:
     """rows: (symbol, timeframe, ts, pattern, probability, bars)."""
     cols = ["model_name", "model_version", "symbol", "timeframe", "ts", "pattern", "probability", "bars", "role"]
-    return _upsert(conn, "patterns", cols, cols[:6], [(name, version, *r, role) for r in rows])
+    return upsert(conn, "patterns", cols, cols[:6], [(name, version, *r, role) for r in rows])

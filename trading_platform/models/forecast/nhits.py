@@ -285,38 +285,50 @@ class Forecaster:
         """The latest rows of a series a forecast reads (a log-return target also reads the close before)."""
         return self.cfg.input_size + (self.cfg.target == "log_return")
 
-    def forecast(self, data: Any) -> Forecasts:
-        """Forecasts at the latest origin of each series in ``data`` (one batched call): rows
+    def forecast(self, data: Any, origins: Mapping[str, Any] | None = None) -> Forecasts:
+        """Forecasts at the latest origin of each series in ``data``, or at each of ``origins``
+        (symbol -> origin times, the open times of candles in ``data``), in one batched call: rows
         ``(symbol, timeframe, origin_ts, step, median, quantiles)``. ``origin_ts`` is the open time of the
         last candle read (the forecast exists from its close on); step k is the k-th next candle the
-        market prints, whatever the clock says then; ``quantiles`` maps each level ("0.1") to a price."""
+        market prints, whatever the clock says then; ``quantiles`` maps each level ("0.1") to a price.
+        A forecast at an origin reads only the rows up to it."""
         import pandas as pd
 
         cfg = self.cfg
-        series = fr.prepare(data, cfg.target, cfg.hist_exog)
-        ok = [s for s in series if len(s) >= cfg.input_size]
-        skipped = {s.symbol: f"{len(s)} usable rows, the model reads {cfg.input_size}" for s in series
-                   if len(s) < cfg.input_size}
-        if not ok:
+        windows, skipped = [], {}
+        for s in fr.prepare(data, cfg.target, cfg.hist_exog):
+            if origins is None:
+                ends = [len(s)]
+            else:
+                wanted = fr.ts_us(pd.Series(list(origins.get(s.symbol, []))))
+                pos = np.searchsorted(s.ts_us, wanted)
+                ends = [int(p) + 1 for p, w in zip(pos, wanted) if p < len(s) and s.ts_us[p] == w]
+            for end in ends:
+                if end < cfg.input_size:
+                    skipped[s.symbol] = f"{end} usable rows before the origin, the model reads {cfg.input_size}"
+                    continue
+                cut = slice(end - cfg.input_size, end)
+                windows.append(fr.Series(f"{s.symbol}|{len(windows)}", s.ts_us[cut], s.close[cut], s.y[cut],
+                                         s.exog[cut], 0))
+        if not windows:
             return Forecasts([], skipped)
-        long = fr.long_frame(ok, cfg.hist_exog, tail=cfg.input_size)
+        long = fr.long_frame(windows, cfg.hist_exog, tail=cfg.input_size)
         device = resolve_device(self.device or cfg.device)
         with _runtime(self.nf.models, device):
             pred = self.nf.predict(df=long)
         pred = pred.sort_values(["unique_id", "ds"])
         cols = _output_columns(self.model)
-        out = pred[cols].to_numpy(dtype="float64").reshape(len(ok), cfg.horizon, len(cols))
-        order = {s.symbol: i for i, s in enumerate(ok)}
-        uids = pred["unique_id"].to_numpy()[:: cfg.horizon]
-        by = [ok[order[str(u)]] for u in uids]
-        last_close = np.array([s.close[-1] for s in by])
-        prices = fr.to_prices(out, cfg.quantiles, last_close, cfg.target)
+        out = pred[cols].to_numpy(dtype="float64").reshape(len(windows), cfg.horizon, len(cols))
+        order = {w.symbol: i for i, w in enumerate(windows)}
+        by = [windows[order[str(u)]] for u in pred["unique_id"].to_numpy()[:: cfg.horizon]]
+        prices = fr.to_prices(out, cfg.quantiles, np.array([w.close[-1] for w in by]), cfg.target)
         rows = []
-        for i, s in enumerate(by):
-            origin = pd.Timestamp(int(s.ts_us[-1]) * 1000, tz="UTC").to_pydatetime()
+        for i, w in enumerate(by):
+            origin = pd.Timestamp(int(w.ts_us[-1]) * 1000, tz="UTC").to_pydatetime()
+            symbol = w.symbol.rsplit("|", 1)[0]
             for k in range(cfg.horizon):
                 q = {f"{lvl:g}": float(prices[i, k, j]) for j, lvl in enumerate(cfg.quantiles)}
-                rows.append({"symbol": s.symbol, "timeframe": self.timeframe, "origin_ts": origin, "step": k + 1,
+                rows.append({"symbol": symbol, "timeframe": self.timeframe, "origin_ts": origin, "step": k + 1,
                              "median": q["0.5"], "quantiles": q})
         return Forecasts(rows, skipped)
 
