@@ -251,6 +251,50 @@ def cmd_models_promote(args) -> int:
     return 0
 
 
+# ---- live -------------------------------------------------------------------
+def cmd_live_status(args) -> int:
+    from .live.outbox import status
+
+    with _store() as store:
+        st = status(store.conn)
+    lat = st["latency_last_hour_s"]
+    err = st["last_error"]
+    text = "\n".join([
+        f"backlog: {st['backlog']} events not yet predicted ({st['pending']} pending, {st['claimed']} in "
+        f"{st['batches_in_flight']} batch(es) in flight); oldest {st['lag_s']:.1f} s old",
+        f"batches retried: {st['batches_retried']} ({st['retries']} re-requests)",
+        f"last hour: {st['done_last_hour']} events predicted"
+        + (f", insert to prediction p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s, max {lat['max']:.2f} s"
+           if lat else ""),
+        f"last error: batch {err['batch']} at {err['at']}: {err['error']}" if err else "last error: none",
+    ])
+    _emit(args, st, text)
+    return 0
+
+
+def cmd_live_feed(args) -> int:
+    from .live.feed import feed
+
+    symbols = [s.strip() for s in (args.symbols or "").split(",") if s.strip()]
+    start = None
+    if args.start:
+        import pandas as pd
+
+        try:
+            t = pd.Timestamp(args.start)
+            start = (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+        except ValueError:
+            raise InvalidInput(f"--start {args.start!r} is not a date or time", field="start") from None
+    with _store() as store:
+        out = feed(store, symbols, args.rate, args.duration, timeframe=args.timeframe,
+                   source_spec=args.source or os.environ.get("TP_SOURCE", "synthetic:7"), file=args.file,
+                   start=start, count=args.count, log=lambda m: print(m, file=sys.stderr))
+    d = out.as_dict()
+    _emit(args, d, f"fed {d['fed']} candles ({d['events']} live events) in {d['duration_s']} s "
+                   f"({d['rate']} candles/s): " + " ".join(f"{k}={v}" for k, v in d["written"].items()))
+    return 0
+
+
 # ---- demo / up / down -------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -481,6 +525,24 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--margin", type=float, default=0.005, help="minimum improvement the shadow must show")
     mc.add_argument("--json", action="store_true")
     mc.set_defaults(fn=cmd_models_compare)
+
+    lv = sub.add_parser("live", help="the live path: outbox backlog, a live feeder")
+    lvs = lv.add_subparsers(dest="live_command", required=True, parser_class=_Parser)
+    ls_ = lvs.add_parser("status", help="backlog (events not yet predicted), lag of the oldest, retries, last error")
+    ls_.add_argument("--json", action="store_true")
+    ls_.set_defaults(fn=cmd_live_status)
+    lf = lvs.add_parser("feed", help="append closed candles of live symbols at R candles/s in total (synthetic, "
+                                     "continuing each series, or replayed from a file)")
+    lf.add_argument("--symbols", required=True, help="comma-separated live symbols")
+    lf.add_argument("--rate", type=float, required=True, help="candles per second, in total")
+    lf.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C, or the end of --file)")
+    lf.add_argument("--count", type=int, help="stop after this many candles")
+    lf.add_argument("--timeframe", help="default: each symbol's base timeframe")
+    lf.add_argument("--file", help="replay candles from a CSV/Parquet file (a symbol column, or one symbol)")
+    lf.add_argument("--source", help="source spec of synthetic candles (default TP_SOURCE, else synthetic:7)")
+    lf.add_argument("--start", help="first candle's time (default: after each series' last stored candle)")
+    lf.add_argument("--json", action="store_true")
+    lf.set_defaults(fn=cmd_live_feed)
 
     ing = cmd("ingest", cmd_ingest, "load a CSV/Parquet file of candles into the store")
     ing.add_argument("path")

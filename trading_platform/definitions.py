@@ -15,6 +15,7 @@ from .assets.market_data import market_assets
 from .assets.models import model_assets
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
 from .sensors.features import features_job, features_stale_sensor
+from .sensors.live import live_predictions_job, live_predictions_sensor
 from .sensors.market_data import market_data_hourly, market_data_job, symbol_partitions_sensor
 from .sensors.models import model_jobs
 from .settings import get_settings
@@ -42,6 +43,7 @@ def _domains() -> list[Definitions]:
                     sensors=[symbol_partitions_sensor]),
         Definitions(assets=feature_assets, jobs=[features_job], sensors=[features_stale_sensor]),
         Definitions(assets=model_assets, jobs=model_jobs),
+        Definitions(jobs=[live_predictions_job], sensors=[live_predictions_sensor]),
     ]
 
 

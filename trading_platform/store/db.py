@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -63,6 +63,13 @@ class WriteResult:
 
     def counts(self) -> dict:
         return {k: getattr(self, k) for k in ("inserted", "updated", "unchanged", "rejected")}
+
+
+@dataclass
+class LiveWriteResult(WriteResult):
+    """What a live write did, and the ids of the outbox events it recorded."""
+
+    events: list = field(default_factory=list)
 
 
 
@@ -247,6 +254,43 @@ class MarketStore:
                     "INSERT INTO ohlcv_revisions (symbol, timeframe, first_ts, rows) VALUES (%s, %s, %s, %s)",
                     (symbol, tf, revised_from, revised_rows),
                 )
+        return result
+
+    # ---- candles: the live write path -----------------------------------------
+    def write_live(self, symbol: str, timeframe: str, df, source: str = "live", *,
+                   now: datetime | None = None) -> "LiveWriteResult":
+        """Closed candles from a live writer (an exchange poller, ``tp live feed``), in one transaction.
+
+        Each clean candle goes through ``tp_live_candle()`` (migration 10), which upserts it and, in the
+        same transaction, records its ``market_events`` row and NOTIFYs ``tp_market_events`` when it is
+        new, changed, or stored but never seen by the live path, for an enabled live symbol. Bad rows,
+        rows not closed yet, and every candle of a symbol not in ``symbols`` are quarantined with their
+        reason. Historical loads (``write_candles``) never create events."""
+        tf = parse_timeframe(timeframe)
+        validate_symbol(symbol)
+        norm = df if isinstance(df, Normalized) else normalize_candles(df, tf, now=now, where=source)
+        result = LiveWriteResult(rejected=len(norm.rejects), duplicates_collapsed=norm.duplicates_collapsed)
+        with self.conn.transaction():
+            if norm.rejects:
+                self.write_rejects(symbol, tf, source, norm.rejects)
+            if len(norm) == 0:
+                return result
+            rows = self.conn.execute(
+                "SELECT r.outcome, r.event_id FROM unnest(%(ts)s::bigint[], %(o)s::float8[], %(h)s::float8[], "
+                "%(l)s::float8[], %(c)s::float8[], %(v)s::float8[]) WITH ORDINALITY AS u(t, o, h, l, c, v, i) "
+                "CROSS JOIN LATERAL tp_live_candle(%(s)s, %(tf)s, timestamptz 'epoch' + u.t * interval '1 microsecond', u.o, u.h, u.l, u.c, "
+                "u.v, %(src)s) r ORDER BY u.i",
+                {"ts": norm.ts_us.tolist(), "o": norm.open.tolist(), "h": norm.high.tolist(),
+                 "l": norm.low.tolist(), "c": norm.close.tolist(), "v": norm.volume.tolist(),
+                 "s": symbol, "tf": tf, "src": source},
+            ).fetchall()
+        for outcome, event_id in rows:
+            if outcome == "quarantined":
+                result.rejected += 1
+            else:
+                setattr(result, outcome, getattr(result, outcome) + 1)
+            if event_id is not None:
+                result.events.append(int(event_id))
         return result
 
     def _copy(self, statement: str, columns, n: int) -> None:

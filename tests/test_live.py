@@ -1,0 +1,464 @@
+"""The live path against real PostgreSQL, a real Dagster instance and a real MLflow store: the outbox
+written with the candle, NOTIFY as a wake-up only, claims by processing state, bounded batches, re-requests
+under new keys, exactly-once done marks, and predictions for the event's candle."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pandas as pd
+import psycopg
+import pytest
+from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
+
+from trading_platform.core.symbols import SymbolInfo
+from trading_platform.live import outbox
+from trading_platform.live.feed import next_closed
+from trading_platform.resources import MarketDB, MLflowResource, ModelServer
+from trading_platform.sensors.live import live_predictions_job, live_predictions_sensor
+from trading_platform.sources.synthetic import SyntheticSource
+from trading_platform.store.db import connect
+
+from conftest import utc
+
+FAST = {"TP_LIVE_WAIT_S": "0", "TP_LIVE_POLL_S": "0.1"}
+
+
+@pytest.fixture
+def live_env(monkeypatch):
+    for k, v in FAST.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("TP_LIVE_MAX_RUNS", raising=False)
+    monkeypatch.delenv("TP_LIVE_LISTEN", raising=False)
+    monkeypatch.delenv("TP_LIVE_BATCH_MAX", raising=False)
+    monkeypatch.delenv("TP_LIVE_RETRY_AFTER_S", raising=False)
+    return monkeypatch
+
+
+def candles(start, n, tf_min=5, price=100.0):
+    ts = pd.date_range(start, periods=n, freq=f"{tf_min}min", tz="UTC")
+    return pd.DataFrame({"ts": ts, "open": price, "high": price * 1.01, "low": price * 0.99, "close": price,
+                         "volume": 10.0})
+
+
+def events(dsn):
+    with psycopg.connect(dsn) as c:
+        return c.execute("SELECT e.id, e.symbol, e.timeframe, e.ts, e.change, q.status, q.batch_id "
+                         "FROM market_events e JOIN market_event_queue q ON q.event_id = e.id ORDER BY e.id").fetchall()
+
+
+# ---- the outbox --------------------------------------------------------------------------------
+def test_a_live_write_records_its_event_and_notifies_a_historical_load_does_not(store, dsn):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
+    store.add_symbol(SymbolInfo.create("ETH/USDT", timeframes=["5m"]))  # not live
+    listener = psycopg.connect(dsn, autocommit=True)
+    listener.execute(f"LISTEN {outbox.CHANNEL}")
+    # a year of history through the bulk path: candles stored, no event, no notification
+    hist = candles("2024-01-01", 1000)
+    store.ingest_frame("BTC/USDT", "5m", hist, source="file")
+    assert store.candle_stats("BTC/USDT", "5m")["rows"] == 1000
+    assert events(dsn) == [] and list(listener.notifies(timeout=0.3)) == []
+    # live writes: each candle with its event in the same transaction, and a NOTIFY
+    r = store.write_live("BTC/USDT", "5m", candles("2025-01-01", 2))
+    assert (r.inserted, len(r.events)) == (2, 2)
+    got = events(dsn)
+    assert [(g[1], g[3], g[4], g[5]) for g in got] == [("BTC/USDT", utc(2025, 1, 1), "inserted", "pending"),
+                                                      ("BTC/USDT", utc(2025, 1, 1, 0, 5), "inserted", "pending")]
+    assert sorted(int(n.payload) for n in listener.notifies(timeout=1, stop_after=2)) == r.events
+    # the same candle again: unchanged and already seen, no new event; a corrected one: an event
+    assert store.write_live("BTC/USDT", "5m", candles("2025-01-01", 1)).events == []
+    fixed = store.write_live("BTC/USDT", "5m", candles("2025-01-01", 1, price=101.0))
+    assert fixed.updated == 1 and len(fixed.events) == 1 and events(dsn)[-1][4] == "updated"
+    # a candle the bulk path stored but the live path never saw: an event (the live path predicts it)
+    seen = store.write_live("BTC/USDT", "5m", hist.iloc[-1:])
+    assert seen.unchanged == 1 and len(seen.events) == 1
+    # a symbol that is not live: the candle is stored, no event
+    assert store.write_live("ETH/USDT", "5m", candles("2025-01-01", 1)).inserted == 1
+    assert len(events(dsn)) == 4
+    assert len(list(listener.notifies(timeout=0.5, stop_after=2))) == 2  # the correction's and the unseen one's
+    # an external writer through the documented function, in its own transaction: event and NOTIFY at commit
+    with psycopg.connect(dsn) as ext:
+        out = ext.execute("SELECT * FROM tp_live_candle('BTC/USDT', '5m', '2025-01-01 00:10+00', 100, 101, 99, "
+                          "100, 5, 'poller')").fetchone()
+        assert out[0] == "inserted" and out[1] is not None
+        assert list(listener.notifies(timeout=0.3)) == []  # not before the commit
+    assert [int(n.payload) for n in listener.notifies(timeout=1, stop_after=1)] == [out[1]]
+    # rolled back: neither the candle nor its event
+    with psycopg.connect(dsn) as ext:
+        ext.execute("SELECT * FROM tp_live_candle('BTC/USDT', '5m', '2025-01-01 00:15+00', 100, 101, 99, 100, 5)")
+        ext.rollback()
+    assert len(events(dsn)) == 5 and store.candle_stats("BTC/USDT", "5m")["rows"] == 1003
+    listener.close()
+
+
+def test_a_candle_for_a_symbol_not_in_symbols_is_quarantined_with_its_reason(store, dsn):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m", "1h"], live=True))
+    r = store.write_live("DOGE/USDT", "5m", candles("2025-01-01", 2))
+    assert (r.inserted, r.rejected, r.events) == (0, 2, [])
+    with psycopg.connect(dsn) as ext:
+        bad = [ext.execute(f"SELECT outcome, event_id FROM tp_live_candle({args})").fetchone() for args in (
+            "'XRP/USDT', '5m', '2025-01-01', 1, 2, 0.5, 1, 1",           # not in symbols
+            "'BTC/USDT', '1h', '2025-01-01', 1, 2, 0.5, 1, 1",           # derived by resampling
+            "'BTC/USDT', '5m', '2025-01-01 00:01+00', 1, 2, 0.5, 1, 1",  # misaligned
+            "'BTC/USDT', '5m', '2025-01-01', 1, 2, 0.5, 'NaN', 1",       # NaN
+            "'BTC/USDT', '5m', '2025-01-01', 1, 0.4, 0.5, 1, 1",         # high < low
+            "'BTC/USDT', '5m', date_trunc('day', now()) + interval '1 day', 1, 2, 0.5, 1, 1")]  # not closed
+        ext.commit()
+    assert bad == [("quarantined", None)] * 6
+    with psycopg.connect(dsn) as c:
+        reasons = [r[0] for r in c.execute("SELECT reason FROM ingest_rejects ORDER BY id")]
+    assert len(reasons) == 8
+    assert all(r.startswith("symbol DOGE/USDT is not in the symbols table") for r in reasons[:2])
+    assert reasons[2].startswith("symbol XRP/USDT is not in the symbols table (tp symbols add XRP/USDT --live)")
+    assert reasons[3] == "BTC/USDT derives 1h by resampling 5m: write 5m candles (the live path resamples them)"
+    assert reasons[4:] == ["timestamp not aligned to a 5m boundary", "a value is NaN", "high < low",
+                           "candle not closed yet (ts + 5m is after now)"]
+    assert events(dsn) == [] and store.candle_stats("BTC/USDT", "5m")["rows"] == 0
+
+
+def test_a_late_committing_lower_id_is_not_lost(store, dsn):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
+    store.add_symbol(SymbolInfo.create("ETH/USDT", timeframes=["5m"], live=True))
+    slow, fast = psycopg.connect(dsn), psycopg.connect(dsn)
+    low = slow.execute("SELECT event_id FROM tp_live_candle('BTC/USDT', '5m', '2025-01-01', 1, 2, 0.5, 1, 1)"
+                       ).fetchone()[0]
+    high = fast.execute("SELECT event_id FROM tp_live_candle('ETH/USDT', '5m', '2025-01-01', 1, 2, 0.5, 1, 1)"
+                        ).fetchone()[0]
+    assert low < high
+    fast.commit()  # the higher id is visible first
+    first = outbox.claim(store.conn, 500, {}, [])
+    assert first.event_ids == [high]
+    store.conn.execute("UPDATE market_event_queue SET status = 'done' WHERE event_id = %s", (high,))
+    slow.commit()  # the lower id commits after the higher one was processed: a cursor would have passed it
+    second = outbox.claim(store.conn, 500, {}, [])
+    assert second is not None and second.event_ids == [low]
+    assert outbox.claim(store.conn, 500, {}, []) is None
+    slow.close()
+    fast.close()
+
+
+def test_pruning_removes_old_processed_events_only(store, dsn):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
+    store.write_live("BTC/USDT", "5m", candles("2025-01-01", 4))
+    b = outbox.claim(store.conn, 2, {}, [])
+    store.conn.execute("UPDATE market_event_queue SET status = 'done' WHERE batch_id = %s", (b.id,))
+    store.conn.execute("UPDATE market_events SET created_at = created_at - interval '100 hours'")
+    assert outbox.prune(store.conn, retention_h=72)["events"] == 2
+    left = events(dsn)
+    assert [e[5] for e in left] == ["pending", "pending"]  # never pruned before it is processed
+    assert outbox.status(store.conn)["backlog"] == 2
+
+
+# ---- the sensor and the live job ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def empty_registry(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("live-empty-mlflow")
+    mlflow = MLflowResource(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=str(tmp / "artifacts"))
+    mlflow.client().search_registered_models()  # create the store once (its migrations take seconds)
+    return mlflow
+
+
+@pytest.fixture
+def outbox_only(store, dsn, empty_registry, live_env):
+    """Live symbols, no model registered: the sensor's protocol without the cost of models."""
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
+    store.add_symbol(SymbolInfo.create("ETH/USDT", timeframes=["5m"], live=True))
+    with instance_for_test() as instance:
+        yield store, instance, {"market_db": MarketDB(database_url=dsn), "mlflow": empty_registry}
+
+
+def tick(instance, resources, cursor=None):
+    return live_predictions_sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+
+
+def test_batches_are_bounded_and_only_as_many_as_free_live_slots(outbox_only, live_env):
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    store, instance, res = outbox_only
+    live_env.setenv("TP_LIVE_BATCH_MAX", "3")
+    ids = store.write_live("BTC/USDT", "5m", candles("2025-01-01", 4)).events + \
+        store.write_live("ETH/USDT", "5m", candles("2025-01-01", 4)).events
+    first = tick(instance, res)
+    assert [r.run_key for r in first.run_requests] == ["batch-1-attempt-1", "batch-2-attempt-1"]  # 2 live slots
+    cfgs = [r.run_config["ops"]["predict_live_events"]["config"] for r in first.run_requests]
+    assert [c["event_ids"] for c in cfgs] == [ids[:3], ids[3:6]] and all(c["pins"] == {} for c in cfgs)
+    assert first.run_requests[0].tags["tp/live_batch"] == "1"
+    # both runs created, not finished: the slots are busy, the last two events wait (pending, not claimed) for the next batch
+    runs = [instance.create_run_for_job(live_predictions_job, run_config=r.run_config,
+                                        tags={**live_predictions_job.tags, **r.tags}) for r in first.run_requests]
+    assert {r.status for r in runs} == {DagsterRunStatus.NOT_STARTED}
+    busy = tick(instance, res, first.cursor)
+    assert not busy.run_requests and "slot(s) are busy" in busy.skip_reason.skip_message
+    assert [e[5] for e in events(store.dsn)][6:] == ["pending", "pending"]
+    instance.delete_run(runs[0].run_id)  # a slot frees up
+    nxt = tick(instance, res, busy.cursor)
+    assert [r.run_key for r in nxt.run_requests] == ["batch-3-attempt-1"]
+    assert nxt.run_requests[0].run_config["ops"]["predict_live_events"]["config"]["event_ids"] == ids[6:]
+    # a repeated tick requests nothing new: every event is claimed, no batch is overdue
+    again = tick(instance, res, nxt.cursor)
+    assert not again.run_requests and again.skip_reason.skip_message == "no live event pending"
+
+
+@pytest.mark.parametrize("listen", [True, False])
+def test_an_event_arriving_while_the_tick_waits_is_claimed_at_once_with_or_without_notify(outbox_only, live_env,
+                                                                                           listen):
+    store, instance, res = outbox_only
+    # a long wait; re-checks only every 5 s with NOTIFY (so only the NOTIFY can wake it early), every 0.3 s without
+    live_env.setenv("TP_LIVE_WAIT_S", "8")
+    live_env.setenv("TP_LIVE_POLL_S", "5" if listen else "0.3")
+    live_env.setenv("TP_LIVE_LISTEN", "1" if listen else "0")
+    out = {}
+
+    def run():
+        t = time.monotonic()
+        out["result"] = tick(instance, res)
+        out["returned"] = time.monotonic()
+
+    th = threading.Thread(target=run)
+    th.start()
+    time.sleep(1.5)  # the tick found nothing and waits
+    with connect(store.dsn) as writer:
+        written = time.monotonic()
+        ids = writer.write_live("BTC/USDT", "5m", candles("2025-01-01", 1)).events
+    th.join(timeout=15)
+    assert [r.run_config["ops"]["predict_live_events"]["config"]["event_ids"] for r in out["result"].run_requests] \
+        == [ids]
+    assert out["returned"] - written < (1.0 if listen else 1.5)
+
+
+# ---- with models: the live job ----------------------------------------------------------------------
+PUMP = {"n_estimators": 60, "max_depth": 4, "rise": 0.01, "min_improvement_auc": -1.0,
+        "min_improvement_log_loss": -1.0}
+
+
+@pytest.fixture(scope="module")
+def trained(model_market, tmp_path_factory):
+    """A pump champion (5m, pooled over the crypto symbols) and a BTC/USDT regime champion (1h), trained on
+    the shared model market, in a module's own MLflow store."""
+    from trading_platform.assets.models import pump_xgb, regime_hmm
+    from trading_platform.models.registry import promote
+    from trading_platform.resources import serving
+
+    dsn, instance = model_market
+    tmp = tmp_path_factory.mktemp("live-models")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    serving._MEMORY.clear()
+    serving._ALIASES.clear()
+    mlflow = MLflowResource(tracking_uri=uri, artifact_root=str(tmp / "artifacts"))
+    res = {"market_db": MarketDB(database_url=dsn), "mlflow": mlflow,
+           "model_server": ModelServer(tracking_uri=uri, cache_dir=str(tmp / "cache"), device="cpu")}
+    materialize([pump_xgb], instance=instance, resources=res,
+                run_config={"ops": {"models__pump_xgb": {"config": PUMP}}})
+    materialize([regime_hmm], instance=instance, resources=res, partition_key="BTC/USDT",
+                run_config={"ops": {"models__regime_hmm": {"config": {"n_iter": 10}}}})
+    promote(mlflow.client(), "regime_hmm.BTC_USDT", "1")
+    return {"mlflow": mlflow, "model_server": res["model_server"], "market": dsn}
+
+
+@pytest.fixture
+def live(trained, pg_server, live_env):
+    """A copy of the model market (BTC/USDT live), a Dagster instance and the resources of the live job."""
+    name = f"l_{uuid.uuid4().hex[:10]}"
+    template = psycopg.conninfo.conninfo_to_dict(trained["market"])["dbname"]
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        for attempt in range(20):  # a template copy needs the template to have no session open
+            try:
+                c.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.5)
+    dsn = pg_server.replace("/postgres?", f"/{name}?")
+    with connect(dsn) as store:
+        store.update_symbol("BTC/USDT", live=True)
+    res = {"market_db": MarketDB(database_url=dsn), "mlflow": trained["mlflow"],
+           "model_server": trained["model_server"]}
+    with instance_for_test() as instance:
+        yield dsn, instance, res
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def feed_next(dsn, n, symbol="BTC/USDT"):
+    """The next n synthetic 5m candles of the series (the ones an ingestion would store), written live."""
+    with connect(dsn) as store:
+        info = store.get_symbol(symbol)
+        new = next_closed(SyntheticSource(7), info, "5m", store.candle_stats(symbol, "5m")["last_ts"], n)
+        return store.write_live(symbol, "5m", new).events, [pd.Timestamp(t, unit="us", tz="UTC") for t in new.ts_us]
+
+
+def run_request(result, **kw):
+    return live_predictions_job.execute_in_process(run_config=result.run_config, tags=result.tags, **kw)
+
+
+def test_the_live_run_predicts_the_event_candles_and_marks_them_done_in_one_transaction(live):
+    import polars as pl
+
+    from trading_platform.features.pipeline import materialize as features_materialize
+    from trading_platform.features.spec import FeatureSpec
+    from trading_platform.features.storage import read_features
+    from trading_platform.models.scoring import Version, score_range
+
+    dsn, instance, res = live
+    ids, ts = feed_next(dsn, 12)  # 00:00 ... 00:55 of a new day: they complete its first hour
+    assert ts[0].hour == 0 and ts[0].minute == 0 and len(ids) == 12
+    [req] = tick(instance, res).run_requests
+    cfg = req.run_config["ops"]["predict_live_events"]["config"]
+    assert cfg["event_ids"] == ids
+    assert cfg["pins"] == {"pump_xgb": {"champion": "1"}, "regime_hmm.BTC_USDT": {"champion": "1"}}
+    result = run_request(req, instance=instance, resources=res)
+    assert result.success
+    with psycopg.connect(dsn) as c:
+        preds = c.execute("SELECT model_name, timeframe, ts, value, role FROM predictions ORDER BY 1, 3").fetchall()
+        ev = c.execute("SELECT e.symbol, e.timeframe, e.ts, e.source, q.status FROM market_events e "
+                       "JOIN market_event_queue q ON q.event_id = e.id ORDER BY e.id").fetchall()
+        commits = c.execute("SELECT batch_id, run_id, event_ids FROM live_commits").fetchall()
+    # the 12 candles, and the hour they complete: resampled through the live path, predicted in the same run
+    assert [e[4] for e in ev] == ["done"] * 13
+    assert ev[-1][:4] == ("BTC/USDT", "1h", ts[0].to_pydatetime(), "resample:5m")
+    assert [(p[0], p[1], p[2]) for p in preds] == \
+        [("pump_xgb", "5m", t.to_pydatetime()) for t in ts] + [("regime_hmm.BTC_USDT", "1h", ts[0].to_pydatetime())]
+    assert commits == [(1, result.run_id, sorted(ids + [max(ids) + 1]))]
+    # the rows are the scoring core's rows, and the live features are the batch computation's (the hour's
+    # context joined to the 5m rows was computed before them)
+    with connect(dsn) as store:
+        info = store.get_symbol("BTC/USDT")
+        pump = Version("pump_xgb", "1", "champion", dict(res["mlflow"].client().get_model_version("pump_xgb", "1").tags))
+        again = score_range(store, res["model_server"], pump, info, "5m", ts[0].to_pydatetime(),
+                            ts[-1].to_pydatetime() + timedelta(minutes=5))
+        assert [r[5] for r in again] == pytest.approx([p[3] for p in preds[:12]], abs=1e-12)
+        live_f = read_features(store.conn, "BTC/USDT", "5m", ts[0].to_pydatetime())
+        features_materialize(store, info, FeatureSpec(), [(ts[0].to_pydatetime(), ts[-1].to_pydatetime()
+                                                           + timedelta(minutes=5))])
+        batch_f = read_features(store.conn, "BTC/USDT", "5m", ts[0].to_pydatetime())
+    cols = [c for c in batch_f.columns if c not in ("computed_at",)]
+    assert len(live_f) == 12 and live_f["htf_ts"].null_count() == 0
+    for c in cols:
+        a, b = live_f[c], batch_f[c]
+        if a.dtype.is_numeric():
+            assert (a - b).abs().max() is None or (a - b).abs().max() <= 1e-9 * max(1.0, b.abs().max()), c
+        else:
+            assert a.to_list() == b.to_list(), c
+    # a repeated tick requests nothing new
+    assert not tick(instance, res).run_requests
+
+
+def test_a_failed_batch_is_rerequested_under_a_new_key_and_its_events_are_predicted_once(live, live_env):
+    import trading_platform.live.process as process
+
+    dsn, instance, res = live
+    ids, ts = feed_next(dsn, 2)
+    [req1] = tick(instance, res).run_requests
+    assert req1.run_key == "batch-1-attempt-1"
+    real = process.score_candles
+
+    def broken(*a, **k):
+        raise RuntimeError("model server fell over")
+
+    live_env.setattr(process, "score_candles", broken)
+    failed = run_request(req1, instance=instance, resources=res, raise_on_error=False)
+    assert not failed.success
+    live_env.setattr(process, "score_candles", real)
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0  # nothing half-done
+    # not overdue yet: a repeated tick requests nothing (Dagster would also skip the same key forever)
+    live_env.setenv("TP_LIVE_RETRY_AFTER_S", "3600")
+    assert not tick(instance, res).run_requests
+    # overdue, and its run is not queued or running: the same batch, the same pins, a new key
+    live_env.setenv("TP_LIVE_RETRY_AFTER_S", "0")
+    [req2] = tick(instance, res).run_requests
+    assert req2.run_key == "batch-1-attempt-2"
+    assert req2.run_config == req1.run_config and req2.tags["tp/live_attempt"] == "2"
+    with connect(dsn) as store:
+        st = outbox.status(store.conn)
+    assert st["backlog"] == 2 and st["batches_retried"] == 1 and "model server fell over" in st["last_error"]["error"]
+    ok = run_request(req2, instance=instance, resources=res)
+    assert ok.success
+    # a late duplicate of attempt 1 (a run retry that raced the re-request) finds nothing to do
+    late = run_request(req1, instance=instance, resources=res)
+    assert late.success
+    assert not tick(instance, res).run_requests
+    with psycopg.connect(dsn) as c:
+        commits = c.execute("SELECT run_id, event_ids FROM live_commits").fetchall()
+        preds = c.execute("SELECT ts, count(*) FROM predictions GROUP BY 1 ORDER BY 1").fetchall()
+        status = [r[0] for r in c.execute("SELECT status FROM market_event_queue")]
+    assert commits == [(ok.run_id, ids)]  # each event marked done by exactly one committed run
+    assert preds == [(t.to_pydatetime(), 1) for t in ts] and status == ["done", "done"]
+    with connect(dsn) as store:
+        st = outbox.status(store.conn)
+    assert st["backlog"] == 0 and st["batches_in_flight"] == 0
+
+
+def test_a_run_killed_between_writing_and_committing_leaves_nothing_half_done(live, trained):
+    dsn, instance, res = live
+    ids, ts = feed_next(dsn, 1)
+    [req] = tick(instance, res).run_requests
+    cfg = req.run_config["ops"]["predict_live_events"]["config"]
+    server = trained["model_server"]
+    code = (
+        "import sys, time\n"
+        "from trading_platform.store.db import connect\n"
+        "from trading_platform.resources import ModelServer\n"
+        "from trading_platform.live.process import process_batch\n"
+        f"server = ModelServer(tracking_uri={server.tracking_uri!r}, cache_dir={server.cache_dir!r}, device='cpu')\n"
+        "def pause():\n"
+        "    n = store.conn.execute('SELECT count(*) FROM predictions').fetchone()[0]\n"
+        "    print('written', n, flush=True)\n"
+        "    time.sleep(120)\n"
+        f"store = connect({dsn!r})\n"
+        f"process_batch(store, server, {cfg['batch_id']}, {cfg['event_ids']!r}, {cfg['pins']!r}, run_id='doomed', "
+        "before_commit=pause)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    line = proc.stdout.readline()
+    assert line.split() == ["written", "1"]  # its transaction holds the row...
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0  # ...which nobody else sees
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0
+        assert c.execute("SELECT status FROM market_event_queue").fetchall() == [("claimed",)]
+        assert c.execute("SELECT count(*) FROM live_commits").fetchone()[0] == 0
+    assert run_request(req, instance=instance, resources=res).success  # the retry does the whole batch
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT ts FROM predictions").fetchall() == [(ts[0].to_pydatetime(),)]
+        assert c.execute("SELECT status FROM market_event_queue").fetchall() == [("done",)]
+
+
+def test_tp_live_feed_and_status(store, dsn, tp_env, tmp_path):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m", "1h"], live=True))
+    store.add_symbol(SymbolInfo.create("ETH/USDT", timeframes=["5m"], live=True))
+    store.add_symbol(SymbolInfo.create("SOL/USDT", timeframes=["5m"]))
+    store.ingest_frame("BTC/USDT", "5m", candles("2025-01-01", 10), source="file")
+
+    def tp(*args):
+        p = subprocess.run([sys.executable, "-m", "trading_platform.cli", *args, "--json"], env=tp_env,
+                           capture_output=True, text=True)
+        return p.returncode, json.loads(p.stdout.strip().splitlines()[-1])
+
+    code, out = tp("live", "feed", "--symbols", "BTC/USDT,ETH/USDT", "--rate", "20", "--count", "10")
+    assert code == 0 and out["fed"] == 10 and out["per_symbol"] == {"BTC/USDT": 5, "ETH/USDT": 5}
+    assert out["events"] == 10 and out["written"] == {"inserted": 10, "updated": 0, "unchanged": 0, "rejected": 0}
+    assert 0.3 < out["duration_s"] < 3  # 10 candles at 20 per second
+    # each series continues after its last stored candle (ETH has none: it starts 1,000 candles back)
+    fed = {s: ts for s, ts in store.conn.execute("SELECT symbol, min(ts) FROM market_events GROUP BY 1")}
+    assert fed["BTC/USDT"] == utc(2025, 1, 1, 0, 50)
+    assert timedelta(hours=83) < pd.Timestamp.now(tz="UTC") - fed["ETH/USDT"] < timedelta(hours=84)
+    code, st = tp("live", "status")
+    assert code == 0 and st["backlog"] == 10 and st["pending"] == 10 and st["lag_s"] > 0
+    assert st["batches_retried"] == 0 and st["last_error"] is None
+    # replayed from a file; a symbol that is not live or not known is refused, naming it
+    f = tmp_path / "replay.csv"
+    candles("2025-02-01", 3).assign(symbol="ETH/USDT").to_csv(f, index=False)
+    code, out = tp("live", "feed", "--symbols", "ETH/USDT", "--rate", "50", "--file", str(f))
+    assert code == 0 and out["fed"] == 3 and out["events"] == 3
+    code, err = tp("live", "feed", "--symbols", "SOL/USDT", "--rate", "5", "--count", "1")
+    assert code == 2 and err["field"] == "symbols" and "not an enabled live symbol" in err["error"]
+    code, err = tp("live", "feed", "--symbols", "XRP/USDT", "--rate", "5", "--count", "1")
+    assert code == 2 and err["field"] == "symbols" and "not in the symbols table" in err["error"]

@@ -1,0 +1,162 @@
+"""The outbox protocol: claim, re-request, prune, report (plain SQL, no Dagster).
+
+Events are selected by their processing state in ``market_event_queue`` (``pending`` -> ``claimed``
+by a batch -> ``done``), never by an id cursor alone: a ``bigserial`` id is taken at insert and
+becomes visible at commit, so a slow writer can commit a lower id after a higher one has been
+processed, and a cursor would have passed it. Claims use ``FOR UPDATE SKIP LOCKED``, so two
+claimers (two sensor ticks, or a second consumer's worker on its own queue rows) never take the
+same event. A batch keeps its events and its pinned versions for every attempt; an attempt is
+one run, and only the run that commits marks the events done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+CONSUMER = "predictions"
+CHANNEL = "tp_market_events"
+
+
+@dataclass
+class Batch:
+    id: int
+    attempt: int
+    event_ids: list[int]
+    pins: dict
+    note: str = ""
+
+    @property
+    def run_key(self) -> str:
+        return f"batch-{self.id}-attempt-{self.attempt}"
+
+
+@dataclass
+class StaleBatch:
+    id: int
+    attempt: int
+    requested_at: object
+    events: int
+    extra: dict = field(default_factory=dict)
+
+
+def has_pending(conn, consumer: str = CONSUMER) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM market_event_queue WHERE consumer = %s AND status = 'pending')",
+                        (consumer,)).fetchone()[0]
+
+
+def claim(conn, limit: int, pins: dict, versions: list[dict], consumer: str = CONSUMER) -> Batch | None:
+    """Claim up to ``limit`` pending events (oldest first) into a new batch; None when nothing is pending."""
+    with conn.transaction():
+        ids = [r[0] for r in conn.execute(
+            "SELECT event_id FROM market_event_queue WHERE consumer = %s AND status = 'pending' "
+            "ORDER BY event_id LIMIT %s FOR UPDATE SKIP LOCKED", (consumer, limit)).fetchall()]
+        if not ids:
+            return None
+        batch_id = conn.execute(
+            "INSERT INTO live_batches (consumer, events, pins, versions) VALUES (%s, %s, %s, %s) RETURNING id",
+            (consumer, len(ids), json.dumps(pins), json.dumps(versions))).fetchone()[0]
+        conn.execute("UPDATE market_event_queue SET status = 'claimed', batch_id = %s "
+                     "WHERE consumer = %s AND event_id = ANY(%s)", (batch_id, consumer, ids))
+    return Batch(batch_id, 1, ids, pins)
+
+
+def stale_batches(conn, retry_after_s: float, consumer: str = CONSUMER) -> list[StaleBatch]:
+    """Batches claimed but not done whose last request is older than ``retry_after_s`` times a backoff
+    (1, 2, 4, ... 16 by attempt): a batch that keeps failing is retried less and less often, never dropped."""
+    rows = conn.execute(
+        "SELECT id, attempt, requested_at, events FROM live_batches WHERE consumer = %s AND status = 'requested' "
+        "AND requested_at < clock_timestamp() - make_interval(secs => %s * least(power(2, attempt - 1), 16)) "
+        "ORDER BY id", (consumer, float(retry_after_s))).fetchall()
+    return [StaleBatch(*r) for r in rows]
+
+
+def rerequest(conn, batch_id: int, attempt: int, note: str, consumer: str = CONSUMER) -> Batch | None:
+    """The next attempt of a batch (same events not yet done, same pins), or None if another claimer
+    re-requested it first or it is done. ``note`` (why) heads the batch's last error, before the error the
+    failed run recorded, if any."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE live_batches SET attempt = attempt + 1, requested_at = clock_timestamp(), "
+            "last_error = CASE WHEN last_error_at >= requested_at THEN %(n)s || ': ' || last_error ELSE %(n)s END, "
+            "last_error_at = clock_timestamp() WHERE id = %(id)s AND attempt = %(a)s AND status = 'requested' "
+            "RETURNING attempt, pins", {"n": note, "id": batch_id, "a": attempt}).fetchone()
+        if row is None:
+            return None
+        ids = [r[0] for r in conn.execute(
+            "SELECT event_id FROM market_event_queue WHERE consumer = %s AND batch_id = %s AND status = 'claimed' "
+            "ORDER BY event_id", (consumer, batch_id)).fetchall()]
+    return Batch(batch_id, row[0], ids, row[1], note)
+
+
+def record_error(conn, batch_id: int, message: str) -> None:
+    conn.execute("UPDATE live_batches SET last_error = %s, last_error_at = clock_timestamp() WHERE id = %s",
+                 (message[:2000], batch_id))
+
+
+def wait_for(conn, ready, timeout_s: float, poll_s: float, listen: bool) -> bool:
+    """Wait until ``ready()`` is true, at most ``timeout_s``: woken at once by a NOTIFY on the channel
+    (when ``listen``; the caller LISTENs before its first check, so nothing falls in between) and
+    re-checking every ``poll_s`` anyway, so the wait works without NOTIFY too (later, by up to poll_s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if ready():
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if listen:
+            for _ in conn.notifies(timeout=min(poll_s, left), stop_after=1):
+                pass
+        else:
+            time.sleep(min(poll_s, left))
+
+
+def prune(conn, retention_h: float, limit: int = 20_000) -> dict:
+    """Delete processed events (done for every consumer) older than the retention, and done batches and
+    commit records older than it. Unprocessed events are never pruned, whatever their age."""
+    with conn.transaction():
+        events = conn.execute(
+            "DELETE FROM market_events WHERE id IN (SELECT e.id FROM market_events e "
+            "WHERE e.created_at < clock_timestamp() - make_interval(secs => %s) AND NOT EXISTS "
+            "(SELECT 1 FROM market_event_queue q WHERE q.event_id = e.id AND q.status <> 'done') "
+            "ORDER BY e.id LIMIT %s)", (retention_h * 3600, limit)).rowcount
+        batches = conn.execute(
+            "DELETE FROM live_batches WHERE status = 'done' AND done_at < clock_timestamp() - make_interval(secs => %s)",
+            (retention_h * 3600,)).rowcount
+        conn.execute("DELETE FROM live_commits WHERE committed_at < clock_timestamp() - make_interval(secs => %s)",
+                     (retention_h * 3600,))
+    return {"events": events, "batches": batches}
+
+
+def status(conn, consumer: str = CONSUMER) -> dict:
+    """The backlog (events not yet predicted), the lag of the oldest, batches in flight and retried, the
+    last error, and the insert-to-done latency of the latest events."""
+    pending, claimed, oldest, lag = conn.execute(
+        "SELECT count(*) FILTER (WHERE q.status = 'pending'), count(*) FILTER (WHERE q.status = 'claimed'), "
+        "min(e.created_at), extract(epoch FROM clock_timestamp() - min(e.created_at)) "
+        "FROM market_event_queue q JOIN market_events e ON e.id = q.event_id "
+        "WHERE q.consumer = %s AND q.status <> 'done'", (consumer,)).fetchone()
+    in_flight, retried, attempts = conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'requested'), count(*) FILTER (WHERE attempt > 1), "
+        "coalesce(sum(attempt - 1), 0) FROM live_batches WHERE consumer = %s", (consumer,)).fetchone()
+    err = conn.execute(
+        "SELECT id, last_error, last_error_at FROM live_batches WHERE consumer = %s AND last_error IS NOT NULL "
+        "ORDER BY last_error_at DESC LIMIT 1", (consumer,)).fetchone()
+    done_1h, p50, p95, mx = conn.execute(
+        "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.95) WITHIN GROUP "
+        "(ORDER BY d), max(d) FROM (SELECT extract(epoch FROM q.done_at - e.created_at) AS d "
+        "FROM market_event_queue q JOIN market_events e ON e.id = q.event_id WHERE q.consumer = %s "
+        "AND q.status = 'done' AND q.done_at > clock_timestamp() - interval '1 hour') x", (consumer,)).fetchone()
+    return {
+        "consumer": consumer,
+        "backlog": int(pending + claimed), "pending": int(pending), "claimed": int(claimed),
+        "oldest_event_at": oldest.isoformat() if oldest else None,
+        "lag_s": round(float(lag), 3) if lag is not None else 0.0,
+        "batches_in_flight": int(in_flight), "batches_retried": int(retried), "retries": int(attempts),
+        "last_error": ({"batch": int(err[0]), "error": err[1], "at": err[2].isoformat()} if err else None),
+        "done_last_hour": int(done_1h),
+        "latency_last_hour_s": ({"p50": round(p50, 3), "p95": round(p95, 3), "max": round(float(mx), 3)}
+                                if done_1h else None),
+    }

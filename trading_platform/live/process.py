@@ -1,0 +1,240 @@
+"""One live batch: features, every pinned version, rows written and events marked done, in one transaction.
+
+For each event (a closed candle of a live symbol): the higher timeframes the candle completes are
+resampled and written through the live path (their events join this batch); the features of the new
+candles are computed incrementally from the stored state, coarsest timeframe first so a finer one joins
+its context; then every pinned version that applies to the symbol and timeframe scores the candle
+(classifiers and regime into ``predictions``, NHITS into ``forecasts``, the TCN into ``patterns``,
+champions and shadows) and the rows are upserted. The events are marked done, the batch closed and
+the commit recorded in the same transaction: a run killed at any point leaves nothing half-done, and
+the retry does the whole batch.
+
+Attempts of one batch are serialized by a row lock on the batch, and a run only does the events still
+``claimed`` by it: a second run of a committed batch (a retry that raced a slow first attempt) finds
+nothing to do and writes nothing, so no event is ever marked done twice. Runs for the same symbol are
+serialized by an advisory lock per symbol (taken in symbol order: no deadlock).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+from ..core.timeframes import TIMEFRAMES
+from .outbox import CONSUMER
+
+US = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _us(ts) -> int:
+    if getattr(ts, "tzinfo", None) is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return (ts - EPOCH) // timedelta(microseconds=1)
+
+
+def _dt(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=int(us))
+
+
+def batch_versions(store, batch_id: int, pins: dict, client_factory=None) -> list:
+    """The pinned versions with their tags: from the batch row the sensor wrote (no registry call), or
+    from the registry when the row is gone or pins something else (a run launched by hand)."""
+    from ..models.scoring import Version, from_pins
+
+    row = store.conn.execute("SELECT pins, versions FROM live_batches WHERE id = %s", (batch_id,)).fetchone()
+    if row is not None and _norm(row[0]) == _norm(pins):
+        return [Version(d["name"], str(d["version"]), d["role"], dict(d.get("tags") or {})) for d in row[1]]
+    if client_factory is None:
+        raise RuntimeError(f"batch {batch_id}: no stored versions for the pins {pins} and no registry client")
+    return from_pins(client_factory(), pins)
+
+
+def _norm(pins: dict) -> dict:
+    return {str(n): {str(r): str(v) for r, v in roles.items()} for n, roles in (pins or {}).items()}
+
+
+def _events(conn, event_ids: list[int], batch_id: int, consumer: str, lock: bool) -> list[tuple]:
+    return conn.execute(
+        "SELECT e.id, e.symbol, e.timeframe, e.ts FROM market_event_queue q JOIN market_events e ON e.id = q.event_id "
+        "WHERE q.consumer = %s AND q.event_id = ANY(%s) AND q.batch_id = %s AND q.status = 'claimed' ORDER BY e.id"
+        + (" FOR UPDATE OF q" if lock else ""), (consumer, list(event_ids), batch_id)).fetchall()
+
+
+def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict, *, run_id: str,
+                  attempt: int = 1, client_factory=None, log=None, before_commit=None,
+                  consumer: str = CONSUMER, params=None) -> dict:
+    """Do one batch (see the module doc); returns what was done."""
+    import logging
+
+    from ..features.pipeline import update_latest  # noqa: F401 (imported before the transaction)
+    from ..models.scoring import Params
+
+    log = log or logging.getLogger(__name__)
+    params = params or Params()
+    conn = store.conn
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    first = _events(conn, event_ids, batch_id, consumer, lock=False)
+    if not first:
+        log.info("batch %s: every event is done already; nothing to do", batch_id)
+        return {"events_done": 0, "already_done": True, "rows": {}, "models_loaded": 0}
+    versions = batch_versions(store, batch_id, pins, client_factory)
+    # load what the events need before taking any lock (a first load may fetch artifacts)
+    infos = {s: store.get_symbol(s) for s in sorted({e[1] for e in first})}
+    loaded = set()
+    for v in versions:
+        if any(info is not None and _reachable(info, tf) & set(v.timeframes(info))
+               for info, tf in ((infos[e[1]], e[2]) for e in first)):
+            server.load(v.name, version=v.version)
+            loaded.add((v.name, v.version))
+    timings["load_models_s"] = time.perf_counter() - t0
+
+    rows_written: dict[str, int] = {}
+    skipped: list[str] = []
+    derived_ids: list[int] = []
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM live_batches WHERE id = %s FOR UPDATE", (batch_id,)).fetchone() is None:
+            raise RuntimeError(f"batch {batch_id} does not exist")
+        events = _events(conn, event_ids, batch_id, consumer, lock=True)  # what is still to do, now that we hold it
+        if not events:
+            log.info("batch %s: committed by another attempt meanwhile; nothing to do", batch_id)
+            return {"events_done": 0, "already_done": True, "rows": {}, "models_loaded": len(loaded)}
+        by_symbol: dict[str, list[tuple[int, str, datetime]]] = {}
+        for eid, symbol, tf, ts in events:
+            by_symbol.setdefault(symbol, []).append((eid, tf, ts))
+        t_feat = t_score = 0.0
+        for symbol in sorted(by_symbol):
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"live|{symbol}",))
+            info = store.get_symbol(symbol)
+            if info is None or not (info.enabled and info.live):
+                skipped.append(symbol)
+                log.warning("batch %s: %s is %s: its %d event(s) are closed without predictions (the schedules "
+                            "predict symbols that are not live)", batch_id, symbol,
+                            "gone" if info is None else "not live" if info.enabled else "disabled",
+                            len(by_symbol[symbol]))
+                continue
+            evs = by_symbol[symbol]
+            t = time.perf_counter()
+            new = resample_completed(store, info, [(tf, ts) for _, tf, ts in evs], batch_id, consumer)
+            derived_ids += [eid for eid, _, _ in new]
+            evs = evs + new
+            by_tf: dict[str, set[int]] = {}
+            for _, tf, ts in evs:
+                by_tf.setdefault(tf, set()).add(_us(ts))
+            for tf in sorted(by_tf, key=TIMEFRAMES.__getitem__, reverse=True):  # coarsest first: context
+                refresh_features(store, info, tf, min(by_tf[tf]))
+            t_feat += time.perf_counter() - t
+            t = time.perf_counter()
+            for tf, wanted in by_tf.items():
+                n = score_candles(store, server, versions, info, tf, wanted, params, loaded)
+                for table, k in n.items():
+                    rows_written[table] = rows_written.get(table, 0) + k
+            t_score += time.perf_counter() - t
+        timings.update(features_s=t_feat, score_s=t_score)
+        all_ids = [e[0] for e in events] + derived_ids
+        done = conn.execute(
+            "UPDATE market_event_queue SET status = 'done', done_at = clock_timestamp() WHERE consumer = %s "
+            "AND batch_id = %s AND event_id = ANY(%s) AND status = 'claimed' RETURNING event_id",
+            (consumer, batch_id, all_ids)).fetchall()
+        done_ids = sorted(r[0] for r in done)
+        remaining = conn.execute("SELECT count(*) FROM market_event_queue WHERE consumer = %s AND batch_id = %s "
+                                 "AND status <> 'done'", (consumer, batch_id)).fetchone()[0]
+        timings["total_s"] = time.perf_counter() - t0
+        stats = {"models_loaded": len(loaded), "rows": rows_written, "derived": len(derived_ids),
+                 "skipped_symbols": skipped, **{k: round(v, 4) for k, v in timings.items()}}
+        import json
+
+        conn.execute("UPDATE live_batches SET status = CASE WHEN %s = 0 THEN 'done' ELSE status END, "
+                     "done_at = clock_timestamp(), run_id = %s WHERE id = %s", (remaining, run_id, batch_id))
+        conn.execute("INSERT INTO live_commits (batch_id, run_id, attempt, event_ids, stats) VALUES (%s, %s, %s, %s, %s)",
+                     (batch_id, run_id, attempt, done_ids, json.dumps(stats)))
+        if before_commit is not None:
+            before_commit()
+    return {"events_done": len(done_ids), "already_done": False, "derived_events": len(derived_ids),
+            "rows": rows_written, "skipped_symbols": skipped, "models_loaded": len(loaded),
+            "versions": len(versions), **{k: round(v, 3) for k, v in timings.items()}}
+
+
+def _reachable(info, tf: str) -> set[str]:
+    """tf and the listed timeframes resampled (directly or not) from it: what an event of tf can touch."""
+    out, frontier = {tf}, [tf]
+    while frontier:
+        lower = frontier.pop()
+        for t in info.timeframes:
+            if t not in out and info.resample_source(t) == lower:
+                out.add(t)
+                frontier.append(t)
+    return out
+
+
+def resample_completed(store, info, events: list[tuple[str, datetime]], batch_id: int, consumer: str
+                       ) -> list[tuple[int, str, datetime]]:
+    """Higher timeframes whose bucket the event candles complete: resampled from the stored lower candles
+    (the same rule as the resampling assets: a bucket is written only when complete and ended), written
+    through ``tp_live_candle`` (source ``resample:<lower>``), and their events claimed into this batch.
+    Chains upwards (5m -> 15m -> 1h ...). Returns the new events (id, timeframe, ts)."""
+    from ..core.calendars import slot_open
+    from ..core.resample import resample
+
+    now_us = _us(datetime.now(timezone.utc))
+    todo = sorted({(tf, _us(ts)) for tf, ts in events}, key=lambda x: (TIMEFRAMES[x[0]], x[1]))
+    seen: set[tuple[str, int]] = set()
+    out = []
+    while todo:
+        tf, ts = todo.pop(0)
+        for child in info.timeframes:
+            if info.resample_source(child) != tf:
+                continue
+            step = TIMEFRAMES[child] * US
+            b = ts // step * step
+            if (child, b) in seen or b + step > now_us:
+                continue
+            seen.add((child, b))
+            lower = store.read_candles(info.symbol, tf, _dt(b), _dt(b + step))
+            res = resample(lower, TIMEFRAMES[tf], TIMEFRAMES[child], now_us=now_us,
+                           market_open=lambda slots, s: slot_open(info.category, info.exchange, slots, s))
+            if len(res.candles) != 1:
+                continue
+            c = res.candles
+            _, ev = store.conn.execute(
+                "SELECT * FROM tp_live_candle(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (info.symbol, child, _dt(b), float(c.open[0]), float(c.high[0]), float(c.low[0]),
+                 float(c.close[0]), float(c.volume[0]), f"resample:{tf}")).fetchone()
+            if ev is None:
+                continue
+            store.conn.execute("UPDATE market_event_queue SET status = 'claimed', batch_id = %s "
+                               "WHERE consumer = %s AND event_id = %s", (batch_id, consumer, ev))
+            out.append((int(ev), child, _dt(b)))
+            todo.append((child, b))
+            todo.sort(key=lambda x: (TIMEFRAMES[x[0]], x[1]))
+    return out
+
+
+def refresh_features(store, info, tf: str, first_us: int) -> None:
+    """Features of the new candles of one series, continued from the stored state. A candle at or before
+    the newest feature row (a correction, a late candle) first drops the rows from it on, so they are
+    recomputed from the state before it."""
+    from ..features.pipeline import update_latest
+
+    newest = store.conn.execute("SELECT max(ts) FROM features WHERE symbol = %s AND timeframe = %s",
+                                (info.symbol, tf)).fetchone()[0]
+    if newest is not None and _us(newest) >= first_us:
+        store.conn.execute("DELETE FROM features WHERE symbol = %s AND timeframe = %s AND ts >= %s",
+                           (info.symbol, tf, _dt(first_us)))
+    update_latest(store, info, tf)
+
+
+def score_candles(store, server, versions, info, tf: str, wanted: set[int], params, loaded: set) -> dict:
+    """Every version that applies to the symbol and timeframe, at exactly the wanted candles."""
+    from ..models.scoring import score_range, write_rows
+
+    lo, hi = _dt(min(wanted)), _dt(max(wanted) + 1)
+    out: dict[str, int] = {}
+    for v in versions:
+        if tf not in v.timeframes(info) or not v.table:
+            continue
+        loaded.add((v.name, v.version))
+        rows = [r for r in score_range(store, server, v, info, tf, lo, hi, params) if _us(r[4]) in wanted]
+        out[v.table] = out.get(v.table, 0) + write_rows(store.conn, v.table, rows)
+    return out

@@ -1,0 +1,48 @@
+"""Settings of the live path, from the environment (read when used)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    batch_max: int = 500          # TP_LIVE_BATCH_MAX: events one run takes at most
+    wait_s: float = 4.0           # TP_LIVE_WAIT_S: how long a tick waits for an event when none is pending
+    poll_s: float = 1.0           # TP_LIVE_POLL_S: re-check period inside that wait (the path without NOTIFY)
+    listen: bool = True           # TP_LIVE_LISTEN: 0 when NOTIFY does not reach the sensor (a pooler)
+    retry_after_s: float = 60.0   # TP_LIVE_RETRY_AFTER_S: a claimed batch not done after this is re-requested
+    retention_h: float = 72.0     # TP_LIVE_RETENTION_H: processed events older than this are pruned
+    max_runs: int | None = None   # TP_LIVE_MAX_RUNS: live runs at once (default: the tag limit in dagster.yaml)
+
+
+def _num(name: str, default, cast, minimum):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise InvalidInput(f"{name}={raw!r} is not a number >= {minimum}", field=name)
+    return value
+
+
+def live_settings() -> LiveSettings:
+    d = LiveSettings()
+    listen = os.environ.get("TP_LIVE_LISTEN", "1").strip().lower()
+    if listen not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise InvalidInput(f"TP_LIVE_LISTEN={listen!r} is not a boolean (1 or 0)", field="TP_LIVE_LISTEN")
+    return LiveSettings(
+        batch_max=_num("TP_LIVE_BATCH_MAX", d.batch_max, int, 1),
+        wait_s=_num("TP_LIVE_WAIT_S", d.wait_s, float, 0),
+        poll_s=_num("TP_LIVE_POLL_S", d.poll_s, float, 0.05),
+        listen=listen in ("1", "true", "yes", "on"),
+        retry_after_s=_num("TP_LIVE_RETRY_AFTER_S", d.retry_after_s, float, 0),
+        retention_h=_num("TP_LIVE_RETENTION_H", d.retention_h, float, 0),
+        max_runs=_num("TP_LIVE_MAX_RUNS", None, int, 1),
+    )

@@ -1,0 +1,209 @@
+"""Live predictions: the ``market_events`` outbox -> one run per bounded batch of events.
+
+``live_predictions_sensor`` (running by default) claims pending events by processing state
+(``trading_platform/live/outbox.py``), at most ``TP_LIVE_BATCH_MAX`` (500) per batch and only as many
+batches as there are free live run slots (the ``tp/run_kind: live`` limit in ``dagster.yaml``), so
+events that arrive while the live runs are busy gather into the next batch instead of queueing as
+runs. Each batch is one run of ``live_predictions_job`` with the event ids and the pinned versions
+(``scoring.pins``: every champion and challenger now) in its run configuration, run key
+``batch-<id>-attempt-<n>``. When nothing is pending the tick LISTENs on ``tp_market_events`` and
+waits up to ``TP_LIVE_WAIT_S`` (4 s) for a NOTIFY, re-checking every ``TP_LIVE_POLL_S`` (1 s) so it
+also works where NOTIFY does not arrive: an event arriving between the daemon's ticks (every 5 s)
+is claimed at once.
+
+Dagster records the cursor when a run is requested, not when it succeeds, and a run key is unique
+for a sensor forever; neither is relied on. A batch claimed but not done after
+``TP_LIVE_RETRY_AFTER_S`` (60 s, backing off by attempt) whose runs are neither queued nor running
+is re-requested under a new key with the same pins. The run marks its events done in the same
+transaction that writes their predictions. The cursor only remembers when the tick last pruned
+processed events (older than ``TP_LIVE_RETENTION_H``, 72 h).
+"""
+
+
+import json
+import time
+from typing import Dict, List
+
+from dagster import (
+    Config,
+    DefaultSensorStatus,
+    OpExecutionContext,
+    Output,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    in_process_executor,
+    job,
+    op,
+    sensor,
+)
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+
+from ..resources import MarketDB, MLflowResource, ModelServer
+
+RUN_KIND_TAG = "tp/run_kind"
+BATCH_TAG = "tp/live_batch"
+LIVE_TAGS = {RUN_KIND_TAG: "live", "dagster/priority": "100", "dagster/max_retries": "3"}
+DEFAULT_MAX_RUNS = 2
+PRUNE_EVERY_S = 600
+OP_NAME = "predict_live_events"
+
+
+class LiveBatchConfig(Config):
+    batch_id: int
+    event_ids: List[int]
+    pins: Dict[str, Dict[str, str]]
+
+
+@op(name=OP_NAME,
+    description="Features, every pinned version and the events marked done, in one transaction.")
+def predict_live_events(context: OpExecutionContext, config: LiveBatchConfig, market_db: MarketDB,
+                        model_server: ModelServer, mlflow: MLflowResource):
+    from ..live.outbox import record_error
+    from ..live.process import process_batch
+
+    attempt = int(context.run.tags.get("tp/live_attempt", "1")) + int(context.run.tags.get("dagster/retry_number", "0"))
+    with market_db.open() as store:
+        try:
+            out = process_batch(store, model_server, config.batch_id, config.event_ids, config.pins,
+                                run_id=context.run_id, attempt=attempt, client_factory=mlflow.client, log=context.log)
+        except Exception as e:
+            try:
+                record_error(store.conn, config.batch_id, f"run {context.run_id}: {type(e).__name__}: {e}")
+            except Exception:  # noqa: BLE001 - the store itself may be what failed
+                pass
+            raise
+    context.log.info("batch %s: %s", config.batch_id, json.dumps(out))
+    return Output(None, metadata={k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
+                                  for k, v in out.items()})
+
+
+@job(name="live_predictions_job", executor_def=in_process_executor, tags=LIVE_TAGS,
+     description="One batch of live events (ids and pinned versions in the run config): the new candles' "
+                 "features, every pinned version that applies, rows and done-marks in one transaction.")
+def live_predictions_job():
+    predict_live_events()
+
+
+# ---- the sensor --------------------------------------------------------------------------------
+_PINS: Dict[str, tuple] = {}  # tracking uri -> (resolved at, pins, versions as dicts)
+PINS_TTL_S = 5.0
+
+
+def current_pins(mlflow: MLflowResource, log) -> tuple[dict, list[dict]]:
+    """Every registered champion and challenger now, as pins and as versions with their tags (cached for
+    a few seconds: the registry is asked at most every PINS_TTL_S; when it is unreachable, the last
+    answer is used and the failure logged)."""
+    from ..models.scoring import pins, resolve_versions
+
+    key, now = mlflow.uri(), time.monotonic()
+    hit = _PINS.get(key)
+    if hit and now - hit[0] < PINS_TTL_S:
+        return hit[1], hit[2]
+    try:
+        versions = resolve_versions(mlflow.client(), log=log)
+    except Exception as e:  # noqa: BLE001 - connection errors differ by store
+        if hit is None:
+            raise
+        log.warning("model registry unreachable (%s); pinning the versions resolved %.0f s ago", e, now - hit[0])
+        return hit[1], hit[2]
+    as_dicts = [{"name": v.name, "version": v.version, "role": v.role, "tags": v.tags} for v in versions]
+    _PINS[key] = (now, pins(versions), as_dicts)
+    return _PINS[key][1], _PINS[key][2]
+
+
+def live_run_limit(instance) -> int:
+    """Live runs at once: TP_LIVE_MAX_RUNS, else the ``tp/run_kind: live`` limit of the run queue."""
+    from ..live.settings import live_settings
+
+    configured = live_settings().max_runs
+    if configured:
+        return configured
+    try:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits or []
+    except Exception:  # noqa: BLE001 - no run queue (an ephemeral instance): the default
+        limits = []
+    for lim in limits:
+        if lim.get("key") == RUN_KIND_TAG and lim.get("value") == "live":
+            return int(lim["limit"])
+    return DEFAULT_MAX_RUNS
+
+
+def _in_flight(instance, tags: dict) -> int:
+    return instance.get_runs_count(RunsFilter(tags=tags, statuses=NOT_FINISHED_STATUSES))
+
+
+def _request(batch) -> RunRequest:
+    return RunRequest(
+        run_key=batch.run_key,
+        run_config={"ops": {OP_NAME: {"config": {"batch_id": batch.id, "event_ids": batch.event_ids,
+                                                  "pins": batch.pins}}}},
+        tags={BATCH_TAG: str(batch.id), "tp/live_attempt": str(batch.attempt), "tp/live_events": str(len(batch.event_ids))},
+    )
+
+
+@sensor(job=live_predictions_job, minimum_interval_seconds=1, default_status=DefaultSensorStatus.RUNNING,
+        description="Claims pending market_events in bounded batches and requests one live run per batch; "
+                    "waits for a NOTIFY when nothing is pending; re-requests batches not done in time.")
+def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketDB, mlflow: MLflowResource):
+    from ..live import outbox
+    from ..live.settings import live_settings
+
+    cfg = live_settings()
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    instance = context.instance
+    limit = live_run_limit(instance)
+    requests: list[RunRequest] = []
+    notes: list[str] = []
+    with market_db.open() as store:
+        conn = store.conn
+        if cfg.listen:
+            conn.execute(f"LISTEN {outbox.CHANNEL}")  # before the first look: nothing slips in between
+        if time.time() - cursor.get("pruned_at", 0) >= PRUNE_EVERY_S:
+            pruned = outbox.prune(conn, cfg.retention_h)
+            cursor["pruned_at"] = time.time()
+            if pruned["events"]:
+                context.log.info("pruned %d processed events older than %s h", pruned["events"], cfg.retention_h)
+        # batches claimed but not done in time, and with no run queued or running: a new attempt
+        for stale in outbox.stale_batches(conn, cfg.retry_after_s):
+            runs = instance.get_runs(RunsFilter(tags={BATCH_TAG: str(stale.id)}))
+            if any(r.status in NOT_FINISHED_STATUSES for r in runs):
+                continue
+            seen = ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs) or "no run found"
+            batch = outbox.rerequest(conn, stale.id, stale.attempt,
+                                     f"attempt {stale.attempt} not done after {cfg.retry_after_s:.0f} s ({seen})")
+            if batch is not None and batch.event_ids:
+                requests.append(_request(batch))
+                notes.append(f"re-requested batch {batch.id} (attempt {batch.attempt}, {len(batch.event_ids)} events)")
+        # new batches, as many as there are free live slots
+        pins = versions = None
+
+        def free() -> int:
+            return limit - _in_flight(instance, {RUN_KIND_TAG: "live"}) - len(requests)
+
+        deadline = time.monotonic() + cfg.wait_s
+        while True:
+            pending = outbox.has_pending(conn)
+            if pending and free() > 0:
+                if pins is None:
+                    pins, versions = current_pins(mlflow, context.log)
+                while free() > 0:
+                    batch = outbox.claim(conn, cfg.batch_max, pins, versions)
+                    if batch is None:
+                        break
+                    requests.append(_request(batch))
+                    notes.append(f"batch {batch.id}: {len(batch.event_ids)} events")
+                if not requests:  # another claimer holds them: look again a little later
+                    time.sleep(min(cfg.poll_s, max(0.0, deadline - time.monotonic())))
+            if requests or time.monotonic() >= deadline:
+                break
+            outbox.wait_for(conn, lambda: outbox.has_pending(conn) and free() > 0,
+                            deadline - time.monotonic(), cfg.poll_s, cfg.listen)
+    if not requests:
+        why = f"events pending; the {limit} live run slot(s) are busy" if pending else "no live event pending"
+        return SensorResult(skip_reason=SkipReason(why), cursor=json.dumps(cursor))
+    context.log.info("; ".join(notes))
+    return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+
