@@ -6,7 +6,8 @@ embedded one in a temp dir) and a temporary Dagster instance, with the synthetic
 - History: one symbol with 1h base candles (4h and 1d resampled) over 1 year and,
   separately, over 8 years. After the load, one new hourly candle arrives and its current
   month is materialized exactly as the schedule does it (the schedule's run request, run
-  in-process through ``market_data_job``: ingest, resample, features). Reported: the
+  in-process through ``market_cycle_job``: ingest, resample, features, and the model
+  outputs, of which there are none here: no model is registered). Reported: the
   features step's time (median of 5, each after one new candle) and the candles it read
   from ``ohlcv``, for both histories, their growth ratios (targets: <= 1.2), and the full
   recomputation of the same month over 8 years, for reference.
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -102,12 +104,21 @@ def tick(dsn: str, instance, when: datetime) -> dict:
     """Evaluate the hourly schedule at ``when`` and run its requests as the schedule's runs run."""
     from dagster import DagsterEventType, build_schedule_context
 
-    from trading_platform.demo import data_job
+    from trading_platform.assets.features import feature_assets
+    from trading_platform.assets.market_data import market_assets
+    from trading_platform.assets.models import model_assets
+    from trading_platform.demo import bound_job
+    from trading_platform.resources import MLflowResource, ModelServer
+    from trading_platform.sensors.market_data import market_cycle_job
     from trading_platform.resources import MarketDB, MarketSource
     from trading_platform.sensors.market_data import market_data_hourly
 
-    resources = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec=f"synthetic:{SEED}")}
-    job = data_job(resources)
+    home = Path(tempfile.mkdtemp(prefix="tp-scale-mlflow-"))  # no model registered: the outputs step finds none
+    uri = f"sqlite:///{home}/mlflow.db"
+    resources = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec=f"synthetic:{SEED}"),
+                 "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(home / "artifacts")),
+                 "model_server": ModelServer(tracking_uri=uri, cache_dir=str(home / "cache"), device="cpu")}
+    job = bound_job(market_cycle_job, [*market_assets, *feature_assets, *model_assets], resources)
     t0 = time.perf_counter()
     ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
                                  resources={"market_db": MarketDB(database_url=dsn)})
@@ -142,12 +153,24 @@ def drop_newest_hour(dsn: str, symbols: list[str], ts: datetime) -> None:
             store.conn.execute(f"DELETE FROM {table} WHERE symbol = ANY(%s) AND ts >= %s", (symbols, ts))
 
 
-def history_case(admin: str, years: int, now: datetime, repeats: int = 5) -> dict:
+@contextmanager
+def temp_instance():
+    """A temporary Dagster instance; Dagster 1.13 leaves its defs-state storage set after it closes, which
+    breaks the next repository build: clear it."""
     from dagster import instance_for_test
+    from dagster._core.storage.defs_state.base import _current_storage
 
+    try:
+        with instance_for_test() as instance:
+            yield instance
+    finally:
+        _current_storage.set(None)
+
+
+def history_case(admin: str, years: int, now: datetime, repeats: int = 5) -> dict:
     dsn = fresh_db(admin)
     last_closed = now.replace(minute=0, second=0, microsecond=0) - HOUR
-    with instance_for_test() as instance:
+    with temp_instance() as instance:
         load(dsn, instance, ["HIST/USDT"], last_closed - timedelta(days=365 * years), last_closed)
         runs = []
         for _ in range(repeats):
@@ -180,8 +203,6 @@ def main() -> None:
     ap.add_argument("--years", type=int, default=8)
     ap.add_argument("--symbol-years", type=int, default=2)
     args = ap.parse_args()
-    from dagster import instance_for_test
-
     admin, tmp = admin_dsn()
     now = datetime.now(timezone.utc)
     try:
@@ -195,7 +216,7 @@ def main() -> None:
         dsn = fresh_db(admin)
         symbols = [f"SYM{i:03d}/USDT" for i in range(args.symbols)]
         last_closed = now.replace(minute=0, second=0, microsecond=0) - HOUR
-        with instance_for_test() as instance:
+        with temp_instance() as instance:
             t = time.perf_counter()
             load(dsn, instance, symbols, last_closed - timedelta(days=365 * args.symbol_years), last_closed)
             load_s = time.perf_counter() - t

@@ -148,3 +148,13 @@ def model_env(model_market, tmp_path):
         for table in ("predictions", "forecasts", "patterns"):
             c.execute(f"DELETE FROM {table}")
     return run, resources, dsn
+
+
+@pytest.fixture(autouse=True)
+def _forget_closed_dagster_instances():
+    """Dagster 1.13's ``instance_for_test()`` leaves its defs-state storage set in a context variable after the
+    instance is closed; the next test that builds a repository then fails on the dead weakref. Clear it."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)

@@ -8,8 +8,14 @@ import numpy as np
 import psycopg
 import pytest
 
+from datetime import datetime
+
+from conftest import utc
 from trading_platform.assets.models import forecasts, nhits_assets, pattern_tcn, patterns
+from trading_platform.assets.partitions import market_key
 from trading_platform.models.registry import promote
+
+APRIL = str(market_key("BTC/USDT", "2025-04-01"))
 
 NHITS_TINY = {"max_steps": 20, "horizon": 12, "input_size": 24, "min_origins": 20, "learning_rate": 1e-3,
               "n_boot": 200}
@@ -17,7 +23,7 @@ TCN_TINY = {"epochs": 1, "n_synthetic": 400, "channels": 8, "n_boot": 200}
 
 
 def md(result, asset):
-    [m] = result.asset_materializations_for_node(asset.key.to_python_identifier())
+    m = result.asset_materializations_for_node(asset.key.to_python_identifier())[0]
     return {k: v.value for k, v in m.metadata.items()}
 
 
@@ -35,36 +41,36 @@ def test_nhits_trains_registers_and_forecasts_through_the_registry(model_env):
     run_ = client.get_run(r["mlflow_run_id"])
     assert {"mae", "rel_mae_vs_naive", "rel_mae_vs_seasonal_naive", "coverage_80"} <= set(run_.data.metrics)
     assert {a.path for a in client.list_artifacts(r["mlflow_run_id"], "plots")} == {"plots/nhits.png"}
-    # forecasts: a challenger is written as a shadow, a champion as the champion; re-runs replace rows
+    # forecasts at every candle of the month as origin: a challenger's as a shadow, a champion's as the champion
     if r["gate_decision"] != "champion":
-        shadow = md(run(forecasts), forecasts)
-        assert shadow["by_model"] == {"nhits.1h (shadow)": 2 * 12}
+        shadow = md(run(forecasts, partition_key=APRIL), forecasts)
+        assert shadow["by_model"] == {"nhits.1h (shadow)": 30 * 24 * 12}
         promote(client, "nhits.1h", "1")
-    out = md(run(forecasts), forecasts)
-    assert out["by_model"] == {"nhits.1h": 2 * 12}  # 2 symbols x 12 steps, one batched call
-    run(forecasts)
+    out = md(run(forecasts, partition_key=APRIL), forecasts)
+    assert out["by_model"] == {"nhits.1h": 30 * 24 * 12}  # 720 origins x 12 steps, in one batched call
+    again = md(run(forecasts, partition_key=APRIL), forecasts)
+    assert again["by_model"] == {"nhits.1h": 0}  # nothing new to score: nothing recomputed
     with psycopg.connect(dsn) as c:
-        rows = c.execute("SELECT symbol, step, median, quantiles, role FROM forecasts WHERE role = 'champion' "
-                         "ORDER BY symbol, step").fetchall()
-        origin = c.execute("SELECT DISTINCT symbol, origin_ts FROM forecasts WHERE role = 'champion'").fetchall()
-        last = dict(c.execute("SELECT symbol, max(ts) FROM features WHERE timeframe = '1h' GROUP BY 1").fetchall())
-    assert len(rows) == 24 and [r[1] for r in rows[:12]] == list(range(1, 13))
+        n, keys = c.execute("SELECT count(*), count(DISTINCT (model_version, symbol, timeframe, origin_ts, step)) "
+                            "FROM forecasts").fetchone()
+        rows = c.execute("SELECT origin_ts, step, median, quantiles, in_sample FROM forecasts WHERE role = 'champion' "
+                         "ORDER BY origin_ts, step").fetchall()
+    assert n == keys == 30 * 24 * 12  # the promoted shadow's rows became the champion's, none duplicated
     for _, _, median, q, _ in rows:
         assert q["0.1"] <= median == q["0.5"] <= q["0.9"]
-    assert all(ts == last[s] for s, ts in origin)  # each series' latest closed candle is the origin
-    # served from the registry: the same forecasts as the stored ones
-    import polars as pl
+    holdout = np.datetime64(tags["tp.holdout_start"].rstrip("Z"), "us")
+    flags = {o.replace(tzinfo=None) < holdout.astype(datetime): ins for o, _, _, _, ins in rows}
+    assert flags.get(True, True) is True and flags.get(False, False) is False  # in_sample: inside its training rows
+    # served from the registry: the stored forecast at the month's last origin
 
     from trading_platform.features.storage import read_features
     from trading_platform.store.db import connect
 
     forecaster = res["model_server"].load("nhits.1h").model
     with connect(dsn) as store:
-        data = pl.concat([read_features(store.conn, s, "1h", last=forecaster.rows_needed)
-                          .select("symbol", "ts", "close") for s in ("BTC/USDT", "ETH/USDT")])
-    again = forecaster.forecast(data.to_pandas()).rows
-    np.testing.assert_allclose([x["median"] for x in sorted(again, key=lambda x: (x["symbol"], x["step"]))],
-                               [r[2] for r in rows], rtol=1e-6)
+        data = read_features(store.conn, "BTC/USDT", "1h", last=forecaster.rows_needed).select("symbol", "ts", "close")
+    last = forecaster.forecast(data.to_pandas()).rows
+    np.testing.assert_allclose([x["median"] for x in last], [r[2] for r in rows[-12:]], rtol=1e-6)
 
 
 def test_the_tcn_is_gated_on_the_frozen_set_and_scans_point_in_time(model_env):
@@ -81,17 +87,18 @@ def test_the_tcn_is_gated_on_the_frozen_set_and_scans_point_in_time(model_env):
     assert r["new_score"] == pytest.approx(r["macro_f1"])  # the gate scored the evaluation it reports
     assert r["labeler_macro_f1"] > 0.5  # the rule labeler on the same frozen set, for reference
     assert "plots/pattern_tcn.png" in {a.path for a in client.list_artifacts(r["mlflow_run_id"], "plots")}
-    # the shadow scan: every listed timeframe of every symbol, rows only for windows that have closed
-    p = md(run(patterns, {"last_n": 30, "stride": 3, "threshold": 0.0}), patterns)
+    # the shadow scan of a symbol-month: every listed timeframe, every window ending in the month
+    p = md(run(patterns, {"pattern_threshold": 0.0}, partition_key=APRIL), patterns)
     assert p["by_model"]["pattern_tcn (shadow)"] > 0
     with psycopg.connect(dsn) as c:
-        got = c.execute("SELECT symbol, timeframe, max(ts), count(DISTINCT ts), min(bars) FROM patterns "
-                        "WHERE role = 'shadow' GROUP BY 1, 2").fetchall()
-        last = {(s, tf): ts for s, tf, ts in c.execute(
-            "SELECT symbol, timeframe, max(ts) FROM ohlcv GROUP BY 1, 2").fetchall()}
-    assert {(s, tf) for s, tf, *_ in got} == {(s, tf) for s in ("BTC/USDT", "ETH/USDT") for tf in ("5m", "1h")}
-    for s, tf, newest, ends, bars in got:
-        assert newest == last[(s, tf)] and ends == 10 and bars >= 64  # the 30 newest ends, every third
+        got = c.execute("SELECT timeframe, min(ts), max(ts), count(DISTINCT ts), min(bars), count(*) FROM patterns "
+                        "WHERE role = 'shadow' GROUP BY 1 ORDER BY 1").fetchall()
+        candles = dict(c.execute("SELECT timeframe, count(*) FROM ohlcv WHERE symbol = 'BTC/USDT' AND "
+                                 "ts >= '2025-04-01' AND ts < '2025-05-01' GROUP BY 1").fetchall())
+    assert [g[0] for g in got] == ["1h", "5m"]
+    for tf, first, newest, ends, bars, n in got:
+        assert first == utc(2025, 4, 1) and ends == candles[tf] and bars >= 64  # each April candle ends windows
+        assert n == ends * 16  # at threshold 0 every one of the 16 patterns is written ("none" never is)
     # served natively from the registry and by MLflow's own loader: the same probabilities
     native = res["model_server"].load("pattern_tcn", version="1").model
     window = np.cumprod(1 + np.random.default_rng(0).normal(0, 0.01, (100, 4)), axis=0) * 100

@@ -12,7 +12,9 @@ import numpy as np
 import psycopg
 import pytest
 
+from conftest import utc
 from trading_platform.assets.models import predictions, pump_xgb, regime_hmm, signal_lgbm
+from trading_platform.assets.partitions import market_key
 from trading_platform.models.registry import list_models, promote
 from trading_platform.resources import ModelServer
 from trading_platform.resources import serving
@@ -26,8 +28,8 @@ def env(model_env):
 
 
 def md(result, asset):
-    [m] = result.asset_materializations_for_node(asset.key.to_python_identifier())
-    return {k: v.value for k, v in m.metadata.items()}
+    ms = result.asset_materializations_for_node(asset.key.to_python_identifier())
+    return {k: v.value for k, v in ms[0].metadata.items()}
 
 
 def failure(result) -> str:
@@ -36,6 +38,7 @@ def failure(result) -> str:
                                                    if ev.event_specific_data.user_failure_data else "")
 
 
+APRIL = str(market_key("BTC/USDT", "2025-04-01"))
 # margins a test sets to take the baselines out of a decision it is not about
 ANY_BASELINE = {"min_improvement_auc": -1.0, "min_improvement_log_loss": -1.0}
 WEAK = {"n_estimators": 1, "max_depth": 1, "rise": 0.01}
@@ -138,8 +141,8 @@ def test_signal_versions_are_scored_and_served_with_their_own_regime_version(env
     assert s2["gate_champion_comparison"].startswith("scored")
     assert s2["champion_score"] == pytest.approx(s1["new_score"], abs=1e-9)
     # predictions: the champion keeps regime v1 as input; the challenger is a shadow with regime v2
-    p = md(run(predictions, {"last_n": 400}), predictions)
-    assert p["by_model"]["signal_lgbm.BTC_USDT"] == 400 and p["by_model"]["signal_lgbm.BTC_USDT (shadow)"] == 400
+    p = md(run(predictions, partition_key=APRIL), predictions)
+    assert p["by_model"]["signal_lgbm.BTC_USDT"] == 30 * 24 == p["by_model"]["signal_lgbm.BTC_USDT (shadow)"]
     with psycopg.connect(dsn) as c:
         got = {(r[0], r[1]): r[2] for r in c.execute(
             "SELECT model_version, role, details->'inputs'->>'regime_hmm.BTC_USDT' FROM predictions "
@@ -153,15 +156,18 @@ def test_signal_versions_are_scored_and_served_with_their_own_regime_version(env
     from trading_platform.models.predict import align
     from trading_platform.models.regime import REGIMES, frame_probs
 
-    with connect(dsn) as store:
-        f = read_features(store.conn, "BTC/USDT", "1h", last=2400)
+    import polars as pl
+
+    with connect(dsn) as store:  # April and the 2,000 rows before it the regime filter runs over
+        f = pl.concat([read_features(store.conn, "BTC/USDT", "1h", end=utc(2025, 4, 1), last=2000),
+                       read_features(store.conn, "BTC/USDT", "1h", utc(2025, 4, 1), utc(2025, 5, 1))])
     sig = server.load("signal_lgbm.BTC_USDT", version="1")
     gain = dict(zip(sig.feature_names, sig.model.feature_importance("gain")))
     assert sum(gain[f"p_{r}"] for r in REGIMES) > 0  # the version does use its regime inputs
 
     def with_regime(v):
         pr = frame_probs(server.load("regime_hmm.BTC_USDT", version=v), f)
-        return sig.predict(align(sig, f.with_columns(**{f"p_{r}": pr[:, i] for i, r in enumerate(REGIMES)})))[-400:]
+        return sig.predict(align(sig, f.with_columns(**{f"p_{r}": pr[:, i] for i, r in enumerate(REGIMES)})))[-720:]
 
     np.testing.assert_allclose(served, with_regime("1"), atol=1e-9)
     assert np.abs(served - with_regime("2")).max() > 1e-6  # the current regime champion would give other values
@@ -170,7 +176,11 @@ def test_signal_versions_are_scored_and_served_with_their_own_regime_version(env
 
     with connect(dsn) as store:
         cmp = compare_shadow(store, client, server, "signal_lgbm.BTC_USDT", n_boot=200)
-    assert cmp["champion"] == "1" and cmp["shadow"] == "2" and cmp["rows"] == 400 - 12  # the last 12: not realized
+    ends = [client.get_model_version("signal_lgbm.BTC_USDT", v).tags["tp.train_data_end"] for v in ("1", "2")]
+    after = np.datetime64(max(ends).rstrip("Z"), "us")
+    fts = f["ts"].dt.replace_time_zone(None).to_numpy()[-720:]
+    # April's rows after both versions' training data, but the last 12 (their outcome is not stored yet)
+    assert cmp["champion"] == "1" and cmp["shadow"] == "2" and cmp["rows"] == int((fts > after).sum()) - 12
     from sklearn.metrics import roc_auc_score
 
     close = f["close"].to_numpy()
@@ -178,8 +188,9 @@ def test_signal_versions_are_scored_and_served_with_their_own_regime_version(env
         v1 = np.array([r[0] for r in c.execute(
             "SELECT value FROM predictions WHERE model_name = 'signal_lgbm.BTC_USDT' AND model_version = '1' "
             "ORDER BY ts")])
-    realized = (close[12:] > close[:-12])[-400 + 12:]  # sign of the next 12 bars, where they are stored
-    assert cmp["champion_score"] == pytest.approx(roc_auc_score(realized, v1[:-12]), abs=1e-9)
+    use = (fts > after)[:-12]
+    realized = (close[12:] > close[:-12])[-720 + 12:]  # sign of the next 12 bars, where they are stored
+    assert cmp["champion_score"] == pytest.approx(roc_auc_score(realized[use], v1[:-12][use]), abs=1e-9)
     assert cmp["interval"][0] <= cmp["interval"][1] and "shadow" in cmp["verdict"]
 
 
@@ -276,9 +287,10 @@ def test_listing_and_scoring_more_than_100_registered_models(env):
     for i in range(105):  # per-symbol models of a large universe
         name = f"pump_xgb.copy{i:03d}"
         mv = mlflow.register_model("models:/pump_xgb/1", name)
-        for k in ("tp.family", "tp.timeframe", "tp.threshold"):
+        for k in ("tp.family", "tp.threshold"):
             client.set_model_version_tag(name, mv.version, k, tags[k])
+        client.set_model_version_tag(name, mv.version, "tp.timeframe", "1h")  # on hourly features: cheaper here
         client.set_registered_model_alias(name, "champion", mv.version)
     assert len(list_models(client)) == 106
-    p = md(run(predictions, {"last_n": 3}), predictions)
-    assert len(p["by_model"]) == 106 and set(p["by_model"].values()) == {6}  # 3 rows x 2 symbols, every model
+    p = md(run(predictions, partition_key=APRIL), predictions)
+    assert len(p["by_model"]) == 106 and p["by_model"]["pump_xgb.copy104"] == 30 * 24  # every model scored

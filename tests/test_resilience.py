@@ -62,7 +62,7 @@ def test_a_database_killed_mid_ingest_is_a_clear_error_keeps_nothing_and_restart
 
 
 def _with_password(dsn: str, password: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import conninfo_to_dict
 
     d = conninfo_to_dict(dsn)
     d["password"] = password  # the test server trusts local connections: the password is carried, unused

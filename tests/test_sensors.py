@@ -12,7 +12,7 @@ from dagster import (
 from trading_platform.assets.partitions import market_key
 from trading_platform.core.symbols import SymbolInfo
 from trading_platform.resources import MarketDB
-from trading_platform.sensors.market_data import market_data_hourly, symbol_partitions_sensor
+from trading_platform.sensors.market_data import cycle_schedules, market_data_hourly, symbol_partitions_sensor
 from trading_platform.symbols import Symbols
 
 
@@ -71,8 +71,8 @@ def _range(req):
 
 
 def test_the_hourly_schedule_batches_symbols_by_work_not_one_run_each(store, dsn, monkeypatch):
-    """120 symbols: 3 runs of at most 50 (ceil(120 / 50)); a symbol listing other timeframes gets its own
-    run, whose assets are exactly the timeframes it lists; a disabled one is in none."""
+    """120 hourly symbols: 3 runs of at most 50 (ceil(120 / 50)); a 5m symbol gets its own run from the 5m
+    cycle, whose assets are exactly the timeframes it lists; a disabled one is in none."""
     import math
 
     from dagster import AssetKey
@@ -87,9 +87,9 @@ def test_the_hourly_schedule_batches_symbols_by_work_not_one_run_each(store, dsn
         when = datetime(2026, 5, 17, 10, 5, tzinfo=timezone.utc)
         ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
                                      resources={"market_db": MarketDB(database_url=dsn)})
-        reqs = list(market_data_hourly(ctx))
-        hourly = [r for r in reqs if AssetKey(["market", "ohlcv_4h"]) in r.asset_selection]
-        assert len(hourly) == math.ceil(120 / 50) and len(reqs) == len(hourly) + 1
+        hourly = list(market_data_hourly(ctx))
+        assert all(AssetKey(["market", "ohlcv_4h"]) in r.asset_selection for r in hourly)
+        assert len(hourly) == math.ceil(120 / 50)
         from dagster import PartitionKeyRange
 
         from trading_platform.assets.partitions import market_partitions
@@ -99,12 +99,12 @@ def test_the_hourly_schedule_batches_symbols_by_work_not_one_run_each(store, dsn
             covered += [k.keys_by_dimension["symbol"] for k in market_partitions.get_partition_keys_in_range(
                 PartitionKeyRange(*_range(r)), dynamic_partitions_store=instance)]
         assert sorted(covered) == names  # every enabled symbol once, in <= 50-symbol runs; OFF/USDT in none
-        [five] = [r for r in reqs if r not in hourly]
+        [five] = list(next(c for c in cycle_schedules if c.name == "market_data_5m")(ctx))  # its own cycle
         assert _range(five) == (str(market_key("FIVE/USDT", "2026-05-01")),) * 2
         assert {k.to_user_string() for k in five.asset_selection} == {
-            "market/ohlcv", "market/ohlcv_15m", "market/ohlcv_1h", "features"}
+            "market/ohlcv", "market/ohlcv_15m", "market/ohlcv_1h", "features", "predictions", "forecasts", "patterns"}
         monkeypatch.setenv("TP_SYMBOLS_PER_RUN", "200")
-        assert len(list(market_data_hourly(ctx))) == 2
+        assert len(list(market_data_hourly(ctx))) == 1
         monkeypatch.setenv("TP_SYMBOLS_PER_RUN", "zero")
         import pytest
 

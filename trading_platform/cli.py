@@ -177,6 +177,32 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+# ---- backfill -----------------------------------------------------------------
+def _date(value: str, field: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        from .errors import InvalidInput
+
+        raise InvalidInput(f"--{field} {value!r} is not a date (YYYY-MM-DD)", field=field) from None
+
+
+def cmd_backfill(args) -> int:
+    from .backfill import create_backfill
+
+    assets = tuple(a.strip() for a in args.assets.split(",") if a.strip())
+    with _store() as store:
+        out = create_backfill(_instance(), store, _mlflow_client(), args.symbol, _date(args.from_, "from"),
+                              _date(args.to, "to"), assets)
+    _emit(args, out, f"backfill {out['backfill_id']}: {', '.join(out['assets'])} for {out['symbol']} over "
+                     f"{out['months'][0]}..{out['months'][-1]} ({out['partitions']} symbol-months, at most "
+                     f"{out['runs_at_most']} runs); pinned versions {out['pinned']}. The daemon runs it "
+                     "(`tp up`, or dagster-daemon); follow it in the UI under Runs > Backfills.")
+    return 0
+
+
 # ---- features -----------------------------------------------------------------
 def cmd_features_export(args) -> int:
     from .core.symbols import validate_symbol
@@ -543,6 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--start", help="first candle's time (default: after each series' last stored candle)")
     lf.add_argument("--json", action="store_true")
     lf.set_defaults(fn=cmd_live_feed)
+
+    bf = cmd("backfill", cmd_backfill,
+             "an asset backfill of the model outputs over a symbol's history (the daemon runs it in chunks; "
+             "model versions pinned)")
+    bf.add_argument("--symbol", required=True)
+    bf.add_argument("--from", dest="from_", required=True, metavar="DATE")
+    bf.add_argument("--to", required=True, metavar="DATE")
+    bf.add_argument("--assets", default="predictions,forecasts,patterns")
 
     ing = cmd("ingest", cmd_ingest, "load a CSV/Parquet file of candles into the store")
     ing.add_argument("path")

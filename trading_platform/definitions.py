@@ -16,8 +16,8 @@ from .assets.models import model_assets
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
 from .sensors.features import features_job, features_stale_sensor
 from .sensors.live import live_predictions_job, live_predictions_sensor
-from .sensors.market_data import market_data_hourly, market_data_job, symbol_partitions_sensor
-from .sensors.models import model_jobs
+from .sensors.market_data import cycle_schedules, market_cycle_job, market_data_job, symbol_partitions_sensor
+from .sensors.models import model_jobs, model_schedules
 from .settings import get_settings
 
 
@@ -39,10 +39,10 @@ def _domains() -> list[Definitions]:
     """One Definitions per domain, merged below: built in a function so that the module holds exactly
     one Definitions at module scope (``dagster dev -m`` and ``definitions validate -m`` require it)."""
     return [
-        Definitions(assets=market_assets, jobs=[market_data_job], schedules=[market_data_hourly],
+        Definitions(assets=market_assets, jobs=[market_data_job, market_cycle_job], schedules=cycle_schedules,
                     sensors=[symbol_partitions_sensor]),
         Definitions(assets=feature_assets, jobs=[features_job], sensors=[features_stale_sensor]),
-        Definitions(assets=model_assets, jobs=model_jobs),
+        Definitions(assets=model_assets, jobs=model_jobs, schedules=model_schedules),
         Definitions(jobs=[live_predictions_job], sensors=[live_predictions_sensor]),
     ]
 

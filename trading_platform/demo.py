@@ -103,7 +103,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
                 data = ev.event_specific_data
                 if not data.passed and data.severity.value == "ERROR":
                     checks_failed.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
-    models = _train_models(instance, dsn, symbols, quick, log)
+    models = _train_models(instance, dsn, symbols, months, quick, log)
     failed += [f"check {c}" for c in checks_failed]
     failed += [f"model {label}" for label, r in models.items() if not r.get("success")]
     with connect(dsn) as store:
@@ -127,7 +127,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
     }
 
 
-def _train_models(instance, dsn: str, symbols: list[str], quick: bool, log) -> dict:
+def _train_models(instance, dsn: str, symbols: list[str], months: list[str], quick: bool, log) -> dict:
     """Train every model family on the sample, then score the champions and shadow the challengers.
 
     The demo's pump model asks for a 1 % rise within 12 bars (the default is 5 %):
@@ -183,8 +183,13 @@ def _train_models(instance, dsn: str, symbols: list[str], quick: bool, log) -> d
     for asset in nhits_assets:
         run(asset, DEMO_NHITS_QUICK if quick else DEMO_NHITS)
     run(pattern_tcn, DEMO_TCN_QUICK if quick else DEMO_TCN)
-    # a demo-sized TCN is unsure of everything: show what it leans towards (as shadows), not only the sure
-    run(predictions, also=((forecasts, None), (patterns, {"threshold": 0.2})))
+    # the outputs of the latest month of each symbol (a backfill does the rest: `tp backfill`); a demo-sized TCN
+    # is unsure of everything: show what it leans towards (as shadows), not only what it is sure of
+    from .assets.partitions import market_key
+
+    for sym in symbols:
+        run(predictions, partition_key=str(market_key(sym, months[-1])),
+            also=((forecasts, None), (patterns, {"pattern_threshold": 0.2})))
     return out
 
 

@@ -56,7 +56,7 @@ def _nhits_asset(tf: str):
         from ..models.common import EvaluationError
         from ..models.forecast import nhits
         from ..models.registry import registered_name
-        from .training import training_frame
+        from .training import models_summary, training_frame
 
         fields = {f for f in nhits.NHITSConfig.__dataclass_fields__ if hasattr(config, f)}
         cfg = nhits.NHITSConfig.from_dict({f: getattr(config, f) for f in fields} | {
@@ -89,9 +89,7 @@ def _nhits_asset(tf: str):
         first = next(iter(results.values()))
         if len(results) == 1 and not failures:
             return first
-        md = {"models": MetadataValue.json({n: {"version": r.metadata["registered_version"].value,
-                                               "decision": r.metadata["gate_decision"].value}
-                                           for n, r in results.items()}),
+        md = {"models": models_summary(results),
               "not_evaluated": MetadataValue.json(failures)}
         if failures:
             raise Failure(description="; ".join(failures.values()), metadata=md)

@@ -31,6 +31,13 @@ class RegimeTrainConfig(Config):
                    "VAR(1) on the density of the next return. Registered as regime_hmm.<symbol>.")
 def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market_db: MarketDB,
                mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
+    from .training import per_symbol
+
+    return per_symbol(context, lambda symbol: _train_regime(context, symbol, config, market_db, mlflow, model_server))
+
+
+def _train_regime(context: AssetExecutionContext, symbol: str, config: RegimeTrainConfig, market_db: MarketDB,
+                  mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
     import pandas as pd
 
     from ..models import regime
@@ -40,7 +47,6 @@ def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market
     from .training import (check_lineage, config_of, current_champion, data_end_us, evaluation_failure,
                            pure_config, recorded_config, result, run_tags, symbol_frame, version_tags)
 
-    symbol = context.partition_key
     tf, frame = symbol_frame(market_db, symbol, config.timeframe)
     cfg = pure_config(regime.RegimeConfig, config)
     name = registered_name("regime_hmm", symbol, config.lineage)

@@ -81,7 +81,14 @@ def regime_source(client, server, symbol: str, tf: str, holdout_start_us: int):
                    "symbol has one) the regime champion's filtered probabilities. Gated against the base rate, the "
                    "best untrained rule and the champion. Registered as signal_lgbm.<symbol>.")
 def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, market_db: MarketDB,
-                mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
+               mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
+    from .training import per_symbol
+
+    return per_symbol(context, lambda symbol: _train_signal(context, symbol, config, market_db, mlflow, model_server))
+
+
+def _train_signal(context: AssetExecutionContext, symbol: str, config: SignalTrainConfig, market_db: MarketDB,
+                  mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
     import pandas as pd
 
     from ..models import classifier as clf
@@ -94,7 +101,6 @@ def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, marke
     from .training import (align_columns, check_lineage, classifier_champion, evaluation_failure, pure_config, result,
                            run_tags, symbol_frame, version_tags)
 
-    symbol = context.partition_key
     tf, frame = symbol_frame(market_db, symbol, config.timeframe)
     frame = frame.sort("ts")
     cfg = pure_config(signal.SignalConfig, config)

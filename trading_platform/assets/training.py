@@ -39,7 +39,7 @@ def checks(key: AssetKey) -> list[AssetCheckSpec]:
 
 def run_tags(context: AssetExecutionContext, family: str, timeframe: str, symbol: str | None) -> dict:
     tags = {"dagster.run_id": context.run.run_id, "dagster.asset_key": context.asset_key.to_user_string(),
-            "dagster.partition_key": context.partition_key if context.has_partition_key else "",
+            "dagster.partition_key": context.partition_key if context.has_partition_key else (symbol or ""),
             "tp.family": family, "tp.timeframe": timeframe}
     if symbol:
         tags["tp.symbol"] = symbol
@@ -203,3 +203,39 @@ def result(info: dict, metrics: dict, required: list[str], extra: dict | None = 
                          metadata={"missing_or_not_finite": MetadataValue.json(bad)}),
         AssetCheckResult(check_name="champion_exists", passed=has_champion, severity=AssetCheckSeverity.WARN),
     ])
+
+
+def per_symbol(context: AssetExecutionContext, train: Callable[[str], MaterializeResult]) -> MaterializeResult:
+    """Train one model per symbol of the run (one partition, or a range: the weekly retraining takes every
+    symbol in one run). A symbol that cannot be evaluated does not stop the others; the run then fails,
+    naming them, after the others are registered."""
+    symbols = context.partition_keys
+    if len(symbols) == 1:
+        return train(symbols[0])
+    results, failures = {}, {}
+    for symbol in symbols:
+        try:
+            results[symbol] = train(symbol)
+        except Failure as e:
+            failures[symbol] = e.description
+            context.log.error("%s: %s", symbol, e.description)
+    md = {"models": models_summary(results),
+          "not_trained": MetadataValue.json(failures)}
+    if failures:
+        raise Failure(description=f"{len(failures)} of {len(symbols)} symbols not trained: "
+                                  + "; ".join(f"{s}: {d}" for s, d in failures.items()), metadata=md)
+    checks = {}
+    for r in results.values():
+        for c in r.check_results:
+            prev = checks.get(c.check_name)
+            checks[c.check_name] = c if prev is None or (prev.passed and not c.passed) else prev
+    return MaterializeResult(metadata=md, check_results=list(checks.values()))
+
+
+def models_summary(results: dict) -> MetadataValue:
+    """{key: {version, decision}} of per-symbol training results, for a run's metadata."""
+    def raw(v):
+        return getattr(v, "value", v)
+
+    return MetadataValue.json({k: {"version": raw(r.metadata["registered_version"]),
+                                   "decision": raw(r.metadata["gate_decision"])} for k, r in results.items()})

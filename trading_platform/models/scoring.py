@@ -139,6 +139,7 @@ def score_range(store, server, v: Version, info, timeframe: str, start: datetime
     rows later than it; what is already stored need not be scored again)."""
     params = params or Params()
     model = server.load(v.name, version=v.version)
+    start, end, after = (None if t is None else t.astimezone(timezone.utc) for t in (start, end, after))
     lo = max(start, after + timedelta(microseconds=1)) if after else start
     if v.table == "predictions":
         return _predictions(store, server, v, model, info, timeframe, start, lo, end, params)
@@ -239,12 +240,13 @@ def write_rows(conn, table: str, rows: list[tuple]) -> int:
 
 
 def latest_stored(conn, table: str, v: Version, symbol: str, tf: str, start: datetime, end: datetime | None):
-    """The newest stored row time of ``v`` for the symbol and timeframe in [start, end), or None."""
+    """The newest row time stored for ``v`` *in its current role* for the symbol and timeframe in
+    [start, end), or None (a promoted shadow's rows are scored again, as the champion's)."""
     col = TIME_COLUMN[table]
     return conn.execute(
-        f"SELECT max({col}) FROM {table} WHERE model_name = %s AND model_version = %s AND symbol = %s "
-        f"AND timeframe = %s AND {col} >= %s AND (%s::timestamptz IS NULL OR {col} < %s)",
-        (v.name, v.version, symbol, tf, start, end, end)).fetchone()[0]
+        f"SELECT max({col}) FROM {table} WHERE model_name = %s AND model_version = %s AND role = %s "
+        f"AND symbol = %s AND timeframe = %s AND {col} >= %s AND (%s::timestamptz IS NULL OR {col} < %s)",
+        (v.name, v.version, v.role, symbol, tf, start, end, end)).fetchone()[0]
 
 
 def utc(ts_us: int) -> datetime:

@@ -26,6 +26,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from ..assets.features import FEATURES_KEY, feature_assets
 from ..assets.market_data import OHLCV_KEY, market_assets
 from ..assets.partitions import market_key, month_key, symbol_partitions
+from ..assets.predictions import output_assets
 from ..resources import MarketDB
 
 market_data_job = define_asset_job(
@@ -34,6 +35,13 @@ market_data_job = define_asset_job(
     executor_def=in_process_executor,
     description="Ingest the base timeframe, resample every higher one and compute features, "
                 "for the chosen symbol-months (the steps run in one process).",
+)
+market_cycle_job = define_asset_job(
+    "market_cycle_job",
+    selection=[*market_assets, *feature_assets, *output_assets],
+    executor_def=in_process_executor,
+    description="What the schedules run: ingest, resample, features and the model outputs (predictions, "
+                "forecasts, patterns) for the chosen symbol-months, in one process.",
 )
 DEFAULT_SYMBOLS_PER_RUN = 50
 
@@ -113,30 +121,54 @@ def symbol_partitions_sensor(context: SensorEvaluationContext, market_db: Market
     return SensorResult(dynamic_partitions_requests=reqs, cursor=digest)
 
 
-@schedule(
-    job=market_data_job,
-    cron_schedule="5 * * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Hourly: the current month of every enabled symbol (fetches only what is missing), "
-                "TP_SYMBOLS_PER_RUN (50) symbols a run.",
-)
-def market_data_hourly(context: ScheduleEvaluationContext, market_db: MarketDB):
+def cycle_assets(info) -> list:
+    """What a scheduled cycle of a symbol materializes: its market data chain and the model outputs."""
+    return [*batch_assets(info), *(a.key for a in output_assets)]
+
+
+# when each base timeframe's cycle runs (UTC): a little after its candles close, so the source has them
+CYCLE_CRONS = {"1m": "* * * * *", "5m": "1-59/5 * * * *", "15m": "2-59/15 * * * *", "30m": "3-59/30 * * * *",
+               "1h": "5 * * * *", "4h": "10 */4 * * *", "1d": "15 0 * * *", "1w": "20 0 * * 1"}
+SCHEDULE_NAMES = {"1h": "market_data_hourly", "1d": "market_data_daily", "1w": "market_data_weekly"}
+
+
+def cycle_requests(context: ScheduleEvaluationContext, store, base: str) -> list[RunRequest]:
+    """The current month of every enabled symbol whose base timeframe is ``base``, in batches (see
+    ``symbol_batches``), each run ingesting, resampling, computing features and the model outputs."""
     month = month_key(context.scheduled_execution_time)
-    with market_db.open() as store:
-        infos = {s.symbol: s for s in store.list_symbols()}
+    infos = {s.symbol: s for s in store.list_symbols() if s.base_timeframe == base}
     order = context.instance.get_dynamic_partitions(symbol_partitions.name)
-    batches = symbol_batches(order, infos, symbols_per_run())
-    if not batches:
-        return SkipReason("no enabled symbol with a partition yet")
     when = context.scheduled_execution_time.isoformat()
     return [
         RunRequest(
             run_key=f"{month}|{b[0]}..{b[-1]}|{when}",
-            asset_selection=batch_assets(infos[b[0]]),
+            asset_selection=cycle_assets(infos[b[0]]),
             tags={ASSET_PARTITION_RANGE_START_TAG: str(market_key(b[0], month)),
                   ASSET_PARTITION_RANGE_END_TAG: str(market_key(b[-1], month)),
-                  "symbols": f"{len(b)}: {b[0]}..{b[-1]}"},
+                  "symbols": f"{len(b)}: {b[0]}..{b[-1]}", "tp/run_kind": "schedule"},
         )
-        for b in batches
+        for b in symbol_batches(order, infos, symbols_per_run())
     ]
+
+
+def _cycle_schedule(base: str):
+    @schedule(
+        name=SCHEDULE_NAMES.get(base, f"market_data_{base}"),
+        job=market_cycle_job,
+        cron_schedule=CYCLE_CRONS[base],
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"Every {base} candle: the current month of every enabled symbol whose base timeframe is {base} "
+                    "(fetches only what is missing), resampled, its features and the model outputs (live symbols' "
+                    "outputs come from the live path); TP_SYMBOLS_PER_RUN (50) symbols a run.",
+    )
+    def _schedule(context: ScheduleEvaluationContext, market_db: MarketDB):
+        with market_db.open() as store:
+            requests = cycle_requests(context, store, base)
+        return requests or SkipReason(f"no enabled symbol with base timeframe {base} and a partition yet")
+
+    return _schedule
+
+
+cycle_schedules = [_cycle_schedule(tf) for tf in CYCLE_CRONS]
+market_data_hourly = next(s for s in cycle_schedules if s.name == "market_data_hourly")

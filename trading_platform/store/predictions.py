@@ -7,33 +7,6 @@ challenger scored beside it (never used downstream)."""
 
 from __future__ import annotations
 
-import json
-
-
-def write_predictions(conn, rows: list[tuple]) -> int:
-    """rows: (model_name, model_version, symbol, timeframe, ts, value, label, details dict, role)."""
-    if not rows:
-        return 0
-    with conn.transaction():
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _pred_stage (LIKE predictions INCLUDING DEFAULTS) "
-                     "ON COMMIT DELETE ROWS")
-        with conn.cursor() as cur, cur.copy(
-            "COPY _pred_stage (model_name, model_version, symbol, timeframe, ts, value, label, details, role) "
-            "FROM STDIN"
-        ) as cp:
-            for r in rows:
-                cp.write_row((*r[:7], json.dumps(r[7]), r[8]))
-        conn.execute(
-            """
-            INSERT INTO predictions (model_name, model_version, symbol, timeframe, ts, value, label, details, role)
-            SELECT model_name, model_version, symbol, timeframe, ts, value, label, details, role FROM _pred_stage
-            ON CONFLICT (model_name, model_version, symbol, timeframe, ts) DO UPDATE SET
-                value = EXCLUDED.value, label = EXCLUDED.label, details = EXCLUDED.details,
-                role = EXCLUDED.role, created_at = now()
-            """
-        )
-    return len(rows)
-
 
 def upsert(conn, table: str, columns: list[str], key: list[str], rows: list[tuple]) -> int:
     """COPY into a temp stage, then INSERT ... ON CONFLICT (key) DO UPDATE: a re-run replaces rows."""
@@ -56,17 +29,3 @@ def upsert(conn, table: str, columns: list[str], key: list[str], rows: list[tupl
                              "created_at = now()").format(t=sql.Identifier(table), c=cols, s=sql.Identifier(stage),
                                                           k=sql.SQL(", ").join(map(sql.Identifier, key)), u=update))
     return len(rows)
-
-
-def write_forecasts(conn, name: str, version: str, role: str, rows: list[dict]) -> int:
-    """rows: the forecaster's (symbol, timeframe, origin_ts, step, median, quantiles)."""
-    cols = ["model_name", "model_version", "symbol", "timeframe", "origin_ts", "step", "median", "quantiles", "role"]
-    return upsert(conn, "forecasts", cols, cols[:6],
-                   [(name, version, r["symbol"], r["timeframe"], r["origin_ts"], r["step"], r["median"],
-                     json.dumps(r["quantiles"]), role) for r in rows])
-
-
-def write_patterns(conn, name: str, version: str, role: str, rows: list[tuple]) -> int:
-    """rows: (symbol, timeframe, ts, pattern, probability, bars)."""
-    cols = ["model_name", "model_version", "symbol", "timeframe", "ts", "pattern", "probability", "bars", "role"]
-    return upsert(conn, "patterns", cols, cols[:6], [(name, version, *r, role) for r in rows])

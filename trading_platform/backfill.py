@@ -1,0 +1,67 @@
+"""``tp backfill``: an asset backfill of the model outputs over a symbol's history.
+
+It creates a Dagster *asset* backfill (what the UI's "Materialize partitions" creates) of
+``predictions``, ``forecasts`` and ``patterns`` over the symbol-months of the date range;
+the daemon runs it under the assets' backfill policy (up to 24 symbol-months per run,
+``dagster job backfill`` would ignore it). The model versions are pinned when the backfill
+is created, one per model and role, and every chunk uses them (``prediction_pins``, keyed by
+the backfill id), whatever moves in the registry meanwhile.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import date, datetime, timezone
+
+from .errors import InvalidInput
+
+OUTPUTS = ("predictions", "forecasts", "patterns")
+
+
+def months_between(start: date, end: date) -> list[str]:
+    if end < start:
+        raise InvalidInput(f"--to {end} is before --from {start}", field="to")
+    out, y, m = [], start.year, start.month
+    while (y, m) <= (end.year, end.month):
+        out.append(f"{y:04d}-{m:02d}-01")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def create_backfill(instance, store, client, symbol: str, start: date, end: date,
+                    assets: tuple[str, ...] = OUTPUTS) -> dict:
+    from dagster import AssetKey
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from .assets.partitions import market_key, market_partitions
+    from .definitions import defs
+    from .models import scoring
+
+    info = store.require_symbol(symbol)
+    unknown = [a for a in assets if a not in OUTPUTS]
+    if unknown:
+        raise InvalidInput(f"unknown asset(s) {', '.join(unknown)}; backfillable: {', '.join(OUTPUTS)}",
+                           field="assets")
+    first = market_partitions.get_partitions_def_for_dimension("month").get_first_partition_key()
+    months = [m for m in months_between(start, end) if m >= first]
+    if not months:
+        raise InvalidInput(f"no month between {start} and {end} is on or after TP_HISTORY_START ({first})",
+                           field="from")
+    if info.symbol not in instance.get_dynamic_partitions("symbol"):
+        raise InvalidInput(f"{symbol!r} has no partition yet (the symbols sensor adds it; or `tp symbols add`)",
+                           field="symbol")
+    keys = [str(market_key(info.symbol, m)) for m in months]
+    backfill_id = make_new_backfill_id()
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=backfill_id, asset_graph=defs.get_repository_def().asset_graph, partition_names=keys,
+        asset_selection=[AssetKey(a) for a in assets], backfill_timestamp=time.time(),
+        tags={"tp/run_kind": "backfill"}, dynamic_partitions_store=instance, all_partitions=False,
+        title=f"{', '.join(assets)}: {info.symbol} {months[0][:7]}..{months[-1][:7]}",
+        description="created by tp backfill; model versions pinned in prediction_pins", run_config=None)
+    instance.add_backfill(backfill)
+    versions = scoring.pinned_for(store, client, backfill_id, tuple(scoring.FAMILY_TABLE))
+    return {"backfill_id": backfill_id, "symbol": info.symbol, "months": [m[:7] for m in months],
+            "assets": list(assets), "partitions": len(keys), "runs_at_most": math.ceil(len(keys) / 24) * len(assets),
+            "pinned": scoring.pins(versions), "created_at": datetime.now(timezone.utc).isoformat()}
