@@ -153,8 +153,10 @@ def model_env(model_market, tmp_path):
 @pytest.fixture(autouse=True)
 def _forget_closed_dagster_instances():
     """Dagster 1.13's ``instance_for_test()`` leaves its defs-state storage set in a context variable after the
-    instance is closed; the next test that builds a repository then fails on the dead weakref. Clear it."""
-    yield
+    instance is closed; the next test that builds a repository then fails on the dead weakref. Clear it, before
+    each test too: a module-scoped fixture's instance is closed after the last test of its module has ended."""
     from dagster._core.storage.defs_state.base import _current_storage
 
+    _current_storage.set(None)
+    yield
     _current_storage.set(None)
