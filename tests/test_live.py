@@ -15,7 +15,7 @@ from datetime import timedelta
 import pandas as pd
 import psycopg
 import pytest
-from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
+from dagster import build_sensor_context, instance_for_test, materialize
 
 from trading_platform.core.symbols import SymbolInfo
 from trading_platform.live import outbox
@@ -216,7 +216,6 @@ def test_an_event_arriving_while_the_tick_waits_is_claimed_at_once_with_or_witho
     out = {}
 
     def run():
-        t = time.monotonic()
         out["result"] = tick(instance, res)
         out["returned"] = time.monotonic()
 
@@ -297,7 +296,6 @@ def run_request(result, **kw):
 
 
 def test_the_live_run_predicts_the_event_candles_and_marks_them_done_in_one_transaction(live):
-    import polars as pl
 
     from trading_platform.features.pipeline import materialize as features_materialize
     from trading_platform.features.spec import FeatureSpec
@@ -462,3 +460,38 @@ def test_tp_live_feed_and_status(store, dsn, tp_env, tmp_path):
     assert code == 2 and err["field"] == "symbols" and "not an enabled live symbol" in err["error"]
     code, err = tp("live", "feed", "--symbols", "XRP/USDT", "--rate", "5", "--count", "1")
     assert code == 2 and err["field"] == "symbols" and "not in the symbols table" in err["error"]
+
+
+NICE_SCRIPT = r'''
+import os, sys
+from dagster import asset, materialize
+from trading_platform.resources import MarketDB
+
+@asset
+def probe(market_db: MarketDB) -> int:
+    return os.nice(0)
+
+for tags in ({"tp/run_kind": "live"}, {"tp/run_kind": "schedule"}, {"tp/run_kind": "retrain"},
+             {"dagster/backfill": "abc"}):
+    r = materialize([probe], resources={"market_db": MarketDB(database_url=sys.argv[1])}, tags=tags)
+    print(r.output_for_node("probe"), flush=True)
+'''
+
+
+def test_backfill_and_retraining_steps_yield_the_cpu_to_live_runs(dsn, tmp_path):
+    """On a small machine a backfill's steps take a lower CPU priority (nice 10), so the live runs that share
+    the CPU with them keep theirs; live and scheduled runs keep the normal priority. In a child process: a
+    niceness cannot be lowered again."""
+    script = tmp_path / "nice.py"
+    script.write_text(NICE_SCRIPT)
+    import trading_platform
+
+    root = os.path.dirname(os.path.dirname(trading_platform.__file__))  # this checkout, not an installed copy
+    env = {**os.environ, "TP_BACKGROUND_NICE": "12", "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, str(script), dsn], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    base = os.nice(0)
+    assert [int(x) for x in out.stdout.split()] == [base, base, max(base, 12), max(base, 12)]
+    bad = subprocess.run([sys.executable, str(script), dsn], capture_output=True, text=True,
+                         env={**env, "TP_BACKGROUND_NICE": "loud"}, timeout=120)
+    assert bad.returncode != 0 and "TP_BACKGROUND_NICE='loud' is not a niceness from 0 to 19" in bad.stderr

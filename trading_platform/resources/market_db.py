@@ -10,6 +10,34 @@ from pydantic import Field
 
 _DSN_CACHE: dict[str, str] = {}
 _MIGRATED: set[str] = set()
+BACKGROUND_KINDS = ("retrain", "backfill")
+DEFAULT_BACKGROUND_NICE = 10
+
+
+def background_nice(tags: dict) -> int:
+    """The CPU niceness a run's steps take: ``TP_BACKGROUND_NICE`` (default 10; 0 turns it off) for
+    backfill runs (``dagster/backfill``) and retraining (``tp/run_kind: retrain``), 0 for the rest. Live
+    runs keep the normal priority, so on a small machine a backfill yields the CPU to them instead of
+    sharing it equally (their latency during a backfill, see benchmarks/live_latency.py)."""
+    import os
+
+    if not (tags.get("dagster/backfill") or tags.get("tp/run_kind") in BACKGROUND_KINDS):
+        return 0
+    raw = os.environ.get("TP_BACKGROUND_NICE", str(DEFAULT_BACKGROUND_NICE)).strip()
+    if not raw.isdigit() or int(raw) > 19:
+        from ..errors import InvalidInput
+
+        raise InvalidInput(f"TP_BACKGROUND_NICE={raw!r} is not a niceness from 0 to 19", field="TP_BACKGROUND_NICE")
+    return int(raw)
+
+
+def lower_priority_for(tags: dict) -> int:
+    """Raise this process's niceness to ``background_nice(tags)`` (never lower it); returns the niceness."""
+    import os
+
+    want = background_nice(tags)
+    now = os.nice(0)
+    return os.nice(want - now) if want > now else now
 
 
 class MarketDB(ConfigurableResource):
@@ -36,6 +64,12 @@ class MarketDB(ConfigurableResource):
 
             _DSN_CACHE[home] = ensure_embedded(Path(home) / "pg")
         return _DSN_CACHE[home]
+
+    def setup_for_execution(self, context) -> None:
+        # every step of a backfill or a retraining opens the store: the one place to yield the CPU to live runs
+        run = getattr(context, "dagster_run", None)
+        if run is not None:
+            lower_priority_for(run.tags or {})
 
     @contextmanager
     def open(self) -> Iterator["MarketStore"]:  # noqa: F821
