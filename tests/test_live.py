@@ -187,7 +187,8 @@ def test_batches_are_bounded_and_only_as_many_as_free_live_slots(outbox_only, li
     first = tick(instance, res)
     assert [r.run_key for r in first.run_requests] == ["batch-1-attempt-1", "batch-2-attempt-1"]  # 2 live slots
     cfgs = [r.run_config["ops"]["predict_live_events"]["config"] for r in first.run_requests]
-    assert [c["event_ids"] for c in cfgs] == [ids[:3], ids[3:6]] and all(c["pins"] == {} for c in cfgs)
+    # the 6 oldest events, split by symbol over the two slots (to run side by side), at most 3 a batch
+    assert [c["event_ids"] for c in cfgs] == [ids[:3], ids[4:6]] and all(c["pins"] == {} for c in cfgs)
     assert first.run_requests[0].tags["tp/live_batch"] == "1"
     # both runs created, not finished: the slots are busy, the last two events wait (pending, not claimed) for the next batch
     runs = [instance.create_run_for_job(live_predictions_job, run_config=r.run_config,
@@ -195,11 +196,11 @@ def test_batches_are_bounded_and_only_as_many_as_free_live_slots(outbox_only, li
     assert {r.status for r in runs} == {DagsterRunStatus.NOT_STARTED}
     busy = tick(instance, res, first.cursor)
     assert not busy.run_requests and "slot(s) are busy" in busy.skip_reason.skip_message
-    assert [e[5] for e in events(store.dsn)][6:] == ["pending", "pending"]
+    assert [e[5] for e in events(store.dsn)] == ["claimed"] * 3 + ["pending"] + ["claimed"] * 2 + ["pending"] * 2
     instance.delete_run(runs[0].run_id)  # a slot frees up
     nxt = tick(instance, res, busy.cursor)
     assert [r.run_key for r in nxt.run_requests] == ["batch-3-attempt-1"]
-    assert nxt.run_requests[0].run_config["ops"]["predict_live_events"]["config"]["event_ids"] == ids[6:]
+    assert nxt.run_requests[0].run_config["ops"]["predict_live_events"]["config"]["event_ids"] == [ids[3], *ids[6:]]
     # a repeated tick requests nothing new: every event is claimed, no batch is overdue
     again = tick(instance, res, nxt.cursor)
     assert not again.run_requests and again.skip_reason.skip_message == "no live event pending"
@@ -344,6 +345,34 @@ def test_the_live_run_predicts_the_event_candles_and_marks_them_done_in_one_tran
             assert a.to_list() == b.to_list(), c
     # a repeated tick requests nothing new
     assert not tick(instance, res).run_requests
+
+
+def test_a_backfill_of_a_live_symbol_stops_where_the_live_path_starts(live):
+    """A backfill (or a hand run) over a live symbol's month scores the candles before its first live event
+    and leaves the rest to the live path, even when asked to recompute: the two never compute the same row."""
+    from trading_platform.assets.models import predictions
+    from trading_platform.assets.partitions import market_key
+
+    from trading_platform.symbols import sync_partitions
+
+    dsn, instance, res = live
+    with connect(dsn) as store:
+        sync_partitions(instance, store)
+    ids, ts = feed_next(dsn, 12)
+    [req] = tick(instance, res).run_requests
+    assert run_request(req, instance=instance, resources=res).success
+    month = ts[0].strftime("%Y-%m-01")
+    result = materialize([predictions], instance=instance, resources=res,
+                         partition_key=str(market_key("BTC/USDT", month)), tags={"dagster/backfill": "bf-live"},
+                         run_config={"ops": {"predictions": {"config": {"recompute": True}}}})
+    meta = result.asset_materializations_for_node("predictions")[0].metadata
+    with psycopg.connect(dsn) as c:
+        before = {tf: c.execute("SELECT count(*) FROM features WHERE symbol = 'BTC/USDT' AND timeframe = %s "
+                                "AND ts >= %s AND ts < %s", (tf, f"{month} 00:00+00", ts[0].to_pydatetime())
+                                ).fetchone()[0] for tf in ("5m", "1h")}
+    assert meta["live_symbols_cut_at_live_start"].value == ["BTC/USDT"]
+    assert meta["by_model"].value.get("pump_xgb", 0) == before["5m"]
+    assert meta["by_model"].value.get("regime_hmm.BTC_USDT", 0) == before["1h"]
 
 
 def test_a_failed_batch_is_rerequested_under_a_new_key_and_its_events_are_predicted_once(live, live_env):
@@ -495,3 +524,69 @@ def test_backfill_and_retraining_steps_yield_the_cpu_to_live_runs(dsn, tmp_path)
     bad = subprocess.run([sys.executable, str(script), dsn], capture_output=True, text=True,
                          env={**env, "TP_BACKGROUND_NICE": "loud"}, timeout=120)
     assert bad.returncode != 0 and "TP_BACKGROUND_NICE='loud' is not a niceness from 0 to 19" in bad.stderr
+
+
+TINY_LOCATION = r'''
+import os
+from dagster import Definitions, in_process_executor, job, op
+
+@op
+def stamp():
+    with open(os.environ["TP_TEST_STAMPS"], "a") as f:
+        f.write(f"{os.getpid()} {os.getppid()}\n")
+
+@job(executor_def=in_process_executor)
+def tiny_job():
+    stamp()
+
+defs = Definitions(jobs=[tiny_job])
+'''
+
+
+def test_live_runs_are_forked_from_the_warm_process_and_the_others_launched_the_default_way(tmp_path, monkeypatch):
+    """The run launcher of dagster.yaml, through a real code server: the first run of a listed job starts the
+    warm process and is launched the default way; once it is warm, the next runs are its children (their
+    parent is the warm process, not the code server), run to success with their events, and are tagged
+    with their pid; a job not listed is always launched the default way."""
+    from dagster._core.test_utils import create_run_for_test, create_test_daemon_workspace_context, \
+        poll_for_finished_run
+    from dagster._core.workspace.load_target import PythonFileTarget
+
+    from trading_platform.live.prefork import PID_TAG
+
+    loc = tmp_path / "tiny_location.py"
+    loc.write_text(TINY_LOCATION)
+    stamps = tmp_path / "stamps"
+    monkeypatch.setenv("TP_TEST_STAMPS", str(stamps))
+    launcher = {"module": "trading_platform.live.prefork", "class": "PreforkRunLauncher",
+                "config": {"jobs": ["tiny_job"], "preload": []}}
+    with instance_for_test(overrides={"run_launcher": launcher}) as instance, \
+            create_test_daemon_workspace_context(PythonFileTarget(str(loc), None, str(tmp_path), "tiny"),
+                                                 instance) as wpc:
+        ws = wpc.create_request_context()
+        location = ws.get_code_location("tiny")
+        rjob = next(iter(location.get_repositories().values())).get_full_job("tiny_job")
+        plan = location.get_execution_plan(rjob, {}, None, None, instance=instance)
+
+        def launch():
+            run = create_run_for_test(instance, job_name="tiny_job", job_snapshot=rjob.job_snapshot,
+                                      execution_plan_snapshot=plan.execution_plan_snapshot,
+                                      remote_job_origin=rjob.get_remote_origin(),
+                                      job_code_origin=rjob.get_python_origin())
+            instance.launch_run(run.run_id, ws)
+            return poll_for_finished_run(instance, run.run_id, timeout=90)
+
+        first = launch()
+        assert first.status.value == "SUCCESS" and PID_TAG not in first.tags  # the default way: not warm yet
+        warm = instance.run_launcher._warm
+        deadline = time.monotonic() + 60
+        while not warm.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert warm.alive(), "the warm process did not come up"
+        forked = [launch() for _ in range(2)]
+        assert [r.status.value for r in forked] == ["SUCCESS", "SUCCESS"]
+        lines = [tuple(map(int, ln.split())) for ln in stamps.read_text().splitlines()]
+        assert [pid for pid, _ in lines[1:]] == [int(r.tags[PID_TAG]) for r in forked]
+        assert all(ppid == warm.proc.pid for _, ppid in lines[1:]) and lines[0][1] != warm.proc.pid
+        logs = " ".join(e.message or "" for e in instance.all_logs(forked[0].run_id))
+        assert "forked from the warm live process" in logs

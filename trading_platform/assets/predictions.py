@@ -49,6 +49,14 @@ class PredictionsConfig(Config):
     pattern_threshold: float = 0.5   # patterns at or above this probability are written
 
 
+def live_start(conn, symbol: str, timeframe: str):
+    """The time of the first candle of the series that went through the live path (None if none did): from it
+    on, the series is the live path's to predict, so a backfill or a run launched by hand stops there and
+    the two never compute the same row."""
+    return conn.execute("SELECT min(ts) FROM market_events WHERE symbol = %s AND timeframe = %s",
+                        (symbol, timeframe)).fetchone()[0]
+
+
 def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, market_db: MarketDB,
                      mlflow: MLflowResource, model_server: ModelServer, table: str) -> MaterializeResult:
     from ..models import scoring
@@ -60,7 +68,7 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
     params = scoring.Params(context_rows=config.context_rows, pattern_threshold=config.pattern_threshold)
     written: dict[str, int] = {}
     in_sample: dict[str, int] = {}
-    errors, live_skipped = [], []
+    errors, live_skipped, live_owned = [], [], set()
     with market_db.open() as store:
         families = scoring.TABLES[table]
         versions = (scoring.pinned_for(store, client, backfill, families, log) if backfill
@@ -76,8 +84,15 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
             for v in versions:
                 label = v.name if v.role == "champion" else f"{v.name} (shadow)"
                 for tf in v.timeframes(info):
+                    # candles from a live symbol's first live event on are the live path's, here too
+                    live_from = live_start(store.conn, symbol, tf) if info.live else None
                     for month in months:
                         start, end = month_bounds(month)
+                        if live_from is not None and live_from < end:
+                            end = live_from
+                            live_owned.add(symbol)
+                            if end <= start:
+                                continue
                         after = None if config.recompute else scoring.latest_stored(store.conn, table, v, symbol,
                                                                                      tf, start, end)
                         rows = scoring.score_range(store, model_server, v, info, tf, start, end, params, after)
@@ -92,7 +107,8 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
         "in_sample_rows": MetadataValue.json(in_sample),
         "versions": MetadataValue.json(scoring.pins(versions)),
         "pinned_by_backfill": backfill or "",
-        "live_symbols_skipped": MetadataValue.json(live_skipped)})
+        "live_symbols_skipped": MetadataValue.json(live_skipped),
+        "live_symbols_cut_at_live_start": MetadataValue.json(sorted(live_owned))})
 
 
 def _output_asset(key: AssetKey, table: str, deps: list, description: str):

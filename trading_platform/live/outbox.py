@@ -62,6 +62,37 @@ def claim(conn, limit: int, pins: dict, versions: list[dict], consumer: str = CO
     return Batch(batch_id, 1, ids, pins)
 
 
+def claim_split(conn, limit: int, parts: int, pins: dict, versions: list[dict],
+                consumer: str = CONSUMER) -> list[Batch]:
+    """Claim pending events (oldest first) into up to ``parts`` batches of at most ``limit`` events each, split
+    by symbol so that the batches run side by side (one symbol's events stay in one batch: a symbol's runs are
+    serialized anyway). The symbols are dealt largest first to the smallest batch; events that do not fit
+    stay pending for the next claim. ``parts`` 1 is ``claim``. Empty list when nothing is pending."""
+    if parts <= 1:
+        one = claim(conn, limit, pins, versions, consumer)
+        return [one] if one else []
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT q.event_id, e.symbol FROM market_event_queue q JOIN market_events e ON e.id = q.event_id "
+            "WHERE q.consumer = %s AND q.status = 'pending' ORDER BY q.event_id LIMIT %s FOR UPDATE OF q SKIP LOCKED",
+            (consumer, limit * parts)).fetchall()
+        by_symbol: dict[str, list[int]] = {}
+        for eid, symbol in rows:
+            by_symbol.setdefault(symbol, []).append(eid)
+        bins: list[list[int]] = [[] for _ in range(min(parts, len(by_symbol)))]
+        for symbol in sorted(by_symbol, key=lambda k: (-len(by_symbol[k]), by_symbol[k][0])):
+            min(bins, key=len).extend(by_symbol[symbol])
+        out = []
+        for ids in sorted((sorted(b)[:limit] for b in bins if b), key=lambda b: b[0]):
+            batch_id = conn.execute(
+                "INSERT INTO live_batches (consumer, events, pins, versions) VALUES (%s, %s, %s, %s) RETURNING id",
+                (consumer, len(ids), json.dumps(pins), json.dumps(versions))).fetchone()[0]
+            conn.execute("UPDATE market_event_queue SET status = 'claimed', batch_id = %s "
+                         "WHERE consumer = %s AND event_id = ANY(%s)", (batch_id, consumer, ids))
+            out.append(Batch(batch_id, 1, ids, pins))
+    return out
+
+
 def stale_batches(conn, retry_after_s: float, consumer: str = CONSUMER) -> list[StaleBatch]:
     """Batches claimed but not done whose last request is older than ``retry_after_s`` times a backoff
     (1, 2, 4, ... 16 by attempt): a batch that keeps failing is retried less and less often, never dropped."""

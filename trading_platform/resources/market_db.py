@@ -67,7 +67,7 @@ class MarketDB(ConfigurableResource):
 
     def setup_for_execution(self, context) -> None:
         # every step of a backfill or a retraining opens the store: the one place to yield the CPU to live runs
-        run = getattr(context, "dagster_run", None)
+        run = getattr(context, "run", None)
         if run is not None:
             lower_priority_for(run.tags or {})
 

@@ -2,7 +2,8 @@
 
 ``live_predictions_sensor`` (running by default) claims pending events by processing state
 (``trading_platform/live/outbox.py``), at most ``TP_LIVE_BATCH_MAX`` (500) per batch and only as many
-batches as there are free live run slots (the ``tp/run_kind: live`` limit in ``dagster.yaml``), so
+batches as there are free live run slots (the ``tp/run_kind: live`` limit in ``dagster.yaml``), split by
+symbol across them so they run side by side, so
 events that arrive while the live runs are busy gather into the next batch instead of queueing as
 runs. Each batch is one run of ``live_predictions_job`` with the event ids and the pinned versions
 (``scoring.pins``: every champion and challenger now) in its run configuration, run key
@@ -189,10 +190,8 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
             if pending and free() > 0:
                 if pins is None:
                     pins, versions = current_pins(mlflow, context.log)
-                while free() > 0:
-                    batch = outbox.claim(conn, cfg.batch_max, pins, versions)
-                    if batch is None:
-                        break
+                # split by symbol over the free slots, so the batches run side by side
+                for batch in outbox.claim_split(conn, cfg.batch_max, free(), pins, versions):
                     requests.append(_request(batch))
                     notes.append(f"batch {batch.id}: {len(batch.event_ids)} events")
                 if not requests:  # another claimer holds them: look again a little later
