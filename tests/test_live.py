@@ -15,7 +15,7 @@ from datetime import timedelta
 import pandas as pd
 import psycopg
 import pytest
-from dagster import build_sensor_context, instance_for_test, materialize
+from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
 
 from trading_platform.core.symbols import SymbolInfo
 from trading_platform.live import outbox
@@ -590,3 +590,22 @@ def test_live_runs_are_forked_from_the_warm_process_and_the_others_launched_the_
         assert all(ppid == warm.proc.pid for _, ppid in lines[1:]) and lines[0][1] != warm.proc.pid
         logs = " ".join(e.message or "" for e in instance.all_logs(forked[0].run_id))
         assert "forked from the warm live process" in logs
+
+
+def test_the_repository_dagster_yaml_gives_live_runs_their_lanes(tmp_path, live_env):
+    """The instance `tp up` runs: the warm-fork launcher, threaded sensors, run retries, and two live slots the
+    sensor reads from the run queue's tag limits (no TP_LIVE_MAX_RUNS)."""
+    import shutil
+    from pathlib import Path
+
+    from trading_platform.live.prefork import PreforkRunLauncher
+    from trading_platform.sensors.live import live_run_limit
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance.run_launcher, PreforkRunLauncher)
+        assert live_run_limit(instance) == 2
+        assert instance.run_retries_enabled
+        assert instance.get_settings("sensors").get("use_threads") is True
+        live_env.setenv("TP_LIVE_MAX_RUNS", "3")
+        assert live_run_limit(instance) == 3
