@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from .assets.features import feature_assets
 from .assets.market_data import market_assets
@@ -47,4 +47,7 @@ def _domains() -> list[Definitions]:
     ]
 
 
-defs = Definitions.merge(*_domains(), Definitions(resources=_resources()))
+# Every run executes its steps in its own process, one after another (the named jobs say so themselves; this is
+# for the rest: asset backfills and materializations launched from the UI): a process per step would pay the
+# code location's import once per step, and on a small machine steps in parallel only compete with the live runs.
+defs = Definitions.merge(*_domains(), Definitions(resources=_resources(), executor=in_process_executor))
