@@ -319,7 +319,8 @@ def run_breakdown(dsn: str, instance, since: float) -> dict:
                          ).fetchall()
     stages: dict[str, list[float]] = {k: [] for k in ("claim_to_created", "created_to_launched", "launched_to_started",
                                                       "started_to_committed", "op_load_models", "op_features",
-                                                      "op_score", "op_total", "events_per_run", "models_loaded")}
+                                                      "op_score", "op_lock_wait", "op_mark_done", "op_total",
+                                                      "events_per_run", "models_loaded")}
     for run_id, claimed, committed, stats, n in rows:
         rec = runs.get(run_id)
         if rec is None or not rec.start_time:
@@ -334,6 +335,8 @@ def run_breakdown(dsn: str, instance, since: float) -> dict:
         stages["op_load_models"].append(stats.get("load_models_s", 0))
         stages["op_features"].append(stats.get("features_s", 0))
         stages["op_score"].append(stats.get("score_s", 0))
+        stages["op_lock_wait"].append(stats.get("lock_s", 0))
+        stages["op_mark_done"].append(stats.get("mark_s", 0))
         stages["op_total"].append(stats.get("total_s", 0))
         stages["events_per_run"].append(n)
         stages["models_loaded"].append(stats.get("models_loaded", 0))

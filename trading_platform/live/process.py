@@ -93,6 +93,7 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
     rows_written: dict[str, int] = {}
     skipped: list[str] = []
     derived_ids: list[int] = []
+    t_lock = time.perf_counter()
     with conn.transaction():
         if conn.execute("SELECT 1 FROM live_batches WHERE id = %s FOR UPDATE", (batch_id,)).fetchone() is None:
             raise RuntimeError(f"batch {batch_id} does not exist")
@@ -104,8 +105,11 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
         for eid, symbol, tf, ts in events:
             by_symbol.setdefault(symbol, []).append((eid, tf, ts))
         t_feat = t_score = 0.0
+        t_lock = time.perf_counter() - t_lock
         for symbol in sorted(by_symbol):
+            t = time.perf_counter()
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"live|{symbol}",))
+            t_lock += time.perf_counter() - t
             info = store.get_symbol(symbol)
             if info is None or not (info.enabled and info.live):
                 skipped.append(symbol)
@@ -131,7 +135,8 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
                 for table, k in n.items():
                     rows_written[table] = rows_written.get(table, 0) + k
             t_score += time.perf_counter() - t
-        timings.update(features_s=t_feat, score_s=t_score)
+        timings.update(features_s=t_feat, score_s=t_score, lock_s=t_lock)
+        t_mark = time.perf_counter()
         all_ids = [e[0] for e in events] + derived_ids
         done = conn.execute(
             "UPDATE market_event_queue SET status = 'done', done_at = clock_timestamp() WHERE consumer = %s "
@@ -140,6 +145,7 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
         done_ids = sorted(r[0] for r in done)
         remaining = conn.execute("SELECT count(*) FROM market_event_queue WHERE consumer = %s AND batch_id = %s "
                                  "AND status <> 'done'", (consumer, batch_id)).fetchone()[0]
+        timings["mark_s"] = time.perf_counter() - t_mark
         timings["total_s"] = time.perf_counter() - t0
         stats = {"models_loaded": len(loaded), "rows": rows_written, "derived": len(derived_ids),
                  "skipped_symbols": skipped, **{k: round(v, 4) for k, v in timings.items()}}
