@@ -118,6 +118,9 @@ def tick(dsn: str, instance, when: datetime) -> dict:
     resources = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec=f"synthetic:{SEED}"),
                  "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(home / "artifacts")),
                  "model_server": ModelServer(tracking_uri=uri, cache_dir=str(home / "cache"), device="cpu")}
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)  # Dagster 1.13 leaves a closed instance's storage there (see temp_instance)
     job = bound_job(market_cycle_job, [*market_assets, *feature_assets, *model_assets], resources)
     t0 = time.perf_counter()
     ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
