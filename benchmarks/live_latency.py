@@ -44,7 +44,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -108,18 +107,6 @@ def pct(values: list[float], q: float) -> float | None:
     k = (len(v) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(v) - 1)
     return round(v[lo] + (v[hi] - v[lo]) * (k - lo), 3)
-
-
-def fresh_db(admin: str) -> str:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"live_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    d = conninfo_to_dict(admin)
-    d["dbname"] = name
-    return make_conninfo(**d)
 
 
 # ---- the market and the models -------------------------------------------------------------------
@@ -417,7 +404,9 @@ def main() -> None:
 
         pg_tmp = tmp / "pg"
         admin = ensure_embedded(pg_tmp)
-    dsn = fresh_db(admin)
+    from benchmarks.scale import fresh_db
+
+    dsn = fresh_db(admin, "live")
     os.environ["TP_DATABASE_URL"] = dsn
     proc = None
     figures: dict = {"symbols": args.symbols, "rate": args.rate, "duration_s": args.duration}

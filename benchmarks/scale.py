@@ -57,11 +57,12 @@ def admin_dsn():
     return ensure_embedded(tmp / "pg"), tmp
 
 
-def fresh_db(admin: str) -> str:
+def fresh_db(admin: str, prefix: str = "scale") -> str:
+    """A new empty database on the server of ``admin``; its DSN."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    name = f"scale_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute(f"CREATE DATABASE {name}")
     d = conninfo_to_dict(admin)

@@ -69,6 +69,7 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
     written: dict[str, int] = {}
     in_sample: dict[str, int] = {}
     errors, live_skipped, live_owned = [], [], set()
+    live_from_cache: dict[tuple[str, str], object] = {}
     with market_db.open() as store:
         families = scoring.TABLES[table]
         versions = (scoring.pinned_for(store, client, backfill, families, log) if backfill
@@ -85,7 +86,9 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
                 label = v.name if v.role == "champion" else f"{v.name} (shadow)"
                 for tf in v.timeframes(info):
                     # candles from a live symbol's first live event on are the live path's, here too
-                    live_from = live_start(store.conn, symbol, tf) if info.live else None
+                    if info.live and (symbol, tf) not in live_from_cache:
+                        live_from_cache[(symbol, tf)] = live_start(store.conn, symbol, tf)
+                    live_from = live_from_cache.get((symbol, tf))
                     for month in months:
                         start, end = month_bounds(month)
                         if live_from is not None and live_from < end:

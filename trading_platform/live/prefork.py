@@ -117,6 +117,17 @@ class PreforkRunLauncher(DefaultRunLauncher):
             self._warm.stop()
 
 
+def _read_message(sock) -> dict:
+    """One JSON message, newline-terminated, from a socket (an empty dict if the peer closed first)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return json.loads(data or b"{}")
+
+
 class _WarmProcess:
     """The launcher's side: starts ``python -m trading_platform.live.prefork SOCKET`` and talks to it."""
 
@@ -134,13 +145,7 @@ class _WarmProcess:
             s.settimeout(timeout)
             s.connect(str(self.path))
             s.sendall(json.dumps(msg).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return json.loads(data or b"{}")
+            return _read_message(s)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -222,13 +227,7 @@ def serve(path: str, parent: int, preload: list[str]) -> None:
             continue
         with conn:
             conn.settimeout(30)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            req = json.loads(data or b"{}")
+            req = _read_message(conn)
             if _code_stamp() != stamp:
                 conn.sendall(b'{"stale": true}\n')
                 break
