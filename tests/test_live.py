@@ -197,13 +197,48 @@ def test_batches_are_bounded_and_only_as_many_as_free_live_slots(outbox_only, li
     busy = tick(instance, res, first.cursor)
     assert not busy.run_requests and "slot(s) are busy" in busy.skip_reason.skip_message
     assert [e[5] for e in events(store.dsn)] == ["claimed"] * 3 + ["pending"] + ["claimed"] * 2 + ["pending"] * 2
-    instance.delete_run(runs[0].run_id)  # a slot frees up
+    # BTC's run commits (its events done, its batch closed) and frees its slot; a new BTC event arrives
+    late = store.write_live("BTC/USDT", "5m", candles("2025-01-01 00:20", 1)).events
+    with store.conn.transaction():
+        store.conn.execute("UPDATE market_event_queue SET status = 'done', done_at = now() WHERE batch_id = 1")
+        store.conn.execute("UPDATE live_batches SET status = 'done', done_at = now() WHERE id = 1")
+    instance.delete_run(runs[0].run_id)
     nxt = tick(instance, res, busy.cursor)
+    # a slot is free: BTC's events go, ETH's wait for ETH's batch, still in flight (it holds ETH's lock: a
+    # second ETH batch would only wait on it, and hold BTC's events up meanwhile)
     assert [r.run_key for r in nxt.run_requests] == ["batch-3-attempt-1"]
-    assert nxt.run_requests[0].run_config["ops"]["predict_live_events"]["config"]["event_ids"] == [ids[3], *ids[6:]]
+    assert nxt.run_requests[0].run_config["ops"]["predict_live_events"]["config"]["event_ids"] == [ids[3], *late]
+    assert [e[5] for e in events(store.dsn)][6:8] == ["pending"] * 2
+    # ETH's batch commits: its waiting events are claimed at the next tick
+    with store.conn.transaction():
+        store.conn.execute("UPDATE market_event_queue SET status = 'done', done_at = now() WHERE batch_id = 2")
+        store.conn.execute("UPDATE live_batches SET status = 'done', done_at = now() WHERE id = 2")
+    instance.delete_run(runs[1].run_id)
+    eth = tick(instance, res, nxt.cursor)
+    assert [r.run_config["ops"]["predict_live_events"]["config"]["event_ids"] for r in eth.run_requests] == [ids[6:]]
     # a repeated tick requests nothing new: every event is claimed, no batch is overdue
-    again = tick(instance, res, nxt.cursor)
+    again = tick(instance, res, eth.cursor)
     assert not again.run_requests and again.skip_reason.skip_message == "no live event pending"
+
+
+def test_a_symbol_with_a_batch_in_flight_waits_for_it_unless_the_batch_is_overdue(outbox_only, live_env):
+    store, instance, res = outbox_only
+    live_env.setenv("TP_LIVE_WAIT_S", "0.5")
+    store.write_live("BTC/USDT", "5m", candles("2025-01-01", 1))
+    first = tick(instance, res)
+    assert [r.run_key for r in first.run_requests] == ["batch-1-attempt-1"]
+    [req] = first.run_requests  # its run is queued (one of the two live slots), not finished
+    instance.create_run_for_job(live_predictions_job, run_config=req.run_config,
+                                tags={**live_predictions_job.tags, **req.tags})
+    more = store.write_live("BTC/USDT", "5m", candles("2025-01-01 00:05", 1)).events
+    held = tick(instance, res, first.cursor)
+    assert not held.run_requests  # a slot is free, but BTC's batch holds BTC
+    assert held.skip_reason.skip_message == "events pending for symbols whose batch is still running"
+    # the batch is overdue (its run is still there, so it is not re-requested): it no longer holds BTC back
+    store.conn.execute("UPDATE live_batches SET requested_at = now() - interval '1 hour' WHERE id = 1")
+    late = tick(instance, res, held.cursor)
+    assert [r.run_key for r in late.run_requests] == ["batch-2-attempt-1"]
+    assert late.run_requests[0].run_config["ops"]["predict_live_events"]["config"]["event_ids"] == more
 
 
 @pytest.mark.parametrize("listen", [True, False])

@@ -84,7 +84,8 @@ def read_features(conn, symbol: str, timeframe: str, start: datetime | None = No
         where.append(sql.SQL("ts >= {}").format(sql.Literal(start)))
     if end is not None:
         where.append(sql.SQL("ts < {}").format(sql.Literal(end)))
-    inner = sql.SQL("SELECT {} FROM features WHERE {} ORDER BY ts {}").format(
+    # ORDER BY the table's ts (an index scan), not the output column of the same name (a sort of the series)
+    inner = sql.SQL("SELECT {} FROM features WHERE {} ORDER BY features.ts {}").format(
         sql.SQL(", ").join(select), sql.SQL(" AND ").join(where),
         sql.SQL("DESC LIMIT {}").format(sql.Literal(last)) if last else sql.SQL(""))
     buf = bytearray()

@@ -41,17 +41,38 @@ class StaleBatch:
     extra: dict = field(default_factory=dict)
 
 
-def has_pending(conn, consumer: str = CONSUMER) -> bool:
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM market_event_queue WHERE consumer = %s AND status = 'pending')",
-                        (consumer,)).fetchone()[0]
+# Symbols with a batch in flight: claimed events of a batch not done and not overdue (requested less than
+# ``busy_s`` ago, times the retry backoff of ``stale_batches``).
+# A new batch for such a symbol would only wait on that batch's per-symbol lock, and hold up the other
+# symbols of its batch meanwhile; its events wait (pending) for the next claim instead. A batch overdue
+# (to be re-requested) no longer holds its symbols back.
+_NOT_BUSY = (" AND e.symbol NOT IN (SELECT e2.symbol FROM market_event_queue q2 "
+             "JOIN live_batches b ON b.id = q2.batch_id JOIN market_events e2 ON e2.id = q2.event_id "
+             "WHERE q2.consumer = %(c)s AND q2.status = 'claimed' "
+             "AND b.status = 'requested' AND b.requested_at > clock_timestamp() "
+             "- make_interval(secs => %(busy)s * least(power(2, b.attempt - 1), 16)))")
 
 
-def claim(conn, limit: int, pins: dict, versions: list[dict], consumer: str = CONSUMER) -> Batch | None:
-    """Claim up to ``limit`` pending events (oldest first) into a new batch; None when nothing is pending."""
+def _pending_sql(busy_s: float | None) -> str:
+    return ("FROM market_event_queue q JOIN market_events e ON e.id = q.event_id WHERE q.consumer = %(c)s "
+            "AND q.status = 'pending'" + (_NOT_BUSY if busy_s else ""))
+
+
+def has_pending(conn, consumer: str = CONSUMER, busy_s: float | None = None) -> bool:
+    """Whether an event is pending (``busy_s``: one whose symbol has no batch in flight, see ``claim``)."""
+    return conn.execute(f"SELECT EXISTS (SELECT 1 {_pending_sql(busy_s)})",
+                        {"c": consumer, "busy": float(busy_s or 0)}).fetchone()[0]
+
+
+def claim(conn, limit: int, pins: dict, versions: list[dict], consumer: str = CONSUMER,
+          busy_s: float | None = None) -> Batch | None:
+    """Claim up to ``limit`` pending events (oldest first) into a new batch; None when nothing is pending.
+    ``busy_s``: leave pending the events of symbols with a batch requested less than ``busy_s`` ago and
+    not done (it holds their per-symbol lock; they go into a batch of their own once it is done)."""
     with conn.transaction():
         ids = [r[0] for r in conn.execute(
-            "SELECT event_id FROM market_event_queue WHERE consumer = %s AND status = 'pending' "
-            "ORDER BY event_id LIMIT %s FOR UPDATE SKIP LOCKED", (consumer, limit)).fetchall()]
+            f"SELECT q.event_id {_pending_sql(busy_s)} ORDER BY q.event_id LIMIT %(n)s FOR UPDATE OF q SKIP LOCKED",
+            {"c": consumer, "busy": float(busy_s or 0), "n": limit}).fetchall()]
         if not ids:
             return None
         batch_id = conn.execute(
@@ -63,19 +84,19 @@ def claim(conn, limit: int, pins: dict, versions: list[dict], consumer: str = CO
 
 
 def claim_split(conn, limit: int, parts: int, pins: dict, versions: list[dict],
-                consumer: str = CONSUMER) -> list[Batch]:
+                consumer: str = CONSUMER, busy_s: float | None = None) -> list[Batch]:
     """Claim pending events (oldest first) into up to ``parts`` batches of at most ``limit`` events each, split
     by symbol so that the batches run side by side (one symbol's events stay in one batch: a symbol's runs are
     serialized anyway). The symbols are dealt largest first to the smallest batch; events that do not fit
-    stay pending for the next claim. ``parts`` 1 is ``claim``. Empty list when nothing is pending."""
+    stay pending for the next claim. ``parts`` 1 is ``claim``; ``busy_s`` as there. Empty list when nothing is
+    pending."""
     if parts <= 1:
-        one = claim(conn, limit, pins, versions, consumer)
+        one = claim(conn, limit, pins, versions, consumer, busy_s)
         return [one] if one else []
     with conn.transaction():
         rows = conn.execute(
-            "SELECT q.event_id, e.symbol FROM market_event_queue q JOIN market_events e ON e.id = q.event_id "
-            "WHERE q.consumer = %s AND q.status = 'pending' ORDER BY q.event_id LIMIT %s FOR UPDATE OF q SKIP LOCKED",
-            (consumer, limit * parts)).fetchall()
+            f"SELECT q.event_id, e.symbol {_pending_sql(busy_s)} ORDER BY q.event_id LIMIT %(n)s "
+            "FOR UPDATE OF q SKIP LOCKED", {"c": consumer, "busy": float(busy_s or 0), "n": limit * parts}).fetchall()
         by_symbol: dict[str, list[int]] = {}
         for eid, symbol in rows:
             by_symbol.setdefault(symbol, []).append(eid)

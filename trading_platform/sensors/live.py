@@ -3,7 +3,8 @@
 ``live_predictions_sensor`` (running by default) claims pending events by processing state
 (``trading_platform/live/outbox.py``), at most ``TP_LIVE_BATCH_MAX`` (500) per batch and only as many
 batches as there are free live run slots (the ``tp/run_kind: live`` limit in ``dagster.yaml``), split by
-symbol across them so they run side by side, so
+symbol across them so they run side by side (a symbol whose batch is still in flight is left pending until
+it is done: a second batch would only wait on its per-symbol lock and hold up the rest of its batch), so
 events that arrive while the live runs are busy gather into the next batch instead of queueing as
 runs. Each batch is one run of ``live_predictions_job`` with the event ids and the pinned versions
 (``scoring.pins``: every champion and challenger now) in its run configuration, run key
@@ -186,22 +187,27 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
 
         deadline = time.monotonic() + cfg.wait_s
         while True:
-            pending = outbox.has_pending(conn)
+            pending = outbox.has_pending(conn, busy_s=cfg.retry_after_s)
             if pending and free() > 0:
                 if pins is None:
                     pins, versions = current_pins(mlflow, context.log)
-                # split by symbol over the free slots, so the batches run side by side
-                for batch in outbox.claim_split(conn, cfg.batch_max, free(), pins, versions):
+                # split by symbol over the free slots, so the batches run side by side; a symbol whose batch
+                # is still in flight waits for it (a second batch would only wait on its lock)
+                for batch in outbox.claim_split(conn, cfg.batch_max, free(), pins, versions,
+                                                busy_s=cfg.retry_after_s):
                     requests.append(_request(batch))
                     notes.append(f"batch {batch.id}: {len(batch.event_ids)} events")
                 if not requests:  # another claimer holds them: look again a little later
                     time.sleep(min(cfg.poll_s, max(0.0, deadline - time.monotonic())))
             if requests or time.monotonic() >= deadline:
                 break
-            outbox.wait_for(conn, lambda: outbox.has_pending(conn) and free() > 0,
+            outbox.wait_for(conn, lambda: outbox.has_pending(conn, busy_s=cfg.retry_after_s) and free() > 0,
                             deadline - time.monotonic(), cfg.poll_s, cfg.listen)
+        waiting = not requests and outbox.has_pending(conn)
+        slots_busy = waiting and free() <= 0
     if not requests:
-        why = f"events pending; the {limit} live run slot(s) are busy" if pending else "no live event pending"
+        why = (f"events pending; the {limit} live run slot(s) are busy" if slots_busy else
+               "events pending for symbols whose batch is still running" if waiting else "no live event pending")
         return SensorResult(skip_reason=SkipReason(why), cursor=json.dumps(cursor))
     context.log.info("; ".join(notes))
     return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
