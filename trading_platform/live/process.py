@@ -105,6 +105,7 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
         for eid, symbol, tf, ts in events:
             by_symbol.setdefault(symbol, []).append((eid, tf, ts))
         t_feat = t_score = 0.0
+        deferred: dict = {}
         t_lock = time.perf_counter() - t_lock
         for symbol in sorted(by_symbol):
             t = time.perf_counter()
@@ -131,10 +132,14 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
             t_feat += time.perf_counter() - t
             t = time.perf_counter()
             for tf, wanted in by_tf.items():
-                n = score_candles(store, server, versions, info, tf, wanted, params, loaded)
+                n = score_candles(store, server, versions, info, tf, wanted, params, loaded, deferred)
                 for table, k in n.items():
                     rows_written[table] = rows_written.get(table, 0) + k
             t_score += time.perf_counter() - t
+        t = time.perf_counter()
+        for table, k in score_deferred(store, server, deferred).items():  # every symbol's forecasts in one call
+            rows_written[table] = rows_written.get(table, 0) + k
+        t_score += time.perf_counter() - t
         timings.update(features_s=t_feat, score_s=t_score, lock_s=t_lock)
         t_mark = time.perf_counter()
         all_ids = [e[0] for e in events] + derived_ids
@@ -231,8 +236,10 @@ def refresh_features(store, info, tf: str, first_us: int) -> None:
     update_latest(store, info, tf)
 
 
-def score_candles(store, server, versions, info, tf: str, wanted: set[int], params, loaded: set) -> dict:
-    """Every version that applies to the symbol and timeframe, at exactly the wanted candles."""
+def score_candles(store, server, versions, info, tf: str, wanted: set[int], params, loaded: set,
+                  deferred: dict | None = None) -> dict:
+    """Every version that applies to the symbol and timeframe, at exactly the wanted candles. Forecasters go
+    into ``deferred`` when given (``score_deferred`` runs each once for all the batch's symbols)."""
     from ..models.scoring import score_range, write_rows
 
     lo, hi = _dt(min(wanted)), _dt(max(wanted) + 1)
@@ -241,6 +248,23 @@ def score_candles(store, server, versions, info, tf: str, wanted: set[int], para
         if tf not in v.timeframes(info) or not v.table:
             continue
         loaded.add((v.name, v.version))
+        if deferred is not None and v.table == "forecasts":
+            deferred.setdefault((v.name, v.version, v.role), (v, []))[1].append((info, tf, lo, hi, wanted))
+            continue
         rows = [r for r in score_range(store, server, v, info, tf, lo, hi, params) if _us(r[4]) in wanted]
+        out[v.table] = out.get(v.table, 0) + write_rows(store.conn, v.table, rows)
+    return out
+
+
+def score_deferred(store, server, deferred: dict) -> dict:
+    """The deferred forecasters, each in one call over every symbol it was deferred for."""
+    from ..models.scoring import forecast_many, write_rows
+
+    out: dict[str, int] = {}
+    for v, items in deferred.values():
+        model = server.load(v.name, version=v.version)
+        wanted = {(info.symbol, tf): w for info, tf, _, _, w in items}
+        rows = forecast_many(store, v, model.model, [(info, tf, lo, hi) for info, tf, lo, hi, _ in items])
+        rows = [r for r in rows if _us(r[4]) in wanted[(r[2], r[3])]]
         out[v.table] = out.get(v.table, 0) + write_rows(store.conn, v.table, rows)
     return out

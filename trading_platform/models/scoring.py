@@ -185,14 +185,25 @@ def _predictions(store, server, v, model, info, tf, start, lo, end, params) -> l
 
 
 def _forecasts(store, v, forecaster, info, tf, lo, end) -> list[tuple]:
+    return forecast_many(store, v, forecaster, [(info, tf, lo, end)])
+
+
+def forecast_many(store, v, forecaster, items: list[tuple]) -> list[tuple]:
+    """``v``'s forecast rows over ``lo <= origin < end`` for each ``(info, timeframe, lo, end)`` of ``items``, in
+    one batched call of the model (a live batch's symbols together: one model call instead of one per symbol)."""
     import polars as pl
 
-    f = _features(store, info.symbol, tf, lo, end, forecaster.rows_needed)
-    origins = f.filter(pl.col("ts") >= lo)["ts"]
-    if not len(origins):
-        return []
+    frames, origins = [], {}
     cols = ["symbol", "ts", "close", *forecaster.cfg.hist_exog]
-    out = forecaster.forecast(f.select(cols).to_pandas(), origins={info.symbol: origins.to_list()})
+    for info, tf, lo, end in items:
+        f = _features(store, info.symbol, tf, lo, end, forecaster.rows_needed)
+        o = f.filter(pl.col("ts") >= lo)["ts"]
+        if len(o):
+            frames.append(f.select(cols))
+            origins[info.symbol] = o.to_list()
+    if not origins:
+        return []
+    out = forecaster.forecast(pl.concat(frames, how="vertical_relaxed").to_pandas(), origins=origins)
     ts = np.array([int(r["origin_ts"].timestamp() * US) for r in out.rows], dtype=np.int64)
     ins = v.in_sample(ts)
     return [(v.name, v.version, r["symbol"], r["timeframe"], r["origin_ts"], r["step"], r["median"],
