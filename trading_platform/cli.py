@@ -321,6 +321,103 @@ def cmd_live_feed(args) -> int:
     return 0
 
 
+# ---- rag --------------------------------------------------------------------------
+def _date_arg(value: str | None, field: str):
+    if not value:
+        return None
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(value)
+    except ValueError:
+        raise InvalidInput(f"--{field} {value!r} is not a date or time", field=field) from None
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+
+
+def cmd_rag_search(args) -> int:
+    from .rag.search import NoLLM, answer, search
+
+    with _store() as store:
+        hits = search(store, args.query, k=args.k, symbol=args.symbol, timeframe=args.timeframe,
+                      since=_date_arg(args.since, "since"), kind=args.kind)
+    out: dict = {"query": args.query, "hits": [h.as_dict() for h in hits]}
+    lines = [f"{n:>2}. {h.score:.3f}  [{h.kind}{' ' + h.symbol if h.symbol else ''}"
+             f"{' ' + h.timeframe if h.timeframe else ''}] {h.text}" for n, h in enumerate(hits, 1)] or ["no match"]
+    if args.answer:
+        try:
+            out["answer"] = answer(args.query, hits)
+            lines += ["", f"answer ({out['answer']['model']}): {out['answer']['answer']}"]
+        except NoLLM as e:
+            out["answer"] = {"error": e.message}
+            lines += ["", e.message]
+    _emit(args, out, "\n".join(lines))
+    return 0
+
+
+def cmd_rag_add(args) -> int:
+    from .rag.documents import add_note
+    from .rag.embed import get_embedder
+
+    src = args.text
+    path = Path(src)
+    source = None
+    if not args.literal and len(src) < 4096 and path.is_file():
+        try:
+            src, source = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{path} is not a UTF-8 text file", field="text") from None
+    with _store() as store:
+        ids = add_note(store, get_embedder(), src, symbol=args.symbol, timeframe=args.timeframe,
+                       at=_date_arg(args.at, "at"), source=source or "tp rag add")
+    _emit(args, {"ids": ids, "pieces": len(ids)},
+          f"stored and embedded {len(ids)} document(s) (ids {', '.join(map(str, ids))}); searchable now, in the index "
+          "after the next sync")
+    return 0
+
+
+def cmd_rag_sync(args) -> int:
+    from .rag.documents import embed_pending, sync_summaries
+    from .rag.embed import get_embedder
+    from .rag.index import sync_index
+    from .rag.settings import rag_settings
+
+    cfg = rag_settings()
+    emb = get_embedder(cfg.model)
+    symbols = [s.strip() for s in args.symbols.split(",")] if args.symbols else None
+    with _store() as store:
+        made = sync_summaries(store, emb.count_tokens, emb.max_tokens, symbols=symbols,
+                              since=_date_arg(args.since, "since"))
+        embedded = embed_pending(store, emb)
+        idx = sync_index(store, cfg, rebuild=args.rebuild)
+    out = {"summaries": made, "embedded": embedded, "index": idx}
+    _emit(args, out, f"summaries: {made['inserted']} new, {made['replaced']} replaced, {made['unchanged']} unchanged; "
+                     f"embedded {embedded['embedded']} ({embedded['docs_per_s'] or 0} docs/s); index "
+                     + (f"v{idx['version']} ({idx['kind']}, {idx['count']} vectors, +{idx['added']} -{idx['removed']})"
+                        if idx.get("version") else idx.get("reason", "unchanged")))
+    return 0
+
+
+def cmd_rag_status(args) -> int:
+    from .rag.index import current
+    from .rag.settings import rag_settings
+
+    cfg = rag_settings()
+    with _store() as store:
+        total, embedded, deleted, notes = store.conn.execute(
+            "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NULL AND "
+            "embedding_model = %s), count(*) FILTER (WHERE deleted_at IS NOT NULL), count(*) FILTER (WHERE "
+            "deleted_at IS NULL AND kind = 'note') FROM rag_documents", (cfg.model,)).fetchone()
+    m = current(cfg.index_dir)
+    st = {"documents": int(total), "notes": int(notes), "embedded": int(embedded), "deleted_not_purged": int(deleted),
+          "model": cfg.model, "index": None if m is None else {
+              "version": m.version, "kind": m.kind, "count": m.count, "model": m.model, "built_at": m.built_at,
+              "recall_at_10": m.recall_at_10, "tombstones": len(m.tombstones), "dir": str(cfg.index_dir)}}
+    _emit(args, st, f"documents: {total} ({notes} notes), {embedded} embedded with {cfg.model}; index: "
+                    + ("none yet (tp rag sync)" if m is None else
+                       f"v{m.version} {m.kind}, {m.count} vectors, built {m.built_at}"))
+    return 0
+
+
 # ---- demo / up / down -------------------------------------------------------
 def cmd_demo(args) -> int:
     from .demo import run_demo
@@ -569,6 +666,36 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--start", help="first candle's time (default: after each series' last stored candle)")
     lf.add_argument("--json", action="store_true")
     lf.set_defaults(fn=cmd_live_feed)
+
+    rg = sub.add_parser("rag", help="the knowledge base: period summaries and notes, searchable in plain words")
+    rgs = rg.add_subparsers(dest="rag_command", required=True, parser_class=_Parser)
+    rq = rgs.add_parser("search", help="top-k documents for a query, filters applied before the cut")
+    rq.add_argument("query")
+    rq.add_argument("--symbol")
+    rq.add_argument("--timeframe")
+    rq.add_argument("--since", help="documents of periods ending at or after this date")
+    rq.add_argument("--kind", choices=["summary", "note"])
+    rq.add_argument("-k", type=int, default=10)
+    rq.add_argument("--answer", action="store_true", help="also ask the LLM at OLLAMA_URL, given the documents")
+    rq.add_argument("--json", action="store_true")
+    rq.set_defaults(fn=cmd_rag_search)
+    ra = rgs.add_parser("add", help="add a note or news snippet (a file or the text itself), embedded at once")
+    ra.add_argument("text", help="a text file's path, or the text")
+    ra.add_argument("--symbol")
+    ra.add_argument("--timeframe")
+    ra.add_argument("--at", help="when the note was written (default now)")
+    ra.add_argument("--literal", action="store_true", help="TEXT is the text even if a file has that name")
+    ra.add_argument("--json", action="store_true")
+    ra.set_defaults(fn=cmd_rag_add)
+    rsy = rgs.add_parser("sync", help="summarize new periods, embed new documents, update the index")
+    rsy.add_argument("--rebuild", action="store_true", help="rebuild the index from the stored vectors")
+    rsy.add_argument("--since", help="re-summarize every period from this date")
+    rsy.add_argument("--symbols", help="comma-separated (default: every enabled symbol)")
+    rsy.add_argument("--json", action="store_true")
+    rsy.set_defaults(fn=cmd_rag_sync)
+    rst = rgs.add_parser("status", help="documents, embeddings and the current index version")
+    rst.add_argument("--json", action="store_true")
+    rst.set_defaults(fn=cmd_rag_status)
 
     bf = cmd("backfill", cmd_backfill,
              "an asset backfill of the model outputs over a symbol's history (the daemon runs it in chunks; "

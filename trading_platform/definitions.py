@@ -13,6 +13,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 from .assets.features import feature_assets
 from .assets.market_data import market_assets
 from .assets.models import model_assets
+from .assets.rag import rag_assets, rag_sync_job, rag_sync_schedule
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
 from .sensors.features import features_job, features_stale_sensor
 from .sensors.live import live_predictions_job, live_predictions_sensor
@@ -44,6 +45,7 @@ def _domains() -> list[Definitions]:
         Definitions(assets=feature_assets, jobs=[features_job], sensors=[features_stale_sensor]),
         Definitions(assets=model_assets, jobs=model_jobs, schedules=model_schedules),
         Definitions(jobs=[live_predictions_job], sensors=[live_predictions_sensor]),
+        Definitions(assets=rag_assets, jobs=[rag_sync_job], schedules=[rag_sync_schedule]),
     ]
 
 

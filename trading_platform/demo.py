@@ -104,6 +104,9 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
                 if not data.passed and data.severity.value == "ERROR":
                     checks_failed.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
     models = _train_models(instance, dsn, symbols, months, quick, log)
+    rag = _knowledge_base(instance, dsn, months[-1], log)
+    if not rag.get("success"):
+        failed.append(f"knowledge base (run {rag.get('run_id')})")
     failed += [f"check {c}" for c in checks_failed]
     failed += [f"model {label}" for label, r in models.items() if not r.get("success")]
     with connect(dsn) as store:
@@ -121,6 +124,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print) -> dict:
         "stored_candles": {tf: int(n) for tf, n in rows},
         "feature_rows": int(feature_rows),
         "models": models,
+        "knowledge_base": rag,
         "error_checks_failed": checks_failed,
         "failed": failed,
         "total_seconds": round(time.perf_counter() - t0, 2),
@@ -190,6 +194,27 @@ def _train_models(instance, dsn: str, symbols: list[str], months: list[str], qui
     for sym in symbols:
         run(predictions, partition_key=str(market_key(sym, months[-1])),
             also=((forecasts, None), (patterns, {"pattern_threshold": 0.2})))
+    return out
+
+
+def _knowledge_base(instance, dsn: str, since: str, log) -> dict:
+    """One ``rag_sync_job`` run: the summaries of the latest month (the rest: ``tp rag sync --since DATE``),
+    embedded, and the first FAISS index."""
+    from .assets.rag import rag_assets, rag_sync_job
+    from .resources import MarketDB
+
+    t = time.perf_counter()
+    job = bound_job(rag_sync_job, rag_assets, {"market_db": MarketDB(database_url=dsn)})
+    r = job.execute_in_process(instance=instance, raise_on_error=False,
+                               run_config={"ops": {"rag_documents": {"config": {"since": since}}}})
+    out: dict = {"success": r.success, "run_id": r.run_id, "seconds": round(time.perf_counter() - t, 2)}
+    if r.success:
+        for key in ("rag_documents", "rag_index"):
+            mats = r.asset_materializations_for_node(key)
+            md = {k: v.value for k, v in mats[0].metadata.items()} if mats else {}
+            out.update({k: md[k] for k in ("documents", "embedded", "docs_per_s", "count", "kind", "version")
+                        if k in md})
+    log(f"knowledge base: {out}")
     return out
 
 

@@ -10,13 +10,14 @@ from pydantic import Field
 
 _DSN_CACHE: dict[str, str] = {}
 _MIGRATED: set[str] = set()
-BACKGROUND_KINDS = ("retrain", "backfill")
+BACKGROUND_KINDS = ("retrain", "backfill", "rag")
 DEFAULT_BACKGROUND_NICE = 10
 
 
 def background_nice(tags: dict) -> int:
     """The CPU niceness a run's steps take: ``TP_BACKGROUND_NICE`` (default 10; 0 turns it off) for
-    backfill runs (``dagster/backfill``) and retraining (``tp/run_kind: retrain``), 0 for the rest. Live
+    backfill runs (``dagster/backfill``), retraining and the knowledge-base sync (``tp/run_kind: retrain``,
+    ``rag``), 0 for the rest. Live
     runs keep the normal priority, so on a small machine a backfill yields the CPU to them instead of
     sharing it equally (their latency during a backfill, see benchmarks/live_latency.py)."""
     import os

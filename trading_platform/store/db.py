@@ -190,6 +190,9 @@ class MarketStore:
             self.conn.execute("DELETE FROM features WHERE symbol = %s", (symbol,))
             self.conn.execute("DELETE FROM ohlcv_revisions WHERE symbol = %s", (symbol,))
             self.conn.execute("DELETE FROM symbols WHERE symbol = %s", (symbol,))
+            # its knowledge-base documents leave search at once (the index sync purges them)
+            self.conn.execute("UPDATE rag_documents SET deleted_at = now() WHERE symbol = %s AND deleted_at IS NULL",
+                              (symbol,))
         return int(n)
 
     # ---- candles: write ----------------------------------------------------

@@ -464,6 +464,37 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         $fn$;
         """,
     ),
+    (
+        11,
+        "rag_documents: period summaries and notes, their embeddings (the FAISS index is rebuilt from here)",
+        """
+        CREATE TABLE IF NOT EXISTS rag_documents (
+            id              bigserial PRIMARY KEY,        -- the id in the FAISS index
+            doc_key         text NOT NULL,                -- summary|SYMBOL|TF|PERIOD_START, note|HASH|N
+            kind            text NOT NULL CHECK (kind IN ('summary', 'note')),
+            symbol          text,
+            timeframe       text,
+            period_start    timestamptz,
+            period_end      timestamptz,
+            as_of           timestamptz,                  -- nothing after this went into the text
+            text            text NOT NULL,
+            metadata        jsonb NOT NULL DEFAULT '{}',
+            tokens          integer,                      -- the embedding model's tokens, special ones included
+            embedding_model text,
+            embedding       bytea,                        -- float32, little-endian, L2-normalized
+            embedded_at     timestamptz,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            deleted_at      timestamptz                   -- out of search at once; purged by the index sync
+        );
+        -- a changed text is a new row (a new id: an index never holds a stale vector under a live id)
+        CREATE UNIQUE INDEX IF NOT EXISTS rag_documents_key ON rag_documents (doc_key) WHERE deleted_at IS NULL;
+        CREATE INDEX IF NOT EXISTS rag_documents_series ON rag_documents (symbol, timeframe, period_start)
+            WHERE deleted_at IS NULL;
+        CREATE INDEX IF NOT EXISTS rag_documents_unembedded ON rag_documents (id)
+            WHERE embedding IS NULL AND deleted_at IS NULL;
+        CREATE INDEX IF NOT EXISTS rag_documents_deleted ON rag_documents (id) WHERE deleted_at IS NOT NULL;
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
