@@ -39,3 +39,4 @@ bench: install
 	$(PY) benchmarks/gate.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/models.py
+	$(PY) benchmarks/rag.py
