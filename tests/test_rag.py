@@ -44,12 +44,12 @@ def rag_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-def load_market(store, symbol: str, start: datetime, end: datetime, timeframes=("5m",), seed: int = 7):
+def load_market(store, symbol: str, start: datetime, end: datetime, timeframes=("5m",), seed: int = 7, **kw):
     from trading_platform.features.pipeline import materialize as features
     from trading_platform.features.spec import FeatureSpec
     from trading_platform.sources.synthetic import SyntheticSource
 
-    info = SymbolInfo.create(symbol, timeframes=list(timeframes))
+    info = SymbolInfo.create(symbol, timeframes=list(timeframes), **kw)
     store.add_symbol(info, exist_ok=True)
     for tf in timeframes:
         store.ingest_frame(symbol, tf, SyntheticSource(seed).fetch(info, tf, start, end), "synthetic")
@@ -193,6 +193,20 @@ def test_a_sync_through_dagster_then_incremental_syncs_add_only_new_documents_an
     assert (rebuilt["build"], rebuilt["count"], rebuilt["version"]) == ("full", n1 + 25, 3)
     after = [[(h.id, round(h.score, 5)) for h in search(store, q, 8, embedder=embedder)] for q in queries]
     assert after == before and all(len(b) == 8 for b in before)
+
+
+def test_an_incremental_sync_across_a_market_gap_writes_the_texts_a_full_sync_would(store, embedder, rag_env):
+    # a forex week, closed over the weekend; the first sync runs on Sunday night, a few hours after the open:
+    # the next one re-summarizes Sunday's last hour, whose context (20 periods) reaches back into Friday
+    load_market(store, "EURUSD=X", utc(2025, 3, 3), utc(2025, 3, 10), category="forex")
+    first = sync_summaries(store, embedder.count_tokens, embedder.max_tokens)
+    load_market(store, "EURUSD=X", utc(2025, 3, 10), utc(2025, 3, 10, 12), category="forex")
+    second = sync_summaries(store, embedder.count_tokens, embedder.max_tokens)
+    assert first["inserted"] > 90 and second["inserted"] == 12 and second["replaced"] == 0
+    # every period summarized again with all history in view: not one text differs
+    full = sync_summaries(store, embedder.count_tokens, embedder.max_tokens, since=utc(2025, 3, 1))
+    assert full["replaced"] == 0 and full["inserted"] == 0
+    assert full["unchanged"] == first["inserted"] + second["inserted"]
 
 
 def test_search_finds_a_planted_note_by_a_paraphrase(store, embedder, rag_env):
