@@ -302,15 +302,7 @@ def cmd_live_feed(args) -> int:
     from .live.feed import feed
 
     symbols = [s.strip() for s in (args.symbols or "").split(",") if s.strip()]
-    start = None
-    if args.start:
-        import pandas as pd
-
-        try:
-            t = pd.Timestamp(args.start)
-            start = (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
-        except ValueError:
-            raise InvalidInput(f"--start {args.start!r} is not a date or time", field="start") from None
+    start = _date_arg(args.start, "start")
     with _store() as store:
         out = feed(store, symbols, args.rate, args.duration, timeframe=args.timeframe,
                    source_spec=args.source or os.environ.get("TP_SOURCE", "synthetic:7"), file=args.file,
@@ -323,15 +315,9 @@ def cmd_live_feed(args) -> int:
 
 # ---- rag --------------------------------------------------------------------------
 def _date_arg(value: str | None, field: str):
-    if not value:
-        return None
-    import pandas as pd
+    from .core.timeframes import parse_time
 
-    try:
-        t = pd.Timestamp(value)
-    except ValueError:
-        raise InvalidInput(f"--{field} {value!r} is not a date or time", field=field) from None
-    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+    return parse_time(value, field, f"--{field}")
 
 
 def cmd_rag_search(args) -> int:

@@ -37,17 +37,9 @@ class RagIndexConfig(Config):
 
 
 def _since(value: Optional[str]) -> Optional[datetime]:
-    if not value:
-        return None
-    import pandas as pd
+    from ..core.timeframes import parse_time
 
-    from ..errors import InvalidInput
-
-    try:
-        t = pd.Timestamp(value)
-    except ValueError:
-        raise InvalidInput(f"since {value!r} is not a date", field="since") from None
-    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+    return parse_time(value, "since")
 
 
 @asset(group_name=GROUP, deps=["features", "predictions", "forecasts", "patterns"],

@@ -71,3 +71,16 @@ def seconds(timeframe: str) -> int:
 
 def finest(timeframes: list[str]) -> str:
     return min((parse_timeframe(t) for t in timeframes), key=lambda t: TIMEFRAMES[t])
+
+
+def parse_time(value, field: str, label: str | None = None):
+    """A date or time from the user as an aware UTC datetime (naive means UTC); None for an empty value."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(value)
+    except ValueError:
+        raise InvalidInput(f"{label or field} {value!r} is not a date or time", field=field) from None
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()

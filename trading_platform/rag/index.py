@@ -35,7 +35,7 @@ from ..errors import InvalidInput
 
 log = logging.getLogger(__name__)
 _LOCK_KEY = "tp:rag_index"
-_LOADED: dict[str, tuple[float, object, "Manifest"]] = {}
+_LOADED: dict[str, tuple[tuple, "Manifest"]] = {}  # index dir -> ((cpu, gpu-or-cpu), manifest)
 
 
 @dataclass
@@ -112,15 +112,15 @@ def load(index_dir: Path, for_search: bool = True, gpu: bool = False):
         return None, None
     path = Path(index_dir) / m.name / "index.faiss"
     hit = _LOADED.get(str(index_dir))
-    if for_search and hit is not None and hit[2].version == m.version:
-        return (hit[1][1] if gpu else hit[1][0]), hit[2]
+    if for_search and hit is not None and hit[1].version == m.version:
+        return (hit[0][1] if gpu else hit[0][0]), hit[1]
     f = faiss()
     index = f.read_index(str(path))
     _apply_params(index, m)
     if not for_search:
         return index, m
     on_gpu = _to_gpu(index, m)
-    _LOADED[str(index_dir)] = (time.time(), (index, on_gpu), m)
+    _LOADED[str(index_dir)] = ((index, on_gpu), m)
     return (on_gpu if gpu else index), m
 
 

@@ -20,6 +20,7 @@ from datetime import datetime
 import numpy as np
 
 from ..errors import InvalidInput, PlatformError
+from .documents import vectors
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ def search(store, query, k: int = 10, *, symbol: str | None = None, timeframe: s
     """The ``k`` documents closest to ``query`` (text, or a normalized vector of the index's model) among those
     matching the filters, best first."""
     from . import index as ix
-    from .documents import vectors
     from .settings import rag_settings
 
     if k < 1:
@@ -96,19 +96,19 @@ def search(store, query, k: int = 10, *, symbol: str | None = None, timeframe: s
             f"SELECT id FROM rag_documents WHERE {base}" + (f" AND {where}" if where else "") + " ORDER BY id",
             [model, *params]).fetchall()], dtype=np.int64)
         if index is None or len(ids) <= cfg.exact_filter_max:
-            _exact(conn, q, ids, k, scored, vectors)
+            _exact(conn, q, ids, k, scored)
         else:
             held = ix.ids_of(index)
             inside = np.intersect1d(ids, held, assume_unique=True)
             _faiss(index, m, q, k, scored, allow=inside)
-            _exact(conn, q, np.setdiff1d(ids, inside, assume_unique=True), k, scored, vectors)
+            _exact(conn, q, np.setdiff1d(ids, inside, assume_unique=True), k, scored)
     else:
         deleted = [r[0] for r in conn.execute("SELECT id FROM rag_documents WHERE deleted_at IS NOT NULL").fetchall()]
         deny = np.array(sorted(set(deleted) | set(m.tombstones)), dtype=np.int64)
         _faiss(ix.load(cfg.index_dir, gpu=True)[0] if not len(deny) else index, m, q, k, scored, deny=deny)
         live = np.array([r[0] for r in conn.execute(f"SELECT id FROM rag_documents WHERE {base}",
                                                     (model,)).fetchall()], dtype=np.int64)
-        _exact(conn, q, np.setdiff1d(live, ix.ids_of(index)), k, scored, vectors)  # embedded since the last sync
+        _exact(conn, q, np.setdiff1d(live, ix.ids_of(index)), k, scored)  # embedded since the last sync
     top = sorted(scored.items(), key=lambda t: (-t[1], t[0]))
     rows = {r[0]: r for r in conn.execute(  # the filters once more: nothing outside them comes back, ever
         "SELECT id, text, kind, symbol, timeframe, period_start, period_end, metadata FROM rag_documents "
@@ -126,7 +126,7 @@ def search(store, query, k: int = 10, *, symbol: str | None = None, timeframe: s
     return out
 
 
-def _exact(conn, q, ids, k, scored, vectors) -> None:
+def _exact(conn, q, ids, k, scored) -> None:
     if not len(ids):
         return
     for lo in range(0, len(ids), 50_000):

@@ -23,6 +23,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from ..core.timeframes import TIMEFRAMES
+
 US = 1_000_000
 WEEK_OFFSET_S = 4 * 86400  # 1970-01-01 was a Thursday: Monday-aligned weeks start 4 days later
 PERIOD_OF = {"1m": "hour", "5m": "hour", "15m": "day", "30m": "day", "1h": "day", "4h": "week", "1d": "week",
@@ -342,6 +344,4 @@ def _fit(parts: list[tuple[int, str, str]], count_tokens, max_tokens: int) -> tu
 
 
 def _tf_us(tf: str) -> int:
-    from ..core.timeframes import TIMEFRAMES
-
     return TIMEFRAMES[tf] * US
