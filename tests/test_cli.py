@@ -1,6 +1,7 @@
 """`tp` as a user runs it: a separate process, JSON on the last line, clear errors."""
 
 import json
+from datetime import datetime, timezone
 import subprocess
 import sys
 
@@ -193,3 +194,15 @@ def test_models_list_and_promote(tp_env, tmp_path):
     assert code == 2 and err["field"] == "version" and "version '9'" in err["error"]
     code, err, _ = tp(env, "models", "compare", "pump_xgb", "--json", check=False)  # no challenger to compare
     assert code == 2 and err["field"] == "name" and "challenger" in err["error"]
+
+
+def test_quick_demo_has_two_weeks_of_history_whatever_the_day_of_the_month():
+    """On the 3rd of a month the current month alone has 55 hourly candles: the quick demo's pump and NHITS
+    models refused to train and `tp demo --quick` failed in the first days of every month."""
+    from trading_platform.demo import demo_plan
+
+    for day in (1, 3, 14, 15, 28):
+        _, months = demo_plan(True, now=utc(2026, 12, day, 9))
+        first = datetime.fromisoformat(months[0]).replace(tzinfo=timezone.utc)
+        assert months[-1] == "2026-12-01" and (utc(2026, 12, day, 9) - first).days >= 14
+    assert demo_plan(True, now=utc(2026, 1, 2))[1] == ["2025-12-01", "2026-01-01"]  # across a year

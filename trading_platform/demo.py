@@ -17,12 +17,16 @@ SAMPLE = [
 ]
 
 
+QUICK_MIN_DAYS = 14
+
+
 def demo_plan(quick: bool, now: datetime | None = None) -> tuple[list[str], list[str]]:
-    """(symbols, months): quick = 2 symbols x the current month; full = 4 symbols x 4 months."""
+    """(symbols, months): quick = 2 symbols x the current month (and the previous one during the first
+    two weeks of a month: the models need about two weeks of hourly candles); full = 4 symbols x 4 months."""
     from .assets.partitions import month_key
 
     now = now or datetime.now(timezone.utc)
-    n_months = 1 if quick else 4
+    n_months = (1 if now.day > QUICK_MIN_DAYS else 2) if quick else 4
     months = []
     y, m = now.year, now.month
     for _ in range(n_months):
