@@ -394,7 +394,8 @@ def main() -> None:
     hist_end = (now - timedelta(days=1, minutes=5 * per_symbol_candles)).replace(minute=0)
     hist_start = hist_end - timedelta(days=args.history_days)
     bf_first_month = (hist_end - timedelta(days=31 * args.backfill_months)).replace(day=1, hour=0, minute=0)
-    env_home = {"TP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+    # the embedded shape on one machine (a local Dagster instance and MLflow store) over a throwaway database
+    env_home = {"TP_EMBEDDED": "1", "TP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
                 "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "TP_NHITS_TIMEFRAMES": "5m",
                 "TP_HISTORY_START": bf_first_month.strftime("%Y-%m-01"), "TP_DEVICE": "cpu", "TP_SOURCE": "synthetic:7"}
     os.environ.update(env_home)  # before the platform reads them (some at import)

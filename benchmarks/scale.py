@@ -58,16 +58,21 @@ def admin_dsn():
 
 
 def fresh_db(admin: str, prefix: str = "scale") -> str:
-    """A new empty database on the server of ``admin``; its DSN."""
+    """A new database on the server of ``admin``, migrated (the deploy step: with TP_DATABASE_URL set the
+    platform migrates nothing on first use); its DSN."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from trading_platform.store.db import connect
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute(f"CREATE DATABASE {name}")
     d = conninfo_to_dict(admin)
     d["dbname"] = name
-    return make_conninfo(**d)
+    dsn = make_conninfo(**d)
+    connect(dsn, run_migrations=True).close()
+    return dsn
 
 
 def load(dsn: str, instance, symbols: list[str], start: datetime, end: datetime) -> None:

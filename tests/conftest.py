@@ -73,9 +73,11 @@ def instance():
 
 @pytest.fixture
 def tp_env(tmp_path, dsn):
-    """Environment for running `tp` as a user would: its own TP_HOME and DAGSTER_HOME."""
+    """Environment for running `tp` as a user would: its own TP_HOME and DAGSTER_HOME, over a throwaway
+    database in the development shape (TP_EMBEDDED=1: a local Dagster instance and MLflow store, the schema
+    migrated on first use; tests/test_production.py covers the production shape)."""
     env = dict(os.environ)
-    env.update({"TP_HOME": str(tmp_path / "home"), "TP_DATABASE_URL": dsn,
+    env.update({"TP_EMBEDDED": "1", "TP_HOME": str(tmp_path / "home"), "TP_DATABASE_URL": dsn,
                 "DAGSTER_HOME": str(tmp_path / "home" / "dagster"), "TP_LOG_LEVEL": "WARNING"})
     return env
 

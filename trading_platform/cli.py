@@ -87,7 +87,7 @@ def cmd_db_url(args) -> int:
 
     dsn = database_url()
     try:
-        with _store_at(dsn):  # opening the store applies pending migrations: the URL leads to the schema
+        with _store_at(dsn):  # embedded, opening the store applies pending migrations: the URL leads to the schema
             pass
     except StoreUnavailable as e:  # the URL is still the answer; say why it may not work yet
         log.warning("%s", e.message)
@@ -97,11 +97,31 @@ def cmd_db_url(args) -> int:
 
 
 def cmd_db_migrate(args) -> int:
+    """The deploy step: apply pending migrations (under an advisory lock: two at once are safe, the second
+    finds nothing to do). ``--wait S`` retries an unreachable server for up to S seconds (a database
+    container still starting)."""
+    from .errors import StoreUnavailable
+    from .store.db import connect
     from .store.migrations import current_version
+    from .store.runtime import database_url
 
-    with _store() as store:  # connecting applies pending migrations
+    global _DSN
+    dsn = _DSN = database_url()
+    deadline = time.monotonic() + max(0.0, args.wait)
+    while True:
+        try:
+            store = connect(dsn, run_migrations=False, check_schema=False)
+            break
+        except StoreUnavailable as e:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s; retrying", e.message)
+            time.sleep(2)
+    with store:
+        applied = store.migrate()
         v = current_version(store.conn)
-    _emit(args, {"schema_version": v}, f"schema at version {v}")
+    _emit(args, {"schema_version": v, "applied": applied},
+          f"schema at version {v}" + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
     return 0
 
 
@@ -190,11 +210,12 @@ def _date(value: str, field: str):
 
 
 def cmd_backfill(args) -> int:
-    from .backfill import create_backfill
+    from .backfill import OUTPUTS, create_backfill
 
     assets = tuple(a.strip() for a in args.assets.split(",") if a.strip())
     with _store() as store:
-        out = create_backfill(_instance(), store, _mlflow_client(), args.symbol, _date(args.from_, "from"),
+        client = _mlflow_client() if set(assets) & set(OUTPUTS) else None  # the data needs no model registry
+        out = create_backfill(_instance(), store, client, args.symbol, _date(args.from_, "from"),
                               _date(args.to, "to"), assets)
     _emit(args, out, f"backfill {out['backfill_id']}: {', '.join(out['assets'])} for {out['symbol']} over "
                      f"{out['months'][0]}..{out['months'][-1]} ({out['partitions']} symbol-months, at most "
@@ -582,7 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--show-password", action="store_true")
     u.add_argument("--json", action="store_true")
     u.set_defaults(fn=cmd_db_url)
-    m = dbs.add_parser("migrate", help="apply pending schema migrations (also done on every start)")
+    m = dbs.add_parser("migrate", help="apply pending schema migrations (the deploy step; embedded, also done on "
+                                       "first use)")
+    m.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="retry an unreachable database for up to this long (a container still starting)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(fn=cmd_db_migrate)
 
@@ -688,12 +712,13 @@ def build_parser() -> argparse.ArgumentParser:
     rst.set_defaults(fn=cmd_rag_status)
 
     bf = cmd("backfill", cmd_backfill,
-             "an asset backfill of the model outputs over a symbol's history (the daemon runs it in chunks; "
-             "model versions pinned)")
+             "an asset backfill over a symbol's history: the model outputs (model versions pinned), or the "
+             "market data and features (--assets market,features); the daemon runs it in chunks")
     bf.add_argument("--symbol", required=True)
     bf.add_argument("--from", dest="from_", required=True, metavar="DATE")
     bf.add_argument("--to", required=True, metavar="DATE")
-    bf.add_argument("--assets", default="predictions,forecasts,patterns")
+    bf.add_argument("--assets", default="predictions,forecasts,patterns",
+                    help="comma-separated: predictions, forecasts, patterns, market, features")
 
     ing = cmd("ingest", cmd_ingest, "load a CSV/Parquet file of candles into the store")
     ing.add_argument("path")

@@ -37,8 +37,10 @@ def ensure_dagster_home(settings: Settings | None = None, run_log_level: str | N
     console (``tp up`` sets it: INFO, or DEBUG with --verbose); other commands keep the current one."""
     s = settings or get_settings()
     home = s.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
+    if not s.embedded:
+        return _production_home(s, target)
+    home.mkdir(parents=True, exist_ok=True)
     current = target.read_text() if target.exists() else None
     # an unmarked copy identical to the source is one that an older tp wrote: managed too
     managed = current is None or current.startswith(_MARK) or (
@@ -51,6 +53,28 @@ def ensure_dagster_home(settings: Settings | None = None, run_log_level: str | N
         target.write_text(want)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _production_home(s: Settings, target: Path) -> Path:
+    """Not embedded, the Dagster instance is the deployment's (docker/dagster.yaml: Postgres storage): a
+    DAGSTER_HOME that is not set, or has no dagster.yaml of its own, would silently give a local SQLite
+    instance (dynamic partitions and backfills the daemon never sees), so it is an error naming it."""
+    from .errors import InvalidInput
+
+    why = None
+    if not s.dagster_home_set:
+        why = "DAGSTER_HOME is not set"
+    elif not target.exists():
+        why = f"DAGSTER_HOME={s.dagster_home} has no dagster.yaml"
+    elif target.read_text().startswith(_MARK):
+        why = f"{target} is the embedded instance's configuration (a copy tp manages)"
+    if why:
+        raise InvalidInput(
+            f"{why}, and the platform is not embedded ({s.mode_reason}): point DAGSTER_HOME at the deployment's "
+            "instance (docker/dagster.yaml, Postgres storage), or set TP_EMBEDDED=1 for a local one",
+            field="DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(s.dagster_home)
+    return s.dagster_home
 
 
 def get_instance(settings: Settings | None = None):

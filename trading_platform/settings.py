@@ -17,13 +17,38 @@ DEVICES = ("auto", "cpu", "cuda")
 HISTORY_START = os.environ.get("TP_HISTORY_START", "2018-01-01")
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
     database_url: str | None
-    mlflow_tracking_uri: str
+    mlflow_uri: str | None  # MLFLOW_TRACKING_URI as given (None: not set)
     dagster_home: Path
     device: str
+    # embedded (development): what is not configured is started or kept locally (the embedded PostgreSQL,
+    # MLflow on SQLite, Dagster's local instance) and the schema is migrated on first use. Not embedded
+    # (production): every service is configured, none is ever started or replaced here, and migrations
+    # are a deploy step (`tp db migrate`)
+    embedded: bool = True
+    dagster_home_set: bool = False  # DAGSTER_HOME came from the environment
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow_uri:
+            return self.mlflow_uri
+        if not self.embedded:
+            raise InvalidInput(
+                f"MLFLOW_TRACKING_URI is not set and the platform is not embedded ({self.mode_reason}): set it to "
+                "the MLflow tracking server (http://mlflow:5000 in docker/compose.yaml); in production the platform "
+                "never falls back to a local SQLite MLflow store", field="MLFLOW_TRACKING_URI")
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mode_reason(self) -> str:
+        raw = (os.environ.get("TP_EMBEDDED") or "").strip()
+        return f"TP_EMBEDDED={raw}" if raw else "TP_DATABASE_URL is set"
 
     @property
     def pg_data(self) -> Path:
@@ -67,12 +92,26 @@ def get_settings() -> Settings:
             f"TP_DEVICE={device!r} is not one of {', '.join(DEVICES)}", field="TP_DEVICE"
         )
     db = os.environ.get("TP_DATABASE_URL") or None
-    mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").resolve()
     return Settings(
         home=home,
         database_url=db,
-        mlflow_tracking_uri=mlflow_uri,
+        mlflow_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
         dagster_home=dagster_home,
         device=device,
+        embedded=embedded_mode(db),
+        dagster_home_set=bool(os.environ.get("DAGSTER_HOME")),
     )
+
+
+def embedded_mode(database_url: str | None) -> bool:
+    """``TP_EMBEDDED``: ``1`` embedded, ``0`` production; unset (or ``auto``): embedded unless
+    ``TP_DATABASE_URL`` names an external market store."""
+    raw = (os.environ.get("TP_EMBEDDED") or "auto").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    if raw == "auto":
+        return database_url is None
+    raise InvalidInput(f"TP_EMBEDDED={raw!r} is not one of 1, 0, auto", field="TP_EMBEDDED")

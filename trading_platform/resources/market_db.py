@@ -55,16 +55,19 @@ class MarketDB(ConfigurableResource):
     def dsn(self) -> str:
         if self.database_url:
             return self.database_url
+        from dataclasses import replace
+        from pathlib import Path
+
         from ..settings import get_settings
-        from ..store.embedded import ensure_embedded
+        from ..store.runtime import database_url
 
         settings = get_settings()
-        home = self.home or str(settings.home)
-        if home not in _DSN_CACHE:
-            from pathlib import Path
-
-            _DSN_CACHE[home] = ensure_embedded(Path(home) / "pg")
-        return _DSN_CACHE[home]
+        if self.home:
+            settings = replace(settings, home=Path(self.home).expanduser().resolve())
+        key = str(settings.home)
+        if key not in _DSN_CACHE:  # not embedded (production), this raises naming TP_DATABASE_URL
+            _DSN_CACHE[key] = database_url(settings)
+        return _DSN_CACHE[key]
 
     def setup_for_execution(self, context) -> None:
         # every step of a backfill or a retraining opens the store: the one place to yield the CPU to live runs
@@ -77,7 +80,10 @@ class MarketDB(ConfigurableResource):
         from ..store.db import connect
 
         dsn = self.dsn()
-        store = connect(dsn, run_migrations=dsn not in _MIGRATED)
+        # the first open in a process migrates (embedded) or checks the schema version (production: migrations
+        # are a deploy step, never a side effect of a run); later ones do neither
+        first = dsn not in _MIGRATED
+        store = connect(dsn, run_migrations=None if first else False, check_schema=first)
         _MIGRATED.add(dsn)
         try:
             yield store

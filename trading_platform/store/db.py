@@ -436,8 +436,13 @@ def _value_columns(n: Normalized):
             ("f8", n.volume)]
 
 
-def connect(dsn: str, *, run_migrations: bool = True, connect_timeout: int = 10) -> MarketStore:
-    """Open the store. An unreachable server raises StoreUnavailable naming the host."""
+def connect(dsn: str, *, run_migrations: bool | None = None, check_schema: bool = True,
+            connect_timeout: int = 10) -> MarketStore:
+    """Open the store. An unreachable server raises StoreUnavailable naming the host.
+
+    ``run_migrations``: None applies pending migrations when the platform is embedded (development) and
+    leaves them to the deploy step (``tp db migrate``) otherwise, where a schema older than this code is
+    then an error naming that step (``check_schema``); True or False decide it here."""
     import psycopg
 
     try:
@@ -454,6 +459,31 @@ def connect(dsn: str, *, run_migrations: bool = True, connect_timeout: int = 10)
             field="TP_DATABASE_URL",
         ) from None
     store = MarketStore(conn, dsn)
-    if run_migrations:
-        store.migrate()
+    try:
+        if run_migrations is None:
+            from ..settings import get_settings
+
+            run_migrations = get_settings().embedded
+        if run_migrations:
+            store.migrate()
+        elif check_schema:
+            require_schema(conn, dsn)
+    except BaseException:
+        conn.close()
+        raise
     return store
+
+
+def require_schema(conn, dsn: str) -> int:
+    """The schema version, if it is at least the one this code needs; else a StoreUnavailable naming the
+    deploy step. A newer schema is accepted (an upgrade migrates first, then restarts the services)."""
+    from .migrations import MIGRATIONS, current_version
+
+    empty = conn.execute("SELECT to_regclass('schema_migrations') IS NULL").fetchone()[0]
+    have, need = (0 if empty else current_version(conn)), MIGRATIONS[-1][0]
+    if have < need:
+        raise StoreUnavailable(
+            f"the market store at {describe_dsn(dsn)} has schema version {have}, this platform needs {need}: "
+            "run `tp db migrate` first (a deploy step: the `migrate` service of docker/compose.yaml; "
+            "in production nothing migrates on first use)", field="TP_DATABASE_URL")
+    return have
