@@ -49,6 +49,7 @@ setup(
             "asyncpg>=0.29",  # the raw baseline in benchmarks/ingest.py
             "ta-lib>=0.6",  # the reference for indicator parity (the wheel bundles the C library)
             "backtesting>=0.6",  # ships real market data (EURUSD hourly, GOOG daily) used as test data
+            "dockerfile>=3.4",  # BuildKit's Dockerfile parser: tests/test_deploy_config.py reads docker/Dockerfile*
         ],
     },
     entry_points={
