@@ -17,6 +17,7 @@ from .assets.rag import rag_assets, rag_sync_job, rag_sync_schedule
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
 from .sensors.features import features_job, features_stale_sensor
 from .sensors.live import live_predictions_job, live_predictions_sensor
+from .sensors.maintenance import maintenance_job, maintenance_schedule
 from .sensors.market_data import cycle_schedules, market_cycle_job, market_data_job, symbol_partitions_sensor
 from .sensors.models import model_jobs, model_schedules
 from .settings import get_settings
@@ -46,6 +47,7 @@ def _domains() -> list[Definitions]:
         Definitions(assets=model_assets, jobs=model_jobs, schedules=model_schedules),
         Definitions(jobs=[live_predictions_job], sensors=[live_predictions_sensor]),
         Definitions(assets=rag_assets, jobs=[rag_sync_job], schedules=[rag_sync_schedule]),
+        Definitions(jobs=[maintenance_job], schedules=[maintenance_schedule]),
     ]
 
 
