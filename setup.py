@@ -13,7 +13,8 @@ setup(
         "dagster-postgres==0.29.27",
         "dagster-docker==0.29.27",
         # market store
-        "pgserver>=0.1.4",
+        # the embedded server (development); no Linux aarch64 build (a Jetson runs the production shape)
+        "pgserver>=0.1.4; platform_machine != 'aarch64'",
         "psycopg[binary]>=3.2,<4",
         # data
         "numpy>=1.26",

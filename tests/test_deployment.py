@@ -197,10 +197,16 @@ def test_the_production_configuration_runs_on_external_services(stack):
     assert applied[0] == [] and applied[1] == list(range(1, results[0]["schema_version"] + 1))
     assert pg.count("trading", "SELECT count(*) FROM schema_migrations") == results[0]["schema_version"]
 
+    # the other deploy step: the gpu pool's limit (concurrency.pools in dagster.yaml only takes a default)
+    subprocess.run([str(BIN / "dagster"), "instance", "concurrency", "set", "gpu", "1"], env=env, cwd=stack.cwd,
+                   check=True, capture_output=True, timeout=120)
+    assert pg.count("dagster", "SELECT count(*) FROM concurrency_limits WHERE concurrency_key = 'gpu' AND "
+                               "\"limit\" = 1") == 1
+
     # the services: MLflow tracking server on the PostgreSQL (backend URI from the environment, not argv)
     stack.start("mlflow", str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(stack.ml_port),
                 "--serve-artifacts", "--artifacts-destination", str(stack.tmp / "mlartifacts"), "--workers", "1",
-                extra_env={"MLFLOW_BACKEND_STORE_URI": pg.url("mlflow")})
+                extra_env={"MLFLOW_BACKEND_STORE_URI": pg.url("mlflow", "postgresql+psycopg")})
     code_server = stack.start("user_code", str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p",
                               str(stack.cs_port), "-m", "trading_platform.definitions")
     daemon_cmd = (str(BIN / "dagster-daemon"), "run", "-w", str(stack.workspace))

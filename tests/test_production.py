@@ -100,6 +100,18 @@ def test_production_refuses_a_local_dagster_instance(prod_env, tmp_path, dsn):
     assert rc == 0 and out["symbol"] == "BTC/USDT"
 
 
+def test_empty_mlflow_credential_variables_do_not_hide_the_uris(monkeypatch):
+    """docker/compose.yaml passes MLFLOW_TRACKING_USERNAME/PASSWORD through, empty when unused: a user and
+    password in the tracking URI still reach MLflow, and leave the URI."""
+    from trading_platform.settings import get_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://trader:s3cret@mlflow:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "")
+    assert get_settings().mlflow_tracking_uri == "http://mlflow:5000"
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("trader", "s3cret")
+
+
 def test_bad_tp_embedded_is_named(tmp_path):
     env = {**os.environ, "TP_EMBEDDED": "maybe", "TP_HOME": str(tmp_path / "home")}
     rc, err, _ = tp(env, "symbols", "list", cwd=tmp_path)

@@ -76,10 +76,11 @@ def isolate_mlflow_credentials() -> None:
     if parts.username is None and parts.password is None:
         return
     host = parts.netloc.rsplit("@", 1)[1]
-    if parts.username:
-        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username))
-    if parts.password is not None:
-        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    # an empty variable (docker/compose.yaml passes them through, empty when unused) is not a credential
+    if parts.username and not os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None and not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
     os.environ["MLFLOW_TRACKING_URI"] = urlunsplit(parts._replace(netloc=host))
 
 
