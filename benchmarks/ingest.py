@@ -100,7 +100,7 @@ def main() -> None:
         dsn = ensure_embedded(Path(tmp) / "pg")
     frames = make_frames(args.rows, args.symbols)
     n = sum(len(f) for f in frames.values())
-    store = connect(dsn)
+    store = connect(dsn, run_migrations=True)  # the benchmark's own deploy step
     for s in frames:
         store.add_symbol(SymbolInfo.create(s, timeframes=["1m"]), exist_ok=True)
 

@@ -245,6 +245,9 @@ def test_the_production_configuration_runs_on_external_services(stack):
               180, "the first backfill run", stack.procs)
         stack.stop(daemon)
         stack.procs.remove(next(x for x in stack.procs if x[0] is daemon))
+        pending = [b for b in backfills if instance.get_backfill(b["backfill_id"]).status
+                   != BulkActionStatus.COMPLETED_SUCCESS]
+        assert pending, "the backfills finished before the daemon was stopped: the restart proves nothing"
         time.sleep(2)
         stack.start("daemon-restarted", *daemon_cmd)
 
@@ -275,6 +278,15 @@ def test_the_production_configuration_runs_on_external_services(stack):
         run = instance.get_runs(train)[0]
         assert run.status == DagsterRunStatus.SUCCESS, [
             e.message for e in instance.all_logs(run.run_id) if e.is_dagster_event and "FAILURE" in str(e)]
+        # the hourly purge on this instance: no live run to delete yet; the asset runs keep their history
+        from datetime import datetime, timedelta, timezone
+
+        from trading_platform.maintenance import purge_runs
+
+        n_runs = len(instance.get_run_ids())
+        purged = purge_runs(instance, days=7, now=datetime.now(timezone.utc) + timedelta(days=8))
+        assert purged.runs_deleted == 0 and purged.compute_logs_deleted >= 1 and len(instance.get_run_ids()) == n_runs
+        assert keys <= set(instance.get_materialized_partitions(AssetKey("features")))
         # a schedule turned on by hand keeps its state in Postgres
         subprocess.run([str(BIN / "dagster"), "schedule", "start", "weekly_retraining", "-w", str(stack.workspace)],
                        env=env, cwd=stack.cwd, check=True, capture_output=True, timeout=120)

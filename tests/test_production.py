@@ -225,8 +225,13 @@ def test_run_queue_keeps_live_slots_and_one_backfill(path, tmp_path):
     assert by_kind[("dagster/backfill", None)] == 1 and by_kind[("tp/run_kind", "live")] >= 1
     others = sum(v for (k, val), v in by_kind.items() if (k, val) != ("tp/run_kind", "live"))
     assert others + by_kind[("tp/run_kind", "live")] <= cfg["concurrency"]["runs"]["max_concurrent_runs"]
-    kinds = {"live", "retrain", "schedule", "rag", "maintenance"}  # every tp/run_kind the code sets
-    assert kinds == {val for (k, val) in by_kind if k == "tp/run_kind"}
+    # every tp/run_kind the code sets has its cap (backfill runs are capped by dagster/backfill)
+    import re
+
+    source = "\n".join(p.read_text() for p in (REPO / "trading_platform").rglob("*.py"))
+    kinds = set(re.findall(r'"tp/run_kind": "(\w+)"', source)) | set(re.findall(r'RUN_KIND_TAG: "(\w+)"', source))
+    assert {"live", "retrain", "maintenance"} <= kinds
+    assert kinds - {"backfill"} == {val for (k, val) in by_kind if k == "tp/run_kind"}
     for key in ("storage", "run_launcher", "compute_logs"):  # the queue's settings on a local instance
         cfg.pop(key, None)
     home = tmp_path / "q"
@@ -242,7 +247,7 @@ def test_run_queue_keeps_live_slots_and_one_backfill(path, tmp_path):
 
 # ---- the purge of old runs ----------------------------------------------------------------------------------
 def test_purge_deletes_old_live_runs_and_old_logs_and_keeps_asset_history(tmp_path):
-    from dagster import AssetKey, DagsterInstance, job, materialize, op
+    from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, job, materialize, op
 
     from trading_platform.maintenance import purge_runs
     from trading_platform.sensors.maintenance import maintenance_job
@@ -255,8 +260,6 @@ def test_purge_deletes_old_live_runs_and_old_logs_and_keeps_asset_history(tmp_pa
     def live_like():
         write_rows()
 
-    from dagster import asset
-
     @asset
     def candles():
         return 1
@@ -265,21 +268,47 @@ def test_purge_deletes_old_live_runs_and_old_logs_and_keeps_asset_history(tmp_pa
     home.mkdir()
     (home / "dagster.yaml").write_text(f"compute_logs:\n  module: dagster.core.storage.local_compute_log_manager\n"
                                        f"  class: LocalComputeLogManager\n  config:\n    base_dir: {tmp_path}/logs\n")
+    logs = tmp_path / "logs"
     with DagsterInstance.from_config(str(home)) as instance:
-        live = [live_like.execute_in_process(instance=instance).run_id for _ in range(3)]
+        live = [live_like.execute_in_process(instance=instance).run_id for _ in range(5)]
         asset_run = materialize([candles], instance=instance).run_id
-        logs = tmp_path / "logs"
-        assert {p.name for p in logs.iterdir()} >= set(live) | {asset_run}
+        # a live run still going (its folder too), and the tick logs of a sensor: old ones and one just written
+        running = instance.create_run_for_job(live_like, tags={"tp/run_kind": "live"}).run_id
+        (logs / running / "compute_logs").mkdir(parents=True)
+        ticks = logs / "__repository__" / "live_predictions_sensor"
+        ticks.mkdir(parents=True)
+        for name in ("old.err", "new.err"):
+            (ticks / name).write_text("tick")
+        assert {p.name for p in logs.iterdir()} >= set(live) | {asset_run, running}
         kept = purge_runs(instance, days=7)  # nothing is a week old yet
-        assert kept.runs_deleted == 0 and kept.compute_logs_deleted == 0 and len(instance.get_run_ids()) == 4
+        assert (kept.runs_deleted, kept.compute_logs_deleted, kept.tick_logs_deleted) == (0, 0, 0)
+        assert len(instance.get_run_ids()) == 7
         later = datetime.now(timezone.utc) + timedelta(days=8)
-        for d in logs.iterdir():  # the folders' age is what the log purge reads: make them 8 days old
-            os.utime(d, (later.timestamp() - 8.5 * 86400,) * 2)
-        result = purge_runs(instance, days=7, now=later)
-        assert result.runs_deleted == 3 and set(instance.get_run_ids()) == {asset_run}
+        old = later.timestamp() - 8.5 * 86400
+        for p in [*logs.iterdir(), *ticks.iterdir()]:  # what the log purge reads: age them, but the newest tick
+            if p.name != "new.err":
+                os.utime(p, (old, old))
+        os.utime(ticks / "new.err", (later.timestamp(),) * 2)
+        result = purge_runs(instance, days=7, now=later, batch=2)  # three batches of at most 2 + 1
+        assert result.runs_deleted == 5 and set(instance.get_run_ids()) == {asset_run, running}
         assert instance.all_logs(live[0]) == []  # the live runs' events went with them
-        assert instance.get_latest_materialization_event(AssetKey("candles")) is not None  # the asset history stays
-        assert result.compute_logs_deleted == 1 and not any(logs.iterdir())
-        # the job as the daily schedule runs it, on the same instance
+        assert instance.get_latest_materialization_event(AssetKey("candles")) is not None  # asset history stays
+        assert result.compute_logs_deleted == 1 and not (logs / asset_run).exists()
+        assert (logs / running).exists()  # a run not finished keeps its logs
+        assert result.tick_logs_deleted == 1 and [p.name for p in ticks.iterdir()] == ["new.err"]
+        assert instance.get_run_by_id(running).status == DagsterRunStatus.NOT_STARTED
+        # the job as the hourly schedule runs it, on the same instance
         run = maintenance_job.execute_in_process(instance=instance)
         assert run.success and run.output_for_node("purge_old_runs")["runs_deleted"] == 0
+
+
+def test_retention_below_a_day_is_refused(monkeypatch):
+    from trading_platform.maintenance import retention_days
+
+    for bad in ("0", "-3", "soon", "0.5"):
+        monkeypatch.setenv("TP_RUN_RETENTION_DAYS", bad)
+        with pytest.raises(Exception, match="TP_RUN_RETENTION_DAYS") as e:
+            retention_days()
+        assert e.value.field == "TP_RUN_RETENTION_DAYS"
+    monkeypatch.setenv("TP_RUN_RETENTION_DAYS", "3")
+    assert retention_days() == 3

@@ -476,8 +476,10 @@ def cmd_up(args) -> int:
     # secrets (the database DSN, the tracking URI) go to the services through the environment,
     # never on a command line that `ps` shows
     tracking = settings.mlflow_tracking_uri
+    # the children keep this process's mode: handed the embedded server's DSN, they would otherwise count as
+    # production (TP_EMBEDDED=auto) and refuse the managed instance and migrations on first use
     env = {**os.environ, "TP_HOME": str(settings.home), "DAGSTER_HOME": str(dagster_home),
-           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": tracking}
+           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": tracking, "TP_EMBEDDED": "1" if settings.embedded else "0"}
     bindir = Path(sys.executable).parent
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "trading_platform.definitions"]

@@ -2,18 +2,20 @@
 
 The live path makes a run per batch (thousands a day); their records, events and compute logs would grow the
 Dagster database and the compute-log volume without bound. Pure logic over a ``DagsterInstance``: the job and
-schedule that run it daily are in ``sensors/maintenance.py``.
+schedule that run it every hour are in ``sensors/maintenance.py``.
 
 What is deleted: finished runs that materialized no asset (the live runs, ``tp/run_kind: live``, and this
 purge's own runs), older than ``TP_RUN_RETENTION_DAYS``, with their events and compute logs. Runs that
 materialized assets stay: their events are the assets' history (partition status, lineage, what a backfill
-did), but their compute logs (stdout/stderr) go after the same number of days. The outputs of every run are
-in the market store's tables, which this never touches.
+did), but their compute logs (stdout/stderr) go after the same number of days, and so do the sensors' and
+schedules' tick logs. The outputs of every run are in the market store's tables, which this never touches.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -21,15 +23,19 @@ from .errors import InvalidInput
 
 PURGED_KINDS = ("live", "maintenance")  # tp/run_kind values of runs that write tables, not assets
 DEFAULT_RETENTION_DAYS = 7
-BATCH = 1000
+BATCH = 500
+TIME_BUDGET_S = 600.0  # one purge run stops after this (the next hourly one goes on)
+_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_INSTIGATOR_LOGS = "__repository__"  # where sensors and schedules keep their ticks' logs
 
 
 @dataclass
 class PurgeResult:
     runs_deleted: int = 0
-    compute_logs_deleted: int = 0
+    compute_logs_deleted: int = 0  # runs whose stdout/stderr went
+    tick_logs_deleted: int = 0     # sensor and schedule tick log files
     cutoff: str = ""
-    more: bool = False  # the batch limit stopped it: the next tick goes on
+    more: bool = False  # the time budget stopped it: the next run goes on
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -40,48 +46,70 @@ def retention_days() -> float:
     try:
         days = float(raw)
     except ValueError:
-        days = -1.0
-    if days < 0:
-        raise InvalidInput(f"TP_RUN_RETENTION_DAYS={raw!r} is not a number of days >= 0",
+        days = 0.0
+    if days < 1:  # a failed live run must outlive its retries (the daemon's run-retry pass)
+        raise InvalidInput(f"TP_RUN_RETENTION_DAYS={raw!r} is not a number of days >= 1",
                            field="TP_RUN_RETENTION_DAYS")
     return days
 
 
-def purge_runs(instance, days: float | None = None, *, now: datetime | None = None, limit: int = BATCH,
-               keep_run_id: str | None = None) -> PurgeResult:
+def purge_runs(instance, days: float | None = None, *, now: datetime | None = None, batch: int = BATCH,
+               time_budget_s: float = TIME_BUDGET_S, keep_run_id: str | None = None) -> PurgeResult:
     """Delete the finished table-writing runs last updated more than ``days`` ago (events and compute logs
-    too), and the compute logs of older asset runs; at most ``limit`` of each per call."""
+    too), oldest first, in batches until none is left or ``time_budget_s`` is spent; then the compute logs of
+    the other finished runs and the tick logs of sensors and schedules older than that."""
     from dagster import DagsterRunStatus, RunsFilter
 
     days = retention_days() if days is None else days
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    deadline = time.monotonic() + time_budget_s
     finished = [s for s in DagsterRunStatus if s.value in ("SUCCESS", "FAILURE", "CANCELED")]
     out = PurgeResult(cutoff=cutoff.isoformat())
     logs = instance.compute_log_manager
     for kind in PURGED_KINDS:
-        records = instance.get_run_records(
-            RunsFilter(tags={"tp/run_kind": kind}, statuses=finished, updated_before=cutoff), limit=limit)
-        for rec in records:
-            run_id = rec.dagster_run.run_id
-            if run_id == keep_run_id:
-                continue
-            logs.delete_logs(prefix=[run_id])
-            instance.delete_run(run_id)
-            out.runs_deleted += 1
-        out.more = out.more or len(records) == limit
-    # the other runs' stdout/stderr: a run keeps its record and events, its log files go. The local compute-log
-    # manager (docker/dagster.yaml) keeps a folder per run, created when the run starts
-    base = getattr(logs, "_base_dir", None)
-    if base and os.path.isdir(base):
-        for entry in sorted(os.scandir(base), key=lambda e: e.stat().st_mtime):
-            if out.compute_logs_deleted >= limit:
+        while True:
+            records = [r for r in instance.get_run_records(
+                RunsFilter(tags={"tp/run_kind": kind}, statuses=finished, updated_before=cutoff),
+                limit=batch + 1, ascending=True) if r.dagster_run.run_id != keep_run_id]
+            for rec in records:
+                run_id = rec.dagster_run.run_id
+                logs.delete_logs(prefix=[run_id])
+                instance.delete_run(run_id)
+                out.runs_deleted += 1
+            if len(records) <= batch:
+                break
+            if time.monotonic() > deadline:
                 out.more = True
-                break
-            if not entry.is_dir() or entry.stat().st_mtime >= cutoff.timestamp():
-                break
-            run = instance.get_run_by_id(entry.name)
-            if run is not None and not run.is_finished:
-                continue
-            logs.delete_logs(prefix=[entry.name])
-            out.compute_logs_deleted += 1
+                return out
+    _purge_log_files(instance, logs, cutoff.timestamp(), out, deadline)
     return out
+
+
+def _purge_log_files(instance, logs, cutoff_ts: float, out: PurgeResult, deadline: float) -> None:
+    """The local compute-log manager (docker/dagster.yaml's) keeps a folder per run, named by its id and created
+    when it starts, and one per sensor or schedule under ``__repository__``: the runs' folders go whole once the
+    run is finished (its record and events stay), the ticks' files one by one by their own age."""
+    base = getattr(logs, "_base_dir", None)
+    if not base or not os.path.isdir(base):
+        return  # another compute-log manager: its own retention applies
+    for entry in os.scandir(base):
+        if time.monotonic() > deadline:
+            out.more = True
+            return
+        if not (entry.is_dir() and _RUN_ID.match(entry.name)) or entry.stat().st_mtime >= cutoff_ts:
+            continue
+        run = instance.get_run_by_id(entry.name)
+        if run is not None and not run.is_finished:
+            continue
+        logs.delete_logs(prefix=[entry.name])
+        out.compute_logs_deleted += 1
+    ticks = os.path.join(base, _INSTIGATOR_LOGS)
+    for root, _dirs, files in os.walk(ticks):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                if os.stat(path).st_mtime < cutoff_ts:
+                    os.remove(path)
+                    out.tick_logs_deleted += 1
+            except FileNotFoundError:  # a tick's log written and removed meanwhile
+                continue

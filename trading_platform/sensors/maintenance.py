@@ -1,4 +1,4 @@
-"""The daily purge of old runs and compute logs (``trading_platform/maintenance.py``): on by default, since the
+"""The hourly purge of old runs and compute logs (``trading_platform/maintenance.py``): on by default, since the
 live path makes thousands of runs a day; ``TP_RUN_RETENTION_DAYS`` sets how long they stay."""
 
 from dagster import DefaultScheduleStatus, OpExecutionContext, ScheduleDefinition, in_process_executor, job, op
@@ -18,11 +18,11 @@ def purge_old_runs(context: OpExecutionContext) -> dict:
 
 @job(name="maintenance_job", executor_def=in_process_executor, tags=MAINTENANCE_TAGS,
      description="Delete finished live runs older than TP_RUN_RETENTION_DAYS (default 7) with their events and "
-                 "compute logs, and the compute logs of older asset runs (their records stay).")
+                 "compute logs, and the compute logs of older asset runs (their records stay) and of older ticks.")
 def maintenance_job():
     purge_old_runs()
 
 
 maintenance_schedule = ScheduleDefinition(
-    name="maintenance_schedule", job=maintenance_job, cron_schedule="17 3 * * *", execution_timezone="UTC",
+    name="maintenance_schedule", job=maintenance_job, cron_schedule="17 * * * *", execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING, tags=MAINTENANCE_TAGS)
