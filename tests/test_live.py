@@ -125,6 +125,9 @@ def test_a_candle_for_a_symbol_not_in_symbols_is_quarantined_with_its_reason(sto
 def test_a_late_committing_lower_id_is_not_lost(store, dsn):
     store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
     store.add_symbol(SymbolInfo.create("ETH/USDT", timeframes=["5m"], live=True))
+    # the period's chunk exists before the two writers (on a TimescaleDB hypertable, the transaction creating a
+    # chunk holds back another writer needing it, and both writers are driven from this one thread)
+    store.ingest_frame("BTC/USDT", "5m", candles("2024-12-31 23:55", 1), source="file")
     slow, fast = psycopg.connect(dsn), psycopg.connect(dsn)
     low = slow.execute("SELECT event_id FROM tp_live_candle('BTC/USDT', '5m', '2025-01-01', 1, 2, 0.5, 1, 1)"
                        ).fetchone()[0]

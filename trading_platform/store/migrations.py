@@ -495,6 +495,120 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS rag_documents_deleted ON rag_documents (id) WHERE deleted_at IS NOT NULL;
         """,
     ),
+    (
+        12,
+        "TimescaleDB where the extension exists: ohlcv and features as hypertables, old chunks compressed",
+        """
+        -- Where the server has the timescaledb extension, ohlcv and features become hypertables whose chunks
+        -- older than 30 days are compressed; elsewhere nothing changes (plain tables, the statement-level
+        -- symbol reference triggers). Idempotent, and kept as a function: a database that passed this
+        -- migration before the extension was installed is converted by SELECT tp_timescaledb_setup().
+        --
+        -- Hypertables take no transition-table triggers, so converting drops ohlcv_symbols_exist and
+        -- ohlcv_symbols_exist_update (migrations 1 and 7) and adds the real foreign key ohlcv_symbol_fkey (as
+        -- migration 2 does): a candle of a symbol not in symbols is refused by the key (and before it by the
+        -- write paths, write_candles and tp_live_candle()). The row triggers on symbols that refuse to delete
+        -- or rename a symbol with candles stay. No trigger captures live events: tp_live_candle() writes them.
+        --
+        -- Chunks of 30 days (TimescaleDB's default is 7): about one chunk per month of candles, the unit the
+        -- platform writes (symbol x month partitions), and fuller compressed batches (up to 1000 rows per
+        -- symbol and timeframe: a 7-day chunk holds only 168 1h candles or 7 daily ones). At 100 symbols of 5m
+        -- candles a chunk is about 0.9M rows (~130 MB with its index); many more symbols at 1m want a shorter
+        -- interval (set_chunk_time_interval, for new chunks). A hypertable made by migration 2 (at the default
+        -- 7 days) gets 30 days for its new chunks; any other interval set by hand is kept.
+        --
+        -- Compression: segmentby symbol, timeframe (every query of the platform names both; the foreign key's
+        -- column is one of them), orderby ts. The policy compresses chunks whose whole range
+        -- is older than 30 days: what the live path and the monthly ingestion rewrite (this month and the
+        -- last) stays uncompressed. Writes into compressed chunks (backfills, revised history, re-materialized
+        -- features: COPY, INSERT ... ON CONFLICT DO UPDATE, DELETE) need TimescaleDB >= 2.11: with an older
+        -- version the tables become hypertables but compression is left off (a NOTICE says so) rather than
+        -- break the write path. Compression settings or a policy set by hand are kept.
+        CREATE OR REPLACE FUNCTION tp_timescaledb_setup() RETURNS text
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+            ver   text;
+            tbl   text;
+            done  text[] := '{}';
+            is_ht boolean;
+            comp  boolean;
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+                RETURN 'timescaledb is not available: plain tables';
+            END IF;
+            -- installed on the server but not usable here: the platform keeps working on plain tables. Not
+            -- preloaded: loading it would end the session (a FATAL error, not one to catch); its loader's
+            -- settings are in pg_settings only where it is preloaded
+            IF NOT EXISTS (SELECT 1 FROM pg_settings
+                           WHERE name IN ('timescaledb.disable_load', 'timescaledb.max_background_workers')) THEN
+                RAISE WARNING 'timescaledb is installed on the server but not in shared_preload_libraries: ohlcv '
+                    'and features stay plain tables; preload it, restart the server, then run '
+                    'SELECT tp_timescaledb_setup()';
+                RETURN 'timescaledb is not preloaded: plain tables';
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+                BEGIN
+                    CREATE EXTENSION IF NOT EXISTS timescaledb;
+                EXCEPTION WHEN OTHERS THEN  -- no privilege to create it, say
+                    RAISE WARNING 'CREATE EXTENSION timescaledb failed (%): ohlcv and features stay plain tables; '
+                        'fix that, then run SELECT tp_timescaledb_setup()', SQLERRM;
+                    RETURN 'CREATE EXTENSION timescaledb failed: plain tables';
+                END;
+            END IF;
+            SELECT extversion INTO ver FROM pg_extension WHERE extname = 'timescaledb';
+            FOREACH tbl IN ARRAY ARRAY['ohlcv', 'features'] LOOP
+                is_ht := NULL;
+                SELECT true, h.compression_enabled INTO is_ht, comp
+                FROM timescaledb_information.hypertables h
+                WHERE format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass = tbl::regclass;
+                IF is_ht IS NULL THEN
+                    IF tbl = 'ohlcv' THEN
+                        DROP TRIGGER IF EXISTS ohlcv_symbols_exist ON ohlcv;
+                        DROP TRIGGER IF EXISTS ohlcv_symbols_exist_update ON ohlcv;
+                    END IF;
+                    -- migrate_data: the stored rows are copied into chunks, the table locked meanwhile; no
+                    -- extra index on ts alone (every query names symbol and timeframe: the primary key serves)
+                    PERFORM create_hypertable(tbl::regclass, 'ts', chunk_time_interval => interval '30 days',
+                                              create_default_indexes => false, migrate_data => true);
+                    done := done || format('%s: hypertable', tbl);
+                    comp := false;
+                ELSIF (SELECT d.time_interval FROM timescaledb_information.dimensions d
+                       WHERE format('%I.%I', d.hypertable_schema, d.hypertable_name)::regclass = tbl::regclass
+                         AND d.column_name = 'ts') = interval '7 days' THEN
+                    -- TimescaleDB's default (migration 2 made ohlcv so): 30 days from the next chunk on
+                    PERFORM set_chunk_time_interval(tbl::regclass, interval '30 days');
+                    done := done || format('%s: 30-day chunks', tbl);
+                END IF;
+                IF tbl = 'ohlcv' AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'ohlcv'::regclass
+                                                 AND contype = 'f' AND conname = 'ohlcv_symbol_fkey') THEN
+                    ALTER TABLE ohlcv ADD CONSTRAINT ohlcv_symbol_fkey FOREIGN KEY (symbol) REFERENCES symbols (symbol);
+                    done := done || 'ohlcv: foreign key'::text;
+                END IF;
+                IF string_to_array(split_part(ver, '-', 1), '.')::int[] < ARRAY[2, 11] THEN
+                    RAISE NOTICE 'TimescaleDB % cannot write into compressed chunks (2.11 can): % stays uncompressed',
+                        ver, tbl;
+                    CONTINUE;
+                END IF;
+                IF NOT comp THEN
+                    EXECUTE format('ALTER TABLE %I SET (timescaledb.compress, timescaledb.compress_segmentby = %L, '
+                                   'timescaledb.compress_orderby = %L)', tbl, 'symbol, timeframe', 'ts');
+                    done := done || format('%s: compression', tbl);
+                END IF;
+                IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs j
+                               WHERE j.proc_name = 'policy_compression'
+                                 AND format('%I.%I', j.hypertable_schema, j.hypertable_name)::regclass = tbl::regclass)
+                THEN
+                    PERFORM add_compression_policy(tbl::regclass, interval '30 days');
+                    done := done || format('%s: compression policy', tbl);
+                END IF;
+            END LOOP;
+            RETURN format('timescaledb %s: %s', ver,
+                          CASE WHEN done = '{}' THEN 'nothing to change' ELSE array_to_string(done, ', ') END);
+        END
+        $fn$;
+        SELECT tp_timescaledb_setup();
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
