@@ -203,10 +203,12 @@ def test_the_production_configuration_runs_on_external_services(stack):
     assert pg.count("dagster", "SELECT count(*) FROM concurrency_limits WHERE concurrency_key = 'gpu' AND "
                                "\"limit\" = 1") == 1
 
-    # the services: MLflow tracking server on the PostgreSQL (backend URI from the environment, not argv)
+    # the services: MLflow tracking server on the PostgreSQL, configured as docker/compose.yaml does (backend URI
+    # and artifact destination from the environment, the password never on the command line)
     stack.start("mlflow", str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(stack.ml_port),
-                "--serve-artifacts", "--artifacts-destination", str(stack.tmp / "mlartifacts"), "--workers", "1",
-                extra_env={"MLFLOW_BACKEND_STORE_URI": pg.url("mlflow", "postgresql+psycopg")})
+                "--serve-artifacts", "--workers", "2",
+                extra_env={"MLFLOW_BACKEND_STORE_URI": pg.url("mlflow", "postgresql+psycopg"),
+                           "MLFLOW_ARTIFACTS_DESTINATION": str(stack.tmp / "mlartifacts")})
     code_server = stack.start("user_code", str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p",
                               str(stack.cs_port), "-m", "trading_platform.definitions")
     daemon_cmd = (str(BIN / "dagster-daemon"), "run", "-w", str(stack.workspace))
