@@ -54,7 +54,7 @@ def retention_days() -> float:
 
 
 def purge_runs(instance, days: float | None = None, *, now: datetime | None = None, batch: int = BATCH,
-               time_budget_s: float = TIME_BUDGET_S, keep_run_id: str | None = None) -> PurgeResult:
+               time_budget_s: float = TIME_BUDGET_S) -> PurgeResult:
     """Delete the finished table-writing runs last updated more than ``days`` ago (events and compute logs
     too), oldest first, in batches until none is left or ``time_budget_s`` is spent; then the compute logs of
     the other finished runs and the tick logs of sensors and schedules older than that."""
@@ -68,9 +68,10 @@ def purge_runs(instance, days: float | None = None, *, now: datetime | None = No
     logs = instance.compute_log_manager
     for kind in PURGED_KINDS:
         while True:
-            records = [r for r in instance.get_run_records(
+            # finished runs only: the purge's own run (started) is never among them
+            records = instance.get_run_records(
                 RunsFilter(tags={"tp/run_kind": kind}, statuses=finished, updated_before=cutoff),
-                limit=batch + 1, ascending=True) if r.dagster_run.run_id != keep_run_id]
+                limit=batch + 1, ascending=True)
             for rec in records:
                 run_id = rec.dagster_run.run_id
                 logs.delete_logs(prefix=[run_id])

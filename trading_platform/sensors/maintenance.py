@@ -10,7 +10,7 @@ MAINTENANCE_TAGS = {"tp/run_kind": "maintenance"}
 def purge_old_runs(context: OpExecutionContext) -> dict:
     from ..maintenance import purge_runs
 
-    result = purge_runs(context.instance, keep_run_id=context.run_id).as_dict()
+    result = purge_runs(context.instance).as_dict()
     context.log.info(f"purged: {result}")
     context.add_output_metadata(result)
     return result
