@@ -124,14 +124,11 @@ def tick(dsn: str, instance, when: datetime) -> dict:
     resources = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec=f"synthetic:{SEED}"),
                  "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(home / "artifacts")),
                  "model_server": ModelServer(tracking_uri=uri, cache_dir=str(home / "cache"), device="cpu")}
-    from dagster._core.storage.defs_state.base import _current_storage
-
-    _current_storage.set(None)  # Dagster 1.13 leaves a closed instance's storage there (see temp_instance)
     job = bound_job(market_cycle_job, [*market_assets, *feature_assets, *model_assets], resources)
     t0 = time.perf_counter()
-    ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                 resources={"market_db": MarketDB(database_url=dsn)})
-    requests = list(market_data_hourly(ctx))
+    with build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+        requests = list(market_data_hourly(ctx))
     features_s, read, materialized, ok = [], 0, set(), True
     for req in requests:
         r = job.execute_in_process(instance=instance, tags=req.tags, asset_selection=req.asset_selection,
@@ -164,8 +161,7 @@ def drop_newest_hour(dsn: str, symbols: list[str], ts: datetime) -> None:
 
 @contextmanager
 def temp_instance():
-    """A temporary Dagster instance; Dagster 1.13 leaves its defs-state storage set after it closes, which
-    breaks the next repository build: clear it."""
+    """A temporary Dagster instance, with no defs-state storage left set after it (see tests/conftest.py)."""
     from dagster import instance_for_test
     from dagster._core.storage.defs_state.base import _current_storage
 

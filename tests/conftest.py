@@ -154,9 +154,11 @@ def model_env(model_market, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _forget_closed_dagster_instances():
-    """Dagster 1.13's ``instance_for_test()`` leaves its defs-state storage set in a context variable after the
-    instance is closed; the next test that builds a repository then fails on the dead weakref. Clear it, before
-    each test too: a module-scoped fixture's instance is closed after the last test of its module has ended."""
+    """A sensor or schedule context built from an instance enters its own copy of that instance, which sets the
+    instance's defs-state storage in a context variable. If the context is not closed (``with build_..._context(...)
+    as ctx``, as every test here does), the garbage collector closes it later, in whatever test is running then, and
+    puts back the storage that was current when it was opened: a closed instance's, on which the next repository build
+    fails ("Attempted to resolve undefined DagsterInstance weakref"). Start and end every test with none set."""
     from dagster._core.storage.defs_state.base import _current_storage
 
     _current_storage.set(None)

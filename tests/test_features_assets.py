@@ -80,14 +80,15 @@ def test_revised_history_makes_later_features_stale_and_they_are_recomputed(run,
     months = [m.strftime("%Y-%m") for m in stale_months(store, BTC, "15m")]
     assert months == ["2025-03", "2025-04"]
     # the sensor asks for one run covering the stored feature months from March on
-    ctx = build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)})
-    result = features_stale_sensor(ctx)
+    with build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+        result = features_stale_sensor(ctx)
     [req] = result.run_requests
     assert (req.tags["dagster/asset_partition_range_start"], req.tags["dagster/asset_partition_range_end"]) == (
         str(market_key("BTC/USDT", "2025-03-01")), str(market_key("BTC/USDT", "2025-04-01")))
     cursor = result.cursor
-    again = features_stale_sensor(build_sensor_context(instance=instance, cursor=cursor,
-                                                       resources={"market_db": MarketDB(database_url=dsn)}))
+    with build_sensor_context(instance=instance, cursor=cursor,
+                              resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+        again = features_stale_sensor(ctx)
     assert not getattr(again, "run_requests", None)  # the same revision is not requested twice
     before = read_features(store.conn, "BTC/USDT", "15m", utc(2025, 4, 1), utc(2025, 5, 1))["obv"]
     r = materialize([features], instance=instance, resources={"market_db": MarketDB(database_url=dsn)},

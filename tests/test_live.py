@@ -177,7 +177,8 @@ def outbox_only(store, dsn, empty_registry, live_env):
 
 
 def tick(instance, resources, cursor=None):
-    return live_predictions_sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as ctx:
+        return live_predictions_sensor(ctx)
 
 
 def test_batches_are_bounded_and_only_as_many_as_free_live_slots(outbox_only, live_env):

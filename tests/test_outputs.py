@@ -99,10 +99,10 @@ def test_each_base_timeframe_has_its_cycle_and_the_runs_include_the_outputs(stor
         api.add("BTC/USDT", timeframes=["5m", "1h"])
         api.add("EURUSD=X", timeframes=["1h", "4h"])
         when = datetime(2026, 5, 17, 10, 5, tzinfo=timezone.utc)
-        ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                     resources={"market_db": MarketDB(database_url=dsn)})
-        [five] = by_name["market_data_5m"](ctx)
-        [hour] = by_name["market_data_hourly"](ctx)
+        with build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                    resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+            [five] = by_name["market_data_5m"](ctx)
+            [hour] = by_name["market_data_hourly"](ctx)
         assert five.tags["dagster/asset_partition_range_start"] == str(market_key("BTC/USDT", "2026-05-01"))
         assert hour.tags["dagster/asset_partition_range_start"] == str(market_key("EURUSD=X", "2026-05-01"))
         assert {k.to_user_string() for k in five.asset_selection} == {
@@ -118,9 +118,9 @@ def test_the_weekly_retraining_trains_every_symbol_in_one_run(model_env, model_m
     when = datetime(2026, 5, 17, 3, tzinfo=timezone.utc)
     with instance_for_test() as schedule_instance:  # a schedule needs an instance it can reach from its ticks
         schedule_instance.add_dynamic_partitions("symbol", instance.get_dynamic_partitions("symbol"))
-        ctx = build_schedule_context(instance=schedule_instance, scheduled_execution_time=when,
-                                     resources={"market_db": MarketDB(database_url=dsn)})
-        [req] = weekly_symbol_retraining(ctx)
+        with build_schedule_context(instance=schedule_instance, scheduled_execution_time=when,
+                                    resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+            [req] = weekly_symbol_retraining(ctx)
         assert (req.tags["dagster/asset_partition_range_start"], req.tags["dagster/asset_partition_range_end"]) == (
             "BTC/USDT", "ETH/USDT")
         r = materialize([regime_hmm, signal_lgbm], instance=instance, resources=res, tags=req.tags,

@@ -20,8 +20,8 @@ def test_sensor_adds_and_removes_partitions_to_match_the_table(store, dsn, insta
     store.add_symbol(SymbolInfo.create("BTC/USDT"))
     store.add_symbol(SymbolInfo.create("EURUSD=X"))
     instance.add_dynamic_partitions("symbol", ["OLD/USDT"])
-    ctx = build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)})
-    result = symbol_partitions_sensor(ctx)
+    with build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+        result = symbol_partitions_sensor(ctx)
     reqs = {type(r).__name__: sorted(r.partition_keys) for r in result.dynamic_partitions_requests}
     assert reqs == {"AddDynamicPartitionsRequest": ["BTC/USDT", "EURUSD=X"],
                     "DeleteDynamicPartitionsRequest": ["OLD/USDT"]}
@@ -30,14 +30,14 @@ def test_sensor_adds_and_removes_partitions_to_match_the_table(store, dsn, insta
 
 def test_sensor_tick_applies_requests_and_then_skips(store, dsn, instance):
     store.add_symbol(SymbolInfo.create("BTC/USDT"))
-    ctx = build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)})
-    data = symbol_partitions_sensor.evaluate_tick(ctx)
+    with build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+        data = symbol_partitions_sensor.evaluate_tick(ctx)
     for req in data.dynamic_partitions_requests:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
     assert instance.get_dynamic_partitions("symbol") == ["BTC/USDT"]
-    ctx2 = build_sensor_context(instance=instance, cursor=data.cursor,
-                                resources={"market_db": MarketDB(database_url=dsn)})
-    again = symbol_partitions_sensor.evaluate_tick(ctx2)
+    with build_sensor_context(instance=instance, cursor=data.cursor,
+                              resources={"market_db": MarketDB(database_url=dsn)}) as ctx2:
+        again = symbol_partitions_sensor.evaluate_tick(ctx2)
     assert not again.dynamic_partitions_requests and again.skip_message.startswith("1 symbols")
 
 
@@ -59,9 +59,9 @@ def _schedule_case(store, dsn, instance):
     api.add("BTC/USDT")
     api.add("ETH/USDT", enabled=False)
     when = datetime(2026, 5, 17, 10, 5, tzinfo=timezone.utc)
-    ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                 resources={"market_db": MarketDB(database_url=dsn)})
-    [req] = list(market_data_hourly(ctx))
+    with build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+        [req] = list(market_data_hourly(ctx))
     assert _range(req) == (str(market_key("BTC/USDT", "2026-05-01")),) * 2  # the disabled ETH is not in it
     assert req.run_key.startswith("2026-05-01|BTC/USDT..BTC/USDT|")
 
@@ -85,9 +85,9 @@ def test_the_hourly_schedule_batches_symbols_by_work_not_one_run_each(store, dsn
         api.add("FIVE/USDT", timeframes=["5m", "15m", "1h"])
         api.add("OFF/USDT", timeframes=["1h", "4h", "1d"], enabled=False)
         when = datetime(2026, 5, 17, 10, 5, tzinfo=timezone.utc)
-        ctx = build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                     resources={"market_db": MarketDB(database_url=dsn)})
-        hourly = list(market_data_hourly(ctx))
+        with build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                    resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+            hourly = list(market_data_hourly(ctx))
         assert all(AssetKey(["market", "ohlcv_4h"]) in r.asset_selection for r in hourly)
         assert len(hourly) == math.ceil(120 / 50)
         from dagster import PartitionKeyRange
