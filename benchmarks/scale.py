@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -159,23 +158,12 @@ def drop_newest_hour(dsn: str, symbols: list[str], ts: datetime) -> None:
             store.conn.execute(f"DELETE FROM {table} WHERE symbol = ANY(%s) AND ts >= %s", (symbols, ts))
 
 
-@contextmanager
-def temp_instance():
-    """A temporary Dagster instance, with no defs-state storage left set after it (see tests/conftest.py)."""
-    from dagster import instance_for_test
-    from dagster._core.storage.defs_state.base import _current_storage
-
-    try:
-        with instance_for_test() as instance:
-            yield instance
-    finally:
-        _current_storage.set(None)
-
-
 def history_case(admin: str, years: int, now: datetime, repeats: int = 5) -> dict:
+    from dagster import instance_for_test
+
     dsn = fresh_db(admin)
     last_closed = now.replace(minute=0, second=0, microsecond=0) - HOUR
-    with temp_instance() as instance:
+    with instance_for_test() as instance:
         load(dsn, instance, ["HIST/USDT"], last_closed - timedelta(days=365 * years), last_closed)
         runs = []
         for _ in range(repeats):
@@ -203,6 +191,8 @@ def _full_recompute(dsn: str, instance, now: datetime) -> float:
 
 
 def main() -> None:
+    from dagster import instance_for_test
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--years", type=int, default=8)
@@ -221,7 +211,7 @@ def main() -> None:
         dsn = fresh_db(admin)
         symbols = [f"SYM{i:03d}/USDT" for i in range(args.symbols)]
         last_closed = now.replace(minute=0, second=0, microsecond=0) - HOUR
-        with temp_instance() as instance:
+        with instance_for_test() as instance:
             t = time.perf_counter()
             load(dsn, instance, symbols, last_closed - timedelta(days=365 * args.symbol_years), last_closed)
             load_s = time.perf_counter() - t

@@ -150,17 +150,3 @@ def model_env(model_market, tmp_path):
         for table in ("predictions", "forecasts", "patterns"):
             c.execute(f"DELETE FROM {table}")
     return run, resources, dsn
-
-
-@pytest.fixture(autouse=True)
-def _forget_closed_dagster_instances():
-    """A sensor or schedule context built from an instance enters its own copy of that instance, which sets the
-    instance's defs-state storage in a context variable. If the context is not closed (``with build_..._context(...)
-    as ctx``, as every test here does), the garbage collector closes it later, in whatever test is running then, and
-    puts back the storage that was current when it was opened: a closed instance's, on which the next repository build
-    fails ("Attempted to resolve undefined DagsterInstance weakref"). Start and end every test with none set."""
-    from dagster._core.storage.defs_state.base import _current_storage
-
-    _current_storage.set(None)
-    yield
-    _current_storage.set(None)
