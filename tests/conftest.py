@@ -124,15 +124,17 @@ def model_market(pg_server):
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-@pytest.fixture
-def model_env(model_market, tmp_path):
-    """(run(asset, config, partition_key), resources, dsn) against a fresh MLflow store; model outputs cleared."""
+OUTPUT_TABLES = ("predictions", "forecasts", "patterns", "output_series", "output_coverage", "model_champions")
+
+
+def model_runner(dsn, instance, tmp_path):
+    """(run(asset, config, partition_key, tags), resources, dsn) against a fresh MLflow store; the outputs and the
+    champion history in ``dsn`` cleared."""
     import psycopg
     from dagster import materialize
 
     from trading_platform.resources import MarketDB, MLflowResource, ModelServer, serving
 
-    dsn, instance = model_market
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     serving._MEMORY.clear()
     serving._ALIASES.clear()
@@ -140,13 +142,55 @@ def model_env(model_market, tmp_path):
                  "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "artifacts")),
                  "model_server": ModelServer(tracking_uri=uri, cache_dir=str(tmp_path / "cache"), device="cpu")}
 
-    def run(asset, config=None, partition_key=None, raise_on_error=True):
+    def run(asset, config=None, partition_key=None, raise_on_error=True, tags=None):
         key = asset.key.to_python_identifier()
-        return materialize([asset], instance=instance, resources=resources, partition_key=partition_key,
+        return materialize([asset], instance=instance, resources=resources, partition_key=partition_key, tags=tags,
                            run_config={"ops": {key: {"config": config}}} if config else None,
                            raise_on_error=raise_on_error)
 
     with psycopg.connect(dsn, autocommit=True) as c:
-        for table in ("predictions", "forecasts", "patterns"):
+        for table in OUTPUT_TABLES:
             c.execute(f"DELETE FROM {table}")
     return run, resources, dsn
+
+
+@pytest.fixture
+def model_env(model_market, tmp_path):
+    """(run(asset, config, partition_key), resources, dsn) on the shared model market: read its candles and
+    features, write model outputs only."""
+    dsn, instance = model_market
+    return model_runner(dsn, instance, tmp_path)
+
+
+def copy_database(pg_server: str, dsn: str) -> str:
+    """A new database on the test server made from ``dsn``'s as a template; its DSN."""
+    import time
+
+    import psycopg
+
+    name = f"c_{uuid.uuid4().hex[:10]}"
+    template = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        for _ in range(40):  # a template copy needs the template to have no session open
+            try:
+                c.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.5)
+    return pg_server.replace("/postgres?", f"/{name}?")
+
+
+def drop_database(pg_server: str, dsn: str) -> None:
+    import psycopg
+
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def market_copy(model_market, pg_server):
+    """A writable copy of the model market: for tests that revise candles or make gaps."""
+    copy = copy_database(pg_server, model_market[0])
+    yield copy
+    drop_database(pg_server, copy)

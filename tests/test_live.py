@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import timedelta
 
 import pandas as pd
@@ -25,7 +24,7 @@ from trading_platform.sensors.live import live_predictions_job, live_predictions
 from trading_platform.sources.synthetic import SyntheticSource
 from trading_platform.store.db import connect
 
-from conftest import utc
+from conftest import copy_database, drop_database, utc
 
 FAST = {"TP_LIVE_WAIT_S": "0", "TP_LIVE_POLL_S": "0.1"}
 
@@ -303,24 +302,14 @@ def trained(model_market, tmp_path_factory):
 @pytest.fixture
 def live(trained, pg_server, live_env):
     """A copy of the model market (BTC/USDT live), a Dagster instance and the resources of the live job."""
-    name = f"l_{uuid.uuid4().hex[:10]}"
-    template = psycopg.conninfo.conninfo_to_dict(trained["market"])["dbname"]
-    with psycopg.connect(pg_server, autocommit=True) as c:
-        for attempt in range(20):  # a template copy needs the template to have no session open
-            try:
-                c.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
-                break
-            except psycopg.errors.ObjectInUse:
-                time.sleep(0.5)
-    dsn = pg_server.replace("/postgres?", f"/{name}?")
+    dsn = copy_database(pg_server, trained["market"])
     with connect(dsn) as store:
         store.update_symbol("BTC/USDT", live=True)
     res = {"market_db": MarketDB(database_url=dsn), "mlflow": trained["mlflow"],
            "model_server": trained["model_server"]}
     with instance_for_test() as instance:
         yield dsn, instance, res
-    with psycopg.connect(pg_server, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(pg_server, dsn)
 
 
 def feed_next(dsn, n, symbol="BTC/USDT"):
@@ -352,7 +341,7 @@ def test_the_live_run_predicts_the_event_candles_and_marks_them_done_in_one_tran
     result = run_request(req, instance=instance, resources=res)
     assert result.success
     with psycopg.connect(dsn) as c:
-        preds = c.execute("SELECT model_name, timeframe, ts, value, role FROM predictions ORDER BY 1, 3").fetchall()
+        preds = c.execute("SELECT model_name, timeframe, ts, value FROM predictions ORDER BY 1, 3").fetchall()
         ev = c.execute("SELECT e.symbol, e.timeframe, e.ts, e.source, q.status FROM market_events e "
                        "JOIN market_event_queue q ON q.event_id = e.id ORDER BY e.id").fetchall()
         commits = c.execute("SELECT batch_id, run_id, event_ids FROM live_commits").fetchall()
@@ -386,9 +375,10 @@ def test_the_live_run_predicts_the_event_candles_and_marks_them_done_in_one_tran
     assert not tick(instance, res).run_requests
 
 
-def test_a_backfill_of_a_live_symbol_stops_where_the_live_path_starts(live):
-    """A backfill (or a hand run) over a live symbol's month scores the candles before its first live event
-    and leaves the rest to the live path, even when asked to recompute: the two never compute the same row."""
+def test_a_backfill_of_a_live_symbol_adds_nothing_to_what_the_live_path_scored(live):
+    """A backfill (or a hand run) over a live symbol's month scores the candles before its first live event;
+    the candles the live path scored are computed again when asked to recompute, but their values are the
+    same, so no row is added: one row per version and candle, whichever path came first."""
     from trading_platform.assets.models import predictions
     from trading_platform.assets.partitions import market_key
 
@@ -409,9 +399,13 @@ def test_a_backfill_of_a_live_symbol_stops_where_the_live_path_starts(live):
         before = {tf: c.execute("SELECT count(*) FROM features WHERE symbol = 'BTC/USDT' AND timeframe = %s "
                                 "AND ts >= %s AND ts < %s", (tf, f"{month} 00:00+00", ts[0].to_pydatetime())
                                 ).fetchone()[0] for tf in ("5m", "1h")}
-    assert meta["live_symbols_cut_at_live_start"].value == ["BTC/USDT"]
+    assert meta["live_series"].value == ["BTC/USDT 1h", "BTC/USDT 5m"]
     assert meta["by_model"].value.get("pump_xgb", 0) == before["5m"]
     assert meta["by_model"].value.get("regime_hmm.BTC_USDT", 0) == before["1h"]
+    with psycopg.connect(dsn) as c:
+        dup = c.execute("SELECT count(*) FROM (SELECT 1 FROM predictions GROUP BY model_name, symbol, timeframe, ts "
+                        "HAVING count(*) > 1) d").fetchone()[0]
+    assert dup == 0
 
 
 def test_a_failed_batch_is_rerequested_under_a_new_key_and_its_events_are_predicted_once(live, live_env):
@@ -648,3 +642,69 @@ def test_the_repository_dagster_yaml_gives_live_runs_their_lanes(tmp_path, live_
         assert instance.get_settings("sensors").get("use_threads") is True
         live_env.setenv("TP_LIVE_MAX_RUNS", "3")
         assert live_run_limit(instance) == 3
+
+
+def test_a_live_series_refilled_by_the_hourly_schedule_has_every_candle_scored_once(live):
+    """An outage: candles the live writer never got are refilled by the hourly ingestion (the bulk path). The
+    scheduled run scores them (the live path never sees them), corrects what they changed, and leaves nothing
+    unscored or doubled; a candle whose live event is pending meanwhile is scored once too."""
+    from trading_platform.assets.features import features
+    from trading_platform.assets.models import predictions
+    from trading_platform.assets.partitions import market_key
+    from trading_platform.symbols import sync_partitions
+
+    dsn, instance, res = live
+    with connect(dsn) as store:
+        sync_partitions(instance, store)
+    _, ts = feed_next(dsn, 3)
+    [req] = tick(instance, res).run_requests
+    assert run_request(req, instance=instance, resources=res).success
+    with connect(dsn) as store:
+        info = store.get_symbol("BTC/USDT")
+        nxt = next_closed(SyntheticSource(7), info, "5m", store.candle_stats("BTC/USDT", "5m")["last_ts"], 6)
+        frame = nxt.to_frame()
+        store.write_live("BTC/USDT", "5m", frame.iloc[4:])  # the exchange came back after 4 candles
+    [req] = tick(instance, res).run_requests
+    assert run_request(req, instance=instance, resources=res).success
+    _, pending = feed_next(dsn, 1)  # its event is pending while the schedule runs
+    with connect(dsn) as store:  # the hourly ingestion fetches what is missing: the 4 candles
+        assert store.ingest_frame("BTC/USDT", "5m", frame.iloc[:4], "synthetic").inserted == 4
+    month = str(market_key("BTC/USDT", ts[0].strftime("%Y-%m-01")))
+    scheduled = materialize([features, predictions], instance=instance, resources=res, partition_key=month,
+                            tags={"dagster/schedule_name": "market_data_hourly"})
+    assert scheduled.success
+    [req] = tick(instance, res).run_requests  # the pending candle, by the live path
+    assert run_request(req, instance=instance, resources=res).success
+    gap = [pd.Timestamp(t, unit="us", tz="UTC").to_pydatetime() for t in nxt.ts_us[:4]]
+    with psycopg.connect(dsn) as c:
+        candles = [r[0] for r in c.execute("SELECT ts FROM ohlcv WHERE symbol = 'BTC/USDT' AND timeframe = '5m' "
+                                           "AND ts >= %s ORDER BY ts", (ts[0].to_pydatetime(),))]
+        total = dict(c.execute("SELECT ts, count(*) FROM predictions WHERE model_name = 'pump_xgb' "
+                               "AND symbol = 'BTC/USDT' AND ts >= %s GROUP BY ts", (ts[0].to_pydatetime(),)).fetchall())
+        current = dict(c.execute("SELECT ts, count(*) FROM predictions WHERE model_name = 'pump_xgb' "
+                                 "AND symbol = 'BTC/USDT' AND ts >= %s AND superseded_at IS NULL GROUP BY ts",
+                                 (ts[0].to_pydatetime(),)).fetchall())
+    assert len(candles) == 3 + 6 + 1
+    assert current == {t: 1 for t in candles}  # every closed candle, one current row
+    assert all(total[t] == 1 for t in gap + [pending[0].to_pydatetime()])  # scored once, by one of the paths
+
+
+def test_an_alias_moved_in_the_mlflow_client_is_in_the_champion_history_after_the_next_tick(live):
+    dsn, instance, res = live
+    client = res["mlflow"].client()
+    tick(instance, res)  # the history as it stands (a model without one is seeded from its alias)
+    v1 = client.get_model_version("pump_xgb", "1")
+    v2 = client.create_model_version("pump_xgb", v1.source, v1.run_id, tags=v1.tags)
+    try:
+        client.set_registered_model_alias("pump_xgb", "champion", v2.version)  # as a user in the MLflow UI would
+        with psycopg.connect(dsn) as c:
+            before = c.execute("SELECT clock_timestamp()").fetchone()[0]
+        tick(instance, res)
+        with psycopg.connect(dsn) as c:
+            got = c.execute("SELECT version, moved_by, valid_from, valid_to FROM model_champions "
+                            "WHERE model_name = 'pump_xgb' AND alias = 'champion' ORDER BY valid_from").fetchall()
+    finally:
+        client.set_registered_model_alias("pump_xgb", "champion", "1")
+        client.delete_model_version("pump_xgb", v2.version)
+    assert got[-1][:2] == (str(v2.version), "registry") and got[-1][2] >= before and got[-1][3] is None
+    assert got[-2][0] == "1" and got[-2][3] == got[-1][2]  # the old stretch ends where the new one starts

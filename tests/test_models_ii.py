@@ -44,18 +44,21 @@ def test_nhits_trains_registers_and_forecasts_through_the_registry(model_env):
     # forecasts at every candle of the month as origin: a challenger's as a shadow, a champion's as the champion
     if r["gate_decision"] != "champion":
         shadow = md(run(forecasts, partition_key=APRIL), forecasts)
-        assert shadow["by_model"] == {"nhits.1h (shadow)": 30 * 24 * 12}
+        assert shadow["by_model"] == {"nhits.1h (shadow)": 30 * 24 * 12}  # 720 origins x 12 steps, one call
         promote(client, "nhits.1h", "1")
-    out = md(run(forecasts, partition_key=APRIL), forecasts)
-    assert out["by_model"] == {"nhits.1h": 30 * 24 * 12}  # 720 origins x 12 steps, in one batched call
+        out = md(run(forecasts, partition_key=APRIL), forecasts)
+        assert out["by_model"] == {"nhits.1h": 0}  # a promotion writes nothing: its rows are the shadow's
+    else:
+        out = md(run(forecasts, partition_key=APRIL), forecasts)
+        assert out["by_model"] == {"nhits.1h": 30 * 24 * 12}  # 720 origins x 12 steps, in one batched call
     again = md(run(forecasts, partition_key=APRIL), forecasts)
     assert again["by_model"] == {"nhits.1h": 0}  # nothing new to score: nothing recomputed
     with psycopg.connect(dsn) as c:
         n, keys = c.execute("SELECT count(*), count(DISTINCT (model_version, symbol, timeframe, origin_ts, step)) "
                             "FROM forecasts").fetchone()
-        rows = c.execute("SELECT origin_ts, step, median, quantiles, in_sample FROM forecasts WHERE role = 'champion' "
+        rows = c.execute("SELECT origin_ts, step, median, quantiles, in_sample FROM current_champion_forecasts "
                          "ORDER BY origin_ts, step").fetchall()
-    assert n == keys == 30 * 24 * 12  # the promoted shadow's rows became the champion's, none duplicated
+    assert n == keys == len(rows) == 30 * 24 * 12  # the promoted shadow's rows are the champion's, none duplicated
     for _, _, median, q, _ in rows:
         assert q["0.1"] <= median == q["0.5"] <= q["0.9"]
     holdout = np.datetime64(tags["tp.holdout_start"].rstrip("Z"), "us")
@@ -92,7 +95,7 @@ def test_the_tcn_is_gated_on_the_frozen_set_and_scans_point_in_time(model_env):
     assert p["by_model"]["pattern_tcn (shadow)"] > 0
     with psycopg.connect(dsn) as c:
         got = c.execute("SELECT timeframe, min(ts), max(ts), count(DISTINCT ts), min(bars), count(*) FROM patterns "
-                        "WHERE role = 'shadow' GROUP BY 1 ORDER BY 1").fetchall()
+                        "WHERE model_name = 'pattern_tcn' AND model_version = '1' GROUP BY 1 ORDER BY 1").fetchall()
         candles = dict(c.execute("SELECT timeframe, count(*) FROM ohlcv WHERE symbol = 'BTC/USDT' AND "
                                  "ts >= '2025-04-01' AND ts < '2025-05-01' GROUP BY 1").fetchall())
     assert [g[0] for g in got] == ["1h", "5m"]

@@ -144,13 +144,13 @@ def test_signal_versions_are_scored_and_served_with_their_own_regime_version(env
     p = md(run(predictions, partition_key=APRIL), predictions)
     assert p["by_model"]["signal_lgbm.BTC_USDT"] == 30 * 24 == p["by_model"]["signal_lgbm.BTC_USDT (shadow)"]
     with psycopg.connect(dsn) as c:
-        got = {(r[0], r[1]): r[2] for r in c.execute(
-            "SELECT model_version, role, details->'inputs'->>'regime_hmm.BTC_USDT' FROM predictions "
-            "WHERE model_name = 'signal_lgbm.BTC_USDT' GROUP BY 1, 2, 3")}
+        got = {r[0]: r[1] for r in c.execute(
+            "SELECT model_version, details->'inputs'->>'regime_hmm.BTC_USDT' FROM predictions "
+            "WHERE model_name = 'signal_lgbm.BTC_USDT' GROUP BY 1, 2")}
         served = np.array([r[0] for r in c.execute(
             "SELECT value FROM predictions WHERE model_name = 'signal_lgbm.BTC_USDT' AND model_version = '1' "
             "ORDER BY ts")])
-    assert got == {("1", "champion"): "1", ("2", "shadow"): "2"}
+    assert got == {"1": "1", "2": "2"}
     # the served value is the one computed with regime v1, not with the current regime champion
     from trading_platform.features.storage import read_features
     from trading_platform.models.predict import align

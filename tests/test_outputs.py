@@ -23,7 +23,7 @@ def md(result, node):
 def _rows(dsn, where=""):
     with psycopg.connect(dsn) as c:
         return sorted(c.execute(
-            "SELECT model_name, model_version, symbol, timeframe, ts, value, label, role, in_sample FROM predictions "
+            "SELECT model_name, model_version, symbol, timeframe, ts, value, label, in_sample FROM predictions "
             f"WHERE symbol = 'BTC/USDT' {where}").fetchall())
 
 
@@ -62,29 +62,8 @@ def test_a_chunked_backfill_gives_each_partitions_rows_and_pins_its_versions(mod
     # in_sample: exactly the rows inside the version's own training window
     end = datetime.fromisoformat(client.get_model_version("pump_xgb", "1").tags["tp.train_data_end"].replace(
         "Z", "+00:00"))
-    flags = [(r[4] <= end, r[8]) for r in _rows(dsn, "AND model_name = 'pump_xgb' AND model_version = '1'")]
+    flags = [(r[4] <= end, r[7]) for r in _rows(dsn, "AND model_name = 'pump_xgb' AND model_version = '1'")]
     assert {f for f in flags} == {(True, True), (False, False)}  # February in, April out
-
-
-def test_scheduled_runs_leave_live_symbols_to_the_live_path(model_env, model_market):
-    run, res, dsn = model_env
-    _, instance = model_market
-    client = res["mlflow"].client()
-    run(regime_hmm, {"n_iter": 5}, partition_key="ETH/USDT")
-    promote(client, "regime_hmm.ETH_USDT", "1")
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("UPDATE symbols SET live = true WHERE symbol = 'ETH/USDT'")
-    try:
-        key = str(market_key("ETH/USDT", "2025-04-01"))
-        scheduled = materialize([predictions], instance=instance, resources=res, partition_key=key,
-                                tags={"dagster/schedule_name": "market_data_hourly"})
-        m = md(scheduled, "predictions")
-        assert m["live_symbols_skipped"] == ["ETH/USDT"] and m["rows"] == 0
-        backfilled = md(run(predictions, partition_key=key), "predictions")  # a backfill or a hand run does not
-        assert backfilled["by_model"]["regime_hmm.ETH_USDT"] > 0
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute("UPDATE symbols SET live = false WHERE symbol = 'ETH/USDT'")
 
 
 def test_each_base_timeframe_has_its_cycle_and_the_runs_include_the_outputs(store, dsn):

@@ -290,10 +290,25 @@ def cmd_models_compare(args) -> int:
     return 0
 
 
+def cmd_models_history(args) -> int:
+    from .store.champions import history
+
+    with _store() as store:
+        rows = history(store.conn, args.name)
+    if args.name and not rows:
+        raise InvalidInput(f"no champion history for {args.name!r} (tp models list shows the registered names)",
+                           field="name")
+    text = "\n".join(f"{r['model']} {r['alias']}: version {r['version']} from {r['valid_from']} "
+                     f"to {r['valid_to'] or 'now'} ({r['moved_by']})" for r in rows) or "no champion history yet"
+    _emit(args, rows, text)
+    return 0
+
+
 def cmd_models_promote(args) -> int:
     from .models.registry import promote
 
-    out = promote(_mlflow_client(), args.name, args.version)
+    with _store() as store:
+        out = promote(_mlflow_client(), args.name, args.version, conn=store.conn)
     _emit(args, out, f"{out['model']}: champion is now version {out['champion']} (was {out['previous']})")
     return 0
 
@@ -659,6 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("version")
     mp.add_argument("--json", action="store_true")
     mp.set_defaults(fn=cmd_models_promote)
+    mh = mos.add_parser("history", help="who held champion and challenger when (the champion history)")
+    mh.add_argument("name", nargs="?", help="one registered model (default: every one)")
+    mh.add_argument("--json", action="store_true")
+    mh.set_defaults(fn=cmd_models_history)
     mc = mos.add_parser("compare", help="champion against its shadow (the challenger) on the outcomes realized since")
     mc.add_argument("name")
     mc.add_argument("--margin", type=float, default=0.005, help="minimum improvement the shadow must show")

@@ -15,7 +15,7 @@ from .assets.market_data import market_assets
 from .assets.models import model_assets
 from .assets.rag import rag_assets, rag_sync_job, rag_sync_schedule
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
-from .sensors.features import features_job, features_stale_sensor
+from .sensors.features import features_job, features_stale_sensor, revisions_job
 from .sensors.live import live_predictions_job, live_predictions_sensor
 from .sensors.maintenance import maintenance_job, maintenance_schedule
 from .sensors.market_data import cycle_schedules, market_cycle_job, market_data_job, symbol_partitions_sensor
@@ -43,7 +43,7 @@ def _domains() -> list[Definitions]:
     return [
         Definitions(assets=market_assets, jobs=[market_data_job, market_cycle_job], schedules=cycle_schedules,
                     sensors=[symbol_partitions_sensor]),
-        Definitions(assets=feature_assets, jobs=[features_job], sensors=[features_stale_sensor]),
+        Definitions(assets=feature_assets, jobs=[features_job, revisions_job], sensors=[features_stale_sensor]),
         Definitions(assets=model_assets, jobs=model_jobs, schedules=model_schedules),
         Definitions(jobs=[live_predictions_job], sensors=[live_predictions_sensor]),
         Definitions(assets=rag_assets, jobs=[rag_sync_job], schedules=[rag_sync_schedule]),

@@ -90,7 +90,7 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
     from ..features.pipeline import materialize
 
     spec = config.to_spec()
-    reports, errors, checks_bad_rows, checks_inf = {}, [], {}, {}
+    reports, errors, checks_bad_rows, checks_inf, revisions_done = {}, [], {}, {}, {}
     with market_db.open() as store:
         for symbol, months in split_keys(context.partition_keys).items():
             info = store.get_symbol(symbol)
@@ -98,7 +98,9 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
                 errors.append(UnknownSymbol(symbol).message)
                 continue
             ranges = [month_bounds(m) for m in months]
+            pending = pending_revisions(store.conn, symbol)  # what this run can see now (committed)
             rep = materialize(store, info, spec, ranges, full_recompute=config.full_recompute)
+            revisions_done[symbol] = mark_revisions_done(store.conn, symbol, pending, ranges)
             reports[symbol] = rep
             for tf, n in rep["rows"].items():
                 candles = sum(store.candle_stats(symbol, tf, a, b)["rows"] for a, b in ranges)
@@ -119,6 +121,7 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
         "spec": MetadataValue.json(spec.to_dict()),
         "mode": MetadataValue.json({s: r["mode"] for s, r in reports.items()}),
         "candles_read": MetadataValue.json({s: r["rows_read"] for s, r in reports.items()}),
+        "revisions_done": MetadataValue.json({s: n for s, n in revisions_done.items() if n}),
     }
     for s, r in reports.items():
         for tf, g in r["gaps"].items():
@@ -132,6 +135,29 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
         AssetCheckResult(check_name="values_finite", passed=not checks_inf, severity=AssetCheckSeverity.ERROR,
                          metadata={"rows_with_inf": MetadataValue.json(checks_inf)}),
     ])
+
+
+def pending_revisions(conn, symbol: str) -> list[tuple]:
+    """(id, timeframe, first_ts) of the symbol's revisions whose features are not recomputed yet, recorded as
+    seen now (every state this run stores reflects them)."""
+    return conn.execute("UPDATE ohlcv_revisions SET features_seen_at = coalesce(features_seen_at, clock_timestamp()) "
+                        "WHERE symbol = %s AND features_done_at IS NULL RETURNING id, timeframe, first_ts",
+                        (symbol,)).fetchall()
+
+
+def mark_revisions_done(conn, symbol: str, pending: list[tuple], ranges: list) -> int:
+    """Mark the revisions the run's months recomputed: from the run's first month on, when the months are one
+    stretch and no stored features of that timeframe lie after it (they would still be stale)."""
+    if not pending or any(b != c for (_, b), (c, _) in zip(ranges, ranges[1:])):
+        return 0
+    lo, hi = ranges[0][0], ranges[-1][1]
+    ids = [rid for rid, tf, first in pending if first >= lo and first < hi and conn.execute(
+        "SELECT 1 FROM features WHERE symbol = %s AND timeframe = %s AND ts >= %s LIMIT 1",
+        (symbol, tf, hi)).fetchone() is None]
+    if ids:
+        conn.execute("UPDATE ohlcv_revisions SET features_done_at = clock_timestamp() WHERE id = ANY(%s) "
+                     "AND features_done_at IS NULL", (ids,))
+    return len(ids)
 
 
 def _inf_count_sql(conn) -> str:

@@ -78,7 +78,7 @@ def _nhits_asset(tf: str):
         for symbol, data in groups.items():
             name = registered_name(f"nhits.{tf}", symbol, config.lineage)
             try:
-                results[name] = _train_one(context, cfg, tf, name, symbol, data, infos, client, mlflow, model_server,
+                results[name] = _train_one(context, cfg, tf, name, symbol, data, infos, client, mlflow, market_db, model_server,
                                            config)
             except EvaluationError as e:
                 failures[name] = f"{e} (nothing was registered)"
@@ -98,7 +98,8 @@ def _nhits_asset(tf: str):
     return _asset
 
 
-def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, mlflow, model_server, config):
+def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, mlflow, market_db, model_server,
+               config):
     import polars as pl
 
     from ..models.forecast import baselines, nhits
@@ -128,7 +129,7 @@ def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, ml
     example = example.select(["symbol", pl.col("ts").dt.replace_time_zone(None), "close", *cfg.hist_exog]).to_pandas()
     predicted = rows_frame(t.forecaster.forecast(example).rows, cfg.quantiles)
     info = log_and_register(
-        mlflow_resource=mlflow, experiment="nhits", run_name=f"{name}", tags={**run_tags(context, "nhits", tf, symbol),
+        mlflow_resource=mlflow, market_db=market_db, experiment="nhits", run_name=f"{name}", tags={**run_tags(context, "nhits", tf, symbol),
                                                                              "tp.horizon": str(cfg.horizon)},
         version_tags=version_tags(cfg, ev.window_tags(), ev.block_len, {"tp.horizon": str(cfg.horizon)}),
         flavor="nhits", model=t.forecaster, registered_name=name, target=target,

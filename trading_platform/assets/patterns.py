@@ -91,7 +91,7 @@ def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_d
     window = frozen.windows[0]
     example = pd.DataFrame(window, columns=["open", "high", "low", "close"])
     out = log_and_register(
-        mlflow_resource=mlflow, experiment="pattern_tcn", run_name=name,
+        mlflow_resource=mlflow, market_db=market_db, experiment="pattern_tcn", run_name=name,
         tags=run_tags(context, "pattern_tcn", "any", None),
         version_tags={"tp.config": json.dumps(cfg.to_dict(), sort_keys=True), "tp.block_len": "1",
                       "tp.frozen_set": f"{len(frozen)} windows, seeds {list(frozen.stream)}"},

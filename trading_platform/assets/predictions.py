@@ -1,17 +1,20 @@
 """The model outputs, partitioned like the market data (symbol x month) so history can be
-backfilled, each from every champion (role ``champion``) and every challenger as a shadow
-(role ``shadow``, never used downstream):
+backfilled, each from every champion and every challenger (scored beside it, a *shadow*):
 
 - ``predictions``: the classifiers and regime models, one row per feature row;
 - ``forecasts``: the NHITS forecasters, a forecast at every candle as origin;
 - ``patterns``: the TCN scan, every window ending at a candle, patterns above a threshold.
 
-A run scores only what is not stored yet for its versions (``recompute`` scores everything
-again), month by month, with ``models/scoring.py``: the rows are the same whichever run
-computed them, however a backfill is chunked. A backfill pins one version per model and
-role for all its chunks (``prediction_pins``, keyed by the backfill id); any other run uses
-the versions registered when it starts. Runs started by the schedules leave live symbols
-to the live path, so the two never compute the same prediction twice.
+The tables are an append-only record (``store/outputs.py``): a run first corrects what revised candles
+changed (the symbol's revisions whose features are recomputed, claimed by state), then scores every closed
+candle of its months that a version has no current output for, interior gaps included (``recompute``
+scores every candle again; equal values write nothing). Rows are the same whichever run computed them,
+however a backfill is chunked. A backfill pins one version per model and alias for all its chunks
+(``prediction_pins``, keyed by the backfill id); any other run uses the versions registered when it starts
+(recording alias moves made outside the platform in the champion history). Live series are scored here
+too, except the candles whose live event is still pending (``series_owners`` says from when a series is
+live): the live path scores those, this path what reached the series another way (a refill, a completed
+bucket), so a candle is scored by one of them, never neither, never both.
 """
 
 from dagster import (
@@ -49,69 +52,78 @@ class PredictionsConfig(Config):
     pattern_threshold: float = 0.5   # patterns at or above this probability are written
 
 
-def live_start(conn, symbol: str, timeframe: str):
-    """The time of the first candle of the series that went through the live path (None if none did): from it
-    on, the series is the live path's to predict, so a backfill or a run launched by hand stops there and
-    the two never compute the same row."""
-    return conn.execute("SELECT min(ts) FROM market_events WHERE symbol = %s AND timeframe = %s",
-                        (symbol, timeframe)).fetchone()[0]
-
-
 def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, market_db: MarketDB,
                      mlflow: MLflowResource, model_server: ModelServer, table: str) -> MaterializeResult:
     from ..models import scoring
+    from ..store import outputs
 
     client, log = mlflow.client(), context.log
-    tags = context.run.tags
-    backfill = tags.get("dagster/backfill")
-    scheduled = "dagster/schedule_name" in tags
+    backfill = context.run.tags.get("dagster/backfill")
     params = scoring.Params(context_rows=config.context_rows, pattern_threshold=config.pattern_threshold)
     written: dict[str, int] = {}
+    superseded: dict[str, int] = {}
     in_sample: dict[str, int] = {}
-    errors, live_skipped, live_owned = [], [], set()
-    live_from_cache: dict[tuple[str, str], object] = {}
+    corrections = {"revisions": 0, "rows_rescored": 0, "rows_in_window": 0, "rows_superseded": 0}
+    errors, live_series = [], set()
+
+    def count(label: str, flushed: dict, rows: list[tuple] | None = None) -> None:
+        got = flushed.get(table, {})
+        written[label] = written.get(label, 0) + got.get("inserted", 0)
+        superseded[label] = superseded.get(label, 0) + got.get("superseded", 0)
+        in_sample[label] = in_sample.get(label, 0) + sum(1 for r in rows or () if r[-1])
+
     with market_db.open() as store:
         families = scoring.TABLES[table]
         versions = (scoring.pinned_for(store, client, backfill, families, log) if backfill
-                    else scoring.resolve_versions(client, families, log))
+                    else scoring.resolve_versions(client, families, log, conn=store.conn))
         for symbol, months in split_keys(context.partition_keys).items():
             info = store.get_symbol(symbol)
             if info is None:
                 errors.append(f"symbol {symbol!r} is not in the symbols table")
                 continue
-            if scheduled and info.live:
-                live_skipped.append(symbol)  # the live path predicts live symbols
-                continue
+            if not backfill:  # a backfill keeps its pinned versions; the next run with today's corrects
+                with store.conn.transaction():
+                    revs = outputs.pending_revisions(store.conn, table, symbol)
+                    if revs:
+                        w = outputs.OutputWriter(store.conn)
+                        st = scoring.correct(store, model_server, versions, info, [(tf, ts) for _, tf, ts in revs],
+                                             params, w, tables=(table,))
+                        got = w.flush().get(table, {})
+                        outputs.mark_revisions(store.conn, f"{table}_done_at", [r[0] for r in revs])
+                        corrections["revisions"] += len(revs)
+                        corrections["rows_rescored"] += st["rows_rescored"]
+                        corrections["rows_in_window"] += st["rows_in_window"]
+                        corrections["rows_superseded"] += got.get("superseded", 0)
+                        corrections["rows_written"] = corrections.get("rows_written", 0) + got.get("inserted", 0)
             for v in versions:
                 label = v.name if v.role == "champion" else f"{v.name} (shadow)"
                 for tf in v.timeframes(info):
-                    # candles from a live symbol's first live event on are the live path's, here too
-                    if info.live and (symbol, tf) not in live_from_cache:
-                        live_from_cache[(symbol, tf)] = live_start(store.conn, symbol, tf)
-                    live_from = live_from_cache.get((symbol, tf))
+                    live_from = outputs.live_since(store.conn, symbol, tf)
+                    if live_from is not None:
+                        live_series.add(f"{symbol} {tf}")
                     for month in months:
                         start, end = month_bounds(month)
-                        if live_from is not None and live_from < end:
-                            end = live_from
-                            live_owned.add(symbol)
-                            if end <= start:
-                                continue
-                        after = None if config.recompute else scoring.latest_stored(store.conn, table, v, symbol,
-                                                                                     tf, start, end)
-                        rows = scoring.score_range(store, model_server, v, info, tf, start, end, params, after)
-                        written[label] = written.get(label, 0) + scoring.write_rows(store.conn, table, rows)
-                        in_sample[label] = in_sample.get(label, 0) + sum(1 for r in rows if r[-1])
+                        w = outputs.OutputWriter(store.conn)
+                        if config.recompute:
+                            rows = scoring.score_range(store, model_server, v, info, tf, start, end, params)
+                            w.add(table, rows, scope=(v.name, v.version, symbol, tf, start, end))
+                        else:
+                            scoring.fill_gaps(store, model_server, v, info, tf, start, end, params, w, live_from)
+                            rows = w.rows[table]
+                        count(label, w.flush(), list(rows))
     if errors:
         raise Failure(description="; ".join(errors))
     for label, n in written.items():
-        log.info("%s: %d %s rows (%d inside its own training window)", label, n, table, in_sample.get(label, 0))
+        log.info("%s: %d new %s rows (%d superseded; %d inside its own training window)", label, n, table,
+                 superseded.get(label, 0), in_sample.get(label, 0))
     return MaterializeResult(metadata={
         "rows": sum(written.values()), "by_model": MetadataValue.json(written),
+        "superseded_by_model": MetadataValue.json(superseded),
         "in_sample_rows": MetadataValue.json(in_sample),
+        "corrections": MetadataValue.json(corrections),
         "versions": MetadataValue.json(scoring.pins(versions)),
         "pinned_by_backfill": backfill or "",
-        "live_symbols_skipped": MetadataValue.json(live_skipped),
-        "live_symbols_cut_at_live_start": MetadataValue.json(sorted(live_owned))})
+        "live_series": MetadataValue.json(sorted(live_series))})
 
 
 def _output_asset(key: AssetKey, table: str, deps: list, description: str):
@@ -129,11 +141,11 @@ predictions = _output_asset(
     [FEATURES_KEY, PUMP_KEY, AssetDep(REGIME_KEY, partition_mapping=_BY_SYMBOL),
      AssetDep(SIGNAL_KEY, partition_mapping=_BY_SYMBOL)],
     "Every classifier and regime champion (and shadow challenger) over the symbol-month's feature rows, into the "
-    "predictions table (keyed by model, version, symbol, timeframe, ts: re-runs never duplicate).")
+    "predictions table (append-only: a re-run writes nothing new, a changed value supersedes).")
 forecasts = _output_asset(
     FORECASTS_KEY, "forecasts", [FEATURES_KEY, *(a.key for a in nhits_assets)],
     "Every NHITS champion (and shadow challenger): a forecast at every candle of the symbol-month as origin, into "
-    "the forecasts table (keyed by model, version, symbol, timeframe, origin, step).")
+    "the forecasts table (append-only, like predictions).")
 patterns = _output_asset(
     PATTERNS_KEY, "patterns", [OHLCV_KEY, TCN_KEY],
     "The TCN champion's (and shadow challenger's) chart patterns above a threshold for every window ending in the "

@@ -86,7 +86,7 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
     X_ho, y_ho = t.task.X[t.task.holdout], t.task.y[t.task.holdout]
     tags = {**run_tags(context, "pump_xgb", tf, None), "tp.threshold": str(cfg.alert_threshold)}
     info = log_and_register(
-        mlflow_resource=mlflow, experiment="pump_xgb", run_name=f"{name} {tf}", tags=tags,
+        mlflow_resource=mlflow, market_db=market_db, experiment="pump_xgb", run_name=f"{name} {tf}", tags=tags,
         version_tags=version_tags(cfg, t.task.window(), t.task.block_len), flavor="xgboost", model=t.model.booster,
         registered_name=name, target=target,
         params={**cfg.to_dict(), "timeframe": tf, "symbols": ",".join(symbols), "features": len(t.task.columns),

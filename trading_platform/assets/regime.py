@@ -72,7 +72,7 @@ def _train_regime(context: AssetExecutionContext, symbol: str, config: RegimeTra
     close = frame.drop_nulls(list(regime.INPUTS)).sort("ts")["close"].to_numpy()
     example = pd.DataFrame(t.X[:5], columns=list(regime.INPUTS))
     info = log_and_register(
-        mlflow_resource=mlflow, experiment="regime_hmm", run_name=f"{name} {tf}",
+        mlflow_resource=mlflow, market_db=market_db, experiment="regime_hmm", run_name=f"{name} {tf}",
         tags=run_tags(context, "regime_hmm", tf, symbol), version_tags=version_tags(cfg, t.window(), regime.BLOCK_LEN),
         flavor="regime", model=model, registered_name=name, target=target,
         params={"symbol": symbol, "timeframe": tf, "n_states": cfg.n_states, "n_iter": cfg.n_iter,

@@ -137,7 +137,7 @@ def _train_signal(context: AssetExecutionContext, symbol: str, config: SignalTra
     regime_tags = {"tp.regime_model": src[0] if src else "", "tp.regime_model_version": src[1] if src else "",
                    "tp.regime_inputs": regime_note}
     info = log_and_register(
-        mlflow_resource=mlflow, experiment="signal_lgbm", run_name=f"{name} {tf}",
+        mlflow_resource=mlflow, market_db=market_db, experiment="signal_lgbm", run_name=f"{name} {tf}",
         tags=run_tags(context, "signal_lgbm", tf, symbol),
         version_tags=version_tags(cfg, t.task.window(), t.task.block_len, regime_tags),
         flavor="lightgbm", model=t.model.booster, registered_name=name, target=target,

@@ -86,7 +86,9 @@ def _state_before(store, info: SymbolInfo, tf: str, start: datetime) -> tuple[di
         return None, "the previous month's features are incomplete"
     revised = store.conn.execute(
         "SELECT 1 FROM ohlcv_revisions WHERE symbol = %s AND timeframe = %s AND first_ts <= %s "
-        "AND revised_at > %s LIMIT 1", (info.symbol, tf, row["ts"], row["computed_at"])).fetchone()
+        "AND (revised_at > %s OR (features_done_at IS NULL AND coalesce(features_seen_at, 'infinity') > %s)) "
+        "LIMIT 1",  # a late commit has an early revised_at: not seen by a features run before the state was stored
+        (info.symbol, tf, row["ts"], row["computed_at"], row["computed_at"])).fetchone()
     if revised:
         return None, "candles before it were revised after its state was stored"
     return row, ""
@@ -217,7 +219,8 @@ def stale_months(store, info: SymbolInfo, timeframe: str) -> list[datetime]:
         SELECT o.m FROM o LEFT JOIN f USING (m)
         WHERE f.n IS DISTINCT FROM o.n
            OR EXISTS (SELECT 1 FROM ohlcv_revisions r WHERE r.symbol = %(s)s
-                      AND r.first_ts < o.m + interval '1 month' AND r.revised_at > f.c)
+                      AND r.first_ts < o.m + interval '1 month' AND (r.revised_at > f.c OR (r.features_done_at IS NULL
+                                                                    AND coalesce(r.features_seen_at, 'infinity') > f.c)))
         ORDER BY 1
         """,
         {"s": info.symbol, "tf": timeframe},

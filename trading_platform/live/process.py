@@ -3,11 +3,14 @@
 For each event (a closed candle of a live symbol): the higher timeframes the candle completes are
 resampled and written through the live path (their events join this batch); the features of the new
 candles are computed incrementally from the stored state, coarsest timeframe first so a finer one joins
-its context; then every pinned version that applies to the symbol and timeframe scores the candle
-(classifiers and regime into ``predictions``, NHITS into ``forecasts``, the TCN into ``patterns``,
-champions and shadows) and the rows are upserted. The events are marked done, the batch closed and
-the commit recorded in the same transaction: a run killed at any point leaves nothing half-done, and
-the retry does the whole batch.
+its context; then every pinned version that applies to the symbol and timeframe scores the candle and
+what it changed (classifiers and regime into ``predictions``, NHITS into ``forecasts``, the TCN into
+``patterns``, champions and shadows): the same rule as every other path (``scoring.correction_spans``),
+so a new candle at the end is scored alone, and an updated or late candle supersedes the later outputs
+whose value it changed. The events are marked done, the batch closed, the revisions the live writes
+recorded marked corrected, and the outputs written last (``OutputWriter.flush``: their ``known_at`` is
+taken there), all in one transaction: a run killed at any point leaves nothing half-done, and the retry
+does the whole batch.
 
 Attempts of one batch are serialized by a row lock on the batch, and a run only does the events still
 ``claimed`` by it: a second run of a committed batch (a retry that raced a slow first attempt) finds
@@ -90,6 +93,9 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
             loaded.add((v.name, v.version))
     timings["load_models_s"] = time.perf_counter() - t0
 
+    from ..store.outputs import OutputWriter, claim_series
+
+    writer = OutputWriter(conn)
     rows_written: dict[str, int] = {}
     skipped: list[str] = []
     derived_ids: list[int] = []
@@ -129,16 +135,14 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
                 by_tf.setdefault(tf, set()).add(_us(ts))
             for tf in sorted(by_tf, key=TIMEFRAMES.__getitem__, reverse=True):  # coarsest first: context
                 refresh_features(store, info, tf, min(by_tf[tf]))
+                claim_series(conn, symbol, tf, "live", _dt(min(by_tf[tf])))
             t_feat += time.perf_counter() - t
             t = time.perf_counter()
-            for tf, wanted in by_tf.items():
-                n = score_candles(store, server, versions, info, tf, wanted, params, loaded, deferred)
-                for table, k in n.items():
-                    rows_written[table] = rows_written.get(table, 0) + k
+            score_candles(store, server, versions, info, by_tf, params, loaded, writer, deferred)
+            mark_live_revisions(conn, symbol, by_tf)
             t_score += time.perf_counter() - t
         t = time.perf_counter()
-        for table, k in score_deferred(store, server, deferred).items():  # every symbol's forecasts in one call
-            rows_written[table] = rows_written.get(table, 0) + k
+        score_deferred(store, server, deferred, writer)  # every symbol's forecasts in one call
         t_score += time.perf_counter() - t
         timings.update(features_s=t_feat, score_s=t_score, lock_s=t_lock)
         t_mark = time.perf_counter()
@@ -160,6 +164,12 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
                      "done_at = clock_timestamp(), run_id = %s WHERE id = %s", (remaining, run_id, batch_id))
         conn.execute("INSERT INTO live_commits (batch_id, run_id, attempt, event_ids, stats) VALUES (%s, %s, %s, %s, %s)",
                      (batch_id, run_id, attempt, done_ids, json.dumps(stats)))
+        t_write = time.perf_counter()
+        for table, got in writer.flush().items():  # the last writes: known_at is taken here
+            rows_written[table] = got["inserted"]
+            if got["superseded"]:
+                rows_written[f"{table}_superseded"] = got["superseded"]
+        timings["write_s"] = time.perf_counter() - t_write
         if before_commit is not None:
             before_commit()
     return {"events_done": len(done_ids), "already_done": False, "derived_events": len(derived_ids),
@@ -236,35 +246,43 @@ def refresh_features(store, info, tf: str, first_us: int) -> None:
     update_latest(store, info, tf)
 
 
-def score_candles(store, server, versions, info, tf: str, wanted: set[int], params, loaded: set,
-                  deferred: dict | None = None) -> dict:
-    """Every version that applies to the symbol and timeframe, at exactly the wanted candles. Forecasters go
-    into ``deferred`` when given (``score_deferred`` runs each once for all the batch's symbols)."""
-    from ..models.scoring import score_range, write_rows
+def mark_live_revisions(conn, symbol: str, by_tf: dict[str, set[int]]) -> None:
+    """The revisions ``tp_live_candle`` recorded for this batch's updated candles: their features and outputs
+    were redone here, in this transaction, so no other path redoes them."""
+    for tf, wanted in by_tf.items():
+        conn.execute(
+            "UPDATE ohlcv_revisions SET features_done_at = coalesce(features_done_at, clock_timestamp()), "
+            "predictions_done_at = coalesce(predictions_done_at, clock_timestamp()), "
+            "forecasts_done_at = coalesce(forecasts_done_at, clock_timestamp()), "
+            "patterns_done_at = coalesce(patterns_done_at, clock_timestamp()) "
+            "WHERE symbol = %s AND timeframe = %s AND rows = 1 AND first_ts = ANY(%s) "
+            "AND (features_done_at IS NULL OR predictions_done_at IS NULL OR forecasts_done_at IS NULL "
+            "OR patterns_done_at IS NULL)", (symbol, tf, [_dt(u) for u in wanted]))
 
-    lo, hi = _dt(min(wanted)), _dt(max(wanted) + 1)
-    out: dict[str, int] = {}
-    for v in versions:
-        if tf not in v.timeframes(info) or not v.table:
-            continue
+
+def score_candles(store, server, versions, info, by_tf: dict[str, set[int]], params, loaded: set, writer,
+                  deferred: dict | None = None) -> None:
+    """Every version that applies to the symbol, over what the event candles ``{timeframe: {ts}}`` may have
+    changed (the candles themselves, and for an updated or late one the later rows that read it), into
+    ``writer``. Forecasters go into ``deferred`` when given (``score_deferred`` runs each once for all the
+    batch's symbols)."""
+    from ..models.scoring import correction_spans, score_range, scope
+
+    revisions = [(tf, _dt(u)) for tf, wanted in by_tf.items() for u in sorted(wanted)]
+    for v, tf, lo, hi in correction_spans(store, server, versions, info, revisions, params):
         loaded.add((v.name, v.version))
         if deferred is not None and v.table == "forecasts":
-            deferred.setdefault((v.name, v.version, v.role), (v, []))[1].append((info, tf, lo, hi, wanted))
+            deferred.setdefault((v.name, v.version, v.role), (v, []))[1].append((info, tf, lo, hi))
             continue
-        rows = [r for r in score_range(store, server, v, info, tf, lo, hi, params) if _us(r[4]) in wanted]
-        out[v.table] = out.get(v.table, 0) + write_rows(store.conn, v.table, rows)
-    return out
+        writer.add(v.table, score_range(store, server, v, info, tf, lo, hi, params), scope=scope(v, info, tf, lo, hi))
 
 
-def score_deferred(store, server, deferred: dict) -> dict:
+def score_deferred(store, server, deferred: dict, writer) -> None:
     """The deferred forecasters, each in one call over every symbol it was deferred for."""
-    from ..models.scoring import forecast_many, write_rows
+    from ..models.scoring import forecast_many, scope
 
-    out: dict[str, int] = {}
     for v, items in deferred.values():
         model = server.load(v.name, version=v.version)
-        wanted = {(info.symbol, tf): w for info, tf, _, _, w in items}
-        rows = forecast_many(store, v, model.model, [(info, tf, lo, hi) for info, tf, lo, hi, _ in items])
-        rows = [r for r in rows if _us(r[4]) in wanted[(r[2], r[3])]]
-        out[v.table] = out.get(v.table, 0) + write_rows(store.conn, v.table, rows)
-    return out
+        writer.add(v.table, forecast_many(store, v, model.model, items))
+        for info, tf, lo, hi in items:
+            writer.add(v.table, [], scope=scope(v, info, tf, lo, hi))

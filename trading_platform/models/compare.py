@@ -44,7 +44,7 @@ def compare_shadow(store, client, server, name: str, margin: float = 0.005, n_bo
         """SELECT c.symbol, (extract(epoch FROM c.ts) * 1000000)::bigint, c.value, s.value
            FROM predictions c JOIN predictions s USING (symbol, timeframe, ts)
            WHERE c.model_name = %(n)s AND s.model_name = %(n)s AND c.model_version = %(c)s
-             AND s.model_version = %(s)s AND s.role = 'shadow'
+             AND s.model_version = %(s)s AND c.superseded_at IS NULL AND s.superseded_at IS NULL
            ORDER BY 2, 1""", {"n": name, "c": str(champ.version), "s": str(shadow.version)}).fetchall()
     base = {"model": name, "champion": str(champ.version), "shadow": str(shadow.version), "family": family}
     # only rows neither version trained on: after both training data ends

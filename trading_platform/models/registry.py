@@ -93,14 +93,21 @@ def check_target(client, name: str, target: str) -> None:
             field="lineage")
 
 
-def apply_decision(client, name: str, version: str, decision: GateDecision) -> None:
+def apply_decision(client, name: str, version: str, decision: GateDecision, conn=None) -> None:
+    """Tag the version with the gate's decision and move the alias it chose (recorded in the champion
+    history when ``conn``, a market-store connection, is given)."""
     for k, v in decision.tags().items():
         client.set_model_version_tag(name, str(version), k, v)
     client.set_registered_model_alias(name, decision.alias, str(version))
+    if conn is not None:
+        from ..store.champions import record_move
+
+        record_move(conn, name, decision.alias, str(version), "gate", note=decision.reason[:500])
 
 
-def promote(client, name: str, version: str) -> dict:
-    """Move champion to NAME/VERSION by hand (recorded on the version)."""
+def promote(client, name: str, version: str, conn=None) -> dict:
+    """Move champion to NAME/VERSION by hand (recorded on the version, and in the champion history when
+    ``conn``, a market-store connection, is given)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -111,6 +118,10 @@ def promote(client, name: str, version: str) -> dict:
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "gate.decision", "champion")
     client.set_model_version_tag(name, str(version), "gate.reason", "promoted by hand (tp models promote)")
+    if conn is not None:
+        from ..store.champions import record_move
+
+        record_move(conn, name, CHAMPION, str(version), "promote", note="tp models promote")
     return {"model": name, "champion": str(version), "previous": str(previous.version) if previous else None}
 
 

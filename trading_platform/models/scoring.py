@@ -2,10 +2,10 @@
 assets (schedules, backfills) and the live path share, so that a row is the same whichever
 of them computed it.
 
-A *version* is one registered model version with its role (``champion``: what downstream
-consumers read; ``shadow``: a challenger scored beside it, never used downstream) and its
-tags. ``score_range`` scores one symbol and timeframe over ``start <= ts < end`` and returns
-the rows of the version's table:
+A *version* is one registered model version with the alias it was pinned under (``champion``, or
+``shadow`` for a challenger scored beside it) and its tags. Rows carry no role: which version was
+champion when is the champion history's to say (``store/champions.py``). ``score_range`` scores one
+symbol and timeframe over ``start <= ts < end`` and returns the rows of the version's table:
 
 - classifiers and regimes -> ``predictions`` (one row per feature row);
 - NHITS -> ``forecasts`` (a forecast at every candle as origin, ``horizon`` steps each);
@@ -16,11 +16,17 @@ A row's value depends only on the data up to its time and on a fixed context bef
 where a run's stretch begins beyond that, so scoring a month at once, in chunks, or one
 new candle at a time gives the same rows. Every row says whether its time lies inside the
 version's own training window (``in_sample``).
+
+Rows are written through ``store.outputs.OutputWriter`` (append-only: an equal value writes nothing, a
+changed one supersedes). ``fill_gaps`` scores the candles a version has no current output for (interior
+gaps too); ``correct`` rescores what a revised candle changed: from its time over the longest window the
+version reads (``correction_span``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -71,12 +77,21 @@ def _us(value: str | None) -> int | None:
     return int(np.datetime64(value.rstrip("Z"), "us").astype("int64")) if value else None
 
 
-def resolve_versions(client, families: tuple[str, ...] = tuple(FAMILY_TABLE), log=None) -> list[Version]:
-    """Each registered champion and challenger of the given families, now (paging through the registry)."""
+def resolve_versions(client, families: tuple[str, ...] = tuple(FAMILY_TABLE), log=None, conn=None) -> list[Version]:
+    """Each registered champion and challenger of the given families, now (paging through the registry). With
+    ``conn`` (a market-store connection), alias moves made outside the platform are recorded in the champion
+    history on the way (``store.champions.sync_from_registry``)."""
     from .registry import iter_registered_models
 
     out = []
-    for rm in iter_registered_models(client):
+    registered = list(iter_registered_models(client))
+    if conn is not None:
+        from ..store.champions import sync_from_registry
+
+        for m in sync_from_registry(conn, client, registered):
+            if log is not None:
+                log.info("champion history: %s %s %s -> %s", m["model"], m["alias"], m["from"], m["to"])
+    for rm in registered:
         aliases = rm.aliases or {}
         for alias, role in ROLES.items():
             if alias not in aliases or (role == "shadow" and aliases.get("champion") == aliases[alias]):
@@ -114,7 +129,7 @@ def pinned_for(store, client, key: str, families: tuple[str, ...], log=None) -> 
         rows = store.conn.execute("SELECT model_name, role, model_version FROM prediction_pins WHERE pin_key = %s",
                                   (key,)).fetchall()
         if not rows:
-            chosen = resolve_versions(client, tuple(FAMILY_TABLE), log)
+            chosen = resolve_versions(client, tuple(FAMILY_TABLE), log, conn=store.conn)
             for v in chosen:
                 store.conn.execute("INSERT INTO prediction_pins (pin_key, model_name, role, model_version) "
                                    "VALUES (%s, %s, %s, %s)", (key, v.name, v.role, v.version))
@@ -134,13 +149,12 @@ class Params:
 
 
 def score_range(store, server, v: Version, info, timeframe: str, start: datetime, end: datetime | None,
-                params: Params | None = None, after: datetime | None = None) -> list[tuple]:
-    """The rows of ``v``'s table for ``info``'s ``timeframe`` over ``start <= ts < end`` (``after``: only
-    rows later than it; what is already stored need not be scored again)."""
+                params: Params | None = None) -> list[tuple]:
+    """The rows of ``v``'s table for ``info``'s ``timeframe`` over ``start <= ts < end``."""
     params = params or Params()
     model = server.load(v.name, version=v.version)
-    start, end, after = (None if t is None else t.astimezone(timezone.utc) for t in (start, end, after))
-    lo = max(start, after + timedelta(microseconds=1)) if after else start
+    start, end = (None if t is None else t.astimezone(timezone.utc) for t in (start, end))
+    lo = start
     if v.table == "predictions":
         return _predictions(store, server, v, model, info, timeframe, start, lo, end, params)
     if v.table == "forecasts":
@@ -179,8 +193,7 @@ def _predictions(store, server, v, model, info, tf, start, lo, end, params) -> l
     if src:
         inputs[src[0]] = src[1]
     ins = v.in_sample(f["ts"].dt.epoch("us").to_numpy())
-    return [(v.name, v.version, info.symbol, tf, ts[i], val, lab,
-             {**d, "role": v.role, "inputs": inputs}, v.role, bool(ins[i]))
+    return [(v.name, v.version, info.symbol, tf, ts[i], val, lab, json.dumps({**d, "inputs": inputs}), bool(ins[i]))
             for i, (val, lab, d) in enumerate(out) if keep[i]]
 
 
@@ -207,7 +220,7 @@ def forecast_many(store, v, forecaster, items: list[tuple]) -> list[tuple]:
     ts = np.array([int(r["origin_ts"].timestamp() * US) for r in out.rows], dtype=np.int64)
     ins = v.in_sample(ts)
     return [(v.name, v.version, r["symbol"], r["timeframe"], r["origin_ts"], r["step"], r["median"],
-             json.dumps(r["quantiles"]), v.role, bool(ins[i])) for i, r in enumerate(out.rows)]
+             json.dumps(r["quantiles"]), bool(ins[i])) for i, r in enumerate(out.rows)]
 
 
 def _patterns(store, v, detector, info, tf, lo, end, params) -> list[tuple]:
@@ -226,38 +239,137 @@ def _patterns(store, v, detector, info, tf, lo, end, params) -> list[tuple]:
     ts = np.array([int(t.timestamp() * US) for t in found["ts"]], dtype=np.int64)
     ins = v.in_sample(ts)
     return [(v.name, v.version, info.symbol, tf, r.ts.to_pydatetime(), r.pattern, float(r.probability), int(r.bars),
-             v.role, bool(ins[i])) for i, r in enumerate(found.itertuples())]
+             bool(ins[i])) for i, r in enumerate(found.itertuples())]
 
 
-COLUMNS = {
-    "predictions": ["model_name", "model_version", "symbol", "timeframe", "ts", "value", "label", "details", "role",
-                    "in_sample"],
-    "forecasts": ["model_name", "model_version", "symbol", "timeframe", "origin_ts", "step", "median", "quantiles",
-                  "role", "in_sample"],
-    "patterns": ["model_name", "model_version", "symbol", "timeframe", "ts", "pattern", "probability", "bars", "role",
-                 "in_sample"],
-}
-KEYS = {"predictions": 5, "forecasts": 6, "patterns": 6}
 TIME_COLUMN = {"predictions": "ts", "forecasts": "origin_ts", "patterns": "ts"}
 
 
-def write_rows(conn, table: str, rows: list[tuple]) -> int:
-    """Upsert ``score_range`` rows into their table (keyed: a re-run replaces, never duplicates)."""
-    from ..store.predictions import upsert
+# ---- gaps ----------------------------------------------------------------------------------------
+def fill_gaps(store, server, v: Version, info, tf: str, start: datetime, end: datetime | None, params: Params,
+              writer, live_from: datetime | None = None) -> int:
+    """Score every closed candle of ``[start, end)`` that ``v`` has no current output for (interior gaps too),
+    one stretch of consecutive missing candles at a time; returns the rows staged in ``writer``. From
+    ``live_from`` on, candles whose live event is pending are left to the live path."""
+    from ..store.outputs import missing_runs
 
-    if table == "predictions":
-        rows = [(*r[:7], json.dumps(r[7]), *r[8:]) for r in rows]
-    return upsert(conn, table, COLUMNS[table], COLUMNS[table][:KEYS[table]], rows)
+    staged = 0
+    for lo, last in missing_runs(store.conn, v.table, v.name, v.version, info.symbol, tf, start, end, live_from):
+        hi = last + timedelta(microseconds=1)
+        rows = score_range(store, server, v, info, tf, lo, hi, params)
+        writer.add(v.table, rows, scope=(v.name, v.version, info.symbol, tf, lo, hi))
+        staged += len(rows)
+    return staged
 
 
-def latest_stored(conn, table: str, v: Version, symbol: str, tf: str, start: datetime, end: datetime | None):
-    """The newest row time stored for ``v`` *in its current role* for the symbol and timeframe in
-    [start, end), or None (a promoted shadow's rows are scored again, as the champion's)."""
-    col = TIME_COLUMN[table]
-    return conn.execute(
-        f"SELECT max({col}) FROM {table} WHERE model_name = %s AND model_version = %s AND role = %s "
-        f"AND symbol = %s AND timeframe = %s AND {col} >= %s AND (%s::timestamptz IS NULL OR {col} < %s)",
-        (v.name, v.version, v.role, symbol, tf, start, end, end)).fetchone()[0]
+# ---- corrections ---------------------------------------------------------------------------------
+CUMULATIVE = re.compile(r"^(htf_)?(obv|ath|ath_\w+|bars_since_ath)$")
+
+
+def version_reads(v: Version, model, params: Params) -> tuple[int, int, bool]:
+    """(rows of its own timeframe, bars of the next higher timeframe, whether it reads a cumulative
+    feature): how far back the version's input for one row reaches."""
+    from .common import longest_feature_window
+    from .regime import INPUTS
+
+    if v.family == "pattern_tcn":
+        return max(params.pattern_windows), 0, False
+    if v.family == "nhits":
+        cols = list(model.model.cfg.hist_exog)
+        base = int(model.model.rows_needed)
+    elif v.family == "regime_hmm":
+        cols, base = list(INPUTS), params.context_rows
+    else:
+        cols = list(getattr(model, "feature_names", None) or [])
+        base = params.context_rows if v.family == "signal_lgbm" else 1
+    own = [c for c in cols if not c.startswith("htf_")]
+    htf = [c[4:] for c in cols if c.startswith("htf_")]
+    cumulative = any(CUMULATIVE.match(c) for c in cols)
+    return (max(base, longest_feature_window(own) if own else 1),
+            longest_feature_window(htf) if htf else 0, cumulative)
+
+
+def correction_span(store, v: Version, model, info, tf: str, revised_tf: str, first: datetime,
+                    params: Params) -> tuple[datetime, datetime | None] | None:
+    """The stretch ``[lo, hi)`` of ``tf`` whose outputs of ``v`` a revision of ``revised_tf`` from ``first`` on
+    may change (``hi`` None: to the end of history), or None when none can. Own timeframe: the revised candle
+    and the rows after it that read it. The next higher timeframe (``htf_*`` columns): the rows that see the
+    revised candle as their context, from its close on."""
+    from ..core.timeframes import TIMEFRAMES
+    from ..features.pipeline import higher_timeframe
+
+    own, htf_bars, cumulative = version_reads(v, model, params)
+    if revised_tf == tf:
+        if cumulative:
+            return first, None
+        lo, rows = first, own
+    elif htf_bars and revised_tf == higher_timeframe(info, tf):
+        lo = first + timedelta(seconds=TIMEFRAMES[revised_tf] - TIMEFRAMES[tf])
+        rows = -(-(htf_bars + 1) * TIMEFRAMES[revised_tf] // TIMEFRAMES[tf])
+    else:
+        return None
+    src = "ohlcv" if v.table == "patterns" else "features"
+    row = store.conn.execute(
+        f"SELECT ts FROM {src} WHERE symbol = %s AND timeframe = %s AND ts >= %s ORDER BY ts OFFSET %s LIMIT 1",
+        (info.symbol, tf, lo, rows - 1)).fetchone()
+    return lo, (row[0] + timedelta(microseconds=1) if row else None)
+
+
+def correction_spans(store, server, versions: list[Version], info, revisions: list[tuple[str, datetime]],
+                     params: Params, tables: tuple[str, ...] = tuple(TABLES)) -> list[tuple]:
+    """[(version, timeframe, lo, hi)]: for every version of ``tables`` that applies to the symbol, the merged
+    stretches the revisions ``(timeframe, first_ts)`` may have changed (``hi`` None: to the end)."""
+    spans: dict[tuple, list] = {}
+    for v in versions:
+        if v.table not in tables:
+            continue
+        model = None
+        for tf in v.timeframes(info):
+            for rtf, first in revisions:
+                if model is None:
+                    model = server.load(v.name, version=v.version)
+                span = correction_span(store, v, model, info, tf, rtf, first, params)
+                if span is not None:
+                    spans.setdefault((v.name, v.version, tf), [v, []])[1].append(span)
+    return [(v, tf, lo, hi) for (_, _, tf), (v, found) in spans.items() for lo, hi in _merge(found)]
+
+
+END_OF_TIME = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+def scope(v: Version, info, tf: str, lo: datetime, hi: datetime | None) -> tuple:
+    return (v.name, v.version, info.symbol, tf, lo, hi or END_OF_TIME)
+
+
+def correct(store, server, versions: list[Version], info, revisions: list[tuple[str, datetime]], params: Params,
+            writer, tables: tuple[str, ...] = tuple(TABLES)) -> dict:
+    """Rescore the stretches the revisions ``(timeframe, first_ts)`` may have changed (``correction_spans``)
+    into ``writer``: its flush writes only the rows whose value changed and supersedes the rows no longer
+    produced. Returns {"rows_rescored", "rows_in_window", "spans"}: the candles whose output was recomputed and
+    the candles (feature rows; candles for patterns) inside the stretches."""
+    stats = {"rows_rescored": 0, "rows_in_window": 0, "spans": 0}
+    src = {"patterns": "ohlcv"}
+    for v, tf, lo, hi in correction_spans(store, server, versions, info, revisions, params, tables):
+        rows = score_range(store, server, v, info, tf, lo, hi, params)
+        writer.add(v.table, rows, scope=scope(v, info, tf, lo, hi))
+        in_window = store.conn.execute(
+            f"SELECT count(*) FROM {src.get(v.table, 'features')} WHERE symbol = %s AND timeframe = %s "
+            "AND ts >= %s AND ts < coalesce(%s::timestamptz, 'infinity')", (info.symbol, tf, lo, hi)).fetchone()[0]
+        stats["rows_in_window"] += in_window
+        # candles rescored: a forecast row per step, a pattern only above the threshold (the scan covers each)
+        stats["rows_rescored"] += in_window if v.table == "patterns" else len({r[4] for r in rows})
+        stats["spans"] += 1
+    return stats
+
+
+def _merge(spans: list[tuple[datetime, datetime | None]]) -> list[tuple[datetime, datetime | None]]:
+    out: list[list] = []
+    for lo, hi in sorted(spans, key=lambda s: s[0]):
+        if out and (out[-1][1] is None or lo <= out[-1][1]):
+            out[-1][1] = None if (hi is None or out[-1][1] is None) else max(hi, out[-1][1])
+        else:
+            out.append([lo, hi])
+    return [tuple(s) for s in out]
 
 
 def utc(ts_us: int) -> datetime:

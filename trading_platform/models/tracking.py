@@ -59,9 +59,10 @@ def _log_model(flavor: str, model: Any, tmp: str, **kw):
 def log_and_register(*, mlflow_resource, experiment: str, run_name: str, tags: dict, version_tags: dict,
                      flavor: str, model: Any, registered_name: str, target: str, params: dict, metrics: dict,
                      example, predict_example, plot: Callable[[str], str], decision: GateDecision,
-                     artifacts: dict[str, Any] | None = None, model_metadata: dict | None = None) -> dict:
+                     artifacts: dict[str, Any] | None = None, model_metadata: dict | None = None,
+                     market_db=None) -> dict:
     """Log the run, register the version, record target, training window and the gate on it, and
-    move the alias the gate chose."""
+    move the alias the gate chose (recorded in the champion history of ``market_db``, when given)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -82,6 +83,10 @@ def log_and_register(*, mlflow_resource, experiment: str, run_name: str, tags: d
         for k, v in {**{k: v for k, v in tags.items() if k.startswith("tp.")}, **version_tags,
                      "tp.target": target}.items():
             client.set_model_version_tag(registered_name, version, k, str(v))
-        apply_decision(client, registered_name, version, decision)
+        if market_db is not None:
+            with market_db.open() as store:
+                apply_decision(client, registered_name, version, decision, conn=store.conn)
+        else:
+            apply_decision(client, registered_name, version, decision)
         mlflow.set_tags({**decision.tags(), "registered_model": registered_name, "registered_version": version})
         return {"run_id": run.info.run_id, "name": registered_name, "version": version, "decision": decision}

@@ -67,32 +67,53 @@ def load_series(store, info, timeframe: str, start: datetime | None) -> S.Series
 
 
 def load_outputs(store, symbol: str, timeframe: str, start: datetime, closes: dict[int, float]) -> list[S.Output]:
-    """The champion outputs for ``symbol`` from ``start`` on, each at its candle's close (when it became known)."""
+    """Today's champions' current outputs for ``symbol`` from ``start`` on (``tp_<table>_for_candles``: history
+    scored after the fact included, ``in_sample`` marked), each at its candle's close, when it became usable: a
+    summary's ``as_of`` guard keeps every output after its period's end out of its text."""
     from ..core.timeframes import TIMEFRAMES
+    from ..store.outputs import for_candles
 
     out: list[S.Output] = []
-    for name, version, tf, ts, value, label, ins in store.conn.execute(
-            "SELECT model_name, model_version, timeframe, ts, value, label, in_sample FROM predictions "
-            "WHERE symbol = %s AND role = 'champion' AND ts >= %s", (symbol, start)).fetchall():
+    for name, version, _, tf, ts, value, label, _, ins, *_ in for_candles(store.conn, "predictions",
+                                                                         symbols=[symbol], start=start):
         kind = KINDS.get(name.split(".")[0])
         if kind:
             out.append(S.Output(_us(ts) + TIMEFRAMES[tf] * US, kind, name, str(version), tf, label or "",
                                 float(value) if value is not None else float("nan"), bool(ins)))
     tf_us = TIMEFRAMES[timeframe] * US
-    for name, version, origin, step, median, ins in store.conn.execute(
-            "SELECT DISTINCT ON (model_name, origin_ts) model_name, model_version, origin_ts, step, median, in_sample "
-            "FROM forecasts WHERE symbol = %s AND timeframe = %s AND role = 'champion' AND origin_ts >= %s "
-            "ORDER BY model_name, origin_ts, step DESC", (symbol, timeframe, start)).fetchall():
+    last: dict[tuple, tuple] = {}  # the longest step of each forecast
+    for name, version, _, _, origin, step, median, _, ins, *_ in for_candles(
+            store.conn, "forecasts", symbols=[symbol], timeframes=[timeframe], start=start):
+        k = (name, origin)
+        if k not in last or step > last[k][1]:
+            last[k] = (version, step, median, ins)
+    for (name, origin), (version, step, median, ins) in sorted(last.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         o = _us(origin)
         out.append(S.Output(o + tf_us, "forecast", name, str(version), timeframe, "", float(median), bool(ins),
                             int(step), {"close": closes.get(o)}))
-    for name, version, ts, pattern, prob, bars, ins in store.conn.execute(
-            "SELECT model_name, model_version, ts, pattern, probability, bars, in_sample FROM patterns "
-            "WHERE symbol = %s AND timeframe = %s AND role = 'champion' AND probability >= 0.5 AND ts >= %s",
-            (symbol, timeframe, start)).fetchall():
-        out.append(S.Output(_us(ts) + tf_us, "pattern", name, str(version), timeframe, pattern, float(prob),
-                            bool(ins), int(bars)))
+    for name, version, _, _, ts, pattern, prob, bars, ins, *_ in for_candles(
+            store.conn, "patterns", symbols=[symbol], timeframes=[timeframe], start=start):
+        if prob >= 0.5:
+            out.append(S.Output(_us(ts) + tf_us, "pattern", name, str(version), timeframe, pattern, float(prob),
+                                bool(ins), int(bars)))
     return out
+
+
+def outputs_changed_since(store, symbol: str, timeframe: str, since: datetime) -> datetime | None:
+    """The earliest candle time of an output of the series (predictions: any timeframe of the symbol) that
+    became known or was superseded after ``since``: the periods from it on are summarized again. Walks the
+    known_at and superseded_at indexes (only what changed since), not the series' history."""
+    row = store.conn.execute(
+        "SELECT min(t) FROM ("
+        " SELECT min(ts) AS t FROM predictions WHERE known_at > %(t)s AND symbol = %(s)s"
+        " UNION ALL SELECT min(ts) FROM predictions WHERE superseded_at > %(t)s AND symbol = %(s)s"
+        " UNION ALL SELECT min(origin_ts) FROM forecasts WHERE known_at > %(t)s AND symbol = %(s)s AND timeframe = %(tf)s"
+        " UNION ALL SELECT min(origin_ts) FROM forecasts WHERE superseded_at > %(t)s AND symbol = %(s)s"
+        " AND timeframe = %(tf)s"
+        " UNION ALL SELECT min(ts) FROM patterns WHERE known_at > %(t)s AND symbol = %(s)s AND timeframe = %(tf)s"
+        " UNION ALL SELECT min(ts) FROM patterns WHERE superseded_at > %(t)s AND symbol = %(s)s AND timeframe = %(tf)s"
+        ") u", {"t": since, "s": symbol, "tf": timeframe}).fetchone()
+    return row[0] if row else None
 
 
 def sync_summaries(store, count_tokens=None, max_tokens: int = 256, symbols: list[str] | None = None,
@@ -129,10 +150,14 @@ def _sync_all(store, infos, count_tokens, max_tokens: int, since, stats: dict) -
 def _sync_series(store, info, tf: str, count_tokens, max_tokens: int, since: datetime | None) -> dict:
     period = S.period_of(tf)
     if since is None:
-        last = store.conn.execute(
-            "SELECT max(period_start) FROM rag_documents WHERE symbol = %s AND timeframe = %s AND kind = 'summary' "
-            "AND deleted_at IS NULL", (info.symbol, tf)).fetchone()[0]
+        last, synced = store.conn.execute(
+            "SELECT max(period_start), max(created_at) FROM rag_documents WHERE symbol = %s AND timeframe = %s "
+            "AND kind = 'summary' AND deleted_at IS NULL", (info.symbol, tf)).fetchone()
         from_us = _us(last) if last is not None else None
+        # outputs that arrived or were superseded since the last sync: their periods are summarized again
+        changed = outputs_changed_since(store, info.symbol, tf, synced) if synced is not None else None
+        if changed is not None and from_us is not None:
+            from_us = min(from_us, int(S.period_start_us(period, np.array([_us(changed)]))[0]))
     else:
         from_us = int(S.period_start_us(period, np.array([_us(since)]))[0])
     read_from = None

@@ -1,15 +1,22 @@
-"""Stale features: when history changes under stored candles, recompute what depends on it.
+"""Stale features and outputs: when history changes under stored candles, recompute what depends on it.
 
-Cumulative features (OBV, the all-time-high tracker) and every recursion depend
-on all earlier candles, so a revision of old candles (recorded by the write path
-in ``ohlcv_revisions``) makes every later stored feature month of that symbol
-stale. This sensor requests one run per revised symbol covering its revised
-range: from the revised month to the symbol's last stored feature month (a
-partition range, so the run continues from the state before the revision once
-and computes the months in order). It reads only the new revisions and one
-index look-up per revised symbol; its cursor is the last revision id seen, and
-run keys make a repeated tick harmless.
+Cumulative features (OBV, the all-time-high tracker) and every recursion depend on all earlier candles,
+so a revision of old candles (recorded by the write paths in ``ohlcv_revisions``) makes every later stored
+feature month of that symbol stale, and the model outputs that read the revised candles with it. This
+sensor requests one run per revised symbol covering its revised range: from the revised month to the
+symbol's last stored feature month (a partition range, so the run continues from the state before the
+revision once and computes the months in order), then the outputs of that range, which correct what the
+revision changed (``assets/predictions.py``) and fill any gap.
+
+Revisions are read by state, never by id: an id is taken when a row is written but visible only at commit,
+so a long transaction (a live batch, ``tp ingest``) commits a lower id after a higher one, which an id
+cursor skips for good. The sensor asks for every revision whose features are not done
+(``features_done_at``) and not requested in the last ``RETRY_AFTER`` (``features_requested_at``, set by
+the tick); the features run marks them done once their months are recomputed. Run keys make a repeated
+tick harmless; a run that failed is asked for again after ``RETRY_AFTER``.
 """
+
+from datetime import timedelta
 
 from dagster import (
     DefaultSensorStatus,
@@ -25,11 +32,17 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ..assets.features import features
 from ..assets.partitions import market_key, month_key
+from ..assets.predictions import output_assets
 from ..resources import MarketDB
 
 features_job = define_asset_job("features_job", selection=[features], executor_def=in_process_executor,
                                 description="Recompute stored features for chosen symbol-months.")
+revisions_job = define_asset_job(
+    "revisions_job", selection=[features, *output_assets], executor_def=in_process_executor,
+    description="After revised candles: recompute a symbol's features from the revised month on, then correct "
+                "the model outputs the revision changed.")
 MAX_REVISIONS_PER_TICK = 500
+RETRY_AFTER = timedelta(hours=1)
 
 
 def stale_ranges(store, revisions) -> dict[str, tuple[str, str]]:
@@ -51,22 +64,30 @@ def range_tags(symbol: str, first: str, last: str) -> dict[str, str]:
             ASSET_PARTITION_RANGE_END_TAG: str(market_key(symbol, last))}
 
 
-@sensor(job=features_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
-        description="One run per symbol whose candles were revised, recomputing its stored features from the "
-                    "revised month on (cursor: last revision id).")
+@sensor(job=revisions_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
+        description="One run per symbol whose candles were revised: its stored features from the revised month "
+                    "on, then the outputs the revision changed (revisions claimed by state, not by id).")
 def features_stale_sensor(context: SensorEvaluationContext, market_db: MarketDB):
-    cursor = int(context.cursor or 0)
-    with market_db.open() as store:
+    with market_db.open() as store, store.conn.transaction():
         revisions = store.conn.execute(
-            "SELECT id, symbol, first_ts FROM ohlcv_revisions WHERE id > %s ORDER BY id LIMIT %s",
-            (cursor, MAX_REVISIONS_PER_TICK),
-        ).fetchall()
+            "SELECT id, symbol, first_ts FROM ohlcv_revisions WHERE features_done_at IS NULL "
+            "AND (features_requested_at IS NULL OR features_requested_at < clock_timestamp() - %s) "
+            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", (RETRY_AFTER, MAX_REVISIONS_PER_TICK)).fetchall()
         if not revisions:
-            return SkipReason("no revised candles since the last tick")
+            return SkipReason("no revised candles waiting for their features")
         ranges = stale_ranges(store, revisions)
-    last_id = revisions[-1][0]
-    return SensorResult(
-        run_requests=[RunRequest(run_key=f"revision-{last_id}|{s}", tags={**range_tags(s, a, b), "symbol": s})
-                      for s, (a, b) in ranges.items()],
-        cursor=str(last_id),
-    )
+        ids = [r[0] for r in revisions]
+        # a symbol with no stored features from the revised month on has nothing stale: done
+        done = [r[0] for r in revisions if r[1] not in ranges]
+        store.conn.execute("UPDATE ohlcv_revisions SET features_done_at = clock_timestamp() WHERE id = ANY(%s)",
+                           (done,))
+        at = store.conn.execute("UPDATE ohlcv_revisions SET features_requested_at = clock_timestamp() "
+                                "WHERE id = ANY(%s) RETURNING features_requested_at", (ids,)).fetchone()[0]
+    by_symbol: dict[str, list[int]] = {}
+    for rid, symbol, _ in revisions:
+        by_symbol.setdefault(symbol, []).append(rid)
+    return SensorResult(run_requests=[
+        RunRequest(run_key=f"revisions-{min(by_symbol[s])}-{max(by_symbol[s])}-{len(by_symbol[s])}|{s}|"
+                           f"{at.timestamp():.0f}",
+                   tags={**range_tags(s, a, b), "symbol": s, "tp/revisions": str(len(by_symbol[s]))})
+        for s, (a, b) in ranges.items()])

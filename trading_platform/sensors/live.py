@@ -92,12 +92,14 @@ def live_predictions_job():
 # ---- the sensor --------------------------------------------------------------------------------
 _PINS: Dict[str, tuple] = {}  # tracking uri -> (resolved at, pins, versions as dicts)
 PINS_TTL_S = 5.0
+CHAMPIONS_EVERY_S = 30.0  # how often an idle sensor compares the registry's aliases with the champion history
 
 
-def current_pins(mlflow: MLflowResource, log) -> tuple[dict, list[dict]]:
+def current_pins(mlflow: MLflowResource, log, conn=None) -> tuple[dict, list[dict]]:
     """Every registered champion and challenger now, as pins and as versions with their tags (cached for
     a few seconds: the registry is asked at most every PINS_TTL_S; when it is unreachable, the last
-    answer is used and the failure logged)."""
+    answer is used and the failure logged). With ``conn``, alias moves made outside the platform (the MLflow
+    UI or client) are recorded in the champion history on each registry read."""
     from ..models.scoring import pins, resolve_versions
 
     key, now = mlflow.uri(), time.monotonic()
@@ -105,7 +107,7 @@ def current_pins(mlflow: MLflowResource, log) -> tuple[dict, list[dict]]:
     if hit and now - hit[0] < PINS_TTL_S:
         return hit[1], hit[2]
     try:
-        versions = resolve_versions(mlflow.client(), log=log)
+        versions = resolve_versions(mlflow.client(), log=log, conn=conn)
     except Exception as e:  # noqa: BLE001 - connection errors differ by store
         if hit is None:
             raise
@@ -168,6 +170,18 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
             cursor["pruned_at"] = time.time()
             if pruned["events"]:
                 context.log.info("pruned %d processed events older than %s h", pruned["events"], cfg.retention_h)
+        # alias moves made outside the platform (the MLflow UI or client): into the champion history
+        if time.time() - cursor.get("champions_at", 0) >= CHAMPIONS_EVERY_S:
+            cursor["champions_at"] = time.time()
+            try:
+                from ..store.champions import sync_from_registry
+
+                for m in sync_from_registry(conn, mlflow.client()):
+                    context.log.info("champion history: %s %s %s -> %s (moved outside the platform)",
+                                     m["model"], m["alias"], m["from"], m["to"])
+            except Exception as e:  # noqa: BLE001 - an unreachable registry must not stop the live path
+                context.log.warning("model registry unreachable for the champion history (%s); next try in %s s",
+                                    e, CHAMPIONS_EVERY_S)
         # batches claimed but not done in time, and with no run queued or running: a new attempt
         for stale in outbox.stale_batches(conn, cfg.retry_after_s):
             runs = instance.get_runs(RunsFilter(tags={BATCH_TAG: str(stale.id)}))
@@ -190,7 +204,7 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
             pending = outbox.has_pending(conn, busy_s=cfg.retry_after_s)
             if pending and free() > 0:
                 if pins is None:
-                    pins, versions = current_pins(mlflow, context.log)
+                    pins, versions = current_pins(mlflow, context.log, conn)
                 # split by symbol over the free slots, so the batches run side by side; a symbol whose batch
                 # is still in flight waits for it (a second batch would only wait on its lock)
                 for batch in outbox.claim_split(conn, cfg.batch_max, free(), pins, versions,

@@ -171,6 +171,12 @@ class MarketStore:
                 (info.category, info.exchange, info.base, info.quote, info.timeframes,
                  info.enabled, info.live, json.dumps(info.metadata), symbol),
             )
+            if current.live and not info.live:  # its series go back to the schedules from now on
+                from .outputs import claim_series
+
+                now = self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
+                for tf in current.timeframes:
+                    claim_series(self.conn, symbol, tf, "schedule", now)
         return info
 
     def remove_symbol(self, symbol: str, purge: bool = False) -> int:
@@ -189,6 +195,7 @@ class MarketStore:
             self.conn.execute("DELETE FROM ohlcv WHERE symbol = %s", (symbol,))
             self.conn.execute("DELETE FROM features WHERE symbol = %s", (symbol,))
             self.conn.execute("DELETE FROM ohlcv_revisions WHERE symbol = %s", (symbol,))
+            self.conn.execute("DELETE FROM series_owners WHERE symbol = %s", (symbol,))
             self.conn.execute("DELETE FROM symbols WHERE symbol = %s", (symbol,))
             # its knowledge-base documents leave search at once (the index sync purges them)
             self.conn.execute("UPDATE rag_documents SET deleted_at = now() WHERE symbol = %s AND deleted_at IS NULL",

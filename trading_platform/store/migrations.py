@@ -7,6 +7,111 @@ an applied migration: add a new one.
 
 from __future__ import annotations
 
+
+# The three reads of the output record (migration 13), one set per output table: a SQL function's result columns
+# cannot depend on an argument. Each is one indexed query per (version, series): a latest-row read costs the same
+# with one or eight years stored.
+_OUTPUT_TABLES = {
+    # table: (time column, the table's columns after migration 13 with their types)
+    "predictions": ("ts", [("model_name", "text"), ("model_version", "text"), ("symbol", "text"),
+                           ("timeframe", "text"), ("ts", "timestamptz"), ("value", "double precision"),
+                           ("label", "text"), ("details", "jsonb"), ("in_sample", "boolean"),
+                           ("known_at", "timestamptz"), ("superseded_at", "timestamptz")]),
+    "forecasts": ("origin_ts", [("model_name", "text"), ("model_version", "text"), ("symbol", "text"),
+                                ("timeframe", "text"), ("origin_ts", "timestamptz"), ("step", "integer"),
+                                ("median", "double precision"), ("quantiles", "jsonb"), ("in_sample", "boolean"),
+                                ("known_at", "timestamptz"), ("superseded_at", "timestamptz")]),
+    "patterns": ("ts", [("model_name", "text"), ("model_version", "text"), ("symbol", "text"),
+                        ("timeframe", "text"), ("ts", "timestamptz"), ("pattern", "text"),
+                        ("probability", "double precision"), ("bars", "integer"), ("in_sample", "boolean"),
+                        ("known_at", "timestamptz"), ("superseded_at", "timestamptz")]),
+}
+
+
+def _reads_sql(table: str) -> str:
+    t, cols = _OUTPUT_TABLES[table]
+    ret = ", ".join(f"{c} {ty}" for c, ty in cols)
+    sel = ", ".join(f"p.{c}" for c, _ in cols)
+    series = f"""output_series s ON s.output_table = '{table}' AND s.model_name = c.model_name
+                 AND s.model_version = c.version
+                 AND (p_symbols IS NULL OR s.symbol = ANY(p_symbols))
+                 AND (p_timeframes IS NULL OR s.timeframe = ANY(p_timeframes))
+                 AND s.last_ts >= coalesce(p_start, '-infinity') AND s.first_ts < coalesce(p_end, 'infinity')"""
+    same = "x.model_name = c.model_name AND x.model_version = c.version AND x.symbol = s.symbol AND x.timeframe = s.timeframe"
+    return f"""
+        -- {table}: what the live system knew at p_as_of (alert evaluation, audit). Per output key, the row of the
+        -- version that was champion at p_as_of, known by then and not superseded by then. p_latest: only each
+        -- series' newest time.
+        CREATE OR REPLACE FUNCTION tp_{table}_known_at(
+            p_as_of timestamptz, p_symbols text[] DEFAULT NULL, p_timeframes text[] DEFAULT NULL,
+            p_models text[] DEFAULT NULL, p_start timestamptz DEFAULT NULL, p_end timestamptz DEFAULT NULL,
+            p_latest boolean DEFAULT false)
+        RETURNS TABLE ({ret})
+        LANGUAGE sql STABLE AS $fn$
+            SELECT {sel.replace('p.', 'r.')}
+            FROM model_champions c
+            JOIN {series}
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN p_latest THEN (
+                    SELECT x.{t} FROM {table} x
+                    WHERE {same}
+                      AND x.{t} >= coalesce(p_start, '-infinity') AND x.{t} < coalesce(p_end, 'infinity')
+                      AND x.{t} <= p_as_of
+                      AND x.known_at <= p_as_of AND (x.superseded_at IS NULL OR x.superseded_at > p_as_of)
+                    ORDER BY x.{t} DESC LIMIT 1) END AS latest) l
+            CROSS JOIN LATERAL (
+                SELECT {sel} FROM {table} p
+                WHERE {same.replace('x.', 'p.')}
+                  AND (NOT p_latest OR l.latest IS NOT NULL)
+                  AND p.{t} >= coalesce(l.latest, p_start, '-infinity') AND p.{t} <= coalesce(l.latest, 'infinity')
+                  AND p.{t} < coalesce(p_end, 'infinity') AND p.{t} <= p_as_of
+                  AND p.known_at <= p_as_of AND (p.superseded_at IS NULL OR p.superseded_at > p_as_of)) r
+            WHERE c.alias = 'champion' AND c.valid_from <= p_as_of AND (c.valid_to IS NULL OR c.valid_to > p_as_of)
+              AND (p_models IS NULL OR c.model_name = ANY(p_models))
+        $fn$;
+
+        -- {table}: per candle, the current output of pinned versions (backtests, summaries). p_versions
+        -- ({{"name": "version"}}) pins them; else the champion at p_champions_at (a model whose first champion
+        -- came later: that first one); else today's champions. in_sample says which rows lie inside the
+        -- version's own training window.
+        CREATE OR REPLACE FUNCTION tp_{table}_for_candles(
+            p_symbols text[] DEFAULT NULL, p_timeframes text[] DEFAULT NULL, p_models text[] DEFAULT NULL,
+            p_start timestamptz DEFAULT NULL, p_end timestamptz DEFAULT NULL, p_versions jsonb DEFAULT NULL,
+            p_champions_at timestamptz DEFAULT NULL)
+        RETURNS TABLE ({ret})
+        LANGUAGE sql STABLE AS $fn$
+            WITH c AS (
+                SELECT v.key AS model_name, v.value AS version FROM jsonb_each_text(p_versions) v
+                WHERE p_versions IS NOT NULL
+                UNION ALL
+                SELECT d.model_name, d.version FROM (
+                    SELECT DISTINCT ON (m.model_name) m.model_name, m.version FROM model_champions m
+                    WHERE p_versions IS NULL AND m.alias = 'champion'
+                      AND (p_champions_at IS NOT NULL OR m.valid_to IS NULL)
+                    ORDER BY m.model_name,
+                             (m.valid_from <= coalesce(p_champions_at, 'infinity')
+                              AND (m.valid_to IS NULL OR m.valid_to > coalesce(p_champions_at, 'infinity'))) DESC,
+                             m.valid_from) d)
+            SELECT {sel.replace('p.', 'r.')}
+            FROM c
+            JOIN {series}
+            CROSS JOIN LATERAL (
+                SELECT {sel} FROM {table} p
+                WHERE {same.replace('x.', 'p.')} AND p.superseded_at IS NULL
+                  AND p.{t} >= coalesce(p_start, '-infinity') AND p.{t} < coalesce(p_end, 'infinity')) r
+            WHERE p_models IS NULL OR c.model_name = ANY(p_models)
+        $fn$;
+
+        -- {table}: today's champions' current rows, one per output key (screens, the APIs)
+        CREATE OR REPLACE VIEW current_champion_{table} AS
+        SELECT {sel} FROM model_champions c
+        JOIN {table} p ON p.model_name = c.model_name AND p.model_version = c.version AND p.superseded_at IS NULL
+        WHERE c.alias = 'champion' AND c.valid_to IS NULL;
+"""
+
+
+_READS = "".join(_reads_sql(t) for t in _OUTPUT_TABLES)
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -609,13 +714,151 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         SELECT tp_timescaledb_setup();
         """,
     ),
+    (
+        13,
+        "the model outputs as an append-only, point-in-time record; champion history; series owners; revisions by state",
+        """
+        -- 1. predictions, forecasts, patterns: a row is never rewritten. known_at is when it became known (today's
+        -- rows: their created_at, the only time there is, rewritten by every upsert until now); superseded_at is
+        -- set once, when a correction adds the row that replaces it. Roles are gone: which version was champion
+        -- when is model_champions' to say (the old role seeds it below, before the column is dropped).
+        ALTER TABLE predictions RENAME COLUMN created_at TO known_at;
+        ALTER TABLE forecasts RENAME COLUMN created_at TO known_at;
+        ALTER TABLE patterns RENAME COLUMN created_at TO known_at;
+        ALTER TABLE predictions ALTER COLUMN known_at SET DEFAULT clock_timestamp(),
+            ADD COLUMN superseded_at timestamptz;
+        ALTER TABLE forecasts ALTER COLUMN known_at SET DEFAULT clock_timestamp(),
+            ADD COLUMN superseded_at timestamptz;
+        ALTER TABLE patterns ALTER COLUMN known_at SET DEFAULT clock_timestamp(),
+            ADD COLUMN superseded_at timestamptz;
+
+        -- the champion (and challenger) history: one row per stretch a version held the alias
+        CREATE TABLE IF NOT EXISTS model_champions (
+            model_name text NOT NULL,
+            alias      text NOT NULL DEFAULT 'champion' CHECK (alias IN ('champion', 'challenger')),
+            version    text NOT NULL,
+            valid_from timestamptz NOT NULL,
+            valid_to   timestamptz,
+            moved_by   text NOT NULL CHECK (moved_by IN ('gate', 'promote', 'registry', 'seed')),
+            note       text,
+            PRIMARY KEY (model_name, alias, valid_from),
+            CHECK (valid_to IS NULL OR valid_to >= valid_from)
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS model_champions_open ON model_champions (model_name, alias)
+            WHERE valid_to IS NULL;
+        -- seeded from the rows' old roles: each version that wrote champion rows held the alias from its first
+        -- such row until the next one's (the registry's aliases are reconciled on the first registry read)
+        INSERT INTO model_champions (model_name, alias, version, valid_from, valid_to, moved_by, note)
+        SELECT model_name, 'champion', model_version, first_at,
+               lead(first_at) OVER (PARTITION BY model_name ORDER BY first_at), 'seed',
+               'from the role of the rows stored before migration 13'
+        FROM (SELECT model_name, model_version, min(known_at) AS first_at
+              FROM (SELECT model_name, model_version, known_at FROM predictions WHERE role = 'champion'
+                    UNION ALL SELECT model_name, model_version, known_at FROM forecasts WHERE role = 'champion'
+                    UNION ALL SELECT model_name, model_version, known_at FROM patterns WHERE role = 'champion') u
+              GROUP BY 1, 2) f;
+
+        ALTER TABLE predictions DROP COLUMN role;
+        ALTER TABLE forecasts DROP COLUMN role;
+        ALTER TABLE patterns DROP COLUMN role;
+        ALTER TABLE predictions DROP CONSTRAINT predictions_pkey;
+        ALTER TABLE forecasts DROP CONSTRAINT forecasts_pkey;
+        ALTER TABLE patterns DROP CONSTRAINT patterns_pkey;
+        -- every version of every row (the time-range and latest-row reads walk this index)
+        ALTER TABLE predictions ADD PRIMARY KEY (model_name, model_version, symbol, timeframe, ts, known_at);
+        ALTER TABLE forecasts ADD PRIMARY KEY (model_name, model_version, symbol, timeframe, origin_ts, step, known_at);
+        ALTER TABLE patterns ADD PRIMARY KEY (model_name, model_version, symbol, timeframe, ts, pattern, known_at);
+        -- one current row per output key and version: a retry or a second path writes nothing
+        CREATE UNIQUE INDEX predictions_current ON predictions (model_name, model_version, symbol, timeframe, ts)
+            WHERE superseded_at IS NULL;
+        CREATE UNIQUE INDEX forecasts_current ON forecasts (model_name, model_version, symbol, timeframe, origin_ts, step)
+            WHERE superseded_at IS NULL;
+        CREATE UNIQUE INDEX patterns_current ON patterns (model_name, model_version, symbol, timeframe, ts, pattern)
+            WHERE superseded_at IS NULL;
+
+        -- what arrived or was superseded since a time (the knowledge base re-summarizes those periods)
+        CREATE INDEX predictions_known_idx ON predictions (symbol, known_at);
+        CREATE INDEX forecasts_known_idx ON forecasts (symbol, known_at);
+        CREATE INDEX patterns_known_idx ON patterns (symbol, known_at);
+        CREATE INDEX predictions_superseded_idx ON predictions (symbol, superseded_at) WHERE superseded_at IS NOT NULL;
+        CREATE INDEX forecasts_superseded_idx ON forecasts (symbol, superseded_at) WHERE superseded_at IS NOT NULL;
+        CREATE INDEX patterns_superseded_idx ON patterns (symbol, superseded_at) WHERE superseded_at IS NOT NULL;
+
+        -- which series each version has outputs for (the reads walk it instead of a DISTINCT over the rows)
+        CREATE TABLE IF NOT EXISTS output_series (
+            output_table  text NOT NULL CHECK (output_table IN ('predictions', 'forecasts', 'patterns')),
+            model_name    text NOT NULL,
+            model_version text NOT NULL,
+            symbol        text NOT NULL,
+            timeframe     text NOT NULL,
+            first_ts      timestamptz NOT NULL,
+            last_ts       timestamptz NOT NULL,
+            PRIMARY KEY (output_table, model_name, model_version, symbol, timeframe)
+        );
+        INSERT INTO output_series
+        SELECT 'predictions', model_name, model_version, symbol, timeframe, min(ts), max(ts) FROM predictions
+        GROUP BY 2, 3, 4, 5
+        UNION ALL
+        SELECT 'forecasts', model_name, model_version, symbol, timeframe, min(origin_ts), max(origin_ts) FROM forecasts
+        GROUP BY 2, 3, 4, 5
+        UNION ALL
+        SELECT 'patterns', model_name, model_version, symbol, timeframe, min(ts), max(ts) FROM patterns
+        GROUP BY 2, 3, 4, 5;
+
+        -- the stretches of candles a pattern version has scanned ([lo, hi)): patterns are written only above a
+        -- threshold, so a candle without a row may have been scanned; this says which were
+        CREATE TABLE IF NOT EXISTS output_coverage (
+            output_table  text NOT NULL,
+            model_name    text NOT NULL,
+            model_version text NOT NULL,
+            symbol        text NOT NULL,
+            timeframe     text NOT NULL,
+            lo            timestamptz NOT NULL,
+            hi            timestamptz NOT NULL,
+            PRIMARY KEY (output_table, model_name, model_version, symbol, timeframe, lo),
+            CHECK (hi > lo)
+        );
+        INSERT INTO output_coverage
+        SELECT 'patterns', model_name, model_version, symbol, timeframe, min(ts), max(ts) + interval '1 microsecond'
+        FROM patterns GROUP BY 2, 3, 4, 5;
+
+        -- which path scores a series from when on: 'live' from its first live event, 'schedule' otherwise
+        CREATE TABLE IF NOT EXISTS series_owners (
+            symbol      text NOT NULL,
+            timeframe   text NOT NULL,
+            path        text NOT NULL CHECK (path IN ('schedule', 'live')),
+            since       timestamptz NOT NULL,
+            recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (symbol, timeframe, since)
+        );
+        INSERT INTO series_owners (symbol, timeframe, path, since)
+        SELECT symbol, timeframe, 'live', min(ts) FROM market_events GROUP BY 1, 2;
+
+        -- revisions are read by state, never by id (an id is visible only at commit: a long transaction commits
+        -- a lower id after a higher one). Each consumer marks what it has done; the stored ones count as done.
+        -- features_seen_at: when a features run first saw it (a state stored after that time reflects it; one
+        -- stored before, even after revised_at, does not: the revision may have committed after it)
+        ALTER TABLE ohlcv_revisions
+            ADD COLUMN features_requested_at timestamptz,
+            ADD COLUMN features_seen_at timestamptz,
+            ADD COLUMN features_done_at timestamptz,
+            ADD COLUMN predictions_done_at timestamptz,
+            ADD COLUMN forecasts_done_at timestamptz,
+            ADD COLUMN patterns_done_at timestamptz;
+        UPDATE ohlcv_revisions SET features_done_at = revised_at, predictions_done_at = revised_at,
+            forecasts_done_at = revised_at, patterns_done_at = revised_at;
+        CREATE INDEX IF NOT EXISTS ohlcv_revisions_features_open ON ohlcv_revisions (id) WHERE features_done_at IS NULL;
+        CREATE INDEX IF NOT EXISTS ohlcv_revisions_outputs_open ON ohlcv_revisions (symbol, timeframe, id)
+            WHERE predictions_done_at IS NULL OR forecasts_done_at IS NULL OR patterns_done_at IS NULL;
+        """ + _READS,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
 
 
-def migrate(conn) -> list[int]:
-    """Apply pending migrations; returns the versions applied by this call."""
+def migrate(conn, upto: int | None = None) -> list[int]:
+    """Apply pending migrations (up to ``upto``, a test's older schema); returns the versions applied by this call."""
     applied: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
@@ -630,7 +873,7 @@ def migrate(conn) -> list[int]:
         )
         done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
         for version, name, sql in MIGRATIONS:
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             conn.execute(sql)
             conn.execute(
