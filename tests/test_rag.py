@@ -398,3 +398,32 @@ def test_tp_rag_commands(store, dsn, rag_env, tmp_path, capsys):
     rag_env.setenv("TP_RAG_ANN", "annoy")
     assert main(["rag", "status", "--json"]) == 2
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["field"] == "TP_RAG_ANN"
+
+
+def test_a_corrected_output_summarizes_its_period_again_and_a_shadows_does_not(store, embedder, rag_env):
+    """Summaries read the champions' current outputs (tp_predictions_for_candles); an output superseded after its
+    period was summarized re-summarizes that period (a new document), and nothing else."""
+    from trading_platform.store.champions import record_move
+    from trading_platform.store.outputs import OutputWriter
+
+    load_market(store, "BTC/USDT", utc(2025, 3, 3), utc(2025, 3, 3, 6))  # 5m: one summary an hour
+    record_move(store.conn, "regime_hmm.BTC_USDT", "champion", "1", "gate")
+
+    def regime(version, hour, label):
+        ts = utc(2025, 3, 3, hour, 50)
+        w = OutputWriter(store.conn)
+        w.add("predictions", [("regime_hmm.BTC_USDT", version, "BTC/USDT", "5m", ts, 0.9, label, "{}", False)])
+        w.flush()
+
+    for h in range(6):
+        regime("1", h, "trending_up")
+    first = sync_summaries(store, embedder.count_tokens, embedder.max_tokens)
+    texts = dict(store.conn.execute("SELECT period_start, text FROM rag_documents WHERE deleted_at IS NULL"))
+    assert first["inserted"] == 6 and all("Regime: trending up" in t for t in texts.values())
+    regime("2", 2, "high_volatility")  # a challenger's row: summaries do not read it
+    assert sync_summaries(store, embedder.count_tokens, embedder.max_tokens)["replaced"] == 0
+    regime("1", 2, "high_volatility")  # a correction of the champion's output at 02:00
+    again = sync_summaries(store, embedder.count_tokens, embedder.max_tokens)
+    now = dict(store.conn.execute("SELECT period_start, text FROM rag_documents WHERE deleted_at IS NULL"))
+    assert again["replaced"] >= 1 and "Regime: high volatility" in now[utc(2025, 3, 3, 2)]
+    assert all(now[p] == texts[p] for p in texts if p < utc(2025, 3, 3, 2))  # earlier periods untouched

@@ -52,6 +52,11 @@ class PredictionsConfig(Config):
     pattern_threshold: float = 0.5   # patterns at or above this probability are written
 
 
+def live_lock(conn, symbol: str) -> None:
+    """The live path's per-symbol lock (``live/process.py``), for this transaction."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"live|{symbol}",))
+
+
 def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, market_db: MarketDB,
                      mlflow: MLflowResource, model_server: ModelServer, table: str) -> MaterializeResult:
     from ..models import scoring
@@ -83,13 +88,16 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
                 continue
             if not backfill:  # a backfill keeps its pinned versions; the next run with today's corrects
                 with store.conn.transaction():
+                    # the live path's lock first (it takes it before the revisions it marks): no live batch
+                    # writes this symbol between this read and this write
+                    live_lock(store.conn, symbol)
                     revs = outputs.pending_revisions(store.conn, table, symbol)
                     if revs:
                         w = outputs.OutputWriter(store.conn)
-                        st = scoring.correct(store, model_server, versions, info, [(tf, ts) for _, tf, ts in revs],
-                                             params, w, tables=(table,))
-                        got = w.flush().get(table, {})
+                        st = scoring.correct(store, model_server, versions, info, [r[1:] for r in revs], params, w,
+                                             tables=(table,))
                         outputs.mark_revisions(store.conn, f"{table}_done_at", [r[0] for r in revs])
+                        got = w.flush().get(table, {})
                         corrections["revisions"] += len(revs)
                         corrections["rows_rescored"] += st["rows_rescored"]
                         corrections["rows_in_window"] += st["rows_in_window"]
@@ -104,13 +112,16 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
                     for month in months:
                         start, end = month_bounds(month)
                         w = outputs.OutputWriter(store.conn)
-                        if config.recompute:
-                            rows = scoring.score_range(store, model_server, v, info, tf, start, end, params)
-                            w.add(table, rows, scope=(v.name, v.version, symbol, tf, start, end))
-                        else:
-                            scoring.fill_gaps(store, model_server, v, info, tf, start, end, params, w, live_from)
-                            rows = w.rows[table]
-                        count(label, w.flush(), list(rows))
+                        with store.conn.transaction():
+                            if live_from is not None:  # no live batch writes the series between read and write
+                                live_lock(store.conn, symbol)
+                            if config.recompute:
+                                rows = scoring.score_range(store, model_server, v, info, tf, start, end, params)
+                                w.add(table, rows, scope=(v.name, v.version, symbol, tf, start, end))
+                            else:
+                                scoring.fill_gaps(store, model_server, v, info, tf, start, end, params, w, live_from)
+                                rows = w.rows[table]
+                            count(label, w.flush(), list(rows))
     if errors:
         raise Failure(description="; ".join(errors))
     for label, n in written.items():

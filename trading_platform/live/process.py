@@ -7,9 +7,9 @@ its context; then every pinned version that applies to the symbol and timeframe 
 what it changed (classifiers and regime into ``predictions``, NHITS into ``forecasts``, the TCN into
 ``patterns``, champions and shadows): the same rule as every other path (``scoring.correction_spans``),
 so a new candle at the end is scored alone, and an updated or late candle supersedes the later outputs
-whose value it changed. The events are marked done, the batch closed, the revisions the live writes
-recorded marked corrected, and the outputs written last (``OutputWriter.flush``: their ``known_at`` is
-taken there), all in one transaction: a run killed at any point leaves nothing half-done, and the retry
+whose value it changed. The revisions the live writes recorded are marked corrected, the events done, the
+outputs written (``OutputWriter.flush``: their ``known_at`` is taken there) and the batch closed with its
+commit record, all in one transaction: a run killed at any point leaves nothing half-done, and the retry
 does the whole batch.
 
 Attempts of one batch are serialized by a row lock on the batch, and a run only does the events still
@@ -152,9 +152,15 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
             "AND batch_id = %s AND event_id = ANY(%s) AND status = 'claimed' RETURNING event_id",
             (consumer, batch_id, all_ids)).fetchall()
         done_ids = sorted(r[0] for r in done)
+        t_write = time.perf_counter()
+        for table, got in writer.flush().items():  # known_at is taken here, at the batch's last writes
+            rows_written[table] = got["inserted"]
+            if got["superseded"]:
+                rows_written[f"{table}_superseded"] = got["superseded"]
+        timings["write_s"] = time.perf_counter() - t_write
         remaining = conn.execute("SELECT count(*) FROM market_event_queue WHERE consumer = %s AND batch_id = %s "
                                  "AND status <> 'done'", (consumer, batch_id)).fetchone()[0]
-        timings["mark_s"] = time.perf_counter() - t_mark
+        timings["mark_s"] = time.perf_counter() - t_mark - timings["write_s"]
         timings["total_s"] = time.perf_counter() - t0
         stats = {"models_loaded": len(loaded), "rows": rows_written, "derived": len(derived_ids),
                  "skipped_symbols": skipped, **{k: round(v, 4) for k, v in timings.items()}}
@@ -164,12 +170,6 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
                      "done_at = clock_timestamp(), run_id = %s WHERE id = %s", (remaining, run_id, batch_id))
         conn.execute("INSERT INTO live_commits (batch_id, run_id, attempt, event_ids, stats) VALUES (%s, %s, %s, %s, %s)",
                      (batch_id, run_id, attempt, done_ids, json.dumps(stats)))
-        t_write = time.perf_counter()
-        for table, got in writer.flush().items():  # the last writes: known_at is taken here
-            rows_written[table] = got["inserted"]
-            if got["superseded"]:
-                rows_written[f"{table}_superseded"] = got["superseded"]
-        timings["write_s"] = time.perf_counter() - t_write
         if before_commit is not None:
             before_commit()
     return {"events_done": len(done_ids), "already_done": False, "derived_events": len(derived_ids),
@@ -268,13 +268,15 @@ def score_candles(store, server, versions, info, by_tf: dict[str, set[int]], par
     batch's symbols)."""
     from ..models.scoring import correction_spans, score_range, scope
 
-    revisions = [(tf, _dt(u)) for tf, wanted in by_tf.items() for u in sorted(wanted)]
+    revisions = [(tf, _dt(u), _dt(u)) for tf, wanted in by_tf.items() for u in sorted(wanted)]
     for v, tf, lo, hi in correction_spans(store, server, versions, info, revisions, params):
         loaded.add((v.name, v.version))
         if deferred is not None and v.table == "forecasts":
             deferred.setdefault((v.name, v.version, v.role), (v, []))[1].append((info, tf, lo, hi))
             continue
-        writer.add(v.table, score_range(store, server, v, info, tf, lo, hi, params), scope=scope(v, info, tf, lo, hi))
+        seen: dict = {}
+        rows = score_range(store, server, v, info, tf, lo, hi, params, seen)
+        writer.add(v.table, rows, scope=scope(v, info, tf, lo, hi, seen))
 
 
 def score_deferred(store, server, deferred: dict, writer) -> None:
@@ -283,6 +285,10 @@ def score_deferred(store, server, deferred: dict, writer) -> None:
 
     for v, items in deferred.values():
         model = server.load(v.name, version=v.version)
-        writer.add(v.table, forecast_many(store, v, model.model, items))
+        rows = forecast_many(store, v, model.model, items)
+        writer.add(v.table, rows)
+        last: dict = {}
+        for r in rows:
+            last[(r[2], r[3])] = max(last.get((r[2], r[3]), r[4]), r[4])
         for info, tf, lo, hi in items:
-            writer.add(v.table, [], scope=scope(v, info, tf, lo, hi))
+            writer.add(v.table, [], scope=scope(v, info, tf, lo, hi, {"last": last.get((info.symbol, tf))}))

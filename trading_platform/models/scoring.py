@@ -26,6 +26,7 @@ version reads (``correction_span``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -149,18 +150,20 @@ class Params:
 
 
 def score_range(store, server, v: Version, info, timeframe: str, start: datetime, end: datetime | None,
-                params: Params | None = None) -> list[tuple]:
-    """The rows of ``v``'s table for ``info``'s ``timeframe`` over ``start <= ts < end``."""
+                params: Params | None = None, seen: dict | None = None) -> list[tuple]:
+    """The rows of ``v``'s table for ``info``'s ``timeframe`` over ``start <= ts < end``. ``seen["last"]``
+    receives the time of the last candle the stretch read (what a recomputation of ``[start, end)`` covered
+    when ``end`` is None: candles written later were not read)."""
     params = params or Params()
+    seen = {} if seen is None else seen
     model = server.load(v.name, version=v.version)
     start, end = (None if t is None else t.astimezone(timezone.utc) for t in (start, end))
-    lo = start
     if v.table == "predictions":
-        return _predictions(store, server, v, model, info, timeframe, start, lo, end, params)
+        return _predictions(store, server, v, model, info, timeframe, start, end, params, seen)
     if v.table == "forecasts":
-        return _forecasts(store, v, model.model, info, timeframe, lo, end)
+        return forecast_many(store, v, model.model, [(info, timeframe, start, end)], seen)
     if v.table == "patterns":
-        return _patterns(store, v, model.model, info, timeframe, lo, end, params)
+        return _patterns(store, v, model.model, info, timeframe, start, end, params, seen)
     raise ValueError(f"{v.name} version {v.version}: unknown family {v.family!r}")
 
 
@@ -175,18 +178,20 @@ def _features(store, symbol: str, tf: str, start: datetime, end: datetime | None
     return body if head is None or not len(head) else pl.concat([head, body], how="diagonal_relaxed")
 
 
-def _predictions(store, server, v, model, info, tf, start, lo, end, params) -> list[tuple]:
+def _predictions(store, server, v, model, info, tf, start, end, params, seen) -> list[tuple]:
     from .predict import regime_input, score_frame
     from .regime import INPUTS
 
     context = params.context_rows if v.family in ("regime_hmm", "signal_lgbm") else 0
     f = _features(store, info.symbol, tf, start, end, context)
+    if len(f):
+        seen["last"] = f["ts"][-1]
     if v.family == "regime_hmm":
         f = f.drop_nulls(list(INPUTS))
     if not len(f):
         return []
     out = score_frame(server, v.family, model, v.tags, f)
-    keep = (f["ts"] >= lo).to_numpy()
+    keep = (f["ts"] >= start).to_numpy()
     ts = f["ts"].to_list()
     inputs = {v.name: v.version}
     src = regime_input(server, v.tags) if v.family == "signal_lgbm" else None
@@ -197,23 +202,27 @@ def _predictions(store, server, v, model, info, tf, start, lo, end, params) -> l
             for i, (val, lab, d) in enumerate(out) if keep[i]]
 
 
-def _forecasts(store, v, forecaster, info, tf, lo, end) -> list[tuple]:
-    return forecast_many(store, v, forecaster, [(info, tf, lo, end)])
-
-
-def forecast_many(store, v, forecaster, items: list[tuple]) -> list[tuple]:
-    """``v``'s forecast rows over ``lo <= origin < end`` for each ``(info, timeframe, lo, end)`` of ``items``, in
-    one batched call of the model (a live batch's symbols together: one model call instead of one per symbol)."""
+def forecast_many(store, v, forecaster, items: list[tuple], seen: dict | None = None) -> list[tuple]:
+    """``v``'s forecast rows over ``lo <= origin < end`` for each ``(info, timeframe, lo, end)`` of ``items`` (``end``
+    None: to the newest candle), in one batched call of the model (a live batch's symbols together: one model call
+    instead of one per symbol). Items of one series are read as one stretch, from the earliest ``lo``."""
     import polars as pl
 
+    series: dict[tuple, list] = {}
+    for info, tf, lo, end in items:
+        got = series.setdefault((info.symbol, tf), [info, lo, end])
+        got[1] = min(got[1], lo)
+        got[2] = None if (got[2] is None or end is None) else max(got[2], end)
     frames, origins = [], {}
     cols = ["symbol", "ts", "close", *forecaster.cfg.hist_exog]
-    for info, tf, lo, end in items:
-        f = _features(store, info.symbol, tf, lo, end, forecaster.rows_needed)
+    for (symbol, tf), (info, lo, end) in series.items():
+        f = _features(store, symbol, tf, lo, end, forecaster.rows_needed)
         o = f.filter(pl.col("ts") >= lo)["ts"]
         if len(o):
             frames.append(f.select(cols))
-            origins[info.symbol] = o.to_list()
+            origins[symbol] = o.to_list()
+            if seen is not None:
+                seen["last"] = max(seen.get("last", o[-1]), o[-1])
     if not origins:
         return []
     out = forecaster.forecast(pl.concat(frames, how="vertical_relaxed").to_pandas(), origins=origins)
@@ -223,7 +232,7 @@ def forecast_many(store, v, forecaster, items: list[tuple]) -> list[tuple]:
              json.dumps(r["quantiles"]), bool(ins[i])) for i, r in enumerate(out.rows)]
 
 
-def _patterns(store, v, detector, info, tf, lo, end, params) -> list[tuple]:
+def _patterns(store, v, detector, info, tf, lo, end, params, seen) -> list[tuple]:
     from ..features.pipeline import to_polars
     from .patterns.scan import scan
 
@@ -231,6 +240,7 @@ def _patterns(store, v, detector, info, tf, lo, end, params) -> list[tuple]:
     body = store.read_candles(info.symbol, tf, lo, end)
     if len(body) == 0:
         return []
+    seen["last"] = datetime.fromtimestamp(int(body.ts_us[-1]) / US, tz=timezone.utc)
     frame = to_polars(head, info.symbol, tf).vstack(to_polars(body, info.symbol, tf)).to_pandas()
     found = scan(frame, detector, windows=params.pattern_windows, stride=1, threshold=params.pattern_threshold,
                  since=lo - timedelta(microseconds=1))
@@ -242,9 +252,6 @@ def _patterns(store, v, detector, info, tf, lo, end, params) -> list[tuple]:
              bool(ins[i])) for i, r in enumerate(found.itertuples())]
 
 
-TIME_COLUMN = {"predictions": "ts", "forecasts": "origin_ts", "patterns": "ts"}
-
-
 # ---- gaps ----------------------------------------------------------------------------------------
 def fill_gaps(store, server, v: Version, info, tf: str, start: datetime, end: datetime | None, params: Params,
               writer, live_from: datetime | None = None) -> int:
@@ -253,8 +260,12 @@ def fill_gaps(store, server, v: Version, info, tf: str, start: datetime, end: da
     ``live_from`` on, candles whose live event is pending are left to the live path."""
     from ..store.outputs import missing_runs
 
+    from .regime import INPUTS
+
     staged = 0
-    for lo, last in missing_runs(store.conn, v.table, v.name, v.version, info.symbol, tf, start, end, live_from):
+    inputs = tuple(INPUTS) if v.family == "regime_hmm" else ()  # a candle without them gets no row: not a gap
+    for lo, last in missing_runs(store.conn, v.table, v.name, v.version, info.symbol, tf, start, end, live_from,
+                                 inputs):
         hi = last + timedelta(microseconds=1)
         rows = score_range(store, server, v, info, tf, lo, hi, params)
         writer.add(v.table, rows, scope=(v.name, v.version, info.symbol, tf, lo, hi))
@@ -263,17 +274,34 @@ def fill_gaps(store, server, v: Version, info, tf: str, start: datetime, end: da
 
 
 # ---- corrections ---------------------------------------------------------------------------------
-CUMULATIVE = re.compile(r"^(htf_)?(obv|ath|ath_\w+|bars_since_ath)$")
+CUMULATIVE = re.compile(r"^(obv|ath|ath_\w+|bars_since_ath)$")
 
 
-def version_reads(v: Version, model, params: Params) -> tuple[int, int, bool]:
-    """(rows of its own timeframe, bars of the next higher timeframe, whether it reads a cumulative
-    feature): how far back the version's input for one row reaches."""
+def input_window(column: str, tol: float = 1e-6) -> int:
+    """Rows of one feature column's look-back that can move its value by more than ``tol`` (relative): its
+    window for a windowed feature; for a recursive one (EMA, Wilder's RSI and ATR, MACD) the rows until an old
+    input's weight falls below ``tol``."""
     from .common import longest_feature_window
+
+    def decay(alpha: float) -> int:
+        return math.ceil(math.log(tol) / math.log(1 - alpha)) + 1
+
+    if m := re.match(r"^(?:dist_)?ema_(\d+)$", column):
+        return decay(2 / (int(m[1]) + 1))
+    if m := re.match(r"^(?:rsi|atr)_(\d+)$", column):
+        return decay(1 / int(m[1]))
+    if m := re.match(r"^macd\w*?_(\d+)_(\d+)_(\d+)$", column):
+        return decay(2 / (int(m[2]) + 1)) + decay(2 / (int(m[3]) + 1))
+    return longest_feature_window([column])
+
+
+def version_reads(v: Version, model, params: Params) -> tuple[int, int, bool, bool]:
+    """(rows of its own timeframe, bars of the next higher timeframe, whether it reads a cumulative feature of
+    its own timeframe, and of the higher one): how far back the version's input for one row reaches."""
     from .regime import INPUTS
 
     if v.family == "pattern_tcn":
-        return max(params.pattern_windows), 0, False
+        return max(params.pattern_windows), 0, False, False
     if v.family == "nhits":
         cols = list(model.model.cfg.hist_exog)
         base = int(model.model.rows_needed)
@@ -284,77 +312,85 @@ def version_reads(v: Version, model, params: Params) -> tuple[int, int, bool]:
         base = params.context_rows if v.family == "signal_lgbm" else 1
     own = [c for c in cols if not c.startswith("htf_")]
     htf = [c[4:] for c in cols if c.startswith("htf_")]
-    cumulative = any(CUMULATIVE.match(c) for c in cols)
-    return (max(base, longest_feature_window(own) if own else 1),
-            longest_feature_window(htf) if htf else 0, cumulative)
+    own_w = max((input_window(c) for c in own), default=1)
+    # NHITS reads rows_needed rows, each carrying its exogenous features' own look-back
+    rows = base + own_w - 1 if v.family == "nhits" else max(base, own_w)
+    return (rows, max((input_window(c) for c in htf), default=0),
+            any(CUMULATIVE.match(c) for c in own), any(CUMULATIVE.match(c) for c in htf))
 
 
-def correction_span(store, v: Version, model, info, tf: str, revised_tf: str, first: datetime,
+def correction_span(store, v: Version, model, info, tf: str, revised_tf: str, first: datetime, last: datetime,
                     params: Params) -> tuple[datetime, datetime | None] | None:
-    """The stretch ``[lo, hi)`` of ``tf`` whose outputs of ``v`` a revision of ``revised_tf`` from ``first`` on
-    may change (``hi`` None: to the end of history), or None when none can. Own timeframe: the revised candle
-    and the rows after it that read it. The next higher timeframe (``htf_*`` columns): the rows that see the
-    revised candle as their context, from its close on."""
+    """The stretch ``[lo, hi)`` of ``tf`` whose outputs of ``v`` a revision of ``revised_tf`` from ``first`` to
+    ``last`` may change (``hi`` None: to the end of history), or None when none can. Own timeframe: the revised
+    candles and the rows after the last one that read it. The next higher timeframe (``htf_*`` columns): the
+    rows that see a revised candle as their context, from the first one's close on."""
     from ..core.timeframes import TIMEFRAMES
     from ..features.pipeline import higher_timeframe
 
-    own, htf_bars, cumulative = version_reads(v, model, params)
+    own, htf_bars, own_cumulative, htf_cumulative = version_reads(v, model, params)
     if revised_tf == tf:
-        if cumulative:
+        if own_cumulative:
             return first, None
         lo, rows = first, own
     elif htf_bars and revised_tf == higher_timeframe(info, tf):
+        if htf_cumulative:
+            return first + timedelta(seconds=TIMEFRAMES[revised_tf] - TIMEFRAMES[tf]), None
         lo = first + timedelta(seconds=TIMEFRAMES[revised_tf] - TIMEFRAMES[tf])
+        last = last + timedelta(seconds=TIMEFRAMES[revised_tf] - TIMEFRAMES[tf])
         rows = -(-(htf_bars + 1) * TIMEFRAMES[revised_tf] // TIMEFRAMES[tf])
     else:
         return None
     src = "ohlcv" if v.table == "patterns" else "features"
     row = store.conn.execute(
         f"SELECT ts FROM {src} WHERE symbol = %s AND timeframe = %s AND ts >= %s ORDER BY ts OFFSET %s LIMIT 1",
-        (info.symbol, tf, lo, rows - 1)).fetchone()
+        (info.symbol, tf, max(lo, last), rows - 1)).fetchone()
     return lo, (row[0] + timedelta(microseconds=1) if row else None)
 
 
-def correction_spans(store, server, versions: list[Version], info, revisions: list[tuple[str, datetime]],
-                     params: Params, tables: tuple[str, ...] = tuple(TABLES)) -> list[tuple]:
+def correction_spans(store, server, versions: list[Version], info, revisions: list[tuple], params: Params,
+                     tables: tuple[str, ...] = tuple(TABLES)) -> list[tuple]:
     """[(version, timeframe, lo, hi)]: for every version of ``tables`` that applies to the symbol, the merged
-    stretches the revisions ``(timeframe, first_ts)`` may have changed (``hi`` None: to the end)."""
+    stretches the revisions ``(timeframe, first_ts, last_ts)`` may have changed (``hi`` None: to the end)."""
     spans: dict[tuple, list] = {}
     for v in versions:
         if v.table not in tables:
             continue
         model = None
         for tf in v.timeframes(info):
-            for rtf, first in revisions:
+            for rtf, first, last in revisions:
                 if model is None:
                     model = server.load(v.name, version=v.version)
-                span = correction_span(store, v, model, info, tf, rtf, first, params)
+                span = correction_span(store, v, model, info, tf, rtf, first, last, params)
                 if span is not None:
                     spans.setdefault((v.name, v.version, tf), [v, []])[1].append(span)
     return [(v, tf, lo, hi) for (_, _, tf), (v, found) in spans.items() for lo, hi in _merge(found)]
 
 
-END_OF_TIME = datetime(9999, 1, 1, tzinfo=timezone.utc)
+def scope(v: Version, info, tf: str, lo: datetime, hi: datetime | None, seen: dict) -> tuple:
+    """The stretch a recomputation covered: ``[lo, hi)``, or up to the last candle it read when open-ended (a
+    candle written later was not read: its rows are not this recomputation's to supersede)."""
+    if hi is None:
+        hi = seen["last"] + timedelta(microseconds=1) if seen.get("last") is not None else lo
+    return (v.name, v.version, info.symbol, tf, lo, max(hi, lo + timedelta(microseconds=1)))
 
 
-def scope(v: Version, info, tf: str, lo: datetime, hi: datetime | None) -> tuple:
-    return (v.name, v.version, info.symbol, tf, lo, hi or END_OF_TIME)
-
-
-def correct(store, server, versions: list[Version], info, revisions: list[tuple[str, datetime]], params: Params,
+def correct(store, server, versions: list[Version], info, revisions: list[tuple], params: Params,
             writer, tables: tuple[str, ...] = tuple(TABLES)) -> dict:
-    """Rescore the stretches the revisions ``(timeframe, first_ts)`` may have changed (``correction_spans``)
+    """Rescore the stretches the revisions ``(timeframe, first_ts, last_ts)`` may have changed (``correction_spans``)
     into ``writer``: its flush writes only the rows whose value changed and supersedes the rows no longer
     produced. Returns {"rows_rescored", "rows_in_window", "spans"}: the candles whose output was recomputed and
     the candles (feature rows; candles for patterns) inside the stretches."""
     stats = {"rows_rescored": 0, "rows_in_window": 0, "spans": 0}
     src = {"patterns": "ohlcv"}
     for v, tf, lo, hi in correction_spans(store, server, versions, info, revisions, params, tables):
-        rows = score_range(store, server, v, info, tf, lo, hi, params)
-        writer.add(v.table, rows, scope=scope(v, info, tf, lo, hi))
+        seen: dict = {}
+        rows = score_range(store, server, v, info, tf, lo, hi, params, seen)
+        covered = scope(v, info, tf, lo, hi, seen)
+        writer.add(v.table, rows, scope=covered)
         in_window = store.conn.execute(
             f"SELECT count(*) FROM {src.get(v.table, 'features')} WHERE symbol = %s AND timeframe = %s "
-            "AND ts >= %s AND ts < coalesce(%s::timestamptz, 'infinity')", (info.symbol, tf, lo, hi)).fetchone()[0]
+            "AND ts >= %s AND ts < %s", (info.symbol, tf, lo, covered[5])).fetchone()[0]
         stats["rows_in_window"] += in_window
         # candles rescored: a forecast row per step, a pattern only above the threshold (the scan covers each)
         stats["rows_rescored"] += in_window if v.table == "patterns" else len({r[4] for r in rows})

@@ -100,19 +100,20 @@ def load_outputs(store, symbol: str, timeframe: str, start: datetime, closes: di
 
 
 def outputs_changed_since(store, symbol: str, timeframe: str, since: datetime) -> datetime | None:
-    """The earliest candle time of an output of the series (predictions: any timeframe of the symbol) that
-    became known or was superseded after ``since``: the periods from it on are summarized again. Walks the
-    known_at and superseded_at indexes (only what changed since), not the series' history."""
-    row = store.conn.execute(
-        "SELECT min(t) FROM ("
-        " SELECT min(ts) AS t FROM predictions WHERE known_at > %(t)s AND symbol = %(s)s"
-        " UNION ALL SELECT min(ts) FROM predictions WHERE superseded_at > %(t)s AND symbol = %(s)s"
-        " UNION ALL SELECT min(origin_ts) FROM forecasts WHERE known_at > %(t)s AND symbol = %(s)s AND timeframe = %(tf)s"
-        " UNION ALL SELECT min(origin_ts) FROM forecasts WHERE superseded_at > %(t)s AND symbol = %(s)s"
-        " AND timeframe = %(tf)s"
-        " UNION ALL SELECT min(ts) FROM patterns WHERE known_at > %(t)s AND symbol = %(s)s AND timeframe = %(tf)s"
-        " UNION ALL SELECT min(ts) FROM patterns WHERE superseded_at > %(t)s AND symbol = %(s)s AND timeframe = %(tf)s"
-        ") u", {"t": since, "s": symbol, "tf": timeframe}).fetchone()
+    """The earliest candle time of a summarized output of the series (today's champions'; predictions: any
+    timeframe of the symbol) that became known or was superseded after ``since``: the periods from it on are
+    summarized again. Walks the known_at and superseded_at indexes (only what changed since), not the
+    series' history. A promotion is not a change here: the periods already summarized keep the outputs of the
+    champion they were summarized with, the next ones read the new champion's."""
+    champ = ("AND (model_name, model_version) IN (SELECT model_name, version FROM model_champions "
+             "WHERE alias = 'champion' AND valid_to IS NULL)")
+    parts = []
+    for table, col, by_tf in (("predictions", "ts", False), ("forecasts", "origin_ts", True), ("patterns", "ts", True)):
+        for when in ("known_at", "superseded_at"):
+            parts.append(f"SELECT min({col}) AS t FROM {table} WHERE {when} > %(t)s AND symbol = %(s)s "
+                         + ("AND timeframe = %(tf)s " if by_tf else "") + champ)
+    row = store.conn.execute(f"SELECT min(t) FROM ({' UNION ALL '.join(parts)}) u",
+                             {"t": since, "s": symbol, "tf": timeframe}).fetchone()
     return row[0] if row else None
 
 
@@ -151,10 +152,11 @@ def _sync_series(store, info, tf: str, count_tokens, max_tokens: int, since: dat
     period = S.period_of(tf)
     if since is None:
         last, synced = store.conn.execute(
-            "SELECT max(period_start), max(created_at) FROM rag_documents WHERE symbol = %s AND timeframe = %s "
-            "AND kind = 'summary' AND deleted_at IS NULL", (info.symbol, tf)).fetchone()
+            "SELECT max(period_start), coalesce((SELECT read_at FROM rag_sync_state WHERE symbol = %(s)s "
+            "AND timeframe = %(tf)s), max(created_at)) FROM rag_documents WHERE symbol = %(s)s AND timeframe = %(tf)s "
+            "AND kind = 'summary' AND deleted_at IS NULL", {"s": info.symbol, "tf": tf}).fetchone()
         from_us = _us(last) if last is not None else None
-        # outputs that arrived or were superseded since the last sync: their periods are summarized again
+        # outputs that arrived or were superseded since the series was last read: their periods again
         changed = outputs_changed_since(store, info.symbol, tf, synced) if synced is not None else None
         if changed is not None and from_us is not None:
             from_us = min(from_us, int(S.period_start_us(period, np.array([_us(changed)]))[0]))
@@ -171,6 +173,7 @@ def _sync_series(store, info, tf: str, count_tokens, max_tokens: int, since: dat
             read_from = _dt(int(S.period_start_us(period, tail.ts_us[:1])[0]))
         else:
             read_from = _dt(from_us)
+    read_at = store.conn.execute("SELECT clock_timestamp()").fetchone()[0]  # before the outputs are read
     series = load_series(store, info, tf, read_from)
     n = {"periods": 0, "inserted": 0, "replaced": 0, "unchanged": 0, "max_tokens": 0, "parts_dropped": 0}
     if not len(series.ts_us):
@@ -180,6 +183,7 @@ def _sync_series(store, info, tf: str, count_tokens, max_tokens: int, since: dat
     docs = S.summarize(series, outputs, count_tokens=count_tokens, max_tokens=max_tokens, since_us=from_us)
     n["periods"] = len(docs)
     if not docs:
+        _mark_read(store.conn, info.symbol, tf, read_at)
         return n
     n["max_tokens"] = max(d.tokens for d in docs)
     n["parts_dropped"] = sum(len(d.dropped) for d in docs)
@@ -200,9 +204,15 @@ def _sync_series(store, info, tf: str, count_tokens, max_tokens: int, since: dat
         if stale:
             store.conn.execute("UPDATE rag_documents SET deleted_at = now() WHERE id = ANY(%s)", (stale,))
         _insert(store.conn, new)
+        _mark_read(store.conn, info.symbol, tf, read_at)
     n["replaced"] = len(stale)
     n["inserted"] = len(new) - len(stale)
     return n
+
+
+def _mark_read(conn, symbol: str, tf: str, read_at: datetime) -> None:
+    conn.execute("INSERT INTO rag_sync_state (symbol, timeframe, read_at) VALUES (%s, %s, %s) ON CONFLICT "
+                 "(symbol, timeframe) DO UPDATE SET read_at = EXCLUDED.read_at", (symbol, tf, read_at))
 
 
 def _insert(conn, rows: list[tuple]) -> None:

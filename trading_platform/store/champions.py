@@ -4,12 +4,13 @@ Written whenever an alias moves: by the gate (``moved_by = 'gate'``), by ``tp mo
 (``'promote'``), and, for moves made outside the platform (a user in the MLflow UI or client), by
 :func:`sync_from_registry`, which every registry read of the scoring paths calls (the live sensor's pins, the
 output assets): such a move is recorded at the time it was seen (``'registry'``). A model with no history yet
-is seeded from its alias (``'seed'``, from the version's registration time).
+is seeded from its alias (``'seed'``, from the time it was seen: an as-of read never shows a version as
+champion before anyone could have seen it so).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 ALIASES = ("champion", "challenger")
 
@@ -60,10 +61,8 @@ def sync_from_registry(conn, client, registered=None) -> list[dict]:
                 record_removed(conn, rm.name, alias)
                 moves.append({"model": rm.name, "alias": alias, "from": have, "to": None})
                 continue
-            if rm.name not in known:
-                mv = client.get_model_version(rm.name, want)
-                at = datetime.fromtimestamp(int(mv.creation_timestamp) / 1000, tz=timezone.utc)
-                record_move(conn, rm.name, alias, want, "seed", at=at, note="seeded from the registry's alias")
+            if rm.name not in known:  # from when it was seen: what held the alias before is not known
+                record_move(conn, rm.name, alias, want, "seed", note="seeded from the registry's alias")
             else:
                 record_move(conn, rm.name, alias, want, "registry", note="moved outside the platform; seen then")
             moves.append({"model": rm.name, "alias": alias, "from": have, "to": want})

@@ -236,7 +236,7 @@ class MarketStore:
                 direct = np.ones(len(norm), dtype=bool)
             else:
                 direct = (norm.ts_us < _to_us(lo)) | (norm.ts_us > _to_us(hi))
-            revised_from, revised_rows = None, 0
+            revised_from, revised_to, revised_rows = None, None, 0
             if direct.any():
                 part = norm.take(direct)
                 self._copy(
@@ -248,21 +248,23 @@ class MarketStore:
                 result.inserted += len(part)
                 if lo is not None and part.ts_us[0] < _to_us(lo):  # history extended backwards
                     revised_from = _from_us(part.ts_us[0])
+                    revised_to = _from_us(part.ts_us[part.ts_us < _to_us(lo)][-1])
                     revised_rows = int((part.ts_us < _to_us(lo)).sum())
             if not direct.all():
                 staged = norm.take(~direct)
-                ins, upd, first_changed = self._upsert(symbol, tf, staged)
+                ins, upd, first_changed, last_changed = self._upsert(symbol, tf, staged)
                 result.inserted += ins
                 result.updated += upd
                 result.unchanged += len(staged) - ins - upd
                 if first_changed is not None:
                     revised_from = min(first_changed, revised_from or first_changed)
+                    revised_to = max(last_changed, revised_to or last_changed)
                     revised_rows += ins + upd
             if revised_from is not None:
                 # candles changed under stored history: what was derived from them is stale
                 self.conn.execute(
-                    "INSERT INTO ohlcv_revisions (symbol, timeframe, first_ts, rows) VALUES (%s, %s, %s, %s)",
-                    (symbol, tf, revised_from, revised_rows),
+                    "INSERT INTO ohlcv_revisions (symbol, timeframe, first_ts, last_ts, rows) VALUES (%s, %s, %s, %s, %s)",
+                    (symbol, tf, revised_from, revised_to, revised_rows),
                 )
         return result
 
@@ -309,7 +311,7 @@ class MarketStore:
             cp.write(payload)
 
     def _upsert(self, symbol: str, tf: str, staged: Normalized) -> tuple[int, int, datetime | None]:
-        """Upsert staged candles; returns (inserted, updated, first changed ts). The rest were unchanged."""
+        """Upsert staged candles; returns (inserted, updated, first and last changed ts). The rest were unchanged."""
         if not self._stage_ready:
             self.conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS _ohlcv_stage (ts timestamptz NOT NULL, "
@@ -349,11 +351,11 @@ class MarketStore:
                       (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)
                 RETURNING ts, (xmax = 0) AS inserted
             )
-            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), min(ts) FROM up
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), min(ts), max(ts) FROM up
             """,
             {"s": symbol, "tf": tf},
         ).fetchone()
-        return int(row[0]), int(row[1]), row[2]
+        return int(row[0]), int(row[1]), row[2], row[3]
 
     def write_rejects(self, symbol: str | None, timeframe: str | None, source: str,
                       rejects: list[Reject]) -> None:

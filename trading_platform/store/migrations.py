@@ -784,6 +784,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX forecasts_superseded_idx ON forecasts (symbol, superseded_at) WHERE superseded_at IS NOT NULL;
         CREATE INDEX patterns_superseded_idx ON patterns (symbol, superseded_at) WHERE superseded_at IS NOT NULL;
 
+        -- a recomputed value equals the stored one within a tolerance, JSON objects of numbers too (a regime's
+        -- probabilities, NHITS quantiles: a batch of another size can move the last bits)
+        CREATE OR REPLACE FUNCTION tp_json_close(a jsonb, b jsonb, rel float8, tol float8) RETURNS boolean
+        LANGUAGE sql IMMUTABLE AS $fn$
+            SELECT CASE
+                WHEN a IS NULL OR b IS NULL THEN a IS NOT DISTINCT FROM b
+                WHEN jsonb_typeof(a) = 'object' AND jsonb_typeof(b) = 'object' THEN NOT EXISTS (
+                    SELECT 1 FROM jsonb_each(a) x FULL JOIN jsonb_each(b) y ON x.key = y.key
+                    WHERE x.key IS NULL OR y.key IS NULL OR NOT (x.value = y.value OR (
+                        jsonb_typeof(x.value) = 'number' AND jsonb_typeof(y.value) = 'number'
+                        AND abs(x.value::float8 - y.value::float8)
+                            <= tol + rel * greatest(abs(x.value::float8), abs(y.value::float8)))))
+                ELSE a = b
+            END
+        $fn$;
+
+        -- the knowledge base's summaries: when each series was last read for them (outputs known or superseded
+        -- after it re-summarize their periods)
+        CREATE TABLE IF NOT EXISTS rag_sync_state (
+            symbol    text NOT NULL,
+            timeframe text NOT NULL,
+            read_at   timestamptz NOT NULL,
+            PRIMARY KEY (symbol, timeframe)
+        );
+
         -- which series each version has outputs for (the reads walk it instead of a DISTINCT over the rows)
         CREATE TABLE IF NOT EXISTS output_series (
             output_table  text NOT NULL CHECK (output_table IN ('predictions', 'forecasts', 'patterns')),
@@ -839,6 +864,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         -- features_seen_at: when a features run first saw it (a state stored after that time reflects it; one
         -- stored before, even after revised_at, does not: the revision may have committed after it)
         ALTER TABLE ohlcv_revisions
+            ADD COLUMN last_ts timestamptz,            -- the last changed candle (null: first_ts only)
             ADD COLUMN features_requested_at timestamptz,
             ADD COLUMN features_seen_at timestamptz,
             ADD COLUMN features_done_at timestamptz,

@@ -11,44 +11,33 @@ correction replaced it, when (``superseded_at``). Nothing is updated in place bu
   superseded with no successor.
 
 ``known_at`` is ``clock_timestamp()`` taken by :meth:`OutputWriter.flush`, which every write path calls as
-the last write of its transaction, so it trails the commit by the commit's own time (milliseconds): a reader
+the last write of its transaction, so it precedes the commit by the flush's own time (its COPY, UPDATE and
+INSERT: milliseconds for a live batch, up to a second or so for a month rescored) and the commit's: a reader
 asking "as known at T" for a T inside that gap is shown a row it could not yet see. The alternative,
 ``track_commit_timestamp`` and ``pg_xact_commit_timestamp(xmin)``, was rejected: setting ``superseded_at``
 gives the tuple a new ``xmin`` (its commit time would become the correction's), a function of ``xmin`` cannot
 be indexed for the as-of reads, and an external server needs a restart to turn it on.
 
 The reads (``tp_<table>_known_at``, ``tp_<table>_for_candles``, ``current_champion_<table>``) are SQL in
-migration 13; ``read_*`` below call them.
+migration 13; ``known_at`` and ``for_candles`` below call the functions.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-# table -> (columns written, key columns, time column, value columns compared with a float tolerance, the rest)
+# table -> (columns written, key columns, time column, floats compared with a tolerance, JSON objects compared
+# with it, the rest compared exactly)
 TABLES = {
     "predictions": (["model_name", "model_version", "symbol", "timeframe", "ts", "value", "label", "details",
-                     "in_sample"], 5, "ts", ["value"], ["label", "details", "in_sample"]),
+                     "in_sample"], 5, "ts", ["value"], ["details"], ["label", "in_sample"]),
     "forecasts": (["model_name", "model_version", "symbol", "timeframe", "origin_ts", "step", "median", "quantiles",
-                   "in_sample"], 6, "origin_ts", ["median"], ["quantiles", "in_sample"]),
+                   "in_sample"], 6, "origin_ts", ["median"], ["quantiles"], ["in_sample"]),
     "patterns": (["model_name", "model_version", "symbol", "timeframe", "ts", "pattern", "probability", "bars",
-                  "in_sample"], 6, "ts", ["probability"], ["bars", "in_sample"]),
+                  "in_sample"], 6, "ts", ["probability"], [], ["bars", "in_sample"]),
 }
 # a recomputed float "equals" the stored one within this (a batch of another size can move the last bits)
 REL_TOL, ABS_TOL = 1e-6, 1e-9
-
-
-def columns(table: str) -> list[str]:
-    return TABLES[table][0]
-
-
-def key_columns(table: str) -> list[str]:
-    cols, nkey, *_ = TABLES[table]
-    return cols[:nkey]
-
-
-def time_column(table: str) -> str:
-    return TABLES[table][2]
 
 
 class OutputWriter:
@@ -87,7 +76,7 @@ class OutputWriter:
 def _flush_table(conn, table: str, rows: list[tuple], scopes: list[tuple], now: datetime) -> dict[str, int]:
     from psycopg import sql
 
-    cols, nkey, tcol, floats, others = TABLES[table]
+    cols, nkey, tcol, floats, jsons, others = TABLES[table]
     key = cols[:nkey]
     stage, scope_t = sql.Identifier(f"_tp_stage_{table}"), sql.Identifier("_tp_scope")
     T = sql.Identifier(table)
@@ -108,10 +97,11 @@ def _flush_table(conn, table: str, rows: list[tuple], scopes: list[tuple], now: 
     same_key = lambda a, b: sql.SQL(" AND ").join(  # noqa: E731
         sql.SQL("{}.{} = {}.{}").format(sql.Identifier(a), sql.Identifier(c), sql.Identifier(b), sql.Identifier(c))
         for c in key)
+    tol = {"a": sql.Literal(ABS_TOL), "r": sql.Literal(REL_TOL)}
     differs = sql.SQL(" OR ").join(
-        [sql.SQL("NOT (t.{c} IS NOT DISTINCT FROM s.{c} OR abs(t.{c} - s.{c}) <= {a} + {r} * "
-                 "greatest(abs(t.{c}), abs(s.{c})))").format(c=sql.Identifier(c), a=sql.Literal(ABS_TOL),
-                                                               r=sql.Literal(REL_TOL)) for c in floats]
+        [sql.SQL("(t.{c} IS DISTINCT FROM s.{c} AND NOT coalesce(abs(t.{c} - s.{c}) <= {a} + {r} * "
+                 "greatest(abs(t.{c}), abs(s.{c})), false))").format(c=sql.Identifier(c), **tol) for c in floats]
+        + [sql.SQL("NOT tp_json_close(t.{c}, s.{c}, {r}, {a})").format(c=sql.Identifier(c), **tol) for c in jsons]
         + [sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in others])
     superseded = conn.execute(sql.SQL(
         "UPDATE {T} t SET superseded_at = %(now)s FROM {stage} s WHERE t.superseded_at IS NULL AND {k} AND ({d})")
@@ -162,11 +152,14 @@ def add_coverage(conn, table: str, name: str, version: str, symbol: str, tf: str
 
 # ---- which candles still want an output --------------------------------------------------------------------
 def missing_runs(conn, table: str, name: str, version: str, symbol: str, tf: str, start: datetime,
-                 end: datetime | None, live_since: datetime | None = None) -> list[tuple[datetime, datetime]]:
+                 end: datetime | None, live_since: datetime | None = None,
+                 inputs: tuple[str, ...] = ()) -> list[tuple[datetime, datetime]]:
     """(first, last) of each stretch of consecutive closed candles of the series in ``[start, end)`` the version has no current output for (interior
     gaps too, not only what follows the newest row). Predictions and forecasts: feature rows without a current
     row (a forecast at step 1); patterns: candles outside the stretches the version has scanned. From
-    ``live_since`` on (a live series) a candle whose live event is still pending is the live path's to score."""
+    ``live_since`` on (a live series) a candle whose live event is still pending is the live path's to score.
+    ``inputs``: feature columns without which the version writes no row (the regime model's): a candle missing
+    one is not a gap."""
     live = ("AND NOT EXISTS (SELECT 1 FROM market_events e JOIN market_event_queue q ON q.event_id = e.id "
             "AND q.consumer = 'predictions' AND q.status <> 'done' WHERE e.symbol = c.symbol "
             "AND e.timeframe = c.timeframe AND e.ts = c.ts AND c.ts >= %(live)s)") if live_since is not None else ""
@@ -184,10 +177,12 @@ def missing_runs(conn, table: str, name: str, version: str, symbol: str, tf: str
                "AND p.model_version = %(v)s AND p.symbol = c.symbol AND p.timeframe = c.timeframe "
                "AND p.lo <= c.ts AND c.ts < p.hi)")
         src = "ohlcv"
+    need = "".join(f' AND c."{c}" IS NOT NULL AND c."{c}" <> \'NaN\'::float8' for c in inputs)
     return [(r[0], r[1]) for r in conn.execute(
         f"SELECT min(ts), max(ts) FROM (SELECT c.ts, n - row_number() OVER (ORDER BY c.ts) AS run FROM ("
         f" SELECT c.symbol, c.timeframe, c.ts, row_number() OVER (ORDER BY c.ts) AS n FROM {src} c WHERE c.symbol = %(s)s "
-        f" AND c.timeframe = %(tf)s AND c.ts >= %(start)s AND c.ts < coalesce(%(end)s::timestamptz, 'infinity')) c "
+        f" AND c.timeframe = %(tf)s AND c.ts >= %(start)s AND c.ts < coalesce(%(end)s::timestamptz, 'infinity')"
+        f" {need}) c "
         f" WHERE NOT {has} {live}) m GROUP BY run ORDER BY 1",
         {"n": name, "v": version, "s": symbol, "tf": tf, "start": start, "end": end, "live": live_since}).fetchall()]
 
@@ -212,12 +207,13 @@ def claim_series(conn, symbol: str, tf: str, path: str, since: datetime) -> bool
 
 
 # ---- revisions: read by state --------------------------------------------------------------------------------
-def pending_revisions(conn, table: str, symbol: str, lock: bool = True) -> list[tuple[int, str, datetime]]:
-    """(id, timeframe, first_ts) of the symbol's revisions whose features are recomputed and whose ``table``
-    outputs are not corrected yet, locked for this transaction (another run skips them)."""
+def pending_revisions(conn, table: str, symbol: str, lock: bool = True) -> list[tuple]:
+    """(id, timeframe, first_ts, last_ts) of the symbol's revisions whose features are recomputed and whose
+    ``table`` outputs are not corrected yet, locked for this transaction (another run skips them)."""
     col = f"{table}_done_at"
     return conn.execute(
-        f"SELECT id, timeframe, first_ts FROM ohlcv_revisions WHERE symbol = %s AND {col} IS NULL "
+        f"SELECT id, timeframe, first_ts, coalesce(last_ts, first_ts) FROM ohlcv_revisions WHERE symbol = %s "
+        f"AND {col} IS NULL "
         f"AND features_done_at IS NOT NULL ORDER BY id" + (" FOR UPDATE SKIP LOCKED" if lock else ""),
         (symbol,)).fetchall()
 
