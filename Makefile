@@ -40,3 +40,4 @@ bench: install
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/rag.py
+	$(PY) benchmarks/outputs.py

@@ -268,7 +268,7 @@ def fill_gaps(store, server, v: Version, info, tf: str, start: datetime, end: da
                                  inputs):
         hi = last + timedelta(microseconds=1)
         rows = score_range(store, server, v, info, tf, lo, hi, params)
-        writer.add(v.table, rows, scope=(v.name, v.version, info.symbol, tf, lo, hi))
+        writer.add(v.table, rows, scope=(v.name, v.version, info.symbol, tf, lo, hi), new=True)
         staged += len(rows)
     return staged
 

@@ -58,7 +58,8 @@ def _reads_sql(table: str) -> str:
                       AND x.{t} >= coalesce(p_start, '-infinity') AND x.{t} < coalesce(p_end, 'infinity')
                       AND x.{t} <= p_as_of
                       AND x.known_at <= p_as_of AND (x.superseded_at IS NULL OR x.superseded_at > p_as_of)
-                    ORDER BY x.{t} DESC LIMIT 1) END AS latest) l
+                    ORDER BY x.{t} DESC LIMIT 1) END AS latest
+                OFFSET 0) l  -- evaluated once per series, not inlined into each use
             CROSS JOIN LATERAL (
                 SELECT {sel} FROM {table} p
                 WHERE {same.replace('x.', 'p.')}

@@ -47,13 +47,17 @@ class OutputWriter:
         self.conn = conn
         self.rows: dict[str, list[tuple]] = {t: [] for t in TABLES}
         self.scopes: dict[str, list[tuple]] = {t: [] for t in TABLES}
+        self.compare: dict[str, bool] = {t: False for t in TABLES}
 
-    def add(self, table: str, rows: list[tuple], scope: tuple | None = None) -> None:
-        """Rows in ``columns(table)`` order; ``scope``: (model, version, symbol, timeframe, lo, hi) when every
-        row of that version and series in ``[lo, hi)`` was recomputed (rows it no longer yields are superseded)."""
+    def add(self, table: str, rows: list[tuple], scope: tuple | None = None, new: bool = False) -> None:
+        """Rows in the table's column order (``TABLES``); ``scope``: (model, version, symbol, timeframe, lo, hi)
+        when every row of that version and series in ``[lo, hi)`` was recomputed (rows it no longer yields are
+        superseded). ``new``: the rows are for candles with no current row (a gap being filled): nothing to
+        compare or supersede, so the flush only inserts them (a row another path wrote meanwhile wins)."""
         self.rows[table].extend(rows)
         if scope is not None:
             self.scopes[table].append(scope)
+        self.compare[table] = self.compare[table] or not new
 
     def pending(self) -> int:
         return sum(map(len, self.rows.values())) + sum(map(len, self.scopes.values()))
@@ -68,12 +72,14 @@ class OutputWriter:
             now = self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
             for table in TABLES:
                 if self.rows[table] or self.scopes[table]:
-                    out[table] = _flush_table(self.conn, table, self.rows[table], self.scopes[table], now)
-                    self.rows[table], self.scopes[table] = [], []
+                    out[table] = _flush_table(self.conn, table, self.rows[table], self.scopes[table], now,
+                                              self.compare[table])
+                    self.rows[table], self.scopes[table], self.compare[table] = [], [], False
         return out
 
 
-def _flush_table(conn, table: str, rows: list[tuple], scopes: list[tuple], now: datetime) -> dict[str, int]:
+def _flush_table(conn, table: str, rows: list[tuple], scopes: list[tuple], now: datetime,
+                 compare: bool = True) -> dict[str, int]:
     from psycopg import sql
 
     cols, nkey, tcol, floats, jsons, others = TABLES[table]
@@ -103,10 +109,10 @@ def _flush_table(conn, table: str, rows: list[tuple], scopes: list[tuple], now: 
                  "greatest(abs(t.{c}), abs(s.{c})), false))").format(c=sql.Identifier(c), **tol) for c in floats]
         + [sql.SQL("NOT tp_json_close(t.{c}, s.{c}, {r}, {a})").format(c=sql.Identifier(c), **tol) for c in jsons]
         + [sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in others])
-    superseded = conn.execute(sql.SQL(
+    superseded = 0 if not compare else conn.execute(sql.SQL(
         "UPDATE {T} t SET superseded_at = %(now)s FROM {stage} s WHERE t.superseded_at IS NULL AND {k} AND ({d})")
         .format(T=T, stage=stage, k=same_key("t", "s"), d=differs), {"now": now}).rowcount
-    if scopes:
+    if scopes and compare:
         superseded += conn.execute(sql.SQL(
             "UPDATE {T} t SET superseded_at = %(now)s FROM _tp_scope sc WHERE t.superseded_at IS NULL "
             "AND t.model_name = sc.model_name AND t.model_version = sc.model_version AND t.symbol = sc.symbol "
@@ -118,7 +124,7 @@ def _flush_table(conn, table: str, rows: list[tuple], scopes: list[tuple], now: 
         inserted = conn.execute(sql.SQL(
             "WITH ins AS ("
             " INSERT INTO {T} ({c}, known_at) SELECT DISTINCT ON ({sk}) {sc}, %(now)s FROM {stage} s"
-            " WHERE NOT EXISTS (SELECT 1 FROM {T} t WHERE {k} AND t.superseded_at IS NULL)"
+            " WHERE {fresh} OR NOT EXISTS (SELECT 1 FROM {T} t WHERE {k} AND t.superseded_at IS NULL)"
             " ON CONFLICT ({kc}) WHERE superseded_at IS NULL DO NOTHING"
             " RETURNING model_name, model_version, symbol, timeframe, {tc} AS t),"
             " series AS ("
@@ -131,7 +137,8 @@ def _flush_table(conn, table: str, rows: list[tuple], scopes: list[tuple], now: 
             " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM series)")
             .format(T=T, c=ident(cols), sc=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
                     sk=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in key),
-                    stage=stage, k=same_key("t", "s"), kc=ident(key), tc=sql.Identifier(tcol)),
+                    stage=stage, k=same_key("t", "s"), kc=ident(key), tc=sql.Identifier(tcol),
+                    fresh=sql.SQL("false" if compare else "true")),
             {"now": now, "table": table}).fetchone()[0]
     if table == "patterns":
         for s in scopes:
