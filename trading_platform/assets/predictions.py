@@ -113,7 +113,10 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
                         start, end = month_bounds(month)
                         w = outputs.OutputWriter(store.conn)
                         with store.conn.transaction():
-                            if live_from is not None:  # no live batch writes the series between read and write
+                            # a gap fill only inserts, for candles without a current row: a live batch's row for
+                            # the same candle wins either way, so it holds no lock while it scores. A recompute
+                            # compares and supersedes: no live batch may write the series between its read and write
+                            if config.recompute and live_from is not None:
                                 live_lock(store.conn, symbol)
                             if config.recompute:
                                 rows = scoring.score_range(store, model_server, v, info, tf, start, end, params)
