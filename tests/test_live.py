@@ -708,3 +708,49 @@ def test_an_alias_moved_in_the_mlflow_client_is_in_the_champion_history_after_th
         client.delete_model_version("pump_xgb", v2.version)
     assert got[-1][:2] == (str(v2.version), "registry") and got[-1][2] >= before and got[-1][3] is None
     assert got[-2][0] == "1" and got[-2][3] == got[-1][2]  # the old stretch ends where the new one starts
+
+
+def test_an_updated_live_candle_supersedes_what_it_changed_in_the_same_run(live):
+    """The live path applies the correction rule too: an exchange's corrected candle (an ``updated`` event)
+    supersedes the outputs of the later candles that read it, in the batch that recomputes its features, and
+    what was known before stays readable."""
+    from trading_platform.models.scoring import Version, score_range
+    from trading_platform.store.outputs import known_at
+
+    dsn, instance, res = live
+    _, ts = feed_next(dsn, 6)
+    [req] = tick(instance, res).run_requests
+    assert run_request(req, instance=instance, resources=res).success
+    with psycopg.connect(dsn) as c:
+        before = c.execute("SELECT clock_timestamp()").fetchone()[0]
+    with connect(dsn) as store:  # the exchange corrects the second candle: a new close and volume
+        c2 = store.read_candles("BTC/USDT", "5m", ts[1].to_pydatetime(), ts[2].to_pydatetime()).to_frame()
+        fixed = c2.assign(close=c2["high"], volume=c2["volume"] * 30)
+        w = store.write_live("BTC/USDT", "5m", fixed)
+        assert w.updated == 1 and len(w.events) == 1
+    [req] = tick(instance, res).run_requests
+    assert run_request(req, instance=instance, resources=res).success
+    client = res["mlflow"].client()
+    with connect(dsn) as store:
+        info = store.get_symbol("BTC/USDT")
+        pump = Version("pump_xgb", "1", "champion", dict(client.get_model_version("pump_xgb", "1").tags))
+        fresh = {r[4]: r[5] for r in score_range(store, res["model_server"], pump, info, "5m",
+                                                 ts[0].to_pydatetime(), None)}
+        then = {r[4]: r[5] for r in known_at(store.conn, "predictions", before, symbols=["BTC/USDT"],
+                                              models=["pump_xgb"], start=ts[0].to_pydatetime())}
+        rows = store.conn.execute("SELECT ts, value, superseded_at FROM predictions WHERE model_name = 'pump_xgb' "
+                                  "AND symbol = 'BTC/USDT' AND ts >= %s ORDER BY ts, known_at",
+                                  (ts[0].to_pydatetime(),)).fetchall()
+        revision = store.conn.execute("SELECT features_done_at IS NOT NULL, predictions_done_at IS NOT NULL "
+                                      "FROM ohlcv_revisions").fetchall()
+    current = {t: v for t, v, s in rows if s is None}
+    superseded = [t for t, _, s in rows if s is not None]
+    assert current.keys() == fresh.keys() == {t.to_pydatetime() for t in ts}
+    assert all(current[t] == pytest.approx(fresh[t], rel=1e-6) for t in fresh)  # every changed row corrected
+    assert ts[1].to_pydatetime() in superseded and ts[0].to_pydatetime() not in superseded  # nothing before it
+    first: dict = {}
+    for t, v, _ in rows:  # ordered by known_at: the first row of each candle is what was known before
+        first.setdefault(t, v)
+    assert then == first
+    assert then[ts[1].to_pydatetime()] != current[ts[1].to_pydatetime()]  # as known before: the old value
+    assert revision == [(True, True)]  # done in the live batch: no other path redoes it

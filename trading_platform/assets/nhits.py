@@ -16,6 +16,9 @@ from .features import FEATURES_KEY
 from .training import GROUP, checks
 
 
+# the blocking check: a version whose metrics are missing or not finite moves no alias
+REQUIRED_METRICS = ("mae", "rel_mae_vs_naive", "rel_mae_vs_seasonal_naive", "coverage_80")
+
 def nhits_timeframes() -> list[str]:
     """``TP_NHITS_TIMEFRAMES`` (comma-separated, default ``1h``); a bad one fails at load, naming it."""
     raw = os.environ.get("TP_NHITS_TIMEFRAMES", "1h")
@@ -78,8 +81,8 @@ def _nhits_asset(tf: str):
         for symbol, data in groups.items():
             name = registered_name(f"nhits.{tf}", symbol, config.lineage)
             try:
-                results[name] = _train_one(context, cfg, tf, name, symbol, data, infos, client, mlflow, market_db, model_server,
-                                           config)
+                results[name] = _train_one(context, cfg, tf, name, symbol, data, infos, client, mlflow, market_db,
+                                           model_server, config)
             except EvaluationError as e:
                 failures[name] = f"{e} (nothing was registered)"
         if failures and not results:
@@ -129,7 +132,8 @@ def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, ml
     example = example.select(["symbol", pl.col("ts").dt.replace_time_zone(None), "close", *cfg.hist_exog]).to_pandas()
     predicted = rows_frame(t.forecaster.forecast(example).rows, cfg.quantiles)
     info = log_and_register(
-        mlflow_resource=mlflow, market_db=market_db, experiment="nhits", run_name=f"{name}", tags={**run_tags(context, "nhits", tf, symbol),
+        mlflow_resource=mlflow, market_db=market_db, required=REQUIRED_METRICS,
+        experiment="nhits", run_name=f"{name}", tags={**run_tags(context, "nhits", tf, symbol),
                                                                              "tp.horizon": str(cfg.horizon)},
         version_tags=version_tags(cfg, ev.window_tags(), ev.block_len, {"tp.horizon": str(cfg.horizon)}),
         flavor="nhits", model=t.forecaster, registered_name=name, target=target,
@@ -139,7 +143,7 @@ def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, ml
         plot=lambda path: forecast_plot(ev.windows, ev.series, path, f"{name}: median and 10-90 % band on the "
                                                                      "held-out windows"),
         decision=t.decision, artifacts={"evaluation_notes": {"notes": list(ev.notes)}})
-    return result(info, t.metrics, ["mae", "rel_mae_vs_naive", "rel_mae_vs_seasonal_naive", "coverage_80"],
+    return result(info, t.metrics, list(REQUIRED_METRICS),
                   {"windows": len(ev.windows), "series": int(t.metrics.get("series", 0)), "target": target,
                    "rel_mae_vs_naive": t.metrics["rel_mae_vs_naive"],
                    "rel_mae_vs_seasonal_naive": t.metrics["rel_mae_vs_seasonal_naive"],

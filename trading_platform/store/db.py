@@ -263,7 +263,8 @@ class MarketStore:
             if revised_from is not None:
                 # candles changed under stored history: what was derived from them is stale
                 self.conn.execute(
-                    "INSERT INTO ohlcv_revisions (symbol, timeframe, first_ts, last_ts, rows) VALUES (%s, %s, %s, %s, %s)",
+                    "INSERT INTO ohlcv_revisions (symbol, timeframe, first_ts, last_ts, rows) "
+                    "VALUES (%s, %s, %s, %s, %s)",
                     (symbol, tf, revised_from, revised_to, revised_rows),
                 )
         return result

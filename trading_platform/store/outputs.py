@@ -161,9 +161,10 @@ def add_coverage(conn, table: str, name: str, version: str, symbol: str, tf: str
 def missing_runs(conn, table: str, name: str, version: str, symbol: str, tf: str, start: datetime,
                  end: datetime | None, live_since: datetime | None = None,
                  inputs: tuple[str, ...] = ()) -> list[tuple[datetime, datetime]]:
-    """(first, last) of each stretch of consecutive closed candles of the series in ``[start, end)`` the version has no current output for (interior
-    gaps too, not only what follows the newest row). Predictions and forecasts: feature rows without a current
-    row (a forecast at step 1); patterns: candles outside the stretches the version has scanned. From
+    """(first, last) of each stretch of consecutive closed candles of the series in ``[start, end)`` the version
+    has no current output for (interior gaps too, not only what follows the newest row). Predictions and
+    forecasts: feature rows without a current row (a forecast at step 1); patterns: candles outside the
+    stretches the version has scanned. From
     ``live_since`` on (a live series) a candle whose live event is still pending is the live path's to score.
     ``inputs``: feature columns without which the version writes no row (the regime model's): a candle missing
     one is not a gap."""
@@ -187,7 +188,8 @@ def missing_runs(conn, table: str, name: str, version: str, symbol: str, tf: str
     need = "".join(f' AND c."{c}" IS NOT NULL AND c."{c}" <> \'NaN\'::float8' for c in inputs)
     return [(r[0], r[1]) for r in conn.execute(
         f"SELECT min(ts), max(ts) FROM (SELECT c.ts, n - row_number() OVER (ORDER BY c.ts) AS run FROM ("
-        f" SELECT c.symbol, c.timeframe, c.ts, row_number() OVER (ORDER BY c.ts) AS n FROM {src} c WHERE c.symbol = %(s)s "
+        f" SELECT c.symbol, c.timeframe, c.ts, row_number() OVER (ORDER BY c.ts) AS n FROM {src} c"
+        f" WHERE c.symbol = %(s)s "
         f" AND c.timeframe = %(tf)s AND c.ts >= %(start)s AND c.ts < coalesce(%(end)s::timestamptz, 'infinity')"
         f" {need}) c "
         f" WHERE NOT {has} {live}) m GROUP BY run ORDER BY 1",
