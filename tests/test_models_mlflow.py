@@ -294,3 +294,61 @@ def test_listing_and_scoring_more_than_100_registered_models(env):
     assert len(list_models(client)) == 106
     p = md(run(predictions, partition_key=APRIL), predictions)
     assert len(p["by_model"]) == 106 and p["by_model"]["pump_xgb.copy104"] == 30 * 24  # every model scored
+
+
+def test_an_incumbent_that_cannot_be_loaded_keeps_its_alias_and_promote_says_what_it_skips(model_env, tmp_path):
+    """A champion whose artifacts are gone (a store error, a deleted directory) is never replaced blind: the new
+    version, which the gate could not compare with it, is registered as a challenger saying why."""
+    import shutil
+
+    run, res, dsn = model_env
+    client = res["mlflow"].client()
+    pump = {"n_estimators": 30, "rise": 0.01, **ANY_BASELINE}
+    run(pump_xgb, pump)
+    assert str(client.get_model_version_by_alias("pump_xgb", "champion").version) == "1"
+    shutil.rmtree(tmp_path / "artifacts")  # version 1's artifacts vanish...
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)  # ...and nothing is cached
+    serving._MEMORY.clear()
+    serving._ALIASES.clear()
+    r = run(pump_xgb, {**pump, "n_estimators": 40, "min_improvement_vs_champion": -1.0})
+    meta = {k: v.value for k, v in r.asset_materializations_for_node("models__pump_xgb")[0].metadata.items()}
+    assert meta["gate_decision"] == "challenger" and "not compared with champion version 1" in meta["gate_reason"]
+    assert str(client.get_model_version_by_alias("pump_xgb", "champion").version) == "1"  # it keeps its alias
+    v2 = client.get_model_version("pump_xgb", "2").tags
+    assert v2["gate.decision"] == "challenger" and "tp models promote" in v2["gate.reason"]
+    listed = {m["name"]: m for m in list_models(client)}["pump_xgb"]["versions"]
+    assert "not compared" in listed[1]["gate"]["reason"]
+    with connect(dsn) as store:  # forcing it stays possible, and says what it skips
+        out = promote(client, "pump_xgb", "2", conn=store.conn)
+    assert out["previous"] == "1" and "not compared with champion version 1" in out["skipped_gate"]
+
+
+def test_a_failing_blocking_check_moves_no_alias(tmp_path):
+    from pathlib import Path
+
+    import pandas as pd
+    import xgboost as xgb
+
+    from trading_platform.models.gate import GateDecision
+    from trading_platform.models.tracking import log_and_register
+    from trading_platform.resources import MLflowResource
+
+    mlflow = MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "a"))
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(X, (X[:, 0] > 0).astype(int)), 3)
+    decision = GateDecision("champion", "first champion: beats every naive baseline with support", "roc_auc",
+                            "higher", 0.9)
+
+    def plot(path):
+        Path(path).write_bytes(b"not a plot")
+        return path
+
+    out = log_and_register(
+        mlflow_resource=mlflow, experiment="t", run_name="t", tags={}, version_tags={}, flavor="xgboost",
+        model=booster, registered_name="pump_xgb", target="t", params={}, metrics={"roc_auc": float("nan")},
+        example=pd.DataFrame(X[:2], columns=["a", "b", "c"]), predict_example=booster.predict(xgb.DMatrix(X[:2])),
+        plot=plot, decision=decision, required=("roc_auc", "log_loss"))
+    client = mlflow.client()
+    assert out["decision"].alias == "blocked" and "roc_auc, log_loss" in out["decision"].reason
+    assert client.get_registered_model("pump_xgb").aliases == {}  # registered, but no alias moved
+    assert client.get_model_version("pump_xgb", out["version"]).tags["gate.decision"] == "blocked"

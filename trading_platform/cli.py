@@ -309,7 +309,10 @@ def cmd_models_promote(args) -> int:
 
     with _store() as store:
         out = promote(_mlflow_client(), args.name, args.version, conn=store.conn)
-    _emit(args, out, f"{out['model']}: champion is now version {out['champion']} (was {out['previous']})")
+    text = f"{out['model']}: champion is now version {out['champion']} (was {out['previous']})"
+    if out.get("skipped_gate"):
+        text += f"\n  what the gate had said of it (skipped by this promotion): {out['skipped_gate']}"
+    _emit(args, out, text)
     return 0
 
 

@@ -16,6 +16,9 @@ TCN_KEY = AssetKey(["models", "pattern_tcn"])
 HISTORY_BARS = 20_000  # the newest candles of each symbol's series the labeler reads for training
 
 
+# the blocking check: a version whose metrics are missing or not finite moves no alias
+REQUIRED_METRICS = ("macro_f1",)
+
 class TCNTrainConfig(Config):
     epochs: int = 10
     n_synthetic: int = 20_000          # generated training windows
@@ -91,7 +94,8 @@ def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_d
     window = frozen.windows[0]
     example = pd.DataFrame(window, columns=["open", "high", "low", "close"])
     out = log_and_register(
-        mlflow_resource=mlflow, market_db=market_db, experiment="pattern_tcn", run_name=name,
+        mlflow_resource=mlflow, market_db=market_db, required=REQUIRED_METRICS,
+        experiment="pattern_tcn", run_name=name,
         tags=run_tags(context, "pattern_tcn", "any", None),
         version_tags={"tp.config": json.dumps(cfg.to_dict(), sort_keys=True), "tp.block_len": "1",
                       "tp.frozen_set": f"{len(frozen)} windows, seeds {list(frozen.stream)}"},
@@ -103,7 +107,7 @@ def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_d
         plot=lambda path: str(pe.plot_confusion(evaluation, path)), decision=decision,
         artifacts={"scores": evaluation.scores, "history_labels": info["history_labels"],
                    "losses": {"per_epoch": info["losses"]}})
-    return result(out, metrics, ["macro_f1"], {
+    return result(out, metrics, list(REQUIRED_METRICS), {
         "macro_f1": evaluation.macro_f1(), "labeler_macro_f1": evaluation.macro_f1("labeler"),
         "scores": MetadataValue.json(evaluation.scores), "train_s": round(info["train_s"], 1), "target": target})
 

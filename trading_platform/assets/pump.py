@@ -13,6 +13,9 @@ from .training import GROUP, checks
 PUMP_KEY = AssetKey(["models", "pump_xgb"])
 
 
+# the blocking check: a version whose metrics are missing or not finite moves no alias
+REQUIRED_METRICS = ("roc_auc", "log_loss", "baseline_log_loss")
+
 class PumpTrainConfig(Config):
     timeframe: str = "5m"
     symbols: List[str] = []          # empty: every enabled crypto symbol listing the timeframe
@@ -86,7 +89,8 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
     X_ho, y_ho = t.task.X[t.task.holdout], t.task.y[t.task.holdout]
     tags = {**run_tags(context, "pump_xgb", tf, None), "tp.threshold": str(cfg.alert_threshold)}
     info = log_and_register(
-        mlflow_resource=mlflow, market_db=market_db, experiment="pump_xgb", run_name=f"{name} {tf}", tags=tags,
+        mlflow_resource=mlflow, market_db=market_db, required=REQUIRED_METRICS,
+        experiment="pump_xgb", run_name=f"{name} {tf}", tags=tags,
         version_tags=version_tags(cfg, t.task.window(), t.task.block_len), flavor="xgboost", model=t.model.booster,
         registered_name=name, target=target,
         params={**cfg.to_dict(), "timeframe": tf, "symbols": ",".join(symbols), "features": len(t.task.columns),
@@ -95,6 +99,6 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
         predict_example=t.model.predict(X_ho[:5]),
         plot=lambda path: pump.calibration_plot(y_ho, t.model.predict(X_ho), path), decision=t.decision,
         model_metadata={"tp_calibration": t.model.calibration()})
-    return result(info, t.metrics, ["roc_auc", "log_loss", "baseline_log_loss"],
+    return result(info, t.metrics, list(REQUIRED_METRICS),
                   {"train_rows": len(t.task.train), "holdout_rows": len(t.task.holdout), "symbols": ", ".join(symbols),
                    "target": target})

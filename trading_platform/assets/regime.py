@@ -14,6 +14,9 @@ from .training import GROUP, checks
 REGIME_KEY = AssetKey(["models", "regime_hmm"])
 
 
+# the blocking check: a version whose metrics are missing or not finite moves no alias
+REQUIRED_METRICS = ("holdout_return_loglik_per_row", "baseline_return_loglik_per_row")
+
 class RegimeTrainConfig(Config):
     timeframe: Optional[str] = None   # default: 1h if the symbol lists it, else its base timeframe
     n_iter: int = 50
@@ -72,7 +75,8 @@ def _train_regime(context: AssetExecutionContext, symbol: str, config: RegimeTra
     close = frame.drop_nulls(list(regime.INPUTS)).sort("ts")["close"].to_numpy()
     example = pd.DataFrame(t.X[:5], columns=list(regime.INPUTS))
     info = log_and_register(
-        mlflow_resource=mlflow, market_db=market_db, experiment="regime_hmm", run_name=f"{name} {tf}",
+        mlflow_resource=mlflow, market_db=market_db, required=REQUIRED_METRICS,
+        experiment="regime_hmm", run_name=f"{name} {tf}",
         tags=run_tags(context, "regime_hmm", tf, symbol), version_tags=version_tags(cfg, t.window(), regime.BLOCK_LEN),
         flavor="regime", model=model, registered_name=name, target=target,
         params={"symbol": symbol, "timeframe": tf, "n_states": cfg.n_states, "n_iter": cfg.n_iter,
@@ -84,7 +88,7 @@ def _train_regime(context: AssetExecutionContext, symbol: str, config: RegimeTra
         artifacts={"transition_matrix": model.transitions(), "regime_stats": model.state_stats(),
                    "regime_share": share},
     )
-    return result(info, t.metrics, ["holdout_return_loglik_per_row", "baseline_return_loglik_per_row"], {
+    return result(info, t.metrics, list(REQUIRED_METRICS), {
         "transition_matrix": MetadataValue.json(model.transitions()),
         "regime_stats": MetadataValue.json(model.state_stats()), "regime_share": MetadataValue.json(share),
         "target": target})

@@ -22,6 +22,9 @@ from .training import GROUP, checks
 SIGNAL_KEY = AssetKey(["models", "signal_lgbm"])
 
 
+# the blocking check: a version whose metrics are missing or not finite moves no alias
+REQUIRED_METRICS = ("roc_auc", "log_loss", "baseline_log_loss", "accuracy", "baseline_accuracy")
+
 class SignalTrainConfig(Config):
     timeframe: Optional[str] = None
     horizon: int = 12
@@ -137,7 +140,8 @@ def _train_signal(context: AssetExecutionContext, symbol: str, config: SignalTra
     regime_tags = {"tp.regime_model": src[0] if src else "", "tp.regime_model_version": src[1] if src else "",
                    "tp.regime_inputs": regime_note}
     info = log_and_register(
-        mlflow_resource=mlflow, market_db=market_db, experiment="signal_lgbm", run_name=f"{name} {tf}",
+        mlflow_resource=mlflow, market_db=market_db, required=REQUIRED_METRICS,
+        experiment="signal_lgbm", run_name=f"{name} {tf}",
         tags=run_tags(context, "signal_lgbm", tf, symbol),
         version_tags=version_tags(cfg, t.task.window(), t.task.block_len, regime_tags),
         flavor="lightgbm", model=t.model.booster, registered_name=name, target=target,
@@ -149,5 +153,5 @@ def _train_signal(context: AssetExecutionContext, symbol: str, config: SignalTra
         plot=lambda path: signal.importance_plot(t.model.booster, t.task.columns, path,
                                                  f"{symbol} {tf}: signal score, feature importance (gain)"),
         decision=t.decision, model_metadata={"tp_calibration": t.model.calibration()})
-    return result(info, t.metrics, ["roc_auc", "log_loss", "baseline_log_loss", "accuracy", "baseline_accuracy"],
+    return result(info, t.metrics, list(REQUIRED_METRICS),
                   {"regime_inputs": regime_note, "target": target})

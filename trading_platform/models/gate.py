@@ -115,13 +115,13 @@ def compare(key: str, against: str, metric: str, direction: str, fn: MetricFn, n
 
 @dataclass
 class GateDecision:
-    alias: str                  # "champion" or "challenger"
+    alias: str                  # "champion" or "challenger" ("blocked": a blocking check failed, no alias moves)
     reason: str
     metric: str
     direction: str
     new_score: float
     comparisons: list[Comparison] = field(default_factory=list)
-    champion_mode: str = "none"  # none | scored | refit | unavailable
+    champion_mode: str = "none"  # none | scored | refit | unavailable | blocked (the champion could not be compared)
     champion_note: str = ""
     block_len: int = 0
     n_boot: int = 0
@@ -209,6 +209,24 @@ def decide(metric: str, direction: str, new_score: float, baselines: list[Compar
     if champion_mode != "none":
         return GateDecision("champion", f"beats every naive baseline with support ({champion_note})", **kw)
     return GateDecision("champion", "first champion: beats every naive baseline with support", **kw)
+
+
+def keep_incumbent(decision: GateDecision, version: str, why: str) -> GateDecision:
+    """A decision that would promote without having compared the new version with the champion in place (it
+    could not be loaded or scored): the champion keeps its alias, the new version is a challenger, and the
+    reason says why and how to force it."""
+    from dataclasses import replace
+
+    return replace(decision, alias="challenger", champion_mode="blocked", champion_note=why,
+                   reason=f"not compared with champion version {version} ({why}): the champion keeps its alias; "
+                          f"`tp models promote` forces this version without the comparison")
+
+
+def blocked(decision: GateDecision, why: str) -> GateDecision:
+    """A decision a blocking check refused before any alias moved: the version is registered, no alias moves."""
+    from dataclasses import replace
+
+    return replace(decision, alias="blocked", reason=f"a blocking check failed ({why}): no alias moved")
 
 
 def iso(ts_us: int | None) -> str:

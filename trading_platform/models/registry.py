@@ -98,6 +98,8 @@ def apply_decision(client, name: str, version: str, decision: GateDecision, conn
     history when ``conn``, a market-store connection, is given)."""
     for k, v in decision.tags().items():
         client.set_model_version_tag(name, str(version), k, v)
+    if decision.alias not in (CHAMPION, CHALLENGER):  # blocked: registered, no alias moves
+        return
     client.set_registered_model_alias(name, decision.alias, str(version))
     if conn is not None:
         from ..store.champions import record_move
@@ -115,6 +117,7 @@ def promote(client, name: str, version: str, conn=None) -> dict:
     except MlflowException:
         raise InvalidInput(f"no registered model {name!r} version {version!r}", field="version") from None
     previous = champion_version(client, name)
+    skipped = (client.get_model_version(name, str(version)).tags or {}).get("gate.reason", "")
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "gate.decision", "champion")
     client.set_model_version_tag(name, str(version), "gate.reason", "promoted by hand (tp models promote)")
@@ -122,7 +125,8 @@ def promote(client, name: str, version: str, conn=None) -> dict:
         from ..store.champions import record_move
 
         record_move(conn, name, CHAMPION, str(version), "promote", note="tp models promote")
-    return {"model": name, "champion": str(version), "previous": str(previous.version) if previous else None}
+    return {"model": name, "champion": str(version), "previous": str(previous.version) if previous else None,
+            "skipped_gate": skipped}
 
 
 def list_models(client) -> list[dict]:

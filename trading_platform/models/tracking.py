@@ -60,13 +60,28 @@ def log_and_register(*, mlflow_resource, experiment: str, run_name: str, tags: d
                      flavor: str, model: Any, registered_name: str, target: str, params: dict, metrics: dict,
                      example, predict_example, plot: Callable[[str], str], decision: GateDecision,
                      artifacts: dict[str, Any] | None = None, model_metadata: dict | None = None,
-                     market_db=None) -> dict:
+                     market_db=None, required: tuple[str, ...] | list[str] = ()) -> dict:
     """Log the run, register the version, record target, training window and the gate on it, and
-    move the alias the gate chose (recorded in the champion history of ``market_db``, when given)."""
+    move the alias the gate chose (recorded in the champion history of ``market_db``, when given).
+
+    Two guards run before any alias moves: a ``required`` metric that is missing or not finite (the blocking
+    check) registers the version with no alias; a decision to promote that never compared the new version
+    with the champion in place (it could not be loaded or scored) leaves the champion its alias and makes the
+    new version a challenger, saying so. The returned decision is the one applied."""
     import mlflow
     from mlflow.models import infer_signature
 
+    from .gate import blocked, keep_incumbent
+    from .registry import champion_version
+
     client = mlflow_resource.client()
+    bad = [k for k in required if not (isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k]))]
+    incumbent = champion_version(client, registered_name)
+    if bad:
+        decision = blocked(decision, f"metrics missing or not finite: {', '.join(bad)}")
+    elif decision.alias == "champion" and decision.champion_mode == "none" and incumbent is not None:
+        decision = keep_incumbent(decision, str(incumbent.version), "it could not be loaded or scored: the run's log "
+                                                                   "says why")
     with mlflow_resource.run(experiment, run_name, tags) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()
