@@ -188,8 +188,13 @@ def test_models_list_and_promote(tp_env, tmp_path):
     assert m["name"] == "pump_xgb" and [v["aliases"] for v in m["versions"]] == [["champion"], []]
     assert m["versions"][1]["metrics"]["roc_auc"] == pytest.approx(0.7)
     _, out, _ = tp(env, "models", "promote", "pump_xgb", "2", "--json")
-    assert out == {"model": "pump_xgb", "champion": "2", "previous": "1"}
+    assert out == {"model": "pump_xgb", "champion": "2", "previous": "1", "skipped_gate": ""}  # no gate had spoken
     assert str(client.get_model_version_by_alias("pump_xgb", "champion").version) == "2"
+    _, history, _ = tp(env, "models", "history", "pump_xgb", "--json")  # the promotion is in the champion history
+    assert [(h["version"], h["moved_by"], h["valid_to"] is None) for h in history if h["alias"] == "champion"] == [
+        ("2", "promote", True)]
+    code, err, _ = tp(env, "models", "history", "nothing_here", "--json", check=False)
+    assert code == 2 and err["field"] == "name"
     code, err, _ = tp(env, "models", "promote", "pump_xgb", "9", "--json", check=False)
     assert code == 2 and err["field"] == "version" and "version '9'" in err["error"]
     code, err, _ = tp(env, "models", "compare", "pump_xgb", "--json", check=False)  # no challenger to compare
