@@ -324,6 +324,15 @@ def run_request(result, **kw):
     return live_predictions_job.execute_in_process(run_config=result.run_config, tags=result.tags, **kw)
 
 
+def predict_next(live, n):
+    """The next n candles fed live, and the one live run the sensor requests for them, run: (event ids, times)."""
+    dsn, instance, res = live
+    ids, ts = feed_next(dsn, n)
+    [req] = tick(instance, res).run_requests
+    assert run_request(req, instance=instance, resources=res).success
+    return ids, ts
+
+
 def test_the_live_run_predicts_the_event_candles_and_marks_them_done_in_one_transaction(live):
 
     from trading_platform.features.pipeline import materialize as features_materialize
@@ -387,9 +396,7 @@ def test_a_backfill_of_a_live_symbol_adds_nothing_to_what_the_live_path_scored(l
     dsn, instance, res = live
     with connect(dsn) as store:
         sync_partitions(instance, store)
-    ids, ts = feed_next(dsn, 12)
-    [req] = tick(instance, res).run_requests
-    assert run_request(req, instance=instance, resources=res).success
+    ids, ts = predict_next(live, 12)
     month = ts[0].strftime("%Y-%m-01")
     result = materialize([predictions], instance=instance, resources=res,
                          partition_key=str(market_key("BTC/USDT", month)), tags={"dagster/backfill": "bf-live"},
@@ -656,9 +663,7 @@ def test_a_live_series_refilled_by_the_hourly_schedule_has_every_candle_scored_o
     dsn, instance, res = live
     with connect(dsn) as store:
         sync_partitions(instance, store)
-    _, ts = feed_next(dsn, 3)
-    [req] = tick(instance, res).run_requests
-    assert run_request(req, instance=instance, resources=res).success
+    _, ts = predict_next(live, 3)
     with connect(dsn) as store:
         info = store.get_symbol("BTC/USDT")
         nxt = next_closed(SyntheticSource(7), info, "5m", store.candle_stats("BTC/USDT", "5m")["last_ts"], 6)
@@ -718,9 +723,7 @@ def test_an_updated_live_candle_supersedes_what_it_changed_in_the_same_run(live)
     from trading_platform.store.outputs import known_at
 
     dsn, instance, res = live
-    _, ts = feed_next(dsn, 6)
-    [req] = tick(instance, res).run_requests
-    assert run_request(req, instance=instance, resources=res).success
+    _, ts = predict_next(live, 6)
     with psycopg.connect(dsn) as c:
         before = c.execute("SELECT clock_timestamp()").fetchone()[0]
     with connect(dsn) as store:  # the exchange corrects the second candle: a new close and volume

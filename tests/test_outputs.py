@@ -42,6 +42,7 @@ def test_a_chunked_backfill_gives_each_partitions_rows_and_pins_its_versions(mod
     assert {r[0] for r in alone} == {"pump_xgb", "regime_hmm.BTC_USDT"}
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("DELETE FROM predictions")
+        c.execute("DELETE FROM output_series WHERE output_table = 'predictions'")
     # ...and the two months in one chunk of a backfill: the same rows, to the last bit
     chunk = materialize([predictions], instance=instance, resources=res, tags={
         "dagster/asset_partition_range_start": feb, "dagster/asset_partition_range_end": mar,

@@ -268,7 +268,7 @@ def score_candles(store, server, versions, info, by_tf: dict[str, set[int]], par
     batch's symbols)."""
     from ..models.scoring import correction_spans, score_range, scope
 
-    revisions = [(tf, _dt(u), _dt(u)) for tf, wanted in by_tf.items() for u in sorted(wanted)]
+    revisions = [(tf, _dt(a), _dt(b)) for tf, wanted in by_tf.items() for a, b in _adjacent_runs(tf, wanted)]
     for v, tf, lo, hi in correction_spans(store, server, versions, info, revisions, params):
         loaded.add((v.name, v.version))
         if deferred is not None and v.table == "forecasts":
@@ -277,6 +277,18 @@ def score_candles(store, server, versions, info, by_tf: dict[str, set[int]], par
         seen: dict = {}
         rows = score_range(store, server, v, info, tf, lo, hi, params, seen)
         writer.add(v.table, rows, scope=scope(v, info, tf, lo, hi, seen))
+
+
+def _adjacent_runs(tf: str, wanted: set[int]) -> list[tuple[int, int]]:
+    """The candles as (first, last) stretches of adjacent candles: a batch of new candles is one revision of the
+    series (one window to look up per version), not one per candle."""
+    step, out = TIMEFRAMES[tf] * US, []
+    for u in sorted(wanted):
+        if out and u - out[-1][1] <= step:
+            out[-1][1] = u
+        else:
+            out.append([u, u])
+    return [(a, b) for a, b in out]
 
 
 def score_deferred(store, server, deferred: dict, writer) -> None:
