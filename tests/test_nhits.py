@@ -146,7 +146,10 @@ def test_cross_validation_never_trains_on_a_window_it_scores():
 def test_the_naive_forecasts_and_scores_are_on_the_same_windows(trained):
     data, e, _, _, _ = trained
     w = e.windows
-    assert e.n_windows == 11 and len(w) == 22 and e.metrics["origins"] == 22  # 20 asked, 10 % of 690 rows
+    # one cutoff: the latest candle in the last 10 % of the time range where each series holds its share (10) of
+    # the 20 windows asked; the forex series, closed at the weekend, has fewer candles after it
+    assert e.cutoff_us == int(datetime(2024, 4, 5, 11, tzinfo=UTC).timestamp() * 10**6)
+    assert e.windows_per_series == {"BTC/USDT": 18, "EURUSD=X": 10} and len(w) == e.metrics["origins"] == 28
     for s, f in data.items():
         close, ts = f["close"].to_numpy(), fr.ts_us(f["ts"])
         m = w.symbol == s
@@ -189,6 +192,83 @@ def test_too_few_origins_fail_before_training():
         nh.evaluate(data, nh.NHITSConfig(**TINY), timeframe="1h", markets=MARKETS)
 
 
+def _ending_apart():
+    """BTC to the end of the 40 days, ETH a day less, the forex series ten days less (its data stopped)."""
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    return {"BTC/USDT": random_walk_candles("BTC/USDT", "crypto", start, start + timedelta(days=40), 3),
+            "ETH/USDT": random_walk_candles("ETH/USDT", "crypto", start, start + timedelta(days=39), 5, price=50.0),
+            "EURUSD=X": random_walk_candles("EURUSD=X", "forex", start, start + timedelta(days=30), 4, price=1.1)}
+
+
+APART = {**MARKETS, "ETH/USDT": "crypto"}
+
+
+def test_series_ending_at_different_times_are_held_out_from_one_cutoff():
+    """Per-series holdouts leaked: BTC trained up to its own last windows while the series that ended earlier
+    were scored on older ones. One cutoff: no row at or after it trains the model, in any series (altering
+    every row from it on leaves the trained weights as they were), every window's origin is at or after it,
+    and the series that ended before it is left out of the evaluation, named, its earlier rows still trained on."""
+    data = _ending_apart()
+    cfg = nh.NHITSConfig(**TINY)
+    a = nh.evaluate(data, cfg, timeframe="1h", markets=APART)
+    cut, w = a.forecaster.window["holdout_start"], a.windows
+    assert a.forecaster.window["train_data_end"] < cut <= w.origin_ts_us.min()
+    ts = {s: fr.ts_us(f["ts"]) for s, f in data.items()}
+    changed = {}
+    for s, f in data.items():
+        close = f["close"].to_numpy().copy()
+        later = ts[s] >= cut
+        close[later] *= np.linspace(1.2, 1.6, int(later.sum()))
+        changed[s] = f.with_columns(close=close)
+    b = nh.evaluate(changed, cfg, timeframe="1h", markets=APART)
+    wa, wb = a.forecaster.model.state_dict(), b.forecaster.model.state_dict()
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+    assert a.cutoff_us == b.cutoff_us == cut
+    assert a.metrics["train_rows"] == sum(int((t < cut).sum()) for t in ts.values())  # every series, before it
+    assert set(w.symbol) == {"BTC/USDT", "ETH/USDT"} and a.windows_per_series == {"BTC/USDT": 16, "ETH/USDT": 12}
+    for s in ("BTC/USDT", "ETH/USDT"):  # each scored series: its candles from the cutoff on, one window apart
+        rows = np.searchsorted(ts[s], w.origin_ts_us[w.symbol == s])
+        assert rows[0] == np.searchsorted(ts[s], cut) and (np.diff(rows) == cfg.horizon).all()
+    assert list(a.left_out) == ["EURUSD=X"] and "before the cutoff" in a.left_out["EURUSD=X"]
+    assert any(n.startswith("EURUSD=X left out of the evaluation: its last candle") and "trained on" in n
+               for n in a.notes)
+    tags = a.cutoff_tags()
+    assert tags["tp.cutoff"] == a.window_tags()["tp.holdout_start"] and tags["tp.series_left_out"].startswith(
+        "EURUSD=X: its last candle")
+
+
+def test_too_few_windows_after_the_common_cutoff_refuse_naming_the_series_left_out():
+    """A series listed twelve days ago and one whose data stopped four weeks ago: no one cutoff leaves 50 windows
+    (per-series holdouts found 25 in each, scoring the forex series on windows the crypto one trained on)."""
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    data = {"BTC/USDT": random_walk_candles("BTC/USDT", "crypto", start + timedelta(days=28),
+                                            start + timedelta(days=40), 3),
+            "EURUSD=X": random_walk_candles("EURUSD=X", "forex", start, start + timedelta(days=12), 4, price=1.1)}
+    with pytest.raises(EvaluationError) as e:
+        nh.evaluate(data, nh.NHITSConfig(**{**TINY, "min_origins": 50}), timeframe="1h", markets=MARKETS)
+    msg = str(e.value)
+    assert "no common cutoff leaves 50" in msg and "42 windows (BTC/USDT 42)" in msg
+    assert "EURUSD=X left out: its last candle (2024-03-12T" in msg and "is before the cutoff" in msg
+
+
+def test_warm_start_and_the_champion_comparison_use_the_common_cutoff():
+    """The champion trained until 2 April: before this version's cutoff, though after the start of the forex
+    series' own last windows (which per-series holdouts scored, refusing the warm start). Its weights and its
+    recorded configuration (60 windows asked: a cutoff of its own would be earlier) are scored on this
+    version's windows, after the same cutoff."""
+    data = _ending_apart()
+    old = {s: f.filter(f["ts"] < datetime(2024, 4, 2, tzinfo=UTC)) for s, f in data.items()}
+    champ = nh.evaluate(old, nh.NHITSConfig(**TINY), timeframe="1h", markets=APART).forecaster
+    recorded = nh.NHITSConfig(**{**TINY, "min_origins": 60}).to_dict()
+    t = nh.train_and_gate(data, nh.NHITSConfig(**TINY, warm_start=True), timeframe="1h", markets=APART,
+                          champion=nh.NHITSChampion("4", champ.train_data_end_us, champ, recorded))
+    ev = t.evaluation
+    assert champ.train_data_end_us < ev.cutoff_us and t.forecaster.window["warm_start_from"] == "4"
+    assert t.decision.champion_mode == "refit" and t.decision.get("vs_champion") is not None
+    c = nh.champion_for_gate("4", champ.train_data_end_us, data, ev, model=champ, config=recorded, markets=APART)
+    assert np.isfinite(c.errors()).all() and np.isfinite(c.refit()).all()  # every window, at the same origins
+
+
 # ---- the gate ---------------------------------------------------------------------------------------------
 def _windows(model_scale, n=120, seed=0):
     """Two series of windows whose median errors are ``model_scale`` times the naive ones (plus noise)."""
@@ -229,7 +309,9 @@ def test_the_gate_refuses_nhits_on_a_random_walk():
 def test_warm_start_is_refused_when_the_champion_saw_the_holdout(trained):
     data, e, _, _, _ = trained
     with pytest.raises(nh.WarmStartError, match="at or after this version's holdout start"):
-        nh.evaluate(data, nh.NHITSConfig(**TINY), timeframe="1h", markets=MARKETS, warm_from=e.forecaster)
+        # 60 windows: this version's cutoff is earlier, before the champion's training end
+        nh.evaluate(data, nh.NHITSConfig(**{**TINY, "min_origins": 60}), timeframe="1h", markets=MARKETS,
+                    warm_from=e.forecaster)
     with pytest.raises(nh.WarmStartError, match="input_size"):
         nh.check_warm_start(e.forecaster, nh.NHITSConfig(**{**TINY, "input_size": 12}), 2**62)
     with pytest.raises(nh.WarmStartError, match="no loadable champion"):

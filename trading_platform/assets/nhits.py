@@ -2,8 +2,10 @@
 per configured timeframe (``TP_NHITS_TIMEFRAMES``, default ``1h``). One global model per
 timeframe across the enabled symbols that list it (registered ``nhits.<tf>``), or one per
 symbol (``scope: per_symbol``, registered ``nhits.<tf>.<symbol>``). Evaluated by rolling-origin
-cross-validation against the naive and seasonal-naive forecasts; gated by the shared gate on
-relative MAE against the better naive forecast (lower is better)."""
+cross-validation from one cutoff common to every series (a series left out of the evaluation is
+named in the run's tags, the notes and the metadata) against the naive and seasonal-naive
+forecasts; gated by the shared gate on relative MAE against the better naive forecast (lower is
+better)."""
 
 import os
 from typing import List, Optional
@@ -126,6 +128,8 @@ def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, ml
                              champion=champion, policy=policy,
                              progress=lambda p: context.log.info("%s: %s", name, nhits.progress_text(p)))
     ev = t.evaluation
+    for note in ev.notes:
+        context.log.info("%s: %s", name, note)
     context.log.info("%s gate: %s (%s)", name, t.decision.alias, t.decision.reason)
     example = data.sort("symbol", "ts").group_by("symbol", maintain_order=True).tail(t.forecaster.rows_needed)
     # MLflow's schema check takes no time zones: the example's times are UTC, written without one
@@ -134,7 +138,7 @@ def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, ml
     info = log_and_register(
         mlflow_resource=mlflow, market_db=market_db, required=REQUIRED_METRICS,
         experiment="nhits", run_name=f"{name}", tags={**run_tags(context, "nhits", tf, symbol),
-                                                                             "tp.horizon": str(cfg.horizon)},
+                                                      "tp.horizon": str(cfg.horizon), **ev.cutoff_tags()},
         version_tags=version_tags(cfg, ev.window_tags(), ev.block_len, {"tp.horizon": str(cfg.horizon)}),
         flavor="nhits", model=t.forecaster, registered_name=name, target=target,
         params={**{k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in cfg.to_dict().items()},
@@ -145,6 +149,8 @@ def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, ml
         decision=t.decision, artifacts={"evaluation_notes": {"notes": list(ev.notes)}})
     return result(info, t.metrics, list(REQUIRED_METRICS),
                   {"windows": len(ev.windows), "series": int(t.metrics.get("series", 0)), "target": target,
+                   "cutoff": ev.cutoff_tags()["tp.cutoff"], "series_left_out": MetadataValue.json(ev.left_out),
+                   "evaluation_notes": MetadataValue.json(ev.notes),
                    "rel_mae_vs_naive": t.metrics["rel_mae_vs_naive"],
                    "rel_mae_vs_seasonal_naive": t.metrics["rel_mae_vs_seasonal_naive"],
                    "coverage_80": t.metrics["coverage_80"]})

@@ -43,6 +43,10 @@ class Series:
     def __len__(self) -> int:
         return len(self.ts_us)
 
+    def head(self, n: int) -> "Series":
+        """The first ``n`` rows (the rows before a cutoff)."""
+        return Series(self.symbol, self.ts_us[:n], self.close[:n], self.y[:n], self.exog[:n], self.dropped_head)
+
 
 # ---- input frames ---------------------------------------------------------------------
 def symbol_frames(data: Any) -> dict[str, pd.DataFrame]:

@@ -2,13 +2,15 @@
 training progress, warm start, forecasts at the latest origin, save and load.
 
 One model per timeframe across the symbols (``scope="global"``) or one per symbol
-(``scope="per_symbol"``: the caller passes one symbol's frame). Evaluation is
-neuralforecast's ``cross_validation`` with ``refit=False``: the model is trained once on
-every series' rows before its last ``n_windows * step_size`` rows and forecasts each of
-those windows from the actual rows before it, origins ``step_size`` (>= horizon) rows
-apart, so windows never overlap. No ``local_scaler_type`` (neuralforecast fits those on
-the whole frame, test windows included); the model's ``scaler_type`` normalizes each
-input window by its own rows only. The model that was scored is the model registered.
+(``scope="per_symbol"``: the caller passes one symbol's frame). Evaluation holds every series
+out from one common cutoff (``plan_windows``): the model is trained on the rows before it, in
+every series (no row at or after it, whichever series ends last), and scored on windows whose
+origins are each series' candles at or after it, ``step_size`` (>= horizon) rows apart, so
+windows never overlap; each forecast reads only the rows up to its origin. A series that ends
+before the cutoff, or holds too few windows after it, is left out of the evaluation and named
+in the notes. No ``local_scaler_type`` (neuralforecast fits those on the whole frame, test
+windows included); the model's ``scaler_type`` normalizes each input window by its own rows
+only. The model that was scored is the model registered.
 
 torch, pytorch-lightning and neuralforecast are imported inside the functions that need
 them, never at import. Nothing is downloaded. Lightning writes nothing to the working
@@ -26,14 +28,15 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
 from ...errors import InvalidInput
-from ..common import EvaluationError
+from ..common import EvaluationError, holdout_start
+from ..gate import iso
 from . import baselines as bl
 from . import frames as fr
 
@@ -295,7 +298,7 @@ class Forecaster:
         import pandas as pd
 
         cfg = self.cfg
-        windows, skipped = [], {}
+        at, skipped = [], {}
         for s in fr.prepare(data, cfg.target, cfg.hist_exog):
             if origins is None:
                 ends = [len(s)]
@@ -307,30 +310,36 @@ class Forecaster:
                 if end < cfg.input_size:
                     skipped[s.symbol] = f"{end} usable rows before the origin, the model reads {cfg.input_size}"
                     continue
-                cut = slice(end - cfg.input_size, end)
-                windows.append(fr.Series(f"{s.symbol}|{len(windows)}", s.ts_us[cut], s.close[cut], s.y[cut],
-                                         s.exog[cut], 0))
-        if not windows:
-            return Forecasts([], skipped)
-        long = fr.long_frame(windows, cfg.hist_exog, tail=cfg.input_size)
-        device = resolve_device(self.device or cfg.device)
-        with _runtime(self.nf.models, device):
-            pred = self.nf.predict(df=long)
-        pred = pred.sort_values(["unique_id", "ds"])
-        cols = _output_columns(self.model)
-        out = pred[cols].to_numpy(dtype="float64").reshape(len(windows), cfg.horizon, len(cols))
-        order = {w.symbol: i for i, w in enumerate(windows)}
-        by = [windows[order[str(u)]] for u in pred["unique_id"].to_numpy()[:: cfg.horizon]]
-        prices = fr.to_prices(out, cfg.quantiles, np.array([w.close[-1] for w in by]), cfg.target)
+                at.append((s, end - 1))
+        prices = self.predict_at(at)
         rows = []
-        for i, w in enumerate(by):
-            origin = pd.Timestamp(int(w.ts_us[-1]) * 1000, tz="UTC").to_pydatetime()
-            symbol = w.symbol.rsplit("|", 1)[0]
+        for (s, row), p in zip(at, prices):
+            origin = pd.Timestamp(int(s.ts_us[row]) * 1000, tz="UTC").to_pydatetime()
             for k in range(cfg.horizon):
-                q = {f"{lvl:g}": float(prices[i, k, j]) for j, lvl in enumerate(cfg.quantiles)}
-                rows.append({"symbol": symbol, "timeframe": self.timeframe, "origin_ts": origin, "step": k + 1,
+                q = {f"{lvl:g}": float(p[k, j]) for j, lvl in enumerate(cfg.quantiles)}
+                rows.append({"symbol": s.symbol, "timeframe": self.timeframe, "origin_ts": origin, "step": k + 1,
                              "median": q["0.5"], "quantiles": q})
         return Forecasts(rows, skipped)
+
+    def predict_at(self, at: list[tuple[fr.Series, int]]) -> np.ndarray:
+        """Forecasts in prices, ``(len(at), horizon, quantiles)`` sorted along the last axis, at each
+        ``(series, origin row)``, in one batched call: the model reads the ``input_size`` rows up to the
+        origin and nothing after it (the caller checks that the series has them)."""
+        cfg = self.cfg
+        if not at:
+            return np.empty((0, cfg.horizon, len(cfg.quantiles)))
+        inputs = []
+        for i, (s, row) in enumerate(at):
+            cut = slice(row + 1 - cfg.input_size, row + 1)
+            inputs.append(fr.Series(str(i), s.ts_us[cut], s.close[cut], s.y[cut], s.exog[cut], 0))
+        with _runtime(self.nf.models, resolve_device(self.device or cfg.device)):
+            pred = self.nf.predict(df=fr.long_frame(inputs, cfg.hist_exog))
+        pred = pred.sort_values(["unique_id", "ds"])
+        cols = _output_columns(self.model)
+        out = np.empty((len(at), cfg.horizon, len(cols)))
+        ids = pred["unique_id"].to_numpy()[:: cfg.horizon].astype(int)
+        out[ids] = pred[cols].to_numpy(dtype="float64").reshape(len(ids), cfg.horizon, len(cols))
+        return fr.to_prices(out, cfg.quantiles, np.array([s.close[row] for s, row in at]), cfg.target)
 
     # ---- save / load -------------------------------------------------------------------------------
     def save(self, path) -> Path:
@@ -365,7 +374,108 @@ class Forecaster:
         return cls(nf, cfg, meta["timeframe"], meta["window"], device=device)
 
 
-# ---- evaluation: rolling origins ----------------------------------------------------------------------
+# ---- evaluation: one common cutoff ----------------------------------------------------------------------
+@dataclass
+class Plan:
+    """Where the evaluation holds out: one cutoff for every series. The model trains on every series' rows
+    before it (``train``: the series with at least one training window there) and is scored on the kept
+    series' windows whose origins are their candles at or after it (``origins``: rows, ``step`` apart)."""
+
+    cutoff_us: int
+    series: list[fr.Series]              # the series scored (whole), in symbol order
+    origins: dict[str, np.ndarray]       # symbol -> origin rows, at or after the cutoff
+    train: list[fr.Series]               # every series cut at the cutoff (rows strictly before it)
+    left_out: dict[str, str]             # symbol -> why it is not scored
+    min_windows: int                     # the windows a scored series needs: its share of min_origins
+
+    @property
+    def origin_count(self) -> int:
+        return int(sum(len(o) for o in self.origins.values()))
+
+    def notes(self) -> list[str]:
+        trained = sorted(s.symbol for s in self.train)
+        out = [f"one cutoff for every series, {iso(self.cutoff_us)}: trained on the rows before it "
+               f"({', '.join(trained)}), scored on windows from it on ({', '.join(self.origins)})"]
+        for symbol, why in self.left_out.items():
+            also = "; its rows before the cutoff were trained on" if symbol in trained else ""
+            out.append(f"{symbol} left out of the evaluation: {why}{also}")
+        return out
+
+
+def _after(s: fr.Series, cutoff_us, cfg: NHITSConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(rows before the cutoff, windows from it on) of one series, for a cutoff or an array of them: the
+    origins are its candles at or after the cutoff, ``step`` rows apart, each with ``horizon`` rows after it."""
+    before = np.searchsorted(s.ts_us, cutoff_us, side="left")
+    last = len(s) - 1 - cfg.horizon
+    return before, np.where(before <= last, (last - before) // cfg.step + 1, 0)
+
+
+def _latest_cutoff(series: list[fr.Series], cfg: NHITSConfig, need: int, min_windows: int) -> tuple[int, bool]:
+    """The latest candle time that holds out at least ``holdout_frac`` of the time range (the pump task's
+    boundary) and leaves ``min_origins`` windows, counting only the series with ``need`` rows before it and
+    ``min_windows`` after it; (cutoff, True). None does: (the one that leaves the most windows, False)."""
+    ts = np.unique(np.concatenate([s.ts_us for s in series]))
+    candidates = ts[ts <= holdout_start(ts, cfg.holdout_frac)]
+    total = np.zeros(len(candidates), dtype=np.int64)
+    for s in series:
+        before, n = _after(s, candidates, cfg)
+        total += np.where((before >= need) & (n >= min_windows), n, 0)
+    ok = np.flatnonzero(total >= cfg.min_origins)
+    if len(ok):
+        return int(candidates[ok[-1]]), True
+    return int(candidates[np.flatnonzero(total == total.max())[-1]]), False
+
+
+def plan_windows(series: list[fr.Series], cfg: NHITSConfig, *, n_windows: int | None = None,
+                 cutoff_us: int | None = None) -> Plan:
+    """One cutoff for every series, and what it scores. The cutoff is the latest candle time that holds out at
+    least ``holdout_frac`` of the time range and leaves ``min_origins`` windows (``cutoff_us`` fixes it;
+    ``n_windows`` puts it that many windows before the end of the series that ends last). A series is left
+    out of the evaluation, with a note, when it ends before the cutoff, has fewer than ``input_size + horizon``
+    rows before it (one training window), or fewer windows after it than its share of ``min_origins``.
+    EvaluationError (before anything is trained), naming the series left out and why, when the series kept
+    hold fewer than ``min_origins`` windows."""
+    empty = {s.symbol: "no usable rows" for s in series if not len(s)}
+    series = [s for s in series if len(s)]
+    if not series:
+        raise EvaluationError("no series to train on" + "".join(f"; {s} left out: {why}" for s, why in empty.items()))
+    need = cfg.input_size + cfg.horizon
+    share = -(-cfg.min_origins // (len(series) + len(empty)))
+    found = True
+    if cutoff_us is not None:
+        cutoff = int(cutoff_us)
+    elif n_windows is not None:
+        last = max(series, key=lambda s: (int(s.ts_us[-1]), len(s)))
+        cutoff = int(last.ts_us[max(0, len(last) - 1 - cfg.horizon - cfg.step * (n_windows - 1))])
+    else:
+        cutoff, found = _latest_cutoff(series, cfg, need, share)
+    scored, origins, train, left = [], {}, [], dict(empty)
+    for s in sorted(series, key=lambda s: s.symbol):
+        before, n = (int(x) for x in _after(s, cutoff, cfg))
+        if before >= need:
+            train.append(s.head(before))
+        if s.ts_us[-1] < cutoff:
+            left[s.symbol] = f"its last candle ({iso(int(s.ts_us[-1]))}) is before the cutoff"
+        elif before < need:
+            left[s.symbol] = (f"{before} rows before the cutoff, {need} needed to train on (input_size "
+                              f"{cfg.input_size} + horizon {cfg.horizon})")
+        elif n < share:
+            left[s.symbol] = (f"{n} windows after the cutoff (its last candle {iso(int(s.ts_us[-1]))}), {share} "
+                              f"needed (its share of nhits.min_origins={cfg.min_origins})")
+        else:
+            scored.append(s)
+            origins[s.symbol] = before + cfg.step * np.arange(n, dtype=np.int64)
+    plan = Plan(cutoff, scored, origins, train, left, share)
+    if plan.origin_count < cfg.min_origins:
+        kept = ", ".join(f"{s} {len(o)}" for s, o in origins.items()) or "no series"
+        where = (f"the cutoff {iso(cutoff)} leaves" if found else
+                 f"no common cutoff leaves {cfg.min_origins}; the one that leaves the most, {iso(cutoff)}, leaves")
+        raise EvaluationError(f"{where} {plan.origin_count} windows ({kept}); the gate needs nhits.min_origins="
+                              f"{cfg.min_origins}: " + "; ".join(f"{s} left out: {why}" for s, why in left.items())
+                              + ". Load more history or more symbols, or lower nhits.min_origins")
+    return plan
+
+
 @dataclass
 class Evaluation:
     """A trained forecaster and its scores on the held-out windows."""
@@ -374,90 +484,70 @@ class Evaluation:
     windows: bl.Windows
     metrics: dict
     per_series: dict
-    n_windows: int                 # windows per series
+    cutoff_us: int                 # the common cutoff: trained before it, scored from it on, in every series
+    windows_per_series: dict       # symbol -> windows scored
     block_len: int                 # bootstrap block, in origins
-    series: list                   # the frames.Series it was trained and scored on
+    series: list                   # the frames.Series it was scored on
+    left_out: dict = field(default_factory=dict)   # symbol -> why it was not scored
     notes: list[str] = field(default_factory=list)
 
-    def window_tags(self) -> dict[str, str]:
-        """``tp.train_start`` ... ``tp.holdout_end`` as the other families record them."""
-        from ..gate import iso
+    @property
+    def n_windows(self) -> int:
+        """The most windows of one series (a series with another calendar, or that ends earlier, has fewer)."""
+        return max(self.windows_per_series.values())
 
+    def window_tags(self) -> dict[str, str]:
+        """``tp.train_start`` ... ``tp.holdout_end`` as the other families record them (``tp.holdout_start``:
+        the common cutoff)."""
         w = self.forecaster.window
         return {f"tp.{k}": iso(w.get(k)) for k in ("train_start", "train_end", "train_data_end", "holdout_start",
                                                    "holdout_end")}
 
-
-def plan_windows(series: list[fr.Series], cfg: NHITSConfig, n_windows: int | None = None
-                 ) -> tuple[list[fr.Series], int, list[str]]:
-    """(the series kept, windows per series, notes). Windows per series: enough for ``min_origins`` in all,
-    and ``holdout_frac`` of the shortest kept series if that is more. A series too short to train on
-    (``input_size + horizon`` rows) before its windows is left out, with a note."""
-    kept, notes = sorted(series, key=len, reverse=True), []
-    if not kept:
-        raise EvaluationError("no series to train on")
-    while kept:
-        n = n_windows or max(-(-cfg.min_origins // len(kept)), int(cfg.holdout_frac * len(kept[-1]) // cfg.step))
-        test = cfg.horizon + cfg.step * (n - 1)
-        need = test + cfg.input_size + cfg.horizon
-        if len(kept[-1]) >= need:
-            break
-        s = kept.pop()
-        notes.append(f"{s.symbol} left out: {len(s)} usable rows, {need} needed ({n} windows of {cfg.horizon} "
-                     f"bars, {cfg.input_size} input rows, one training window)")
-    if not kept:
-        raise EvaluationError(f"no series has enough rows to train and score {cfg.min_origins} windows: "
-                              + "; ".join(notes) + ". Load more history or lower nhits.min_origins")
-    if n * len(kept) < cfg.min_origins:
-        raise EvaluationError(f"{n} windows x {len(kept)} series = {n * len(kept)} origins; the gate needs at least "
-                              f"{cfg.min_origins}: load more history or more symbols")
-    return sorted(kept, key=lambda s: s.symbol), n, notes
+    def cutoff_tags(self, limit: int = 4000) -> dict[str, str]:
+        """``tp.cutoff`` and ``tp.series_left_out`` (each series not scored, and why; "none"), for the run
+        and the version."""
+        left = "; ".join(f"{s}: {why}" for s, why in self.left_out.items()) or "none"
+        return {"tp.cutoff": iso(self.cutoff_us),
+                "tp.series_left_out": left if len(left) <= limit else left[: limit - 1] + "…"}
 
 
 def evaluate(data: Any, cfg: NHITSConfig, *, timeframe: str, markets: Mapping[str, Any],
              progress: Progress | None = None, warm_from: Forecaster | None = None,
-             n_windows: int | None = None) -> Evaluation:
-    """Train on every series' rows before its last ``n_windows`` windows and score those windows.
+             n_windows: int | None = None, cutoff_us: int | None = None) -> Evaluation:
+    """Hold every series out from one common cutoff (``plan_windows``): train on the rows before it, in every
+    series, and score the kept series' windows from it on, each forecast reading only the rows up to its origin.
 
     ``markets`` maps each symbol to its category (or (category, exchange), or a SymbolInfo): the
     seasonal-naive season in rows comes from its calendar. ``warm_from`` starts from a champion's weights
-    (refused unless its training data ended before this holdout starts). ``n_windows`` fixes the windows
-    per series (to score a champion's configuration on a version's windows)."""
+    (refused unless its training data ended before the cutoff). ``cutoff_us`` fixes the cutoff (to score a
+    champion's configuration on a version's training rows and windows); ``n_windows`` puts it that many
+    windows before the end of the series that ends last."""
     from neuralforecast import NeuralForecast
 
-    series, n, notes = plan_windows(fr.prepare(data, cfg.target, cfg.hist_exog), cfg, n_windows)
-    test = cfg.horizon + cfg.step * (n - 1)
-    window = {
-        "train_start": int(min(s.ts_us[0] for s in series)),
-        "train_end": int(max(s.ts_us[len(s) - test - 1] for s in series)),
-        "train_data_end": int(max(s.ts_us[len(s) - test - 1] for s in series)),
-        "holdout_start": int(min(s.ts_us[len(s) - test] for s in series)),
-        "holdout_end": int(max(s.ts_us[-1] for s in series)),
-        "warm_start_from": None,
-    }
-    if window["train_data_end"] >= window["holdout_start"]:
-        from ..gate import iso
-
-        notes.append(f"the series end at different times: training rows of one series reach "
-                     f"{iso(window['train_data_end'])}, after another's holdout starts {iso(window['holdout_start'])}")
+    plan = plan_windows(fr.prepare(data, cfg.target, cfg.hist_exog), cfg, n_windows=n_windows, cutoff_us=cutoff_us)
+    end = int(max(s.ts_us[-1] for s in plan.train))
+    window = {"train_start": int(min(s.ts_us[0] for s in plan.train)), "train_end": end, "train_data_end": end,
+              "holdout_start": plan.cutoff_us, "holdout_end": int(max(s.ts_us[-1] for s in plan.series)),
+              "warm_start_from": None}
     model = _model(cfg, progress)
     if warm_from is not None:
-        check_warm_start(warm_from, cfg, window["holdout_start"])
+        check_warm_start(warm_from, cfg, plan.cutoff_us)
         model.load_state_dict(warm_from.model.state_dict())
         window["warm_start_from"] = warm_from.version or "champion"
     nf = NeuralForecast(models=[model], freq=1)
-    device = resolve_device(cfg.device)
     t0 = time.perf_counter()
-    with _runtime(nf.models, device):
-        cv = nf.cross_validation(fr.long_frame(series, cfg.hist_exog), n_windows=n, step_size=cfg.step, refit=False)
+    with _runtime(nf.models, resolve_device(cfg.device)):
+        nf.fit(df=fr.long_frame(plan.train, cfg.hist_exog), val_size=0)
     train_s = time.perf_counter() - t0
-    seasons = {s.symbol: fr.season_rows(timeframe, *fr.market_of(_market(markets, s.symbol))) for s in series}
-    w = _windows(cv, series, cfg, _output_columns(nf.models[0]), seasons)
-    metrics, per = bl.scores(w)
-    metrics.update({"train_s": train_s, "windows_per_series": n, "train_rows": int(sum(len(s) - test for s in series))})
     forecaster = Forecaster(nf, cfg, timeframe, window)
-    return Evaluation(forecaster, w, metrics, per, n, bl.block_len(cfg.input_size, cfg.horizon, cfg.step), series,
-                      notes)
+    seasons = {s.symbol: fr.season_rows(timeframe, *fr.market_of(_market(markets, s.symbol))) for s in plan.series}
+    w = _windows(forecaster, plan, seasons)
+    metrics, per = bl.scores(w)
+    per_series = {s: len(o) for s, o in plan.origins.items()}
+    metrics.update({"train_s": train_s, "windows_per_series": max(per_series.values()),
+                    "train_rows": int(sum(len(s) for s in plan.train)), "series_left_out": len(plan.left_out)})
+    return Evaluation(forecaster, w, metrics, per, plan.cutoff_us, per_series,
+                      bl.block_len(cfg.input_size, cfg.horizon, cfg.step), plan.series, plan.left_out, plan.notes())
 
 
 def _market(markets: Mapping[str, Any], symbol: str):
@@ -467,46 +557,37 @@ def _market(markets: Mapping[str, Any], symbol: str):
     return markets[symbol]
 
 
-def _windows(cv, series: list[fr.Series], cfg: NHITSConfig, cols: list[str], seasons: dict) -> bl.Windows:
-    """Cross-validation output -> one row per (series, origin) in prices, with the naive forecasts."""
-    cv = cv.sort_values(["unique_id", "cutoff", "ds"])
-    h = cfg.horizon
-    by = {s.symbol: s for s in series}
-    uid = cv["unique_id"].to_numpy()[::h].astype(str)
-    cutoff = cv["cutoff"].to_numpy()[::h].astype(np.int64)
-    pred = cv[cols].to_numpy(dtype="float64").reshape(len(uid), h, len(cols))
-    if not (cv["ds"].to_numpy().reshape(len(uid), h) == cutoff[:, None] + np.arange(1, h + 1)).all():
-        raise RuntimeError("cross-validation windows are not consecutive rows after their cutoff")
-    parts = {"forecast": [], "actual": [], "naive": [], "seasonal": [], "ts": []}
-    for sym in np.unique(uid):
-        m = uid == sym
-        s, rows = by[sym], cutoff[m]
-        parts["forecast"].append(fr.to_prices(pred[m], cfg.quantiles, s.close[rows], cfg.target))
+def _windows(forecaster: Forecaster, plan: Plan, seasons: dict) -> bl.Windows:
+    """The plan's windows, one row per (series, origin), in prices, with the naive forecasts."""
+    h = forecaster.cfg.horizon
+    at = [(s, int(r)) for s in plan.series for r in plan.origins[s.symbol]]
+    forecast = forecaster.predict_at(at)
+    parts = {"actual": [], "naive": [], "seasonal": []}
+    for s in plan.series:
+        rows = plan.origins[s.symbol]
         parts["actual"].append(bl.actuals(s.close, rows, h))
         parts["naive"].append(bl.naive(s.close, rows, h))
-        parts["seasonal"].append(bl.seasonal_naive(s.close, rows, h, seasons[sym]))
-        parts["ts"].append(s.ts_us[rows])
-    order = np.argsort(uid, kind="stable")
-    return bl.Windows(uid[order], np.concatenate(parts["ts"]), cutoff[order], cfg.quantiles,
-                      *(np.concatenate(parts[k]) for k in ("forecast", "actual", "naive", "seasonal")),
-                      season=seasons)
+        parts["seasonal"].append(bl.seasonal_naive(s.close, rows, h, seasons[s.symbol]))
+    rows = np.array([r for _, r in at], dtype=np.int64)
+    return bl.Windows(np.array([s.symbol for s, _ in at]), np.array([s.ts_us[r] for s, r in at], dtype=np.int64),
+                      rows, forecaster.cfg.quantiles, forecast,
+                      *(np.concatenate(parts[k]) for k in ("actual", "naive", "seasonal")), season=seasons)
 
 
 # ---- warm start ----------------------------------------------------------------------------------------
-def check_warm_start(champion: Forecaster, cfg: NHITSConfig, holdout_start_us: int) -> None:
-    """Refuse a warm start the gate could not trust, or that the weights cannot take."""
-    from ..gate import iso
-
+def check_warm_start(champion: Forecaster, cfg: NHITSConfig, cutoff_us: int) -> None:
+    """Refuse a warm start the gate could not trust (the champion trained on rows at or after the cutoff), or
+    that the weights cannot take."""
     end = champion.train_data_end_us
     if end is None:
         raise WarmStartError("warm start refused: the champion records no training data end, so its weights may "
                              "have seen this holdout; train from scratch (nhits.warm_start=false)",
                              field="nhits.warm_start")
-    if end >= holdout_start_us:
+    if end >= cutoff_us:
         raise WarmStartError(f"warm start refused: the champion trained on rows up to {iso(end)}, at or after this "
-                             f"version's holdout start {iso(holdout_start_us)}; its weights have seen rows the gate "
-                             "would score. Train from scratch (nhits.warm_start=false) or wait until the holdout "
-                             "starts after the champion's training end", field="nhits.warm_start")
+                             f"version's holdout start (the common cutoff) {iso(cutoff_us)}; its weights have seen "
+                             "rows the gate would score. Train from scratch (nhits.warm_start=false) or wait until "
+                             "the cutoff is after the champion's training end", field="nhits.warm_start")
     theirs, ours = champion.cfg.architecture(), cfg.architecture()
     diff = [k for k in ours if theirs[k] != ours[k]]
     if diff:
@@ -517,22 +598,24 @@ def check_warm_start(champion: Forecaster, cfg: NHITSConfig, holdout_start_us: i
 
 # ---- the champion on the same windows ----------------------------------------------------------------------
 def errors_on(champion: Forecaster, data: Any, ev: Evaluation) -> np.ndarray:
-    """The fitted champion's per-window MAE on ``ev``'s windows, with its own weights and inputs
-    (NaN where it has no forecast: a series it cannot read)."""
+    """The fitted champion's per-window MAE on ``ev``'s windows (the same origins, after the same cutoff), with
+    its own weights and inputs (NaN where it has no forecast: a series or an origin it cannot read)."""
     cfg = champion.cfg
+    out = np.full(len(ev.windows), np.nan)
     if cfg.horizon != ev.forecaster.cfg.horizon:
-        return np.full(len(ev.windows), np.nan)
-    series = [s for s in fr.prepare(data, cfg.target, cfg.hist_exog) if s.symbol in set(ev.windows.symbol)]
-    test = ev.forecaster.cfg.horizon + ev.forecaster.cfg.step * (ev.n_windows - 1)
-    series = [s for s in series if len(s) >= test + cfg.input_size]
-    if not series:
-        return np.full(len(ev.windows), np.nan)
-    nf = champion.nf
-    with _runtime(nf.models, resolve_device(champion.device or cfg.device)):
-        cv = nf.cross_validation(fr.long_frame(series, cfg.hist_exog), n_windows=ev.n_windows,
-                                 step_size=ev.forecaster.cfg.step, refit=False, use_fitted=True)
-    w = _windows(cv, series, cfg, _output_columns(champion.model), ev.windows.season)
-    return _align(ev.windows, w)
+        return out
+    by = {s.symbol: s for s in fr.prepare(data, cfg.target, cfg.hist_exog)}
+    at, idx = [], []
+    for i, (symbol, t) in enumerate(zip(ev.windows.symbol, ev.windows.origin_ts_us)):
+        s = by.get(str(symbol))
+        row = -1 if s is None else int(np.searchsorted(s.ts_us, t))
+        if s is not None and row < len(s) and s.ts_us[row] == t and row + 1 >= cfg.input_size:
+            at.append((s, row))
+            idx.append(i)
+    if at:
+        median = champion.predict_at(at)[:, :, cfg.quantiles.index(0.5)]
+        out[idx] = bl.window_mae(median, ev.windows.actual[idx])
+    return out
 
 
 def _align(target: bl.Windows, other: bl.Windows) -> np.ndarray:
@@ -546,13 +629,14 @@ def champion_for_gate(version: str, data_end_us: int | None, data: Any, ev: Eval
                       model: Forecaster | None, config: NHITSConfig | dict | None, markets: Mapping[str, Any],
                       progress: Progress | None = None, new_config: NHITSConfig | None = None) -> bl.ForecastChampion:
     """The current champion as ``baselines.gate`` takes it: its fitted weights scored on ``ev``'s windows
-    (``model``), and its recorded configuration refit on ``ev``'s training rows and scored on the same
-    windows (``config``), whichever the gate needs."""
+    (``model``), and its recorded configuration refit on ``ev``'s training rows (every series before ``ev``'s
+    cutoff) and scored on the same windows (``config``), whichever the gate needs."""
     cfg = NHITSConfig.from_dict(config) if isinstance(config, Mapping) else config
 
     def refit() -> np.ndarray:
-        other = evaluate(data, cfg, timeframe=ev.forecaster.timeframe, markets=markets, progress=progress,
-                         n_windows=ev.n_windows)
+        # the same cutoff, and every series with a window after it scored: its own min_origins does not apply
+        other = evaluate(data, replace(cfg, min_origins=1), timeframe=ev.forecaster.timeframe, markets=markets,
+                         progress=progress, cutoff_us=ev.cutoff_us)
         return _align(ev.windows, other.windows)
 
     errors = (lambda: errors_on(model, data, ev)) if model is not None else (lambda: np.full(len(ev.windows), np.nan))
@@ -585,9 +669,10 @@ class NHITSChampion:
 
 def train_and_gate(data: Any, cfg: NHITSConfig, *, timeframe: str, markets: Mapping[str, Any],
                    champion: NHITSChampion | None = None, policy=None, progress: Progress | None = None) -> Trained:
-    """Everything between the stored features and the registry: windows (EvaluationError before anything is
-    trained when there are too few), training (warm from the champion when configured and allowed),
-    scores against the naive forecasts, and the gate against the better naive forecast and the champion."""
+    """Everything between the stored features and the registry: one cutoff and its windows (EvaluationError
+    before anything is trained when there are too few), training (warm from the champion when configured and
+    allowed), scores against the naive forecasts, and the gate against the better naive forecast and the
+    champion, scored on the same windows after the same cutoff."""
     warm = None
     if cfg.warm_start:
         if champion is None or champion.model is None:
