@@ -60,13 +60,16 @@ def record_load(instance, store: MarketStore, info: SymbolInfo, tf: str, ts_us, 
     from dagster import AssetMaterialization
 
     from .assets.market_data import OHLCV_KEY
-    from .assets.partitions import market_key, month_bounds, month_partitions
+    from .assets.partitions import market_key, month_bounds, month_partitions_from, store_first_month
     from .symbols import sync_partitions
 
     sync_partitions(instance, store)
     key = OHLCV_KEY  # only a base timeframe (or 1w, never resampled) is loaded from files
     months = sorted({np.datetime64(int(t), "us").astype("datetime64[M]").astype(str) + "-01" for t in ts_us})
-    valid = set(month_partitions.get_partition_keys())
+    # the partitions as the code location loads them now: the write has moved the first month back to the
+    # file's first one if it is older (its months show as partitions from the next reload on)
+    first = store_first_month(store)
+    valid = set(month_partitions_from(first).get_partition_keys())
     recorded, outside = [], []
     for m in months:
         if m not in valid:
@@ -82,4 +85,4 @@ def record_load(instance, store: MarketStore, info: SymbolInfo, tf: str, ts_us, 
         ))
         recorded.append(m)
     return {"asset": key.to_user_string(), "months": recorded, "months_outside_partitions": outside,
-            "timeframe_seconds": TIMEFRAMES[tf]}
+            "first_month": first, "timeframe_seconds": TIMEFRAMES[tf]}

@@ -13,8 +13,11 @@ from pathlib import Path
 from .errors import InvalidInput
 
 DEVICES = ("auto", "cpu", "cuda")
-# first month of the `month` partition dimension; history before it is not partitioned
-HISTORY_START = os.environ.get("TP_HISTORY_START", "2018-01-01")
+# the first month of the `month` partitions when nothing is known of the market's history (no TP_DATABASE_URL, or
+# a store with none yet): TP_HISTORY_START, else 2018-01. With a store that has history, they start where it does,
+# and TP_HISTORY_START only moves them earlier (assets/partitions.py)
+DEFAULT_HISTORY_START = "2018-01-01"
+HISTORY_START = os.environ.get("TP_HISTORY_START", DEFAULT_HISTORY_START)
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -82,6 +85,21 @@ def isolate_mlflow_credentials() -> None:
     if parts.password is not None and not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
         os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
     os.environ["MLFLOW_TRACKING_URI"] = urlunsplit(parts._replace(netloc=host))
+
+
+def configured_history_start() -> str | None:
+    """``TP_HISTORY_START`` as its month ('YYYY-MM-01'; the day is ignored), or None when unset."""
+    from datetime import datetime
+
+    raw = (os.environ.get("TP_HISTORY_START") or "").strip()
+    if not raw:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y-%m"):
+        try:
+            return datetime.strptime(raw, fmt).strftime("%Y-%m-01")
+        except ValueError:
+            continue
+    raise InvalidInput(f"TP_HISTORY_START={raw!r} is not a month (YYYY-MM or YYYY-MM-DD)", field="TP_HISTORY_START")
 
 
 def get_settings() -> Settings:

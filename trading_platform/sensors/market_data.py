@@ -25,7 +25,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ..assets.features import FEATURES_KEY, feature_assets
 from ..assets.market_data import OHLCV_KEY, market_assets
-from ..assets.partitions import market_key, month_key, symbol_partitions
+from ..assets.partitions import market_key, month_key, month_partitions, store_first_month, symbol_partitions
 from ..assets.predictions import output_assets
 from ..resources import MarketDB
 
@@ -106,16 +106,24 @@ def partition_requests(table_symbols: list[str], partition_symbols: list[str]):
 @sensor(
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Keeps the `symbol` dynamic partitions equal to the symbols table (which is the truth).",
+    description="Keeps the `symbol` dynamic partitions equal to the symbols table (which is the truth); says when "
+                "the market's history starts before the loaded `month` partitions (a reload shows those months).",
 )
 def symbol_partitions_sensor(context: SensorEvaluationContext, market_db: MarketDB):
     with market_db.open() as store:
         symbols = [s.symbol for s in store.list_symbols()]
+        first = store_first_month(store)
+    loaded = month_partitions.get_first_partition_key()
+    reload_hint = ""
+    if first < loaded:  # older history stored or asked for (tp backfill) since this code location loaded
+        reload_hint = (f"; the market's history starts at {first[:7]}, before the first month partition "
+                       f"({loaded[:7]}): reload the code location (Deployment > Reload) to see those months")
+        context.log.warning(reload_hint[2:])
     digest = hashlib.sha256(json.dumps(symbols).encode()).hexdigest()[:16]
     existing = context.instance.get_dynamic_partitions(symbol_partitions.name)
     reqs, add, remove = partition_requests(symbols, existing)
     if not reqs:
-        return SensorResult(skip_reason=SkipReason(f"{len(symbols)} symbols, partitions in step"),
+        return SensorResult(skip_reason=SkipReason(f"{len(symbols)} symbols, partitions in step{reload_hint}"),
                             cursor=digest)
     context.log.info("adding partitions %s, removing %s", add, remove)
     return SensorResult(dynamic_partitions_requests=reqs, cursor=digest)

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..core.candles import VALUE_COLUMNS, Normalized, Reject, normalize_candles, reject_json
+from ..core.months import month_key
 from ..core.symbols import SymbolInfo, validate_symbol
 from ..core.timeframes import parse_timeframe
 from ..errors import InvalidInput, StoreUnavailable, UnknownSymbol, redact_secrets
@@ -246,10 +247,12 @@ class MarketStore:
                     len(part),
                 )
                 result.inserted += len(part)
-                if lo is not None and part.ts_us[0] < _to_us(lo):  # history extended backwards
-                    revised_from = _from_us(part.ts_us[0])
-                    revised_to = _from_us(part.ts_us[part.ts_us < _to_us(lo)][-1])
-                    revised_rows = int((part.ts_us < _to_us(lo)).sum())
+                if lo is None or part.ts_us[0] < _to_us(lo):  # the series' first candles, or older ones
+                    self._lower_history_start(_from_us(part.ts_us[0]))
+                    if lo is not None:  # history extended backwards
+                        revised_from = _from_us(part.ts_us[0])
+                        revised_to = _from_us(part.ts_us[part.ts_us < _to_us(lo)][-1])
+                        revised_rows = int((part.ts_us < _to_us(lo)).sum())
             if not direct.all():
                 staged = norm.take(~direct)
                 ins, upd, first_changed, last_changed = self._upsert(symbol, tf, staged)
@@ -426,6 +429,29 @@ class MarketStore:
             (symbol, parse_timeframe(timeframe), start, start, end, end),
         ).fetchone()
         return {"rows": int(row[0]), "first_ts": row[1], "last_ts": row[2]}
+
+    # ---- the history's first month (where the month partitions start) ----------
+    def history_start(self) -> str | None:
+        """'YYYY-MM-01' of the market's first month: the oldest month stored or asked for by a backfill
+        (``history_start``, migration 14); None while there is no history."""
+        month = self.conn.execute("SELECT tp_history_start()").fetchone()[0]
+        return month.isoformat() if month is not None else None
+
+    def extend_history(self, month: str) -> bool:
+        """Record that the history starts at ``month`` ('YYYY-MM-01') at the latest: a backfill of months
+        before any stored. Returns whether the first month moved (it never moves later)."""
+        return self._lower_history_start(datetime.strptime(month, "%Y-%m-%d").replace(tzinfo=timezone.utc))
+
+    def _lower_history_start(self, ts: datetime) -> bool:
+        # locks the row only when it moves it (rare: a series' first write, or an older one); with no month
+        # recorded yet, the live path's candles count too
+        cur = self.conn.execute(
+            "UPDATE history_start SET updated_at = now(), first_month = least(%(m)s::date, "
+            "CASE WHEN first_month IS NULL THEN tp_first_candle_month() END) "
+            "WHERE first_month IS NULL OR first_month > %(m)s::date",
+            {"m": month_key(ts)},
+        )
+        return cur.rowcount > 0
 
 
 

@@ -879,6 +879,37 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE predictions_done_at IS NULL OR forecasts_done_at IS NULL OR patterns_done_at IS NULL;
         """ + _READS,
     ),
+    (
+        14,
+        "history_start: the first month of the market's history, where the month partitions start",
+        """
+        -- One row. first_month only moves earlier: write_candles lowers it when it stores a series' first candles
+        -- or candles older than the series had, `tp backfill` when it asks for older months. NULL: no history yet.
+        -- The code location reads tp_history_start() when it loads (assets/partitions.py).
+        CREATE TABLE IF NOT EXISTS history_start (
+            only_row    boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            first_month date CHECK (first_month = date_trunc('month', first_month)::date),
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+
+        -- the UTC month of the oldest stored candle: one index probe per symbol and listed timeframe
+        CREATE OR REPLACE FUNCTION tp_first_candle_month() RETURNS date LANGUAGE sql STABLE AS $fn$
+            SELECT date_trunc('month', min(f.ts) AT TIME ZONE 'UTC')::date
+            FROM symbols s
+            CROSS JOIN LATERAL unnest(s.timeframes) AS t(timeframe)
+            CROSS JOIN LATERAL (SELECT o.ts FROM ohlcv o WHERE o.symbol = s.symbol AND o.timeframe = t.timeframe
+                                ORDER BY o.ts LIMIT 1) f
+        $fn$;
+
+        -- the recorded month; none recorded yet (candles only from the live path, tp_live_candle()), the oldest
+        -- stored candle's
+        CREATE OR REPLACE FUNCTION tp_history_start() RETURNS date LANGUAGE sql STABLE AS $fn$
+            SELECT coalesce((SELECT first_month FROM history_start), tp_first_candle_month())
+        $fn$;
+
+        INSERT INTO history_start (first_month) VALUES (tp_first_candle_month()) ON CONFLICT DO NOTHING;
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
