@@ -17,7 +17,6 @@ DEVICES = ("auto", "cpu", "cuda")
 # a store with none yet): TP_HISTORY_START, else 2018-01. With a store that has history, they start where it does,
 # and TP_HISTORY_START only moves them earlier (assets/partitions.py)
 DEFAULT_HISTORY_START = "2018-01-01"
-HISTORY_START = os.environ.get("TP_HISTORY_START", DEFAULT_HISTORY_START)
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
