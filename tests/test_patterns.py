@@ -238,3 +238,75 @@ def test_scan_threshold_stride_and_since(tiny_model):
                                   rows[rows["ts"] > since].reset_index(drop=True))
     with pytest.raises(ValueError, match="increasing ts"):
         scan(candles.iloc[::-1], model)
+
+
+class _PlantedDetector:
+    """Stands in for a TCN that recognizes the synthetic market's planted patterns: it names the planted
+    pattern whose formation ends on a window's last bar (found by that bar's close), and "none" elsewhere."""
+
+    def __init__(self, at_close: dict[float, str]):
+        self.at_close = at_close
+
+    def predict_proba(self, windows):
+        out = np.zeros((len(windows), len(CLASSES)))
+        for i, w in enumerate(windows):
+            out[i, CLASSES.index(self.at_close.get(float(w[-1, 3]), NONE))] = 0.9
+        return out
+
+
+def _market(structure: bool):
+    """Four crypto symbols' hourly candles over 2025 (the synthetic market or its control), and for each the
+    closes of the bars where a planted pattern finishes forming (its announced move still to come)."""
+    from datetime import datetime, timezone
+
+    from trading_platform.core.symbols import SymbolInfo
+    from trading_platform.sources import synthetic as syn
+
+    series, ends = {}, {}
+    for sym in ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT"):
+        df = syn.SyntheticSource(7, structure=structure).fetch(
+            SymbolInfo.create(sym), "1h", datetime(2025, 1, 1, tzinfo=timezone.utc),
+            datetime(2026, 1, 1, tzinfo=timezone.utc))
+        ts = df["ts"].astype("datetime64[s, UTC]").astype("int64").to_numpy() - int(syn.ORIGIN.timestamp())  # its clock
+        ohlc = df[["open", "high", "low", "close"]].to_numpy(np.float64)
+        marks = {}
+        for slot in np.unique(ts // syn.PATTERN_SLOT_S):
+            p = syn._slot_pattern(7, syn._key(sym), int(slot))
+            if p is None or p[3] == 0:
+                continue
+            end = p[0] + p[1]
+            i = np.searchsorted(ts, end) - 1
+            if 0 <= i < len(ts):
+                marks[float(ohlc[i, 3])] = p[4]
+        series[sym], ends[sym] = ohlc, marks
+    return series, ends
+
+
+def test_edge_of_detections_is_what_the_market_does_after_them():
+    """A detector that finds the planted patterns has an edge on the synthetic market (their announced moves
+    follow) and none on the control (a random walk: the same bars announce nothing), and the TCN gate's
+    vs_no_edge comparison says so; too few detections is no evidence."""
+    from trading_platform.models.patterns import edge as pedge
+    from trading_platform.models.patterns import gate as G
+
+    for structure in (True, False):
+        series, planted = _market(structure)
+        _, cuts = pedge.split(series, 0.5)
+        # the control marks the same bar positions as the market, so both score the same number of detections
+        ref = _market(True)[1] if not structure else planted
+        at_close = {}
+        for sym, ohlc in series.items():
+            idx = {float(c): i for i, c in enumerate(_market(True)[0][sym][:, 3])} if not structure else None
+            for c, name in ref[sym].items():
+                at_close[float(ohlc[idx[c], 3]) if idx else c] = name
+        result = pedge.measure(_PlantedDetector(at_close), series, cuts, stride=1)
+        y = np.array([0, 1] * 50)
+        decision = G.gate(y, y, floor=0.5, edge=result.values)
+        edge = next(c for c in decision.comparisons if c.key == "vs_no_edge")
+        assert result.n >= G.MIN_DETECTIONS, result.summary()
+        if structure:
+            assert edge.lower > 0.5 and decision.alias == "champion", (edge, result.summary())
+        else:
+            assert edge.lower < 0 and decision.alias == "challenger", (edge, result.summary())
+    few = G.gate(y, y, floor=0.5, edge=np.full(G.MIN_DETECTIONS - 1, 2.0))
+    assert few.alias == "challenger" and "the gate needs" in few.reason

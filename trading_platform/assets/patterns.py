@@ -2,7 +2,9 @@
 generated windows plus the rule labeler's detections in the managed symbols' stored history.
 Registered as ``pattern_tcn``. Judged on a frozen held-out generated set whose settings are
 fixed (not tuned): a first version must reach the macro-F1 floor (0.85) with support; later
-versions must also beat the champion on the same frozen set with the shared gate's bootstrap."""
+versions must also beat the champion on the same frozen set with the shared gate's bootstrap.
+Every version must also show an edge in the market: its detections in the held-out last part of
+the stored history must be followed by the moves their patterns announce (``models/patterns/edge.py``)."""
 
 from typing import List, Optional
 
@@ -26,11 +28,19 @@ class TCNTrainConfig(Config):
     length: int = 64                   # bars every window is resampled to
     lr: float = 3e-3
     seed: int = 0
+    threads: int = 1                   # torch CPU threads while training (0: torch's default; 1 leaves the rest free)
     history_timeframes: List[str] = ["1h", "1d"]  # stored series the labeler labels for training (when listed)
     lineage: Optional[str] = None
     floor: float = 0.85                # macro F1 a first version must reach on the frozen set
     min_improvement_vs_champion: float = 0.005
     n_boot: int = 1000
+    # the market's word: detections in the last `history_holdout_frac` of each stored series (never trained
+    # on) must be borne out by the `edge_horizon` bars after them (see models/patterns/edge.py)
+    history_holdout_frac: float = 0.2
+    edge_horizon: int = 24             # bars after a detection whose return is its edge
+    detection_threshold: float = 0.5   # a detection's probability at least
+    min_detections: int = 10           # fewer: no evidence, no champion
+    min_edge: float = 0.0              # lower bound of the mean edge (standard deviations of the return)
 
 
 def store_history(market_db, timeframes: list[str]) -> dict:
@@ -54,13 +64,17 @@ def store_history(market_db, timeframes: list[str]) -> dict:
        group_name=GROUP, pool="gpu",
        description="TCN chart-pattern detector (16 patterns + none): dilated causal convolutions trained on "
                    "generated patterns plus labelled history; gated on a frozen held-out generated set "
-                   "(macro F1 floor 0.85, then the champion). Registered as pattern_tcn.")
+                   "(macro F1 floor 0.85, then the champion) and on the market: its detections in the held-out "
+                   "last `history_holdout_frac` of the stored series must be followed by the moves they announce "
+                   "(`edge_horizon` bars, at least `min_detections`). `epochs`, `n_synthetic`, `lr` and `threads` change how "
+                   "long it trains, `channels` and `length` the network. Registered as pattern_tcn.")
 def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_db: MarketDB,
                 mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
     import json
 
     import pandas as pd
 
+    from ..models.patterns import edge as pedge
     from ..models.patterns import evaluate as pe
     from ..models.patterns import gate as pg
     from ..models.patterns import tcn
@@ -76,18 +90,21 @@ def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_d
     client = mlflow.client()
     check_lineage(client, name, target)
     history = store_history(market_db, list(config.history_timeframes))
-    model, info = tcn.train(cfg, history=history, device=resolve_device(model_server.device),
+    train_history, cuts = pedge.split(history, config.history_holdout_frac)
+    model, info = tcn.train(cfg, history=train_history, device=resolve_device(model_server.device),
                             progress=lambda epoch, loss: context.log.info("%s: epoch %d/%d, loss %.4f", name, epoch,
                                                                           cfg.epochs, loss))
     frozen = pe.frozen_set()
     evaluation = pe.evaluate(model, frozen)
     found = current_champion(client, model_server, name, context.log)
     champion_pred = pe.evaluate(found[1].model, frozen, labeler=False).predictions["tcn"] if found else None
+    edge = pedge.measure(model, history, cuts, horizon=config.edge_horizon, threshold=config.detection_threshold)
+    context.log.info("detections in held-out stored history: %s", edge.summary())
     policy = pg.default_policy(n_boot=config.n_boot, margins={
-        "vs_floor": 0.0, "vs_champion": config.min_improvement_vs_champion})
+        "vs_floor": 0.0, "vs_no_edge": config.min_edge, "vs_champion": config.min_improvement_vs_champion})
     decision = pg.gate(evaluation.labels, evaluation.predictions["tcn"], policy,
                        champion_pred=champion_pred, champion_version=found[1].version if found else None,
-                       floor=config.floor)
+                       floor=config.floor, edge=edge.values, min_detections=config.min_detections)
     context.log.info("gate: %s (%s)", decision.alias, decision.reason)
     metrics = {**evaluation.metrics(), **decision.metrics(), "train_s": info["train_s"],
                "history_windows": info["history_windows"], "macro_f1": evaluation.macro_f1()}
@@ -106,10 +123,12 @@ def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_d
         predict_example=pd.DataFrame(model.predict_proba([window]), columns=list(model.classes)),
         plot=lambda path: str(pe.plot_confusion(evaluation, path)), decision=decision,
         artifacts={"scores": evaluation.scores, "history_labels": info["history_labels"],
+                   "held_out_detections": edge.summary(),
                    "losses": {"per_epoch": info["losses"]}})
     return result(out, metrics, list(REQUIRED_METRICS), {
         "macro_f1": evaluation.macro_f1(), "labeler_macro_f1": evaluation.macro_f1("labeler"),
-        "scores": MetadataValue.json(evaluation.scores), "train_s": round(info["train_s"], 1), "target": target})
+        "scores": MetadataValue.json(evaluation.scores), "train_s": round(info["train_s"], 1), "target": target,
+        "held_out_detections": MetadataValue.json(edge.summary())})
 
 
 pattern_assets = [pattern_tcn]

@@ -26,3 +26,14 @@ PATTERNS = (
 NONE = "none"
 CLASSES = PATTERNS + (NONE,)  # the model's output order
 CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+
+# what a pattern announces when it completes, by the textbook: +1 a rise, -1 a fall, 0 either way
+# (the pennant's side is its pole's; triangles and rectangles break either way). The synthetic market
+# completes its planted patterns this way; the gate asks whether detections say so in stored history.
+DIRECTION = {
+    "head_and_shoulders": -1, "inverse_head_and_shoulders": 1, "double_top": -1, "double_bottom": 1,
+    "triple_top": -1, "triple_bottom": 1, "ascending_triangle": 1, "descending_triangle": -1,
+    "symmetrical_triangle": 0, "rising_wedge": -1, "falling_wedge": 1, "bull_flag": 1, "bear_flag": -1,
+    "pennant": 0, "cup_and_handle": 1, "rectangle": 0,
+}
+assert tuple(DIRECTION) == PATTERNS
