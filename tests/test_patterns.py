@@ -310,3 +310,11 @@ def test_edge_of_detections_is_what_the_market_does_after_them():
             assert edge.lower < 0 and decision.alias == "challenger", (edge, result.summary())
     few = G.gate(y, y, floor=0.5, edge=np.full(G.MIN_DETECTIONS - 1, 2.0))
     assert few.alias == "challenger" and "the gate needs" in few.reason
+    # 16 detections that happen to agree (mean +0.37, spread 0.67 where a random walk's is 1): their own
+    # bootstrap would put the bound above 0 (the demo's control once promoted a TCN so); the null's does not
+    lucky = np.random.default_rng(3).normal(size=16)
+    lucky = (lucky - lucky.mean()) / lucky.std() * 0.67 + 0.37
+    boot_only = G.compare("b", "", "e", "higher", G.ev.weighted_mean, lucky, np.zeros(16),
+                          G.ev.Bootstrap(np.arange(16), 1, 1000, 2), 0.0, 0.95)
+    assert boot_only.lower > 0
+    assert G.gate(y, y, floor=0.5, edge=lucky).alias == "challenger"

@@ -8,8 +8,9 @@ bars: the TCN trains on the windows before the cut, and after it:
 
 - every ``stride`` bars, the windows of each length ending there are scored; the most
   probable class over the lengths is a detection when it is a directional pattern at or
-  above ``threshold``; a detection of the same pattern within ``horizon`` bars of the
-  last one kept is the same episode and is dropped;
+  above ``threshold``; a detection within ``horizon`` bars of the last one kept in the
+  series (of any pattern) is dropped, so no two detections share a bar of their forward
+  returns and the bootstrap may resample them one by one;
 - a detection's *edge* is its direction times the ``horizon``-bar log return that
   follows its window's last candle, less the series' mean ``horizon``-bar return over
   the held-out bars, in units of their standard deviation (comparable across symbols).
@@ -83,14 +84,14 @@ def measure(model, series: Mapping[str, np.ndarray], cuts: Mapping[str, int], *,
             idx = np.flatnonzero(ok)
             better = p > best_p[idx]
             best_p[idx[better]], best_k[idx[better]] = p[better], k[better]
-        last: dict[str, int] = {}
+        last = None
         for e, k, p in zip(ends, best_k, best_p):
             c = CLASSES[k]
             if c == NONE or p < threshold or not DIRECTION[c]:
                 continue
-            if c in last and e - last[c] < horizon:
+            if last is not None and e - last < horizon:  # its forward return would overlap the last one's
                 continue
-            last[c] = int(e)
+            last = int(e)
             values.append(DIRECTION[c] * (logc[e + horizon] - logc[e] - mu) / sd)
             detections.setdefault(name, {}).setdefault(c, 0)
             detections[name][c] += 1

@@ -12,14 +12,18 @@ windows (blocks of length 1).
   Neither version trained on a frozen window, so the champion is always scored as it is.
 - ``vs_no_edge`` (when the asset passes the edges of ``edge.measure``): the TCN's detections in
   held-out stored history must be borne out by what follows them, the one-sided lower bound of
-  the mean edge above its margin (0), from at least ``min_detections`` detections. Recognizing
+  the mean edge above its margin (0), from at least ``min_detections`` detections; the bound is
+  the bootstrap's or, when wider, the null's (a random walk's forward returns have sd 1 in these
+  units), so a few detections that agree by chance do not pass. Recognizing
   drawn patterns is not enough for a champion: in a market where patterns complete no particular
   way (a random walk) the detector has nothing to offer, and this comparison says so.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -95,7 +99,16 @@ def edge_comparison(edge: np.ndarray, policy: GatePolicy, min_detections: int = 
         return Comparison("vs_no_edge", f"no edge: {n} detection(s) in held-out stored history, the gate needs "
                           f"{min_detections}", "directional_edge", "higher",
                           float(edge.mean()) if n else nan, 0.0, nan, nan, nan, policy.margin("vs_no_edge"), n)
-    return compare("vs_no_edge", f"no edge ({n} detections in held-out stored history)", "directional_edge",
-                   "higher", ev.weighted_mean, edge, np.zeros(n), ev.Bootstrap(np.arange(n), 1, policy.n_boot,
-                                                                               policy.seed + 2),
-                   policy.margin("vs_no_edge"), policy.confidence)
+    c = compare("vs_no_edge", f"no edge ({n} detections in held-out stored history)", "directional_edge",
+                "higher", ev.weighted_mean, edge, np.zeros(n), ev.Bootstrap(np.arange(n), 1, policy.n_boot,
+                                                                            policy.seed + 2),
+                policy.margin("vs_no_edge"), policy.confidence)
+    # Without an edge, a detection's forward return is a draw of the market's own (its sd is 1 in these
+    # units, measured on every held-out bar, not on the few detections): the bound is never narrower than
+    # that null's. A handful of detections whose returns happen to agree (a small sample's spread) do
+    # not make a random walk look predictable.
+    from statistics import NormalDist
+
+    half = NormalDist().inv_cdf(policy.confidence) / math.sqrt(n)
+    mean = float(edge.mean())
+    return replace(c, lower=min(c.lower, mean - half), upper=max(c.upper, mean + half))
