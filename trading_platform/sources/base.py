@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SOURCE_KINDS = ("synthetic", "files", "postgres", "ccxt", "yahoo", "auto")
+SOURCE_KINDS = ("synthetic", "control", "files", "postgres", "ccxt", "yahoo", "auto")
 
 
 class CandleSource(ABC):
@@ -99,24 +99,25 @@ def parse_spec(spec: str, field: str = "source") -> tuple[str, str]:
         from .postgres import parse_table_arg
 
         parse_table_arg(arg, field=field)
-    if kind == "synthetic" and arg and not arg.lstrip("-").isdigit():
-        raise InvalidInput(f"{field}: synthetic seed must be an integer, got {arg!r}", field=field)
+    if kind in ("synthetic", "control") and arg and not arg.lstrip("-").isdigit():
+        raise InvalidInput(f"{field}: {kind} seed must be an integer, got {arg!r}", field=field)
     return kind, arg
 
 
 def build_source(spec: str, *, dsn: str | None = None, seed: int = 7) -> CandleSource:
     """A source from a spec ``kind[:argument]``.
 
-    synthetic[:SEED] · files:DIRECTORY · postgres[:TABLE] (a ``{timeframe}`` template, default
+    synthetic[:SEED] (the synthetic market) · control[:SEED] (its structureless control) ·
+    files:DIRECTORY · postgres[:TABLE] (a ``{timeframe}`` template, default
     ``ohlcv_{timeframe}``, or ``TABLE?timeframe_column=COL``; DSN from ``dsn``) ·
     ccxt[:EXCHANGE_ID] · yahoo · auto (crypto via ccxt on the symbol's exchange,
     forex and stocks via Yahoo).
     """
     kind, arg = parse_spec(spec)
-    if kind == "synthetic":
+    if kind in ("synthetic", "control"):
         from .synthetic import SyntheticSource
 
-        return SyntheticSource(seed=int(arg) if arg else seed)
+        return SyntheticSource(seed=int(arg) if arg else seed, structure=kind == "synthetic")
     if kind == "files":
         from .files import FileSource
 
