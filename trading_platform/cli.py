@@ -449,12 +449,17 @@ def cmd_rag_status(args) -> int:
 
 # ---- demo / up / down -------------------------------------------------------
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import gate_figures, run_demo
 
-    summary = run_demo(quick=args.quick, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
-    text = "\n".join([f"demo: {', '.join(summary['symbols'])} over {', '.join(m[:7] for m in summary['months'])}",
+    summary = run_demo(quick=args.quick, seed=args.seed, log=lambda m: print(m, file=sys.stderr),
+                       control=args.control)
+    won = {f: [c["model"] for c in cs] for f, cs in summary["champions"].items()}
+    text = "\n".join([f"demo ({summary['source']}): {', '.join(summary['symbols'])} over "
+                      f"{', '.join(m[:7] for m in summary['months'])}",
                       *(f"  {k:<22} {v:6.2f} s" for k, v in summary["asset_seconds"].items()),
                       f"  stored candles: {summary['stored_candles']}",
+                      "  champions: " + "; ".join(f"{f} {', '.join(m) if m else 'none'}" for f, m in won.items()),
+                      *(f"  {r['model']:<32} {r['decision']:<10} {r['why'][:110]}" for r in gate_figures(summary["models"])),
                       f"  total {summary['total_seconds']} s"])
     _emit(args, summary, text)
     if summary["failed"]:
@@ -615,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("down", cmd_down, "stop the services `tp up` started and the embedded database")
     demo = cmd("demo", cmd_demo, "load the sample market, materialize everything, print a summary")
     demo.add_argument("--quick", action="store_true", help="smaller sample (2 symbols, current month)")
+    demo.add_argument("--control", action="store_true",
+                      help="the control market: random walks of the same shape, where no model should earn a "
+                           "champion")
     demo.add_argument("--seed", type=int, default=7)
 
     db = sub.add_parser("db", help="the market store")
