@@ -53,27 +53,35 @@ def months_between(start: date, end: date) -> list[str]:
     return out
 
 
-def create_backfill(instance, store, client, symbol: str, start: date, end: date,
-                    assets: tuple[str, ...] = OUTPUTS) -> dict:
-    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
-
-    from .assets.partitions import (market_key, market_partitions_from, month_key, month_partitions_from,
-                                    store_first_month)
-    from .models import scoring
-
+def validate(store, symbol: str, start: date, end: date, assets: tuple[str, ...]) -> tuple:
+    """(the symbol's info, the months to fill) or the error naming what is wrong: checked before anything
+    loads Dagster or MLflow, so a mistyped symbol is answered at once."""
     info = store.require_symbol(symbol)
     unknown = [a for a in assets if a not in OUTPUTS + DATA]
     if unknown or not assets:
         raise InvalidInput(f"unknown asset(s) {', '.join(unknown) or '(none given)'}; backfillable: "
                            f"{', '.join(OUTPUTS + DATA)}", field="assets")
-    outputs = tuple(a for a in assets if a in OUTPUTS)
+    from .core.months import month_key
+
     current = month_key(datetime.now(timezone.utc))  # the last month partition
     months = [m for m in months_between(start, end) if m <= current]
     if not months:
         raise InvalidInput(f"no month between {start} and {end} has begun yet (the last is {current[:7]})",
                            field="from")
+    return info, months
+
+
+def create_backfill(instance, store, client, symbol: str, start: date, end: date,
+                    assets: tuple[str, ...] = OUTPUTS) -> dict:
+    info, months = validate(store, symbol, start, end, assets)
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from .assets.partitions import market_key, market_partitions_from, month_partitions_from, store_first_month
+    from .models import scoring
+
+    outputs = tuple(a for a in assets if a in OUTPUTS)
     if info.symbol not in instance.get_dynamic_partitions("symbol"):
         raise InvalidInput(f"{symbol!r} has no partition yet (the symbols sensor adds it; or `tp symbols add`)",
                            field="symbol")

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-import pandas as pd
 
 from ..errors import InvalidInput
 from .timeframes import TIMEFRAMES, parse_timeframe
@@ -63,6 +62,8 @@ class Normalized:
 
 
 def candles_frame(ts_us, o, h, l, c, v) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "ts": pd.to_datetime(np.asarray(ts_us, dtype="int64"), unit="us", utc=True),
@@ -77,6 +78,8 @@ def standardize_columns(df: pd.DataFrame, where: str = "input") -> pd.DataFrame:
     The time may be a column (ts, time, timestamp, date, datetime, open_time),
     the index, or the first unnamed column of a ``df.to_csv()`` export.
     """
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise InvalidInput(f"{where}: expected a table of candles, got {type(df).__name__}")
     cols = {}
@@ -121,6 +124,8 @@ def parse_timestamps(col: pd.Series) -> np.ndarray:
     integers are epoch seconds, milliseconds, microseconds or nanoseconds by
     magnitude.
     """
+    import pandas as pd
+
     s = pd.Series(col)
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         num = pd.to_numeric(s, errors="coerce").astype("float64")
@@ -142,6 +147,8 @@ def parse_timestamps(col: pd.Series) -> np.ndarray:
 
 
 def _raw_row(df: pd.DataFrame, i: int) -> dict:
+    import pandas as pd
+
     def clean(v):
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return None
@@ -171,6 +178,8 @@ def normalize_candles(
     counts and leaves them out (a source's still-forming last candle, fetched again
     once closed).
     """
+    import pandas as pd
+
     tf = parse_timeframe(timeframe)
     tf_us = TIMEFRAMES[tf] * US
     std = standardize_columns(df, where)

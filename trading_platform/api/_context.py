@@ -1,0 +1,73 @@
+"""What the api functions share: the market store they open, the Dagster instance and the
+MLflow client (each imported only when a function needs it)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+_DSN: str | None = None  # the market store last opened, to name it if it goes away
+
+
+def open_store(dsn: str | None = None):
+    """A ``MarketStore`` on ``dsn`` (default: ``TP_DATABASE_URL``, else the embedded server)."""
+    global _DSN
+    from ..store.db import connect
+
+    if dsn is None:
+        from ..store.runtime import database_url
+
+        dsn = database_url()
+    _DSN = dsn
+    return connect(dsn)
+
+
+def last_dsn() -> str | None:
+    return _DSN
+
+
+@contextmanager
+def store_or_open(store=None):
+    """``store`` as it is (the caller closes it), or a store opened and closed here."""
+    if store is not None:
+        with nullcontext(store) as s:
+            yield s
+        return
+    with open_store() as s:
+        yield s
+
+
+def instance(given=None):
+    """``given``, or the platform's Dagster instance (``DAGSTER_HOME``, managed under ``TP_HOME``)."""
+    if given is not None:
+        return given
+    from ..instance import get_instance
+
+    return get_instance()
+
+
+def mlflow_client():
+    from ..resources.mlflow import MLflowResource
+
+    return MLflowResource().client()
+
+
+def lost_store(e: BaseException):
+    """A connection to the market store lost in the middle of a call, as one clear ``StoreUnavailable``
+    (None when ``e`` is something else)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return None
+    from ..errors import StoreUnavailable
+    from ..store.db import describe_dsn, redact_dsn
+
+    where = describe_dsn(_DSN) if _DSN else "the market store"
+    text = str(e).strip()
+    reason = redact_dsn(text.splitlines()[0]) if text else type(e).__name__
+    return StoreUnavailable(
+        f"lost the market store ({where}) in the middle of the command: {reason}. Its writes are "
+        f"transactions, so nothing half-written was kept: run the command again once the database is back",
+        field="TP_DATABASE_URL",
+    )

@@ -1,0 +1,76 @@
+"""Managed symbols: list, add, update, remove (``tp symbols``)."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import InvalidInput
+from ._context import instance as _inst
+from ._context import store_or_open
+
+
+def symbol_row(s) -> dict:
+    return {"symbol": s.symbol, "category": s.category, "exchange": s.exchange, "base": s.base,
+            "quote": s.quote, "timeframes": s.timeframes, "enabled": s.enabled, "live": s.live,
+            "metadata": s.metadata}
+
+
+def parse_metadata(v) -> dict | None:
+    """A JSON object (text or dict), or None."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"--metadata is not valid JSON ({e.msg} at character {e.pos}): {v!r}",
+                               field="metadata") from None
+    if not isinstance(v, dict):
+        raise InvalidInput("--metadata must be a JSON object", field="metadata")
+    return v
+
+
+def parse_timeframes(v) -> list[str] | None:
+    """Comma-separated text or a list of timeframes, or None."""
+    if v is None:
+        return None
+    tfs = [t.strip() for t in (v.split(",") if isinstance(v, str) else v) if str(t).strip()]
+    if not tfs:
+        raise InvalidInput(f"--timeframes lists no timeframe ({v!r}); give e.g. 5m,1h,1d", field="timeframes")
+    return tfs
+
+
+def list_symbols(*, enabled_only: bool = False, store=None) -> list[dict]:
+    with store_or_open(store) as s:
+        return [symbol_row(i) for i in s.list_symbols(enabled_only)]
+
+
+def add_symbol(symbol: str, *, category: str | None = None, exchange: str | None = None, timeframes=None,
+               enabled: bool = True, live: bool = False, metadata=None, store=None, instance=None) -> dict:
+    from ..symbols import Symbols
+
+    meta, tfs = parse_metadata(metadata), parse_timeframes(timeframes)
+    with store_or_open(store) as s:
+        info = Symbols(s, _inst(instance)).add(symbol, category=category, exchange=exchange, timeframes=tfs,
+                                               enabled=enabled, live=live, metadata=meta)
+        return symbol_row(info)
+
+
+def update_symbol(symbol: str, *, category: str | None = None, exchange: str | None = None, timeframes=None,
+                  enabled: bool | None = None, live: bool | None = None, metadata=None, store=None,
+                  instance=None) -> dict:
+    from ..symbols import Symbols
+
+    meta, tfs = parse_metadata(metadata), parse_timeframes(timeframes)
+    with store_or_open(store) as s:
+        info = Symbols(s, _inst(instance)).update(symbol, category=category, exchange=exchange,
+                                                  timeframes=tfs, enabled=enabled, live=live, metadata=meta)
+        return symbol_row(info)
+
+
+def remove_symbol(symbol: str, *, purge: bool = False, store=None, instance=None) -> dict:
+    from ..symbols import Symbols
+
+    with store_or_open(store) as s:
+        n = Symbols(s, _inst(instance)).remove(symbol, purge=purge)
+    return {"removed": symbol, "candles_deleted": n}

@@ -1,0 +1,74 @@
+"""`tp`: the platform's command line.
+
+Every command: ``--json`` prints one JSON value as the last line of stdout (logs
+go to stderr); an error exits non-zero with a message naming the field or value
+at fault (with ``--json``: ``{"error": ..., "field": ...}``); quarantined rows
+are results, not errors (exit 0, counted).
+
+Each command group is a module of this package and each command a thin adapter:
+parse, call ``trading_platform.api``, print. ``supervisor`` is `tp up`/`tp down`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ..errors import PlatformError
+from . import db, features, live, market, models, rag, runs, supervisor, symbols
+from ._base import Parser, emit, fail  # noqa: F401 (the conventions every command follows)
+
+log = logging.getLogger("tp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="tp", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    def cmd(name, fn, help):
+        sp = sub.add_parser(name, help=help)
+        sp.set_defaults(fn=fn)
+        sp.add_argument("--json", action="store_true", help="one JSON value on the last line of stdout")
+        return sp
+
+    # the order of `tp --help`
+    supervisor.register(sub, cmd)
+    runs.register(sub, cmd)
+    for group in (db, symbols, features, models, live, rag):
+        group.register(sub, cmd)
+    runs.register_backfill(sub, cmd)
+    market.register(sub, cmd)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("TP_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("pgserver", "alembic", "mlflow", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("psycopg").setLevel(logging.ERROR)  # its cleanup after a lost connection is not news
+    from ..settings import isolate_mlflow_credentials
+
+    isolate_mlflow_credentials()  # before anything hands the tracking URI to MLflow or to a service
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.fn(args) or 0)
+    except PlatformError as e:
+        return fail(e, as_json)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - only a lost database is turned into an error here
+        from ..api._context import lost_store
+
+        lost = lost_store(e)
+        if lost is None:
+            raise
+        return fail(lost, as_json)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m trading_platform.cli` runs __main__.py
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""`tp db`: the market store's URL and its migrations."""
+
+from __future__ import annotations
+
+from ..api import market
+from ._base import Parser, emit
+
+
+def cmd_url(args) -> int:
+    out = market.database_url(show_password=args.show_password)
+    emit(args, out, out["url"])
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    out = market.migrate(wait_s=args.wait)
+    v, applied = out["schema_version"], out["applied"]
+    emit(args, out, f"schema at version {v}" + (f" (applied {', '.join(map(str, applied))})" if applied
+                                                 else " (up to date)"))
+    return 0
+
+
+def register(sub, cmd) -> None:
+    db = sub.add_parser("db", help="the market store")
+    dbs = db.add_subparsers(dest="db_command", required=True, parser_class=Parser)
+    u = dbs.add_parser("url", help="a URI psql accepts (password as *** unless --show-password)")
+    u.add_argument("--show-password", action="store_true")
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(fn=cmd_url)
+    m = dbs.add_parser("migrate", help="apply pending schema migrations (the deploy step; embedded, also done on "
+                                       "first use)")
+    m.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="retry an unreachable database for up to this long (a container still starting)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(fn=cmd_migrate)

@@ -1,0 +1,51 @@
+"""`tp live`: the live path's backlog, and a feeder of closed candles."""
+
+from __future__ import annotations
+
+from ..api import live as api
+from ._base import Parser, emit, stderr_log
+
+
+def cmd_status(args) -> int:
+    st = api.status()
+    lat = st["latency_last_hour_s"]
+    err = st["last_error"]
+    text = "\n".join([
+        f"backlog: {st['backlog']} events not yet predicted ({st['pending']} pending, {st['claimed']} in "
+        f"{st['batches_in_flight']} batch(es) in flight); oldest {st['lag_s']:.1f} s old",
+        f"batches retried: {st['batches_retried']} ({st['retries']} re-requests)",
+        f"last hour: {st['done_last_hour']} events predicted"
+        + (f", insert to prediction p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s, max {lat['max']:.2f} s"
+           if lat else ""),
+        f"last error: batch {err['batch']} at {err['at']}: {err['error']}" if err else "last error: none",
+    ])
+    emit(args, st, text)
+    return 0
+
+
+def cmd_feed(args) -> int:
+    d = api.feed(args.symbols or "", args.rate, duration=args.duration, count=args.count, timeframe=args.timeframe,
+                 file=args.file, source=args.source, start=args.start, log=stderr_log)
+    emit(args, d, f"fed {d['fed']} candles ({d['events']} live events) in {d['duration_s']} s "
+                  f"({d['rate']} candles/s): " + " ".join(f"{k}={v}" for k, v in d["written"].items()))
+    return 0
+
+
+def register(sub, cmd) -> None:
+    lv = sub.add_parser("live", help="the live path: outbox backlog, a live feeder")
+    lvs = lv.add_subparsers(dest="live_command", required=True, parser_class=Parser)
+    ls_ = lvs.add_parser("status", help="backlog (events not yet predicted), lag of the oldest, retries, last error")
+    ls_.add_argument("--json", action="store_true")
+    ls_.set_defaults(fn=cmd_status)
+    lf = lvs.add_parser("feed", help="append closed candles of live symbols at R candles/s in total (synthetic, "
+                                     "continuing each series, or replayed from a file)")
+    lf.add_argument("--symbols", required=True, help="comma-separated live symbols")
+    lf.add_argument("--rate", type=float, required=True, help="candles per second, in total")
+    lf.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C, or the end of --file)")
+    lf.add_argument("--count", type=int, help="stop after this many candles")
+    lf.add_argument("--timeframe", help="default: each symbol's base timeframe")
+    lf.add_argument("--file", help="replay candles from a CSV/Parquet file (a symbol column, or one symbol)")
+    lf.add_argument("--source", help="source spec of synthetic candles (default TP_SOURCE, else synthetic:7)")
+    lf.add_argument("--start", help="first candle's time (default: after each series' last stored candle)")
+    lf.add_argument("--json", action="store_true")
+    lf.set_defaults(fn=cmd_feed)

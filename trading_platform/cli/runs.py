@@ -1,0 +1,58 @@
+"""`tp backfill` and `tp demo`."""
+
+from __future__ import annotations
+
+import sys
+
+from ..api import runs as api
+from ._base import emit, stderr_log
+
+
+def cmd_backfill(args) -> int:
+    out = api.backfill(args.symbol, args.from_, args.to, assets=args.assets)
+    emit(args, out, f"backfill {out['backfill_id']}: {', '.join(out['assets'])} for {out['symbol']} over "
+                    f"{out['months'][0]}..{out['months'][-1]} ({out['partitions']} symbol-months, at most "
+                    f"{out['runs_at_most']} runs); pinned versions {out['pinned']}. The daemon runs it "
+                    "(`tp up`, or dagster-daemon); follow it in the UI under Runs > Backfills.")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import gate_figures
+
+    summary = api.demo(quick=args.quick, seed=args.seed, control=args.control, log=stderr_log)
+    won = {f: [c["model"] for c in cs] for f, cs in summary["champions"].items()}
+    text = "\n".join([f"demo ({summary['source']}): {', '.join(summary['symbols'])} over "
+                      f"{', '.join(m[:7] for m in summary['months'])}",
+                      *(f"  {k:<22} {v:6.2f} s" for k, v in summary["asset_seconds"].items()),
+                      f"  stored candles: {summary['stored_candles']}",
+                      "  champions: " + "; ".join(f"{f} {', '.join(m) if m else 'none'}" for f, m in won.items()),
+                      *(f"  {r['model']:<32} {r['decision']:<10} {r['why'][:110]}"
+                        for r in gate_figures(summary["models"])),
+                      f"  total {summary['total_seconds']} s"])
+    emit(args, summary, text)
+    if summary["failed"]:
+        print(f"error: the demo finished with {len(summary['failed'])} failed step(s): "
+              + "; ".join(summary["failed"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub, cmd) -> None:
+    demo = cmd("demo", cmd_demo, "load the sample market, materialize everything, print a summary")
+    demo.add_argument("--quick", action="store_true", help="smaller sample (2 symbols, current month)")
+    demo.add_argument("--control", action="store_true",
+                      help="the control market: random walks of the same shape, where no model should earn a "
+                           "champion")
+    demo.add_argument("--seed", type=int, default=7)
+
+
+def register_backfill(sub, cmd) -> None:
+    bf = cmd("backfill", cmd_backfill,
+             "an asset backfill over a symbol's history: the model outputs (model versions pinned), or the "
+             "market data and features (--assets market,features); the daemon runs it in chunks")
+    bf.add_argument("--symbol", required=True)
+    bf.add_argument("--from", dest="from_", required=True, metavar="DATE")
+    bf.add_argument("--to", required=True, metavar="DATE")
+    bf.add_argument("--assets", default="predictions,forecasts,patterns",
+                    help="comma-separated: predictions, forecasts, patterns, market, features")

@@ -1,0 +1,188 @@
+"""`tp up` and `tp down`: the process supervisor of the local services (dagster dev and the MLflow UI, each
+in its own process group) and the embedded database."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ._base import emit
+
+log = logging.getLogger("tp")
+
+
+def pids_file() -> Path:
+    from ..settings import get_settings
+
+    return get_settings().run_dir / "pids.json"
+
+
+def mark_nux_seen(url: str, timeout_s: float = 120.0, stop: threading.Event | None = None) -> bool:
+    """Mark Dagster's first-visit modal ("Join the Dagster community") as seen through Dagster's own GraphQL
+    mutation (``setNuxSeen``), once the webserver at ``url`` answers. True when it reports it seen."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"query": "mutation { setNuxSeen }"}).encode()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not (stop and stop.is_set()):
+        req = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                out = json.loads(r.read())
+            if (out.get("data") or {}).get("setNuxSeen") is True:
+                return True
+            log.warning("Dagster did not mark its first-visit modal as seen: %s", out.get("errors"))
+            return False
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(1)  # the webserver is still starting
+    return False
+
+
+def cmd_up(args) -> int:
+    from ..api._context import open_store
+    from ..errors import redact_secrets
+    from ..instance import REPO_ROOT, ensure_dagster_home
+    from ..settings import get_settings
+    from ..store.runtime import database_url
+
+    settings = get_settings()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    # runs print INFO and above on this console (DEBUG events with --verbose)
+    dagster_home = ensure_dagster_home(settings, run_log_level="DEBUG" if args.verbose else "INFO")
+    dsn = database_url(settings)
+    with open_store(dsn) as store:
+        empty = not store.list_symbols()
+    if empty and not args.no_sample:
+        from ..demo import run_demo
+
+        print("loading the sample market (first start)...", file=sys.stderr)
+        sample = run_demo(quick=False, log=lambda m: print(m, file=sys.stderr))
+        if sample["failed"]:
+            log.warning("the sample loaded with failed steps (see them in the Dagster UI): %s",
+                        "; ".join(sample["failed"]))
+    # secrets (the database DSN, the tracking URI) go to the services through the environment,
+    # never on a command line that `ps` shows
+    tracking = settings.mlflow_tracking_uri
+    # the children keep this process's mode: handed the embedded server's DSN, they would otherwise count as
+    # production (TP_EMBEDDED=auto) and refuse the managed instance and migrations on first use
+    env = {**os.environ, "TP_HOME": str(settings.home), "DAGSTER_HOME": str(dagster_home),
+           "TP_DATABASE_URL": dsn, "MLFLOW_TRACKING_URI": tracking, "TP_EMBEDDED": "1" if settings.embedded else "0"}
+    bindir = Path(sys.executable).parent
+    workspace = REPO_ROOT / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "trading_platform.definitions"]
+    procs = []
+    remote_mlflow = tracking.startswith(("http://", "https://", "databricks"))
+    if not args.no_mlflow and not remote_mlflow:
+        artifacts = settings.home / "mlartifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        procs.append(subprocess.Popen(
+            [str(bindir / "mlflow"), "ui", "--host", args.host, "--port", str(args.mlflow_port)],
+            env={**env, "MLFLOW_BACKEND_STORE_URI": tracking, "MLFLOW_DEFAULT_ARTIFACT_ROOT": str(artifacts)},
+            start_new_session=True))
+    # dagster dev runs in $DAGSTER_HOME, whose dagster.yaml is the repository's (a managed copy):
+    # the configuration in force is the one it finds, so it has nothing to warn about
+    procs.append(subprocess.Popen(
+        [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port),
+         "--log-level", "debug" if args.verbose else "info"],
+        env=env, cwd=str(dagster_home), start_new_session=True))
+    pids_file().write_text(json.dumps([p.pid for p in procs]))
+    # the UI opens without "Join the Dagster community" in the way (marked once the webserver answers)
+    stop = threading.Event()
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    threading.Thread(target=mark_nux_seen, args=(f"http://{host}:{args.port}",), kwargs={"stop": stop},
+                     daemon=True).start()
+
+    def _interrupt(*_):
+        raise KeyboardInterrupt
+
+    # Ctrl-C (even when started from a script that ignores it) and SIGTERM both stop the services
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    mlflow_ui = ("" if args.no_mlflow else f" · MLflow UI {redact_secrets(tracking)}" if remote_mlflow
+                 else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
+    print(f"Dagster UI http://{args.host}:{args.port}{mlflow_ui} · Ctrl-C to stop", file=sys.stderr)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        stop_children(procs)
+        pids_file().unlink(missing_ok=True)
+    return 0
+
+
+def stop_children(procs) -> None:
+    """Stop the process groups we started as Ctrl-C would (dagster dev shuts down cleanly on
+    SIGINT), kill what is still there after 15 s, and reap them (no zombies)."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGINT)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def terminate(pids: list[int]) -> list[int]:
+    stopped = []
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.time() + 15
+    for pid in stopped:
+        while time.time() < deadline:
+            try:
+                os.killpg(pid, 0)
+                time.sleep(0.2)
+            except ProcessLookupError:
+                break
+        else:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return stopped
+
+
+def cmd_down(args) -> int:
+    from ..settings import get_settings
+    from ..store.embedded import stop_embedded
+
+    pf = pids_file()
+    stopped = terminate(json.loads(pf.read_text())) if pf.exists() else []
+    pf.unlink(missing_ok=True)
+    db = stop_embedded(get_settings().pg_data)
+    emit(args, {"services_stopped": len(stopped), "database_stopped": db},
+         f"stopped {len(stopped)} service(s); embedded database {'stopped' if db else 'was not running'}")
+    return 0
+
+
+def register(sub, cmd) -> None:
+    up = cmd("up", cmd_up, "start the embedded database, load sample data, run dagster dev and the MLflow UI")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=3000)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--no-mlflow", action="store_true")
+    up.add_argument("--no-sample", action="store_true", help="do not load the sample market on first start")
+    up.add_argument("--verbose", action="store_true", help="print Dagster's DEBUG events of every run too")
+    cmd("down", cmd_down, "stop the services `tp up` started and the embedded database")
