@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.py | cksum | cut -d' ' -f1)
 
-.PHONY: install up demo test bench down
+.PHONY: install up demo test bench down docs
 
 # torch first: an unpinned torch would pull a multi-GB CUDA build; on a GPU host use e.g.
 # `make install TORCH_SPEC=torch` (or the build matching your CUDA / JetPack)
@@ -29,8 +29,11 @@ demo: install          ## the same sample, materialized in one process; prints a
 down:
 	$(VENV)/bin/tp down
 
-test: install
+test: install           ## the suite, tests/test_docs.py included (mkdocs build --strict: the dev extra has mkdocs)
 	$(PY) -m pytest -q tests
+
+docs: install           ## the manual (docs/, mkdocs.yml) on http://127.0.0.1:8000, rebuilt on every save
+	$(VENV)/bin/mkdocs serve
 
 bench: install
 	$(PY) benchmarks/ingest.py

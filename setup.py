@@ -51,6 +51,9 @@ setup(
             "ta-lib>=0.6",  # the reference for indicator parity (the wheel bundles the C library)
             "backtesting>=0.6",  # ships real market data (EURUSD hourly, GOOG daily) used as test data
             "dockerfile>=3.4",  # BuildKit's Dockerfile parser: tests/test_deploy_config.py reads docker/Dockerfile*
+            # the manual (docs/, mkdocs.yml): tests/test_docs.py runs `mkdocs build --strict`
+            "mkdocs==1.6.1",
+            "mkdocs-material==9.8.1",
         ],
     },
     entry_points={
