@@ -83,9 +83,13 @@ def cmd_up(args) -> int:
     if not args.no_mlflow and not remote_mlflow:
         artifacts = settings.home / "mlartifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
+        # MLflow 3's configuration has no switch for its UI's Assistant panel: the most it allows is keeping
+        # the Assistant local-only (no remote access), whatever the user's environment says; the docs say
+        # what a user closes once (docs/getting-started.md, "The two UIs on a first visit")
         procs.append(subprocess.Popen(
             [str(bindir / "mlflow"), "ui", "--host", args.host, "--port", str(args.mlflow_port)],
-            env={**env, "MLFLOW_BACKEND_STORE_URI": tracking, "MLFLOW_DEFAULT_ARTIFACT_ROOT": str(artifacts)},
+            env={**env, "MLFLOW_BACKEND_STORE_URI": tracking, "MLFLOW_DEFAULT_ARTIFACT_ROOT": str(artifacts),
+                 "MLFLOW_ENABLE_REMOTE_ASSISTANT": "false"},
             start_new_session=True))
     # dagster dev runs in $DAGSTER_HOME, whose dagster.yaml is the repository's (a managed copy):
     # the configuration in force is the one it finds, so it has nothing to warn about
