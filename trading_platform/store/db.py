@@ -434,8 +434,9 @@ class MarketStore:
     def history_start(self) -> str | None:
         """'YYYY-MM-01' of the market's first month: the oldest month stored or asked for by a backfill
         (``history_start``, migration 14); None while there is no history."""
-        month = self.conn.execute("SELECT tp_history_start()").fetchone()[0]
-        return month.isoformat() if month is not None else None
+        from .history import history_start
+
+        return history_start(self.conn)
 
     def extend_history(self, month: str) -> bool:
         """Record that the history starts at ``month`` ('YYYY-MM-01') at the latest: a backfill of months
