@@ -473,6 +473,12 @@ def _value_columns(n: Normalized):
             ("f8", n.volume)]
 
 
+def candle_counts(conn, symbols: list[str]) -> list[tuple[str, int]]:
+    """(timeframe, stored candles) of the symbols, by timeframe (a report: every row of theirs is counted)."""
+    return [(tf, int(n)) for tf, n in conn.execute(
+        "SELECT timeframe, count(*) FROM ohlcv WHERE symbol = ANY(%s) GROUP BY 1 ORDER BY 1", (symbols,)).fetchall()]
+
+
 def connect(dsn: str, *, run_migrations: bool | None = None, check_schema: bool = True,
             connect_timeout: int = 10) -> MarketStore:
     """Open the store. An unreachable server raises StoreUnavailable naming the host.
