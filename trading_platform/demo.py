@@ -69,7 +69,8 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
     from .instance import get_instance
     from .sensors.market_data import batch_assets
     from .resources import MarketDB, MarketSource
-    from .store.db import connect
+    from .store.db import candle_counts, connect
+    from .store.features import count_rows
     from .store.runtime import database_url
     from .symbols import Symbols
 
@@ -122,11 +123,8 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
     failed += [f"check {c}" for c in checks_failed]
     failed += [f"model {label}" for label, r in models.items() if not r.get("success")]
     with connect(dsn) as store:
-        rows = store.conn.execute(
-            "SELECT timeframe, count(*) FROM ohlcv WHERE symbol = ANY(%s) GROUP BY 1 ORDER BY 1", (symbols,)
-        ).fetchall()
-        feature_rows = store.conn.execute(
-            "SELECT count(*) FROM features WHERE symbol = ANY(%s)", (symbols,)).fetchone()[0]
+        rows = candle_counts(store.conn, symbols)
+        feature_rows = count_rows(store.conn, symbols)
     return {
         "quick": quick,
         "control": control,

@@ -88,6 +88,7 @@ class FeaturesConfig(Config):
 def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: MarketDB) -> MaterializeResult:
     from ..errors import UnknownSymbol
     from ..features.pipeline import materialize
+    from ..store.features import count_infinite
 
     spec = config.to_spec()
     reports, errors, checks_bad_rows, checks_inf, revisions_done = {}, [], {}, {}, {}
@@ -106,7 +107,7 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
                 candles = sum(store.candle_stats(symbol, tf, a, b)["rows"] for a, b in ranges)
                 if candles != n:
                     checks_bad_rows[f"{symbol} {tf}"] = {"candles": candles, "feature_rows": n}
-            inf = store.conn.execute(_inf_count_sql(store.conn), (symbol, ranges[0][0], ranges[-1][1])).fetchone()[0]
+            inf = count_infinite(store.conn, symbol, ranges[0][0], ranges[-1][1])
             if inf:
                 checks_inf[symbol] = int(inf)
     if errors:
@@ -140,9 +141,9 @@ def features(context: AssetExecutionContext, config: FeaturesConfig, market_db: 
 def pending_revisions(conn, symbol: str) -> list[tuple]:
     """(id, timeframe, first_ts) of the symbol's revisions whose features are not recomputed yet, recorded as
     seen now (every state this run stores reflects them)."""
-    return conn.execute("UPDATE ohlcv_revisions SET features_seen_at = coalesce(features_seen_at, clock_timestamp()) "
-                        "WHERE symbol = %s AND features_done_at IS NULL RETURNING id, timeframe, first_ts",
-                        (symbol,)).fetchall()
+    from ..store.revisions import see_features_pending
+
+    return see_features_pending(conn, symbol)
 
 
 def mark_revisions_done(conn, symbol: str, pending: list[tuple], ranges: list) -> int:
@@ -150,22 +151,14 @@ def mark_revisions_done(conn, symbol: str, pending: list[tuple], ranges: list) -
     stretch and no stored features of that timeframe lie after it (they would still be stale)."""
     if not pending or any(b != c for (_, b), (c, _) in zip(ranges, ranges[1:])):
         return 0
+    from ..store.features import has_features_from
+    from ..store.revisions import mark_features_done
+
     lo, hi = ranges[0][0], ranges[-1][1]
-    ids = [rid for rid, tf, first in pending if first >= lo and first < hi and conn.execute(
-        "SELECT 1 FROM features WHERE symbol = %s AND timeframe = %s AND ts >= %s LIMIT 1",
-        (symbol, tf, hi)).fetchone() is None]
-    if ids:
-        conn.execute("UPDATE ohlcv_revisions SET features_done_at = clock_timestamp() WHERE id = ANY(%s) "
-                     "AND features_done_at IS NULL", (ids,))
+    ids = [rid for rid, tf, first in pending
+           if first >= lo and first < hi and not has_features_from(conn, symbol, tf, hi)]
+    mark_features_done(conn, ids)
     return len(ids)
-
-
-def _inf_count_sql(conn) -> str:
-    cols = [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'features' "
-        "AND data_type = 'double precision'").fetchall()]
-    cond = " OR ".join(f'abs("{c}") = \'Infinity\'::float8' for c in cols) or "false"
-    return f"SELECT count(*) FROM features WHERE symbol = %s AND ts >= %s AND ts < %s AND ({cond})"
 
 
 feature_assets = [features]

@@ -86,18 +86,19 @@ def load_first_month() -> str:
 
 
 def _read_recorded(dsn: str) -> str | None:
-    # psycopg directly, not store/: importing the store package loads pandas and pyarrow (0.5 s), which
-    # every code-location load (each run's process) would pay. The SQL is migration 14's function.
+    # its own short-timeout connection, not store.db.connect: store.db loads pandas and pyarrow (0.5 s), which
+    # every code-location load (each run's process) would pay; store.history is light
     import psycopg
+
+    from ..store.history import history_start
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=READ_TIMEOUT_S) as conn:
         conn.execute(f"SET statement_timeout = '{READ_TIMEOUT_S}s'")
         try:
-            month = conn.execute("SELECT tp_history_start()").fetchone()[0]
+            return history_start(conn)
         except psycopg.errors.UndefinedFunction:  # not migrated yet (a new database, or before `tp db migrate`)
             log.debug("the market store has no tp_history_start() yet: its history is not known")
             return None
-    return month.isoformat() if month is not None else None
 
 
 def _read_copy(path, database: str) -> str | None:

@@ -54,7 +54,9 @@ class PredictionsConfig(Config):
 
 def live_lock(conn, symbol: str) -> None:
     """The live path's per-symbol lock (``live/process.py``), for this transaction."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"live|{symbol}",))
+    from ..store.outbox import lock_symbol
+
+    lock_symbol(conn, symbol)
 
 
 def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, market_db: MarketDB,

@@ -49,15 +49,14 @@ def _since(value: Optional[str]) -> Optional[datetime]:
 def rag_documents(context: AssetExecutionContext, config: RagDocumentsConfig, market_db: MarketDB):
     from ..rag.documents import embed_pending, sync_summaries
     from ..rag.embed import get_embedder
+    from ..store.rag import embedding_backlog
 
     emb = get_embedder()
     with market_db.open() as store:
         made = sync_summaries(store, emb.count_tokens, emb.max_tokens, symbols=config.symbols,
                               since=_since(config.since), log=context.log)
         embedded = embed_pending(store, emb, log=context.log)
-        total, pending = store.conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE embedding IS NULL OR embedding_model IS DISTINCT FROM %s) "
-            "FROM rag_documents WHERE deleted_at IS NULL", (emb.name,)).fetchone()
+        total, pending = embedding_backlog(store.conn, emb.name)
     return MaterializeResult(metadata={
         "documents": int(total), "not_embedded": int(pending), "summaries_inserted": made["inserted"],
         "summaries_replaced": made["replaced"], "summaries_unchanged": made["unchanged"],

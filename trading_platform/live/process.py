@@ -24,7 +24,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from ..core.timeframes import TIMEFRAMES
-from .outbox import CONSUMER
+from ..store import outbox
+from ..store.outbox import CONSUMER
 
 US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -45,7 +46,7 @@ def batch_versions(store, batch_id: int, pins: dict, client_factory=None) -> lis
     from the registry when the row is gone or pins something else (a run launched by hand)."""
     from ..models.scoring import Version, from_pins
 
-    row = store.conn.execute("SELECT pins, versions FROM live_batches WHERE id = %s", (batch_id,)).fetchone()
+    row = outbox.batch_pins(store.conn, batch_id)
     if row is not None and _norm(row[0]) == _norm(pins):
         return [Version(d["name"], str(d["version"]), d["role"], dict(d.get("tags") or {})) for d in row[1]]
     if client_factory is None:
@@ -55,13 +56,6 @@ def batch_versions(store, batch_id: int, pins: dict, client_factory=None) -> lis
 
 def _norm(pins: dict) -> dict:
     return {str(n): {str(r): str(v) for r, v in roles.items()} for n, roles in (pins or {}).items()}
-
-
-def _events(conn, event_ids: list[int], batch_id: int, consumer: str, lock: bool) -> list[tuple]:
-    return conn.execute(
-        "SELECT e.id, e.symbol, e.timeframe, e.ts FROM market_event_queue q JOIN market_events e ON e.id = q.event_id "
-        "WHERE q.consumer = %s AND q.event_id = ANY(%s) AND q.batch_id = %s AND q.status = 'claimed' ORDER BY e.id"
-        + (" FOR UPDATE OF q" if lock else ""), (consumer, list(event_ids), batch_id)).fetchall()
 
 
 def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict, *, run_id: str,
@@ -78,7 +72,7 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
     conn = store.conn
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    first = _events(conn, event_ids, batch_id, consumer, lock=False)
+    first = outbox.claimed_events(conn, event_ids, batch_id, consumer, lock=False)
     if not first:
         log.info("batch %s: every event is done already; nothing to do", batch_id)
         return {"events_done": 0, "already_done": True, "rows": {}, "models_loaded": 0}
@@ -101,9 +95,10 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
     derived_ids: list[int] = []
     t_lock = time.perf_counter()
     with conn.transaction():
-        if conn.execute("SELECT 1 FROM live_batches WHERE id = %s FOR UPDATE", (batch_id,)).fetchone() is None:
+        if not outbox.lock_batch(conn, batch_id):
             raise RuntimeError(f"batch {batch_id} does not exist")
-        events = _events(conn, event_ids, batch_id, consumer, lock=True)  # what is still to do, now that we hold it
+        # what is still to do, now that we hold it
+        events = outbox.claimed_events(conn, event_ids, batch_id, consumer, lock=True)
         if not events:
             log.info("batch %s: committed by another attempt meanwhile; nothing to do", batch_id)
             return {"events_done": 0, "already_done": True, "rows": {}, "models_loaded": len(loaded)}
@@ -115,7 +110,7 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
         t_lock = time.perf_counter() - t_lock
         for symbol in sorted(by_symbol):
             t = time.perf_counter()
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"live|{symbol}",))
+            outbox.lock_symbol(conn, symbol)
             t_lock += time.perf_counter() - t
             info = store.get_symbol(symbol)
             if info is None or not (info.enabled and info.live):
@@ -147,29 +142,19 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
         timings.update(features_s=t_feat, score_s=t_score, lock_s=t_lock)
         t_mark = time.perf_counter()
         all_ids = [e[0] for e in events] + derived_ids
-        done = conn.execute(
-            "UPDATE market_event_queue SET status = 'done', done_at = clock_timestamp() WHERE consumer = %s "
-            "AND batch_id = %s AND event_id = ANY(%s) AND status = 'claimed' RETURNING event_id",
-            (consumer, batch_id, all_ids)).fetchall()
-        done_ids = sorted(r[0] for r in done)
+        done_ids = outbox.mark_done(conn, batch_id, all_ids, consumer)
         t_write = time.perf_counter()
         for table, got in writer.flush().items():  # known_at is taken here, at the batch's last writes
             rows_written[table] = got["inserted"]
             if got["superseded"]:
                 rows_written[f"{table}_superseded"] = got["superseded"]
         timings["write_s"] = time.perf_counter() - t_write
-        remaining = conn.execute("SELECT count(*) FROM market_event_queue WHERE consumer = %s AND batch_id = %s "
-                                 "AND status <> 'done'", (consumer, batch_id)).fetchone()[0]
+        remaining = outbox.not_done(conn, batch_id, consumer)
         timings["mark_s"] = time.perf_counter() - t_mark - timings["write_s"]
         timings["total_s"] = time.perf_counter() - t0
         stats = {"models_loaded": len(loaded), "rows": rows_written, "derived": len(derived_ids),
                  "skipped_symbols": skipped, **{k: round(v, 4) for k, v in timings.items()}}
-        import json
-
-        conn.execute("UPDATE live_batches SET status = CASE WHEN %s = 0 THEN 'done' ELSE status END, "
-                     "done_at = clock_timestamp(), run_id = %s WHERE id = %s", (remaining, run_id, batch_id))
-        conn.execute("INSERT INTO live_commits (batch_id, run_id, attempt, event_ids, stats) VALUES (%s, %s, %s, %s, %s)",
-                     (batch_id, run_id, attempt, done_ids, json.dumps(stats)))
+        outbox.commit_batch(conn, batch_id, run_id, attempt, remaining, done_ids, stats)
         if before_commit is not None:
             before_commit()
     return {"events_done": len(done_ids), "already_done": False, "derived_events": len(derived_ids),
@@ -218,15 +203,12 @@ def resample_completed(store, info, events: list[tuple[str, datetime]], batch_id
             if len(res.candles) != 1:
                 continue
             c = res.candles
-            _, ev = store.conn.execute(
-                "SELECT * FROM tp_live_candle(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (info.symbol, child, _dt(b), float(c.open[0]), float(c.high[0]), float(c.low[0]),
-                 float(c.close[0]), float(c.volume[0]), f"resample:{tf}")).fetchone()
+            ev = outbox.write_derived_candle(
+                store.conn, info.symbol, child, _dt(b), float(c.open[0]), float(c.high[0]), float(c.low[0]),
+                float(c.close[0]), float(c.volume[0]), f"resample:{tf}", batch_id, consumer)
             if ev is None:
                 continue
-            store.conn.execute("UPDATE market_event_queue SET status = 'claimed', batch_id = %s "
-                               "WHERE consumer = %s AND event_id = %s", (batch_id, consumer, ev))
-            out.append((int(ev), child, _dt(b)))
+            out.append((ev, child, _dt(b)))
             todo.append((child, b))
             todo.sort(key=lambda x: (TIMEFRAMES[x[0]], x[1]))
     return out
@@ -237,27 +219,21 @@ def refresh_features(store, info, tf: str, first_us: int) -> None:
     the newest feature row (a correction, a late candle) first drops the rows from it on, so they are
     recomputed from the state before it."""
     from ..features.pipeline import update_latest
+    from ..store.features import delete_features_from, last_feature_ts
 
-    newest = store.conn.execute("SELECT max(ts) FROM features WHERE symbol = %s AND timeframe = %s",
-                                (info.symbol, tf)).fetchone()[0]
+    newest = last_feature_ts(store.conn, info.symbol, tf)
     if newest is not None and _us(newest) >= first_us:
-        store.conn.execute("DELETE FROM features WHERE symbol = %s AND timeframe = %s AND ts >= %s",
-                           (info.symbol, tf, _dt(first_us)))
+        delete_features_from(store.conn, info.symbol, tf, _dt(first_us))
     update_latest(store, info, tf)
 
 
 def mark_live_revisions(conn, symbol: str, by_tf: dict[str, set[int]]) -> None:
     """The revisions ``tp_live_candle`` recorded for this batch's updated candles: their features and outputs
     were redone here, in this transaction, so no other path redoes them."""
+    from ..store.revisions import mark_live_done
+
     for tf, wanted in by_tf.items():
-        conn.execute(
-            "UPDATE ohlcv_revisions SET features_done_at = coalesce(features_done_at, clock_timestamp()), "
-            "predictions_done_at = coalesce(predictions_done_at, clock_timestamp()), "
-            "forecasts_done_at = coalesce(forecasts_done_at, clock_timestamp()), "
-            "patterns_done_at = coalesce(patterns_done_at, clock_timestamp()) "
-            "WHERE symbol = %s AND timeframe = %s AND rows = 1 AND first_ts = ANY(%s) "
-            "AND (features_done_at IS NULL OR predictions_done_at IS NULL OR forecasts_done_at IS NULL "
-            "OR patterns_done_at IS NULL)", (symbol, tf, [_dt(u) for u in wanted]))
+        mark_live_done(conn, symbol, tf, [_dt(u) for u in wanted])
 
 
 def score_candles(store, server, versions, info, by_tf: dict[str, set[int]], params, loaded: set, writer,

@@ -47,13 +47,15 @@ RETRY_AFTER = timedelta(hours=1)
 
 def stale_ranges(store, revisions) -> dict[str, tuple[str, str]]:
     """symbol -> (first, last) month of its stored features made stale by the revisions."""
+    from ..store.features import last_feature_ts
+
     first_by_symbol: dict[str, str] = {}
     for _, symbol, first_ts in revisions:
         m = month_key(first_ts)
         first_by_symbol[symbol] = min(m, first_by_symbol.get(symbol, m))
     out = {}
     for symbol, first in sorted(first_by_symbol.items()):
-        last_ts = store.conn.execute("SELECT max(ts) FROM features WHERE symbol = %s", (symbol,)).fetchone()[0]
+        last_ts = last_feature_ts(store.conn, symbol)
         if last_ts is not None and month_key(last_ts) >= first:
             out[symbol] = (first, month_key(last_ts))
     return out
@@ -68,21 +70,18 @@ def range_tags(symbol: str, first: str, last: str) -> dict[str, str]:
         description="One run per symbol whose candles were revised: its stored features from the revised month "
                     "on, then the outputs the revision changed (revisions claimed by state, not by id).")
 def features_stale_sensor(context: SensorEvaluationContext, market_db: MarketDB):
+    from ..store.revisions import claim_for_features, mark_features_done, mark_features_requested
+
     with market_db.open() as store, store.conn.transaction():
-        revisions = store.conn.execute(
-            "SELECT id, symbol, first_ts FROM ohlcv_revisions WHERE features_done_at IS NULL "
-            "AND (features_requested_at IS NULL OR features_requested_at < clock_timestamp() - %s) "
-            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", (RETRY_AFTER, MAX_REVISIONS_PER_TICK)).fetchall()
+        revisions = claim_for_features(store.conn, RETRY_AFTER, MAX_REVISIONS_PER_TICK)
         if not revisions:
             return SkipReason("no revised candles waiting for their features")
         ranges = stale_ranges(store, revisions)
         ids = [r[0] for r in revisions]
         # a symbol with no stored features from the revised month on has nothing stale: done
         done = [r[0] for r in revisions if r[1] not in ranges]
-        store.conn.execute("UPDATE ohlcv_revisions SET features_done_at = clock_timestamp() WHERE id = ANY(%s)",
-                           (done,))
-        at = store.conn.execute("UPDATE ohlcv_revisions SET features_requested_at = clock_timestamp() "
-                                "WHERE id = ANY(%s) RETURNING features_requested_at", (ids,)).fetchone()[0]
+        mark_features_done(store.conn, done)
+        at = mark_features_requested(store.conn, ids)
     by_symbol: dict[str, list[int]] = {}
     for rid, symbol, _ in revisions:
         by_symbol.setdefault(symbol, []).append(rid)

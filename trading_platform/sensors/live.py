@@ -1,7 +1,7 @@
 """Live predictions: the ``market_events`` outbox -> one run per bounded batch of events.
 
 ``live_predictions_sensor`` (running by default) claims pending events by processing state
-(``trading_platform/live/outbox.py``), at most ``TP_LIVE_BATCH_MAX`` (500) per batch and only as many
+(``trading_platform/store/outbox.py``), at most ``TP_LIVE_BATCH_MAX`` (500) per batch and only as many
 batches as there are free live run slots (the ``tp/run_kind: live`` limit in ``dagster.yaml``), split by
 symbol across them so they run side by side (a symbol whose batch is still in flight is left pending until
 it is done: a second batch would only wait on its per-symbol lock and hold up the rest of its batch), so
@@ -63,8 +63,8 @@ class LiveBatchConfig(Config):
     description="Features, every pinned version and the events marked done, in one transaction.")
 def predict_live_events(context: OpExecutionContext, config: LiveBatchConfig, market_db: MarketDB,
                         model_server: ModelServer, mlflow: MLflowResource):
-    from ..live.outbox import record_error
     from ..live.process import process_batch
+    from ..store.outbox import record_error
 
     attempt = int(context.run.tags.get("tp/live_attempt", "1")) + int(context.run.tags.get("dagster/retry_number", "0"))
     with market_db.open() as store:
@@ -152,8 +152,8 @@ def _request(batch) -> RunRequest:
         description="Claims pending market_events in bounded batches and requests one live run per batch; "
                     "waits for a NOTIFY when nothing is pending; re-requests batches not done in time.")
 def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketDB, mlflow: MLflowResource):
-    from ..live import outbox
     from ..live.settings import live_settings
+    from ..store import outbox
 
     cfg = live_settings()
     cursor = json.loads(context.cursor) if context.cursor else {}
@@ -164,7 +164,7 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
     with market_db.open() as store:
         conn = store.conn
         if cfg.listen:
-            conn.execute(f"LISTEN {outbox.CHANNEL}")  # before the first look: nothing slips in between
+            outbox.listen(conn)  # before the first look: nothing slips in between
         if time.time() - cursor.get("pruned_at", 0) >= PRUNE_EVERY_S:
             pruned = outbox.prune(conn, cfg.retention_h)
             cursor["pruned_at"] = time.time()

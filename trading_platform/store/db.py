@@ -434,8 +434,9 @@ class MarketStore:
     def history_start(self) -> str | None:
         """'YYYY-MM-01' of the market's first month: the oldest month stored or asked for by a backfill
         (``history_start``, migration 14); None while there is no history."""
-        month = self.conn.execute("SELECT tp_history_start()").fetchone()[0]
-        return month.isoformat() if month is not None else None
+        from .history import history_start
+
+        return history_start(self.conn)
 
     def extend_history(self, month: str) -> bool:
         """Record that the history starts at ``month`` ('YYYY-MM-01') at the latest: a backfill of months
@@ -470,6 +471,12 @@ def _to_us(ts: datetime) -> int:
 def _value_columns(n: Normalized):
     return [("ts", n.ts_us), ("f8", n.open), ("f8", n.high), ("f8", n.low), ("f8", n.close),
             ("f8", n.volume)]
+
+
+def candle_counts(conn, symbols: list[str]) -> list[tuple[str, int]]:
+    """(timeframe, stored candles) of the symbols, by timeframe (a report: every row of theirs is counted)."""
+    return [(tf, int(n)) for tf, n in conn.execute(
+        "SELECT timeframe, count(*) FROM ohlcv WHERE symbol = ANY(%s) GROUP BY 1 ORDER BY 1", (symbols,)).fetchall()]
 
 
 def connect(dsn: str, *, run_migrations: bool | None = None, check_schema: bool = True,
