@@ -81,7 +81,7 @@ def status(*, store=None) -> dict:
     current index version."""
     from ..rag.index import current
     from ..rag.settings import rag_settings
-    from ..store.knowledge import document_counts
+    from ..store.rag import document_counts
 
     cfg = rag_settings()
     with store_or_open(store) as s:

@@ -12,7 +12,7 @@ from .market import parse_time
 def status(*, store=None) -> dict:
     """Backlog (events not yet predicted), lag of the oldest, batches in flight and retried, the last error,
     and the insert-to-prediction latency of the last hour."""
-    from ..live.outbox import status as outbox_status
+    from ..store.outbox import status as outbox_status
 
     with store_or_open(store) as s:
         return outbox_status(s.conn)
