@@ -97,8 +97,7 @@ def test_materialize_with_the_defaults_after_the_demo(demo, key, partition, conf
         op = key.replace("/", "__")
         args += ["--config-json", json.dumps({"ops": {op: {"config": config}}})]
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, f"{key}: exited {out.returncode}:\n{out.stderr[-4000:]}"
-    assert "RUN_SUCCESS" in out.stderr or "Finished execution of run" in out.stderr, out.stderr[-2000:]
+    assert out.returncode == 0, f"{key}: exited {out.returncode}:\n{out.stderr[-4000:]}"  # (a failed run exits 1)
     import mlflow
 
     client = mlflow.MlflowClient(_tracking_uri(env))

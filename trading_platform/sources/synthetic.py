@@ -67,6 +67,7 @@ _CATEGORY = {"forex": (0.1, 0.15), "stock": (0.4, 0.5)}
 
 PUMPS_PER_DAY = 1.0
 PUMP_RISE = (0.06, 0.14)
+PUMP_CREEP = (0.002, 0.006)  # the build-up: volume tells it, price hardly (a momentum rule cannot)
 SHOCKS_PER_DAY = 1.5
 SHOCK_SIZE = (6, 9)           # in hourly standard deviations (the category's average)
 SEASON_AMPLITUDE = 1.5        # in hourly standard deviations (the category's average)
@@ -225,7 +226,7 @@ def _pump(rng, r, vol_mult, free, bph):
     s = int(rng.integers(0, n - pre - up - down))
     if not free[s:s + pre + up].all():
         return
-    creep, rise = float(rng.uniform(0.01, 0.02)), float(rng.uniform(*PUMP_RISE))
+    creep, rise = float(rng.uniform(*PUMP_CREEP)), float(rng.uniform(*PUMP_RISE))
     r[s:s + pre] += creep / pre
     vol_mult[s:s + pre] *= np.linspace(1.5, rng.uniform(2.5, 4.0), pre)
     a = s + pre
