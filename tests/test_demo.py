@@ -59,10 +59,11 @@ def test_the_demo_market_earns_the_champions_the_readme_names(demo):
             assert champ["evidence"], champ
             for key, e in champ["evidence"].items():
                 assert e["lower_bound"] > e["margin"], (champ["model"], key, e)
-    # the champions serve: their predictions are not shadows
+    # the champions serve: what a screen reads (the current champions' outputs) has their predictions
     with psycopg.connect(demo[0]["TP_DATABASE_URL"]) as conn:
-        served = dict(conn.execute("SELECT role, count(*) FROM predictions GROUP BY role").fetchall())
-    assert served.get("champion", 0) > 0, served
+        served = dict(conn.execute("SELECT model_name, count(*) FROM current_champion_predictions "
+                                   "GROUP BY model_name").fetchall())
+    assert served.get("pump_xgb", 0) > 0 and served.get("regime_hmm.BTC_USDT", 0) > 0, served
 
 
 def test_the_control_market_earns_no_champion(pg_server, tmp_path):

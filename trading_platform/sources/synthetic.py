@@ -7,8 +7,9 @@ on evidence a user can name:
 - **regimes** (the HMM): a weekly regime (bull, bear, sideways, volatile) sets the
   drift and volatility, so volatility switches persistently;
 - **pumps** (the pump classifier, crypto): about one a day, announced: for 6-14 bars
-  volume builds to 2.5-4x and the price creeps up 1-2 %, then it rises 6-14 % within
-  3-8 bars on 6-15x volume and dumps back over 2-6 hours;
+  volume builds to 2.5-4x while the price hardly moves (0.2-0.6 %: volume tells the
+  build-up, a momentum rule cannot), then it rises 6-14 % within 3-8 bars on 6-15x
+  volume and dumps back over 2-6 hours;
 - **a daily season** (the signal model, NHITS): log price swings by 1.5 hourly
   standard deviations over the day, at a phase of its own per symbol;
 - **flows** (the signal model): about one and a half a day, for 12 hours the price
