@@ -44,3 +44,4 @@ bench: install
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/rag.py
 	$(PY) benchmarks/outputs.py
+	$(PY) benchmarks/cli.py

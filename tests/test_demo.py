@@ -1,5 +1,5 @@
 """`tp demo` as a newcomer runs it, on a fresh home: the models the gate makes champion on the synthetic
-market (what the README promises), none on its control (random walks of the same shape), and a click on
+market (what docs/demo.md promises), none on its control (random walks of the same shape), and a click on
 Materialize afterwards with each model asset's defaults, which must continue the demo's lineages."""
 
 import json
@@ -11,7 +11,7 @@ import uuid
 import psycopg
 import pytest
 
-# the families the README says earn a champion in `tp demo` (section "Training the real configurations, and
+# the families docs/demo.md says earn a champion in `tp demo` (section "Training the real configurations, and
 # the demo"); the others stay challengers there, with their gate figures in the summary
 EARNED = {"pump", "regime"}
 FAMILIES = {"pump", "regime", "signal", "nhits", "tcn"}
