@@ -66,7 +66,8 @@ def sync(*, rebuild: bool = False, since=None, symbols=None, store=None) -> dict
     from ..rag.settings import rag_settings
 
     since = parse_time(since, "since")
-    names = [x.strip() for x in symbols.split(",")] if isinstance(symbols, str) else symbols
+    # text: comma-separated ("" as not given: every enabled symbol), or a list
+    names = ([x.strip() for x in symbols.split(",")] if symbols else None) if isinstance(symbols, str) else symbols
     cfg = rag_settings()
     emb = get_embedder(cfg.model)
     with store_or_open(store) as s:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from ..errors import InvalidInput
 from ._context import store_or_open
 from .market import parse_time
 
@@ -28,8 +27,6 @@ def feed(symbols, rate: float, *, duration: float | None = None, count: int | No
 
     names = [x.strip() for x in (symbols.split(",") if isinstance(symbols, str) else symbols or []) if x.strip()]
     start = parse_time(start, "start")
-    if count is not None and count < 1:
-        raise InvalidInput(f"--count must be at least 1, got {count}", field="count")
     with store_or_open(store) as s:
         out = run(s, names, rate, duration, timeframe=timeframe,
                   source_spec=source or os.environ.get("TP_SOURCE", "synthetic:7"), file=file, start=start,

@@ -72,10 +72,22 @@ def ingest_file(path: str, symbol: str, timeframe: str, *, category: str | None 
 
 
 def parse_time(value, field: str) -> datetime | None:
-    """A date or time (ISO text, or a datetime; naive means UTC) as an aware UTC datetime, or None."""
+    """A date or time (ISO text, or a date or datetime; naive means UTC) as an aware UTC datetime, or None.
+    Numbers are refused: an epoch in unknown units would be read silently wrong."""
+    from datetime import date
+
     from ..core.timeframes import parse_time as parse
 
+    if value is not None and not isinstance(value, (str, date)):
+        raise InvalidInput(f"--{field} {value!r} is not a date or time (ISO text such as 2026-01-31T12:00Z)",
+                           field=field)
     return parse(value, field, f"--{field}")
+
+
+def check_limit(limit, most: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
+        raise InvalidInput(f"limit must be an integer from 1 to {most}, got {limit!r}", field="limit")
+    return limit
 
 
 def require_series(store, symbol: str, tf: str):
@@ -94,8 +106,7 @@ def get_candles(symbol: str, timeframe: str, *, start=None, end=None, limit: int
 
     symbol, tf = validate_symbol(symbol), parse_timeframe(timeframe)
     start, end = parse_time(start, "start"), parse_time(end, "end")
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_CANDLES:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_CANDLES}, got {limit!r}", field="limit")
+    check_limit(limit, MAX_CANDLES)
     if start is not None and end is not None and end <= start:
         raise InvalidInput(f"end ({end.isoformat()}) is not after start ({start.isoformat()})", field="end")
     with store_or_open(store) as s:

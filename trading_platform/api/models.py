@@ -19,10 +19,6 @@ def promote(name: str, version: str, *, client=None, store=None) -> dict:
     the gate had said of it (skipped by this promotion)."""
     from ..models.registry import promote as move
 
-    if not str(name or "").strip():
-        raise InvalidInput("name is empty: give a registered model's name (tp models list)", field="name")
-    if not str(version or "").strip():
-        raise InvalidInput("version is empty", field="version")
     with store_or_open(store) as s:
         return move(client or mlflow_client(), name, str(version), conn=s.conn)
 

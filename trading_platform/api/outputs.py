@@ -7,7 +7,7 @@ from datetime import datetime
 
 from ..errors import InvalidInput
 from ._context import store_or_open
-from .market import parse_time
+from .market import check_limit, parse_time
 
 TABLES = ("predictions", "forecasts", "patterns")
 MAX_ROWS = 100_000
@@ -16,7 +16,7 @@ MAX_ROWS = 100_000
 def _list(v, field: str) -> list[str] | None:
     if v is None:
         return None
-    items = [x.strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip()]
+    items = [str(x).strip() for x in (v.split(",") if isinstance(v, str) else v) if str(x).strip()]
     if not items:
         raise InvalidInput(f"{field} lists nothing ({v!r})", field=field)
     return items
@@ -46,8 +46,9 @@ def get_outputs(table: str, *, symbols=None, timeframes=None, models=None, start
     tfs = [parse_timeframe(t, "timeframes") for t in _list(timeframes, "timeframes") or []] or None
     mods = _list(models, "models")
     start, end, as_of = parse_time(start, "start"), parse_time(end, "end"), parse_time(as_of, "as_of")
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_ROWS:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_ROWS}, got {limit!r}", field="limit")
+    check_limit(limit, MAX_ROWS)
+    if latest and as_of is None:
+        raise InvalidInput("latest keeps each series' newest row as known at a time: give as_of too", field="latest")
     if versions is not None and (not isinstance(versions, dict) or not versions):
         raise InvalidInput('versions must be a JSON object {"model name": "version"}', field="versions")
     if as_of is not None and versions:
@@ -56,13 +57,11 @@ def get_outputs(table: str, *, symbols=None, timeframes=None, models=None, start
     with store_or_open(store) as s:
         if as_of is not None:
             rows = so.known_at(s.conn, table, as_of, symbols=syms, timeframes=tfs, models=mods, start=start,
-                               end=end, latest=latest)
+                               end=end, latest=latest, limit=limit + 1)
         else:
             rows = so.for_candles(s.conn, table, symbols=syms, timeframes=tfs, models=mods, start=start, end=end,
-                                  versions={k: str(v) for k, v in versions.items()} if versions else None)
-    t, cols = _OUTPUT_TABLES[table]
-    names = [c for c, _ in cols]
-    at = names.index(t)
-    rows.sort(key=lambda r: r[at], reverse=True)
+                                  versions={k: str(v) for k, v in versions.items()} if versions else None,
+                                  limit=limit + 1)
+    names = [c for c, _ in _OUTPUT_TABLES[table][1]]  # newest first (the store orders and pages)
     return {"table": table, "rows": [{k: _json(v) for k, v in zip(names, r)} for r in rows[:limit]],
             "truncated": len(rows) > limit}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 
 from ..errors import InvalidInput
 from ._context import instance as _inst
@@ -10,10 +10,15 @@ from ._context import mlflow_client, store_or_open
 
 
 def parse_date(value, field: str) -> date:
+    """A day: ISO text (YYYY-MM-DD), a date, or a datetime (its UTC day)."""
+    if isinstance(value, datetime):
+        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
     if isinstance(value, date):
         return value
     try:
-        return date.fromisoformat(str(value))
+        if not isinstance(value, str):
+            raise ValueError
+        return date.fromisoformat(value)
     except ValueError:
         raise InvalidInput(f"--{field} {value!r} is not a date (YYYY-MM-DD)", field=field) from None
 
@@ -39,4 +44,7 @@ def demo(*, quick: bool = False, seed: int = 7, control: bool = False, log=None)
     process: the summary (times, champions and the gate's figures, failures)."""
     from ..demo import run_demo
 
-    return run_demo(quick=quick, seed=seed, log=log or print, control=control)
+    import sys
+
+    # progress goes to stderr (or ``log``): stdout may be a JSON channel (tp --json, an MCP server)
+    return run_demo(quick=quick, seed=seed, log=log or (lambda m: print(m, file=sys.stderr)), control=control)

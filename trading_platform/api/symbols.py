@@ -34,7 +34,7 @@ def parse_timeframes(v) -> list[str] | None:
     """Comma-separated text or a list of timeframes, or None."""
     if v is None:
         return None
-    tfs = [t.strip() for t in (v.split(",") if isinstance(v, str) else v) if str(t).strip()]
+    tfs = [str(t).strip() for t in (v.split(",") if isinstance(v, str) else v) if str(t).strip()]
     if not tfs:
         raise InvalidInput(f"--timeframes lists no timeframe ({v!r}); give e.g. 5m,1h,1d", field="timeframes")
     return tfs

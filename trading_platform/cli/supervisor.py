@@ -27,22 +27,26 @@ def pids_file() -> Path:
 def mark_nux_seen(url: str, timeout_s: float = 120.0, stop: threading.Event | None = None) -> bool:
     """Mark Dagster's first-visit modal ("Join the Dagster community") as seen through Dagster's own GraphQL
     mutation (``setNuxSeen``), once the webserver at ``url`` answers. True when it reports it seen."""
+    import http.client
     import urllib.error
     import urllib.request
 
     body = json.dumps({"query": "mutation { setNuxSeen }"}).encode()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # our own webserver: never a proxy
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not (stop and stop.is_set()):
         req = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with opener.open(req, timeout=5) as r:
                 out = json.loads(r.read())
-            if (out.get("data") or {}).get("setNuxSeen") is True:
-                return True
-            log.warning("Dagster did not mark its first-visit modal as seen: %s", out.get("errors"))
-            return False
-        except (urllib.error.URLError, OSError, ValueError):
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
             time.sleep(1)  # the webserver is still starting
+            continue
+        if isinstance(out, dict) and ((out.get("data") or {}).get("setNuxSeen") is True):
+            return True
+        log.warning("Dagster did not mark its first-visit modal as seen: %s",
+                    out.get("errors") if isinstance(out, dict) else out)
+        return False
     return False
 
 

@@ -234,18 +234,31 @@ def mark_revisions(conn, column: str, ids: list[int]) -> None:
 
 
 # ---- reads ---------------------------------------------------------------------------------------------------
+# newest first, then a fixed order among rows of the same time (a page never cuts differently twice)
+_NEWEST_FIRST = {"predictions": "ts DESC, symbol, timeframe, model_name, model_version",
+                 "forecasts": "origin_ts DESC, symbol, timeframe, model_name, model_version, step",
+                 "patterns": "ts DESC, symbol, timeframe, model_name, model_version, pattern"}
+
+
+def _page(table: str, limit: int | None) -> str:
+    return f" ORDER BY {_NEWEST_FIRST[table]} LIMIT {int(limit)}" if limit is not None else ""
+
+
 def known_at(conn, table: str, as_of: datetime, *, symbols=None, timeframes=None, models=None, start=None,
-             end=None, latest: bool = False) -> list[tuple]:
-    """``tp_<table>_known_at``: what the live system knew at ``as_of``."""
-    return conn.execute(f"SELECT * FROM tp_{table}_known_at(%s, %s, %s, %s, %s, %s, %s)",
+             end=None, latest: bool = False, limit: int | None = None) -> list[tuple]:
+    """``tp_<table>_known_at``: what the live system knew at ``as_of`` (``limit``: the newest rows only)."""
+    return conn.execute(f"SELECT * FROM tp_{table}_known_at(%s, %s, %s, %s, %s, %s, %s)" + _page(table, limit),
                         (as_of, symbols, timeframes, models, start, end, latest)).fetchall()
 
 
 def for_candles(conn, table: str, *, symbols=None, timeframes=None, models=None, start=None, end=None,
-                versions: dict | None = None, champions_at: datetime | None = None) -> list[tuple]:
-    """``tp_<table>_for_candles``: the current outputs of pinned versions (default: today's champions)."""
+                versions: dict | None = None, champions_at: datetime | None = None,
+                limit: int | None = None) -> list[tuple]:
+    """``tp_<table>_for_candles``: the current outputs of pinned versions (default: today's champions;
+    ``limit``: the newest rows only)."""
     import json
 
-    return conn.execute(f"SELECT * FROM tp_{table}_for_candles(%s, %s, %s, %s, %s, %s::jsonb, %s)",
+    return conn.execute(f"SELECT * FROM tp_{table}_for_candles(%s, %s, %s, %s, %s, %s::jsonb, %s)"
+                        + _page(table, limit),
                         (symbols, timeframes, models, start, end, json.dumps(versions) if versions else None,
                          champions_at)).fetchall()
