@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ..errors import InvalidInput
 from ._context import instance as _inst
@@ -101,6 +101,8 @@ def require_series(store, symbol: str, tf: str):
 
 def get_candles(symbol: str, timeframe: str, *, start=None, end=None, limit: int = 1000, store=None) -> dict:
     """Stored candles of one series with start <= ts < end: the newest ``limit`` of them, oldest first."""
+    import numpy as np
+
     from ..core.symbols import validate_symbol
     from ..core.timeframes import parse_timeframe
 
@@ -111,9 +113,12 @@ def get_candles(symbol: str, timeframe: str, *, start=None, end=None, limit: int
         raise InvalidInput(f"end ({end.isoformat()}) is not after start ({start.isoformat()})", field="end")
     with store_or_open(store) as s:
         require_series(s, symbol, tf)
-        c = s.read_candles(symbol, tf, start, end)
-    n = len(c)
-    sl = slice(max(0, n - limit), n)
+        # the newest limit + 1 before end (one index range scan, whatever the range), then those from start on
+        until = end - timedelta(microseconds=1) if end is not None else datetime(9999, 1, 1, tzinfo=timezone.utc)
+        c = s.read_candles_tail(symbol, tf, until, limit + 1)
+    first = 0 if start is None else int(np.searchsorted(c.ts_us, int(start.timestamp() * 1_000_000)))
+    n = len(c) - first
+    sl = slice(max(first, len(c) - limit), len(c))
     rows = [{"ts": datetime.fromtimestamp(int(t) / 1e6, tz=timezone.utc).isoformat(), "open": float(o),
              "high": float(h), "low": float(lo), "close": float(cl), "volume": float(v)}
             for t, o, h, lo, cl, v in zip(c.ts_us[sl], c.open[sl], c.high[sl], c.low[sl], c.close[sl],
