@@ -54,8 +54,11 @@ def migrate(*, wait_s: float = 0.0) -> dict:
             log.warning("%s; retrying", e.message)
             time.sleep(2)
     with store:
+        from ..store.collector import set_live_writer_password
+
         applied = store.migrate()
-        return {"schema_version": current_version(store.conn), "applied": applied}
+        return {"schema_version": current_version(store.conn), "applied": applied,
+                "live_writer": set_live_writer_password(store.conn)}
 
 
 def ingest_file(path: str, symbol: str, timeframe: str, *, category: str | None = None,

@@ -910,6 +910,80 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         INSERT INTO history_start (first_month) VALUES (tp_first_candle_month()) ON CONFLICT DO NOTHING;
         """,
     ),
+    (
+        15,
+        "the exchange collector: collector_status; the live_writer role for outside writers",
+        """
+        -- `tp live collect`: one row per exchange connection and per series it collects (state as data: what
+        -- `tp live status` shows and a watchdog reads). lag_s: seconds from a candle's close to its write.
+        CREATE TABLE IF NOT EXISTS collector_status (
+            exchange        text NOT NULL,
+            kind            text NOT NULL CHECK (kind IN ('connection', 'series')),
+            name            text NOT NULL,      -- a connection: <exchange>#<n>; a series: <symbol> <timeframe>
+            symbol          text,
+            timeframe       text,
+            state           text NOT NULL,      -- streaming | polling | reconnecting | skipped | stopped
+            connected       boolean NOT NULL DEFAULT false,
+            last_frame_at   timestamptz,
+            last_candle_ts  timestamptz,        -- open time of the last candle written
+            last_written_at timestamptz,
+            lag_s           double precision,
+            frames          bigint NOT NULL DEFAULT 0,
+            candles_written bigint NOT NULL DEFAULT 0,
+            reconnects      integer NOT NULL DEFAULT 0,
+            gap_candles     bigint NOT NULL DEFAULT 0,
+            last_error      text,
+            last_error_at   timestamptz,
+            updated_at      timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (exchange, kind, name)
+        );
+
+        -- the newest stored candle of a series (an outside writer's gap healing starts after it)
+        CREATE OR REPLACE FUNCTION tp_live_last_candle(p_symbol text, p_timeframe text) RETURNS timestamptz
+        LANGUAGE sql STABLE AS $fn$
+            SELECT max(o.ts) FROM ohlcv o WHERE o.symbol = p_symbol AND o.timeframe = p_timeframe
+        $fn$;
+
+        -- The live write path runs with its owner's rights (it validates and quarantines every candle itself), so
+        -- a role that may call it needs no right on the tables: live_writer (NOLOGIN until `tp db migrate` sets
+        -- its password from TP_LIVE_WRITER_PASSWORD) calls tp_live_candle() and tp_live_last_candle(), reads
+        -- symbols and keeps collector_status, and nothing else. Functions are callable by PUBLIC by default:
+        -- taken back, so only the owner and live_writer write through it. A later migration that replaces
+        -- tp_live_candle() (CREATE OR REPLACE resets both) must set SECURITY DEFINER and search_path again.
+        DO $do$
+        DECLARE
+            schema text := current_schema();
+        BEGIN
+            EXECUTE format('ALTER FUNCTION tp_live_candle(text, text, timestamptz, float8, float8, float8, float8, '
+                           'float8, text) SECURITY DEFINER SET search_path = %I, pg_temp', schema);
+            EXECUTE format('ALTER FUNCTION tp_live_last_candle(text, text) SECURITY DEFINER '
+                           'SET search_path = %I, pg_temp', schema);
+            REVOKE EXECUTE ON FUNCTION tp_live_candle(text, text, timestamptz, float8, float8, float8, float8,
+                                                      float8, text) FROM PUBLIC;
+            REVOKE EXECUTE ON FUNCTION tp_live_last_candle(text, text) FROM PUBLIC;
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'live_writer') THEN
+                IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+                    BEGIN
+                        CREATE ROLE live_writer NOLOGIN;
+                    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                        NULL;  -- another database of this cluster created it meanwhile (roles are cluster-wide)
+                    END;
+                ELSE
+                    RAISE NOTICE 'live_writer not created: % may not create roles (CREATEROLE); create it '
+                                 'and run tp db migrate again', current_user;
+                    RETURN;
+                END IF;
+            END IF;
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO live_writer', schema);
+            GRANT SELECT ON symbols TO live_writer;
+            GRANT SELECT, INSERT, UPDATE, DELETE ON collector_status TO live_writer;
+            GRANT EXECUTE ON FUNCTION tp_live_candle(text, text, timestamptz, float8, float8, float8, float8,
+                                                     float8, text) TO live_writer;
+            GRANT EXECUTE ON FUNCTION tp_live_last_candle(text, text) TO live_writer;
+        END
+        $do$;
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
