@@ -24,7 +24,9 @@ setup(
         "numba>=0.60",  # the feature kernels (imported when features are computed, not at load)
         "exchange-calendars>=4.5",  # stock sessions: holidays, early closes, lunch breaks (imported on use)
         # sources (imported lazily: never at definitions load)
-        "ccxt>=4.3",
+        # pinned from below: the collector uses ccxt.pro's watch_ohlcv_for_symbols and MEXC's protobuf spot stream
+        "ccxt>=4.5.90,<5",
+        "protobuf>=5.29.3,<7",  # ccxt's MEXC stream decoder (its generated code needs the 5.29.3 runtime or newer)
         "yfinance>=0.2.40",
         # models: tracking and registry, and the model families (imported when they train or serve)
         "mlflow>=3.0",

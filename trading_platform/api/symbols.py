@@ -49,7 +49,11 @@ def add_symbol(symbol: str, *, category: str | None = None, exchange: str | None
                enabled: bool = True, live: bool = False, metadata=None, store=None, instance=None) -> dict:
     from ..symbols import Symbols
 
+    from ..core.symbols import infer_category
+
     meta, tfs = parse_metadata(metadata), parse_timeframes(timeframes)
+    if exchange is not None and (category or infer_category(symbol)) == "crypto":
+        exchange = _ccxt_exchange(exchange)
     with store_or_open(store) as s:
         info = Symbols(s, _inst(instance)).add(symbol, category=category, exchange=exchange, timeframes=tfs,
                                                enabled=enabled, live=live, metadata=meta)
@@ -63,9 +67,21 @@ def update_symbol(symbol: str, *, category: str | None = None, exchange: str | N
 
     meta, tfs = parse_metadata(metadata), parse_timeframes(timeframes)
     with store_or_open(store) as s:
+        if exchange is not None:
+            current = s.get_symbol(symbol)
+            if (category or (current.category if current else None)) == "crypto":
+                exchange = _ccxt_exchange(exchange)
         info = Symbols(s, _inst(instance)).update(symbol, category=category, exchange=exchange,
                                                   timeframes=tfs, enabled=enabled, live=live, metadata=meta)
         return symbol_row(info)
+
+
+def _ccxt_exchange(exchange: str) -> str:
+    """A crypto symbol's exchange is a ccxt id (the collector and the REST source use it); stock and forex
+    symbols keep their exchange names (NASDAQ, NYSE, fx: calendars, not ccxt exchanges)."""
+    from ..live.collector import check_exchange
+
+    return check_exchange(exchange)
 
 
 def remove_symbol(symbol: str, *, purge: bool = False, store=None, instance=None) -> dict:

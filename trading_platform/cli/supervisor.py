@@ -117,16 +117,82 @@ def cmd_up(args) -> int:
     mlflow_ui = ("" if args.no_mlflow else f" · MLflow UI {redact_secrets(tracking)}" if remote_mlflow
                  else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
     print(f"Dagster UI http://{args.host}:{args.port}{mlflow_ui} · Ctrl-C to stop", file=sys.stderr)
+    collector = Collected(env, bindir, dsn)
     try:
         while all(p.poll() is None for p in procs):
+            collector.check()
+            pids_file().write_text(json.dumps([p.pid for p in procs] + collector.pids()))
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
-        stop_children(procs)
+        stop_children(procs + collector.procs())
         pids_file().unlink(missing_ok=True)
     return 0
+
+
+def exchange_source(spec: str | None = None) -> bool:
+    """Whether the market comes from exchanges (TP_SOURCE ccxt or auto): on the synthetic sample (the default)
+    or files, the exchanges' candles would be another market, so `tp up` runs no collector."""
+    from ..sources.base import parse_spec
+
+    kind, _ = parse_spec(spec if spec is not None else os.environ.get("TP_SOURCE", "synthetic"))
+    return kind in ("ccxt", "auto")
+
+
+def live_exchange_symbols(dsn: str) -> list[str]:
+    """Enabled live crypto symbols (their exchange is a ccxt id): what `tp live collect` would collect."""
+    import psycopg
+
+    from ..store.collector import LIVE_SERIES_SQL
+
+    with psycopg.connect(dsn, connect_timeout=5) as c:
+        return [r[0] for r in c.execute(LIVE_SERIES_SQL).fetchall() if r[1] == "crypto" and r[2]]
+
+
+class Collected:
+    """`tp live collect` under `tp up`: started while a live symbol names an exchange and the market comes from
+    exchanges; restarted (after 5 s) when it exits, except on bad configuration (exit 2, reported once)."""
+
+    CHECK_S = 10.0
+
+    def __init__(self, env: dict, bindir: Path, dsn: str):
+        self.env, self.bindir, self.dsn = env, bindir, dsn
+        self.proc: subprocess.Popen | None = None
+        self.next_check = 0.0
+        self.refused = False
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.proc is not None and self.proc.poll() is not None:
+            rc, self.proc = self.proc.returncode, None
+            if rc == 2:
+                self.refused = True
+                log.error("tp live collect refused its configuration (exit 2, above); not restarted")
+            else:
+                log.warning("tp live collect exited (%s); restarting in 5 s", rc)
+                self.next_check = now + 5.0
+        if self.proc is not None or self.refused or now < self.next_check:
+            return
+        self.next_check = now + self.CHECK_S
+        if not exchange_source(self.env.get("TP_SOURCE", "synthetic")):
+            return
+        try:
+            live = live_exchange_symbols(self.dsn)
+        except Exception as e:  # the store restarting: try again later
+            log.debug("collector check: %s", e)
+            return
+        if live:
+            print(f"starting tp live collect for {', '.join(live)}", file=sys.stderr)
+            self.proc = subprocess.Popen([str(self.bindir / "tp"), "live", "collect"], env=self.env,
+                                         start_new_session=True)
+
+    def procs(self) -> list:
+        return [self.proc] if self.proc is not None else []
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
 
 
 def stop_children(procs) -> None:

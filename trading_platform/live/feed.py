@@ -124,13 +124,20 @@ def _read_file(path: str, symbols: list[tuple[object, str]]) -> dict[str, Normal
 
 def feed(store, symbols: list[str], rate: float, duration: float | None = None, *, timeframe: str | None = None,
          source_spec: str = "synthetic:7", file: str | None = None, start: datetime | None = None,
-         count: int | None = None, source_name: str = "tp live feed", log=None, stop=None) -> FeedResult:
+         count: int | None = None, source_name: str = "tp live feed", log=None, stop=None,
+         replay_days: float | None = None) -> FeedResult:
     """Feed closed candles of ``symbols`` at ``rate`` candles per second in total (round robin) through
-    the live write path, for ``duration`` seconds or ``count`` candles (or until a file is replayed)."""
+    the live write path, for ``duration`` seconds or ``count`` candles (or until a file, or with ``replay_days``
+    the stored candles of that many recent days, is replayed). A candle the live path has seen already makes
+    no second event. Caught up with the clock, it says which candle it waits for and when it closes."""
     if not rate or rate <= 0:
         raise InvalidInput(f"--rate must be positive, got {rate}", field="rate")
     if duration is not None and duration <= 0:
         raise InvalidInput(f"--duration must be positive, got {duration}", field="duration")
+    if replay_days is not None and not replay_days > 0:
+        raise InvalidInput(f"--replay must be a positive number of days, got {replay_days}", field="replay")
+    if replay_days is not None and (file or start is not None):
+        raise InvalidInput("--replay names what to replay, and so do --file and --start: give one", field="replay")
     checked = _check_symbols(store, symbols, timeframe)
     now_us = int(time.time() * US)
     series = [_Series(info, tf, _start_us(store, info, tf, start, now_us)) for info, tf in checked]
@@ -138,6 +145,13 @@ def feed(store, symbols: list[str], rate: float, duration: float | None = None, 
     if file:
         for s, norm in zip(series, _read_file(file, checked).values()):
             s.buf, s.pos, s.done = norm, 0, True
+    elif replay_days is not None:
+        since = datetime.fromtimestamp(now_us / US - replay_days * 86_400, timezone.utc)
+        for s in series:
+            s.buf, s.pos, s.done = store.read_candles(s.info.symbol, s.tf, start=since), 0, True
+        if log is not None:
+            log("replaying " + ", ".join(f"{len(s.buf)} stored {s.info.symbol} {s.tf} candles" for s in series)
+                + f" since {since:%Y-%m-%d %H:%M} UTC")
     else:
         from ..sources.base import build_source
 
@@ -147,6 +161,7 @@ def feed(store, symbols: list[str], rate: float, duration: float | None = None, 
     interval = 1.0 / rate
     due = t0
     turn = 0
+    waiting = False
     while True:
         now = time.monotonic()
         if (duration is not None and now - t0 >= duration) or (count is not None and out.fed >= count):
@@ -169,9 +184,13 @@ def feed(store, symbols: list[str], rate: float, duration: float | None = None, 
         if chosen is None:
             if all(s.done and (s.buf is None or s.pos >= len(s.buf)) for s in series):
                 break  # the file is replayed
+            if log is not None and not waiting:
+                log(_waiting_for(series, now_us))
+            waiting = True
             time.sleep(0.2)  # every series has caught up with the clock: wait for a candle to close
             due = time.monotonic()
             continue
+        waiting = False
         i = chosen.pos
         one = chosen.buf.take(np.arange(len(chosen.buf)) == i)
         chosen.pos += 1
@@ -191,6 +210,20 @@ def feed(store, symbols: list[str], rate: float, duration: float | None = None, 
     if log is not None:
         log(f"fed {out.fed} candles ({out.events} events) in {out.duration_s:.1f} s")
     return out
+
+
+def _waiting_for(series: list[_Series], now_us: int) -> str:
+    """What a caught-up feeder waits for: the next candle of each series and when it closes."""
+    parts = []
+    for s in series:
+        step = TIMEFRAMES[s.tf] * US
+        nxt = int(s.buf.ts_us[s.pos]) if s.buf is not None and s.pos < len(s.buf) else max(s.next_us, now_us // step * step)
+        closes = nxt + step
+        parts.append(f"{s.info.symbol} {s.tf} candle {datetime.fromtimestamp(nxt / US, timezone.utc):%H:%M} closes at "
+                     f"{datetime.fromtimestamp(closes / US, timezone.utc):%Y-%m-%d %H:%M:%S} UTC "
+                     f"(in {max(0, closes - now_us) / US:.0f} s)")
+    return ("caught up with the clock (real candles are fed as they close): waiting for " + "; ".join(parts)
+            + ". `tp live feed --replay DAYS` replays stored history instead")
 
 
 def next_closed(source, info, tf: str, after: datetime, n: int) -> Normalized:
