@@ -757,3 +757,31 @@ def test_an_updated_live_candle_supersedes_what_it_changed_in_the_same_run(live)
     assert then == first
     assert then[ts[1].to_pydatetime()] != current[ts[1].to_pydatetime()]  # as known before: the old value
     assert revision == [(True, True)]  # done in the live batch: no other path redoes it
+
+
+def test_tp_live_feed_says_what_it_waits_for_and_replays_stored_history(store, dsn, tp_env):
+    """Caught up with the clock, the feeder says which candle it waits for and when it closes (it used to wait in
+    silence); --replay DAYS sends the stored candles of the last days through the live path instead."""
+    now = pd.Timestamp.now(tz="UTC").floor("1h")
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1h"], live=True))
+    store.ingest_frame("BTC/USDT", "1h", candles((now - pd.Timedelta(hours=30)).strftime("%Y-%m-%d %H:%M"), 30,
+                                                  tf_min=60), source="file")
+
+    p = subprocess.run([sys.executable, "-m", "trading_platform.cli", "live", "feed", "--symbols", "BTC/USDT",
+                        "--rate", "5", "--duration", "2", "--json"], env=tp_env, capture_output=True, text=True)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 0 and out["fed"] == 0
+    closes = (now + pd.Timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
+    assert "waiting for BTC/USDT 1h candle" in p.stderr and f"closes at {closes} UTC" in p.stderr, p.stderr
+    assert "--replay DAYS" in p.stderr
+
+    p = subprocess.run([sys.executable, "-m", "trading_platform.cli", "live", "feed", "--symbols", "BTC/USDT",
+                        "--rate", "50", "--replay", "1", "--json"], env=tp_env, capture_output=True, text=True)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert p.returncode == 0, p.stderr
+    # the last 24 stored hours (the file's candles were loaded by the bulk path: never seen by the live path)
+    assert out["fed"] in (23, 24) and out["events"] == out["fed"] and out["written"]["unchanged"] == out["fed"]
+    assert "replaying" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "trading_platform.cli", "live", "feed", "--symbols", "BTC/USDT",
+                        "--rate", "50", "--replay", "0", "--json"], env=tp_env, capture_output=True, text=True)
+    assert p.returncode == 2 and "--replay" in p.stdout
