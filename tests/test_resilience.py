@@ -80,11 +80,13 @@ def test_a_failed_model_fails_the_demo_and_no_password_shows_anywhere(tp_env, ds
     out = _tp(env, "demo", "--quick", "--json")
     assert out.returncode == 1, out.stderr
     summary = json.loads(out.stdout.splitlines()[-1])
-    # (the quick sample's pump model refuses for too few pumps before it needs MLflow: skipped, not failed)
+    # (the quick sample's pump model may refuse for too few pumps before it needs MLflow, skipped, not failed:
+    # how many the holdout holds depends on the day the demo runs)
     assert "model models/regime_hmm[BTC/USDT]" in summary["failed"] and all(f.startswith("model ")
                                                                            for f in summary["failed"])
     assert summary["stored_candles"]["1h"] > 0  # the data part worked
-    assert "failed step(s): model models/regime_hmm[BTC/USDT]" in out.stderr and "Traceback" not in out.stderr
+    line = next(x for x in out.stderr.splitlines() if "failed step(s): " in x)
+    assert line.split("failed step(s): ")[1].split("; ") == summary["failed"] and "Traceback" not in out.stderr
     assert "127.0.0.1:9" in out.stdout + out.stderr  # the failures name the server...
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
