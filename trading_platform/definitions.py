@@ -10,17 +10,23 @@ import os
 
 from dagster import Definitions, EnvVar, in_process_executor
 
-from .assets.features import feature_assets
-from .assets.market_data import market_assets
-from .assets.models import model_assets
-from .assets.rag import rag_assets, rag_sync_job, rag_sync_schedule
-from .resources import MarketDB, MarketSource, MLflowResource, ModelServer
-from .sensors.features import features_job, features_stale_sensor, revisions_job
-from .sensors.live import live_predictions_job, live_predictions_sensor
-from .sensors.maintenance import maintenance_job, maintenance_schedule
-from .sensors.market_data import cycle_schedules, market_cycle_job, market_data_job, symbol_partitions_sensor
-from .sensors.models import model_jobs, model_schedules
-from .settings import get_settings
+from .instance import quiet_dagster_warnings
+
+# before the definitions below are built: building them emits Dagster's BetaWarnings, in the code server
+# and again in every run worker, on the console of `tp up` (TP_VERBOSE=1 keeps them)
+quiet_dagster_warnings()
+
+from .assets.features import feature_assets  # noqa: E402 (after the filter above)
+from .assets.market_data import market_assets  # noqa: E402
+from .assets.models import model_assets  # noqa: E402
+from .assets.rag import rag_assets, rag_sync_job, rag_sync_schedule  # noqa: E402
+from .resources import MarketDB, MarketSource, MLflowResource, ModelServer  # noqa: E402
+from .sensors.features import features_job, features_stale_sensor, revisions_job  # noqa: E402
+from .sensors.live import live_predictions_job, live_predictions_sensor  # noqa: E402
+from .sensors.maintenance import maintenance_job, maintenance_schedule  # noqa: E402
+from .sensors.market_data import cycle_schedules, market_cycle_job, market_data_job, symbol_partitions_sensor  # noqa: E402
+from .sensors.models import model_jobs, model_schedules  # noqa: E402
+from .settings import get_settings  # noqa: E402
 
 
 def _resources() -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 from .settings import Settings, get_settings
@@ -22,6 +23,26 @@ _MARK = "# managed by tp:"
 _DEFAULT_YAML = ("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
                  "python_logs:\n  python_log_level: INFO\n")
 RUN_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+VERBOSE_ENV = "TP_VERBOSE"  # `tp up --verbose` sets it to 1 for the services, 0 otherwise
+
+
+def verbose() -> bool:
+    """Whether this process prints the chatter of its libraries too (``TP_VERBOSE=1``)."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def quiet_dagster_warnings() -> None:
+    """Ignore Dagster's notes on the status of its own APIs (``BetaWarning``, ``PreviewWarning``,
+    ``SupersessionWarning``: by category, every other warning is left as it is) in this process, unless
+    ``TP_VERBOSE=1``. Called where they are emitted: on loading the code location (the code server, every
+    run worker) and by `tp up` before it loads the sample in process. A user of the platform acts on none
+    of them; a developer upgrading Dagster sees them with ``tp up --verbose``."""
+    if verbose():
+        return
+    from dagster import BetaWarning, PreviewWarning, SupersessionWarning
+
+    for category in (BetaWarning, PreviewWarning, SupersessionWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def instance_yaml(run_log_level: str = "INFO") -> str:

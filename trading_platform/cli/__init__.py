@@ -21,6 +21,9 @@ from . import db, features, live, market, models, rag, runs, supervisor, symbols
 from ._base import Parser, emit, fail  # noqa: F401 (the conventions every command follows)
 
 log = logging.getLogger("tp")
+# libraries whose INFO is chatter on a user's console (faiss says which CPU builds it could not load, as a
+# ModuleNotFoundError that is no error; sentence-transformers where it loads its model from)
+NOISY_LOGGERS = ("pgserver", "alembic", "mlflow", "urllib3", "faiss", "sentence_transformers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("TP_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("pgserver", "alembic", "mlflow", "urllib3"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("psycopg").setLevel(logging.ERROR)  # its cleanup after a lost connection is not news
     from ..settings import isolate_mlflow_credentials

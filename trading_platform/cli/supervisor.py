@@ -50,6 +50,67 @@ def mark_nux_seen(url: str, timeout_s: float = 120.0, stop: threading.Event | No
     return False
 
 
+READY_TIMEOUT_S = 120.0  # how long `tp up` waits for the UIs to answer before saying they do not
+# libraries' progress bars and INFO chatter, off on the console of `tp up` (and of every service it starts)
+# unless --verbose; a variable the user's environment sets is left as it is
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+# `dagster dev` warns on every start that it is superseded by `dg dev` (a SupersessionWarning, a FutureWarning):
+# nothing of ours runs in that process to filter it by Dagster's category, and -W can name only a built-in
+# one, so its base category and its exact message
+DEV_SUPERSEDED = "ignore:Function `dev_command` is superseded:FutureWarning"
+
+
+def console_env(verbose: bool) -> dict[str, str]:
+    """The environment that keeps `tp up`'s console quiet (TP_VERBOSE=0 and QUIET_ENV), or TP_VERBOSE=1."""
+    from ..instance import VERBOSE_ENV
+
+    if verbose:
+        return {VERBOSE_ENV: "1"}
+    return {VERBOSE_ENV: "0", **{k: v for k, v in QUIET_ENV.items() if k not in os.environ}}
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether a GET of ``url`` (one of our own services: never through a proxy) answers 2xx."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            return 200 <= r.status < 300
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return False
+
+
+def announce_when_ready(checks: dict[str, str], banner: str, stop: threading.Event,
+                        timeout_s: float = READY_TIMEOUT_S, hint: str = "") -> bool:
+    """Print ``banner`` once every service in ``checks`` (name -> URL) answers. After ``timeout_s`` without
+    an answer, say which do not (``hint``: where to look) and go on waiting: the banner still comes when they
+    answer. True when it was printed."""
+    pending = dict(checks)
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        pending = {name: url for name, url in pending.items() if not answers(url)}
+        if not pending:
+            print(banner, file=sys.stderr, flush=True)
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            deadline = None
+            print(f"{' and '.join(pending)} not answering after {timeout_s:.0f} s "
+                  f"({', '.join(pending.values())}){hint}; still waiting (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        stop.wait(1.0 if deadline is not None else 5.0)
+    return False
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def cmd_up(args) -> int:
     from ..api._context import open_store
     from ..errors import redact_secrets
@@ -59,6 +120,11 @@ def cmd_up(args) -> int:
 
     settings = get_settings()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    # quiet unless --verbose: here (the sample loads in this process) and in every service started below
+    os.environ.update(console_env(args.verbose))
+    if args.verbose:  # the loaders' INFO too (faiss, sentence-transformers: quiet in `tp`'s logging setup)
+        for name in ("faiss", "sentence_transformers"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
     # runs print INFO and above on this console (DEBUG events with --verbose)
     dagster_home = ensure_dagster_home(settings, run_log_level="DEBUG" if args.verbose else "INFO")
     dsn = database_url(settings)
@@ -66,7 +132,9 @@ def cmd_up(args) -> int:
         empty = not store.list_symbols()
     if empty and not args.no_sample:
         from ..demo import run_demo
+        from ..instance import quiet_dagster_warnings
 
+        quiet_dagster_warnings()
         print("loading the sample market (first start)...", file=sys.stderr)
         sample = run_demo(quick=False, log=lambda m: print(m, file=sys.stderr))
         if sample["failed"]:
@@ -83,28 +151,44 @@ def cmd_up(args) -> int:
     workspace = REPO_ROOT / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "trading_platform.definitions"]
     procs = []
+    names: dict[int, str] = {}  # pid -> the service, for a message when one exits
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    ready = {"the Dagster UI": f"http://{host}:{args.port}/server_info"}
+    ui_log = settings.run_dir / "mlflow-ui.log"
     remote_mlflow = tracking.startswith(("http://", "https://", "databricks"))
-    if not args.no_mlflow and not remote_mlflow:
+    local_mlflow = not args.no_mlflow and not remote_mlflow
+    if local_mlflow:
         artifacts = settings.home / "mlartifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
+        # the MLflow UI's own console (uvicorn's workers starting, its security notice, its libraries'
+        # deprecations) goes to a file unless --verbose; if it exits, its last lines are printed below
+        out = None if args.verbose else open(ui_log, "wb")
         # MLflow 3's configuration has no switch for its UI's Assistant panel: the most it allows is keeping
         # the Assistant local-only (no remote access), whatever the user's environment says; the docs say
         # what a user closes once (docs/getting-started.md, "The two UIs on a first visit")
-        procs.append(subprocess.Popen(
-            [str(bindir / "mlflow"), "ui", "--host", args.host, "--port", str(args.mlflow_port)],
-            env={**env, "MLFLOW_BACKEND_STORE_URI": tracking, "MLFLOW_DEFAULT_ARTIFACT_ROOT": str(artifacts),
-                 "MLFLOW_ENABLE_REMOTE_ASSISTANT": "false"},
-            start_new_session=True))
+        try:
+            procs.append(subprocess.Popen(
+                [str(bindir / "mlflow"), "ui", "--host", args.host, "--port", str(args.mlflow_port)],
+                env={**env, "MLFLOW_BACKEND_STORE_URI": tracking, "MLFLOW_DEFAULT_ARTIFACT_ROOT": str(artifacts),
+                     "MLFLOW_ENABLE_REMOTE_ASSISTANT": "false"},
+                stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True))
+        finally:
+            if out is not None:
+                out.close()
+        names[procs[-1].pid] = "the MLflow UI"
+        ready["the MLflow UI"] = f"http://{host}:{args.mlflow_port}/health"
     # dagster dev runs in $DAGSTER_HOME, whose dagster.yaml is the repository's (a managed copy):
-    # the configuration in force is the one it finds, so it has nothing to warn about
+    # the configuration in force is the one it finds, so it has nothing to warn about. Its webserver and
+    # daemon print WARNING and above (the daemon's INFO is a line or two per sensor tick: the live sensor
+    # ticks every 5 s), everything with --verbose; runs print what the managed dagster.yaml says (above)
     procs.append(subprocess.Popen(
-        [str(bindir / "dagster"), "dev", *target, "-h", args.host, "-p", str(args.port),
-         "--log-level", "debug" if args.verbose else "info"],
+        [sys.executable, *([] if args.verbose else ["-W", DEV_SUPERSEDED]), str(bindir / "dagster"), "dev",
+         *target, "-h", args.host, "-p", str(args.port), "--log-level", "debug" if args.verbose else "warning"],
         env=env, cwd=str(dagster_home), start_new_session=True))
+    names[procs[-1].pid] = "dagster dev"
     pids_file().write_text(json.dumps([p.pid for p in procs]))
     # the UI opens without "Join the Dagster community" in the way (marked once the webserver answers)
     stop = threading.Event()
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     threading.Thread(target=mark_nux_seen, args=(f"http://{host}:{args.port}",), kwargs={"stop": stop},
                      daemon=True).start()
 
@@ -116,13 +200,23 @@ def cmd_up(args) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     mlflow_ui = ("" if args.no_mlflow else f" · MLflow UI {redact_secrets(tracking)}" if remote_mlflow
                  else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
-    print(f"Dagster UI http://{args.host}:{args.port}{mlflow_ui} · Ctrl-C to stop", file=sys.stderr)
+    # the banner once the UIs answer (dagster dev takes 10-30 s to serve its UI), not before
+    banner = f"Dagster UI http://{args.host}:{args.port}{mlflow_ui} · Ctrl-C to stop"
+    hint = f"; the MLflow UI's output is in {ui_log}" if local_mlflow and not args.verbose else ""
+    threading.Thread(target=announce_when_ready, args=(ready, banner, stop), kwargs={"hint": hint},
+                     daemon=True).start()
     collector = Collected(env, bindir, dsn)
     try:
         while all(p.poll() is None for p in procs):
             collector.check()
             pids_file().write_text(json.dumps([p.pid for p in procs] + collector.pids()))
             time.sleep(1)
+        for p in procs:
+            if p.poll() is not None:
+                name = names.get(p.pid, "a service")
+                last = tail(ui_log) if name == "the MLflow UI" and not args.verbose else ""
+                log.error("%s exited (%s); stopping the others%s", name, p.returncode,
+                          f". Its last lines ({ui_log}):\n{last}" if last else "")
     except KeyboardInterrupt:
         pass
     finally:
@@ -258,5 +352,7 @@ def register(sub, cmd) -> None:
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--no-mlflow", action="store_true")
     up.add_argument("--no-sample", action="store_true", help="do not load the sample market on first start")
-    up.add_argument("--verbose", action="store_true", help="print Dagster's DEBUG events of every run too")
+    up.add_argument("--verbose", action="store_true",
+                    help="print everything: Dagster's DEBUG events of every run, every sensor tick, Dagster's "
+                         "BetaWarnings, the MLflow UI's output, libraries' progress bars and INFO")
     cmd("down", cmd_down, "stop the services `tp up` started and the embedded database")
