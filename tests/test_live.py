@@ -632,6 +632,118 @@ def test_live_runs_are_forked_from_the_warm_process_and_the_others_launched_the_
         assert "forked from the warm live process" in logs
 
 
+LIVE_LOCATION = r'''
+import os
+from dagster import Definitions
+from trading_platform.resources import MarketDB, MLflowResource, ModelServer
+from trading_platform.sensors.live import live_predictions_job
+
+defs = Definitions(jobs=[live_predictions_job], resources={
+    "market_db": MarketDB(database_url=os.environ["TP_TEST_DSN"]),
+    "mlflow": MLflowResource(tracking_uri=os.environ["TP_TEST_MLFLOW"], artifact_root=os.environ["TP_TEST_ARTIFACTS"]),
+    "model_server": ModelServer(tracking_uri=os.environ["TP_TEST_MLFLOW"], cache_dir=os.environ["TP_TEST_CACHE"],
+                                device="cpu"),
+})
+'''
+
+
+def test_a_sigkilled_live_run_is_failed_by_run_monitoring_and_its_batch_done_once(live, trained, tmp_path, live_env):
+    """A forked live run SIGKILLed mid-batch (waiting on its symbol's lock) cannot report its end. At once it holds
+    no live slot; the daemon's run monitoring marks it failed; the next tick re-requests its batch under a new key
+    with the same pins, and every event is predicted exactly once."""
+    import logging
+
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test, create_test_daemon_workspace_context, \
+        poll_for_finished_run
+    from dagster._core.workspace.load_target import PythonFileTarget
+    from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
+
+    from trading_platform.live.prefork import PID_TAG
+    from trading_platform.sensors.live import RUN_KIND_TAG, _in_flight
+
+    dsn, _, res = live
+    server = trained["model_server"]
+    for k, v in {"TP_TEST_DSN": dsn, "TP_TEST_MLFLOW": server.tracking_uri, "TP_TEST_CACHE": server.cache_dir,
+                 "TP_TEST_ARTIFACTS": trained["mlflow"].artifact_root}.items():
+        live_env.setenv(k, v)
+    loc = tmp_path / "live_location.py"
+    loc.write_text(LIVE_LOCATION)
+    overrides = {"run_launcher": {"module": "trading_platform.live.prefork", "class": "PreforkRunLauncher",
+                                  "config": {"preload": ["xgboost", "hmmlearn.hmm", "trading_platform.live.process"]}},
+                 "run_monitoring": {"enabled": True, "poll_interval_seconds": 1}}
+    with instance_for_test(overrides=overrides) as instance, \
+            create_test_daemon_workspace_context(PythonFileTarget(str(loc), None, str(tmp_path), "live"),
+                                                 instance) as wpc:
+        ws = wpc.create_request_context()
+        location = ws.get_code_location("live")
+        rjob = next(iter(location.get_repositories().values())).get_full_job("live_predictions_job")
+
+        def launch(req):
+            plan = location.get_execution_plan(rjob, req.run_config, None, None, instance=instance)
+            run = create_run_for_test(instance, job_name=rjob.name, run_config=req.run_config,
+                                      tags={**rjob.tags, **req.tags}, job_snapshot=rjob.job_snapshot,
+                                      execution_plan_snapshot=plan.execution_plan_snapshot,
+                                      remote_job_origin=rjob.get_remote_origin(),
+                                      job_code_origin=rjob.get_python_origin())
+            instance.launch_run(run.run_id, ws)
+            return run.run_id
+
+        def monitor():
+            list(execute_run_monitoring_iteration(wpc, logging.getLogger("run_monitoring")))
+
+        # the first live run starts the warm process (and is launched the default way)
+        first_ids, first_ts = feed_next(dsn, 1)
+        [req] = tick(instance, res).run_requests
+        assert req.tags["dagster/max_runtime"] == "120"
+        assert poll_for_finished_run(instance, launch(req), timeout=120).status == DagsterRunStatus.SUCCESS
+        warm = instance.run_launcher._warm
+        deadline = time.monotonic() + 90
+        while not warm.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert warm.alive(), "the warm process did not come up"
+        # the next batch is forked, and blocks on the symbol's lock that this test holds
+        ids, ts = feed_next(dsn, 2)
+        holder = psycopg.connect(dsn, autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(hashtextextended('live|BTC/USDT', 0))")
+        [req] = tick(instance, res).run_requests
+        doomed = launch(req)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]:
+            time.sleep(0.2)
+        run = instance.get_run_by_id(doomed)
+        assert run.status == DagsterRunStatus.STARTED and PID_TAG in run.tags
+        assert _in_flight(instance, {RUN_KIND_TAG: "live"}) == 1
+        monitor()
+        assert instance.get_run_by_id(doomed).status == DagsterRunStatus.STARTED  # alive: left alone
+        os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+        time.sleep(0.5)
+        # dead: no slot held, even before run monitoring has looked
+        assert _in_flight(instance, {RUN_KIND_TAG: "live"}) == 0
+        monitor()
+        dead = instance.get_run_by_id(doomed)
+        assert dead.status == DagsterRunStatus.FAILURE
+        assert "is gone" in " ".join(e.message or "" for e in instance.all_logs(doomed))
+        holder.close()
+        # overdue: the same batch, the same pins, a new key
+        live_env.setenv("TP_LIVE_RETRY_AFTER_S", "0")
+        [again] = tick(instance, res).run_requests
+        assert again.run_key == req.run_key.replace("attempt-1", "attempt-2")
+        assert again.run_config == req.run_config
+        done = poll_for_finished_run(instance, launch(again), timeout=120)
+        assert done.status == DagsterRunStatus.SUCCESS and PID_TAG in done.tags
+        live_env.setenv("TP_LIVE_RETRY_AFTER_S", "60")
+        assert not tick(instance, res).run_requests
+        assert _in_flight(instance, {RUN_KIND_TAG: "live"}) == 0
+    with psycopg.connect(dsn) as c:
+        preds = c.execute("SELECT ts, count(*) FROM predictions WHERE model_name = 'pump_xgb' AND timeframe = '5m' "
+                          "GROUP BY 1 ORDER BY 1").fetchall()
+        status = [r[0] for r in c.execute("SELECT status FROM market_event_queue ORDER BY event_id")]
+    assert preds == [(t.to_pydatetime(), 1) for t in first_ts + ts]
+    assert status == ["done"] * 3
+
+
 def test_the_repository_dagster_yaml_gives_live_runs_their_lanes(tmp_path, live_env):
     """The instance `tp up` runs: the warm-fork launcher, threaded sensors, run retries, and two live slots the
     sensor reads from the run queue's tag limits (no TP_LIVE_MAX_RUNS)."""

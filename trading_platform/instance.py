@@ -103,3 +103,26 @@ def get_instance(settings: Settings | None = None):
 
     ensure_dagster_home(settings)
     return DagsterInstance.get()
+
+
+def fail_orphaned_runs(reason: str, settings: Settings | None = None) -> list[str]:
+    """Runs of the embedded instance left STARTING, STARTED or CANCELING by processes that are gone: marked
+    failed with ``reason`` (their retries and the live sensor take their work again). Called by `tp down` once
+    the services are stopped, and by `tp up` before it starts them (what a ``kill -9`` or a crash left): at both
+    moments no run of this instance can be running. Queued runs stay queued. Returns the run ids."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    s = settings or get_settings()
+    if not s.embedded:
+        return []
+    home = ensure_dagster_home(s)
+    if not (home / "dagster.yaml").exists():
+        return []
+    statuses = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    failed = []
+    with DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs(RunsFilter(statuses=statuses)):
+            instance.report_run_failed(run, f"{reason}: the run's process is gone and the run never reported its "
+                                            "end; marked failed")
+            failed.append(run.run_id)
+    return failed

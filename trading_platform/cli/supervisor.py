@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import InvalidInput
 from ._base import emit
 
 log = logging.getLogger("tp")
@@ -114,7 +115,7 @@ def tail(path: Path, lines: int = 20) -> str:
 def cmd_up(args) -> int:
     from ..api._context import open_store
     from ..errors import redact_secrets
-    from ..instance import REPO_ROOT, ensure_dagster_home
+    from ..instance import REPO_ROOT, ensure_dagster_home, fail_orphaned_runs
     from ..settings import get_settings
     from ..store.runtime import database_url
 
@@ -127,6 +128,12 @@ def cmd_up(args) -> int:
             logging.getLogger(name).setLevel(logging.NOTSET)
     # runs print INFO and above on this console (DEBUG events with --verbose)
     dagster_home = ensure_dagster_home(settings, run_log_level="DEBUG" if args.verbose else "INFO")
+    if pids_file().exists() and any(_alive(p) for p in json.loads(pids_file().read_text() or "[]")):
+        raise InvalidInput(f"the platform is already running (pids in {pids_file()}): `tp down` first")
+    # what a kill -9 of everything or a crash left running: nothing of this instance runs now
+    orphans = fail_orphaned_runs("the platform stopped while the run was in flight (found at `tp up`)", settings)
+    if orphans:
+        log.warning("%d run(s) left running by an earlier stop marked failed (their work is retried)", len(orphans))
     dsn = database_url(settings)
     with open_store(dsn) as store:
         empty = not store.list_symbols()
@@ -308,6 +315,14 @@ def stop_children(procs) -> None:
             p.wait()
 
 
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def terminate(pids: list[int]) -> list[int]:
     stopped = []
     for pid in pids:
@@ -336,12 +351,17 @@ def cmd_down(args) -> int:
     from ..settings import get_settings
     from ..store.embedded import stop_embedded
 
+    from ..instance import fail_orphaned_runs
+
     pf = pids_file()
     stopped = terminate(json.loads(pf.read_text())) if pf.exists() else []
     pf.unlink(missing_ok=True)
+    # runs whose process ended with the services (SIGKILLed after 15 s, or before they could report)
+    orphans = fail_orphaned_runs("`tp down` stopped the platform while the run was in flight")
     db = stop_embedded(get_settings().pg_data)
-    emit(args, {"services_stopped": len(stopped), "database_stopped": db},
-         f"stopped {len(stopped)} service(s); embedded database {'stopped' if db else 'was not running'}")
+    emit(args, {"services_stopped": len(stopped), "database_stopped": db, "runs_marked_failed": len(orphans)},
+         f"stopped {len(stopped)} service(s); embedded database {'stopped' if db else 'was not running'}"
+         + (f"; {len(orphans)} run(s) in flight marked failed" if orphans else ""))
     return 0
 
 

@@ -1,22 +1,39 @@
-"""A run launcher that starts live runs by forking a warm process (``run_launcher`` in ``dagster.yaml``).
+"""A run launcher that starts live runs by forking a warm process (``run_launcher`` in both instance files).
 
-Every run is a new process. The default launcher starts it cold: a fresh interpreter imports Dagster and
-the code location (about 2-3 s here), then the live op imports what its models need (XGBoost, LightGBM,
-hmmlearn, torch, and neuralforecast with Lightning: about 9 s on this 2-core machine) and loads them,
-for a run whose own work takes a second or two. ``PreforkRunLauncher`` keeps one warm process per daemon
-(started on the first live launch) that has imported the code location and those libraries; each run
-of the configured jobs
-(``live_predictions_job``) is a ``fork`` of it, which executes the run exactly as a run worker does
-(``core_execute_run``: the same events, logs, retries and run monitoring) in a fraction of a second.
-Runs of every other job, and live runs while the warm process is starting or gone, are launched by
-the default launcher. The warm process exits when the daemon does, and when the platform's code
-changes on disk (a reload), so no run executes stale code: the next launch starts a new one.
+Every run is a new process. Started cold, a fresh interpreter imports Dagster and the code location (about
+2-3 s here), then the live op imports what its models need (XGBoost, LightGBM, hmmlearn, torch, and
+neuralforecast with Lightning: about 9 s on this 2-core machine) and loads them, for a run whose own work takes
+a second or two; in a container per run (the production ``DockerRunLauncher``) add the container's start.
+``PreforkRunLauncher`` keeps a warm process that has imported the code location and those libraries; each run
+of the configured jobs (``live_predictions_job``) is a ``fork`` of it, which executes the run exactly as a run
+worker does (``core_execute_run``: the same events, logs, retries and run monitoring) in a fraction of a
+second. Every other run, and a live run while the warm process is starting or unreachable, goes to the
+``fallback`` launcher (default: Dagster's ``DefaultRunLauncher``; in ``docker/dagster.yaml`` the
+``DockerRunLauncher``).
 
-Termination (the UI's "terminate") sends SIGINT to the run's process, which Dagster turns into a
-clean cancellation. Forking is safe because the warm process only imports: it never runs a computation
-nor loads a model (loading the TCN starts torch's OpenMP pool, and a child forked after that hangs in
-its first convolution); each run loads its models from the on-disk cache (about 0.25 s for all families,
-the libraries being imported).
+Where the warm process lives:
+
+- embedded (no ``address``): the launcher starts it on the first live launch, as a child of the daemon, and
+  talks to it over a Unix socket; it exits when the daemon does and when the platform's code changes on disk
+  (a reload), so no run executes stale code: the next launch starts a new one.
+- deployed (``address: host:port``): ``tp live runner --listen`` in its own service of the user-code image
+  (``docker/compose.yaml``: ``live_runner``, holding one GPU) serves launches over TCP. It executes a run only
+  if the run exists in its own instance, is STARTING and is of a configured job: it ignores everything else a
+  client sends.
+
+Dead runs: a forked run killed by the OOM killer or a ``kill -9`` cannot report its end. The launcher tags each
+forked run with its process (``tp/worker_pid`` and ``tp/worker_started``, the process's start time, so a
+reused pid is not mistaken for it) and answers Dagster's run monitoring (``check_run_worker_health``): the
+daemon marks a run whose process is gone as failed within ``run_monitoring.poll_interval_seconds``, and the
+run's retries and the live sensor take its batch again. Runs of the fallback are checked by the fallback
+where it can (the ``DockerRunLauncher`` asks Docker), else, for a code server on this host, by the process
+the run worker reported in its "Started process for run (pid: N)" event.
+
+Termination (the UI's "terminate", a run's ``dagster/max_runtime``) sends SIGINT to the run's process, which
+Dagster turns into a clean cancellation; SIGTERM does the same. Forking is safe because the warm process only
+imports: it never runs a computation nor loads a model (loading the TCN starts torch's OpenMP pool, and a child
+forked after that hangs in its first convolution); each run loads its models from the on-disk cache (about
+0.25 s for all families, the libraries being imported).
 """
 
 from __future__ import annotations
@@ -30,13 +47,18 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
-from dagster import Array, Field
-from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
+from dagster import Array, Field, Permissive, Shape, StringSource
+from dagster._core.launcher.base import CheckRunHealthResult, RunLauncher, WorkerStatus
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 log = logging.getLogger(__name__)
 PID_TAG = "tp/worker_pid"
+STARTED_TAG = "tp/worker_started"  # the process's start time in clock ticks since boot (/proc/<pid>/stat)
+RUNNER_TAG = "tp/worker_runner"    # "local" (this host) or the address of the `tp live runner` that forked it
+LOCAL = "local"
 PACKAGE = Path(__file__).resolve().parents[1]
 DEFAULT_JOBS = ["live_predictions_job"]
 DEFAULT_PRELOAD = [
@@ -45,76 +67,45 @@ DEFAULT_PRELOAD = [
     "hmmlearn.hmm", "torch", "neuralforecast", "trading_platform.models.forecast.nhits",
     "trading_platform.models.patterns.tcn", "trading_platform.models.patterns.scan",
 ]
+DEFAULT_FALLBACK = {"module": "dagster", "class": "DefaultRunLauncher", "config": {}}
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
-class PreforkRunLauncher(DefaultRunLauncher):
-    """The default launcher, except for the runs of ``jobs``: forked from a warm process (see the module)."""
+# ---- processes, by pid and start time --------------------------------------------------------------------
+def start_ticks(pid: int) -> str | None:
+    """The start time of a live process (clock ticks since boot, /proc/<pid>/stat field 22); None when there is
+    no such process or it has exited (a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
-    def __init__(self, inst_data=None, jobs: list[str] | None = None, preload: list[str] | None = None):
-        super().__init__(inst_data=inst_data)
-        self._jobs = set(DEFAULT_JOBS if jobs is None else jobs)
-        self._preload = list(DEFAULT_PRELOAD if preload is None else preload)
-        self._warm: _WarmProcess | None = None
-        self._lock = threading.Lock()
 
-    @classmethod
-    def config_type(cls):
-        return {
-            "jobs": Field(Array(str), is_required=False, default_value=DEFAULT_JOBS,
-                          description="jobs whose runs are forked from the warm process"),
-            "preload": Field(Array(str), is_required=False, default_value=DEFAULT_PRELOAD,
-                             description="modules the warm process imports before it forks"),
-        }
+def started_at(pid: int) -> float | None:
+    """The start time of a live process as a Unix time, or None."""
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
+    try:
+        btime = next(float(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                     if ln.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return btime + int(ticks) / os.sysconf("SC_CLK_TCK")
 
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls(inst_data=inst_data, **config_value)
 
-    def launch_run(self, context) -> None:
-        run = context.dagster_run
-        if run.job_name in self._jobs and run.job_code_origin is not None:
-            pid = self._fork(run)
-            if pid:
-                self._instance.add_run_tags(run.run_id, {PID_TAG: str(pid)})
-                self._run_ids.add(run.run_id)
-                return
-        super().launch_run(context)
-
-    def _fork(self, run) -> int | None:
-        from dagster._serdes import serialize_value
-
-        with self._lock:
-            if self._warm is None or not self._warm.alive():
-                self._warm = _WarmProcess(self._preload)  # ready in a few seconds; until then, the default way
-                return None
-            try:
-                reply = self._warm.request({"run_id": run.run_id,
-                                            "instance_ref": serialize_value(self._instance.get_ref())})
-            except OSError as e:
-                log.warning("warm live process unavailable (%s): launching run %s the default way", e, run.run_id)
-                self._warm.stop()
-                self._warm = None
-                return None
-            if reply.get("stale"):  # the code changed on disk: a new warm process for the next runs
-                self._warm.stop()
-                self._warm = None
-                return None
-            return int(reply["pid"]) if reply.get("pid") else None
-
-    def terminate(self, run_id) -> bool:
-        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
-        if run is None or run.is_finished or PID_TAG not in run.tags:
-            return super().terminate(run_id)
-        self._instance.report_run_canceling(run)
-        try:
-            os.kill(int(run.tags[PID_TAG]), signal.SIGINT)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def dispose(self) -> None:
-        if self._warm is not None:
-            self._warm.stop()
+def worker_status(pid: int, started: str | None) -> tuple[str, str]:
+    """("RUNNING" | "FAILED", why) of the process ``pid`` that started at ``started`` (ticks)."""
+    now = start_ticks(pid)
+    if now is None:
+        return "FAILED", f"the run's process (pid {pid}) is gone: killed, or it exited without reporting"
+    if started and now != started:
+        return "FAILED", f"the run's process (pid {pid}) is gone; the pid now belongs to another process"
+    return "RUNNING", f"pid {pid} is running"
 
 
 def _read_message(sock) -> dict:
@@ -125,11 +116,242 @@ def _read_message(sock) -> dict:
         if not chunk:
             break
         data += chunk
+        if len(data) > 1 << 20:
+            raise ValueError("message over 1 MiB")
     return json.loads(data or b"{}")
 
 
+def request(address: str | Path, msg: dict, timeout: float = 30.0) -> dict:
+    """One request to a warm process: ``address`` is a Unix socket path or ``host:port``."""
+    if isinstance(address, Path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = str(address)
+    else:
+        host, _, port = address.rpartition(":")
+        s = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
+        target = (host.strip("[]"), int(port))
+    with s:
+        s.settimeout(timeout)
+        s.connect(target)
+        s.sendall(json.dumps(msg).encode() + b"\n")
+        return _read_message(s)
+
+
+def parse_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (e.g. live_runner:4001)")
+    return value
+
+
+# ---- the launcher (in the daemon, the webserver, and wherever the instance launches or terminates runs) -------
+class PreforkRunLauncher(RunLauncher, ConfigurableClass):
+    """Runs of ``jobs`` forked from a warm process; every other run to ``fallback`` (see the module)."""
+
+    def __init__(self, inst_data=None, jobs: list[str] | None = None, preload: list[str] | None = None,
+                 address: str | None = None, fallback: dict | None = None):
+        import yaml
+
+        super().__init__()
+        self._inst_data = inst_data
+        self._jobs = set(DEFAULT_JOBS if jobs is None else jobs)
+        self._preload = list(DEFAULT_PRELOAD if preload is None else preload)
+        self._address = parse_address(address) if address else None
+        fb = fallback or DEFAULT_FALLBACK
+        self._fallback = ConfigurableClassData(fb["module"], fb["class"], yaml.safe_dump(fb.get("config") or {})
+                                               ).rehydrate(as_type=RunLauncher)
+        self._warm: _WarmProcess | None = None
+        self._lock = threading.Lock()
+        self._forked: set[str] = set()
+        self._pids: dict[str, tuple[int, float] | None] = {}  # fallback runs: run id -> (pid, reported at)
+        self._unreachable_logged = 0.0
+
+    @property
+    def inst_data(self):
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls):
+        return {
+            "jobs": Field(Array(str), is_required=False, default_value=DEFAULT_JOBS,
+                          description="jobs whose runs are forked from the warm process"),
+            "preload": Field(Array(str), is_required=False, default_value=DEFAULT_PRELOAD,
+                             description="modules the warm process imports before it forks (embedded only: a "
+                                         "`tp live runner` takes them from its own command line)"),
+            "address": Field(StringSource, is_required=False,
+                             description="host:port of a `tp live runner --listen` (the deployment's live_runner "
+                                         "service); without it, a warm process on this host"),
+            "fallback": Field(Shape({"module": str, "class": str, "config": Field(Permissive(), is_required=False)}),
+                              is_required=False,
+                              description="the launcher of every other run (default dagster.DefaultRunLauncher)"),
+        }
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data, **config_value)
+
+    @property
+    def fallback(self) -> RunLauncher:
+        return self._fallback
+
+    def register_instance(self, instance) -> None:
+        super().register_instance(instance)
+        if not self._fallback.has_instance:
+            self._fallback.register_instance(instance)
+
+    # -- launching
+    def launch_run(self, context) -> None:
+        run = context.dagster_run
+        if run.job_name in self._jobs and run.job_code_origin is not None:
+            got = self._fork(run)
+            if got:
+                self._instance.add_run_tags(run.run_id, {PID_TAG: str(got["pid"]), STARTED_TAG: str(got["started"]),
+                                                         RUNNER_TAG: self._address or LOCAL})
+                self._forked.add(run.run_id)
+                return
+        self._fallback.launch_run(context)
+
+    def _fork(self, run) -> dict | None:
+        if self._address:
+            try:
+                reply = request(self._address, {"op": "launch", "run_id": run.run_id}, timeout=15)
+            except OSError as e:
+                if time.monotonic() - self._unreachable_logged > 60:  # once a minute, not once a batch
+                    self._unreachable_logged = time.monotonic()
+                    log.warning("live runner %s unreachable (%s): live runs are launched the default way",
+                                self._address, e)
+                return None
+            if reply.get("error"):
+                log.warning("live runner %s refused run %s (%s): launching it the default way", self._address,
+                            run.run_id, reply["error"])
+            return reply if reply.get("pid") else None
+        from dagster._serdes import serialize_value
+
+        with self._lock:
+            if self._warm is None or not self._warm.alive():
+                self._warm = _WarmProcess(self._preload)  # ready in a few seconds; until then, the default way
+                return None
+            try:
+                reply = self._warm.request({"op": "launch", "run_id": run.run_id,
+                                            "instance_ref": serialize_value(self._instance.get_ref())})
+            except OSError as e:
+                log.warning("warm live process unavailable (%s): launching run %s the default way", e, run.run_id)
+                self._warm.stop()
+                self._warm = None
+                return None
+            if reply.get("stale"):  # the code changed on disk: a new warm process for the next runs
+                self._warm.stop()
+                self._warm = None
+                return None
+            return reply if reply.get("pid") else None
+
+    # -- health, for run monitoring
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run) -> CheckRunHealthResult:
+        tags = run.tags
+        if PID_TAG in tags:
+            runner = tags.get(RUNNER_TAG, LOCAL)
+            if runner == LOCAL:
+                status, msg = worker_status(int(tags[PID_TAG]), tags.get(STARTED_TAG))
+            else:
+                try:
+                    reply = request(runner, {"op": "health", "pid": int(tags[PID_TAG]),
+                                             "started": tags.get(STARTED_TAG)}, timeout=5)
+                    status, msg = reply["status"], reply.get("msg")
+                except (OSError, KeyError, ValueError) as e:  # the run's max runtime still ends it
+                    return CheckRunHealthResult(WorkerStatus.RUNNING, f"live runner {runner} unreachable ({e}): "
+                                                                      "cannot tell", transient=True)
+            return CheckRunHealthResult(WorkerStatus(status), msg, run_worker_id=tags[PID_TAG])
+        if self._fallback.supports_check_run_worker_health:
+            return self._fallback.check_run_worker_health(run)
+        return self._default_worker_health(run)
+
+    def _default_worker_health(self, run) -> CheckRunHealthResult:
+        """A run of the DefaultRunLauncher: its worker is a child of the code server; on this host, the process it
+        reported in its 'Started process for run (pid: N)' event."""
+        from dagster._core.launcher.default_run_launcher import DefaultRunLauncher
+        from dagster._core.storage.tags import GRPC_INFO_TAG
+
+        info = json.loads(run.tags.get(GRPC_INFO_TAG) or "{}")
+        if not isinstance(self._fallback, DefaultRunLauncher) or (info.get("host") not in LOCAL_HOSTS
+                                                                  and not info.get("socket")):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "the run's worker is not on this host: cannot tell")
+        if run.run_id not in self._pids or self._pids[run.run_id] is None:
+            self._pids[run.run_id] = self._reported_pid(run.run_id)
+        got = self._pids[run.run_id]
+        if got is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no process reported yet")
+        pid, at = got
+        began = started_at(pid)
+        if began is None or began > at + 5:  # gone, or the pid now belongs to a later process
+            self._pids.pop(run.run_id, None)
+            return CheckRunHealthResult(WorkerStatus.FAILED, f"the run's process (pid {pid}) is gone: killed, or it "
+                                                             "exited without reporting", run_worker_id=str(pid))
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"pid {pid} is running", run_worker_id=str(pid))
+
+    def _reported_pid(self, run_id: str) -> tuple[int, float] | None:
+        from dagster import DagsterEventType
+
+        records = self._instance.get_records_for_run(run_id, of_type=DagsterEventType.ENGINE_EVENT, limit=50).records
+        for rec in records:
+            entry = rec.event_log_entry
+            if not (entry.message or "").startswith("Started process for run"):
+                continue
+            meta = entry.dagster_event.engine_event_data.metadata if entry.dagster_event else {}
+            pid = getattr(meta.get("pid"), "value", None)
+            if pid and str(pid).isdigit():
+                return int(pid), entry.timestamp
+        return None
+
+    def get_run_worker_debug_info(self, run, include_container_logs: bool | None = True) -> str | None:
+        if PID_TAG in run.tags:
+            return f"forked run worker: pid {run.tags[PID_TAG]} on {run.tags.get(RUNNER_TAG, LOCAL)}"
+        return self._fallback.get_run_worker_debug_info(run, include_container_logs=include_container_logs)
+
+    # -- termination and shutdown
+    def terminate(self, run_id) -> bool:
+        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        if run is None or run.is_finished or PID_TAG not in run.tags:
+            return self._fallback.terminate(run_id)
+        self._instance.report_run_canceling(run)
+        pid, started, runner = int(run.tags[PID_TAG]), run.tags.get(STARTED_TAG), run.tags.get(RUNNER_TAG, LOCAL)
+        if runner != LOCAL:
+            try:
+                return bool(request(runner, {"op": "terminate", "pid": pid, "started": started}, timeout=5).get("ok"))
+            except OSError:
+                return False
+        return interrupt(pid, started)
+
+    def join(self, timeout: int = 30) -> None:
+        self._fallback.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self.has_instance and time.monotonic() < deadline:
+            if all((r := self._instance.get_run_by_id(i)) is None or r.is_finished for i in self._forked):
+                return
+            time.sleep(0.05)
+
+    def dispose(self) -> None:
+        if self._warm is not None:
+            self._warm.stop()
+        self._fallback.dispose()
+
+
+def interrupt(pid: int, started: str | None, sig: int = signal.SIGINT) -> bool:
+    """Send ``sig`` to the run's process if it is still that process (not a later one with the same pid)."""
+    if worker_status(pid, started)[0] != "RUNNING":
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class _WarmProcess:
-    """The launcher's side: starts ``python -m trading_platform.live.prefork SOCKET`` and talks to it."""
+    """The embedded launcher's side: starts ``python -m trading_platform.live.prefork SOCKET`` and talks to it."""
 
     def __init__(self, preload: list[str]):
         self.dir = Path(tempfile.mkdtemp(prefix="tp-prefork-"))
@@ -141,11 +363,7 @@ class _WarmProcess:
         return self.proc.poll() is None and self.path.exists()
 
     def request(self, msg: dict, timeout: float = 30.0) -> dict:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(self.path))
-            s.sendall(json.dumps(msg).encode() + b"\n")
-            return _read_message(s)
+        return request(self.path, msg, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -161,7 +379,7 @@ class _WarmProcess:
                 pass
 
 
-# ---- the warm process ----------------------------------------------------------------------------------
+# ---- the warm process (embedded: a child of the daemon; deployed: `tp live runner`) ----------------------------
 def _code_stamp() -> float:
     return max((p.stat().st_mtime for p in PACKAGE.rglob("*.py")), default=0.0)
 
@@ -172,16 +390,18 @@ def _run_child(req: dict) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         from dagster import DagsterInstance
         from dagster._core.events import EngineEventData
         from dagster._core.instance.ref import InstanceRef
         from dagster._grpc.impl import core_execute_run
         from dagster._serdes import deserialize_value
         from dagster._utils.hosted_user_process import recon_job_from_origin
-        from dagster._utils.interrupts import capture_interrupts
+        from dagster._utils.interrupts import capture_interrupts, setup_interrupt_handlers
 
-        with DagsterInstance.from_ref(deserialize_value(req["instance_ref"], InstanceRef)) as instance:
+        setup_interrupt_handlers()  # SIGTERM (docker stop, tp down) ends the run as SIGINT does: reported
+        ref = req.get("instance_ref")
+        instance = (DagsterInstance.from_ref(deserialize_value(ref, InstanceRef)) if ref else DagsterInstance.get())
+        with instance:
             run = instance.get_run_by_id(req["run_id"])
             recon = recon_job_from_origin(run.job_code_origin)
             instance.report_engine_event(f"Started process for run (pid: {os.getpid()}), forked from the warm live "
@@ -200,7 +420,84 @@ def _run_child(req: dict) -> None:
         os._exit(code)
 
 
-def serve(path: str, parent: int, preload: list[str]) -> None:
+class _Server:
+    """Answers launch, health, terminate and ping requests; forks one child per launched run."""
+
+    def __init__(self, jobs: set[str] | None, own_instance: bool):
+        self.jobs = jobs
+        self.own_instance = own_instance  # a runner: its own DAGSTER_HOME instance, never one a client sends
+        self.children: dict[int, str] = {}  # pid -> start ticks
+        self.stamp = None if own_instance else _code_stamp()
+        self.stop = False
+        self._instance = None
+
+    def handle(self, conn) -> None:
+        conn.settimeout(30)
+        try:
+            req = _read_message(conn)
+        except (OSError, ValueError) as e:
+            log.warning("warm live process: unreadable request (%s)", e)
+            return
+        reply = self.answer(req)
+        if reply is not None:
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def answer(self, req: dict) -> dict | None:
+        op = req.get("op", "launch")
+        self.children = {p: t for p, t in self.children.items() if start_ticks(p) == t}
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "runs": len(self.children)}
+        if op == "health":
+            status, msg = worker_status(int(req["pid"]), req.get("started"))
+            return {"status": status, "msg": msg}
+        if op == "terminate":
+            pid, started = int(req["pid"]), req.get("started")
+            if self.children.get(pid) != started:
+                return {"ok": False, "error": f"pid {pid} is not a running child of this runner"}
+            return {"ok": interrupt(pid, started)}
+        if op != "launch" or not isinstance(req.get("run_id"), str):
+            return {"error": f"unknown request {op!r}"}
+        if self.stamp is not None and _code_stamp() != self.stamp:
+            self.stop = True
+            return {"stale": True}
+        if self.own_instance:
+            why = self._refuse(req["run_id"])
+            if why:
+                return {"error": why}
+            req = {"run_id": req["run_id"]}
+        pid = os.fork()
+        if pid == 0:
+            _run_child(req)
+        started = start_ticks(pid) or ""
+        self.children[pid] = started
+        return {"pid": pid, "started": started}
+
+    def _refuse(self, run_id: str) -> str | None:
+        from dagster import DagsterInstance, DagsterRunStatus
+
+        if self._instance is None:
+            self._instance = DagsterInstance.get()
+        run = self._instance.get_run_by_id(run_id)
+        if run is None:
+            return f"no run {run_id} in this runner's instance"
+        if run.status != DagsterRunStatus.STARTING:
+            return f"run {run_id} is {run.status.value}, not STARTING"
+        if self.jobs is not None and run.job_name not in self.jobs:
+            return f"job {run.job_name} is not one this runner forks"
+        if run.job_code_origin is None:
+            return f"run {run_id} has no code origin"
+        return None
+
+    def shutdown(self, grace_s: float = 20.0) -> None:
+        """SIGTERM to the runs in flight (each ends as an interrupted run, reported), then wait for them."""
+        for pid, started in list(self.children.items()):
+            interrupt(pid, started, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(start_ticks(p) == t for p, t in self.children.items()):
+            time.sleep(0.1)
+
+
+def _warm_up(preload: list[str]) -> None:
     import importlib
 
     import trading_platform.definitions  # noqa: F401 - the code location, as a run worker loads it
@@ -212,35 +509,65 @@ def serve(path: str, parent: int, preload: list[str]) -> None:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001 - a missing optional library: the run imports what it needs
             log.warning("warm live process: cannot import %s: %s", name, e)
-    stamp = _code_stamp()
+
+
+def serve(path: str, parent: int, preload: list[str]) -> None:
+    """The embedded warm process: a Unix socket, until its parent (the daemon) exits or the code changes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C of `tp up` reaches the group: the daemon ends us
+    _warm_up(preload)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped as they exit
+    server = _Server(jobs=None, own_instance=False)
     tmp = f"{path}.{os.getpid()}"
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(tmp)
     os.replace(tmp, path)  # the launcher sees the socket only once everything is imported
-    srv.listen(16)
-    srv.settimeout(2.0)
-    while os.getppid() == parent:
-        try:
-            conn, _ = srv.accept()
-        except socket.timeout:
-            continue
-        with conn:
-            conn.settimeout(30)
-            req = _read_message(conn)
-            if _code_stamp() != stamp:
-                conn.sendall(b'{"stale": true}\n')
-                break
-            pid = os.fork()
-            if pid == 0:
-                srv.close()
-                _run_child(req)
-            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-    srv.close()
+    _accept(srv, server, lambda: os.getppid() == parent)
     try:
         os.unlink(path)
     except OSError:
         pass
+
+
+def run_runner(listen: str, jobs: list[str], preload: list[str], ready=None) -> None:
+    """`tp live runner`: the deployed warm process, on TCP, until SIGTERM or SIGINT (then the runs in flight are
+    interrupted and reported before it exits)."""
+    from dagster import DagsterInstance
+
+    host, _, port = parse_address(listen).rpartition(":")
+    DagsterInstance.get().dispose()  # DAGSTER_HOME must hold an instance: fail now, not at the first launch
+    _warm_up(preload)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    server = _Server(jobs=set(jobs), own_instance=True)
+    host = host.strip("[]")
+    srv = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, int(port)))
+    log.warning("live runner: listening on %s (pid %d), forking runs of %s", listen, os.getpid(), ", ".join(jobs))
+    if ready:
+        ready()
+    _accept(srv, server, lambda: not stopping.is_set())
+    server.shutdown()
+
+
+def _accept(srv, server: _Server, go_on) -> None:
+    srv.listen(16)
+    srv.settimeout(1.0)
+    try:
+        while go_on() and not server.stop:
+            try:
+                conn, _ = srv.accept()
+            except (socket.timeout, InterruptedError):
+                continue
+            with conn:
+                try:
+                    server.handle(conn)
+                except OSError as e:
+                    log.warning("warm live process: request failed (%s)", e)
+    finally:
+        srv.close()
 
 
 if __name__ == "__main__":

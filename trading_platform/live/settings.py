@@ -15,6 +15,7 @@ class LiveSettings:
     poll_s: float = 1.0           # TP_LIVE_POLL_S: re-check period inside that wait (the path without NOTIFY)
     listen: bool = True           # TP_LIVE_LISTEN: 0 when NOTIFY does not reach the sensor (a pooler)
     retry_after_s: float = 60.0   # TP_LIVE_RETRY_AFTER_S: a claimed batch not done after this is re-requested
+    max_runtime_s: float = 120.0  # TP_LIVE_MAX_RUNTIME_S: a live run still going after this is ended (dagster/max_runtime)
     retention_h: float = 72.0     # TP_LIVE_RETENTION_H: processed events older than this are pruned
     max_runs: int | None = None   # TP_LIVE_MAX_RUNS: live runs at once (default: the tag limit in dagster.yaml)
 
@@ -43,6 +44,7 @@ def live_settings() -> LiveSettings:
         poll_s=_num("TP_LIVE_POLL_S", d.poll_s, float, 0.05),
         listen=listen in ("1", "true", "yes", "on"),
         retry_after_s=_num("TP_LIVE_RETRY_AFTER_S", d.retry_after_s, float, 0),
+        max_runtime_s=_num("TP_LIVE_MAX_RUNTIME_S", d.max_runtime_s, float, 1),
         retention_h=_num("TP_LIVE_RETENTION_H", d.retention_h, float, 0),
         max_runs=_num("TP_LIVE_MAX_RUNS", None, int, 1),
     )

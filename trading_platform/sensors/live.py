@@ -16,8 +16,12 @@ is claimed at once.
 Dagster records the cursor when a run is requested, not when it succeeds, and a run key is unique
 for a sensor forever; neither is relied on. A batch claimed but not done after
 ``TP_LIVE_RETRY_AFTER_S`` (60 s, backing off by attempt) whose runs are neither queued nor running
-is re-requested under a new key with the same pins. The run marks its events done in the same
-transaction that writes their predictions. The cursor only remembers when the tick last pruned
+is re-requested under a new key with the same pins. A run whose process died without reporting (the OOM
+killer, a ``kill -9``) is seen at once: the run launcher answers for its process (``live/prefork.py``), so the
+sensor neither counts it against the live slots nor waits for it, and run monitoring marks it failed within
+``run_monitoring.poll_interval_seconds``; every live run also carries ``dagster/max_runtime``
+(``TP_LIVE_MAX_RUNTIME_S``, 120 s), the backstop where its process cannot be seen. The run marks its events done
+in the same transaction that writes their predictions. The cursor only remembers when the tick last pruned
 processed events (older than ``TP_LIVE_RETENTION_H``, 72 h).
 """
 
@@ -41,7 +45,7 @@ from dagster import (
     op,
     sensor,
 )
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES, DagsterRunStatus
 
 from ..resources import MarketDB, MLflowResource, ModelServer
 
@@ -135,16 +139,32 @@ def live_run_limit(instance) -> int:
     return DEFAULT_MAX_RUNS
 
 
+def worker_dead(instance, run) -> bool:
+    """A started run whose process the run launcher reports gone (killed without reporting): run monitoring
+    will mark it failed; until then it holds no slot and its batch is not waited for."""
+    from dagster._core.launcher.base import WorkerStatus
+
+    launcher = instance.run_launcher
+    if run.status != DagsterRunStatus.STARTED or not launcher.supports_check_run_worker_health:
+        return False
+    try:
+        return launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
+    except Exception:  # noqa: BLE001 - a launcher that cannot tell: the run counts as alive
+        return False
+
+
 def _in_flight(instance, tags: dict) -> int:
-    return instance.get_runs_count(RunsFilter(tags=tags, statuses=NOT_FINISHED_STATUSES))
+    runs = instance.get_runs(RunsFilter(tags=tags, statuses=NOT_FINISHED_STATUSES))
+    return sum(1 for r in runs if not worker_dead(instance, r))
 
 
-def _request(batch) -> RunRequest:
+def _request(batch, max_runtime_s: float) -> RunRequest:
     return RunRequest(
         run_key=batch.run_key,
         run_config={"ops": {OP_NAME: {"config": {"batch_id": batch.id, "event_ids": batch.event_ids,
                                                   "pins": batch.pins}}}},
-        tags={BATCH_TAG: str(batch.id), "tp/live_attempt": str(batch.attempt), "tp/live_events": str(len(batch.event_ids))},
+        tags={BATCH_TAG: str(batch.id), "tp/live_attempt": str(batch.attempt), "tp/live_events": str(len(batch.event_ids)),
+              "dagster/max_runtime": str(int(max_runtime_s))},
     )
 
 
@@ -185,13 +205,14 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
         # batches claimed but not done in time, and with no run queued or running: a new attempt
         for stale in outbox.stale_batches(conn, cfg.retry_after_s):
             runs = instance.get_runs(RunsFilter(tags={BATCH_TAG: str(stale.id)}))
-            if any(r.status in NOT_FINISHED_STATUSES for r in runs):
+            if any(r.status in NOT_FINISHED_STATUSES and not worker_dead(instance, r) for r in runs):
                 continue
-            seen = ", ".join(f"{r.run_id[:8]} {r.status.value}" for r in runs) or "no run found"
+            seen = ", ".join(f"{r.run_id[:8]} {'process gone' if r.status in NOT_FINISHED_STATUSES else r.status.value}"
+                             for r in runs) or "no run found"
             batch = outbox.rerequest(conn, stale.id, stale.attempt,
                                      f"attempt {stale.attempt} not done after {cfg.retry_after_s:.0f} s ({seen})")
             if batch is not None and batch.event_ids:
-                requests.append(_request(batch))
+                requests.append(_request(batch, cfg.max_runtime_s))
                 notes.append(f"re-requested batch {batch.id} (attempt {batch.attempt}, {len(batch.event_ids)} events)")
         # new batches, as many as there are free live slots
         pins = versions = None
@@ -209,7 +230,7 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
                 # is still in flight waits for it (a second batch would only wait on its lock)
                 for batch in outbox.claim_split(conn, cfg.batch_max, free(), pins, versions,
                                                 busy_s=cfg.retry_after_s):
-                    requests.append(_request(batch))
+                    requests.append(_request(batch, cfg.max_runtime_s))
                     notes.append(f"batch {batch.id}: {len(batch.event_ids)} events")
                 if not requests:  # another claimer holds them: look again a little later
                     time.sleep(min(cfg.poll_s, max(0.0, deadline - time.monotonic())))
@@ -223,6 +244,6 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
         why = (f"events pending; the {limit} live run slot(s) are busy" if slots_busy else
                "events pending for symbols whose batch is still running" if waiting else "no live event pending")
         return SensorResult(skip_reason=SkipReason(why), cursor=json.dumps(cursor))
-    context.log.info("; ".join(notes))
+    context.log.debug("; ".join(notes))  # the runs themselves say what they did: one line per batch on the console
     return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
