@@ -99,3 +99,125 @@ def test_tp_up_is_quiet_over_a_minute_of_idle_live_symbols(tp_env, tmp_path):
     assert not [line for line in console if "sensor" in line.lower()], shown
     assert "BetaWarning" not in shown and "Warning:" not in shown, shown
     assert len(console) <= 8, shown  # the banner and what a user must act on (nothing, here)
+
+
+def _runs(dagster_home, statuses=None):
+    from dagster import DagsterInstance, RunsFilter
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        return instance.get_runs(RunsFilter(statuses=statuses) if statuses else None)
+
+
+def _waiting_on_lock(conn) -> int:
+    return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()[0]
+
+
+def _wait(cond, timeout: float, what: str, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"tp up exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _kill_everything(dagster_home) -> int:
+    """kill -9 of every process of this platform (found by its DAGSTER_HOME): tp up, dagster dev, its code server,
+    daemon and webserver, the warm process and the run workers."""
+    import os
+    from pathlib import Path
+
+    mark = f"DAGSTER_HOME={dagster_home}".encode()
+    killed = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if mark in (d / "environ").read_bytes().split(b"\0"):
+                os.kill(int(d.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ProcessLookupError):
+            continue
+    return killed
+
+
+def test_tp_down_during_a_live_batch_and_a_start_after_kill_9_leave_no_run_in_flight(tp_env, tmp_path, dsn):
+    """A live batch in flight (blocked on its symbol's lock, which the test holds): `tp down` leaves no run
+    STARTING, STARTED or CANCELING. Then another batch in flight, and a kill -9 of every process: the next
+    `tp up` marks what the crash left failed, and the batch is re-requested and predicted."""
+    from datetime import datetime, timezone
+
+    import psycopg
+    from dagster import DagsterRunStatus
+
+    from trading_platform.core.symbols import SymbolInfo
+    from trading_platform.live.feed import next_closed
+    from trading_platform.sources.synthetic import SyntheticSource
+    from trading_platform.store.db import connect
+
+    in_flight = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    home = tmp_path / "home" / "dagster"
+    env = {**tp_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "TP_LIVE_RETRY_AFTER_S": "3"}
+    with connect(dsn) as store:
+        store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
+
+    def feed(n):
+        with connect(dsn) as store:
+            last = store.candle_stats("BTC/USDT", "5m")["last_ts"] or datetime(2025, 1, 1, tzinfo=timezone.utc)
+            new = next_closed(SyntheticSource(7), store.get_symbol("BTC/USDT"), "5m", last, n)
+            return store.write_live("BTC/USDT", "5m", new).events
+
+    def up():
+        port = _free_port()
+        return subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--no-mlflow",
+                                 "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+
+    holder = psycopg.connect(dsn, autocommit=True)
+    lock = "SELECT pg_advisory_lock(hashtextextended('live|BTC/USDT', 0))"
+    unlock = "SELECT pg_advisory_unlock_all()"
+    # 1. tp down during a batch
+    first = feed(2)
+    holder.execute(lock)
+    proc = up()
+    try:
+        _wait(lambda: _waiting_on_lock(holder) > 0, 180, "a live run blocked on the symbol's lock", proc)
+        assert [r.status for r in _runs(home, in_flight)] == [DagsterRunStatus.STARTED]
+        down = subprocess.run([sys.executable, "-m", "trading_platform.cli", "down", "--json"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert _runs(home, in_flight) == [], [(r.run_id, r.status) for r in _runs(home)]
+    holder.execute(unlock)
+    # 2. a batch in flight, then kill -9 of everything
+    second = feed(1)
+    holder.execute(lock)
+    proc = up()
+    _wait(lambda: _waiting_on_lock(holder) > 0, 180, "a live run blocked on the symbol's lock", proc)
+    assert _kill_everything(home) >= 4  # tp up, dagster dev's services, the run
+    proc.wait(timeout=30)
+    left = {r.run_id for r in _runs(home, in_flight)}  # the blocked run (and the daemon's retry of the one
+    assert left, [(r.run_id, r.status) for r in _runs(home)]  # `tp down` ended, if it was launching)
+    holder.execute(unlock)
+    # 3. the next start: the leftover marked failed, its batch re-requested and every event predicted
+    proc = up()
+    try:
+        _wait(lambda: left <= {r.run_id for r in _runs(home, [DagsterRunStatus.FAILURE])}, 60,
+              "the leftover runs marked failed", proc)
+        with psycopg.connect(dsn) as c:
+            def all_done():
+                return c.execute("SELECT count(*) FROM market_event_queue WHERE status <> 'done'").fetchone()[0] == 0
+            _wait(all_done, 180, "every event predicted after the restart", proc)
+            done = c.execute("SELECT count(*) FROM market_event_queue WHERE status = 'done'").fetchone()[0]
+        assert done == len(first) + len(second)
+    finally:
+        subprocess.run([sys.executable, "-m", "trading_platform.cli", "down"], env=env, capture_output=True,
+                       timeout=120)
+        proc.wait(timeout=60)
+        holder.close()
+    assert _runs(home, in_flight) == []

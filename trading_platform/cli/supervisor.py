@@ -316,11 +316,16 @@ def stop_children(procs) -> None:
 
 
 def _alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+    """Whether a process group has a member that is not a zombie (a SIGKILLed group's members can linger as
+    zombies where nothing reaps them)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):  # state, ppid, pgrp
+            return True
+    return False
 
 
 def terminate(pids: list[int]) -> list[int]:
