@@ -33,7 +33,7 @@ DOCKERFILE = DOCKER / "Dockerfile"
 DOCKERFILE_DAGSTER = DOCKER / "Dockerfile.dagster"
 DAGSTER_YAML = DOCKER / "dagster.yaml"
 
-SERVICES = {"postgres", "mlflow", "migrate", "user_code", "webserver", "daemon"}
+SERVICES = {"postgres", "mlflow", "migrate", "user_code", "live_runner", "webserver", "daemon"}
 LONG_RUNNING = SERVICES - {"migrate"}
 VOLUMES = {"tp_pgdata", "tp_mlflow_artifacts", "tp_home", "tp_model_cache", "tp_rag", "tp_compute_logs"}
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
@@ -128,7 +128,7 @@ def test_every_service_is_there(config):
     assert s["daemon"]["command"] == ["dagster-daemon", "run"]
     assert s["mlflow"]["command"][:2] == ["mlflow", "server"] and "--serve-artifacts" in s["mlflow"]["command"]
     # the platform's image runs the code server, the migration and MLflow; the light one the webserver and daemon
-    assert s["user_code"]["image"] == s["migrate"]["image"] == s["mlflow"]["image"]
+    assert s["user_code"]["image"] == s["migrate"]["image"] == s["mlflow"]["image"] == s["live_runner"]["image"]
     assert s["user_code"]["build"]["dockerfile"] == "docker/Dockerfile"
     assert s["webserver"]["image"] == s["daemon"]["image"] != s["user_code"]["image"]
     assert s["webserver"]["build"]["dockerfile"] == "docker/Dockerfile.dagster"
@@ -186,10 +186,29 @@ def test_user_code_reserves_the_nvidia_gpus(config):
     assert {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]} in devices
 
 
+def test_the_live_runner_is_where_the_run_launcher_sends_live_runs(config):
+    """docker/dagster.yaml sends live runs to the live_runner service: the address it names is that service's
+    listening port on the compose network; the runner has the code server's environment and volumes (it
+    executes runs as a run container would) and one GPU, not every one."""
+    s = config["services"]
+    launcher = yaml.safe_load(DAGSTER_YAML.read_text())["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("trading_platform.live.prefork", "PreforkRunLauncher")
+    host, port = launcher["config"]["address"].split(":")
+    runner = s[host]
+    assert runner["command"][:5] == ["tp", "live", "runner", "--listen", f"0.0.0.0:{port}"]
+    assert runner["healthcheck"]["test"] == ["CMD", "tp", "live", "runner", "--ping", f"127.0.0.1:{port}"]
+    assert runner["environment"] == s["user_code"]["environment"]
+    assert _mounts(runner) == _mounts(s["user_code"])
+    [gpu] = runner["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and len(gpu["device_ids"]) == 1 and "count" not in gpu
+    assert launcher["config"]["jobs"] == ["live_predictions_job"]
+
+
 def test_jetson_override_uses_the_nvidia_runtime_and_the_jetson_build(jetson_config):
     s = jetson_config["services"]
     assert s["user_code"]["runtime"] == "nvidia"
-    for name in ("user_code", "migrate", "mlflow"):
+    assert s["live_runner"]["runtime"] == "nvidia"
+    for name in ("user_code", "migrate", "mlflow", "live_runner"):
         assert s[name]["build"]["args"]["BASE"] == "jetson", name
         assert s[name]["image"] == s["user_code"]["image"]
     assert SERVICES <= set(s)
@@ -203,7 +222,7 @@ def test_jetson_override_uses_the_nvidia_runtime_and_the_jetson_build(jetson_con
 
 def _launcher() -> dict:
     assert DAGSTER_YAML.exists(), "docker/dagster.yaml (the production instance) is missing"
-    launcher = yaml.safe_load(DAGSTER_YAML.read_text())["run_launcher"]
+    launcher = yaml.safe_load(DAGSTER_YAML.read_text())["run_launcher"]["config"]["fallback"]  # every other run
     assert launcher["class"] == "DockerRunLauncher"
     return launcher["config"]
 
@@ -493,7 +512,11 @@ def test_dagster_image_installs_exactly_the_pinned_dagster_packages():
     copies = [c.value for c in cmds if c.cmd == "COPY"]
     assert any({"docker/dagster.yaml", "docker/workspace.yaml"} <= set(v[:-1])
                and v[-1].rstrip("/") == "/opt/dagster/dagster_home" for v in copies), copies
-    assert not any("trading_platform" in v for v in copies)  # the platform's code runs elsewhere
+    # of the platform, the run launcher only (the platform's code runs in the user-code image)
+    platform = sorted(src for v in copies for src in v[:-1] if "trading_platform" in src)
+    assert platform == ["trading_platform/__init__.py", "trading_platform/live/__init__.py",
+                        "trading_platform/live/prefork.py"], platform
+    assert env["PYTHONPATH"] == "/opt/dagster/lib"
 
 
 # ---- .dockerignore ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ One end-to-end test plays docker/compose.yaml's services as processes on this ma
 - ``user_code``: ``dagster code-server start``;
 - ``daemon``: ``dagster-daemon run`` with docker/dagster.yaml (Postgres storage, QueuedRunCoordinator, pools,
   run monitoring and retries), only the DockerRunLauncher swapped for the default launcher (no engine here).
+  The live runner is played by benchmarks/live_latency.py --production.
 Everything runs with ``TP_EMBEDDED=0``, as the containers do. It adds two symbols, backfills two months of
 market data and features through the daemon (stopped and restarted in the middle), trains a model through the
 queue, and checks where everything landed, and that nothing embedded was started or created.
@@ -106,14 +107,21 @@ class ExternalPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def production_instance_dir(root: Path, code_server_port: int) -> tuple[Path, Path]:
-    """DAGSTER_HOME with docker/dagster.yaml, the run launcher alone swapped for the default one, compute logs
-    in a temporary folder; and docker/workspace.yaml pointing at this machine's code server."""
+def production_instance_dir(root: Path, code_server_port: int, runner_port: int | None = None) -> tuple[Path, Path]:
+    """DAGSTER_HOME with docker/dagster.yaml, the DockerRunLauncher (the fallback of its run launcher) alone
+    swapped for the default one, the live runner at 127.0.0.1:``runner_port`` (without one, live runs fall back to
+    the default launcher too), compute logs in a temporary folder; and docker/workspace.yaml pointing at this
+    machine's code server."""
     home = root / "dagster_home"
     home.mkdir(parents=True)
     cfg = yaml.safe_load((REPO / "docker" / "dagster.yaml").read_text())
-    assert cfg["run_launcher"]["class"] == "DockerRunLauncher"
-    del cfg["run_launcher"]  # the default launcher: runs are processes started by the code server
+    launcher = cfg["run_launcher"]["config"]
+    assert launcher["fallback"]["class"] == "DockerRunLauncher"
+    del launcher["fallback"]  # the default launcher: runs are processes started by the code server
+    if runner_port:
+        launcher["address"] = f"127.0.0.1:{runner_port}"
+    else:
+        del cfg["run_launcher"]
     cfg["compute_logs"]["config"]["base_dir"] = str(root / "compute_logs")
     (home / "dagster.yaml").write_text(yaml.safe_dump(cfg))
     ws = yaml.safe_load((REPO / "docker" / "workspace.yaml").read_text())

@@ -744,6 +744,109 @@ def test_a_sigkilled_live_run_is_failed_by_run_monitoring_and_its_batch_done_onc
     assert status == ["done"] * 3
 
 
+SLOW_LOCATION = TINY_LOCATION.replace("defs = Definitions(jobs=[tiny_job])", '''
+@op
+def wait_a_while():
+    import time
+    stamp()
+    time.sleep(120)
+
+@job(executor_def=in_process_executor)
+def slow_job():
+    wait_a_while()
+
+defs = Definitions(jobs=[tiny_job, slow_job])
+''')
+
+
+def test_a_deployed_live_runner_forks_the_runs_it_is_sent_and_nothing_else(tmp_path, monkeypatch):
+    """`tp live runner --listen` as the deployment runs it (its own process, its own DAGSTER_HOME instance, TCP):
+    the launcher's live runs are its children, their health and termination go through it, a request for a
+    run that is not STARTING is refused, and its SIGTERM ends the runs in flight as reported runs."""
+    import socket as socket_
+
+    from dagster._core.launcher.base import WorkerStatus
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test, create_test_daemon_workspace_context, \
+        poll_for_finished_run
+    from dagster._core.workspace.load_target import PythonFileTarget
+
+    from trading_platform.live.prefork import PID_TAG, RUNNER_TAG, request
+
+    with socket_.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "telemetry: {enabled: false}\n"
+        "run_launcher:\n  module: trading_platform.live.prefork\n  class: PreforkRunLauncher\n"
+        f"  config:\n    address: {address}\n    jobs: [tiny_job, slow_job]\n")
+    loc = tmp_path / "slow_location.py"
+    loc.write_text(SLOW_LOCATION)
+    stamps = tmp_path / "stamps"
+    monkeypatch.setenv("TP_TEST_STAMPS", str(stamps))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "TP_EMBEDDED": "1", "TP_HOME": str(tmp_path / "tp")}
+    runner = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "live", "runner", "--listen", address,
+                               "--jobs", "tiny_job,slow_job", "--preload", ""], env=env, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and runner.poll() is None:
+            try:
+                assert request(address, {"op": "ping"}, timeout=2)["ok"]
+                break
+            except OSError:
+                time.sleep(0.3)
+        assert runner.poll() is None, runner.stderr.read()
+        with DagsterInstance.from_config(str(home)) as instance, \
+                create_test_daemon_workspace_context(PythonFileTarget(str(loc), None, str(tmp_path), "slow"),
+                                                     instance) as wpc:
+            ws = wpc.create_request_context()
+            location = ws.get_code_location("slow")
+            repo = next(iter(location.get_repositories().values()))
+
+            def launch(name):
+                rjob = repo.get_full_job(name)
+                plan = location.get_execution_plan(rjob, {}, None, None, instance=instance)
+                run = create_run_for_test(instance, job_name=name, job_snapshot=rjob.job_snapshot,
+                                          execution_plan_snapshot=plan.execution_plan_snapshot,
+                                          remote_job_origin=rjob.get_remote_origin(),
+                                          job_code_origin=rjob.get_python_origin())
+                instance.launch_run(run.run_id, ws)
+                return run.run_id
+
+            def started(run_id):
+                deadline = time.monotonic() + 60
+                while instance.get_run_by_id(run_id).status != DagsterRunStatus.STARTED:
+                    assert time.monotonic() < deadline, instance.get_run_by_id(run_id).status
+                    time.sleep(0.2)
+                return instance.get_run_by_id(run_id)
+
+            done = poll_for_finished_run(instance, launch("tiny_job"), timeout=60)
+            assert done.status == DagsterRunStatus.SUCCESS and done.tags[RUNNER_TAG] == address
+            pid, ppid = map(int, stamps.read_text().split())
+            assert (pid, ppid) == (int(done.tags[PID_TAG]), runner.pid)  # a child of the runner
+            # what a client sends is checked against the runner's own instance
+            assert "not STARTING" in request(address, {"op": "launch", "run_id": done.run_id})["error"]
+            assert "no run" in request(address, {"op": "launch", "run_id": "not-a-run"})["error"]
+            # health and termination, through the runner
+            slow = started(launch("slow_job"))
+            assert instance.run_launcher.check_run_worker_health(slow).status == WorkerStatus.RUNNING
+            assert instance.run_launcher.terminate(slow.run_id)
+            assert poll_for_finished_run(instance, slow.run_id, timeout=60).status == DagsterRunStatus.CANCELED
+            # the runner stopped (docker stop): the run in flight ends reported, not STARTED
+            slow = started(launch("slow_job"))
+            runner.send_signal(signal.SIGTERM)
+            assert runner.wait(timeout=60) == 0
+            assert poll_for_finished_run(instance, slow.run_id, timeout=30).is_finished
+            assert instance.run_launcher.check_run_worker_health(slow).status == WorkerStatus.RUNNING  # can't tell
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        runner.wait()
+
+
 def test_the_repository_dagster_yaml_gives_live_runs_their_lanes(tmp_path, live_env):
     """The instance `tp up` runs: the warm-fork launcher, threaded sensors, run retries, and two live slots the
     sensor reads from the run queue's tag limits (no TP_LIVE_MAX_RUNS)."""

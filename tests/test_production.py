@@ -199,7 +199,12 @@ def test_docker_dagster_yaml_is_a_valid_production_instance(docker_instance_ref)
     assert run_cfg["scheme"] == "postgresql+psycopg2" and run_cfg["password"] == {"env": "DAGSTER_PG_PASSWORD"}
     coordinator = ref.run_coordinator
     assert isinstance(coordinator, QueuedRunCoordinator)
-    launcher = ref.run_launcher
+    from trading_platform.live.prefork import PreforkRunLauncher
+
+    router = ref.run_launcher  # live runs to the warm runner, every other run to the DockerRunLauncher
+    assert isinstance(router, PreforkRunLauncher) and router.supports_check_run_worker_health
+    assert router._address == "live_runner:4001" and router._jobs == {"live_predictions_job"}
+    launcher = router.fallback
     assert isinstance(launcher, DockerRunLauncher) and launcher.networks == ["trading_platform"]
     assert {"TP_DATABASE_URL", "MLFLOW_TRACKING_URI", "TP_EMBEDDED", "DAGSTER_PG_PASSWORD"} <= set(launcher.env_vars)
     # the NVIDIA device request is one the Docker SDK (which the launcher calls) accepts as is
@@ -211,6 +216,28 @@ def test_docker_dagster_yaml_is_a_valid_production_instance(docker_instance_ref)
     settings = ref.settings
     assert settings["run_monitoring"]["enabled"] and settings["run_retries"]["enabled"]
     assert settings["retention"]["sensor"]["purge_after_days"]["skipped"] >= 1
+
+
+def test_the_light_images_launcher_needs_nothing_else_of_the_platform(docker_instance_ref, tmp_path):
+    """The webserver and daemon image (docker/Dockerfile.dagster) holds Dagster and three files of the platform:
+    with only those, the production instance's run launcher (and its DockerRunLauncher fallback) is built."""
+    lib = tmp_path / "lib"
+    for f in ("trading_platform/__init__.py", "trading_platform/live/__init__.py", "trading_platform/live/prefork.py"):
+        (lib / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / f, lib / f)
+    code = (f"import sys; sys.path.insert(0, {str(lib)!r})\n"
+            "from dagster._core.instance.ref import InstanceRef\n"
+            f"launcher = InstanceRef.from_dir({str(tmp_path)!r}).run_launcher\n"
+            "import trading_platform.live.prefork as p\n"
+            f"assert p.__file__.startswith({str(lib)!r}), p.__file__\n"
+            "print(type(launcher).__name__, type(launcher.fallback).__name__)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('trading_platform')))\n")
+    shutil.copy(REPO / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    kinds, modules = out.stdout.splitlines()
+    assert kinds == "PreforkRunLauncher DockerRunLauncher"
+    assert modules == str(["trading_platform", "trading_platform.live", "trading_platform.live.prefork"])
 
 
 @pytest.mark.parametrize("path", ["docker/dagster.yaml", "dagster.yaml"])

@@ -58,6 +58,37 @@ def cmd_feed(args) -> int:
     return 0
 
 
+def cmd_runner(args) -> int:
+    """The deployed warm process of live runs (docker/compose.yaml's live_runner; see live/prefork.py)."""
+    from ..errors import InvalidInput
+    from ..live.prefork import DEFAULT_JOBS, DEFAULT_PRELOAD, parse_address, request
+
+    address = args.ping or args.listen
+    if not address:
+        raise InvalidInput("give --listen HOST:PORT (serve) or --ping HOST:PORT (check a runner)", field="--listen")
+    try:
+        parse_address(address)
+    except ValueError as e:
+        raise InvalidInput(str(e), field="--ping" if args.ping else "--listen") from None
+    if args.ping:
+        try:
+            reply = request(address, {"op": "ping"}, timeout=5)
+        except OSError as e:
+            emit(args, {"ok": False, "error": str(e)}, f"live runner {address}: unreachable ({e})")
+            return 1
+        emit(args, reply, f"live runner {address}: pid {reply.get('pid')}, {reply.get('runs')} run(s) in flight")
+        return 0 if reply.get("ok") else 1
+    from ..instance import get_instance
+
+    get_instance().dispose()  # a DAGSTER_HOME that holds the deployment's instance, or a clear error
+    jobs = [j for j in (args.jobs or "").split(",") if j] or DEFAULT_JOBS
+    preload = DEFAULT_PRELOAD if args.preload is None else [m for m in args.preload.split(",") if m]
+    from ..live.prefork import run_runner
+
+    run_runner(args.listen, jobs, preload)
+    return 0
+
+
 def register(sub, cmd) -> None:
     lv = sub.add_parser("live", help="the live path: outbox backlog, a live feeder")
     lvs = lv.add_subparsers(dest="live_command", required=True, parser_class=Parser)
@@ -88,3 +119,12 @@ def register(sub, cmd) -> None:
     lf.add_argument("--start", help="first candle's time (default: after each series' last stored candle)")
     lf.add_argument("--json", action="store_true")
     lf.set_defaults(fn=cmd_feed)
+    lr = lvs.add_parser("runner", help="the warm process live runs are forked from, for a deployment whose run "
+                                       "launcher names it (docker/dagster.yaml: address); until SIGTERM")
+    lr.add_argument("--listen", metavar="HOST:PORT", help="serve launches on this address (e.g. 0.0.0.0:4001)")
+    lr.add_argument("--ping", metavar="HOST:PORT", help="check the runner at this address and exit (0: it answers)")
+    lr.add_argument("--jobs", help="comma-separated jobs whose runs it forks (default live_predictions_job)")
+    lr.add_argument("--preload", help="comma-separated modules imported before forking (default: the live op's "
+                                      "libraries: XGBoost, LightGBM, hmmlearn, torch, neuralforecast)")
+    lr.add_argument("--json", action="store_true")
+    lr.set_defaults(fn=cmd_runner)
