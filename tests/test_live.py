@@ -830,6 +830,12 @@ def test_a_deployed_live_runner_forks_the_runs_it_is_sent_and_nothing_else(tmp_p
             # what a client sends is checked against the runner's own instance
             assert "not STARTING" in request(address, {"op": "launch", "run_id": done.run_id})["error"]
             assert "no run" in request(address, {"op": "launch", "run_id": "not-a-run"})["error"]
+            # a malformed request is answered with an error; the runner (and its runs) go on
+            assert "error" in request(address, {"op": "health"})
+            assert "error" in request(address, {"op": "health", "pid": "x"})
+            with socket_.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])), timeout=5) as raw:
+                raw.sendall(b"[[[[not json\n")
+            assert request(address, {"op": "ping"})["ok"]
             # health and termination, through the runner
             slow = started(launch("slow_job"))
             assert instance.run_launcher.check_run_worker_health(slow).status == WorkerStatus.RUNNING

@@ -106,11 +106,14 @@ def get_instance(settings: Settings | None = None):
 
 
 def fail_orphaned_runs(reason: str, settings: Settings | None = None) -> list[str]:
-    """Runs of the embedded instance left STARTING, STARTED or CANCELING by processes that are gone: marked
-    failed with ``reason`` (their retries and the live sensor take their work again). Called by `tp down` once
-    the services are stopped, and by `tp up` before it starts them (what a ``kill -9`` or a crash left): at both
-    moments no run of this instance can be running. Queued runs stay queued. Returns the run ids."""
+    """Runs of the embedded instance left in flight by processes that are gone: marked failed with ``reason``
+    (their retries and the live sensor take their work again). Called by `tp down` once the services are
+    stopped, and by `tp up` before it starts them (what a ``kill -9`` or a crash left). A STARTING run is one the
+    daemon was launching: with no daemon, nothing will start it. A STARTED or CANCELING run is failed only when
+    the run launcher says its process is gone (a run executing in another process, e.g. `tp demo`'s, is left
+    alone). Queued runs stay queued. Returns the run ids."""
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from dagster._core.launcher.base import WorkerStatus
 
     s = settings or get_settings()
     if not s.embedded:
@@ -121,7 +124,14 @@ def fail_orphaned_runs(reason: str, settings: Settings | None = None) -> list[st
     statuses = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
     failed = []
     with DagsterInstance.from_config(str(home)) as instance:
+        launcher = instance.run_launcher
         for run in instance.get_runs(RunsFilter(statuses=statuses)):
+            if run.status != DagsterRunStatus.STARTING:
+                try:
+                    if launcher.check_run_worker_health(run).status != WorkerStatus.FAILED:
+                        continue
+                except Exception:  # noqa: BLE001 - a launcher that cannot tell: leave the run to run monitoring
+                    continue
             instance.report_run_failed(run, f"{reason}: the run's process is gone and the run never reported its "
                                             "end; marked failed")
             failed.append(run.run_id)

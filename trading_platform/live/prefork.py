@@ -69,6 +69,12 @@ DEFAULT_PRELOAD = [
 ]
 DEFAULT_FALLBACK = {"module": "dagster", "class": "DefaultRunLauncher", "config": {}}
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+LAUNCH_TIMEOUT_S = 15.0
+REQUEST_DEADLINE_S = 5.0  # a runner drops a client that has not sent its whole request by then
+
+
+def worker_tags(pid: int, started: str, runner: str) -> dict:
+    return {PID_TAG: str(pid), STARTED_TAG: str(started), RUNNER_TAG: runner}
 
 
 # ---- processes, by pid and start time --------------------------------------------------------------------
@@ -108,10 +114,16 @@ def worker_status(pid: int, started: str | None) -> tuple[str, str]:
     return "RUNNING", f"pid {pid} is running"
 
 
-def _read_message(sock) -> dict:
-    """One JSON message, newline-terminated, from a socket (an empty dict if the peer closed first)."""
+def _read_message(sock, deadline: float | None = None) -> dict:
+    """One JSON message, newline-terminated, from a socket (an empty dict if the peer closed first); with
+    ``deadline`` (a monotonic time), a peer that has not sent it all by then is dropped (socket.timeout)."""
     data = b""
     while not data.endswith(b"\n"):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("request not received in time")
+            sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             break
@@ -163,7 +175,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         self._warm: _WarmProcess | None = None
         self._lock = threading.Lock()
         self._forked: set[str] = set()
-        self._pids: dict[str, tuple[int, float] | None] = {}  # fallback runs: run id -> (pid, reported at)
+        self._pids: dict[str, tuple[int, str]] = {}  # fallback runs: run id -> (pid, start ticks or "gone")
         self._unreachable_logged = 0.0
 
     @property
@@ -204,9 +216,11 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         run = context.dagster_run
         if run.job_name in self._jobs and run.job_code_origin is not None:
             got = self._fork(run)
-            if got:
-                self._instance.add_run_tags(run.run_id, {PID_TAG: str(got["pid"]), STARTED_TAG: str(got["started"]),
-                                                         RUNNER_TAG: self._address or LOCAL})
+            if got:  # the child tags itself too, before it starts the run (no window without the tags)
+                self._instance.add_run_tags(run.run_id, worker_tags(got["pid"], got["started"],
+                                                                    got.get("address") or self._address or LOCAL))
+                if len(self._forked) > 1000:  # only join() reads it (tests)
+                    self._forked.clear()
                 self._forked.add(run.run_id)
                 return
         self._fallback.launch_run(context)
@@ -214,7 +228,8 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
     def _fork(self, run) -> dict | None:
         if self._address:
             try:
-                reply = request(self._address, {"op": "launch", "run_id": run.run_id}, timeout=15)
+                reply = request(self._address, {"op": "launch", "run_id": run.run_id,
+                                                "not_after": time.time() + LAUNCH_TIMEOUT_S - 3}, timeout=LAUNCH_TIMEOUT_S)
             except OSError as e:
                 if time.monotonic() - self._unreachable_logged > 60:  # once a minute, not once a batch
                     self._unreachable_logged = time.monotonic()
@@ -254,17 +269,18 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         tags = run.tags
         if PID_TAG in tags:
             runner = tags.get(RUNNER_TAG, LOCAL)
-            if runner == LOCAL:
-                status, msg = worker_status(int(tags[PID_TAG]), tags.get(STARTED_TAG))
-            else:
-                try:
+            try:
+                if runner == LOCAL:
+                    status, msg = worker_status(int(tags[PID_TAG]), tags.get(STARTED_TAG))
+                else:
                     reply = request(runner, {"op": "health", "pid": int(tags[PID_TAG]),
                                              "started": tags.get(STARTED_TAG)}, timeout=5)
                     status, msg = reply["status"], reply.get("msg")
-                except (OSError, KeyError, ValueError) as e:  # the run's max runtime still ends it
-                    return CheckRunHealthResult(WorkerStatus.RUNNING, f"live runner {runner} unreachable ({e}): "
-                                                                      "cannot tell", transient=True)
-            return CheckRunHealthResult(WorkerStatus(status), msg, run_worker_id=tags[PID_TAG])
+                result = WorkerStatus(status)
+            except Exception as e:  # noqa: BLE001 - unreachable or a bad answer: the run's max runtime still ends it
+                return CheckRunHealthResult(WorkerStatus.RUNNING, f"live runner {runner}: cannot tell ({e})",
+                                            transient=True)
+            return CheckRunHealthResult(result, msg, run_worker_id=tags[PID_TAG])
         if self._fallback.supports_check_run_worker_health:
             return self._fallback.check_run_worker_health(run)
         return self._default_worker_health(run)
@@ -279,18 +295,24 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         if not isinstance(self._fallback, DefaultRunLauncher) or (info.get("host") not in LOCAL_HOSTS
                                                                   and not info.get("socket")):
             return CheckRunHealthResult(WorkerStatus.RUNNING, "the run's worker is not on this host: cannot tell")
-        if run.run_id not in self._pids or self._pids[run.run_id] is None:
-            self._pids[run.run_id] = self._reported_pid(run.run_id)
-        got = self._pids[run.run_id]
-        if got is None:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, "no process reported yet")
-        pid, at = got
-        began = started_at(pid)
-        if began is None or began > at + 5:  # gone, or the pid now belongs to a later process
+        if self._pids.get(run.run_id) is None:
+            if len(self._pids) > 10_000:
+                self._pids.clear()
+            got = self._reported_pid(run.run_id)
+            if got is None:
+                return CheckRunHealthResult(WorkerStatus.RUNNING, "no process reported yet")
+            pid, at = got
+            began = started_at(pid)
+            # first look: the process must have started by the time it reported (else the pid is a later one's);
+            # from then on its start ticks identify it (a wall-clock step cannot change them)
+            ticks = start_ticks(pid) if began is not None and began <= at + 5 else None
+            self._pids[run.run_id] = (pid, ticks or "gone")
+        pid, ticks = self._pids[run.run_id]
+        status, msg = worker_status(pid, ticks) if ticks != "gone" else ("FAILED", f"the run's process (pid {pid}) "
+                                                                                  "is gone")
+        if status == "FAILED":
             self._pids.pop(run.run_id, None)
-            return CheckRunHealthResult(WorkerStatus.FAILED, f"the run's process (pid {pid}) is gone: killed, or it "
-                                                             "exited without reporting", run_worker_id=str(pid))
-        return CheckRunHealthResult(WorkerStatus.RUNNING, f"pid {pid} is running", run_worker_id=str(pid))
+        return CheckRunHealthResult(WorkerStatus(status), msg, run_worker_id=str(pid))
 
     def _reported_pid(self, run_id: str) -> tuple[int, float] | None:
         from dagster import DagsterEventType
@@ -329,7 +351,9 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         self._fallback.join(timeout)
         deadline = time.monotonic() + timeout
         while self.has_instance and time.monotonic() < deadline:
-            if all((r := self._instance.get_run_by_id(i)) is None or r.is_finished for i in self._forked):
+            self._forked = {i for i in self._forked
+                            if (r := self._instance.get_run_by_id(i)) is not None and not r.is_finished}
+            if not self._forked:
                 return
             time.sleep(0.05)
 
@@ -339,14 +363,29 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         self._fallback.dispose()
 
 
-def interrupt(pid: int, started: str | None, sig: int = signal.SIGINT) -> bool:
-    """Send ``sig`` to the run's process if it is still that process (not a later one with the same pid)."""
+KILL_AFTER_S = 30.0  # a run that has not ended this long after its interrupt (stuck in C code) is SIGKILLed
+
+
+def interrupt(pid: int, started: str | None, sig: int = signal.SIGINT, kill_after: float | None = KILL_AFTER_S) -> bool:
+    """Send ``sig`` to the run's process if it is still that process (not a later one with the same pid); if it is
+    still there ``kill_after`` seconds later (a step stuck in native code ignores the interrupt), SIGKILL it."""
     if worker_status(pid, started)[0] != "RUNNING":
         return False
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         return False
+    if kill_after:
+        def _escalate():
+            time.sleep(kill_after)
+            if worker_status(pid, started)[0] == "RUNNING":
+                log.warning("run process %d still running %.0f s after its interrupt: killed", pid, kill_after)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        threading.Thread(target=_escalate, daemon=True, name=f"tp-kill-{pid}").start()
     return True
 
 
@@ -403,6 +442,9 @@ def _run_child(req: dict) -> None:
         instance = (DagsterInstance.from_ref(deserialize_value(ref, InstanceRef)) if ref else DagsterInstance.get())
         with instance:
             run = instance.get_run_by_id(req["run_id"])
+            if req.get("runner"):  # before the run is STARTED: run monitoring never sees it without them
+                instance.add_run_tags(run.run_id, worker_tags(os.getpid(), start_ticks(os.getpid()) or "",
+                                                              req["runner"]))
             recon = recon_job_from_origin(run.job_code_origin)
             instance.report_engine_event(f"Started process for run (pid: {os.getpid()}), forked from the warm live "
                                          "process", run, EngineEventData.in_process(os.getpid()))
@@ -423,23 +465,32 @@ def _run_child(req: dict) -> None:
 class _Server:
     """Answers launch, health, terminate and ping requests; forks one child per launched run."""
 
-    def __init__(self, jobs: set[str] | None, own_instance: bool):
+    def __init__(self, jobs: set[str] | None, own_instance: bool, address: str = LOCAL):
         self.jobs = jobs
         self.own_instance = own_instance  # a runner: its own DAGSTER_HOME instance, never one a client sends
+        self.address = address  # what the runs are tagged with: where to ask about them
         self.children: dict[int, str] = {}  # pid -> start ticks
         self.stamp = None if own_instance else _code_stamp()
         self.stop = False
         self._instance = None
+        self.sockets: list = []  # closed in a forked child (it must not hold the listening port)
 
     def handle(self, conn) -> None:
-        conn.settimeout(30)
         try:
-            req = _read_message(conn)
-        except (OSError, ValueError) as e:
+            req = _read_message(conn, time.monotonic() + REQUEST_DEADLINE_S)
+            if not isinstance(req, dict):
+                raise ValueError("a request is a JSON object")
+        except (OSError, ValueError, RecursionError) as e:
             log.warning("warm live process: unreadable request (%s)", e)
             return
-        reply = self.answer(req)
+        self.sockets = [*self.sockets[:1], conn]
+        try:
+            reply = self.answer(req)
+        except Exception as e:  # noqa: BLE001 - one bad request (or a database blip) must not end the runs in flight
+            log.warning("warm live process: request %s failed: %s: %s", req.get("op"), type(e).__name__, e)
+            reply = {"error": f"{type(e).__name__}: {e}"}
         if reply is not None:
+            conn.settimeout(5)
             conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def answer(self, req: dict) -> dict | None:
@@ -460,17 +511,25 @@ class _Server:
         if self.stamp is not None and _code_stamp() != self.stamp:
             self.stop = True
             return {"stale": True}
+        if isinstance(req.get("not_after"), (int, float)) and time.time() > req["not_after"]:
+            return {"error": "the request came too late: the launcher has given up on it"}
         if self.own_instance:
             why = self._refuse(req["run_id"])
             if why:
                 return {"error": why}
             req = {"run_id": req["run_id"]}
+        child_req = {**req, "runner": self.address}
         pid = os.fork()
         if pid == 0:
-            _run_child(req)
+            for sock in self.sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+            _run_child(child_req)
         started = start_ticks(pid) or ""
         self.children[pid] = started
-        return {"pid": pid, "started": started}
+        return {"pid": pid, "started": started, "address": self.address}
 
     def _refuse(self, run_id: str) -> str | None:
         from dagster import DagsterInstance, DagsterRunStatus
@@ -489,12 +548,16 @@ class _Server:
         return None
 
     def shutdown(self, grace_s: float = 20.0) -> None:
-        """SIGTERM to the runs in flight (each ends as an interrupted run, reported), then wait for them."""
+        """SIGTERM to the runs in flight (each ends as an interrupted run, reported), wait for them, then SIGKILL
+        what is left (run monitoring fails those runs)."""
         for pid, started in list(self.children.items()):
-            interrupt(pid, started, signal.SIGTERM)
+            interrupt(pid, started, signal.SIGTERM, kill_after=None)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and any(start_ticks(p) == t for p, t in self.children.items()):
             time.sleep(0.1)
+        for pid, started in self.children.items():
+            if start_ticks(pid) == started:
+                os.kill(pid, signal.SIGKILL)
 
 
 def _warm_up(preload: list[str]) -> None:
@@ -519,6 +582,7 @@ def serve(path: str, parent: int, preload: list[str]) -> None:
     server = _Server(jobs=None, own_instance=False)
     tmp = f"{path}.{os.getpid()}"
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.sockets = [srv]
     srv.bind(tmp)
     os.replace(tmp, path)  # the launcher sees the socket only once everything is imported
     _accept(srv, server, lambda: os.getppid() == parent)
@@ -534,17 +598,23 @@ def run_runner(listen: str, jobs: list[str], preload: list[str], ready=None) -> 
     from dagster import DagsterInstance
 
     host, _, port = parse_address(listen).rpartition(":")
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # docker stop during the warm-up: exit right after it
+        signal.signal(sig, lambda *_: stopping.set())
     DagsterInstance.get().dispose()  # DAGSTER_HOME must hold an instance: fail now, not at the first launch
     _warm_up(preload)
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
+    if stopping.is_set():
+        return
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    server = _Server(jobs=set(jobs), own_instance=True)
     host = host.strip("[]")
+    # the runs are tagged with this runner's own address (not a service name that may have several replicas)
+    advertised = host if host not in ("0.0.0.0", "::", "") else socket.gethostbyname(socket.gethostname())
+    server = _Server(jobs=set(jobs), own_instance=True,
+                     address=f"[{advertised}]:{port}" if ":" in advertised else f"{advertised}:{port}")
     srv = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((host, int(port)))
+    server.sockets = [srv]
     log.warning("live runner: listening on %s (pid %d), forking runs of %s", listen, os.getpid(), ", ".join(jobs))
     if ready:
         ready()
