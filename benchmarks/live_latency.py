@@ -26,7 +26,19 @@ artifacts in the serving resource's on-disk cache.
 Also reported: where a live run's time goes (claim -> run created -> launched -> run worker started
 -> op started -> committed, medians), models loaded per run, events per batch.
 
+``--kill-worker-at S``: S seconds into the live feed, one live run in flight is SIGKILLed (as the OOM killer
+would); ``killed_batch_done_s`` is the time from the kill to the commit of its batch's events by a later
+attempt, against ``retry_after_s`` (the ``TP_LIVE_RETRY_AFTER_S`` in force); the backfill phase is left out.
+
+``--production``: the production shape instead of ``dagster dev``, each service its own process as in
+docker/compose.yaml: a separate PostgreSQL server (TCP, password) holding the market store and Dagster's
+storage, ``dagster code-server start`` (the platform, and a second one for the bare location),
+``dagster-daemon run``, ``dagster-webserver`` and ``tp live runner``, with docker/dagster.yaml and
+docker/workspace.yaml, changing only what cannot run here (listed in the output and in the JSON:
+``production_changes``).
+
     python benchmarks/live_latency.py [--symbols 10] [--rate 10] [--duration 300] [--backfill-duration D]
+                                      [--kill-worker-at S] [--production]
 
 The last line is one JSON object.
 """
@@ -217,15 +229,116 @@ def wait_webserver(port: int, proc: subprocess.Popen, timeout: float = 240) -> N
     raise RuntimeError("the webserver did not come up")
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
+    """Stop a service's process group (SIGTERM: as docker stop does), SIGKILL after 30 s."""
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+PRODUCTION_CHANGES = [
+    "the DockerRunLauncher (the fallback for runs other than live ones) is the default launcher: no Docker engine "
+    "here; those runs are processes of the code server",
+    "host names are 127.0.0.1: the live runner's address (live_runner:4001), the code server's (user_code:4000) "
+    "and PostgreSQL's",
+    "the compute-log directory is under the temporary home",
+    "a second code server holds the bare sensor's location beside the platform's",
+    "MLflow is a SQLite store in the temporary home, not the tracking server (the live runs read the models from "
+    "the serving resource's disk cache)",
+]
+
+
+def start_production(tmp: Path, env: dict, port: int, ports: dict, workspace: Path) -> list[tuple[str, subprocess.Popen]]:
+    """docker/compose.yaml's services as processes: the code servers, the live runner, the daemon, the webserver."""
+    import yaml
+
+    (tmp / "bare_location.py").write_text(BARE_LOCATION)
+    ws = yaml.safe_load(workspace.read_text())
+    ws["load_from"].append({"grpc_server": {"host": "127.0.0.1", "port": ports["bare"], "location_name": "bare"}})
+    workspace.write_text(yaml.safe_dump(ws))
+    bindir = Path(sys.executable).parent
+    services = {
+        "user_code": [str(bindir / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(ports["code"]),
+                      "-m", "trading_platform.definitions"],
+        "bare_code": [str(bindir / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(ports["bare"]),
+                      "-f", str(tmp / "bare_location.py")],
+        "live_runner": [sys.executable, "-m", "trading_platform.cli", "live", "runner", "--listen",
+                        f"127.0.0.1:{ports['runner']}"],
+    }
+    procs = []
+    for name, cmd in services.items():
+        procs.append((name, subprocess.Popen(cmd, env=env, cwd=env["DAGSTER_HOME"], stdout=open(tmp / f"{name}.log", "w"),
+                                             stderr=subprocess.STDOUT, start_new_session=True)))
+    from trading_platform.live.prefork import request
+
+    deadline = time.time() + 240
+    while True:  # the runner up (its imports take the longest) before the daemon launches anything
+        try:
+            request(f"127.0.0.1:{ports['runner']}", {"op": "ping"}, timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or any(p.poll() is not None for _, p in procs):
+                raise RuntimeError(f"the live runner did not come up; see {tmp}/*.log")
+            time.sleep(1)
+    for name, cmd in {"daemon": [str(bindir / "dagster-daemon"), "run", "-w", str(workspace)],
+                      "webserver": [str(bindir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w",
+                                    str(workspace)]}.items():
+        procs.append((name, subprocess.Popen(cmd, env=env, cwd=env["DAGSTER_HOME"], stdout=open(tmp / f"{name}.log", "w"),
+                                             stderr=subprocess.STDOUT, start_new_session=True)))
+    return procs
+
+
+def kill_worker_at(instance, at_s: float, out: dict) -> None:
+    """``at_s`` seconds from now, SIGKILL the process of a live run in flight (forked or not); what was killed
+    goes into ``out``."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from trading_platform.live.prefork import PID_TAG
+
+    time.sleep(at_s)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for r in instance.get_runs(RunsFilter(tags={"tp/run_kind": "live"}, statuses=[DagsterRunStatus.STARTED])):
+            pid = r.tags.get(PID_TAG)
+            if pid is None:
+                got = instance.run_launcher._reported_pid(r.run_id)
+                pid = got and got[0]
+            if not pid:
+                continue
+            cfg = r.run_config["ops"]["predict_live_events"]["config"]
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            out.update(killed_at=time.time(), killed_run=r.run_id, killed_pid=int(pid), killed_forked=PID_TAG in r.tags,
+                       killed_batch=cfg["batch_id"], killed_events=cfg["event_ids"])
+            log(f"killed run {r.run_id[:8]} (pid {pid}, batch {cfg['batch_id']}, {len(cfg['event_ids'])} events)")
+            return
+        time.sleep(0.05)
+    log("no live run in flight to kill within 120 s")
+
+
+def killed_figures(dsn: str, instance, killed: dict) -> dict:
+    import psycopg
+    from dagster import RunsFilter
+
+    if "killed_at" not in killed:
+        return {"killed_batch_done_s": None}
+    with psycopg.connect(dsn) as c:
+        done, last = c.execute("SELECT count(*) FILTER (WHERE status = 'done'), extract(epoch FROM max(done_at)) "
+                               "FROM market_event_queue WHERE event_id = ANY(%s)", (killed["killed_events"],)).fetchone()
+    runs = instance.get_runs(RunsFilter(tags={"tp/live_batch": str(killed["killed_batch"])}))
+    return {"killed_batch_done_s": (round(float(last) - killed["killed_at"], 3)
+                                    if last is not None and done == len(killed["killed_events"]) else None),
+            "killed_events": len(killed["killed_events"]), "killed_forked": killed["killed_forked"],
+            "killed_run_status": next((r.status.value for r in runs if r.run_id == killed["killed_run"]), None),
+            "killed_batch_runs": sorted(f"{r.tags.get('tp/live_attempt')}.{r.tags.get('dagster/retry_number', '0')} "
+                                        f"{r.status.value}" for r in runs)}
 
 
 # ---- the phases ---------------------------------------------------------------------------------------
@@ -329,6 +442,8 @@ def run_breakdown(dsn: str, instance, since: float) -> dict:
         stages["models_loaded"].append(stats.get("models_loaded", 0))
     out = {k: (round(statistics.median(v), 3) if v else None) for k, v in stages.items()}
     out["runs"] = len(stages["op_total"])
+    # forked from the warm process (embedded) or the live runner (production), not launched cold
+    out["forked_runs"] = sum(1 for run_id, *_ in rows if run_id in runs and "tp/worker_pid" in runs[run_id].dagster_run.tags)
     out["models_loaded_max"] = max(stages["models_loaded"], default=0)
     return out
 
@@ -367,6 +482,10 @@ def backfill_runs(instance, backfill_id: str) -> dict:
     return out
 
 
+class _Done(Exception):
+    """The run's phases are over early (--kill-worker-at leaves the backfill phase out)."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--symbols", type=int, default=10)
@@ -382,6 +501,11 @@ def main() -> None:
     ap.add_argument("--backfill-months", type=int, default=12)
     ap.add_argument("--port", type=int, default=3321)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--kill-worker-at", type=float, default=None, metavar="S",
+                    help="SIGKILL one live run in flight S seconds into the feed (the backfill phase is left out)")
+    ap.add_argument("--production", action="store_true",
+                    help="the production shape: separate PostgreSQL server, code server, daemon, webserver and live "
+                         "runner processes with docker/dagster.yaml")
     args = ap.parse_args()
     bf_duration = args.backfill_duration or max(30.0, args.duration / 3)
     per_symbol = args.symbols if args.per_symbol_models is None else args.per_symbol_models
@@ -395,9 +519,24 @@ def main() -> None:
     hist_start = hist_end - timedelta(days=args.history_days)
     bf_first_month = (hist_end - timedelta(days=31 * args.backfill_months)).replace(day=1, hour=0, minute=0)
     # the embedded shape on one machine (a local Dagster instance and MLflow store) over a throwaway database
-    env_home = {"TP_EMBEDDED": "1", "TP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
+    env_home = {"TP_EMBEDDED": "0" if args.production else "1", "TP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
                 "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "TP_NHITS_TIMEFRAMES": "5m",
                 "TP_HISTORY_START": bf_first_month.strftime("%Y-%m-01"), "TP_DEVICE": "cpu", "TP_SOURCE": "synthetic:7"}
+    pg_external = workspace = None
+    ports: dict[str, int] = {}
+    if args.production:
+        sys.path.insert(0, str(REPO / "tests"))
+        from test_deployment import PASSWORD, ExternalPostgres, _free_port, production_instance_dir
+
+        pg_external = ExternalPostgres()  # the `postgres` service: its own server, TCP, password auth
+        ports = {"code": _free_port(), "bare": _free_port(), "runner": _free_port()}
+        dagster_home, workspace = production_instance_dir(tmp, ports["code"], ports["runner"])
+        env_home.update({"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_HOST": "127.0.0.1",
+                         "DAGSTER_PG_PORT": str(pg_external.port), "DAGSTER_PG_USERNAME": "postgres",
+                         "DAGSTER_PG_PASSWORD": PASSWORD, "DAGSTER_PG_DB": "dagster"})
+        os.environ["TP_DATABASE_URL"] = pg_external.url("postgres")
+        for change in PRODUCTION_CHANGES:
+            log(f"production shape, changed: {change}")
     os.environ.update(env_home)  # before the platform reads them (some at import)
     admin, pg_tmp = os.environ.get("TP_DATABASE_URL"), None
     if not admin:
@@ -410,7 +549,13 @@ def main() -> None:
     dsn = fresh_db(admin, "live")
     os.environ["TP_DATABASE_URL"] = dsn
     proc = None
-    figures: dict = {"symbols": args.symbols, "rate": args.rate, "duration_s": args.duration}
+    services: list = []
+    from trading_platform.live.settings import live_settings
+
+    figures: dict = {"mode": "production" if args.production else "embedded", "symbols": args.symbols,
+                     "rate": args.rate, "duration_s": args.duration, "retry_after_s": live_settings().retry_after_s}
+    if args.production:
+        figures["production_changes"] = PRODUCTION_CHANGES
     try:
         from trading_platform.instance import ensure_dagster_home
         from trading_platform.store.db import connect
@@ -441,9 +586,15 @@ def main() -> None:
 
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                "TP_LOG_LEVEL": "WARNING"}
-        proc = start_dagster(tmp, env, args.port)
-        wait_webserver(args.port, proc)
-        log("dagster dev is up (webserver and daemon)")
+        if args.production:
+            services = start_production(tmp, env, args.port, ports, workspace)
+            proc = dict(services)["webserver"]
+            wait_webserver(args.port, proc)
+            log("the production shape is up: code servers, live runner, daemon, webserver")
+        else:
+            proc = start_dagster(tmp, env, args.port)
+            wait_webserver(args.port, proc)
+            log("dagster dev is up (webserver and daemon)")
         instance = DagsterInstance.get()
 
         # 1. the bare baseline
@@ -457,8 +608,17 @@ def main() -> None:
         drain(dsn, 180)
         since = time.time()
         log(f"feeding {args.rate} candles/s over {len(live)} symbols for {args.duration:.0f} s ...")
+        killed: dict = {}
+        killer = None
+        if args.kill_worker_at is not None:
+            import threading
+
+            killer = threading.Thread(target=kill_worker_at, args=(instance, args.kill_worker_at, killed), daemon=True)
+            killer.start()
         fed = feed_phase(dsn, live, args.rate, args.duration, "bench feed")
-        backlog = drain(dsn, 180)
+        if killer is not None:
+            killer.join(timeout=180)
+        backlog = drain(dsn, max(180.0, live_settings().retry_after_s * 3))
         main_fig = live_figures(dsn, "bench feed")
         figures.update(fed=fed["fed"], fed_rate=fed["rate"], predicted=main_fig["done"],
                        lost=fed["fed"] - main_fig["done"], missing_pump_predictions=main_fig["missing_pump_predictions"],
@@ -468,6 +628,12 @@ def main() -> None:
         figures["models_loaded"] = figures["runs"]["models_loaded_max"]
         log(f"live: {json.dumps(main_fig)}")
         log(f"live runs: {json.dumps(figures['runs'])}")
+        if args.kill_worker_at is not None:
+            figures.update(killed_figures(dsn, instance, killed))
+            figures["duplicated"] = duplicated(dsn)
+            log(f"killed: {json.dumps({k: v for k, v in figures.items() if k.startswith('killed')})}; "
+                "the backfill phase is left out with --kill-worker-at")
+            raise _Done
 
         # 3. the same feed while a backfill runs
         from trading_platform.assets.models import predictions as predictions_asset
@@ -495,9 +661,15 @@ def main() -> None:
         figures["lost"] += figures["lost_during_backfill"]
         figures["duplicated"] = duplicated(dsn)
         log(f"during the backfill: {json.dumps(bf_fig)}; backfill runs {figures['backfill_runs']}")
+    except _Done:
+        pass
     finally:
-        if proc is not None:
+        for _, p in reversed(services):
+            stop(p, signal.SIGTERM)
+        if proc is not None and not services:
             stop(proc)
+        if pg_external is not None:
+            pg_external.stop()
         if pg_tmp is not None:
             from trading_platform.store.embedded import stop_embedded
 
@@ -508,6 +680,16 @@ def main() -> None:
             log(f"kept {tmp}")
     p50, p99 = figures.get("p50_s"), figures.get("p99_s")
     bp50, bp95 = figures.get("bare_p50_s"), figures.get("bare_p95_s")
+    if args.kill_worker_at is not None:
+        done_s = figures.get("killed_batch_done_s")
+        figures["targets"] = {
+            "lost_0": figures.get("lost") == 0, "duplicated_0": figures.get("duplicated") == 0,
+            "backlog_end_0": figures.get("backlog_end") == 0,
+            "killed_batch_done_within_retry_after_plus_10s": done_s is not None
+            and done_s <= figures["retry_after_s"] + 10,
+        }
+        print(json.dumps(figures))
+        return
     figures["targets"] = {
         "lost_0": figures.get("lost") == 0, "duplicated_0": figures.get("duplicated") == 0,
         "backlog_end_0": figures.get("backlog_end") == 0,
