@@ -80,7 +80,7 @@ def cmd_runner(args) -> int:
         return 0 if reply.get("ok") else 1
     from ..instance import get_instance
 
-    get_instance().dispose()  # a DAGSTER_HOME that holds the deployment's instance, or a clear error
+    get_instance().dispose()  # a DAGSTER_HOME that holds the deployment's instance, or a clear error, before warm-up
     jobs = [j for j in (args.jobs or "").split(",") if j] or DEFAULT_JOBS
     preload = DEFAULT_PRELOAD if args.preload is None else [m for m in args.preload.split(",") if m]
     from ..live.prefork import run_runner

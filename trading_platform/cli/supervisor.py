@@ -318,14 +318,9 @@ def stop_children(procs) -> None:
 def _alive(pgid: int) -> bool:
     """Whether a process group has a member that is not a zombie (a SIGKILLed group's members can linger as
     zombies where nothing reaps them)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):  # state, ppid, pgrp
-            return True
-    return False
+    from ..live.prefork import stat_fields
+
+    return any((f := stat_fields(p.name)) and f[2] == str(pgid) for p in Path("/proc").glob("[0-9]*"))
 
 
 def terminate(pids: list[int]) -> list[int]:
@@ -353,10 +348,9 @@ def terminate(pids: list[int]) -> list[int]:
 
 
 def cmd_down(args) -> int:
+    from ..instance import fail_orphaned_runs
     from ..settings import get_settings
     from ..store.embedded import stop_embedded
-
-    from ..instance import fail_orphaned_runs
 
     pf = pids_file()
     stopped = terminate(json.loads(pf.read_text())) if pf.exists() else []

@@ -78,17 +78,21 @@ def worker_tags(pid: int, started: str, runner: str) -> dict:
 
 
 # ---- processes, by pid and start time --------------------------------------------------------------------
-def start_ticks(pid: int) -> str | None:
-    """The start time of a live process (clock ticks since boot, /proc/<pid>/stat field 22); None when there is
-    no such process or it has exited (a zombie)."""
+def stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/<pid>/stat from field 3 (state, ppid, pgrp, ...) of a live process; None when there is no such
+    process or it has exited (a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
     except (OSError, ValueError):
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
+    return fields if fields and fields[0] not in ("Z", "X") else None
+
+
+def start_ticks(pid: int) -> str | None:
+    """The start time of a live process (clock ticks since boot, /proc/<pid>/stat field 22), or None."""
+    fields = stat_fields(pid)
+    return fields[19] if fields else None
 
 
 def started_at(pid: int) -> float | None:
@@ -216,9 +220,7 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
         run = context.dagster_run
         if run.job_name in self._jobs and run.job_code_origin is not None:
             got = self._fork(run)
-            if got:  # the child tags itself too, before it starts the run (no window without the tags)
-                self._instance.add_run_tags(run.run_id, worker_tags(got["pid"], got["started"],
-                                                                    got.get("address") or self._address or LOCAL))
+            if got:  # the child has tagged the run with its process (worker_tags) before starting it
                 if len(self._forked) > 1000:  # only join() reads it (tests)
                     self._forked.clear()
                 self._forked.add(run.run_id)
@@ -592,16 +594,13 @@ def serve(path: str, parent: int, preload: list[str]) -> None:
         pass
 
 
-def run_runner(listen: str, jobs: list[str], preload: list[str], ready=None) -> None:
-    """`tp live runner`: the deployed warm process, on TCP, until SIGTERM or SIGINT (then the runs in flight are
-    interrupted and reported before it exits)."""
-    from dagster import DagsterInstance
-
+def run_runner(listen: str, jobs: list[str], preload: list[str]) -> None:
+    """`tp live runner` (which checks DAGSTER_HOME's instance first): the deployed warm process, on TCP, until
+    SIGTERM or SIGINT (then the runs in flight are interrupted and reported before it exits)."""
     host, _, port = parse_address(listen).rpartition(":")
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # docker stop during the warm-up: exit right after it
         signal.signal(sig, lambda *_: stopping.set())
-    DagsterInstance.get().dispose()  # DAGSTER_HOME must hold an instance: fail now, not at the first launch
     _warm_up(preload)
     if stopping.is_set():
         return
@@ -616,8 +615,6 @@ def run_runner(listen: str, jobs: list[str], preload: list[str], ready=None) -> 
     srv.bind((host, int(port)))
     server.sockets = [srv]
     log.warning("live runner: listening on %s (pid %d), forking runs of %s", listen, os.getpid(), ", ".join(jobs))
-    if ready:
-        ready()
     _accept(srv, server, lambda: not stopping.is_set())
     server.shutdown()
 
