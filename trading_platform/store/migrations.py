@@ -984,6 +984,161 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         $do$;
         """,
     ),
+    (
+        16,
+        "alerts: rules, alerts judged on later candles, destinations and the delivery outbox",
+        """
+        -- a rule turns a model's output into an alert when it crosses the threshold (trading_platform/alerts/)
+        CREATE TABLE IF NOT EXISTS alert_rules (
+            id          serial PRIMARY KEY,
+            name        text NOT NULL UNIQUE,
+            model_name  text NOT NULL,
+            symbols     text[],                 -- NULL: every symbol the model scores
+            timeframes  text[],                 -- NULL: every timeframe
+            threshold   double precision NOT NULL CHECK (threshold >= 0 AND threshold <= 1),
+            side        text NOT NULL DEFAULT 'above' CHECK (side IN ('above', 'below')),
+            cooldown_s  double precision NOT NULL DEFAULT 0 CHECK (cooldown_s >= 0),
+            enabled     boolean NOT NULL DEFAULT true,
+            removed_at  timestamptz,            -- a removed rule keeps its alerts (they may have been sent)
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS alert_rules_model ON alert_rules (model_name) WHERE enabled AND removed_at IS NULL;
+
+        -- one alert per rule and output key and version. status: the outcome (pending until the candles decide;
+        -- suppressed: a crossing inside the rule's cooldown, never judged nor sent). send: whether messages go
+        -- out (send), or never (shadow: a shadow version's; stale: from a backfill or committed too late).
+        CREATE TABLE IF NOT EXISTS alerts (
+            id             bigserial PRIMARY KEY,
+            rule_id        integer NOT NULL REFERENCES alert_rules (id),
+            model_name     text NOT NULL,
+            model_version  text NOT NULL,
+            symbol         text NOT NULL,
+            timeframe      text NOT NULL,
+            ts             timestamptz NOT NULL,           -- the open time of the alert's candle
+            candle_close   timestamptz NOT NULL,           -- its close: only candles opened at or after it count
+            created_at     timestamptz NOT NULL,           -- the output's known_at
+            role           text NOT NULL CHECK (role IN ('champion', 'shadow')),
+            in_sample      boolean NOT NULL DEFAULT false,
+            value          double precision NOT NULL,      -- the output when the alert was made
+            current_value  double precision NOT NULL,      -- the current output (a correction changes it)
+            threshold      double precision NOT NULL,
+            side           text NOT NULL,
+            target         text NOT NULL,                  -- the version's tp.target
+            kind           text NOT NULL CHECK (kind IN ('pump', 'signal')),
+            horizon        integer NOT NULL,
+            rise           double precision,               -- pump: the rise the target asks for
+            entry          double precision NOT NULL,      -- the close of the alert's candle
+            status         text NOT NULL CHECK (status IN ('pending', 'success', 'failed', 'expired', 'suppressed')),
+            send           text NOT NULL CHECK (send IN ('send', 'shadow', 'stale')),
+            retracted_at   timestamptz,                    -- a correction took the output below the rule
+            candles_seen   integer NOT NULL DEFAULT 0,     -- later closed candles applied (each once)
+            last_candle_ts timestamptz,                    -- the open time of the last one applied
+            peak           double precision,               -- highest high / lowest low over them
+            trough         double precision,
+            deciding_ts    timestamptz,                    -- the candle that decided (a revision of it re-judges)
+            deciding_close double precision,
+            resolved_at    timestamptz,
+            UNIQUE (rule_id, model_name, model_version, symbol, timeframe, ts)
+        );
+        CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (symbol, timeframe, ts) WHERE status = 'pending';
+        CREATE INDEX IF NOT EXISTS alerts_decided ON alerts (symbol, timeframe, deciding_ts)
+            WHERE deciding_ts IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS alerts_model ON alerts (model_name, model_version, symbol, ts);
+        CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (rule_id, symbol, created_at DESC)
+            WHERE status <> 'suppressed';
+        CREATE INDEX IF NOT EXISTS alerts_created ON alerts (created_at);
+
+        -- counters kept as alerts change (statistics read these, never the history): one row per
+        -- (model, version, symbol, timeframe, day of the alert's candle, role, in_sample)
+        CREATE TABLE IF NOT EXISTS alert_stats (
+            model_name     text NOT NULL,
+            model_version  text NOT NULL,
+            symbol         text NOT NULL,
+            timeframe      text NOT NULL,
+            day            date NOT NULL,
+            role           text NOT NULL,
+            in_sample      boolean NOT NULL,
+            pending        bigint NOT NULL DEFAULT 0,
+            success        bigint NOT NULL DEFAULT 0,
+            failed         bigint NOT NULL DEFAULT 0,
+            expired        bigint NOT NULL DEFAULT 0,
+            suppressed     bigint NOT NULL DEFAULT 0,
+            retracted      bigint NOT NULL DEFAULT 0,
+            stale          bigint NOT NULL DEFAULT 0,
+            success_s      double precision NOT NULL DEFAULT 0,   -- sum of candle close -> success seconds
+            peak_ret       double precision NOT NULL DEFAULT 0,   -- sums over resolved alerts of peak/entry - 1
+            trough_ret     double precision NOT NULL DEFAULT 0,
+            resolved       bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (model_name, model_version, symbol, timeframe, day, role, in_sample)
+        );
+
+        -- the target's base rate over the candles of the series: per target, series and day, how many candles
+        -- had their label decided and how many met it (kept incrementally from base_cursor on)
+        CREATE TABLE IF NOT EXISTS alert_base (
+            target     text NOT NULL,
+            symbol     text NOT NULL,
+            timeframe  text NOT NULL,
+            day        date NOT NULL,
+            n          bigint NOT NULL DEFAULT 0,
+            met        bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (target, symbol, timeframe, day)
+        );
+        CREATE TABLE IF NOT EXISTS alert_base_cursor (
+            target     text NOT NULL,
+            symbol     text NOT NULL,
+            timeframe  text NOT NULL,
+            last_ts    timestamptz NOT NULL,   -- the newest candle whose label is counted
+            PRIMARY KEY (target, symbol, timeframe)
+        );
+
+        -- where alerts go. Secrets never: the names of the environment variables that hold them.
+        CREATE TABLE IF NOT EXISTS alert_destinations (
+            id           serial PRIMARY KEY,
+            name         text NOT NULL UNIQUE,
+            kind         text NOT NULL CHECK (kind IN ('webhook', 'telegram')),
+            url_env      text,
+            secret_env   text,
+            token_env    text,
+            chat_id      text,
+            send_mode    text NOT NULL DEFAULT 'alerts_only'
+                         CHECK (send_mode IN ('alerts_only', 'all', 'positive_only', 'negative_only')),
+            resolutions  boolean NOT NULL DEFAULT false,   -- alert_resolved messages
+            retractions  boolean NOT NULL DEFAULT false,   -- alert_retracted messages
+            models       text[],                           -- NULL: every model's alerts
+            rate_per_min double precision,                 -- NULL: the kind's default (webhook 60, telegram 60)
+            enabled      boolean NOT NULL DEFAULT true,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            updated_at   timestamptz NOT NULL DEFAULT now()
+        );
+
+        -- the delivery outbox: one row per message and destination, its key fixed at creation
+        -- (alert:<id>:<type>) and sent on every attempt; claimed by status with SKIP LOCKED
+        CREATE TABLE IF NOT EXISTS alert_deliveries (
+            id              bigserial PRIMARY KEY,
+            destination_id  integer NOT NULL REFERENCES alert_destinations (id) ON DELETE CASCADE,
+            alert_id        bigint REFERENCES alerts (id) ON DELETE CASCADE,
+            key             text NOT NULL,
+            type            text NOT NULL CHECK (type IN ('alert', 'alert_resolved', 'alert_retracted', 'test')),
+            payload         jsonb NOT NULL,
+            status          text NOT NULL DEFAULT 'pending'
+                            CHECK (status IN ('pending', 'sending', 'delivered', 'dead', 'stale')),
+            attempts        integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            claimed_at      timestamptz,
+            created_at      timestamptz NOT NULL DEFAULT now(),
+            delivered_at    timestamptz,
+            digest_size     integer,            -- delivered inside a digest of this many alerts
+            last_status     integer,            -- the receiver's last HTTP status
+            last_error      text,
+            UNIQUE (destination_id, key)
+        );
+        CREATE INDEX IF NOT EXISTS alert_deliveries_due ON alert_deliveries (next_attempt_at)
+            WHERE status IN ('pending', 'sending');
+        CREATE INDEX IF NOT EXISTS alert_deliveries_alert ON alert_deliveries (alert_id);
+        CREATE INDEX IF NOT EXISTS alert_deliveries_done ON alert_deliveries (delivered_at) WHERE status = 'delivered';
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
