@@ -16,7 +16,8 @@ from .instance import quiet_dagster_warnings
 # and again in every run worker, on the console of `tp up` (TP_VERBOSE=1 keeps them)
 quiet_dagster_warnings()
 
-from .assets.features import feature_assets  # noqa: E402 (after the filter above)
+from .assets.alerts import alerts_assets, alerts_job, alerts_schedule  # noqa: E402 (after the filter above)
+from .assets.features import feature_assets  # noqa: E402
 from .assets.market_data import market_assets  # noqa: E402
 from .assets.models import model_assets  # noqa: E402
 from .assets.rag import rag_assets, rag_sync_job, rag_sync_schedule  # noqa: E402
@@ -54,6 +55,7 @@ def _domains() -> list[Definitions]:
         Definitions(jobs=[live_predictions_job], sensors=[live_predictions_sensor]),
         Definitions(assets=rag_assets, jobs=[rag_sync_job], schedules=[rag_sync_schedule]),
         Definitions(jobs=[maintenance_job], schedules=[maintenance_schedule]),
+        Definitions(assets=alerts_assets, jobs=[alerts_job], schedules=[alerts_schedule]),
     ]
 
 

@@ -95,7 +95,7 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
                     live_lock(store.conn, symbol)
                     revs = outputs.pending_revisions(store.conn, table, symbol)
                     if revs:
-                        w = outputs.OutputWriter(store.conn)
+                        w = outputs.OutputWriter(store.conn, versions, "backfill" if backfill else "schedule")
                         st = scoring.correct(store, model_server, versions, info, [r[1:] for r in revs], params, w,
                                              tables=(table,))
                         outputs.mark_revisions(store.conn, f"{table}_done_at", [r[0] for r in revs])
@@ -113,7 +113,7 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
                         live_series.add(f"{symbol} {tf}")
                     for month in months:
                         start, end = month_bounds(month)
-                        w = outputs.OutputWriter(store.conn)
+                        w = outputs.OutputWriter(store.conn, versions, "backfill" if backfill else "schedule")
                         with store.conn.transaction():
                             # a gap fill only inserts, for candles without a current row: a live batch's row for
                             # the same candle wins either way, so it holds no lock while it scores. A recompute

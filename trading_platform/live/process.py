@@ -89,7 +89,8 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
 
     from ..store.outputs import OutputWriter, claim_series
 
-    writer = OutputWriter(conn)
+    writer = OutputWriter(conn, versions, "live")
+    touched: dict[tuple[str, str], list[datetime]] = {}  # the batch's candles per series, for the alerts
     rows_written: dict[str, int] = {}
     skipped: list[str] = []
     derived_ids: list[int] = []
@@ -128,6 +129,8 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
             by_tf: dict[str, set[int]] = {}
             for _, tf, ts in evs:
                 by_tf.setdefault(tf, set()).add(_us(ts))
+            for tf, stamps in by_tf.items():
+                touched[(symbol, tf)] = [_dt(u) for u in sorted(stamps)]
             for tf in sorted(by_tf, key=TIMEFRAMES.__getitem__, reverse=True):  # coarsest first: context
                 refresh_features(store, info, tf, min(by_tf[tf]))
                 claim_series(conn, symbol, tf, "live", _dt(min(by_tf[tf])))
@@ -149,10 +152,13 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
             if got["superseded"]:
                 rows_written[f"{table}_superseded"] = got["superseded"]
         timings["write_s"] = time.perf_counter() - t_write
+        t_alerts = time.perf_counter()
+        alerts = _evaluate_alerts(conn, touched, writer.alerts)
+        timings["alerts_s"] = time.perf_counter() - t_alerts
         remaining = outbox.not_done(conn, batch_id, consumer)
-        timings["mark_s"] = time.perf_counter() - t_mark - timings["write_s"]
+        timings["mark_s"] = time.perf_counter() - t_mark - timings["write_s"] - timings["alerts_s"]
         timings["total_s"] = time.perf_counter() - t0
-        stats = {"models_loaded": len(loaded), "rows": rows_written, "derived": len(derived_ids),
+        stats = {"models_loaded": len(loaded), "rows": rows_written, "derived": len(derived_ids), "alerts": alerts,
                  "skipped_symbols": skipped, **{k: round(v, 4) for k, v in timings.items()}}
         outbox.commit_batch(conn, batch_id, run_id, attempt, remaining, done_ids, stats)
         if before_commit is not None:
@@ -160,6 +166,17 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
     return {"events_done": len(done_ids), "already_done": False, "derived_events": len(derived_ids),
             "rows": rows_written, "skipped_symbols": skipped, "models_loaded": len(loaded),
             "versions": len(versions), **{k: round(v, 3) for k, v in timings.items()}}
+
+
+def _evaluate_alerts(conn, touched: dict, made: dict) -> dict:
+    """The alerts of the batch's series judged on its candles, in its transaction (a candle at or before an alert's
+    last applied one re-judges it: a correction); what the flush made (``made``) is reported beside."""
+    from ..alerts.core import evaluate
+
+    if not touched:
+        return dict(made)
+    got = evaluate(conn, series=sorted(touched), revised=touched)
+    return {**made, **{k: v for k, v in got.items() if v and k != "series"}}
 
 
 def _reachable(info, tf: str) -> set[str]:

@@ -1039,18 +1039,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             deciding_ts    timestamptz,                    -- the candle that decided (a revision of it re-judges)
             deciding_close double precision,
             resolved_at    timestamptz,
+            expires_at     timestamptz,                    -- close of the (horizon + 2)-th open slot after the candle
             UNIQUE (rule_id, model_name, model_version, symbol, timeframe, ts)
         );
         CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (symbol, timeframe, ts) WHERE status = 'pending';
         CREATE INDEX IF NOT EXISTS alerts_decided ON alerts (symbol, timeframe, deciding_ts)
             WHERE deciding_ts IS NOT NULL;
         CREATE INDEX IF NOT EXISTS alerts_model ON alerts (model_name, model_version, symbol, ts);
-        CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (rule_id, symbol, created_at DESC)
+        CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (rule_id, symbol, role, ts DESC)
             WHERE status <> 'suppressed';
         CREATE INDEX IF NOT EXISTS alerts_created ON alerts (created_at);
 
         -- counters kept as alerts change (statistics read these, never the history): one row per
-        -- (model, version, symbol, timeframe, day of the alert's candle, role, in_sample)
+        -- (model, version, symbol, timeframe, day of the alert's candle, role, in_sample, side)
         CREATE TABLE IF NOT EXISTS alert_stats (
             model_name     text NOT NULL,
             model_version  text NOT NULL,
@@ -1059,6 +1060,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             day            date NOT NULL,
             role           text NOT NULL,
             in_sample      boolean NOT NULL,
+            side           text NOT NULL,
+            target         text NOT NULL,
             pending        bigint NOT NULL DEFAULT 0,
             success        bigint NOT NULL DEFAULT 0,
             failed         bigint NOT NULL DEFAULT 0,
@@ -1070,7 +1073,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             peak_ret       double precision NOT NULL DEFAULT 0,   -- sums over resolved alerts of peak/entry - 1
             trough_ret     double precision NOT NULL DEFAULT 0,
             resolved       bigint NOT NULL DEFAULT 0,
-            PRIMARY KEY (model_name, model_version, symbol, timeframe, day, role, in_sample)
+            PRIMARY KEY (model_name, model_version, symbol, timeframe, day, role, in_sample, side)
         );
 
         -- the target's base rate over the candles of the series: per target, series and day, how many candles

@@ -43,8 +43,14 @@ REL_TOL, ABS_TOL = 1e-6, 1e-9
 class OutputWriter:
     """Collects output rows and the scopes they recompute; :meth:`flush` writes the difference."""
 
-    def __init__(self, conn):
+    def __init__(self, conn, versions=None, origin: str = "live"):
+        """``versions``: the ``models.scoring.Version`` s whose rows this writer takes (their role and ``tp.target``
+        make the alerts, ``alerts.core.on_flush``; none given: no alert is made); ``origin``: live | schedule |
+        backfill (a backfill's alerts are judged but never sent)."""
         self.conn = conn
+        self.versions = {(v.name, str(v.version)): (v.role, (v.tags or {}).get("tp.target")) for v in versions or ()}
+        self.origin = origin
+        self.alerts: dict[str, int] = {}
         self.rows: dict[str, list[tuple]] = {t: [] for t in TABLES}
         self.scopes: dict[str, list[tuple]] = {t: [] for t in TABLES}
         self.compare: dict[str, bool] = {t: False for t in TABLES}
@@ -74,6 +80,13 @@ class OutputWriter:
                 if self.rows[table] or self.scopes[table]:
                     out[table] = _flush_table(self.conn, table, self.rows[table], self.scopes[table], now,
                                               self.compare[table])
+                    if table == "predictions" and self.versions:
+                        from ..alerts.core import on_flush
+
+                        # the alerts of the rows just made current, and the retractions of those they replaced,
+                        # before the next table's flush empties the staging tables
+                        for k, v in on_flush(self.conn, now, self.versions, self.origin).items():
+                            self.alerts[k] = self.alerts.get(k, 0) + v
                     self.rows[table], self.scopes[table], self.compare[table] = [], [], False
         return out
 

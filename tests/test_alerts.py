@@ -1,0 +1,266 @@
+"""Alerts: made with the outputs (same transaction, once), judged on later closed candles only, retracted on a
+correction, counted for statistics; on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from trading_platform.alerts import core
+from trading_platform.core.symbols import SymbolInfo
+from trading_platform.models.scoring import Version
+from trading_platform.store.outputs import OutputWriter
+
+H = timedelta(hours=1)
+T0 = datetime(2025, 3, 3, 0, tzinfo=timezone.utc)  # a Monday
+PUMP = Version("pump_xgb", "1", "champion", {"tp.family": "pump_xgb",
+                                             "tp.target": "pump: close rises >= 0.05 within 4 bars of 1h"})
+SIGNAL = Version("signal_lgbm", "1", "champion", {"tp.family": "signal_lgbm",
+                                                  "tp.target": "signal: sign of close[t+3] - close[t] on 1h"})
+
+
+def candle(store, symbol, ts, close, high=None, low=None, tf="1h"):
+    high = close if high is None else high
+    low = close if low is None else low
+    store.conn.execute(
+        "INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES (%s, %s, %s, %s, %s, %s, "
+        "%s, 1) ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, "
+        "low = EXCLUDED.low, close = EXCLUDED.close", (symbol, tf, ts, close, high, low, close))
+
+
+def predict(store, version, symbol, ts, value, origin="live", tf="1h"):
+    w = OutputWriter(store.conn, [version], origin)
+    w.add("predictions", [(version.name, version.version, symbol, tf, ts, value, None, "{}", False)])
+    with store.conn.transaction():
+        w.flush()
+    return w.alerts
+
+
+def rule(store, model="pump_xgb", threshold=0.7, side="above", cooldown=0.0, name=None):
+    return store.conn.execute(
+        "INSERT INTO alert_rules (name, model_name, threshold, side, cooldown_s) VALUES (%s, %s, %s, %s, %s) "
+        "RETURNING id", (name or f"{model}-{side}-{threshold}", model, threshold, side, cooldown)).fetchone()[0]
+
+
+def alerts(store):
+    rows = store.conn.execute("SELECT id, status, candles_seen, deciding_ts, retracted_at, send, value, current_value "
+                              "FROM alerts ORDER BY id").fetchall()
+    return [dict(zip(("id", "status", "seen", "deciding", "retracted", "send", "value", "current"), r)) for r in rows]
+
+
+def evaluate(store, now, **kw):
+    with store.conn.transaction():
+        return core.evaluate(store.conn, now=now, **kw)
+
+
+@pytest.fixture
+def btc(store):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1h"]))
+    for i in range(2):
+        candle(store, "BTC/USDT", T0 + i * H, 100.0)
+    return store
+
+
+def test_pump_success_on_the_third_later_candle_never_on_its_own_or_an_unclosed_one(btc):
+    store = btc
+    rule(store)
+    assert predict(store, PUMP, "BTC/USDT", T0 + H, 0.4)["alerts"] == 0  # below the threshold: nothing
+    got = predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)  # a correction that now crosses (same candle)
+    assert got["alerts"] == 1
+    # the target met on the alert's own candle (its high) and before it: no later candle yet, stays pending
+    candle(store, "BTC/USDT", T0 + H, 100.0, high=120.0)
+    candle(store, "BTC/USDT", T0, 130.0)
+    evaluate(store, T0 + 2 * H + timedelta(minutes=30))
+    assert alerts(store)[0]["status"] == "pending" and alerts(store)[0]["seen"] == 0
+    # later candles: +1 %, +2 %, then +6 % (the third), which is still open at `now`: not decided yet
+    for i, close in enumerate((101.0, 102.0, 106.0), start=2):
+        candle(store, "BTC/USDT", T0 + i * H, close, high=close + 10)  # highs above the target do not decide
+    evaluate(store, T0 + 4 * H + timedelta(minutes=59))
+    a = alerts(store)[0]
+    assert (a["status"], a["seen"]) == ("pending", 2)
+    evaluate(store, T0 + 5 * H)  # the third later candle has closed
+    a = alerts(store)[0]
+    assert (a["status"], a["seen"], a["deciding"]) == ("success", 3, T0 + 4 * H)
+    # altering candles after the deciding one changes nothing
+    candle(store, "BTC/USDT", T0 + 5 * H, 50.0)
+    evaluate(store, T0 + 7 * H, series=[("BTC/USDT", "1h")], revised={("BTC/USDT", "1h"): [T0 + 5 * H]})
+    assert alerts(store)[0]["status"] == "success" and alerts(store)[0]["deciding"] == T0 + 4 * H
+
+
+def test_pump_failed_exactly_at_the_horizon_and_a_revised_deciding_candle_rejudges(btc):
+    store = btc
+    rule(store)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.8)
+    for i in range(2, 5):  # three quiet candles
+        candle(store, "BTC/USDT", T0 + i * H, 101.0)
+    evaluate(store, T0 + 5 * H)
+    assert alerts(store)[0]["status"] == "pending"  # 3 of 4
+    candle(store, "BTC/USDT", T0 + 5 * H, 101.0)
+    evaluate(store, T0 + 6 * H)
+    a = alerts(store)[0]
+    assert (a["status"], a["seen"], a["deciding"]) == ("failed", 4, T0 + 5 * H)
+    # the deciding candle is revised: +10 % -> judged again, success on it
+    candle(store, "BTC/USDT", T0 + 5 * H, 110.0)
+    got = evaluate(store, T0 + 6 * H, series=[("BTC/USDT", "1h")], revised={("BTC/USDT", "1h"): [T0 + 5 * H]})
+    assert got["rejudged"] == 1
+    a = alerts(store)[0]
+    assert (a["status"], a["deciding"]) == ("success", T0 + 5 * H)
+    [s] = core.stats(store.conn)
+    assert (s["success"], s["failed"], s["pending"]) == (1, 0, 0)  # the first outcome was taken back
+
+
+def test_signal_sign_at_the_horizon_and_side_below(btc):
+    store = btc
+    rule(store, "signal_lgbm", 0.65, "above", name="up")
+    rule(store, "signal_lgbm", 0.6, "below", name="down")
+    for i, close in enumerate((99.0, 98.0, 97.0, 103.0), start=2):
+        candle(store, "BTC/USDT", T0 + i * H, close)
+    predict(store, SIGNAL, "BTC/USDT", T0 + H, 0.7)   # up
+    predict(store, SIGNAL, "BTC/USDT", T0 + 2 * H, 0.6)  # down only (0.6 <= 0.6, not >= 0.65)
+    evaluate(store, T0 + 6 * H)
+    got = {(r[0], r[1]) for r in store.conn.execute("SELECT side, status FROM alerts").fetchall()}
+    # up at 01:00 (entry 100): close at +3 (04:00) is 97 -> failed; down at 02:00 (entry 99): close at +3 (05:00)
+    # is 103 -> failed too
+    assert got == {("above", "failed"), ("below", "failed")}
+
+
+def test_stopped_candles_expire_and_a_weekend_does_not_expire_a_forex_alert(store):
+    store.add_symbol(SymbolInfo.create("EURUSD", category="forex", timeframes=["1h"]))
+    store.add_symbol(SymbolInfo.create("ETH/USDT", timeframes=["1h"]))
+    rule(store)
+    fri = datetime(2025, 3, 7, 19, tzinfo=timezone.utc)  # Friday 19:00 UTC: 14:00 New York, the roll is 17:00
+    candle(store, "EURUSD", fri, 1.0)
+    candle(store, "ETH/USDT", fri, 1.0)
+    predict(store, PUMP, "EURUSD", fri, 0.9)
+    predict(store, PUMP, "ETH/USDT", fri, 0.9)
+    # Saturday noon: crypto has had its 4 + 2 slots with no candle -> expired; forex is closed for the weekend
+    evaluate(store, datetime(2025, 3, 8, 12, tzinfo=timezone.utc))
+    got = dict(store.conn.execute("SELECT symbol, status FROM alerts").fetchall())
+    assert got == {"ETH/USDT": "expired", "EURUSD": "pending"}
+    # Sunday evening after the open, plus 6 open slots: the forex alert expires too
+    evaluate(store, datetime(2025, 3, 10, 6, tzinfo=timezone.utc))
+    assert dict(store.conn.execute("SELECT symbol, status FROM alerts").fetchall())["EURUSD"] == "expired"
+
+
+def test_a_correction_that_no_longer_crosses_retracts_and_stats_keep_the_original_decision(btc):
+    store = btc
+    rule(store)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.85)  # still crosses: the new value recorded, not retracted
+    a = alerts(store)[0]
+    assert a["retracted"] is None and a["current"] == pytest.approx(0.85) and a["value"] == pytest.approx(0.9)
+    got = predict(store, PUMP, "BTC/USDT", T0 + H, 0.3)
+    assert got["retracted"] == 1
+    a = alerts(store)[0]
+    assert a["retracted"] is not None and a["current"] == pytest.approx(0.3) and len(alerts(store)) == 1
+    for i in range(2, 6):
+        candle(store, "BTC/USDT", T0 + i * H, 100.0)
+    evaluate(store, T0 + 6 * H)
+    [s] = core.stats(store.conn)
+    assert (s["failed"], s["retracted"], s["n"]) == (1, 1, 1)
+
+
+def test_retry_adds_nothing_cooldown_suppresses_backfill_and_late_alerts_are_stale(btc, monkeypatch):
+    store = btc
+    rule(store, cooldown=3 * 3600)
+    for i in range(2, 8):
+        candle(store, "BTC/USDT", T0 + i * H, 100.0)
+    assert predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)["alerts"] == 1
+    # the same rows again (a retried batch, a re-run of the scoring): nothing new
+    assert predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)["alerts"] == 0
+    assert predict(store, PUMP, "BTC/USDT", T0 + 2 * H, 0.9)["suppressed"] == 1   # 1 h after: inside 3 h
+    assert predict(store, PUMP, "BTC/USDT", T0 + 4 * H, 0.9)["alerts"] == 1       # 3 h after the first: outside
+    assert predict(store, PUMP, "BTC/USDT", T0 + 7 * H, 0.9, origin="backfill")["alerts"] == 1
+    rows = store.conn.execute("SELECT ts, status, send FROM alerts ORDER BY ts").fetchall()
+    # every candle here closed long ago (2025): committed more than TP_ALERT_MAX_DELAY_S after -> stale
+    assert [(r[0], r[1]) for r in rows] == [(T0 + H, "pending"), (T0 + 2 * H, "suppressed"),
+                                            (T0 + 4 * H, "pending"), (T0 + 7 * H, "pending")]
+    assert {r[2] for r in rows} == {"stale"}
+    [s] = core.stats(store.conn)
+    assert (s["pending"], s["suppressed"], s["stale"]) == (3, 1, 4)
+
+
+def test_a_fresh_live_alert_is_enqueued_once_per_destination_a_shadow_never(store):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1m"]))
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    ts = now - timedelta(minutes=1)  # closed just now
+    candle(store, "BTC/USDT", ts, 100.0, tf="1m")
+    rule(store)
+    store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('n8n', 'webhook', 'N8N_URL')")
+    store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env, send_mode) "
+                       "VALUES ('shorts', 'webhook', 'SHORTS_URL', 'negative_only')")
+    shadow = Version("pump_xgb", "2", "shadow", PUMP.tags)
+    assert predict(store, PUMP, "BTC/USDT", ts, 0.9, tf="1m")["deliveries"] == 1
+    assert predict(store, shadow, "BTC/USDT", ts, 0.95, tf="1m").get("deliveries", 0) == 0
+    predict(store, PUMP, "BTC/USDT", ts, 0.9, tf="1m")  # again: nothing
+    rows = store.conn.execute("SELECT d.name, x.key, x.type, x.payload FROM alert_deliveries x "
+                              "JOIN alert_destinations d ON d.id = x.destination_id").fetchall()
+    assert len(rows) == 1
+    name, key, typ, body = rows[0]
+    assert (name, typ) == ("n8n", "alert") and key.startswith("alert:") and body["key"] == key
+    assert body["model"] == "pump_xgb" and body["probability"] == pytest.approx(0.9) and body["price"] == 100.0
+    assert {r[0]: r[1] for r in store.conn.execute("SELECT model_version, send FROM alerts").fetchall()} == {
+        "1": "send", "2": "shadow"}
+
+
+def test_send_modes_each_yield_exactly_their_messages(store):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1m"]))
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    t0 = now - timedelta(minutes=4)  # the alerts' candles closed less than TP_ALERT_MAX_DELAY_S ago
+    for i in range(4):
+        candle(store, "BTC/USDT", t0 + timedelta(minutes=i), 100.0, tf="1m")
+    v = Version("signal_lgbm", "1", "champion", {"tp.target": "signal: sign of close[t+2] - close[t] on 1m"})
+    rule(store, "signal_lgbm", 0.6, "above", name="up")
+    rule(store, "signal_lgbm", 0.4, "below", name="down")
+    for mode, res, ret in (("alerts_only", False, False), ("all", False, False), ("positive_only", True, False),
+                           ("negative_only", False, True)):
+        store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env, send_mode, resolutions, retractions) "
+                           "VALUES (%s, 'webhook', 'U', %s, %s, %s)", (mode, mode, res, ret))
+    predict(store, v, "BTC/USDT", t0, 0.8, tf="1m")             # up
+    predict(store, v, "BTC/USDT", t0 + timedelta(minutes=1), 0.2, tf="1m")  # down
+    predict(store, v, "BTC/USDT", t0 + timedelta(minutes=1), 0.1, tf="1m")  # down, corrected: still crosses
+    predict(store, v, "BTC/USDT", t0 + timedelta(minutes=1), 0.5, tf="1m")  # no longer: retracted
+    evaluate(store, now)  # both resolved (flat closes: failed)
+    got = {}
+    for name, typ, side in store.conn.execute(
+            "SELECT d.name, x.type, x.payload->>'side' FROM alert_deliveries x JOIN alert_destinations d "
+            "ON d.id = x.destination_id").fetchall():
+        got.setdefault(name, set()).add((typ, side))
+    assert got == {
+        "alerts_only": {("alert", "above"), ("alert", "below")},
+        "all": {("alert", "above"), ("alert", "below"), ("alert_resolved", "above"), ("alert_resolved", "below"),
+                ("alert_retracted", "below")},
+        "positive_only": {("alert", "above"), ("alert_resolved", "above")},
+        "negative_only": {("alert", "below"), ("alert_retracted", "below")},
+    }
+
+
+def test_wilson_interval_against_reference_values():
+    # Wilson 95 % score interval: 8 of 10 -> [0.4902, 0.9433] (the standard worked example, z = 1.96)
+    lo, hi = core.wilson(8, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.4902, 0.9433)
+    lo, hi = core.wilson(0, 20)
+    assert lo == 0.0 and round(hi, 4) == 0.1611
+    assert core.wilson(0, 0) is None
+
+
+def test_stats_base_rate_and_lift_over_the_same_candles(btc):
+    store = btc
+    rule(store)
+    # 20 candles, every 5th jumps 10 %: the pump target (>= 5 % within 4 bars) is met by the candles before it
+    price = 100.0
+    for i in range(2, 30):
+        price = price * (1.1 if i % 5 == 0 else 1.0)
+        candle(store, "BTC/USDT", T0 + i * H, price)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)
+    evaluate(store, T0 + 31 * H)
+    [s] = core.stats(store.conn)
+    assert s["success"] == 1 and s["hit_rate"] == 1.0 and s["hit_rate_ci95"][0] < 0.5
+    # candles 00:00 .. 25:00 have 4 later closed candles; each one within 4 bars of a jump meets it: all of them
+    # (a jump every 5th candle) except the candle at a jump itself
+    # over the same days as the alerts (the alert's day): the candles of 2025-03-03
+    base = [int(x) for x in store.conn.execute(
+        "SELECT sum(n), sum(met) FROM alert_base WHERE day = '2025-03-03'").fetchone()]
+    assert base[0] == s["base_candles"] and 0 < base[1] < base[0]
+    assert s["base_rate"] == round(base[1] / base[0], 4) and s["lift"] == round(1.0 / (base[1] / base[0]), 3)
