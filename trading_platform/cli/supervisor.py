@@ -1,5 +1,6 @@
-"""`tp up` and `tp down`: the process supervisor of the local services (dagster dev and the MLflow UI, each
-in its own process group) and the embedded database."""
+"""`tp up` and `tp down`: the process supervisor of the local services (dagster dev, the MLflow UI, the alert
+delivery worker and, for exchange markets, the live collector, each in its own process group) and the embedded
+database."""
 
 from __future__ import annotations
 
@@ -213,10 +214,12 @@ def cmd_up(args) -> int:
     threading.Thread(target=announce_when_ready, args=(ready, banner, stop), kwargs={"hint": hint},
                      daemon=True).start()
     collector = Collected(env, bindir, dsn)
+    deliverer = Delivering(env, bindir)
     try:
         while all(p.poll() is None for p in procs):
             collector.check()
-            pids_file().write_text(json.dumps([p.pid for p in procs] + collector.pids()))
+            deliverer.check()
+            pids_file().write_text(json.dumps([p.pid for p in procs] + collector.pids() + deliverer.pids()))
             time.sleep(1)
         for p in procs:
             if p.poll() is not None:
@@ -228,7 +231,7 @@ def cmd_up(args) -> int:
         pass
     finally:
         stop.set()
-        stop_children(procs + collector.procs())
+        stop_children(procs + collector.procs() + deliverer.procs())
         pids_file().unlink(missing_ok=True)
     return 0
 
@@ -287,6 +290,38 @@ class Collected:
         if live:
             print(f"starting tp live collect for {', '.join(live)}", file=sys.stderr)
             self.proc = subprocess.Popen([str(self.bindir / "tp"), "live", "collect"], env=self.env,
+                                         start_new_session=True)
+
+    def procs(self) -> list:
+        return [self.proc] if self.proc is not None else []
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
+
+class Delivering:
+    """`tp alerts deliver` under `tp up`: the alert delivery worker (it idles on LISTEN when nothing is due),
+    restarted after 5 s when it exits, except on bad configuration (exit 2, reported once). Its deliveries are
+    in the database: what it had claimed when it stopped is reclaimed by the next one."""
+
+    def __init__(self, env: dict, bindir: Path):
+        self.env, self.bindir = env, bindir
+        self.proc: subprocess.Popen | None = None
+        self.next_start = 0.0
+        self.refused = False
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.proc is not None and self.proc.poll() is not None:
+            rc, self.proc = self.proc.returncode, None
+            if rc == 2:
+                self.refused = True
+                log.error("tp alerts deliver refused its configuration (exit 2, above); not restarted")
+            else:
+                log.warning("tp alerts deliver exited (%s); restarting in 5 s", rc)
+                self.next_start = now + 5.0
+        if self.proc is None and not self.refused and now >= self.next_start:
+            self.proc = subprocess.Popen([str(self.bindir / "tp"), "alerts", "deliver"], env=self.env,
                                          start_new_session=True)
 
     def procs(self) -> list:
