@@ -264,3 +264,38 @@ def test_stats_base_rate_and_lift_over_the_same_candles(btc):
         "SELECT sum(n), sum(met) FROM alert_base WHERE day = '2025-03-03'").fetchone()]
     assert base[0] == s["base_candles"] and 0 < base[1] < base[0]
     assert s["base_rate"] == round(base[1] / base[0], 4) and s["lift"] == round(1.0 / (base[1] / base[0]), 3)
+
+
+def test_the_alerts_asset_judges_what_is_due_and_the_schedule_skips_when_nothing_is(btc, dsn, monkeypatch):
+    from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context, materialize
+
+    from trading_platform.assets.alerts import alerts_asset, alerts_schedule
+    from trading_platform.resources import MarketDB
+
+    store = btc
+    res = {"market_db": MarketDB(database_url=dsn)}
+    rule(store)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)
+    tick = lambda: alerts_schedule(build_schedule_context(resources=res))  # noqa: E731
+    # pending, but no later candle yet and its expiry (a long time ago here: 2025) has passed: due
+    assert isinstance(tick(), RunRequest)
+    for i in range(2, 4):
+        candle(store, "BTC/USDT", T0 + i * H, 106.0)
+    store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('hook', 'webhook', 'TP_NO_SUCH')")
+    monkeypatch.delenv("TP_NO_SUCH", raising=False)
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([alerts_asset], instance=instance, resources=res)
+    assert result.success
+    meta = result.asset_materializations_for_node("alerts")[0].metadata
+    assert meta["pending"].value == 0 and meta["resolved_now"].value == 1
+    assert meta["hit_rates"].value == {"pump_xgb": 1.0}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["alerts_judged_on_time"].passed
+    assert not checks["deliveries_healthy"].passed  # the destination's variable is unset: misconfigured
+    assert checks["deliveries_healthy"].metadata["misconfigured"].value == ["hook"]
+    assert a_status(store) == "success"
+    assert isinstance(tick(), SkipReason)  # nothing pending: the minute's tick starts no run
+
+
+def a_status(store):
+    return store.conn.execute("SELECT status FROM alerts").fetchone()[0]

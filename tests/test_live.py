@@ -1006,3 +1006,38 @@ def test_tp_live_feed_says_what_it_waits_for_and_replays_stored_history(store, d
     p = subprocess.run([sys.executable, "-m", "trading_platform.cli", "live", "feed", "--symbols", "BTC/USDT",
                         "--rate", "50", "--replay", "0", "--json"], env=tp_env, capture_output=True, text=True)
     assert p.returncode == 2 and "--replay" in p.stdout
+
+
+def test_the_live_run_makes_alerts_once_and_judges_them_on_its_next_candles(live):
+    """The alerts of a live batch are made in its transaction (a late duplicate run adds none) and judged in it
+    on the batch's later candles, each applied once. The sample's candles closed long ago: the alerts are stale
+    (judged, never sent), and past their expiry by the clock once judged, so a later batch leaves them alone."""
+    dsn, instance, res = live
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("INSERT INTO alert_rules (name, model_name, threshold) VALUES ('any', 'pump_xgb', 0)")
+        c.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('hook', 'webhook', 'HOOK_URL')")
+    ids, ts = feed_next(dsn, 2)
+    [req] = tick(instance, res).run_requests
+    first = run_request(req, instance=instance, resources=res)
+    assert first.success and run_request(req, instance=instance, resources=res).success  # the late duplicate
+
+    def alerts():
+        with psycopg.connect(dsn) as c:
+            return c.execute(
+                "SELECT ts, send, a.created_at = p.known_at, status, candles_seen, last_candle_ts, deciding_ts "
+                "FROM alerts a JOIN predictions p USING (model_name, model_version, symbol, timeframe, ts) "
+                "ORDER BY ts").fetchall()
+
+    with psycopg.connect(dsn) as c:
+        stats = c.execute("SELECT stats->'alerts' FROM live_commits").fetchone()[0]
+        assert c.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0] == 0  # stale: never sent
+    got = alerts()
+    assert [g[:3] for g in got] == [(t.to_pydatetime(), "stale", True) for t in ts]
+    assert stats["alerts"] == 2 and stats["resolved"] == 2
+    # the first alert was judged on the second candle, in the run that made both
+    (_, _, _, st0, seen0, last0, dec0), (_, _, _, st1, seen1, last1, _) = got
+    assert (seen0, last0) == (1, ts[1].to_pydatetime()) and (seen1, last1) == (0, None)
+    assert st0 in ("success", "expired") and st1 == "expired" and (dec0 is not None) == (st0 == "success")
+    predict_next(live, 3)
+    again = alerts()
+    assert again[:2] == got and len(again) == 5  # resolved ones are left alone; the new candles' alerts, once
