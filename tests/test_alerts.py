@@ -299,3 +299,25 @@ def test_the_alerts_asset_judges_what_is_due_and_the_schedule_skips_when_nothing
 
 def a_status(store):
     return store.conn.execute("SELECT status FROM alerts").fetchone()[0]
+
+
+def test_a_correction_stored_by_an_ingestion_rejudges_at_the_next_scheduled_pass(btc):
+    import pandas as pd
+
+    store = btc
+    rule(store)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)
+    for i in range(2, 6):
+        candle(store, "BTC/USDT", T0 + i * H, 101.0)
+    evaluate(store, T0 + 6 * H)
+    assert (a_status(store), alerts(store)[0]["deciding"]) == ("failed", T0 + 5 * H)
+    assert not core.due(store.conn, T0 + 6 * H)
+    # a file corrects 03:00 to +8 %: the write path records the revision; the next pass judges the alert again
+    fixed = pd.DataFrame({"ts": [pd.Timestamp(T0 + 3 * H)], "open": [101.0], "high": [108.0], "low": [101.0],
+                          "close": [108.0], "volume": [1.0]})
+    store.ingest_frame("BTC/USDT", "1h", fixed, "correction")
+    assert core.due(store.conn, T0 + 6 * H)
+    got = evaluate(store, T0 + 6 * H)
+    assert got["rejudged"] == 1
+    assert (a_status(store), alerts(store)[0]["deciding"]) == ("success", T0 + 3 * H)
+    assert not core.due(store.conn, T0 + 6 * H)  # the revision is applied: nothing due

@@ -437,12 +437,17 @@ def judge(a: dict, candles: list[tuple]) -> dict:
 
 def due(conn, now: datetime | None = None) -> bool:
     """Whether the scheduled evaluation has anything to do: a pending alert whose series has a candle closed after
-    its last applied one, or past its expiry (the partial index on pending alerts, one probe each)."""
+    its last applied one, or past its expiry (the partial index on pending alerts, one probe each), or a stored
+    correction of a candle an alert was judged on."""
     return conn.execute(
         "SELECT EXISTS (SELECT 1 FROM alerts a WHERE a.status = 'pending' AND (a.expires_at <= %(now)s OR EXISTS "
         "(SELECT 1 FROM ohlcv o WHERE o.symbol = a.symbol AND o.timeframe = a.timeframe "
         " AND o.ts >= greatest(a.candle_close, a.last_candle_ts + interval '1 microsecond') "
-        " AND o.ts <= %(now)s - (a.candle_close - a.ts))))",
+        " AND o.ts <= %(now)s - (a.candle_close - a.ts)))) "
+        "OR EXISTS (SELECT 1 FROM ohlcv_revisions r WHERE r.alerts_done_at IS NULL AND (EXISTS (SELECT 1 FROM alerts a "
+        " WHERE a.symbol = r.symbol AND a.timeframe = r.timeframe AND a.deciding_ts >= r.first_ts) OR EXISTS "
+        " (SELECT 1 FROM alerts a WHERE a.status = 'pending' AND a.symbol = r.symbol AND a.timeframe = r.timeframe "
+        "  AND a.ts < coalesce(r.last_ts, r.first_ts))))",
         {"now": now or datetime.now(timezone.utc)}).fetchone()[0]
 
 
@@ -455,6 +460,8 @@ def evaluate(conn, series: list[tuple[str, str]] | None = None, revised: dict | 
     counts."""
     now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
     out = {"series": 0, "judged": 0, "resolved": 0, "rejudged": 0, "deliveries": 0, "base_candles": 0}
+    if series is None:  # the scheduled pass: the corrections other paths stored (ingestion, backfills)
+        revised = {**_open_revisions(conn), **(revised or {})}
     if revised:
         for (symbol, tf), stamps in revised.items():
             out["rejudged"] += _rejudge(conn, symbol, tf, min(stamps), max(stamps))
@@ -478,6 +485,23 @@ def evaluate(conn, series: list[tuple[str, str]] | None = None, revised: dict | 
         out["deliveries"] = _follow_up(conn, resolved, "alert_resolved")
         if out["deliveries"]:
             conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+    return out
+
+
+def _open_revisions(conn, limit: int = 10_000) -> dict:
+    """The stored corrections not yet applied to the alerts, as {(symbol, timeframe): [first, last candle]}, marked
+    applied (in the caller's transaction: a failed pass leaves them open)."""
+    from ..core.timeframes import TIMEFRAMES
+
+    rows = conn.execute(
+        "UPDATE ohlcv_revisions SET alerts_done_at = clock_timestamp() WHERE id IN (SELECT id FROM ohlcv_revisions "
+        "WHERE alerts_done_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING symbol, timeframe, first_ts, coalesce(last_ts, first_ts)", (limit,)).fetchall()
+    out: dict[tuple, list] = {}
+    for symbol, tf, first, last in rows:
+        if tf not in TIMEFRAMES:
+            continue
+        out.setdefault((symbol, tf), []).extend([first, last])
     return out
 
 

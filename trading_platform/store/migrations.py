@@ -1140,6 +1140,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE status IN ('pending', 'sending');
         CREATE INDEX IF NOT EXISTS alert_deliveries_alert ON alert_deliveries (alert_id);
         CREATE INDEX IF NOT EXISTS alert_deliveries_done ON alert_deliveries (delivered_at) WHERE status = 'delivered';
+
+        -- corrected candles re-judge the alerts they touch: the live batch does its own in its transaction, the
+        -- alerts asset the rest (ingestion, backfills); the revisions stored before alerts existed count as done
+        ALTER TABLE ohlcv_revisions ADD COLUMN IF NOT EXISTS alerts_done_at timestamptz;
+        UPDATE ohlcv_revisions SET alerts_done_at = revised_at WHERE alerts_done_at IS NULL;
+        CREATE INDEX IF NOT EXISTS ohlcv_revisions_alerts_open ON ohlcv_revisions (symbol, timeframe, id)
+            WHERE alerts_done_at IS NULL;
         """,
     ),
 ]

@@ -45,13 +45,15 @@ def mark_features_done(conn, ids: list[int]) -> None:
 
 def mark_live_done(conn, symbol: str, timeframe: str, first_ts: list[datetime]) -> None:
     """The one-candle revisions ``tp_live_candle`` recorded for these candles of the series: a live batch redid
-    their features and outputs in its transaction, so no other path redoes them. A bitmap OR of the two open
+    their features and outputs, and re-judged the alerts they touch, in its transaction, so no other path redoes
+    them. A bitmap OR of the two open
     indexes (the open revisions only, however many are stored)."""
     conn.execute(
         "UPDATE ohlcv_revisions SET features_done_at = coalesce(features_done_at, clock_timestamp()), "
         "predictions_done_at = coalesce(predictions_done_at, clock_timestamp()), "
         "forecasts_done_at = coalesce(forecasts_done_at, clock_timestamp()), "
-        "patterns_done_at = coalesce(patterns_done_at, clock_timestamp()) "
+        "patterns_done_at = coalesce(patterns_done_at, clock_timestamp()), "
+        "alerts_done_at = coalesce(alerts_done_at, clock_timestamp()) "
         "WHERE symbol = %s AND timeframe = %s AND rows = 1 AND first_ts = ANY(%s) "
         "AND (features_done_at IS NULL OR predictions_done_at IS NULL OR forecasts_done_at IS NULL "
-        "OR patterns_done_at IS NULL)", (symbol, timeframe, first_ts))
+        "OR patterns_done_at IS NULL OR alerts_done_at IS NULL)", (symbol, timeframe, first_ts))
