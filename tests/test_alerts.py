@@ -321,3 +321,21 @@ def test_a_correction_stored_by_an_ingestion_rejudges_at_the_next_scheduled_pass
     assert got["rejudged"] == 1
     assert (a_status(store), alerts(store)[0]["deciding"]) == ("success", T0 + 3 * H)
     assert not core.due(store.conn, T0 + 6 * H)  # the revision is applied: nothing due
+
+
+def test_a_pass_reads_a_bounded_stretch_and_expires_only_what_its_candles_cover(btc):
+    """A backfill's old alerts are judged over several passes when their candles exceed one pass's read; none is
+    expired for candles a pass did not read."""
+    store = btc
+    rule(store)
+    for i in range(2, 40):
+        candle(store, "BTC/USDT", T0 + i * H, 100.0)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)
+    predict(store, PUMP, "BTC/USDT", T0 + 30 * H, 0.9)
+    now = T0 + 41 * H
+    with store.conn.transaction():
+        core._evaluate_series(store.conn, "BTC/USDT", "1h", now, max_candles=10)
+    got = [(a["status"], a["seen"]) for a in alerts(store)]
+    assert got == [("failed", 4), ("pending", 0)]  # the second's candles lie beyond the 10 read: not expired
+    evaluate(store, now)
+    assert [(a["status"], a["seen"]) for a in alerts(store)][1] == ("failed", 4)

@@ -452,12 +452,16 @@ def due(conn, now: datetime | None = None) -> bool:
 
 
 def evaluate(conn, series: list[tuple[str, str]] | None = None, revised: dict | None = None,
-             now: datetime | None = None) -> dict:
+             now: datetime | None = None, scheduled: bool | None = None) -> dict:
     """Judge the pending alerts of ``series`` [(symbol, timeframe)] (default: every series with a pending alert)
     on their new closed candles, re-judge those a revised candle touches (``revised``: {(symbol, timeframe):
     [candle ts]}: any candle at or before an alert's last applied one is a revision), expire those past their
     expiry, count the base rate, and enqueue the resolution messages. In the caller's transaction. Returns
-    counts."""
+    counts.
+
+    For a live batch (``scheduled`` False), only the alerts not yet past their expiry
+    are judged and the base rate moves on by at most 2,000 candles a series: a backfill's old alerts, or a series'
+    first base count, never weigh on a live transaction; the scheduled pass does them."""
     now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
     out = {"series": 0, "judged": 0, "resolved": 0, "rejudged": 0, "deliveries": 0, "base_candles": 0}
     if series is None:  # the scheduled pass: the corrections other paths stored (ingestion, backfills)
@@ -473,13 +477,14 @@ def evaluate(conn, series: list[tuple[str, str]] | None = None, revised: dict | 
     else:
         base_series = series
     resolved: list[int] = []
+    live = scheduled is False
     for symbol, tf in sorted(set(series)):
-        got = _evaluate_series(conn, symbol, tf, now)
+        got = _evaluate_series(conn, symbol, tf, now, fresh_only=live)
         out["series"] += 1
         out["judged"] += got["judged"]
         resolved += got["resolved"]
     for symbol, tf in sorted(set(base_series)):
-        out["base_candles"] += _count_base(conn, symbol, tf, now)
+        out["base_candles"] += _count_base(conn, symbol, tf, now, limit=2_000 if live else 200_000)
     out["resolved"] = len(resolved)
     if resolved:
         out["deliveries"] = _follow_up(conn, resolved, "alert_resolved")
@@ -515,10 +520,12 @@ def _save(conn, alerts: list[dict]) -> None:
         [{c: a[c] for c in (*_STATE, "id")} for a in alerts])
 
 
-def _evaluate_series(conn, symbol: str, tf: str, now: datetime) -> dict:
+def _evaluate_series(conn, symbol: str, tf: str, now: datetime, fresh_only: bool = False,
+                     max_candles: int = 50_000) -> dict:
     rows = conn.execute(
         f"SELECT {', '.join(_ALERT_COLS)} FROM alerts WHERE status = 'pending' AND symbol = %s AND timeframe = %s "
-        "ORDER BY ts", (symbol, tf)).fetchall()
+        + ("AND expires_at > %s " if fresh_only else "") + "ORDER BY ts",
+        (symbol, tf, now) if fresh_only else (symbol, tf)).fetchall()
     if not rows:
         return {"judged": 0, "resolved": []}
     alerts = [dict(zip(_ALERT_COLS, r)) for r in rows]
@@ -527,12 +534,15 @@ def _evaluate_series(conn, symbol: str, tf: str, now: datetime) -> dict:
                 for a in alerts)
     candles = conn.execute(
         "SELECT ts, high, low, close FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts <= %s "
-        "ORDER BY ts", (symbol, tf, start, now - step)).fetchall()
+        "ORDER BY ts LIMIT %s", (symbol, tf, start, now - step, max_candles)).fetchall()
+    # a pass reads at most max_candles (a backfill's old alerts): the rest is the next pass's, and only what the
+    # candles read cover may expire
+    horizon_end = candles[-1][0] + step if len(candles) == max_candles else now
     changed, resolved, deltas = [], [], []
     for a in alerts:
         before = (a["candles_seen"], a["status"])
         judge(a, candles)
-        if a["status"] == "pending" and a["expires_at"] is not None and a["expires_at"] <= now:
+        if a["status"] == "pending" and a["expires_at"] is not None and a["expires_at"] <= horizon_end:
             a["status"] = "expired"
         if a["status"] != "pending":
             a["resolved_at"] = now
@@ -567,7 +577,7 @@ def _rejudge(conn, symbol: str, tf: str, lo: datetime, hi: datetime) -> int:
     return len(alerts)
 
 
-def _count_base(conn, symbol: str, tf: str, now: datetime) -> int:
+def _count_base(conn, symbol: str, tf: str, now: datetime, limit: int = 200_000) -> int:
     """The base rate's counts for each target tracked on the series, from its cursor on: a candle counts once the
     horizon-th later candle closed (pump: any close within reaches the rise; signal: the close at the horizon is
     higher)."""
@@ -583,7 +593,8 @@ def _count_base(conn, symbol: str, tf: str, now: datetime) -> int:
             continue
         h = t["horizon"]
         rows = conn.execute("SELECT ts, close FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts > %s "
-                            "AND ts <= %s ORDER BY ts", (symbol, tf, last_ts, now - step)).fetchall()
+                            "AND ts <= %s ORDER BY ts LIMIT %s", (symbol, tf, last_ts, now - step, limit + h)
+                            ).fetchall()
         if len(rows) <= h:
             continue
         close = np.array([r[1] for r in rows], dtype=float)

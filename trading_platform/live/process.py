@@ -175,7 +175,7 @@ def _evaluate_alerts(conn, touched: dict, made: dict) -> dict:
 
     if not touched:
         return dict(made)
-    got = evaluate(conn, series=sorted(touched), revised=touched)
+    got = evaluate(conn, series=sorted(touched), revised=touched, scheduled=False)
     return {**made, **{k: v for k, v in got.items() if v and k != "series"}}
 
 
