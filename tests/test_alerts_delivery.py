@@ -645,3 +645,18 @@ def test_redact_secrets():
         assert redact_secrets(text) == expected, text
     assert "AAsecret" not in redact_secrets("token 987654321:AAsecretTelegramToken_abcdefghijklmnopq leaked")
     assert re.search(r"\*\*\*", redact_secrets("POST /bot1:abc/sendMessage failed"))
+
+
+def test_a_retried_dead_delivery_gets_a_new_24h_window_and_reports_read_no_history(conn):
+    from trading_platform.alerts import delivery
+
+    dest = add_destination(conn, "old", url_env="TP_OLD_URL")
+    [key] = enqueue(conn, dest, notify=False)
+    conn.execute("UPDATE alert_deliveries SET created_at = now() - interval '2 days', status = 'dead'")
+    assert delivery.retry(conn, destination="old") == 1
+    [unit] = delivery.claim(conn, dest, 10)
+    # a 500 two days after its creation: without the new window the row would be dead at once
+    [(_, st)] = delivery.mark_failed(conn, unit, 500, "HTTP 500", retry=True, delay_s=0)
+    assert st == "pending"
+    [d] = delivery.destination_status(conn)
+    assert d["deliveries"]["pending"] == 1 and d["last_error"] == "HTTP 500"

@@ -155,9 +155,10 @@ def mark_failed(conn, unit: list[Delivery], http_status: int | None, error: str,
     """Record a failed attempt (guarded like ``mark_delivered``): back to pending in ``delay_s`` when
     ``retry`` and the row is younger than ``max_age_s``, else dead. Returns (id, new status) of the rows."""
     return conn.execute(
-        "UPDATE alert_deliveries d SET status = CASE WHEN %(retry)s AND d.created_at > now() "
-        "- make_interval(secs => %(age)s) THEN 'pending' ELSE 'dead' END, "
-        "next_attempt_at = now() + make_interval(secs => %(delay)s), last_status = %(st)s, last_error = %(err)s "
+        "UPDATE alert_deliveries d SET status = CASE WHEN %(retry)s AND coalesce(d.retry_until, d.created_at "
+        "+ make_interval(secs => %(age)s)) > now() THEN 'pending' ELSE 'dead' END, "
+        "next_attempt_at = now() + make_interval(secs => %(delay)s), last_status = %(st)s, last_error = %(err)s, "
+        "last_error_at = now() "
         f"{_GUARD} RETURNING d.id, d.status",
         {**_pairs(unit), "retry": retry, "age": float(max_age_s), "delay": float(delay_s), "st": http_status,
          "err": redact_secrets(error)[:2000]}).fetchall()
@@ -562,18 +563,22 @@ def destination_status(conn) -> list[dict]:
     """Each destination as this process sees it: name, kind, send_mode, enabled, ``state`` (``ok``,
     ``misconfigured``: ``unset`` names the environment variable and ``reason`` says what is wrong, or
     ``disabled``), its deliveries by status, the age of its oldest waiting one (pending or sending) in seconds,
-    and the last error recorded (redacted). Never a URL, token or secret."""
+    and the last error recorded (redacted). Deliveries are counted by status except ``delivered``, counted over
+    the last hour (``delivered_last_hour``): partial indexes, never the delivered history. Never a URL, token
+    or secret."""
     counts: dict[int, dict] = {}
+    # the rows not delivered (a partial index) and those delivered in the last hour: never the whole history
     for dest, status, n in conn.execute(
-            "SELECT destination_id, status, count(*) FROM alert_deliveries GROUP BY 1, 2").fetchall():
+            "SELECT destination_id, status, count(*) FROM alert_deliveries WHERE status <> 'delivered' GROUP BY 1, 2 "
+            "UNION ALL SELECT destination_id, 'delivered_last_hour', count(*) FROM alert_deliveries "
+            "WHERE status = 'delivered' AND delivered_at > now() - interval '1 hour' GROUP BY 1").fetchall():
         counts.setdefault(dest, {})[status] = int(n)
     oldest = dict(conn.execute(
         "SELECT destination_id, extract(epoch FROM now() - min(created_at)) FROM alert_deliveries "
         "WHERE status IN ('pending', 'sending') GROUP BY 1").fetchall())
     errors = {r[0]: r[1:] for r in conn.execute(
         "SELECT DISTINCT ON (destination_id) destination_id, id, last_error FROM alert_deliveries "
-        "WHERE last_error IS NOT NULL ORDER BY destination_id, coalesce(claimed_at, created_at) DESC, id DESC"
-    ).fetchall()}
+        "WHERE last_error_at IS NOT NULL ORDER BY destination_id, last_error_at DESC, id DESC").fetchall()}
     out = []
     for row in destinations(conn):
         target = adapters.resolve(row)
@@ -589,7 +594,8 @@ def destination_status(conn) -> list[dict]:
             "state": state,
             "unset": target.variable if isinstance(target, adapters.Misconfigured) else None,
             "reason": target.reason if isinstance(target, adapters.Misconfigured) else None,
-            "deliveries": {s: counts.get(row["id"], {}).get(s, 0) for s in _STATUSES},
+            "deliveries": {s: counts.get(row["id"], {}).get(s, 0)
+                           for s in (*(x for x in _STATUSES if x != "delivered"), "delivered_last_hour")},
             "oldest_pending_age_s": round(float(age), 3) if age is not None else None,
             "last_error": error, "last_error_delivery": err[0] if err else None,
         })
@@ -639,8 +645,8 @@ def status(conn) -> dict:
 
 def retry(conn, ids=None, destination: str | None = None) -> int:
     """Dead deliveries (those of ``ids``, of the destination named ``destination``, or all) back to pending:
-    attempts from zero, due now, and the worker woken (NOTIFY). Returns how many. A delivery more than
-    ``MAX_AGE_S`` old gets one attempt (its retry window counts from its creation)."""
+    attempts from zero, due now, a new retry window of ``MAX_AGE_S`` (``retry_until``), and the worker woken
+    (NOTIFY). Returns how many."""
     where, params = ["status = 'dead'"], {}
     if ids is not None:
         where.append("id = ANY(%(ids)s::bigint[])")
@@ -650,7 +656,8 @@ def retry(conn, ids=None, destination: str | None = None) -> int:
         params["dest"] = _destination(conn, destination, field="destination")["id"]
     with conn.transaction():
         n = conn.execute("UPDATE alert_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(), "
-                         f"claimed_at = NULL WHERE {' AND '.join(where)}", params).rowcount
+                         "claimed_at = NULL, retry_until = now() + make_interval(secs => %(age)s) "
+                         f"WHERE {' AND '.join(where)}", {**params, "age": MAX_AGE_S}).rowcount
         if n:
             conn.execute(f"NOTIFY {CHANNEL}")
     return n

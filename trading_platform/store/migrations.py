@@ -1134,12 +1134,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             digest_size     integer,            -- delivered inside a digest of this many alerts
             last_status     integer,            -- the receiver's last HTTP status
             last_error      text,
+            last_error_at   timestamptz,
+            retry_until     timestamptz,        -- set by `tp alerts retry`: a new 24 h window (else created_at's)
             UNIQUE (destination_id, key)
         );
         CREATE INDEX IF NOT EXISTS alert_deliveries_due ON alert_deliveries (next_attempt_at)
             WHERE status IN ('pending', 'sending');
         CREATE INDEX IF NOT EXISTS alert_deliveries_alert ON alert_deliveries (alert_id);
         CREATE INDEX IF NOT EXISTS alert_deliveries_done ON alert_deliveries (delivered_at) WHERE status = 'delivered';
+        -- what the reports count (never the delivered history): the rows not delivered, and the last errors
+        CREATE INDEX IF NOT EXISTS alert_deliveries_open ON alert_deliveries (destination_id, status, created_at)
+            WHERE status <> 'delivered';
+        CREATE INDEX IF NOT EXISTS alert_deliveries_errors ON alert_deliveries (destination_id, last_error_at DESC)
+            WHERE last_error_at IS NOT NULL;
 
         -- corrected candles re-judge the alerts they touch: the live batch does its own in its transaction, the
         -- alerts asset the rest (ingestion, backfills); the revisions stored before alerts existed count as done
