@@ -222,7 +222,7 @@ def _num(v, fmt: str) -> str | None:
 
 
 def alert_line(payload: Mapping, limit: int = 600) -> str:
-    """One readable HTML line for a message: what happened, model and version, symbol and timeframe, the
+    """One readable HTML line for a message: what happened, the alert's id, model and version, symbol and timeframe, the
     probability against the rule's threshold, the price, the outcome once resolved, the hit rate."""
     p = payload
     kind = str(p.get("type") or "alert")
@@ -248,7 +248,8 @@ def alert_line(payload: Mapping, limit: int = 600) -> str:
     if rate is not None:
         n = p.get("hit_rate_n")
         parts.append(f"hit rate {rate}" + (f" of {n}" if n not in (None, "") else ""))
-    text = " · ".join([f"{series} {model}".strip(), *parts])
+    ref = f"#{p['alert_id']} " if p.get("alert_id") not in (None, "") else ""  # `tp alerts list` shows the id
+    text = ref + " · ".join([f"{series} {model}".strip(), *parts])
     if len(text) > limit:
         text = text[:limit - 1] + "…"
     return f"<b>{head}</b> {html.escape(text, quote=False)}"

@@ -1,0 +1,606 @@
+"""Alert rules and destinations, the alerts made and their statistics, the delivery outbox (``tp alerts``).
+
+Rules and destinations are checked here before they are stored (migration 16 is the contract): a rule names a
+known model, symbols and timeframes, a threshold in [0, 1]; a destination names the *environment variables* that
+hold its URL, signing secret or bot token, never the values. A value passed where a name belongs is refused
+without being repeated, and no result of this module carries the value of a variable a destination names.
+Creating, judging and counting alerts is ``trading_platform.alerts.core``; sending them, ``alerts.delivery``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from datetime import date, datetime
+
+from ..errors import InvalidInput
+from ._context import store_or_open
+
+SIDES = ("above", "below")
+KINDS = ("webhook", "telegram")
+SEND_MODES = ("alerts_only", "all", "positive_only", "negative_only")
+ALERT_STATUSES = ("pending", "success", "failed", "expired", "suppressed")
+DELIVERY_STATUSES = ("pending", "sending", "delivered", "dead", "stale")
+ENV_FIELDS = ("url_env", "secret_env", "token_env")  # the columns that name environment variables
+MOST_ROWS = 10_000
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CHAT_ID = re.compile(r"^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,62})$")
+_SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+
+_RULE_COLUMNS = ("id, name, model_name AS model, symbols, timeframes, threshold, side, cooldown_s, enabled, "
+                 "removed_at, created_at, updated_at")
+_DESTINATION_COLUMNS = ("id, name, kind, url_env, secret_env, token_env, chat_id, send_mode, resolutions, "
+                        "retractions, models, rate_per_min, enabled, created_at, updated_at")
+
+
+# ---- parsing: every function names the option at fault --------------------------------------------------
+
+def _number(value, field: str, *, low: float | None = None, high: float | None = None,
+            above: float | None = None) -> float:
+    label = "--" + field.replace("_", "-")
+    if isinstance(value, bool):
+        raise InvalidInput(f"{label} must be a number, got {value!r}", field=field)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{label} must be a number, got {value!r}", field=field) from None
+    if math.isnan(x) or math.isinf(x):
+        raise InvalidInput(f"{label} must be a finite number, got {value!r}", field=field)
+    if low is not None and x < low or high is not None and x > high:
+        span = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+        raise InvalidInput(f"{label} must be a number {span}, got {value!r}", field=field)
+    if above is not None and x <= above:
+        raise InvalidInput(f"{label} must be greater than {above:g}, got {value!r}", field=field)
+    return x
+
+
+def _integer(value, field: str, *, low: int = 1, high: int = MOST_ROWS) -> int:
+    label = "--" + field.replace("_", "-")
+    try:
+        n = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        n = None
+    if n is None or not low <= n <= high:
+        raise InvalidInput(f"{label} must be an integer from {low} to {high}, got {value!r}", field=field)
+    return n
+
+
+def _one_of(value, choices: tuple[str, ...], field: str) -> str:
+    v = str(value).strip().lower() if value is not None else ""
+    if v not in choices:
+        raise InvalidInput(f"--{field.replace('_', '-')} {value!r} is not one of {', '.join(choices)}", field=field)
+    return v
+
+
+def _switch(value, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v not in _SWITCH:
+        raise InvalidInput(f"--{field} {value!r}: use on or off", field=field)
+    return _SWITCH[v]
+
+
+def _names(value) -> list[str] | None:
+    """Comma-separated text or a list; ``all`` (or nothing) is None: every one."""
+    if value is None:
+        return None
+    items = [str(x).strip() for x in (value.split(",") if isinstance(value, str) else value) if str(x).strip()]
+    if not items or [x.lower() for x in items] == ["all"]:
+        return None
+    return list(dict.fromkeys(items))
+
+
+def _text(value, field: str) -> str:
+    v = str(value).strip() if value is not None else ""
+    if not v:
+        raise InvalidInput(f"{field} is empty", field=field)
+    return v
+
+
+def _looks_like_token(v: str) -> bool:
+    """A credential rather than a variable name: long, or long enough and mixing cases with digits."""
+    return len(v) > 64 or (len(v) >= 24 and any(c.islower() for c in v) and any(c.isupper() for c in v)
+                           and any(c.isdigit() for c in v))
+
+
+def env_name(value, field: str) -> str | None:
+    """The name of an environment variable (``WEBHOOK_URL``), or None for nothing. Anything else (a URL, a token,
+    text with ``:`` or ``/``) is refused without repeating it: it is the secret itself, which belongs in the
+    variable."""
+    if value is None or str(value).strip() == "":
+        return None
+    v = str(value).strip()
+    if _ENV_NAME.match(v) and not _looks_like_token(v):
+        return v
+    option = "--" + field.replace("_", "-")
+    raise InvalidInput(
+        f"{option} takes the NAME of an environment variable (letters, digits and '_', such as WEBHOOK_URL), not "
+        f"its value: what was given looks like a URL, token or secret and is not stored nor shown. Put the value in "
+        f"an environment variable of the delivery worker (export WEBHOOK_URL=...) and pass {option} WEBHOOK_URL",
+        field=field)
+
+
+def _check_url_env(name: str | None) -> None:
+    """When ``name`` is set here it must hold an http(s) URL; unset is allowed (the destination is misconfigured
+    until it is). Neither the URL nor any piece of it is ever quoted."""
+    value = os.environ.get(name) if name else None
+    if not value:
+        return
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidInput(f"the environment variable {name} (--url-env) does not hold an http(s) URL (its value is "
+                           f"not shown); set it to the receiver's http:// or https:// address", field="url_env")
+
+
+def _time(value, field: str):
+    from .market import parse_time
+
+    return parse_time(value, field)
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: (v.isoformat() if isinstance(v, (datetime, date)) else v) for k, v in row.items()}
+
+
+def _scrubber(conn):
+    """A function that masks, in any text of a value (dicts and lists walked), what the variables the destinations
+    name hold here (URLs, their paths, tokens, secrets: ``alerts.adapters.Target.secrets``), whether or not the
+    destination is complete: a receiver's error may quote its URL."""
+    from ..alerts.adapters import Target
+
+    env = os.environ
+    targets = [Target(id=i, name=n, kind=k, url=env.get(u or "", ""), secret=env.get(sec or "") or None,
+                      token=env.get(tok or "") or None)
+               for i, n, k, u, sec, tok in conn.execute(
+                   f"SELECT id, name, kind, {', '.join(ENV_FIELDS)} FROM alert_destinations").fetchall()]
+    targets = [t for t in targets if t.secrets()]
+
+    def scrub(value):
+        if isinstance(value, str):
+            for t in targets:
+                value = t.scrub(value)
+            return value
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [scrub(v) for v in value]
+        return value
+
+    return scrub
+
+
+def _rows(conn, sql: str, params=()) -> list[dict]:
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [_jsonable(r) for r in cur.execute(sql, params).fetchall()]
+
+
+# ---- what exists: models, symbols, rules, destinations ---------------------------------------------------
+
+def _known_models(conn) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT model_name FROM model_champions UNION "
+                                       "SELECT model_name FROM output_series").fetchall()}
+
+
+def _check_models(conn, names: list[str], field: str, client=None) -> None:
+    """Every name is a model the platform knows: one with a champion history or outputs, else one in the MLflow
+    registry. The error lists the models that exist."""
+    known = _known_models(conn)
+    missing = [m for m in names if m not in known]
+    if not missing:
+        return
+    registry_error = None
+    try:
+        from ..models.registry import iter_registered_models
+        from ._context import mlflow_client
+
+        registered = {m.name for m in iter_registered_models(client or mlflow_client())}
+    except Exception as e:  # noqa: BLE001 - an unreachable registry is reported with the unknown name
+        registered, registry_error = set(), f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+    missing = [m for m in missing if m not in registered]
+    if not missing:
+        return
+    exist = sorted(known | registered)
+    shown = ", ".join(exist[:30]) + (f" and {len(exist) - 30} more" if len(exist) > 30 else "")
+    raise InvalidInput(
+        f"unknown model {missing[0]!r}: no champion, output or registered model has that name; "
+        + (f"the models are {shown}" if exist else "no model exists yet (train one: tp demo, or materialize a model)")
+        + (f" (the MLflow registry could not be read: {registry_error})" if registry_error else ""),
+        field=field)
+
+
+def _check_symbols(conn, names: list[str] | None) -> None:
+    if not names:
+        return
+    have = {r[0] for r in conn.execute("SELECT symbol FROM symbols WHERE symbol = ANY(%s)", (names,)).fetchall()}
+    for n in names:
+        if n not in have:
+            raise InvalidInput(f"symbol {n!r} is not in the symbols table (tp symbols list shows them; tp symbols "
+                               f"add {n!r} adds it)", field="symbols")
+
+
+def _timeframes(value) -> list[str] | None:
+    from ..core.timeframes import parse_timeframe
+
+    names = _names(value)
+    return None if names is None else list(dict.fromkeys(parse_timeframe(t, "timeframes") for t in names))
+
+
+def _rule(conn, name: str, *, live: bool = True) -> dict:
+    rows = _rows(conn, f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE name = %s", (name,))
+    if not rows:
+        raise InvalidInput(f"no alert rule named {name!r} (tp alerts rules lists them)", field="name")
+    if live and rows[0]["removed_at"] is not None:
+        raise InvalidInput(f"alert rule {name!r} was removed at {rows[0]['removed_at']} (its alerts are kept); add a "
+                           f"rule under another name", field="name")
+    return rows[0]
+
+
+def _destination(conn, name: str, field: str = "name") -> dict:
+    rows = _rows(conn, f"SELECT {_DESTINATION_COLUMNS} FROM alert_destinations WHERE name = %s", (name,))
+    if not rows:
+        raise InvalidInput(f"no alert destination named {name!r} (tp alerts destinations lists them)", field=field)
+    return rows[0]
+
+
+# ---- rules -------------------------------------------------------------------------------------------------
+
+def list_rules(*, removed: bool = False, store=None) -> list[dict]:
+    """The alert rules (with ``removed``, also the removed ones), by name."""
+    with store_or_open(store) as s:
+        return _rows(s.conn, f"SELECT {_RULE_COLUMNS} FROM alert_rules"
+                             + ("" if removed else " WHERE removed_at IS NULL") + " ORDER BY name")
+
+
+def _rule_values(*, model=None, symbols=None, timeframes=None, threshold=None, side=None, cooldown=None) -> dict:
+    """The settings given (as columns), each parsed and checked on its own; ``symbols`` / ``timeframes`` ``all``:
+    every one (None)."""
+    out = {}
+    if model is not None:
+        out["model_name"] = _text(model, "model")
+    if threshold is not None:
+        out["threshold"] = _number(threshold, "threshold", low=0, high=1)
+    if side is not None:
+        out["side"] = _one_of(side, SIDES, "side")
+    if cooldown is not None:
+        out["cooldown_s"] = _number(cooldown, "cooldown", low=0)
+    if symbols is not None:
+        out["symbols"] = _names(symbols)
+    if timeframes is not None:
+        out["timeframes"] = _timeframes(timeframes)
+    return out
+
+
+def _check_rule_names(conn, v: dict, client=None) -> None:
+    """The model and symbols of rule settings ``v`` exist."""
+    if "model_name" in v:
+        _check_models(conn, [v["model_name"]], "model", client)
+    if v.get("symbols"):
+        _check_symbols(conn, v["symbols"])
+
+
+def add_rule(name: str, *, model: str, threshold, symbols=None, timeframes=None, side="above", cooldown=0,
+             enabled: bool = True, store=None, client=None) -> dict:
+    """A rule: an output of ``model`` (its champion) on the ``symbols`` and ``timeframes`` (default every one)
+    at or beyond ``threshold`` on ``side`` makes an alert, no more often than every ``cooldown`` seconds per
+    symbol."""
+    name = _text(name, "name")
+    if model is None:
+        raise InvalidInput("--model is required: the model whose outputs the rule watches", field="model")
+    if threshold is None:
+        raise InvalidInput("--threshold is required: a number from 0 to 1", field="threshold")
+    v = _rule_values(model=model, symbols=symbols, timeframes=timeframes, threshold=threshold,
+                     side=side if side is not None else "above", cooldown=cooldown if cooldown is not None else 0)
+    with store_or_open(store) as s:
+        _check_rule_names(s.conn, v, client)
+        row = s.conn.execute(
+            "INSERT INTO alert_rules (name, model_name, symbols, timeframes, threshold, side, cooldown_s, enabled) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+            (name, v["model_name"], v.get("symbols"), v.get("timeframes"), v["threshold"], v["side"],
+             v["cooldown_s"], bool(enabled))).fetchone()
+        if row is None:
+            old = _rule(s.conn, name, live=False)
+            held = " by a removed rule (its alerts are kept)" if old["removed_at"] else ""
+            raise InvalidInput(f"an alert rule named {name!r} exists{held}; choose another name, or change it with "
+                               f"tp alerts rule update", field="name")
+        return _rule(s.conn, name)
+
+
+def update_rule(name: str, *, model=None, threshold=None, symbols=None, timeframes=None, side=None, cooldown=None,
+                enabled: bool | None = None, store=None, client=None) -> dict:
+    """Change what is given of rule ``name`` (``symbols`` / ``timeframes`` ``all``: every one)."""
+    name = _text(name, "name")
+    v = _rule_values(model=model, symbols=symbols, timeframes=timeframes, threshold=threshold, side=side,
+                     cooldown=cooldown)
+    if enabled is not None:
+        v["enabled"] = bool(enabled)
+    with store_or_open(store) as s:
+        _rule(s.conn, name)
+        _check_rule_names(s.conn, v, client)
+        if v:
+            sets = ", ".join(f"{k} = %s" for k in v)
+            s.conn.execute(f"UPDATE alert_rules SET {sets}, updated_at = now() WHERE name = %s",
+                           (*v.values(), name))
+        return _rule(s.conn, name)
+
+
+def remove_rule(name: str, *, store=None) -> dict:
+    """Retire rule ``name``: it makes no more alerts; the ones it made stay (they may have been sent)."""
+    name = _text(name, "name")
+    with store_or_open(store) as s:
+        _rule(s.conn, name)
+        s.conn.execute("UPDATE alert_rules SET removed_at = now(), enabled = false, updated_at = now() "
+                       "WHERE name = %s AND removed_at IS NULL", (name,))
+        alerts = s.conn.execute("SELECT count(*) FROM alerts a JOIN alert_rules r ON r.id = a.rule_id "
+                                "WHERE r.name = %s", (name,)).fetchone()[0]
+        return {**_rule(s.conn, name, live=False), "alerts_kept": alerts}
+
+
+# ---- destinations ------------------------------------------------------------------------------------------
+
+def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=None, chat_id=None, send_mode=None,
+                        resolutions=None, retractions=None, models=None, rate_per_min=None) -> dict:
+    """The settings given, each parsed and checked on its own; '' (``all`` for models) clears one."""
+    out = {}
+    if kind is not None:
+        out["kind"] = _one_of(kind, KINDS, "kind")
+    for field, value in (("url_env", url_env), ("secret_env", secret_env), ("token_env", token_env)):
+        if value is not None:
+            out[field] = env_name(value, field)
+    if chat_id is not None:
+        c = str(chat_id).strip()
+        if c and not _CHAT_ID.match(c):
+            raise InvalidInput(f"--chat-id {c!r} is not a Telegram chat id (a number such as -1001234567890, or "
+                               f"@channelname)", field="chat_id")
+        out["chat_id"] = c or None
+    if send_mode is not None:
+        out["send_mode"] = _one_of(send_mode, SEND_MODES, "send_mode")
+    if resolutions is not None:
+        out["resolutions"] = _switch(resolutions, "resolutions")
+    if retractions is not None:
+        out["retractions"] = _switch(retractions, "retractions")
+    if models is not None:
+        out["models"] = _names(models)
+    if rate_per_min is not None:
+        out["rate_per_min"] = (None if str(rate_per_min).strip() == ""
+                               else _number(rate_per_min, "rate_per_min", above=0))
+    return out
+
+
+def _check_destination(d: dict) -> None:
+    """What the destination's kind asks for, on the settings as they will be stored."""
+    if d["kind"] == "webhook":
+        if not d.get("url_env"):
+            raise InvalidInput("a webhook destination needs --url-env: the name of the environment variable holding "
+                               "its URL", field="url_env")
+        for field in ("token_env", "chat_id"):
+            if d.get(field):
+                raise InvalidInput(f"--{field.replace('_', '-')} is for telegram destinations, not webhooks",
+                                   field=field)
+    else:
+        if not d.get("token_env"):
+            raise InvalidInput("a telegram destination needs --token-env: the name of the environment variable "
+                               "holding the bot token", field="token_env")
+        if not d.get("chat_id"):
+            raise InvalidInput("a telegram destination needs --chat-id: the chat its messages go to",
+                               field="chat_id")
+        for field in ("url_env", "secret_env"):
+            if d.get(field):
+                raise InvalidInput(f"--{field.replace('_', '-')} is for webhook destinations, not telegram",
+                                   field=field)
+    _check_url_env(d.get("url_env"))
+
+
+def _with_state(conn, rows: list[dict]) -> list[dict]:
+    """The destination rows, each with what ``alerts.delivery.destination_status`` says of it (``state``: ok,
+    misconfigured, with the ``unset`` variable and the ``reason``, or disabled; its deliveries by status, the last
+    error); what a variable they name holds masked wherever it would show."""
+    from ..alerts.delivery import destination_status
+
+    states = {st["name"]: st for st in destination_status(conn)}
+    scrub = _scrubber(conn)
+    return [scrub(_jsonable({**d, **{k: v for k, v in states.get(d["name"], {}).items() if k not in d}}))
+            for d in rows]
+
+
+def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, token_env=None, chat_id=None,
+                    send_mode="alerts_only", resolutions=False, retractions=False, models=None, rate_per_min=None,
+                    enabled: bool = True, store=None, client=None) -> dict:
+    """A webhook (``url_env``, optional ``secret_env`` to sign) or a Telegram chat (``token_env``, ``chat_id``)
+    that alerts go to. Variables may be unset now: the destination is then ``misconfigured`` (``unset`` names the
+    variable) until they are set where the delivery worker runs."""
+    name = _text(name, "name")
+    if kind is None:
+        raise InvalidInput(f"--kind is required: one of {', '.join(KINDS)}", field="kind")
+    v = _destination_values(kind=kind, url_env=url_env, secret_env=secret_env, token_env=token_env, chat_id=chat_id,
+                            send_mode=send_mode if send_mode is not None else "alerts_only",
+                            resolutions=resolutions if resolutions is not None else False,
+                            retractions=retractions if retractions is not None else False, models=models,
+                            rate_per_min=rate_per_min)
+    _check_destination(v)
+    with store_or_open(store) as s:
+        if v.get("models"):
+            _check_models(s.conn, v["models"], "models", client)
+        cols = ["name", *v, "enabled"]
+        row = s.conn.execute(
+            f"INSERT INTO alert_destinations ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
+            "ON CONFLICT (name) DO NOTHING RETURNING id", (name, *v.values(), bool(enabled))).fetchone()
+        if row is None:
+            raise InvalidInput(f"an alert destination named {name!r} exists; choose another name, or change it with "
+                               f"tp alerts destination update", field="name")
+        return _with_state(s.conn, [_destination(s.conn, name)])[0]
+
+
+def update_destination(name: str, *, kind=None, url_env=None, secret_env=None, token_env=None, chat_id=None,
+                       send_mode=None, resolutions=None, retractions=None, models=None, rate_per_min=None,
+                       enabled: bool | None = None, store=None, client=None) -> dict:
+    """Change what is given of destination ``name``; the result must still be complete for its kind."""
+    name = _text(name, "name")
+    v = _destination_values(kind=kind, url_env=url_env, secret_env=secret_env, token_env=token_env, chat_id=chat_id,
+                            send_mode=send_mode, resolutions=resolutions, retractions=retractions, models=models,
+                            rate_per_min=rate_per_min)
+    if enabled is not None:
+        v["enabled"] = bool(enabled)
+    with store_or_open(store) as s:
+        current = _destination(s.conn, name)
+        _check_destination({**current, **v})
+        if v.get("models"):
+            _check_models(s.conn, v["models"], "models", client)
+        if v:
+            sets = ", ".join(f"{k} = %s" for k in v)
+            s.conn.execute(f"UPDATE alert_destinations SET {sets}, updated_at = now() WHERE name = %s",
+                           (*v.values(), name))
+        return _with_state(s.conn, [_destination(s.conn, name)])[0]
+
+
+def remove_destination(name: str, *, store=None) -> dict:
+    """Delete destination ``name`` and its outbox rows (those not yet sent are dropped)."""
+    name = _text(name, "name")
+    with store_or_open(store) as s, s.conn.transaction():
+        d = _destination(s.conn, name)
+        undelivered = s.conn.execute("SELECT count(*) FROM alert_deliveries WHERE destination_id = %s AND "
+                                     "status IN ('pending', 'sending')", (d["id"],)).fetchone()[0]
+        n = s.conn.execute("DELETE FROM alert_deliveries WHERE destination_id = %s", (d["id"],)).rowcount
+        s.conn.execute("DELETE FROM alert_destinations WHERE id = %s", (d["id"],))
+    return {"removed": name, "deliveries_deleted": n, "undelivered_dropped": undelivered}
+
+
+def list_destinations(*, store=None) -> list[dict]:
+    """The destinations, by name, with their state and deliveries by status (``alerts.delivery``): the names of
+    the variables they read, never the values."""
+    with store_or_open(store) as s:
+        return _with_state(s.conn, _rows(s.conn, f"SELECT {_DESTINATION_COLUMNS} FROM alert_destinations "
+                                                 "ORDER BY name"))
+
+
+# ---- alerts, statistics, deliveries -----------------------------------------------------------------------
+
+def list_alerts(*, model=None, symbol=None, status=None, retracted: bool = False, limit=50, store=None) -> list[dict]:
+    """The newest ``limit`` alerts (by when their output was known), filtered by model, symbol, status, or only the
+    retracted ones."""
+    limit = _integer(limit, "limit")
+    where, params = [], []
+    if model is not None:
+        where.append("a.model_name = %s")
+        params.append(_text(model, "model"))
+    if symbol is not None:
+        where.append("a.symbol = %s")
+        params.append(_text(symbol, "symbol"))
+    if status is not None:
+        where.append("a.status = %s")
+        params.append(_one_of(status, ALERT_STATUSES, "status"))
+    if retracted:
+        where.append("a.retracted_at IS NOT NULL")
+    with store_or_open(store) as s:
+        return _rows(s.conn,
+                     "SELECT a.id, r.name AS rule, a.model_name AS model, a.model_version AS version, a.symbol, "
+                     "a.timeframe, a.ts, a.candle_close, a.created_at, a.role, a.in_sample, a.value, a.current_value, "
+                     "a.threshold, a.side, a.target, a.kind, a.horizon, a.rise, a.entry, a.status, a.send, "
+                     "a.retracted_at, a.candles_seen, a.peak, a.trough, a.deciding_ts, a.expires_at, a.resolved_at "
+                     "FROM alerts a JOIN alert_rules r ON r.id = a.rule_id"
+                     + (" WHERE " + " AND ".join(where) if where else "")
+                     + " ORDER BY a.created_at DESC, a.id DESC LIMIT %s", (*params, limit))
+
+
+def stats(*, model=None, version=None, symbol=None, timeframe=None, since=None, until=None,
+          store=None) -> list[dict]:
+    """Alert statistics per model, version, symbol and timeframe (``alerts.core.stats``: hit rate with its
+    interval, base rate and lift) over the days of the alerts' candles from ``since`` to ``until``."""
+    start, end = (None if t is None else t.date() for t in (_time(since, "since"), _time(until, "until")))
+    if start is not None and end is not None and end < start:
+        raise InvalidInput(f"--until {until!r} is before --since {since!r}", field="until")
+    model, version, symbol = (None if v is None else _text(v, f) for v, f in
+                              ((model, "model"), (version, "version"), (symbol, "symbol")))
+    if timeframe is not None:
+        from ..core.timeframes import parse_timeframe
+
+        timeframe = parse_timeframe(timeframe)
+    from ..alerts import core
+
+    with store_or_open(store) as s:
+        rows = core.stats(s.conn, model=model, version=version, symbol=symbol, timeframe=timeframe, since=start,
+                          until=end)
+    return [_jsonable(dict(r)) for r in rows]
+
+
+def deliveries(*, status=None, destination=None, limit=50, store=None) -> dict:
+    """The newest ``limit`` rows of the delivery outbox (filtered by status or destination) and the outbox's
+    summary (``alerts.delivery.status``)."""
+    limit = _integer(limit, "limit")
+    where, params = [], []
+    if status is not None:
+        where.append("d.status = %s")
+        params.append(_one_of(status, DELIVERY_STATUSES, "status"))
+    with store_or_open(store) as s:
+        if destination is not None:
+            where.append("d.destination_id = %s")
+            params.append(_destination(s.conn, _text(destination, "destination"), "destination")["id"])
+        from ..alerts import delivery
+
+        rows = _rows(s.conn,
+                     "SELECT d.id, t.name AS destination, d.alert_id, d.key, d.type, d.status, d.attempts, "
+                     "d.next_attempt_at, d.created_at, d.delivered_at, d.last_status, d.last_error "
+                     "FROM alert_deliveries d JOIN alert_destinations t ON t.id = d.destination_id"
+                     + (" WHERE " + " AND ".join(where) if where else "")
+                     + " ORDER BY d.id DESC LIMIT %s", (*params, limit))
+        return _scrubber(s.conn)({"deliveries": rows, "summary": delivery.status(s.conn)})
+
+
+def retry(*, ids=None, destination=None, store=None) -> dict:
+    """Dead deliveries due again now, from attempt zero: those of ``ids``, of ``destination``, or every one."""
+    id_list = None
+    if ids:
+        id_list = [_integer(x, "id", high=2**63 - 1) for i in ([ids] if isinstance(ids, (str, int)) else ids)
+                   for x in str(i).split(",")]
+    with store_or_open(store) as s:
+        name = None
+        if destination is not None:
+            name = _destination(s.conn, _text(destination, "destination"), "destination")["name"]
+        from ..alerts import delivery
+
+        return {"retried": delivery.retry(s.conn, ids=id_list, destination=name)}
+
+
+def send_test(name: str, *, store=None) -> dict:
+    """Send a test message to destination ``name`` now; what its receiver answered (``ok`` false: it refused or
+    could not be reached)."""
+    name = _text(name, "name")
+    with store_or_open(store) as s:
+        _destination(s.conn, name)
+        from ..alerts import delivery
+
+        return delivery.send_test(s.conn, name)
+
+
+def deliver(*, poll_s=1.0, dsn: str | None = None) -> dict:
+    """Run the delivery worker (``alerts.delivery.run_worker``) until SIGINT or SIGTERM: it claims due deliveries
+    and sends them, woken by NOTIFY or every ``poll_s`` seconds. Returns its counts."""
+    import signal
+    import threading
+
+    poll = _number(poll_s, "poll_s", above=0)
+    from ..alerts.delivery import run_worker
+    from ..store.runtime import database_url
+
+    stop = threading.Event()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        except ValueError:  # not the main thread: the caller stops it
+            pass
+    try:
+        return _jsonable(dict(run_worker(dsn or database_url(), stop=stop, poll_s=poll)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
