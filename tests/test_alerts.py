@@ -219,6 +219,7 @@ def test_send_modes_each_yield_exactly_their_messages(store):
                            "VALUES (%s, 'webhook', 'U', %s, %s, %s)", (mode, mode, res, ret))
     predict(store, v, "BTC/USDT", t0, 0.8, tf="1m")             # up
     predict(store, v, "BTC/USDT", t0 + timedelta(minutes=1), 0.2, tf="1m")  # down
+    store.conn.execute("UPDATE alert_deliveries SET status = 'delivered'")  # sent (the worker's part)
     predict(store, v, "BTC/USDT", t0 + timedelta(minutes=1), 0.1, tf="1m")  # down, corrected: still crosses
     predict(store, v, "BTC/USDT", t0 + timedelta(minutes=1), 0.5, tf="1m")  # no longer: retracted
     evaluate(store, now)  # both resolved (flat closes: failed)
@@ -259,11 +260,19 @@ def test_stats_base_rate_and_lift_over_the_same_candles(btc):
     assert s["success"] == 1 and s["hit_rate"] == 1.0 and s["hit_rate_ci95"][0] < 0.5
     # candles 00:00 .. 25:00 have 4 later closed candles; each one within 4 bars of a jump meets it: all of them
     # (a jump every 5th candle) except the candle at a jump itself
-    # over the same days as the alerts (the alert's day): the candles of 2025-03-03
-    base = [int(x) for x in store.conn.execute(
-        "SELECT sum(n), sum(met) FROM alert_base WHERE day = '2025-03-03'").fetchone()]
-    assert base[0] == s["base_candles"] and 0 < base[1] < base[0]
-    assert s["base_rate"] == round(base[1] / base[0], 4) and s["lift"] == round(1.0 / (base[1] / base[0]), 3)
+    # counted here from the candles themselves, over the alert's day (2025-03-03): every candle of the day whose
+    # 4 later candles have closed by 31:00, met when one of their closes is >= 1.05 x its own
+    closes = dict(store.conn.execute("SELECT ts, close FROM ohlcv WHERE symbol = 'BTC/USDT' ORDER BY ts").fetchall())
+    stamps = sorted(closes)
+    n = met = 0
+    for i, t in enumerate(stamps):
+        later = stamps[i + 1:i + 5]
+        if t.date() != T0.date() or t < T0 + H or len(later) < 4 or later[-1] + H > T0 + 31 * H:
+            continue  # counted from the first alert's candle on
+        n += 1
+        met += any(closes[x] >= 1.05 * closes[t] for x in later)
+    assert (s["base_candles"], round(s["base_rate"] * n)) == (n, met) and 0 < met < n
+    assert s["lift"] == round(1.0 / (met / n), 3)
 
 
 def test_the_alerts_asset_judges_what_is_due_and_the_schedule_skips_when_nothing_is(btc, dsn, monkeypatch):
@@ -339,3 +348,107 @@ def test_a_pass_reads_a_bounded_stretch_and_expires_only_what_its_candles_cover(
     assert got == [("failed", 4), ("pending", 0)]  # the second's candles lie beyond the 10 read: not expired
     evaluate(store, now)
     assert [(a["status"], a["seen"]) for a in alerts(store)][1] == ("failed", 4)
+
+
+def test_an_alert_retracted_before_it_was_sent_is_never_sent_nor_retracted(store):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1m"]))
+    ts = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    candle(store, "BTC/USDT", ts, 100.0, tf="1m")
+    rule(store)
+    store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env, send_mode) VALUES ('n8n', 'webhook', "
+                       "'U', 'all')")
+    predict(store, PUMP, "BTC/USDT", ts, 0.9, tf="1m")
+    predict(store, PUMP, "BTC/USDT", ts, 0.2, tf="1m")  # corrected before the worker got to it
+    got = store.conn.execute("SELECT type, status FROM alert_deliveries").fetchall()
+    assert got == [("alert", "stale")]
+    assert alerts(store)[0]["retracted"] is not None
+
+
+def test_a_fresh_alert_from_a_backfill_is_stale_the_same_from_the_live_path_is_sent(store):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1m"]))
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    for i in (1, 2):
+        candle(store, "BTC/USDT", now - timedelta(minutes=i), 100.0, tf="1m")
+    rule(store)
+    store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('n8n', 'webhook', 'U')")
+    predict(store, PUMP, "BTC/USDT", now - timedelta(minutes=2), 0.9, origin="backfill", tf="1m")
+    predict(store, PUMP, "BTC/USDT", now - timedelta(minutes=1), 0.9, origin="live", tf="1m")
+    got = store.conn.execute("SELECT a.ts, a.send, count(d.id) FROM alerts a LEFT JOIN alert_deliveries d "
+                             "ON d.alert_id = a.id GROUP BY 1, 2 ORDER BY 1").fetchall()
+    assert got == [(now - timedelta(minutes=2), "stale", 0), (now - timedelta(minutes=1), "send", 1)]
+
+
+def test_the_minute_pass_waits_for_a_live_batch_holding_the_symbol(btc, dsn):
+    """A live batch holds its symbols' lock while it judges their alerts: the minute's pass takes the same lock
+    first, so the two never judge one alert at once (each candle counted once, the counters never doubled)."""
+    import threading
+
+    import psycopg
+
+    from trading_platform.store.outbox import lock_symbol
+
+    store = btc
+    rule(store)
+    predict(store, PUMP, "BTC/USDT", T0 + H, 0.9)
+    for i in range(2, 6):
+        candle(store, "BTC/USDT", T0 + i * H, 101.0)
+    with psycopg.connect(dsn, autocommit=True) as other:
+        with other.transaction():
+            lock_symbol(other, "BTC/USDT")  # the live batch, mid-transaction
+            done = threading.Event()
+            t = threading.Thread(target=lambda: (core.evaluate(store.conn, now=T0 + 6 * H), done.set()), daemon=True)
+            t.start()
+            assert not done.wait(1.5)  # the pass waits
+            with other.transaction():  # the batch judges first, under its lock
+                core.evaluate(other, series=[("BTC/USDT", "1h")], revised={("BTC/USDT", "1h"): [T0 + 5 * H]},
+                              now=T0 + 6 * H, scheduled=False)
+        assert done.wait(20)
+    t.join(5)
+    [s] = core.stats(store.conn)
+    # judged once (by the batch, had the alert not been past its expiry by the clock; else by the pass), counted once
+    assert (s["failed"], s["pending"]) == (1, 0)
+    assert alerts(store)[0]["seen"] == 4
+
+
+def test_deliveries_healthy_warns_on_a_backlog_and_no_secret_reaches_dagster(btc, dsn, monkeypatch):
+    from dagster import DagsterInstance, materialize
+
+    from trading_platform.assets.alerts import alerts_asset
+    from trading_platform.resources import MarketDB
+
+    store = btc
+    secret_url = "https://n8n.example.com/webhook/0f3b9c2d-secret-path?token=tok_9d8c7b6a"
+    monkeypatch.setenv("TP_SECRET_HOOK", secret_url)
+    monkeypatch.setenv("TP_ALERT_BACKLOG_WARN_S", "60")
+    did = store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('hook', 'webhook', "
+                             "'TP_SECRET_HOOK') RETURNING id").fetchone()[0]
+    store.conn.execute("INSERT INTO alert_deliveries (destination_id, key, type, payload, created_at, last_error, "
+                       "last_error_at) VALUES (%s, 'alert:1:alert', 'alert', '{}', now() - interval '10 minutes', "
+                       "%s, now())", (did, f"connection refused by {secret_url}"))
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([alerts_asset], instance=instance, resources={"market_db": MarketDB(database_url=dsn)})
+        events = [str(e) for e in instance.all_logs(result.run_id)]
+        tags = str(instance.get_run_by_id(result.run_id).tags)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["deliveries_healthy"].passed
+    assert checks["deliveries_healthy"].metadata["oldest_pending_s"].value >= 600
+    for text in events + [tags]:
+        for secret in ("0f3b9c2d-secret-path", "tok_9d8c7b6a", secret_url):
+            assert secret not in text
+
+
+def test_an_alert_on_earlier_candles_extends_the_base_rate_back_to_them(btc):
+    store = btc
+    rule(store)
+    for i in range(2, 40):
+        candle(store, "BTC/USDT", T0 + i * H, 100.0 * (1.1 if i % 5 == 0 else 1.0))
+    predict(store, PUMP, "BTC/USDT", T0 + 20 * H, 0.9)
+    evaluate(store, T0 + 41 * H)
+    first = store.conn.execute("SELECT min(day), sum(n) FROM alert_base").fetchone()
+    predict(store, PUMP, "BTC/USDT", T0 + 2 * H, 0.9, origin="backfill")  # a backfill's alert, 18 candles earlier
+    evaluate(store, T0 + 41 * H)
+    n = store.conn.execute("SELECT sum(n) FROM alert_base").fetchone()[0]
+    assert n == first[1] + 18  # the 18 candles from 02:00 to 19:00, counted once each
+    assert store.conn.execute("SELECT todo_from FROM alert_base_cursor").fetchone()[0] is None
+    evaluate(store, T0 + 41 * H)
+    assert store.conn.execute("SELECT sum(n) FROM alert_base").fetchone()[0] == n  # nothing counted twice

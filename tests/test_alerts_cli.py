@@ -268,3 +268,16 @@ def test_test_message_retry_and_the_worker(env, receiver):
     for p in [*procs, worker]:
         for text in (p.stdout, p.stderr) if p is not worker else (stdout, stderr):
             assert secret_path not in text and "7f3c9a51" not in text and env["TP_HOOK_SECRET"] not in text
+
+
+def test_literal_secrets_shaped_like_names_are_refused_and_never_echoed():
+    from trading_platform.api.alerts import env_name
+    from trading_platform.errors import InvalidInput
+
+    for secret in ("d41d8cd98f00b204e9800998ecf8427e", "mysecretpassword123", "AKIAIOSFODNN7EXAMPLE",
+                   "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"):
+        with pytest.raises(InvalidInput) as e:
+            env_name(secret, "secret_env")
+        assert e.value.field == "secret_env" and secret not in e.value.message
+    assert [env_name(n, "url_env") for n in ("N8N_ALERTS_URL", "TELEGRAM_BOT_TOKEN", "HOOK_2")] == [
+        "N8N_ALERTS_URL", "TELEGRAM_BOT_TOKEN", "HOOK_2"]

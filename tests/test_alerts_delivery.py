@@ -660,3 +660,56 @@ def test_a_retried_dead_delivery_gets_a_new_24h_window_and_reports_read_no_histo
     assert st == "pending"
     [d] = delivery.destination_status(conn)
     assert d["deliveries"]["pending"] == 1 and d["last_error"] == "HTTP 500"
+
+
+def test_a_worker_sigkilled_after_the_post_before_its_commit_resends_the_same_key_once(dsn, conn, receivers,
+                                                                                         monkeypatch):
+    """A real worker process (``tp alerts deliver``) is SIGKILLed by the receiver while the POST is in flight:
+    the receiver has the message, the database does not know. The next worker sends it again under the same key,
+    and it is marked delivered once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    procs: list[subprocess.Popen] = []
+
+    def respond(req, i):
+        if i == 0:
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(10)
+        return 200, {}, b"ok"
+
+    rec = receivers(respond)
+    monkeypatch.setenv("TP_KILL_URL", rec.url())
+    dest = add_destination(conn, "kill", url_env="TP_KILL_URL")
+    [key] = enqueue(conn, dest)
+    env = {**os.environ, "TP_DATABASE_URL": dsn, "TP_EMBEDDED": "0", "TP_KILL_URL": rec.url()}
+    cmd = [sys.executable, "-m", "trading_platform.cli", "alerts", "deliver", "--poll-s", "0.2"]
+    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_until(lambda: procs[0].poll() is not None, timeout=60)
+    assert procs[0].returncode == -signal.SIGKILL and rec.keys() == [key]
+    [row] = rows(conn, dest)
+    assert row["status"] == "sending" and row["delivered_at"] is None  # claimed, never committed as delivered
+    conn.execute("UPDATE alert_deliveries SET claimed_at = now() - interval '1 hour'")  # past the reclaim time
+    with worker(dsn):
+        wait_until(all_status(conn, dest, "delivered"))
+    assert rec.keys() == [key, key]  # the same key again: the receiver can drop the repeat
+    [row] = rows(conn, dest)
+    assert row["attempts"] == 2 and row["status"] == "delivered"
+
+
+def test_reports_use_the_workers_own_view_of_its_environment(dsn, conn, receivers, monkeypatch):
+    """The variables must be set where the worker runs: a report from another process (an asset run, the CLI)
+    that lacks them shows what the worker saw, not 'misconfigured'."""
+    rec = receivers()
+    monkeypatch.setenv("TP_VIEW_URL", rec.url())
+    add_destination(conn, "view", url_env="TP_VIEW_URL")
+    with worker(dsn):
+        wait_until(lambda: conn.execute("SELECT worker_seen_at IS NOT NULL FROM alert_destinations").fetchone()[0])
+    monkeypatch.delenv("TP_VIEW_URL")
+    [d] = delivery.destination_status(conn)
+    assert (d["state"], d["checked_by"]) == ("ok", "worker")
+    conn.execute("UPDATE alert_destinations SET worker_seen_at = now() - interval '2 minutes'")  # no worker now
+    [d] = delivery.destination_status(conn)
+    assert (d["state"], d["checked_by"], d["unset"]) == ("misconfigured", "here", "TP_VIEW_URL")

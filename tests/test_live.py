@@ -1009,9 +1009,10 @@ def test_tp_live_feed_says_what_it_waits_for_and_replays_stored_history(store, d
 
 
 def test_the_live_run_makes_alerts_once_and_judges_them_on_its_next_candles(live):
-    """The alerts of a live batch are made in its transaction (a late duplicate run adds none) and judged in it
-    on the batch's later candles, each applied once. The sample's candles closed long ago: the alerts are stale
-    (judged, never sent), and past their expiry by the clock once judged, so a later batch leaves them alone."""
+    """The alerts of a live batch are made in its transaction (a late duplicate run adds none) and judged in the
+    later batches, in their transactions, each candle applied once. The sample's candles closed long ago: the
+    alerts are stale (never sent) and past their expiry by the clock, which the live path leaves to the minute's
+    pass; made current here (``expires_at`` moved on), the live runs judge them."""
     dsn, instance, res = live
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("INSERT INTO alert_rules (name, model_name, threshold) VALUES ('any', 'pump_xgb', 0)")
@@ -1032,12 +1033,47 @@ def test_the_live_run_makes_alerts_once_and_judges_them_on_its_next_candles(live
         stats = c.execute("SELECT stats->'alerts' FROM live_commits").fetchone()[0]
         assert c.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0] == 0  # stale: never sent
     got = alerts()
-    assert [g[:3] for g in got] == [(t.to_pydatetime(), "stale", True) for t in ts]
-    assert stats["alerts"] == 2 and stats["resolved"] == 2
-    # the first alert was judged on the second candle, in the run that made both
-    (_, _, _, st0, seen0, last0, dec0), (_, _, _, st1, seen1, last1, _) = got
-    assert (seen0, last0) == (1, ts[1].to_pydatetime()) and (seen1, last1) == (0, None)
-    assert st0 in ("success", "expired") and st1 == "expired" and (dec0 is not None) == (st0 == "success")
-    predict_next(live, 3)
-    again = alerts()
-    assert again[:2] == got and len(again) == 5  # resolved ones are left alone; the new candles' alerts, once
+    assert [g[:4] for g in got] == [(t.to_pydatetime(), "stale", True, "pending") for t in ts]
+    assert stats["alerts"] == 2 and stats["judged"] == 0  # past their expiry by the clock: not the live path's
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("UPDATE alerts SET expires_at = '2999-01-01'")
+    _, later = predict_next(live, 3)
+    fed = [t.to_pydatetime() for t in list(ts) + list(later)]
+    got = alerts()
+    assert [g[0] for g in got] == fed  # the new candles' own alerts too, each once
+    for a_ts, _, _, status, seen, last, deciding in got[:2]:
+        after = [t for t in fed if t > a_ts]  # every later candle fed, applied once each (by the later batch)
+        if status == "pending":
+            assert seen == len(after) and last == after[-1]
+        else:  # a 1 % rise reached: decided there, the candles up to it applied once
+            assert status == "success" and deciding == last and seen == after.index(deciding) + 1
+
+
+def test_a_rerun_of_the_scheduled_scoring_adds_no_alert_and_no_delivery(live):
+    from trading_platform.assets.models import predictions
+    from trading_platform.assets.partitions import market_key
+    from trading_platform.symbols import sync_partitions
+
+    dsn, instance, res = live
+    with connect(dsn) as store:
+        sync_partitions(instance, store)
+        last = store.candle_stats("BTC/USDT", "5m")["last_ts"]
+    month = pd.Timestamp(last).strftime("%Y-%m-01")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("INSERT INTO alert_rules (name, model_name, threshold) VALUES ('any', 'pump_xgb', 0)")
+        c.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('hook', 'webhook', 'HOOK_URL')")
+        c.execute("DELETE FROM predictions WHERE model_name = 'pump_xgb' AND ts >= %s", (month,))
+
+    def score(recompute):
+        result = materialize([predictions], instance=instance, resources=res,
+                             partition_key=str(market_key("BTC/USDT", month)),
+                             run_config={"ops": {"predictions": {"config": {"recompute": recompute}}}})
+        assert result.success
+        with psycopg.connect(dsn) as c:
+            return (c.execute("SELECT count(*), count(DISTINCT ts), min(send), max(send) FROM alerts").fetchone(),
+                    c.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0])
+
+    first = score(False)
+    (n, distinct, lo, hi), deliveries = first
+    assert n > 0 and n == distinct and (lo, hi) == ("stale", "stale") and deliveries == 0  # history: never sent
+    assert score(False) == first and score(True) == first  # a re-run, a recompute: the same rows, nothing added

@@ -126,6 +126,25 @@ def expires_at(category: str, exchange: str | None, tf: str, ts: datetime, horiz
 
 
 # ---- made with the outputs --------------------------------------------------------------------------------
+def before_flush(conn, versions: dict, symbols: set[str]) -> bool:
+    """Before a flush writes ``predictions`` rows of ``versions`` for ``symbols``: when alerts can follow (an
+    enabled rule, or alerts, of one of the models), take the live path's per-symbol locks (in symbol order; a live
+    batch holds them already, re-entrant): cooldowns, retractions and counters of a symbol are then written by one
+    transaction at a time (the live batch, the scoring, the minute's pass). Returns whether alerts can follow."""
+    from ..store.outbox import lock_symbol
+
+    models = sorted({m for m, _ in versions})
+    if not models or not symbols:
+        return False
+    if not conn.execute("SELECT EXISTS (SELECT 1 FROM alert_rules WHERE model_name = ANY(%(m)s) AND enabled AND "
+                        "removed_at IS NULL) OR EXISTS (SELECT 1 FROM alerts WHERE model_name = ANY(%(m)s))",
+                        {"m": models}).fetchone()[0]:
+        return False
+    for symbol in sorted(symbols):
+        lock_symbol(conn, symbol)
+    return True
+
+
 def on_flush(conn, now: datetime, versions: dict, origin: str) -> dict:
     """Alerts for the ``predictions`` rows the writer's flush just made current (``_tp_stage_predictions`` holds
     them, ``_tp_scope`` its recomputed stretches), retractions of alerts whose output changed, and the deliveries
@@ -170,6 +189,10 @@ def _retract(conn, now: datetime, out: dict) -> None:
     ids = [i for i, newly in changed if newly] + [r[0] for r in gone]
     if not ids:
         return
+    # an alert message not sent yet is not sent at all (nor its retraction); one being sent may arrive: the
+    # retraction follows it
+    conn.execute("UPDATE alert_deliveries SET status = 'stale', last_error = 'retracted before it was sent', "
+                 "last_error_at = now() WHERE alert_id = ANY(%s) AND type = 'alert' AND status = 'pending'", (ids,))
     rows = conn.execute(
         "SELECT id, model_name, model_version, symbol, timeframe, ts, role, in_sample, side, target, status, send "
         "FROM alerts WHERE id = ANY(%s)", (ids,)).fetchall()
@@ -247,10 +270,20 @@ def _create(conn, now: datetime, versions: dict, origin: str, rules: list, out: 
     out["alerts"] += sum(1 for _, a in made if a["status"] == "pending")
     out["suppressed"] += sum(1 for _, a in made if a["status"] == "suppressed")
     _bump(conn, [(_skey(a), {a["status"]: 1, **({"stale": 1} if a["send"] == "stale" else {})}) for _, a in made])
+    first: dict[tuple, datetime] = {}
+    for _, a in made:
+        k = (a["target"], a["symbol"], a["timeframe"])
+        first[k] = min(first.get(k, a["ts"]), a["ts"])
+    # the base rate is counted from the series' earliest alert on; an alert on earlier candles (a backfill) adds
+    # the stretch before to count
     conn.cursor().executemany(
-        "INSERT INTO alert_base_cursor (target, symbol, timeframe, last_ts) VALUES (%s, %s, %s, %s) "
-        "ON CONFLICT DO NOTHING",
-        sorted({(a["target"], a["symbol"], a["timeframe"], a["ts"] - _step(a["timeframe"])) for _, a in made}))
+        "INSERT INTO alert_base_cursor AS c (target, symbol, timeframe, first_ts, last_ts) "
+        "VALUES (%(t)s, %(s)s, %(tf)s, %(f)s, %(f)s - %(step)s) ON CONFLICT (target, symbol, timeframe) DO UPDATE SET "
+        "todo_from = CASE WHEN EXCLUDED.first_ts < c.first_ts THEN least(coalesce(c.todo_from, EXCLUDED.first_ts), "
+        " EXCLUDED.first_ts) ELSE c.todo_from END, "
+        "todo_to = CASE WHEN EXCLUDED.first_ts < c.first_ts THEN coalesce(c.todo_to, c.first_ts) ELSE c.todo_to END, "
+        "first_ts = least(c.first_ts, EXCLUDED.first_ts)",
+        [{"t": k[0], "s": k[1], "tf": k[2], "f": f, "step": _step(k[2])} for k, f in sorted(first.items())])
     out["deliveries"] += _enqueue(conn, [(i, a) for i, a in made if a["send"] == "send" and a["status"] == "pending"],
                                   "alert")
 
@@ -299,14 +332,27 @@ def payload(a: dict, msg_type: str, key: str, hit: dict | None) -> dict:
             "hit_rate": (hit or {}).get("hit_rate"), "hit_rate_n": (hit or {}).get("n", 0)}
 
 
+_HIT_CACHE: dict[tuple, tuple[float, dict]] = {}
+_HIT_TTL_S = 60.0
+
+
 def _hit_rates(conn, pairs: set) -> dict:
-    out = {}
+    """The champion's out-of-sample hit rate of each (model, version) for the messages: read from the counters at
+    most once a minute per version and process (a message's figure may be a minute old)."""
+    import time
+
+    out, now = {}, time.monotonic()
     for name, ver in pairs:
+        hit = _HIT_CACHE.get((name, ver))
+        if hit is not None and now - hit[0] < _HIT_TTL_S:
+            out[(name, ver)] = hit[1]
+            continue
         s, f = conn.execute("SELECT coalesce(sum(success), 0), coalesce(sum(failed), 0) FROM alert_stats "
                             "WHERE model_name = %s AND model_version = %s AND role = 'champion' AND NOT in_sample",
                             (name, ver)).fetchone()
         s, n = int(s), int(s + f)
         out[(name, ver)] = {"hit_rate": round(s / n, 4) if n else None, "n": n}
+        _HIT_CACHE[(name, ver)] = (now, out[(name, ver)])
     return out
 
 
@@ -356,7 +402,7 @@ def _follow_up(conn, ids: list[int], msg_type: str) -> int:
         return 0
     got: dict[int, set] = defaultdict(set)
     for aid, did in conn.execute("SELECT alert_id, destination_id FROM alert_deliveries WHERE alert_id = ANY(%s) "
-                                 "AND type = 'alert'", (ids,)).fetchall():
+                                 "AND type = 'alert' AND status <> 'stale'", (ids,)).fetchall():
         got[aid].add(did)
     if not got:
         return 0
@@ -366,7 +412,7 @@ def _follow_up(conn, ids: list[int], msg_type: str) -> int:
 
 # ---- counters ---------------------------------------------------------------------------------------------
 _COUNTERS = ("pending", "success", "failed", "expired", "suppressed", "retracted", "stale", "success_s", "peak_ret",
-             "trough_ret", "resolved")
+             "trough_ret", "resolved", "ranged")
 
 
 def _bump(conn, deltas: list[tuple[tuple, dict]]) -> None:
@@ -397,6 +443,7 @@ def _outcome_delta(a: dict, sign: int) -> dict:
     if a["peak"] is not None and a["entry"]:
         d["peak_ret"] = sign * (a["peak"] / a["entry"] - 1)
         d["trough_ret"] = sign * (a["trough"] / a["entry"] - 1)
+        d["ranged"] = sign
     return d
 
 
@@ -407,14 +454,17 @@ def _akey(a: dict) -> tuple:
 
 # ---- judged on later candles ------------------------------------------------------------------------------
 def judge(a: dict, candles: list[tuple]) -> dict:
-    """Apply ``candles`` (ts, high, low, close; ascending, closed, later than the alert's last applied one) to the
-    pending alert ``a`` in place; returns it. Each candle is applied once: the running state moves on."""
+    """Apply ``candles`` (ts, high, low, close; ascending, closed) to the pending alert ``a`` in place, from the
+    first one opened at or after its candle's close and after the last one it applied (found by bisection: the
+    cost follows the alert's new candles); returns it. Each candle is applied once: the running state moves on."""
+    from bisect import bisect_left, bisect_right
+
     h = a["horizon"]
-    for ts, high, low, close in candles:
-        if a["last_candle_ts"] is not None and ts <= a["last_candle_ts"]:
-            continue
-        if ts < a["candle_close"]:
-            continue
+    stamps = [c[0] for c in candles]
+    i = bisect_left(stamps, a["candle_close"])
+    if a["last_candle_ts"] is not None:
+        i = max(i, bisect_right(stamps, a["last_candle_ts"]))
+    for ts, high, low, close in candles[i:]:
         a["candles_seen"] += 1
         a["last_candle_ts"] = ts
         a["peak"] = high if a["peak"] is None else max(a["peak"], high)
@@ -436,82 +486,106 @@ def judge(a: dict, candles: list[tuple]) -> dict:
 
 
 def due(conn, now: datetime | None = None) -> bool:
-    """Whether the scheduled evaluation has anything to do: a pending alert whose series has a candle closed after
-    its last applied one, or past its expiry (the partial index on pending alerts, one probe each), or a stored
-    correction of a candle an alert was judged on."""
+    """Whether the scheduled pass has anything to do: a pending alert whose series has a candle closed after its
+    last applied one, or past its expiry (the partial index on pending alerts, one probe each), or a stored
+    correction not yet applied in a series that has alerts (one probe per such series)."""
     return conn.execute(
         "SELECT EXISTS (SELECT 1 FROM alerts a WHERE a.status = 'pending' AND (a.expires_at <= %(now)s OR EXISTS "
         "(SELECT 1 FROM ohlcv o WHERE o.symbol = a.symbol AND o.timeframe = a.timeframe "
         " AND o.ts >= greatest(a.candle_close, a.last_candle_ts + interval '1 microsecond') "
         " AND o.ts <= %(now)s - (a.candle_close - a.ts)))) "
-        "OR EXISTS (SELECT 1 FROM ohlcv_revisions r WHERE r.alerts_done_at IS NULL AND (EXISTS (SELECT 1 FROM alerts a "
-        " WHERE a.symbol = r.symbol AND a.timeframe = r.timeframe AND a.deciding_ts >= r.first_ts) OR EXISTS "
-        " (SELECT 1 FROM alerts a WHERE a.status = 'pending' AND a.symbol = r.symbol AND a.timeframe = r.timeframe "
-        "  AND a.ts < coalesce(r.last_ts, r.first_ts))))",
+        "OR EXISTS (SELECT 1 FROM (SELECT DISTINCT symbol, timeframe FROM alert_base_cursor) c "
+        " WHERE EXISTS (SELECT 1 FROM ohlcv_revisions r WHERE r.symbol = c.symbol AND r.timeframe = c.timeframe "
+        " AND r.alerts_done_at IS NULL))",
         {"now": now or datetime.now(timezone.utc)}).fetchone()[0]
 
 
 def evaluate(conn, series: list[tuple[str, str]] | None = None, revised: dict | None = None,
              now: datetime | None = None, scheduled: bool | None = None) -> dict:
-    """Judge the pending alerts of ``series`` [(symbol, timeframe)] (default: every series with a pending alert)
-    on their new closed candles, re-judge those a revised candle touches (``revised``: {(symbol, timeframe):
-    [candle ts]}: any candle at or before an alert's last applied one is a revision), expire those past their
-    expiry, count the base rate, and enqueue the resolution messages. In the caller's transaction. Returns
-    counts.
+    """Judge the pending alerts on their new closed candles, re-judge those a corrected candle touches, expire
+    those past their expiry, count the base rate, and enqueue the resolution messages.
 
-    For a live batch (``scheduled`` False), only the alerts not yet past their expiry
-    are judged and the base rate moves on by at most 2,000 candles a series: a backfill's old alerts, or a series'
-    first base count, never weigh on a live transaction; the scheduled pass does them."""
-    now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    - A live batch (``scheduled`` False) passes its ``series`` [(symbol, timeframe)] and its candles as
+      ``revised`` {(symbol, timeframe): [candle ts]} (a candle at or before an alert's last applied one is a
+      correction): in its transaction, under the per-symbol locks it holds. Only the series that have alerts are
+      looked at (one query for the batch), only the alerts not yet past their expiry are judged, and the base rate
+      moves on by at most 2,000 candles a series: a backfill's old alerts never weigh on a live transaction.
+    - The scheduled pass (no ``series``): every series with a pending alert, an open correction or a base rate to
+      count, one symbol at a time, each in its own transaction under the live path's lock for that symbol (taken
+      first, as a live batch does): a live batch and the pass never judge the same alert at once.
+    Returns counts."""
     out = {"series": 0, "judged": 0, "resolved": 0, "rejudged": 0, "deliveries": 0, "base_candles": 0}
-    if series is None:  # the scheduled pass: the corrections other paths stored (ingestion, backfills)
-        revised = {**_open_revisions(conn), **(revised or {})}
-    if revised:
-        for (symbol, tf), stamps in revised.items():
-            out["rejudged"] += _rejudge(conn, symbol, tf, min(stamps), max(stamps))
-    if series is None:
-        series = [tuple(r) for r in conn.execute(
-            "SELECT DISTINCT symbol, timeframe FROM alerts WHERE status = 'pending' ORDER BY 1, 2").fetchall()]
-        base_series = [tuple(r) for r in conn.execute(
-            "SELECT DISTINCT symbol, timeframe FROM alert_base_cursor ORDER BY 1, 2").fetchall()]
-    else:
-        base_series = series
+    live = scheduled is False or (series is not None and scheduled is None)
+    if series is not None:
+        now = now or conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        with conn.transaction():
+            tracked = {tuple(r) for r in conn.execute(
+                "SELECT DISTINCT symbol, timeframe FROM alert_base_cursor WHERE symbol = ANY(%s)",
+                (sorted({s for s, _ in series}),)).fetchall()}
+            todo = sorted(set(series) & tracked)
+            if todo:
+                _evaluate_symbol(conn, todo, {k: [(t, t) for t in v] for k, v in (revised or {}).items()},
+                                 now, live, out)
+        return out
+    now = now or datetime.now(timezone.utc)
+    symbols = [r[0] for r in conn.execute(
+        "SELECT symbol FROM alerts WHERE status = 'pending' UNION SELECT symbol FROM alert_base_cursor "
+        "ORDER BY 1").fetchall()]
+    with conn.transaction():  # corrections of series without alerts: nothing to judge again
+        conn.execute("UPDATE ohlcv_revisions r SET alerts_done_at = clock_timestamp() WHERE r.alerts_done_at IS NULL "
+                     "AND NOT EXISTS (SELECT 1 FROM alert_base_cursor c WHERE c.symbol = r.symbol "
+                     "AND c.timeframe = r.timeframe)")
+    for symbol in symbols:
+        from ..store.outbox import lock_symbol
+
+        with conn.transaction():
+            lock_symbol(conn, symbol)
+            todo = sorted({tuple(r) for r in conn.execute(
+                "SELECT symbol, timeframe FROM alerts WHERE status = 'pending' AND symbol = %(s)s "
+                "UNION SELECT symbol, timeframe FROM alert_base_cursor WHERE symbol = %(s)s", {"s": symbol})})
+            _evaluate_symbol(conn, todo, _open_revisions(conn, symbol), now, False, out)
+    return out
+
+
+def _evaluate_symbol(conn, series: list[tuple[str, str]], revised: dict, now: datetime, live: bool,
+                     out: dict) -> None:
+    """One symbol's series (the caller holds its lock, in its transaction): re-judge, judge, count the base."""
     resolved: list[int] = []
-    live = scheduled is False
-    for symbol, tf in sorted(set(series)):
+    for key in sorted(series):
+        symbol, tf = key
+        if revised.get(key):
+            out["rejudged"] += _rejudge(conn, symbol, tf, revised[key])
         got = _evaluate_series(conn, symbol, tf, now, fresh_only=live)
         out["series"] += 1
         out["judged"] += got["judged"]
         resolved += got["resolved"]
-    for symbol, tf in sorted(set(base_series)):
         out["base_candles"] += _count_base(conn, symbol, tf, now, limit=2_000 if live else 200_000)
-    out["resolved"] = len(resolved)
+    out["resolved"] += len(resolved)
     if resolved:
-        out["deliveries"] = _follow_up(conn, resolved, "alert_resolved")
-        if out["deliveries"]:
+        n = _follow_up(conn, resolved, "alert_resolved")
+        out["deliveries"] += n
+        if n:
             conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-    return out
 
 
-def _open_revisions(conn, limit: int = 10_000) -> dict:
-    """The stored corrections not yet applied to the alerts, as {(symbol, timeframe): [first, last candle]}, marked
-    applied (in the caller's transaction: a failed pass leaves them open)."""
+def _open_revisions(conn, symbol: str, limit: int = 10_000) -> dict:
+    """The symbol's stored corrections not yet applied to its alerts, as {(symbol, timeframe): [(first, last)]},
+    marked applied (in the caller's transaction: a failed pass leaves them open)."""
     from ..core.timeframes import TIMEFRAMES
 
     rows = conn.execute(
         "UPDATE ohlcv_revisions SET alerts_done_at = clock_timestamp() WHERE id IN (SELECT id FROM ohlcv_revisions "
-        "WHERE alerts_done_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-        "RETURNING symbol, timeframe, first_ts, coalesce(last_ts, first_ts)", (limit,)).fetchall()
+        "WHERE symbol = %s AND alerts_done_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        "RETURNING symbol, timeframe, first_ts, coalesce(last_ts, first_ts)", (symbol, limit)).fetchall()
     out: dict[tuple, list] = {}
-    for symbol, tf, first, last in rows:
-        if tf not in TIMEFRAMES:
-            continue
-        out.setdefault((symbol, tf), []).extend([first, last])
+    for sym, tf, first, last in rows:
+        if tf in TIMEFRAMES:
+            out.setdefault((sym, tf), []).append((first, last))
     return out
 
 
 _STATE = ("candles_seen", "last_candle_ts", "peak", "trough", "deciding_ts", "deciding_close", "resolved_at",
-          "status")
+          "status", "entry")
 
 
 def _save(conn, alerts: list[dict]) -> None:
@@ -524,7 +598,7 @@ def _evaluate_series(conn, symbol: str, tf: str, now: datetime, fresh_only: bool
                      max_candles: int = 50_000) -> dict:
     rows = conn.execute(
         f"SELECT {', '.join(_ALERT_COLS)} FROM alerts WHERE status = 'pending' AND symbol = %s AND timeframe = %s "
-        + ("AND expires_at > %s " if fresh_only else "") + "ORDER BY ts",
+        + ("AND expires_at > %s " if fresh_only else "") + "ORDER BY ts FOR UPDATE",
         (symbol, tf, now) if fresh_only else (symbol, tf)).fetchall()
     if not rows:
         return {"judged": 0, "resolved": []}
@@ -554,71 +628,111 @@ def _evaluate_series(conn, symbol: str, tf: str, now: datetime, fresh_only: bool
         _save(conn, changed)
     if deltas:
         _bump(conn, deltas)
-    return {"judged": len(changed), "resolved": [i for i in resolved]}
+    return {"judged": len(changed), "resolved": resolved}
 
 
-def _rejudge(conn, symbol: str, tf: str, lo: datetime, hi: datetime) -> int:
-    """Reset the alerts of the series that a revised candle in [lo, hi] touches (after their candle, at or before
-    the last one they applied): judged again from their candle on by the evaluation that follows."""
+def _rejudge(conn, symbol: str, tf: str, spans: list[tuple[datetime, datetime]]) -> int:
+    """Reset the alerts of the series whose judged stretch a corrected candle lies in (each span (first, last)
+    of corrected candles against the alert's [candle, last applied or deciding candle]; the alert's own candle
+    too: its close is the entry, read again): judged again from their candle on by the evaluation that follows.
+    A correction after an alert's deciding candle, or after its last applied one, touches nothing."""
+    lo, hi = min(f for f, _ in spans), max(last for _, last in spans)
     rows = conn.execute(
-        f"SELECT {', '.join(_ALERT_COLS)} FROM alerts WHERE symbol = %(s)s AND timeframe = %(tf)s AND ("
-        "(status = 'pending' AND last_candle_ts >= %(lo)s) OR (deciding_ts >= %(lo)s)) AND candle_close <= %(hi)s "
-        "FOR UPDATE", {"s": symbol, "tf": tf, "lo": lo, "hi": hi}).fetchall()
+        f"SELECT {', '.join('a.' + c for c in _ALERT_COLS)} FROM alerts a WHERE a.symbol = %(s)s "
+        "AND a.timeframe = %(tf)s AND a.status IN ('pending', 'success', 'failed') AND a.ts <= %(hi)s AND ("
+        "(a.status = 'pending' AND coalesce(a.last_candle_ts, a.ts) >= %(lo)s) OR a.deciding_ts >= %(lo)s) "
+        "AND EXISTS (SELECT 1 FROM unnest(%(f)s::timestamptz[], %(l)s::timestamptz[]) r(f, l) "
+        " WHERE a.ts <= r.l AND r.f <= coalesce(a.deciding_ts, a.last_candle_ts, a.ts)) "
+        "ORDER BY a.id FOR UPDATE",
+        {"s": symbol, "tf": tf, "lo": lo, "hi": hi, "f": [f for f, _ in spans], "l": [x for _, x in spans]}
+    ).fetchall()
     alerts = [dict(zip(_ALERT_COLS, r)) for r in rows]
-    alerts = [a for a in alerts if a["status"] in ("pending", "success", "failed")]
+    if not alerts:
+        return 0
+    closes = dict(conn.execute("SELECT ts, close FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts = ANY(%s)",
+                               (symbol, tf, sorted({a["ts"] for a in alerts}))).fetchall())
+    # a new alert's own candle in its batch changes nothing: left alone
+    alerts = [a for a in alerts if a["candles_seen"] or a["status"] != "pending"
+              or closes.get(a["ts"], a["entry"]) != a["entry"]]
     if not alerts:
         return 0
     deltas = [(_akey(a), _outcome_delta(a, -1)) for a in alerts if a["status"] != "pending"]
     for a in alerts:
         a.update(status="pending", candles_seen=0, last_candle_ts=None, peak=None, trough=None, deciding_ts=None,
-                 deciding_close=None, resolved_at=None)
+                 deciding_close=None, resolved_at=None, entry=closes.get(a["ts"], a["entry"]))
     _save(conn, alerts)
     _bump(conn, deltas)
     return len(alerts)
 
 
 def _count_base(conn, symbol: str, tf: str, now: datetime, limit: int = 200_000) -> int:
-    """The base rate's counts for each target tracked on the series, from its cursor on: a candle counts once the
-    horizon-th later candle closed (pump: any close within reaches the rise; signal: the close at the horizon is
-    higher)."""
-    import numpy as np
-
+    """The base rate's counts for each target tracked on the series: forward from its cursor, and the stretch
+    still to count before it (a backfill's alerts on earlier candles); a candle counts once the horizon-th later
+    candle closed (pump: a close within reaches the rise; signal: the close at the horizon is higher, lower)."""
     step = _step(tf)
-    cursors = conn.execute("SELECT target, last_ts FROM alert_base_cursor WHERE symbol = %s AND timeframe = %s "
-                           "FOR UPDATE", (symbol, tf)).fetchall()
+    cursors = conn.execute("SELECT target, last_ts, todo_from, todo_to FROM alert_base_cursor WHERE symbol = %s "
+                           "AND timeframe = %s", (symbol, tf)).fetchall()
     counted = 0
-    for target, last_ts in cursors:
+    for target, last_ts, todo_from, todo_to in cursors:
         t = parse_target(target)
         if t is None:
             continue
-        h = t["horizon"]
-        rows = conn.execute("SELECT ts, close FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts > %s "
-                            "AND ts <= %s ORDER BY ts LIMIT %s", (symbol, tf, last_ts, now - step, limit + h)
-                            ).fetchall()
-        if len(rows) <= h:
-            continue
-        close = np.array([r[1] for r in rows], dtype=float)
-        n = len(rows) - h
-        if t["kind"] == "pump":
-            from numpy.lib.stride_tricks import sliding_window_view
-
-            fut = sliding_window_view(close[1:], h)[:n].max(axis=1)
-            met = fut >= (1 + t["rise"]) * close[:n]
-        else:
-            met = close[h:h + n] > close[:n]
-        per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0])
-        for i in range(n):
-            d = per_day[rows[i][0].astimezone(timezone.utc).date()]
-            d[0] += 1
-            d[1] += int(met[i])
-        conn.cursor().executemany(
-            "INSERT INTO alert_base AS b (target, symbol, timeframe, day, n, met) VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (target, symbol, timeframe, day) DO UPDATE SET n = b.n + EXCLUDED.n, met = b.met + EXCLUDED.met",
-            [(target, symbol, tf, d, v[0], v[1]) for d, v in sorted(per_day.items())])
-        conn.execute("UPDATE alert_base_cursor SET last_ts = %s WHERE target = %s AND symbol = %s AND timeframe = %s",
-                     (rows[n - 1][0], target, symbol, tf))
-        counted += n
+        n, upto, _ = _count_stretch(conn, target, t, symbol, tf, last_ts, None, now - step, limit)
+        if n:
+            conn.execute("UPDATE alert_base_cursor SET last_ts = %s WHERE target = %s AND symbol = %s "
+                         "AND timeframe = %s", (upto, target, symbol, tf))
+            counted += n
+        if todo_from is not None:
+            n, upto, done = _count_stretch(conn, target, t, symbol, tf, todo_from - timedelta(microseconds=1),
+                                           todo_to, now - step, limit)
+            if n or done:
+                conn.execute("UPDATE alert_base_cursor SET todo_from = %s, todo_to = %s WHERE target = %s "
+                             "AND symbol = %s AND timeframe = %s",
+                             (None if done else upto + timedelta(microseconds=1), None if done else todo_to,
+                              target, symbol, tf))
+            counted += n
     return counted
+
+
+def _count_stretch(conn, target: str, t: dict, symbol: str, tf: str, after: datetime, before: datetime | None,
+                   closed_by: datetime, limit: int) -> tuple[int, datetime | None, bool]:
+    """Count the labels of the candles after ``after`` (and before ``before``) whose horizon has closed, at most
+    ``limit``, into ``alert_base``; returns (how many, the last one counted, whether every candle before ``before``
+    is counted)."""
+    import numpy as np
+
+    h = t["horizon"]
+    rows = conn.execute("SELECT ts, close FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts > %s "
+                        "AND ts <= %s ORDER BY ts LIMIT %s", (symbol, tf, after, closed_by, limit + h)).fetchall()
+    n = len(rows) - h
+    done = False
+    if before is not None:
+        k = sum(1 for r in rows if r[0] < before)
+        # every candle before ``before`` was read (a later one was too) and has its horizon: the stretch is done
+        done = k < len(rows) and k <= max(n, 0)
+        n = min(n, k)
+    if n <= 0:
+        return 0, None, done
+    close = np.array([r[1] for r in rows], dtype=float)
+    if t["kind"] == "pump":
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        met = sliding_window_view(close[1:], h)[:n].max(axis=1) >= (1 + t["rise"]) * close[:n]
+        down = np.zeros(n, dtype=bool)
+    else:
+        met, down = close[h:h + n] > close[:n], close[h:h + n] < close[:n]
+    per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for i in range(n):
+        d = per_day[rows[i][0].astimezone(timezone.utc).date()]
+        d[0] += 1
+        d[1] += int(met[i])
+        d[2] += int(down[i])
+    conn.cursor().executemany(
+        "INSERT INTO alert_base AS b (target, symbol, timeframe, day, n, met, down) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (target, symbol, timeframe, day) DO UPDATE SET n = b.n + EXCLUDED.n, met = b.met + EXCLUDED.met, "
+        "down = b.down + EXCLUDED.down",
+        [(target, symbol, tf, d, *v) for d, v in sorted(per_day.items())])
+    return n, rows[n - 1][0], done
 
 
 # ---- statistics -------------------------------------------------------------------------------------------
@@ -663,15 +777,16 @@ def stats(conn, *, model: str | None = None, version: str | None = None, symbol:
         bk = (target, sym, tf, since or d0, until or d1)
         if bk not in base_cache:
             base_cache[bk] = conn.execute(
-                "SELECT coalesce(sum(n), 0), coalesce(sum(met), 0) FROM alert_base WHERE target = %s AND symbol = %s "
-                "AND timeframe = %s AND day >= %s AND day <= %s", bk).fetchone()
-        bn, bmet = (int(x) for x in base_cache[bk])
+                "SELECT coalesce(sum(n), 0), coalesce(sum(met), 0), coalesce(sum(down), 0) FROM alert_base "
+                "WHERE target = %s AND symbol = %s AND timeframe = %s AND day >= %s AND day <= %s", bk).fetchone()
+        bn, bmet, bdown = (int(x) for x in base_cache[bk])
         s, f = int(c["success"]), int(c["failed"])
         n = s + f
         ci = wilson(s, n)
         base = None
-        if bn:
-            base = bmet / bn if side == "above" else 1 - bmet / bn
+        if bn:  # how often the alert's side would have been right on any candle of those days
+            base = (bmet / bn if side == "above" else bdown / bn if target.startswith("signal")
+                    else 1 - bmet / bn)
         hit = s / n if n else None
         out.append({
             "model": name, "version": ver, "symbol": sym, "timeframe": tf, "role": role,
@@ -683,8 +798,8 @@ def stats(conn, *, model: str | None = None, version: str | None = None, symbol:
             "base_rate": round(base, 4) if base is not None else None, "base_candles": int(bn),
             "lift": round(hit / base, 3) if hit is not None and base else None,
             "mean_time_to_success_s": round(c["success_s"] / s, 1) if s else None,
-            "mean_peak_return": round(c["peak_ret"] / c["resolved"], 5) if c["resolved"] else None,
-            "mean_trough_return": round(c["trough_ret"] / c["resolved"], 5) if c["resolved"] else None,
+            "mean_peak_return": round(c["peak_ret"] / c["ranged"], 5) if c["ranged"] else None,
+            "mean_trough_return": round(c["trough_ret"] / c["ranged"], 5) if c["ranged"] else None,
         })
     return out
 

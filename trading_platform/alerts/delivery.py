@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 DIGEST_AT = 10  # more deliveries than this due at once for one destination go out as digests
 DIGEST_MAX = 100  # items in one webhook digest
+REPORT_S = 10.0  # the worker records its view of the destinations at least this often
+WORKER_FRESH_S = 60.0  # a report older than this is not the worker's current view (no worker running)
 MAX_AGE_S = 24 * 3600.0  # a delivery is retried for this long after its creation, then dead
 BACKOFF_MAX_S = 600.0
 WEBHOOK_RATE_PER_MIN = 60.0
@@ -321,6 +323,8 @@ class _Worker:
         self.executors: dict[int, ThreadPoolExecutor] = {}
         self.owned: set[int] = set()
         self.states: dict[int, str] = {}
+        self.reported: dict = {}
+        self.reported_at = float("-inf")
         self.recorder = _Recorder(self.dsn)
         self.counts = {"delivered": 0, "requests": 0, "failed_attempts": 0, "dead": 0}
 
@@ -408,7 +412,9 @@ class _Worker:
             "FROM alert_deliveries d WHERE d.status IN ('pending', 'sending') GROUP BY d.destination_id",
             {"reclaim": self.reclaim_after_s, "mine": self._mine()}).fetchall()}
         wait = self.poll_s
-        for row in destinations(conn):
+        rows = destinations(conn)
+        self._report(conn, rows)
+        for row in rows:
             due, next_s, reclaim_s = summary.get(row["id"], (0, None, None))
             target = adapters.resolve(row)
             if not self._sendable(row, target):
@@ -453,6 +459,22 @@ class _Worker:
             elif state == "disabled":
                 self.say(logging.INFO, f"alert destination {row['name']!r} is disabled: its deliveries wait")
         return state == "ok"
+
+    def _report(self, conn, rows: list[dict]) -> None:
+        """Record, every ``REPORT_S`` or when it changes, how this worker sees each destination in its own
+        environment (where the variables must be set): ``destination_status`` in any other process reads it."""
+        view = {}
+        for row in rows:
+            target = adapters.resolve(row)
+            view[row["id"]] = (("misconfigured", target.reason) if isinstance(target, adapters.Misconfigured)
+                               else ("ok", None))
+        now = time.monotonic()
+        if view == self.reported and now - self.reported_at < REPORT_S:
+            return
+        conn.cursor().executemany(
+            "UPDATE alert_destinations SET worker_state = %s, worker_note = %s, worker_seen_at = now() WHERE id = %s",
+            [(st, note, i) for i, (st, note) in sorted(view.items())])
+        self.reported, self.reported_at = view, now
 
     def _own(self, conn, target: adapters.Target) -> bool:
         if target.id in self.owned:
@@ -560,7 +582,9 @@ def run_worker(dsn: str, *, stop=None, poll_s: float = 1.0, timeout_s: float = 5
 
 # ---- reports and actions --------------------------------------------------------------------------------------
 def destination_status(conn) -> list[dict]:
-    """Each destination as this process sees it: name, kind, send_mode, enabled, ``state`` (``ok``,
+    """Each destination as the delivery worker sees it (its last report, when under a minute old: the variables
+    count where it runs; ``checked_by`` says ``worker``), else as this process does (``here``): name, kind,
+    send_mode, enabled, ``state`` (``ok``,
     ``misconfigured``: ``unset`` names the environment variable and ``reason`` says what is wrong, or
     ``disabled``), its deliveries by status, the age of its oldest waiting one (pending or sending) in seconds,
     and the last error recorded (redacted). Deliveries are counted by status except ``delivered``, counted over
@@ -576,14 +600,29 @@ def destination_status(conn) -> list[dict]:
     oldest = dict(conn.execute(
         "SELECT destination_id, extract(epoch FROM now() - min(created_at)) FROM alert_deliveries "
         "WHERE status IN ('pending', 'sending') GROUP BY 1").fetchall())
+    # each destination's last error: one index probe each (alert_deliveries_errors), never the errored history
     errors = {r[0]: r[1:] for r in conn.execute(
-        "SELECT DISTINCT ON (destination_id) destination_id, id, last_error FROM alert_deliveries "
-        "WHERE last_error_at IS NOT NULL ORDER BY destination_id, last_error_at DESC, id DESC").fetchall()}
+        "SELECT t.id, e.id, e.last_error FROM alert_destinations t CROSS JOIN LATERAL (SELECT d.id, d.last_error "
+        "FROM alert_deliveries d WHERE d.destination_id = t.id AND d.last_error_at IS NOT NULL "
+        "ORDER BY d.last_error_at DESC LIMIT 1) e").fetchall()}
+    seen = {r[0]: r[1:] for r in conn.execute(
+        "SELECT id, worker_state, worker_note, extract(epoch FROM now() - worker_seen_at) FROM alert_destinations "
+        "WHERE worker_seen_at IS NOT NULL").fetchall()}
     out = []
     for row in destinations(conn):
         target = adapters.resolve(row)
         state = ("disabled" if not row["enabled"] else
                  "misconfigured" if isinstance(target, adapters.Misconfigured) else "ok")
+        worker = seen.get(row["id"])
+        checked_by = "here"
+        if row["enabled"] and worker is not None and worker[2] is not None and float(worker[2]) <= WORKER_FRESH_S:
+            # the delivery worker's own environment is the one that counts
+            checked_by = "worker"
+            if worker[0] == "ok" and isinstance(target, adapters.Misconfigured):
+                state, target = "ok", None
+            elif worker[0] == "misconfigured" and not isinstance(target, adapters.Misconfigured):
+                state = "misconfigured"
+                target = adapters.Misconfigured(field="worker", variable=None, reason=worker[1] or "misconfigured")
         err = errors.get(row["id"])
         error = None
         if err is not None:
@@ -591,7 +630,7 @@ def destination_status(conn) -> list[dict]:
         age = oldest.get(row["id"])
         out.append({
             "name": row["name"], "kind": row["kind"], "send_mode": row["send_mode"], "enabled": row["enabled"],
-            "state": state,
+            "state": state, "checked_by": checked_by,
             "unset": target.variable if isinstance(target, adapters.Misconfigured) else None,
             "reason": target.reason if isinstance(target, adapters.Misconfigured) else None,
             "deliveries": {s: counts.get(row["id"], {}).get(s, 0)

@@ -101,9 +101,12 @@ def _text(value, field: str) -> str:
 
 
 def _looks_like_token(v: str) -> bool:
-    """A credential rather than a variable name: long, or long enough and mixing cases with digits."""
-    return len(v) > 64 or (len(v) >= 24 and any(c.islower() for c in v) and any(c.isupper() for c in v)
-                           and any(c.isdigit() for c in v))
+    """A credential rather than a variable name. Names are taken in the conventional form only: upper-case
+    letters, digits and '_' (``N8N_ALERTS_URL``), at most 64 characters; and a run of 16 or more letters and digits
+    with digits in it and no '_' (``AKIAIOSFODNN7EXAMPLE``, a hex key) reads as a key, not a name."""
+    if len(v) > 64 or not v.isupper() and any(c.isalpha() for c in v):
+        return True
+    return any(len(part) >= 16 and any(c.isdigit() for c in part) for part in v.split("_"))
 
 
 def env_name(value, field: str) -> str | None:
@@ -117,7 +120,8 @@ def env_name(value, field: str) -> str | None:
         return v
     option = "--" + field.replace("_", "-")
     raise InvalidInput(
-        f"{option} takes the NAME of an environment variable (letters, digits and '_', such as WEBHOOK_URL), not "
+        f"{option} takes the NAME of an environment variable (upper-case letters, digits and '_', such as "
+        f"WEBHOOK_URL), not "
         f"its value: what was given looks like a URL, token or secret and is not stored nor shown. Put the value in "
         f"an environment variable of the delivery worker (export WEBHOOK_URL=...) and pass {option} WEBHOOK_URL",
         field=field)

@@ -54,7 +54,7 @@ def alerts_asset(context: AssetExecutionContext, market_db: MarketDB) -> Materia
     warn_s = float(os.environ.get("TP_ALERT_BACKLOG_WARN_S", "300") or 300)
     bad_dests = [d["name"] for d in dests if d.get("state") not in ("ok", "disabled")]
     dead = int(deliveries.get("dead", 0) or 0)
-    oldest = float(deliveries.get("oldest_pending_s") or 0)
+    oldest = float(deliveries.get("oldest_pending_age_s") or 0)
     healthy = not bad_dests and not dead and oldest <= warn_s
     hit_rates = {m: v["hit_rate"] for m, v in summary["models"].items()}
     return MaterializeResult(

@@ -176,7 +176,10 @@ def _evaluate_alerts(conn, touched: dict, made: dict) -> dict:
     if not touched:
         return dict(made)
     got = evaluate(conn, series=sorted(touched), revised=touched, scheduled=False)
-    return {**made, **{k: v for k, v in got.items() if v and k != "series"}}
+    # what the flush made (alerts, suppressed, retracted, deliveries) and what the judging did (series judged,
+    # resolved, re-judged, resolution_deliveries), every count, zeros included
+    return {**made, "judged_series": got["series"], "judged": got["judged"], "resolved": got["resolved"],
+            "rejudged": got["rejudged"], "resolution_deliveries": got["deliveries"]}
 
 
 def _reachable(info, tf: str) -> set[str]:

@@ -1073,6 +1073,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             peak_ret       double precision NOT NULL DEFAULT 0,   -- sums over resolved alerts of peak/entry - 1
             trough_ret     double precision NOT NULL DEFAULT 0,
             resolved       bigint NOT NULL DEFAULT 0,
+            ranged         bigint NOT NULL DEFAULT 0,             -- resolved with a candle seen (peak, trough)
             PRIMARY KEY (model_name, model_version, symbol, timeframe, day, role, in_sample, side)
         );
 
@@ -1084,14 +1085,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             timeframe  text NOT NULL,
             day        date NOT NULL,
             n          bigint NOT NULL DEFAULT 0,
-            met        bigint NOT NULL DEFAULT 0,
+            met        bigint NOT NULL DEFAULT 0,          -- the target met (pump: the rise; signal: a higher close)
+            down       bigint NOT NULL DEFAULT 0,          -- signal: a lower close (a flat one is neither)
             PRIMARY KEY (target, symbol, timeframe, day)
         );
         CREATE TABLE IF NOT EXISTS alert_base_cursor (
             target     text NOT NULL,
             symbol     text NOT NULL,
             timeframe  text NOT NULL,
+            first_ts   timestamptz NOT NULL,   -- the counted stretch starts here (the series' earliest alert)
             last_ts    timestamptz NOT NULL,   -- the newest candle whose label is counted
+            todo_from  timestamptz,            -- a stretch still to count, [todo_from, todo_to): an alert made
+            todo_to    timestamptz,            -- later (a backfill) on candles before first_ts
             PRIMARY KEY (target, symbol, timeframe)
         );
 
@@ -1112,7 +1117,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             rate_per_min double precision,                 -- NULL: the kind's default (webhook 60, telegram 60)
             enabled      boolean NOT NULL DEFAULT true,
             created_at   timestamptz NOT NULL DEFAULT now(),
-            updated_at   timestamptz NOT NULL DEFAULT now()
+            updated_at   timestamptz NOT NULL DEFAULT now(),
+            -- what the delivery worker sees in its own environment (the variables are set where it runs, not
+            -- necessarily where a report runs): ok | misconfigured, why, and when it last looked
+            worker_state text,
+            worker_note  text,
+            worker_seen_at timestamptz
         );
 
         -- the delivery outbox: one row per message and destination, its key fixed at creation

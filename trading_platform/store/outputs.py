@@ -75,6 +75,12 @@ class OutputWriter:
         if not self.pending():
             return out
         with self.conn.transaction():
+            if self.versions and (self.rows["predictions"] or self.scopes["predictions"]):
+                from ..alerts.core import before_flush
+
+                # alerts may follow: the per-symbol locks first (a live batch holds them already)
+                before_flush(self.conn, self.versions, {r[2] for r in self.rows["predictions"]}
+                             | {sc[2] for sc in self.scopes["predictions"]})
             now = self.conn.execute("SELECT clock_timestamp()").fetchone()[0]
             for table in TABLES:
                 if self.rows[table] or self.scopes[table]:
