@@ -334,6 +334,7 @@ def compose_copy(tmp_path_factory) -> Path:
     docker = tmp_path_factory.mktemp("deploy") / "docker"
     docker.mkdir()
     shutil.copytree(DOCKER / "postgres", docker / "postgres")
+    shutil.copy(DOCKER / "alerts.env", docker / "alerts.env")  # the alerts service's env_file
     control = docker / "control.yaml"
     control.write_text(yaml.safe_dump(yaml.safe_load(COMPOSE.read_text()), sort_keys=False))
     r = _compose(control, args=("config", "-q"))
@@ -538,7 +539,7 @@ def test_dockerignore_keeps_state_data_and_secrets_out(tmp_path):
             "docker/workspace.yaml", "docker/.env.example", "tests/fixtures/recorded/yahoo/AAPL_1d.csv"}
     drop = {".tp/pg/PG_VERSION", ".tp/mlflow.db", ".venv/bin/python", ".git/HEAD", "candles.parquet",
             "data/BTC_USDT.csv", "data/x/EURUSD.parquet", "mlruns/0/meta.yaml", "mlartifacts/1/model.pkl",
-            ".env", "docker/.env", "trading_platform/__pycache__/cli.cpython-311.pyc",
+            ".env", "docker/.env", "docker/alerts.env", "trading_platform/__pycache__/cli.cpython-311.pyc",
             "trading_platform.egg-info/PKG-INFO", ".pytest_cache/README.md"}
     for rel in keep | drop:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -556,3 +557,16 @@ def test_dockerignore_keeps_state_data_and_secrets_out(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_the_alert_delivery_worker_runs_as_its_own_service_with_the_destination_variables(config):
+    """`tp alerts deliver` is a long-running service of its own (never a sensor), restarted when it dies, and the
+    only one that reads docker/alerts.env (the variables alert destinations name: webhook URLs, bot tokens)."""
+    alerts = config["services"]["alerts"]
+    assert alerts["command"] == ["tp", "alerts", "deliver"] and alerts["restart"] == "unless-stopped"
+    assert alerts["environment"]["TP_DATABASE_URL"].startswith("postgresql://")
+    raw = yaml.safe_load(COMPOSE.read_text())  # `config` has merged env_file into environment: the file says it
+    readers = [name for name, svc in raw["services"].items()
+               if any("alerts.env" in str(f) for f in svc.get("env_file") or [])]
+    assert readers == ["alerts"]
+    assert all(line.startswith("#") or not line.strip() for line in (DOCKER / "alerts.env").read_text().splitlines())
