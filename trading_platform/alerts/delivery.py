@@ -167,8 +167,9 @@ def mark_failed(conn, unit: list[Delivery], http_status: int | None, error: str,
 
 
 def backoff_s(attempt: int, base_s: float = 1.0, max_s: float = BACKOFF_MAX_S) -> float:
-    """The wait before attempt ``attempt + 1``: base, 2 × base, 4 × base ... jittered by ±20 %, at most max_s."""
-    return min(max_s, base_s * 2 ** min(max(attempt - 1, 0), 30) * random.uniform(0.8, 1.2))
+    """The wait before attempt ``attempt + 1``: base, 2 × base, 4 × base ... at most max_s, each drawn between half
+    and all of it ("equal jitter": retries of many deliveries spread out, and none waits longer than the step)."""
+    return min(max_s, base_s * 2 ** min(max(attempt - 1, 0), 30) * random.uniform(0.5, 1.0))
 
 
 # ---- rate limits ----------------------------------------------------------------------------------------------
