@@ -480,8 +480,10 @@ def test_two_workers_never_send_a_row_twice(dsn, conn, receivers, monkeypatch):
         hooks.append(hook)
         dests.append(dest)
         keys += enqueue(conn, dest, 20, notify=False)
-    with worker(dsn, digest_at=1000), worker(dsn, digest_at=1000):
-        wait_until(all_status(conn, None, "delivered"))
+    # a 5 s request timeout: on a loaded machine a 0.5 s one can expire on a request the receiver took in, and the
+    # retry of that ambiguous attempt (same key) is not what this test is about
+    with worker(dsn, digest_at=1000, timeout_s=5.0), worker(dsn, digest_at=1000, timeout_s=5.0):
+        wait_until(all_status(conn, None, "delivered"), timeout=60)
         time.sleep(0.3)
     sent = [k for h in hooks for k in h.keys()]
     assert sorted(sent) == sorted(keys)  # every key once, none twice
