@@ -715,3 +715,13 @@ def test_reports_use_the_workers_own_view_of_its_environment(dsn, conn, receiver
     conn.execute("UPDATE alert_destinations SET worker_seen_at = now() - interval '2 minutes'")  # no worker now
     [d] = delivery.destination_status(conn)
     assert (d["state"], d["checked_by"], d["unset"]) == ("misconfigured", "here", "TP_VIEW_URL")
+
+
+def test_a_bad_delivery_retention_names_its_variable(monkeypatch):
+    for bad in ("0", "-1", "soon", "0.5"):
+        monkeypatch.setenv("TP_ALERT_DELIVERY_RETENTION_DAYS", bad)
+        with pytest.raises(InvalidInput) as e:
+            delivery.retention_days()
+        assert e.value.field == "TP_ALERT_DELIVERY_RETENTION_DAYS" and bad in e.value.message
+    monkeypatch.setenv("TP_ALERT_DELIVERY_RETENTION_DAYS", "45")
+    assert delivery.retention_days() == 45.0

@@ -273,7 +273,7 @@ def test_run_queue_keeps_live_slots_and_one_backfill(path, tmp_path):
 
 
 # ---- the purge of old runs ----------------------------------------------------------------------------------
-def test_purge_deletes_old_live_runs_and_old_logs_and_keeps_asset_history(tmp_path):
+def test_purge_deletes_old_live_runs_and_old_logs_and_keeps_asset_history(tmp_path, dsn):
     from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, job, materialize, op
 
     from trading_platform.maintenance import purge_runs
@@ -324,9 +324,26 @@ def test_purge_deletes_old_live_runs_and_old_logs_and_keeps_asset_history(tmp_pa
         assert (logs / running).exists()  # a run not finished keeps its logs
         assert result.tick_logs_deleted == 1 and [p.name for p in ticks.iterdir()] == ["new.err"]
         assert instance.get_run_by_id(running).status == DagsterRunStatus.NOT_STARTED
-        # the job as the hourly schedule runs it, on the same instance
-        run = maintenance_job.execute_in_process(instance=instance)
+        # the job as the hourly schedule runs it, on the same instance; it prunes the finished alert deliveries
+        # past their retention too (30 days), never one still to send
+        from trading_platform.resources import MarketDB
+        from trading_platform.store.db import connect
+
+        with connect(dsn) as store:
+            did = store.conn.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('d', 'webhook', "
+                                     "'U') RETURNING id").fetchone()[0]
+            for key, status, age in (("old-done", "delivered", 40), ("old-dead", "dead", 31), ("new-done",
+                                     "delivered", 29), ("old-pending", "pending", 40)):
+                store.conn.execute("INSERT INTO alert_deliveries (destination_id, key, type, payload, status, "
+                                   "created_at) VALUES (%s, %s, 'alert', '{}', %s, now() - make_interval(days => %s))",
+                                   (did, key, status, age))
+        run = maintenance_job.execute_in_process(instance=instance,
+                                                 resources={"market_db": MarketDB(database_url=dsn)})
         assert run.success and run.output_for_node("purge_old_runs")["runs_deleted"] == 0
+        assert run.output_for_node("prune_alert_deliveries") == 2
+        with connect(dsn) as store:
+            left = {r[0] for r in store.conn.execute("SELECT key FROM alert_deliveries")}
+        assert left == {"new-done", "old-pending"}
 
 
 def test_retention_below_a_day_is_refused(monkeypatch):

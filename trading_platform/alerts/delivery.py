@@ -701,3 +701,40 @@ def retry(conn, ids=None, destination: str | None = None) -> int:
         if n:
             conn.execute(f"NOTIFY {CHANNEL}")
     return n
+
+
+DELIVERY_RETENTION_DAYS = 30.0
+
+
+def retention_days() -> float:
+    """TP_ALERT_DELIVERY_RETENTION_DAYS (default 30): finished deliveries older than this are pruned."""
+    import os
+
+    raw = os.environ.get("TP_ALERT_DELIVERY_RETENTION_DAYS", "").strip()
+    if not raw:
+        return DELIVERY_RETENTION_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not days >= 1:
+        raise InvalidInput(f"TP_ALERT_DELIVERY_RETENTION_DAYS={raw!r} is not a number of days >= 1",
+                           field="TP_ALERT_DELIVERY_RETENTION_DAYS")
+    return days
+
+
+def prune(conn, days: float | None = None, *, batch: int = 20_000, max_batches: int = 50) -> int:
+    """Delete finished deliveries (delivered, dead, stale) created more than ``days`` ago, in batches of ``batch``
+    rows (short transactions beside the worker's claims); pending and sending ones are never pruned, whatever their
+    age. The alerts and their counters stay. Returns how many were deleted."""
+    days = retention_days() if days is None else days
+    total = 0
+    for _ in range(max_batches):
+        n = conn.execute(
+            "DELETE FROM alert_deliveries WHERE id IN (SELECT id FROM alert_deliveries WHERE status IN "
+            "('delivered', 'dead', 'stale') AND created_at < now() - make_interval(secs => %s) ORDER BY id LIMIT %s)",
+            (days * 86400, batch)).rowcount
+        total += n
+        if n < batch:
+            break
+    return total

@@ -1,7 +1,10 @@
 """The hourly purge of old runs and compute logs (``trading_platform/maintenance.py``): on by default, since the
-live path makes thousands of runs a day; ``TP_RUN_RETENTION_DAYS`` sets how long they stay."""
+live path makes thousands of runs a day; ``TP_RUN_RETENTION_DAYS`` sets how long they stay. The same job prunes
+finished alert deliveries (``TP_ALERT_DELIVERY_RETENTION_DAYS``, default 30)."""
 
 from dagster import DefaultScheduleStatus, OpExecutionContext, ScheduleDefinition, in_process_executor, job, op
+
+from ..resources import MarketDB
 
 MAINTENANCE_TAGS = {"tp/run_kind": "maintenance"}
 
@@ -16,11 +19,24 @@ def purge_old_runs(context: OpExecutionContext) -> dict:
     return result
 
 
+@op(name="prune_alert_deliveries")
+def prune_alert_deliveries(context: OpExecutionContext, market_db: MarketDB) -> int:
+    from ..alerts.delivery import prune, retention_days
+
+    with market_db.open() as store:
+        n = prune(store.conn)
+    context.log.info(f"pruned {n} finished alert deliveries older than {retention_days():g} days")
+    context.add_output_metadata({"deliveries_pruned": n})
+    return n
+
+
 @job(name="maintenance_job", executor_def=in_process_executor, tags=MAINTENANCE_TAGS,
      description="Delete finished live runs older than TP_RUN_RETENTION_DAYS (default 7) with their events and "
-                 "compute logs, and the compute logs of older asset runs (their records stay) and of older ticks.")
+                 "compute logs, and the compute logs of older asset runs (their records stay) and of older ticks; "
+                 "and finished alert deliveries older than TP_ALERT_DELIVERY_RETENTION_DAYS (default 30).")
 def maintenance_job():
     purge_old_runs()
+    prune_alert_deliveries()
 
 
 maintenance_schedule = ScheduleDefinition(
