@@ -15,6 +15,7 @@ import re
 from datetime import date, datetime
 
 from ..errors import InvalidInput
+from ..store import alerts as alert_store
 from ._context import store_or_open
 
 SIDES = ("above", "below")
@@ -28,11 +29,6 @@ MOST_ROWS = 10_000
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHAT_ID = re.compile(r"^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,62})$")
 _SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
-
-_RULE_COLUMNS = ("id, name, model_name AS model, symbols, timeframes, threshold, side, cooldown_s, enabled, "
-                 "removed_at, created_at, updated_at")
-_DESTINATION_COLUMNS = ("id, name, kind, url_env, secret_env, token_env, chat_id, send_mode, resolutions, "
-                        "retractions, models, rate_per_min, enabled, created_at, updated_at")
 
 
 # ---- parsing: every function names the option at fault --------------------------------------------------
@@ -164,8 +160,7 @@ def _scrubber(conn):
     env = os.environ
     targets = [Target(id=i, name=n, kind=k, url=env.get(u or "", ""), secret=env.get(sec or "") or None,
                       token=env.get(tok or "") or None)
-               for i, n, k, u, sec, tok in conn.execute(
-                   f"SELECT id, name, kind, {', '.join(ENV_FIELDS)} FROM alert_destinations").fetchall()]
+               for i, n, k, u, sec, tok in alert_store.destination_env_names(conn)]
     targets = [t for t in targets if t.secrets()]
 
     def scrub(value):
@@ -182,24 +177,12 @@ def _scrubber(conn):
     return scrub
 
 
-def _rows(conn, sql: str, params=()) -> list[dict]:
-    from psycopg.rows import dict_row
-
-    with conn.cursor(row_factory=dict_row) as cur:
-        return [_jsonable(r) for r in cur.execute(sql, params).fetchall()]
-
-
 # ---- what exists: models, symbols, rules, destinations ---------------------------------------------------
-
-def _known_models(conn) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT model_name FROM model_champions UNION "
-                                       "SELECT model_name FROM output_series").fetchall()}
-
 
 def _check_models(conn, names: list[str], field: str, client=None) -> None:
     """Every name is a model the platform knows: one with a champion history or outputs, else one in the MLflow
     registry. The error lists the models that exist."""
-    known = _known_models(conn)
+    known = alert_store.known_models(conn)
     missing = [m for m in names if m not in known]
     if not missing:
         return
@@ -226,7 +209,7 @@ def _check_models(conn, names: list[str], field: str, client=None) -> None:
 def _check_symbols(conn, names: list[str] | None) -> None:
     if not names:
         return
-    have = {r[0] for r in conn.execute("SELECT symbol FROM symbols WHERE symbol = ANY(%s)", (names,)).fetchall()}
+    have = alert_store.existing_symbols(conn, names)
     for n in names:
         if n not in have:
             raise InvalidInput(f"symbol {n!r} is not in the symbols table (tp symbols list shows them; tp symbols "
@@ -241,20 +224,21 @@ def _timeframes(value) -> list[str] | None:
 
 
 def _rule(conn, name: str, *, live: bool = True) -> dict:
-    rows = _rows(conn, f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE name = %s", (name,))
-    if not rows:
+    row = alert_store.get_rule(conn, name)
+    if row is None:
         raise InvalidInput(f"no alert rule named {name!r} (tp alerts rules lists them)", field="name")
-    if live and rows[0]["removed_at"] is not None:
-        raise InvalidInput(f"alert rule {name!r} was removed at {rows[0]['removed_at']} (its alerts are kept); add a "
+    row = _jsonable(row)
+    if live and row["removed_at"] is not None:
+        raise InvalidInput(f"alert rule {name!r} was removed at {row['removed_at']} (its alerts are kept); add a "
                            f"rule under another name", field="name")
-    return rows[0]
+    return row
 
 
 def _destination(conn, name: str, field: str = "name") -> dict:
-    rows = _rows(conn, f"SELECT {_DESTINATION_COLUMNS} FROM alert_destinations WHERE name = %s", (name,))
-    if not rows:
+    row = alert_store.get_destination(conn, name)
+    if row is None:
         raise InvalidInput(f"no alert destination named {name!r} (tp alerts destinations lists them)", field=field)
-    return rows[0]
+    return _jsonable(row)
 
 
 # ---- rules -------------------------------------------------------------------------------------------------
@@ -262,8 +246,7 @@ def _destination(conn, name: str, field: str = "name") -> dict:
 def list_rules(*, removed: bool = False, store=None) -> list[dict]:
     """The alert rules (with ``removed``, also the removed ones), by name."""
     with store_or_open(store) as s:
-        return _rows(s.conn, f"SELECT {_RULE_COLUMNS} FROM alert_rules"
-                             + ("" if removed else " WHERE removed_at IS NULL") + " ORDER BY name")
+        return [_jsonable(r) for r in alert_store.list_rules(s.conn, removed=removed)]
 
 
 def _rule_values(*, model=None, symbols=None, timeframes=None, threshold=None, side=None, cooldown=None) -> dict:
@@ -307,12 +290,10 @@ def add_rule(name: str, *, model: str, threshold, symbols=None, timeframes=None,
                      side=side if side is not None else "above", cooldown=cooldown if cooldown is not None else 0)
     with store_or_open(store) as s:
         _check_rule_names(s.conn, v, client)
-        row = s.conn.execute(
-            "INSERT INTO alert_rules (name, model_name, symbols, timeframes, threshold, side, cooldown_s, enabled) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
-            (name, v["model_name"], v.get("symbols"), v.get("timeframes"), v["threshold"], v["side"],
-             v["cooldown_s"], bool(enabled))).fetchone()
-        if row is None:
+        rule_id = alert_store.insert_rule(s.conn, name, model_name=v["model_name"], symbols=v.get("symbols"),
+                                          timeframes=v.get("timeframes"), threshold=v["threshold"], side=v["side"],
+                                          cooldown_s=v["cooldown_s"], enabled=bool(enabled))
+        if rule_id is None:
             old = _rule(s.conn, name, live=False)
             held = " by a removed rule (its alerts are kept)" if old["removed_at"] else ""
             raise InvalidInput(f"an alert rule named {name!r} exists{held}; choose another name, or change it with "
@@ -331,10 +312,7 @@ def update_rule(name: str, *, model=None, threshold=None, symbols=None, timefram
     with store_or_open(store) as s:
         _rule(s.conn, name)
         _check_rule_names(s.conn, v, client)
-        if v:
-            sets = ", ".join(f"{k} = %s" for k in v)
-            s.conn.execute(f"UPDATE alert_rules SET {sets}, updated_at = now() WHERE name = %s",
-                           (*v.values(), name))
+        alert_store.update_rule(s.conn, name, v)
         return _rule(s.conn, name)
 
 
@@ -343,10 +321,8 @@ def remove_rule(name: str, *, store=None) -> dict:
     name = _text(name, "name")
     with store_or_open(store) as s:
         _rule(s.conn, name)
-        s.conn.execute("UPDATE alert_rules SET removed_at = now(), enabled = false, updated_at = now() "
-                       "WHERE name = %s AND removed_at IS NULL", (name,))
-        alerts = s.conn.execute("SELECT count(*) FROM alerts a JOIN alert_rules r ON r.id = a.rule_id "
-                                "WHERE r.name = %s", (name,)).fetchone()[0]
+        alert_store.retire_rule(s.conn, name)
+        alerts = alert_store.count_rule_alerts(s.conn, name)
         return {**_rule(s.conn, name, live=False), "alerts_kept": alerts}
 
 
@@ -435,11 +411,7 @@ def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, toke
     with store_or_open(store) as s:
         if v.get("models"):
             _check_models(s.conn, v["models"], "models", client)
-        cols = ["name", *v, "enabled"]
-        row = s.conn.execute(
-            f"INSERT INTO alert_destinations ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
-            "ON CONFLICT (name) DO NOTHING RETURNING id", (name, *v.values(), bool(enabled))).fetchone()
-        if row is None:
+        if alert_store.insert_destination(s.conn, name, v, enabled=bool(enabled)) is None:
             raise InvalidInput(f"an alert destination named {name!r} exists; choose another name, or change it with "
                                f"tp alerts destination update", field="name")
         return _with_state(s.conn, [_destination(s.conn, name)])[0]
@@ -460,10 +432,7 @@ def update_destination(name: str, *, kind=None, url_env=None, secret_env=None, t
         _check_destination({**current, **v})
         if v.get("models"):
             _check_models(s.conn, v["models"], "models", client)
-        if v:
-            sets = ", ".join(f"{k} = %s" for k in v)
-            s.conn.execute(f"UPDATE alert_destinations SET {sets}, updated_at = now() WHERE name = %s",
-                           (*v.values(), name))
+        alert_store.update_destination(s.conn, name, v)
         return _with_state(s.conn, [_destination(s.conn, name)])[0]
 
 
@@ -472,10 +441,7 @@ def remove_destination(name: str, *, store=None) -> dict:
     name = _text(name, "name")
     with store_or_open(store) as s, s.conn.transaction():
         d = _destination(s.conn, name)
-        undelivered = s.conn.execute("SELECT count(*) FROM alert_deliveries WHERE destination_id = %s AND "
-                                     "status IN ('pending', 'sending')", (d["id"],)).fetchone()[0]
-        n = s.conn.execute("DELETE FROM alert_deliveries WHERE destination_id = %s", (d["id"],)).rowcount
-        s.conn.execute("DELETE FROM alert_destinations WHERE id = %s", (d["id"],))
+        n, undelivered = alert_store.delete_destination(s.conn, d["id"])
     return {"removed": name, "deliveries_deleted": n, "undelivered_dropped": undelivered}
 
 
@@ -483,8 +449,7 @@ def list_destinations(*, store=None) -> list[dict]:
     """The destinations, by name, with their state and deliveries by status (``alerts.delivery``): the names of
     the variables they read, never the values."""
     with store_or_open(store) as s:
-        return _with_state(s.conn, _rows(s.conn, f"SELECT {_DESTINATION_COLUMNS} FROM alert_destinations "
-                                                 "ORDER BY name"))
+        return _with_state(s.conn, [_jsonable(r) for r in alert_store.list_destinations(s.conn)])
 
 
 # ---- alerts, statistics, deliveries -----------------------------------------------------------------------
@@ -493,27 +458,13 @@ def list_alerts(*, model=None, symbol=None, status=None, retracted: bool = False
     """The newest ``limit`` alerts (by when their output was known), filtered by model, symbol, status, or only the
     retracted ones."""
     limit = _integer(limit, "limit")
-    where, params = [], []
-    if model is not None:
-        where.append("a.model_name = %s")
-        params.append(_text(model, "model"))
-    if symbol is not None:
-        where.append("a.symbol = %s")
-        params.append(_text(symbol, "symbol"))
-    if status is not None:
-        where.append("a.status = %s")
-        params.append(_one_of(status, ALERT_STATUSES, "status"))
-    if retracted:
-        where.append("a.retracted_at IS NOT NULL")
+    model = None if model is None else _text(model, "model")
+    symbol = None if symbol is None else _text(symbol, "symbol")
+    status = None if status is None else _one_of(status, ALERT_STATUSES, "status")
     with store_or_open(store) as s:
-        return _rows(s.conn,
-                     "SELECT a.id, r.name AS rule, a.model_name AS model, a.model_version AS version, a.symbol, "
-                     "a.timeframe, a.ts, a.candle_close, a.created_at, a.role, a.in_sample, a.value, a.current_value, "
-                     "a.threshold, a.side, a.target, a.kind, a.horizon, a.rise, a.entry, a.status, a.send, "
-                     "a.retracted_at, a.candles_seen, a.peak, a.trough, a.deciding_ts, a.expires_at, a.resolved_at "
-                     "FROM alerts a JOIN alert_rules r ON r.id = a.rule_id"
-                     + (" WHERE " + " AND ".join(where) if where else "")
-                     + " ORDER BY a.created_at DESC, a.id DESC LIMIT %s", (*params, limit))
+        rows = alert_store.list_alerts(s.conn, model=model, symbol=symbol, status=status,
+                                       retracted=bool(retracted), limit=limit)
+        return [_jsonable(r) for r in rows]
 
 
 def stats(*, model=None, version=None, symbol=None, timeframe=None, since=None, until=None,
@@ -541,22 +492,15 @@ def deliveries(*, status=None, destination=None, limit=50, store=None) -> dict:
     """The newest ``limit`` rows of the delivery outbox (filtered by status or destination) and the outbox's
     summary (``alerts.delivery.status``)."""
     limit = _integer(limit, "limit")
-    where, params = [], []
-    if status is not None:
-        where.append("d.status = %s")
-        params.append(_one_of(status, DELIVERY_STATUSES, "status"))
+    status = None if status is None else _one_of(status, DELIVERY_STATUSES, "status")
     with store_or_open(store) as s:
+        destination_id = None
         if destination is not None:
-            where.append("d.destination_id = %s")
-            params.append(_destination(s.conn, _text(destination, "destination"), "destination")["id"])
+            destination_id = _destination(s.conn, _text(destination, "destination"), "destination")["id"]
         from ..alerts import delivery
 
-        rows = _rows(s.conn,
-                     "SELECT d.id, t.name AS destination, d.alert_id, d.key, d.type, d.status, d.attempts, "
-                     "d.next_attempt_at, d.created_at, d.delivered_at, d.last_status, d.last_error "
-                     "FROM alert_deliveries d JOIN alert_destinations t ON t.id = d.destination_id"
-                     + (" WHERE " + " AND ".join(where) if where else "")
-                     + " ORDER BY d.id DESC LIMIT %s", (*params, limit))
+        rows = [_jsonable(r) for r in alert_store.list_deliveries(s.conn, status=status,
+                                                                  destination_id=destination_id, limit=limit)]
         return _scrubber(s.conn)({"deliveries": rows, "summary": delivery.status(s.conn)})
 
 
