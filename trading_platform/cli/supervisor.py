@@ -255,60 +255,25 @@ def live_exchange_symbols(dsn: str) -> list[str]:
         return [r[0] for r in c.execute(LIVE_SERIES_SQL).fetchall() if r[1] == "crypto" and r[2]]
 
 
-class Collected:
-    """`tp live collect` under `tp up`: started while a live symbol names an exchange and the market comes from
-    exchanges; restarted (after 5 s) when it exits, except on bad configuration (exit 2, reported once)."""
+class Supervised:
+    """A `tp` service under `tp up`: started while ``wanted()`` says so (asked every ``CHECK_S``), restarted (after
+    5 s) when it exits, except on bad configuration (exit 2, reported once)."""
 
-    CHECK_S = 10.0
-
-    def __init__(self, env: dict, bindir: Path, dsn: str):
-        self.env, self.bindir, self.dsn = env, bindir, dsn
-        self.proc: subprocess.Popen | None = None
-        self.next_check = 0.0
-        self.refused = False
-
-    def check(self) -> None:
-        now = time.monotonic()
-        if self.proc is not None and self.proc.poll() is not None:
-            rc, self.proc = self.proc.returncode, None
-            if rc == 2:
-                self.refused = True
-                log.error("tp live collect refused its configuration (exit 2, above); not restarted")
-            else:
-                log.warning("tp live collect exited (%s); restarting in 5 s", rc)
-                self.next_check = now + 5.0
-        if self.proc is not None or self.refused or now < self.next_check:
-            return
-        self.next_check = now + self.CHECK_S
-        if not exchange_source(self.env.get("TP_SOURCE", "synthetic")):
-            return
-        try:
-            live = live_exchange_symbols(self.dsn)
-        except Exception as e:  # the store restarting: try again later
-            log.debug("collector check: %s", e)
-            return
-        if live:
-            print(f"starting tp live collect for {', '.join(live)}", file=sys.stderr)
-            self.proc = subprocess.Popen([str(self.bindir / "tp"), "live", "collect"], env=self.env,
-                                         start_new_session=True)
-
-    def procs(self) -> list:
-        return [self.proc] if self.proc is not None else []
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc is not None else []
-
-
-class Delivering:
-    """`tp alerts deliver` under `tp up`: the alert delivery worker (it idles on LISTEN when nothing is due),
-    restarted after 5 s when it exits, except on bad configuration (exit 2, reported once). Its deliveries are
-    in the database: what it had claimed when it stopped is reclaimed by the next one."""
+    ARGV: tuple[str, ...] = ()
+    CHECK_S = 0.0
 
     def __init__(self, env: dict, bindir: Path):
         self.env, self.bindir = env, bindir
         self.proc: subprocess.Popen | None = None
-        self.next_start = 0.0
+        self.next_check = 0.0
         self.refused = False
+
+    @property
+    def name(self) -> str:
+        return "tp " + " ".join(self.ARGV)
+
+    def wanted(self) -> bool:
+        return True
 
     def check(self) -> None:
         now = time.monotonic()
@@ -316,19 +281,53 @@ class Delivering:
             rc, self.proc = self.proc.returncode, None
             if rc == 2:
                 self.refused = True
-                log.error("tp alerts deliver refused its configuration (exit 2, above); not restarted")
+                log.error("%s refused its configuration (exit 2, above); not restarted", self.name)
             else:
-                log.warning("tp alerts deliver exited (%s); restarting in 5 s", rc)
-                self.next_start = now + 5.0
-        if self.proc is None and not self.refused and now >= self.next_start:
-            self.proc = subprocess.Popen([str(self.bindir / "tp"), "alerts", "deliver"], env=self.env,
-                                         start_new_session=True)
+                log.warning("%s exited (%s); restarting in 5 s", self.name, rc)
+                self.next_check = now + 5.0
+        if self.proc is not None or self.refused or now < self.next_check:
+            return
+        self.next_check = now + self.CHECK_S
+        if self.wanted():
+            self.proc = subprocess.Popen([str(self.bindir / "tp"), *self.ARGV], env=self.env, start_new_session=True)
 
     def procs(self) -> list:
         return [self.proc] if self.proc is not None else []
 
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None else []
+
+
+class Collected(Supervised):
+    """`tp live collect` under `tp up`: started while a live symbol names an exchange and the market comes from
+    exchanges; restarted (after 5 s) when it exits, except on bad configuration (exit 2, reported once)."""
+
+    ARGV = ("live", "collect")
+    CHECK_S = 10.0
+
+    def __init__(self, env: dict, bindir: Path, dsn: str):
+        super().__init__(env, bindir)
+        self.dsn = dsn
+
+    def wanted(self) -> bool:
+        if not exchange_source(self.env.get("TP_SOURCE", "synthetic")):
+            return False
+        try:
+            live = live_exchange_symbols(self.dsn)
+        except Exception as e:  # the store restarting: try again later
+            log.debug("collector check: %s", e)
+            return False
+        if live:
+            print(f"starting tp live collect for {', '.join(live)}", file=sys.stderr)
+        return bool(live)
+
+
+class Delivering(Supervised):
+    """`tp alerts deliver` under `tp up`: the alert delivery worker (it idles on LISTEN when nothing is due),
+    always running. Its deliveries are in the database: what it had claimed when it stopped is reclaimed by the
+    next one."""
+
+    ARGV = ("alerts", "deliver")
 
 
 def stop_children(procs) -> None:
