@@ -27,6 +27,7 @@ from .sensors.live import live_predictions_job, live_predictions_sensor  # noqa:
 from .sensors.maintenance import maintenance_job, maintenance_schedule  # noqa: E402
 from .sensors.market_data import cycle_schedules, market_cycle_job, market_data_job, symbol_partitions_sensor  # noqa: E402
 from .sensors.models import model_jobs, model_schedules  # noqa: E402
+from .sensors.watchdog import watchdog_checks, watchdog_sensor  # noqa: E402
 from .settings import get_settings  # noqa: E402
 
 
@@ -56,6 +57,7 @@ def _domains() -> list[Definitions]:
         Definitions(assets=rag_assets, jobs=[rag_sync_job], schedules=[rag_sync_schedule]),
         Definitions(jobs=[maintenance_job], schedules=[maintenance_schedule]),
         Definitions(assets=alerts_assets, jobs=[alerts_job], schedules=[alerts_schedule]),
+        Definitions(asset_checks=watchdog_checks, sensors=[watchdog_sensor]),
     ]
 
 

@@ -230,6 +230,12 @@ def alert_line(payload: Mapping, limit: int = 600) -> str:
             "test": "TEST"}.get(kind, kind.upper())
     if kind == "test":
         return f"<b>TEST</b> {html.escape(str(p.get('text') or 'test message'))[:limit]}"
+    if kind in ("watchdog", "watchdog_resolved"):  # the watchdog's own line (trading_platform/watchdog/engine.py)
+        head = "RECOVERED" if kind == "watchdog_resolved" else "REMINDER" if p.get("reminder") else "DOWN"
+        text = str(p.get("message") or p.get("check") or "")
+        if len(text) > limit:
+            text = text[:limit - 1] + "…"
+        return f"<b>WATCHDOG {head}</b> {html.escape(text, quote=False)}"
     parts = []
     series = " ".join(str(x) for x in (p.get("symbol"), p.get("timeframe")) if x)
     model = str(p.get("model") or "")

@@ -71,3 +71,24 @@ def lost_store(e: BaseException):
         f"transactions, so nothing half-written was kept: run the command again once the database is back",
         field="TP_DATABASE_URL",
     )
+
+
+@contextmanager
+def stopped_by_signals():
+    """A ``threading.Event`` set by SIGINT or SIGTERM while the block runs (a long-running command's clean stop);
+    the previous handlers come back after it. Off the main thread the caller stops it."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        except ValueError:  # not the main thread: the caller stops it
+            pass
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -329,7 +329,7 @@ def remove_rule(name: str, *, store=None) -> dict:
 # ---- destinations ------------------------------------------------------------------------------------------
 
 def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=None, chat_id=None, send_mode=None,
-                        resolutions=None, retractions=None, models=None, rate_per_min=None) -> dict:
+                        resolutions=None, retractions=None, models=None, rate_per_min=None, watchdog=None) -> dict:
     """The settings given, each parsed and checked on its own; '' (``all`` for models) clears one."""
     out = {}
     if kind is not None:
@@ -349,6 +349,8 @@ def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=N
         out["resolutions"] = _switch(resolutions, "resolutions")
     if retractions is not None:
         out["retractions"] = _switch(retractions, "retractions")
+    if watchdog is not None:
+        out["watchdog"] = _switch(watchdog, "watchdog")
     if models is not None:
         out["models"] = _names(models)
     if rate_per_min is not None:
@@ -395,7 +397,7 @@ def _with_state(conn, rows: list[dict]) -> list[dict]:
 
 def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, token_env=None, chat_id=None,
                     send_mode="alerts_only", resolutions=False, retractions=False, models=None, rate_per_min=None,
-                    enabled: bool = True, store=None, client=None) -> dict:
+                    watchdog=False, enabled: bool = True, store=None, client=None) -> dict:
     """A webhook (``url_env``, optional ``secret_env`` to sign) or a Telegram chat (``token_env``, ``chat_id``)
     that alerts go to. Variables may be unset now: the destination is then ``misconfigured`` (``unset`` names the
     variable) until they are set where the delivery worker runs."""
@@ -406,7 +408,7 @@ def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, toke
                             send_mode=send_mode if send_mode is not None else "alerts_only",
                             resolutions=resolutions if resolutions is not None else False,
                             retractions=retractions if retractions is not None else False, models=models,
-                            rate_per_min=rate_per_min)
+                            rate_per_min=rate_per_min, watchdog=watchdog if watchdog is not None else False)
     _check_destination(v)
     with store_or_open(store) as s:
         if v.get("models"):
@@ -419,12 +421,12 @@ def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, toke
 
 def update_destination(name: str, *, kind=None, url_env=None, secret_env=None, token_env=None, chat_id=None,
                        send_mode=None, resolutions=None, retractions=None, models=None, rate_per_min=None,
-                       enabled: bool | None = None, store=None, client=None) -> dict:
+                       watchdog=None, enabled: bool | None = None, store=None, client=None) -> dict:
     """Change what is given of destination ``name``; the result must still be complete for its kind."""
     name = _text(name, "name")
     v = _destination_values(kind=kind, url_env=url_env, secret_env=secret_env, token_env=token_env, chat_id=chat_id,
                             send_mode=send_mode, resolutions=resolutions, retractions=retractions, models=models,
-                            rate_per_min=rate_per_min)
+                            rate_per_min=rate_per_min, watchdog=watchdog)
     if enabled is not None:
         v["enabled"] = bool(enabled)
     with store_or_open(store) as s:
@@ -533,22 +535,10 @@ def send_test(name: str, *, store=None) -> dict:
 def deliver(*, poll_s=1.0, dsn: str | None = None) -> dict:
     """Run the delivery worker (``alerts.delivery.run_worker``) until SIGINT or SIGTERM: it claims due deliveries
     and sends them, woken by NOTIFY or every ``poll_s`` seconds. Returns its counts."""
-    import signal
-    import threading
-
     poll = _number(poll_s, "poll_s", above=0)
     from ..alerts.delivery import run_worker
     from ..store.runtime import database_url
+    from ._context import stopped_by_signals
 
-    stop = threading.Event()
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-        except ValueError:  # not the main thread: the caller stops it
-            pass
-    try:
+    with stopped_by_signals() as stop:
         return _jsonable(dict(run_worker(dsn or database_url(), stop=stop, poll_s=poll)))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -1166,6 +1166,41 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE alerts_done_at IS NULL;
         """,
     ),
+    (
+        17,
+        "watchdog: the state of each check, and its messages through the alert delivery outbox",
+        """
+        -- one row per check (trading_platform/watchdog/): whether it fails, since when, and what it last said
+        CREATE TABLE IF NOT EXISTS watchdog_state (
+            name            text PRIMARY KEY,
+            state           text NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'failing', 'unknown')),
+            severity        text NOT NULL DEFAULT 'ERROR' CHECK (severity IN ('WARN', 'ERROR')),
+            runner          text NOT NULL,               -- sensor (the daemon) | service (tp watchdog run)
+            since           timestamptz,                 -- failing: when its condition began to hold
+            streak          integer NOT NULL DEFAULT 0,  -- failed looks in a row (a probe fails after 3)
+            passes          integer NOT NULL DEFAULT 0,  -- failing: passed looks in a row (resolved after 2)
+            incident        text,                        -- failing: the key of this failure's messages
+            messages        integer NOT NULL DEFAULT 0,  -- messages sent for the incident (the first, reminders)
+            subjects        jsonb NOT NULL DEFAULT '[]', -- what fails (series, runs, destinations)
+            detail          text,
+            next_reminder_at timestamptz,
+            last_message    text,                        -- watchdog | watchdog_resolved
+            last_message_at timestamptz,
+            last_error      text,                        -- why the last look could not decide (state unknown)
+            checked_at      timestamptz,
+            updated_at      timestamptz NOT NULL DEFAULT now()
+        );
+
+        -- watchdog messages travel through the alert delivery outbox; a destination opts in
+        ALTER TABLE alert_destinations ADD COLUMN IF NOT EXISTS watchdog boolean NOT NULL DEFAULT false;
+        ALTER TABLE alert_deliveries DROP CONSTRAINT IF EXISTS alert_deliveries_type_check;
+        ALTER TABLE alert_deliveries ADD CONSTRAINT alert_deliveries_type_check
+            CHECK (type IN ('alert', 'alert_resolved', 'alert_retracted', 'test', 'watchdog', 'watchdog_resolved'));
+        -- the delivery worker's last claim: delivery_worker_down reads it
+        CREATE INDEX IF NOT EXISTS alert_deliveries_claimed ON alert_deliveries (claimed_at DESC)
+            WHERE claimed_at IS NOT NULL;
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001

@@ -1,0 +1,299 @@
+"""The watchdog (trading_platform/watchdog/): edge-triggered messages through the real delivery worker to a local
+receiver, over a real PostgreSQL and a real Dagster instance, with the clock injected to cross cooldowns and a
+market close."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.test_alerts_delivery import Receiver, add_destination, wait_until, worker
+from trading_platform.core.symbols import SymbolInfo
+from trading_platform.errors import InvalidInput
+from trading_platform.watchdog import checks, engine
+from trading_platform.watchdog.service import Service, spool_path
+
+T0 = datetime(2025, 3, 3, 12, 0, tzinfo=timezone.utc)  # a Monday
+M = timedelta(minutes=1)
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def candle(store, symbol, ts, tf="1m", close=100.0):
+    store.conn.execute(
+        "INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES (%s, %s, %s, %s, %s, %s, "
+        "%s, 1) ON CONFLICT DO NOTHING", (symbol, tf, ts, close, close, close, close))
+
+
+def watched(store, receiver, monkeypatch, name="ops", watchdog=True) -> int:
+    monkeypatch.setenv("TP_TEST_HOOK", receiver.url("/hook"))
+    return add_destination(store.conn, name, url_env="TP_TEST_HOOK", watchdog=watchdog)
+
+
+def passes(store, names, now, t=None, **look):
+    t = t or checks.thresholds(environ={})
+    return engine.run_pass(store.conn, names, checks.Look(store.conn, now, t, **look), "sensor")[1]
+
+
+def bodies(receiver):
+    return [r["json"] for r in receiver.requests]
+
+
+def test_a_stopped_feed_says_data_stale_once_reminds_after_the_cooldown_and_resolves_once(dsn, store, receiver,
+                                                                                            monkeypatch):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1m"], live=True))
+    for i in range(10):
+        candle(store, "BTC/USDT", T0 + i * M)
+    last = T0 + 9 * M  # closes at 12:10; 12:11 expected at 12:11 close ... three candles past it: 12:14
+    watched(store, receiver, monkeypatch)
+    add_destination(store.conn, "quiet", url_env="TP_TEST_HOOK")  # watchdog off: gets nothing
+    made = []
+    for s in range(0, 16 * 60, 30):  # 12:10 .. 12:26 every 30 s: stale from 12:14
+        made += passes(store, ["data_stale"], last + M + timedelta(seconds=s))
+    assert [m.type for m in made] == ["watchdog"]
+    first = made[0].payload
+    assert first["check"] == "data_stale" and first["subjects"] == ["BTC/USDT 1m"]
+    assert first["since"] == (last + 5 * M).isoformat()  # the close of the 4th slot after the newest candle
+    # the 15-minute cooldown: a reminder at since + 15 min, not before
+    made = passes(store, ["data_stale"], last + 5 * M + timedelta(minutes=14, seconds=59))
+    assert made == []
+    made = passes(store, ["data_stale"], last + 5 * M + timedelta(minutes=15))
+    assert [(m.type, m.payload["reminder"]) for m in made] == [("watchdog", 1)]
+    # the feed resumes: resolved after two passes in a row, once
+    now = last + 5 * M + timedelta(minutes=16)
+    for i in range(10, 30):
+        candle(store, "BTC/USDT", T0 + i * M)
+    assert passes(store, ["data_stale"], now) == []
+    made = passes(store, ["data_stale"], now + timedelta(seconds=30))
+    assert [m.type for m in made] == ["watchdog_resolved"]
+    assert passes(store, ["data_stale"], now + timedelta(seconds=60)) == []
+    with worker(dsn):
+        wait_until(lambda: len(receiver.requests) >= 3)
+        import time
+
+        time.sleep(0.5)
+    got = bodies(receiver)
+    assert sorted((b["type"], b["reminder"]) for b in got) == [("watchdog", 0), ("watchdog", 1), ("watchdog_resolved", 0)]
+    assert len({r["headers"]["webhook-id"] for r in receiver.requests}) == 3
+    st = engine.report_states(store.conn, ["data_stale"])[0]
+    assert st["state"] == "ok" and st["last_delivery"]["type"] == "watchdog_resolved"
+
+
+def test_a_stock_series_over_a_weekend_says_nothing_until_monday_open(store, receiver, monkeypatch):
+    store.add_symbol(SymbolInfo.create("AAPL", category="stock", exchange="NASDAQ", timeframes=["5m"], live=True))
+    friday = datetime(2025, 3, 7, 14, 30, tzinfo=timezone.utc)  # 09:30 New York
+    ts = friday
+    while ts < datetime(2025, 3, 7, 21, 0, tzinfo=timezone.utc):  # to the 16:00 close
+        candle(store, "AAPL", ts, tf="5m")
+        ts += timedelta(minutes=5)
+    watched(store, receiver, monkeypatch)
+    now, made = datetime(2025, 3, 7, 20, 55, tzinfo=timezone.utc), []
+    monday_open = datetime(2025, 3, 10, 13, 30, tzinfo=timezone.utc)  # 09:30 New York (daylight saving time)
+    while now < monday_open + timedelta(minutes=15):
+        made += passes(store, ["data_stale"], now)
+        now += timedelta(minutes=10)
+    assert made == []
+    # three 5-minute candles past the first expected close on Monday: stale, and said
+    made = passes(store, ["data_stale"], monday_open + timedelta(minutes=20))
+    assert [m.type for m in made] == ["watchdog"]
+
+
+def test_a_failed_run_with_a_retry_pending_says_nothing_with_retries_spent_one_message(store, receiver, monkeypatch):
+    from dagster import DagsterInstance, job, op
+
+    fail = {"on": True}
+
+    @op
+    def flaky():
+        if fail["on"]:
+            raise RuntimeError("the source answered 500")
+
+    @job
+    def nightly():
+        flaky()
+
+    watched(store, receiver, monkeypatch)
+    with DagsterInstance.ephemeral(settings={"run_retries": {"enabled": True}}) as instance:
+        r = nightly.execute_in_process(instance=instance, raise_on_error=False, tags={"dagster/max_retries": "2"})
+        assert instance.get_run_by_id(r.run_id).tags.get("dagster/will_retry") == "true"
+        now = engine.now_utc() + timedelta(seconds=61)
+        assert passes(store, ["run_failed"], now, instance=instance) == []
+        r = nightly.execute_in_process(instance=instance, raise_on_error=False, tags={"dagster/max_retries": "0"})
+        assert instance.get_run_by_id(r.run_id).tags.get("dagster/will_retry") == "false"
+        made = passes(store, ["run_failed"], now, instance=instance)
+        assert [m.type for m in made] == ["watchdog"] and made[0].payload["subjects"] == ["nightly"]
+        assert passes(store, ["run_failed"], now + timedelta(seconds=30), instance=instance) == []
+        fail["on"] = False  # a later run of the job succeeds: resolved after two passes
+        nightly.execute_in_process(instance=instance)
+        assert passes(store, ["run_failed"], now + timedelta(seconds=60), instance=instance) == []
+        made = passes(store, ["run_failed"], now + timedelta(seconds=90), instance=instance)
+        assert [m.type for m in made] == ["watchdog_resolved"]
+
+
+def test_mlflow_on_a_dead_port_is_said_after_three_looks_not_before(store, receiver, monkeypatch):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    watched(store, receiver, monkeypatch)
+    t = checks.thresholds(environ={}, probe_timeout_s=1)
+    dead = f"http://127.0.0.1:{port}"
+    seen = []
+    for i in range(3):
+        seen.append(passes(store, ["mlflow_unreachable"], T0 + i * timedelta(seconds=30), t, tracking=dead))
+    assert [len(x) for x in seen] == [0, 0, 1]
+    assert seen[2][0].payload["since"] == (T0 + timedelta(seconds=60)).isoformat()
+    st = engine.report_states(store.conn, ["mlflow_unreachable"])[0]
+    assert st["state"] == "failing" and st["streak"] == 3
+    rows = store.conn.execute("SELECT count(*) FROM alert_deliveries WHERE type = 'watchdog'").fetchone()[0]
+    assert rows == 1  # the watchdog destination only
+
+
+def _cluster(tmp_path):
+    from trading_platform.store.db import connect
+    from trading_platform.store.embedded import ensure_embedded
+
+    dsn = ensure_embedded(tmp_path / "pg")
+    connect(dsn).close()  # migrated
+    return dsn
+
+
+def test_the_database_down_is_spooled_sent_and_recorded_once_when_it_returns(tmp_path, receiver, monkeypatch, caplog):
+    """A cluster of its own (stopped and started here): the service sends db_unreachable from its spool to the
+    destinations it last read, and records it once in the outbox when the database returns."""
+    import psycopg
+
+    from trading_platform.store.embedded import ensure_embedded, stop_embedded
+
+    secret_url = receiver.url("/webhook/s3cr3t-path-token")
+    monkeypatch.setenv("TP_TEST_HOOK", secret_url)
+    dsn = _cluster(tmp_path)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            add_destination(c, "ops", url_env="TP_TEST_HOOK", watchdog=True)
+        clock = {"now": T0}
+        t = checks.thresholds(environ={}, probe_timeout_s=1, disabled="daemon_down,delivery_worker_down")
+        svc = Service(dsn, home=tmp_path / "home", t=t, clock=lambda: clock["now"])
+        caplog.set_level(logging.DEBUG)
+        assert svc.tick() == []  # reads the destinations while the database answers
+        stop_embedded(tmp_path / "pg")
+        made = []
+        for i in range(3):
+            clock["now"] += timedelta(seconds=30)
+            made.append(svc.tick())
+        assert [len(x) for x in made] == [0, 0, 1]
+        assert len(receiver.requests) == 1 and receiver.requests[0]["json"]["check"] == "db_unreachable"
+        spool = json.loads(spool_path(tmp_path / "home").read_text())
+        assert [e["status"] for e in spool["entries"]] == ["sent"]
+        # a restarted service during the outage goes on from its spool: no second message
+        svc.close()
+        svc = Service(dsn, home=tmp_path / "home", t=t, clock=lambda: clock["now"])
+        clock["now"] += timedelta(seconds=30)
+        assert svc.tick() == []
+        ensure_embedded(tmp_path / "pg")
+        clock["now"] += timedelta(seconds=30)
+        svc.tick()  # recorded once; one pass passed
+        clock["now"] += timedelta(seconds=30)
+        resolved = svc.tick()
+        assert [m.type for m in resolved] == ["watchdog_resolved"]
+        assert json.loads(spool_path(tmp_path / "home").read_text())["entries"] == []
+        with psycopg.connect(dsn, autocommit=True) as c:
+            rows = c.execute("SELECT key, type, status FROM alert_deliveries ORDER BY id").fetchall()
+        assert [r[1:] for r in rows] == [("watchdog", "delivered"), ("watchdog_resolved", "pending")]
+        assert rows[0][0] == receiver.requests[0]["headers"]["webhook-id"]
+        with worker(dsn):
+            wait_until(lambda: len(receiver.requests) >= 2)
+        assert sorted(b["type"] for b in bodies(receiver)) == ["watchdog", "watchdog_resolved"]
+        svc.close()
+        # no secret anywhere: logs, messages, the spool, the states
+        text = caplog.text + json.dumps(bodies(receiver)) + spool_path(tmp_path / "home").read_text()
+        assert "s3cr3t-path-token" not in text
+    finally:
+        stop_embedded(tmp_path / "pg")
+
+
+def test_the_delivery_worker_down_goes_out_directly_from_the_service(dsn, store, receiver, monkeypatch, tmp_path):
+    watched(store, receiver, monkeypatch)
+    clock = {"now": engine.now_utc()}
+    t = checks.thresholds(environ={}, disabled="daemon_down")
+    svc = Service(dsn, home=tmp_path, t=t, clock=lambda: clock["now"])
+    with worker(dsn):  # seen: its view recorded every 10 s
+        wait_until(lambda: store.conn.execute("SELECT worker_seen_at FROM alert_destinations").fetchone()[0])
+        assert svc.tick() == []
+    clock["now"] += timedelta(seconds=61)  # no worker for a minute
+    made = svc.tick()
+    assert [m.type for m in made] == ["watchdog"] and made[0].check == "delivery_worker_down"
+    assert len(receiver.requests) == 1  # sent by the service itself, not through the (dead) worker
+    row = store.conn.execute("SELECT status FROM alert_deliveries WHERE type = 'watchdog'").fetchone()
+    assert row == ("delivered",)
+    with worker(dsn):
+        wait_until(lambda: store.conn.execute(
+            "SELECT worker_seen_at > %s FROM alert_destinations", (clock["now"] - timedelta(seconds=61),)).fetchone()[0])
+        clock["now"] = engine.now_utc()
+        svc.tick()
+        clock["now"] += timedelta(seconds=1)
+        assert [m.type for m in svc.tick()] == ["watchdog_resolved"]
+        wait_until(lambda: len(receiver.requests) >= 2)
+    svc.close()
+
+
+def test_collector_down_from_its_status_rows(store, receiver, monkeypatch):
+    store.add_symbol(SymbolInfo.create("BTC/USDT", exchange="binance", timeframes=["1m"], live=True))
+    store.conn.execute(
+        "INSERT INTO collector_status (exchange, kind, name, state, connected, last_frame_at, updated_at) VALUES "
+        "('binance', 'connection', 'ws-1', 'reconnecting', false, %s, %s)", (T0, T0 + timedelta(seconds=50)))
+    assert passes(store, ["collector_down"], T0 + timedelta(seconds=55)) == []
+    made = passes(store, ["collector_down"], T0 + timedelta(seconds=61))
+    assert [m.type for m in made] == ["watchdog"] and made[0].payload["since"] == (T0 + M).isoformat()
+
+
+def test_bad_input_exits_2_naming_the_field(tp_env, monkeypatch, capsys):
+    from trading_platform.cli import main
+
+    for k, v in tp_env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["watchdog", "status", "--check", "nope", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["field"] == "check"
+    monkeypatch.setenv("TP_WATCHDOG_REMIND_S", "-5")
+    assert main(["watchdog", "run", "--once", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["field"] == "TP_WATCHDOG_REMIND_S"
+    monkeypatch.delenv("TP_WATCHDOG_REMIND_S")
+    assert main(["alerts", "destination", "update", "nowhere", "--watchdog", "on", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["field"] == "name"
+    assert main(["watchdog", "status", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["name"] for r in rows] == list(checks.CHECK_NAMES) and {r["state"] for r in rows} == {"unknown"}
+    with pytest.raises(InvalidInput):
+        checks.thresholds(environ={"TP_WATCHDOG_DISABLE": "data_stale,nope"})
+
+
+def test_the_sensor_looks_saves_and_shows_the_state_as_an_asset_check(dsn, store, instance, receiver, monkeypatch):
+    from dagster import AssetCheckKey, AssetKey, build_sensor_context
+
+    from trading_platform.resources import MarketDB
+    from trading_platform.sensors.watchdog import watchdog_sensor
+
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1m"], live=True))
+    candle(store, "BTC/USDT", engine.now_utc() - timedelta(hours=1))  # an hour old: stale
+    watched(store, receiver, monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///" + str(dsn and "/nonexistent/mlflow.db"))
+    ctx = build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)})
+    out = watchdog_sensor(ctx)
+    assert "failing data_stale" in str(out.skip_message if hasattr(out, "skip_message") else out)
+    states = {s["name"]: s["state"] for s in engine.report_states(store.conn)}
+    assert states["data_stale"] == "failing" and states["live_backlog"] == "ok"
+    assert states["daemon_down"] == "unknown"  # the service's check: not the sensor's
+    ev = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [AssetCheckKey(AssetKey(["market", "ohlcv"]), "watchdog_data_stale")])
+    got = list(ev.values())[0]
+    assert got is not None and got.evaluation.passed is False

@@ -1,0 +1,244 @@
+"""`tp watchdog run`: the checks the daemon cannot make about itself, and the spool.
+
+Every ``interval_s`` it looks at the Dagster daemon's heartbeat (``daemon_down``), the database (``db_unreachable``:
+its own connection, 3 failed looks in a row) and the alert delivery worker (``delivery_worker_down``). Its
+states live in memory and in ``watchdog_state`` (saved whenever the database answers; loaded at start) and in
+the spool file (a restart during an outage goes on where it was).
+
+The spool (``$TP_HOME/watchdog/spool.json``) holds the messages this process sends itself: those of
+``delivery_worker_down`` (they cannot travel through the worker they report) and every message made while the
+database is down. They go to the destinations it last read from the database (a local copy of their rows:
+variable names only, never a value; the secrets are read from this process's environment, as the worker does),
+each under its outbox key, retried with backoff for 24 h. Once the database answers, each one sent (or refused
+for good) is recorded in ``alert_deliveries`` as ``delivered`` (``dead``) under the same key, once, and leaves
+the spool: the worker never sends it again, and `tp alerts deliveries` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import redact_secrets
+from . import checks, engine
+
+logger = logging.getLogger(__name__)
+SPOOL_MAX_AGE_S = 24 * 3600.0
+APPLICATION_NAME = "tp watchdog run"
+
+
+def spool_path(home: Path) -> Path:
+    return Path(home) / "watchdog" / "spool.json"
+
+
+class Spool:
+    """The service's file: its states, the destinations it last read, and the messages it sends itself."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.destinations: list[dict] = []
+        self.entries: list[dict] = []
+        self.states: dict[str, dict] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                self.destinations = list(data.get("destinations") or [])
+                self.entries = list(data.get("entries") or [])
+                self.states = dict(data.get("states") or {})
+            except (OSError, ValueError) as e:
+                logger.warning("watchdog: the spool %s could not be read (%s); starting a new one", self.path, e)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"destinations": self.destinations, "entries": self.entries,
+                                   "states": self.states}, default=str))
+        os.replace(tmp, self.path)
+
+    def set_destinations(self, rows: list[dict]) -> None:
+        keep = ("id", "name", "kind", "url_env", "secret_env", "token_env", "chat_id", "rate_per_min", "enabled")
+        self.destinations = [{k: r.get(k) for k in keep} for r in rows]  # the names of variables, never values
+
+    def add(self, messages: list[engine.Message], now: float) -> int:
+        have = {(e["destination"]["id"], e["key"]) for e in self.entries}
+        n = 0
+        for m in messages:
+            for d in self.destinations:
+                if (d["id"], m.key) in have:
+                    continue
+                self.entries.append({"key": m.key, "type": m.type, "payload": m.payload, "destination": d,
+                                     "status": "pending", "attempts": 0, "next_at": now,
+                                     "created_at": datetime.fromtimestamp(now, timezone.utc).isoformat()})
+                n += 1
+        if messages and not self.destinations:
+            logger.warning("watchdog: no destination takes the watchdog's messages (tp alerts destination update "
+                           "NAME --watchdog on): %s", "; ".join(m.payload["message"] for m in messages))
+        return n
+
+    def send_due(self, timeout_s: float = 5.0, now=None) -> int:
+        """Send what is due, one request each (a handful of messages: no digest). Returns how many were sent."""
+        from ..alerts import adapters
+        from ..alerts.delivery import Delivery, backoff_s, build_request
+
+        sent = 0
+        for e in self.entries:
+            t = time.time() if now is None else now
+            if e["status"] != "pending" or e["next_at"] > t:
+                continue
+            target = adapters.resolve(e["destination"])
+            if isinstance(target, adapters.Misconfigured):
+                e["error"], e["next_at"] = target.reason, t + 30.0
+                continue
+            e["attempts"] += 1
+            unit = [Delivery(0, target.id, e["key"], e["type"], e["payload"], e["attempts"],
+                             datetime.fromisoformat(e["created_at"]))]
+            res = adapters.send(target, build_request(target, unit, False), timeout_s)
+            e["http_status"] = res.status
+            if res.ok:
+                e["status"], e["sent_at"], e["error"] = "sent", datetime.now(timezone.utc).isoformat(), None
+                sent += 1
+                continue
+            e["error"] = target.scrub(res.error or "")[:500]
+            age = t - datetime.fromisoformat(e["created_at"]).timestamp()
+            if res.retry and age < SPOOL_MAX_AGE_S:
+                e["next_at"] = t + max(backoff_s(e["attempts"]), res.retry_after_s or 0.0)
+            else:
+                e["status"] = "dead"
+                logger.error("watchdog: %s refused %s: %s", e["destination"]["name"], e["key"], e["error"])
+        return sent
+
+    def finished(self) -> list[dict]:
+        return [e for e in self.entries if e["status"] in ("sent", "dead")]
+
+    def drop(self, entries: list[dict]) -> None:
+        ids = {id(e) for e in entries}
+        self.entries = [e for e in self.entries if id(e) not in ids]
+
+
+class Service:
+    """One ``tp watchdog run`` process: ``tick()`` is one pass (tests call it with an injected clock)."""
+
+    def __init__(self, dsn: str, *, home: Path, t: checks.Thresholds | None = None, instance=None, clock=None,
+                 report=None, timeout_s: float = 5.0):
+        self.dsn, self.t = dsn, t or checks.thresholds()
+        self.clock = clock or engine.now_utc
+        self.started = self.clock()
+        self.instance_fn = instance
+        self.report = report
+        self.timeout_s = timeout_s
+        self.names = checks.for_runner("service", self.t)
+        self.spool = Spool(spool_path(home))
+        self.conn = None
+        self.states = {n: engine.State.from_json(self.spool.states[n]) if n in self.spool.states
+                       else engine.State.new(n) for n in self.names}
+        self._loaded = False
+
+    def _connect(self):
+        import psycopg
+        from psycopg.conninfo import make_conninfo
+
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT 1")
+                return self.conn
+            except psycopg.Error:
+                self._close()
+        try:
+            self.conn = psycopg.connect(make_conninfo(self.dsn, application_name=APPLICATION_NAME),
+                                        connect_timeout=max(1, int(self.t.probe_timeout_s)), autocommit=True)
+        except psycopg.Error:
+            self.conn = None
+        return self.conn
+
+    def _close(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.conn = None
+
+    def tick(self) -> list[engine.Message]:
+        import psycopg
+
+        now = self.clock()
+        conn = self._connect()
+        if conn is not None and not self._loaded:
+            try:  # the stored states win over the spool's copy when the spool has none newer
+                stored = engine.load(conn, self.names)
+                for n, st in stored.items():
+                    mine = self.states[n]
+                    if mine.checked_at is None or (st.checked_at and st.checked_at >= mine.checked_at):
+                        self.states[n] = st
+                self._loaded = True
+            except psycopg.Error:
+                self._close()
+                conn = None
+        look = checks.Look(conn, now, self.t, instance=self.instance_fn, started=self.started, dsn=self.dsn)
+        observations = {n: engine.observe(n, look) for n in self.names}
+        before = {n: self.states[n].state for n in self.names}
+        messages = []
+        for n in self.names:
+            messages += engine.step(self.states[n], observations[n], now, self.t)
+        direct = [m for m in messages if m.check == "delivery_worker_down"]
+        queued = [m for m in messages if m.check != "delivery_worker_down"]
+        if conn is not None:
+            try:
+                with conn.transaction():
+                    engine.save(conn, list(self.states.values()))
+                    engine.enqueue(conn, queued)
+                    self.spool.set_destinations(engine.watchdog_destinations(conn))
+                queued = []
+            except psycopg.Error as e:
+                logger.warning("watchdog: the database failed mid-pass (%s); sending from the spool",
+                               redact_secrets(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+                self._close()
+                conn = None
+        self.spool.add(direct + queued, time.time())
+        self.spool.send_due(self.timeout_s)
+        if conn is not None and self.spool.finished():
+            try:
+                with conn.transaction():
+                    done = self.spool.finished()
+                    engine.record_sent(conn, done)
+                self.spool.drop(done)
+            except psycopg.Error:
+                self._close()
+        self.spool.states = {n: s.as_json() for n, s in self.states.items()}
+        self.spool.save()
+        for m in messages:
+            logger.log(logging.WARNING if m.type == "watchdog" else logging.INFO, "watchdog: %s", m.payload["message"])
+        if self.report is not None:
+            for n in self.names:
+                try:
+                    self.report(self.states[n], self.states[n].state != before[n])
+                except Exception:  # noqa: BLE001 - the UI's view is best effort
+                    logger.debug("watchdog: could not report %s to Dagster", n, exc_info=True)
+        return messages
+
+    def close(self) -> None:
+        self._close()
+
+
+def run(dsn: str, *, home: Path, t: checks.Thresholds | None = None, stop: threading.Event | None = None,
+        once: bool = False, instance=None, report=None) -> dict:
+    """Look every ``interval_s`` until ``stop`` is set (SIGINT/SIGTERM) or once."""
+    svc = Service(dsn, home=home, t=t, instance=instance, report=report)
+    stop = stop or threading.Event()
+    sent = 0
+    logger.info("watchdog: looking at %s every %g s", ", ".join(svc.names), svc.t.interval_s)
+    try:
+        while True:
+            t0 = time.monotonic()
+            sent += len(svc.tick())
+            if once or stop.wait(max(0.0, svc.t.interval_s - (time.monotonic() - t0))):
+                break
+    finally:
+        svc.close()
+    return {"messages": sent, "states": {n: s.state for n, s in svc.states.items()},
+            "spooled": len(svc.spool.entries)}
