@@ -297,3 +297,65 @@ def test_the_sensor_looks_saves_and_shows_the_state_as_an_asset_check(dsn, store
         [AssetCheckKey(AssetKey(["market", "ohlcv"]), "watchdog_data_stale")])
     got = list(ev.values())[0]
     assert got is not None and got.evaluation.passed is False
+
+
+def test_live_backlog_and_a_batch_at_its_third_attempt(store):
+    now = engine.now_utc()
+    for i in range(3):
+        eid = store.conn.execute(
+            "INSERT INTO market_events (symbol, timeframe, ts, change, source, created_at) VALUES ('BTC/USDT', '1m', "
+            "%s, 'inserted', 'test', clock_timestamp() - interval '200 seconds') RETURNING id", (T0 + i * M,)).fetchone()[0]
+        store.conn.execute("INSERT INTO market_event_queue (consumer, event_id) VALUES ('predictions', %s) "
+                           "ON CONFLICT DO NOTHING", (eid,))
+    made = passes(store, ["live_backlog"], now)
+    assert [m.type for m in made] == ["watchdog"] and "3 event(s) waiting" in made[0].payload["detail"]
+    # under the age threshold and the count: nothing
+    assert passes(store, ["live_backlog"], now, checks.thresholds(environ={}, backlog_age_s=600)) == []
+    b = store.conn.execute("INSERT INTO live_batches (consumer, events, pins, versions, attempt) VALUES "
+                           "('predictions', 3, '{}', '[]', 2) RETURNING id").fetchone()[0]
+    assert passes(store, ["live_batch_retrying"], now) == []  # the second attempt: not yet
+    store.conn.execute("UPDATE live_batches SET attempt = 3 WHERE id = %s", (b,))
+    made = passes(store, ["live_batch_retrying"], now)
+    assert [m.type for m in made] == ["watchdog"] and made[0].payload["subjects"] == [f"batch {b}"]
+    store.conn.execute("UPDATE live_batches SET status = 'done' WHERE id = %s", (b,))
+    assert passes(store, ["live_batch_retrying"], now + M) == []
+    assert [m.type for m in passes(store, ["live_batch_retrying"], now + 2 * M)] == ["watchdog_resolved"]
+
+
+def test_dead_deliveries_are_said_and_resolve_once_retried(store, receiver, monkeypatch):
+    from trading_platform.alerts import delivery
+
+    dest = watched(store, receiver, monkeypatch, name="n8n", watchdog=False)
+    watched(store, receiver, monkeypatch, name="ops")
+    store.conn.execute("INSERT INTO alert_deliveries (destination_id, key, type, payload, status, last_error, "
+                       "last_error_at) VALUES (%s, 'alert:1:alert', 'alert', '{}', 'dead', 'HTTP 410', now())", (dest,))
+    now = engine.now_utc()
+    made = passes(store, ["deliveries_dead"], now)
+    assert [m.type for m in made] == ["watchdog"] and made[0].payload["subjects"] == ["n8n"]
+    assert delivery.retry(store.conn) == 1
+    assert passes(store, ["deliveries_dead"], now + M) == []
+    assert [m.type for m in passes(store, ["deliveries_dead"], now + 2 * M)] == ["watchdog_resolved"]
+
+
+def test_daemon_down_after_its_threshold_from_the_newest_heartbeat(store, instance, receiver, monkeypatch, tmp_path,
+                                                                   dsn):
+    from dagster._daemon.types import DaemonHeartbeat
+
+    watched(store, receiver, monkeypatch)
+    beat = T0.timestamp()
+    instance.add_daemon_heartbeat(DaemonHeartbeat(beat, "SENSOR", "d1", None))
+    clock = {"now": T0 + timedelta(seconds=299)}
+    t = checks.thresholds(environ={}, disabled="delivery_worker_down")
+    svc = Service(dsn, home=tmp_path, t=t, instance=instance, clock=lambda: clock["now"])
+    assert svc.tick() == []
+    clock["now"] = T0 + timedelta(seconds=301)
+    made = svc.tick()
+    assert [m.type for m in made] == ["watchdog"] and made[0].payload["since"] == (T0 + timedelta(seconds=300)).isoformat()
+    # queued in the outbox (the worker is up), not sent by the service
+    assert receiver.requests == []
+    assert store.conn.execute("SELECT status FROM alert_deliveries").fetchall() == [("pending",)]
+    instance.add_daemon_heartbeat(DaemonHeartbeat(clock["now"].timestamp(), "SENSOR", "d1", None))
+    svc.tick()
+    clock["now"] += timedelta(seconds=5)
+    assert [m.type for m in svc.tick()] == ["watchdog_resolved"]
+    svc.close()

@@ -1,6 +1,6 @@
 """`tp up` and `tp down`: the process supervisor of the local services (dagster dev, the MLflow UI, the alert
-delivery worker and, for exchange markets, the live collector, each in its own process group) and the embedded
-database."""
+delivery worker, the watchdog and, for exchange markets, the live collector, each in its own process group) and
+the embedded database."""
 
 from __future__ import annotations
 
@@ -213,13 +213,12 @@ def cmd_up(args) -> int:
     hint = f"; the MLflow UI's output is in {ui_log}" if local_mlflow and not args.verbose else ""
     threading.Thread(target=announce_when_ready, args=(ready, banner, stop), kwargs={"hint": hint},
                      daemon=True).start()
-    collector = Collected(env, bindir, dsn)
-    deliverer = Delivering(env, bindir)
+    services = [Collected(env, bindir, dsn), Delivering(env, bindir), Watching(env, bindir)]
     try:
         while all(p.poll() is None for p in procs):
-            collector.check()
-            deliverer.check()
-            pids_file().write_text(json.dumps([p.pid for p in procs] + collector.pids() + deliverer.pids()))
+            for svc in services:
+                svc.check()
+            pids_file().write_text(json.dumps([p.pid for p in procs] + [i for svc in services for i in svc.pids()]))
             time.sleep(1)
         for p in procs:
             if p.poll() is not None:
@@ -231,7 +230,7 @@ def cmd_up(args) -> int:
         pass
     finally:
         stop.set()
-        stop_children(procs + collector.procs() + deliverer.procs())
+        stop_children(procs + [p for svc in services for p in svc.procs()])
         pids_file().unlink(missing_ok=True)
     return 0
 
@@ -328,6 +327,13 @@ class Delivering(Supervised):
     next one."""
 
     ARGV = ("alerts", "deliver")
+
+
+class Watching(Supervised):
+    """`tp watchdog run` under `tp up`: the checks the daemon cannot make about itself (its heartbeat, the
+    database, the delivery worker) and the spool while the database is down; always running."""
+
+    ARGV = ("watchdog", "run")
 
 
 def stop_children(procs) -> None:

@@ -134,6 +134,7 @@ class Look:
     t: Thresholds
     instance: object = None
     started: datetime | None = None
+    connected_at: datetime | None = None  # when this look's database connection was opened (after an outage)
     dsn: str | None = None
     tracking: str | None = None
 
@@ -399,8 +400,11 @@ def db_unreachable(look: Look) -> Observation:
 
 def delivery_worker_down(look: Look) -> Observation:
     """Enabled destinations exist and the delivery worker has not recorded its view of them for
-    ``worker_down_s`` (it does every 10 s), or a delivery has been due that long while nothing was claimed."""
+    ``worker_down_s`` (it does every 10 s), or a delivery has been due that long while nothing was claimed. Counted
+    from the service's (re)connection at the earliest: a worker that could not record while the database was down
+    gets the whole threshold once it is back."""
     t = timedelta(seconds=look.t.worker_down_s)
+    grace = look.connected_at or look.started
     seen, n = look.conn.execute(
         "SELECT max(worker_seen_at), count(*) FROM alert_destinations WHERE enabled").fetchone()
     if not n:
@@ -409,13 +413,13 @@ def delivery_worker_down(look: Look) -> Observation:
         "SELECT (SELECT min(d.next_attempt_at) FROM alert_deliveries d JOIN alert_destinations t ON "
         "t.id = d.destination_id WHERE d.status = 'pending' AND t.enabled AND coalesce(t.worker_state, 'ok') = 'ok'), "
         "(SELECT max(claimed_at) FROM alert_deliveries WHERE claimed_at IS NOT NULL)").fetchone()
-    if seen is None or seen + t <= look.now:
-        since = (seen + t) if seen is not None else (look.started or look.now) + t
-        if since <= look.now:
-            return Observation(True, since, ["tp alerts deliver"],
-                               f"the alert delivery worker was last seen {_ago(look.now, seen)}")
-    if due is not None and due + t <= look.now and (claimed is None or claimed + t <= look.now):
-        return Observation(True, max(due, claimed or due) + t, ["tp alerts deliver"],
+    since = max((x for x in (seen, grace) if x is not None), default=look.now) + t
+    if since <= look.now:
+        return Observation(True, since, ["tp alerts deliver"],
+                           f"the alert delivery worker was last seen {_ago(look.now, seen)}")
+    if due is not None and due + t <= look.now and (claimed is None or claimed + t <= look.now) and \
+            (grace is None or grace + t <= look.now):
+        return Observation(True, max(due, claimed or due, grace or due) + t, ["tp alerts deliver"],
                            f"a delivery has been due since {_iso(due)} and nothing was claimed since "
                            f"{_iso(claimed)}")
     return Observation(False, detail=f"the delivery worker was seen {_ago(look.now, seen)}")

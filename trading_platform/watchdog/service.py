@@ -134,6 +134,7 @@ class Service:
         self.names = checks.for_runner("service", self.t)
         self.spool = Spool(spool_path(home))
         self.conn = None
+        self.connected_at = None
         self.states = {n: engine.State.from_json(self.spool.states[n]) if n in self.spool.states
                        else engine.State.new(n) for n in self.names}
         self._loaded = False
@@ -151,6 +152,7 @@ class Service:
         try:
             self.conn = psycopg.connect(make_conninfo(self.dsn, application_name=APPLICATION_NAME),
                                         connect_timeout=max(1, int(self.t.probe_timeout_s)), autocommit=True)
+            self.connected_at = self.clock()
         except psycopg.Error:
             self.conn = None
         return self.conn
@@ -179,7 +181,8 @@ class Service:
             except psycopg.Error:
                 self._close()
                 conn = None
-        look = checks.Look(conn, now, self.t, instance=self.instance_fn, started=self.started, dsn=self.dsn)
+        look = checks.Look(conn, now, self.t, instance=self.instance_fn, started=self.started,
+                           connected_at=self.connected_at, dsn=self.dsn)
         observations = {n: engine.observe(n, look) for n in self.names}
         before = {n: self.states[n].state for n in self.names}
         messages = []
