@@ -128,7 +128,7 @@ def test_a_failed_run_with_a_retry_pending_says_nothing_with_retries_spent_one_m
         assert passes(store, ["run_failed"], now, instance=instance) == []
         r = nightly.execute_in_process(instance=instance, raise_on_error=False, tags={"dagster/max_retries": "0"})
         assert instance.get_run_by_id(r.run_id).tags.get("dagster/will_retry") == "false"
-        made = passes(store, ["run_failed"], now, instance=instance)
+        made = passes(store, ["run_failed"], now + timedelta(seconds=1), instance=instance)
         assert [m.type for m in made] == ["watchdog"] and made[0].payload["subjects"] == ["nightly"]
         assert passes(store, ["run_failed"], now + timedelta(seconds=30), instance=instance) == []
         fail["on"] = False  # a later run of the job succeeds: resolved after two passes
@@ -309,13 +309,16 @@ def test_live_backlog_and_a_batch_at_its_third_attempt(store):
                            "ON CONFLICT DO NOTHING", (eid,))
     made = passes(store, ["live_backlog"], now)
     assert [m.type for m in made] == ["watchdog"] and "3 event(s) waiting" in made[0].payload["detail"]
-    # under the age threshold and the count: nothing
-    assert passes(store, ["live_backlog"], now, checks.thresholds(environ={}, backlog_age_s=600)) == []
+    # under the age threshold and the count: passing; over the count: failing
+    look = checks.Look(store.conn, now, checks.thresholds(environ={}, backlog_age_s=600))
+    assert checks.live_backlog(look).failing is False
+    look = checks.Look(store.conn, now, checks.thresholds(environ={}, backlog_age_s=600, backlog_events=2))
+    assert checks.live_backlog(look).failing is True
     b = store.conn.execute("INSERT INTO live_batches (consumer, events, pins, versions, attempt) VALUES "
                            "('predictions', 3, '{}', '[]', 2) RETURNING id").fetchone()[0]
     assert passes(store, ["live_batch_retrying"], now) == []  # the second attempt: not yet
     store.conn.execute("UPDATE live_batches SET attempt = 3 WHERE id = %s", (b,))
-    made = passes(store, ["live_batch_retrying"], now)
+    made = passes(store, ["live_batch_retrying"], now + timedelta(seconds=1))
     assert [m.type for m in made] == ["watchdog"] and made[0].payload["subjects"] == [f"batch {b}"]
     store.conn.execute("UPDATE live_batches SET status = 'done' WHERE id = %s", (b,))
     assert passes(store, ["live_batch_retrying"], now + M) == []
@@ -359,3 +362,125 @@ def test_daemon_down_after_its_threshold_from_the_newest_heartbeat(store, instan
     clock["now"] += timedelta(seconds=5)
     assert [m.type for m in svc.tick()] == ["watchdog_resolved"]
     svc.close()
+
+
+def test_a_worker_unseen_while_the_database_was_away_gets_its_threshold_once_the_service_is_back(
+        dsn, store, receiver, monkeypatch, tmp_path):
+    watched(store, receiver, monkeypatch)
+    # the worker last recorded its view two minutes ago (the database was away meanwhile)
+    store.conn.execute("UPDATE alert_destinations SET worker_seen_at = now() - interval '120 seconds'")
+    clock = {"now": engine.now_utc()}
+    t = checks.thresholds(environ={}, disabled="daemon_down")
+    svc = Service(dsn, home=tmp_path, t=t, clock=lambda: clock["now"])
+    assert svc.tick() == []  # (re)connected now: the worker has a minute to show up
+    clock["now"] += timedelta(seconds=59)
+    assert svc.tick() == []
+    clock["now"] += timedelta(seconds=2)
+    assert [m.check for m in svc.tick()] == ["delivery_worker_down"]
+    svc.close()
+
+
+def test_an_mlflow_password_never_reaches_a_message_and_a_server_behind_auth_is_reachable(store, receiver,
+                                                                                          monkeypatch):
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Auth(BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.headers.get("Authorization") == "Basic " + __import__("base64").b64encode(b"alice:s3cretpw").decode()
+            self.send_response(200 if ok and self.path == "/health" else 401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Auth)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        t = checks.thresholds(environ={}, probe_timeout_s=1)
+        up = f"http://alice:s3cretpw@127.0.0.1:{srv.server_address[1]}"
+        look = checks.Look(store.conn, T0, t, tracking=up)
+        assert checks.mlflow_unreachable(look).failing is False  # the credentials go as basic auth
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+        look = checks.Look(store.conn, T0, t, tracking=f"http://127.0.0.1:{srv.server_address[1]}")
+        assert checks.mlflow_unreachable(look).failing is False  # 401: it answers
+    finally:
+        srv.shutdown()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    watched(store, receiver, monkeypatch)
+    made = []
+    for i in range(3):
+        made += passes(store, ["mlflow_unreachable"], T0 + i * M, t,
+                       tracking=f"http://alice:s3cretpw@127.0.0.1:{port}")
+    assert len(made) == 1 and f"127.0.0.1:{port}" in made[0].payload["detail"]
+    stored = json.dumps(engine.report_states(store.conn), default=str)
+    assert "s3cretpw" not in json.dumps(made[0].payload) + stored
+
+
+def test_subjects_that_come_and_go_are_announced_once_not_at_every_flap():
+    t = checks.thresholds(environ={})
+    st = engine.State.new("stream_stale")
+    made = engine.step(st, checks.Observation(True, T0, ["A"], "a"), T0, t)
+    assert [m.payload["subjects"] for m in made] == [["A"]]
+    got = []
+    for i in range(1, 28):  # 13.5 minutes of B flapping every 30 s
+        subjects = ["A", "B"] if i % 2 else ["A"]
+        got += engine.step(st, checks.Observation(True, T0, subjects, "x"), T0 + i * timedelta(seconds=30), t)
+    # B is said once, when a minute has passed since the last message; no reminder before 15 min
+    assert [(m.payload["update"], m.payload["new_subjects"]) for m in got] == [(True, ["B"])]
+    got = engine.step(st, checks.Observation(True, T0, ["A"], "x"), T0 + timedelta(minutes=15), t)
+    assert [m.payload["reminder"] for m in got] == [2]  # the reminder (the update was message 1)
+
+
+def test_a_reconnect_while_the_worker_is_down_says_no_false_resolved(dsn, store, receiver, monkeypatch, tmp_path):
+    watched(store, receiver, monkeypatch)
+    store.conn.execute("UPDATE alert_destinations SET worker_seen_at = now() - interval '300 seconds'")
+    clock = {"now": engine.now_utc() + timedelta(seconds=61)}
+    t = checks.thresholds(environ={}, disabled="daemon_down")
+    svc = Service(dsn, home=tmp_path, t=t, clock=lambda: clock["now"])
+    svc.tick()  # connected now: it cannot tell yet
+    svc.started = svc.connected_at = clock["now"] - timedelta(seconds=120)  # as if connected two minutes ago
+    clock["now"] += timedelta(seconds=1)
+    svc.tick()
+    assert svc.states["delivery_worker_down"].state == "failing"
+    svc._close()  # the service loses its connection (a database blip) and reconnects at its next pass
+    for _ in range(4):
+        clock["now"] += timedelta(seconds=5)
+        assert svc.tick() == []  # cannot tell for a minute after the reconnect: never "resolved"
+    assert svc.states["delivery_worker_down"].state == "failing"
+    svc.close()
+
+
+def test_the_daemon_beating_but_the_watchdog_sensor_silent_is_said(dsn, store, instance, receiver, monkeypatch,
+                                                                   tmp_path):
+    from dagster._daemon.types import DaemonHeartbeat
+
+    watched(store, receiver, monkeypatch)
+    now = engine.now_utc()
+    instance.add_daemon_heartbeat(DaemonHeartbeat(now.timestamp(), "SENSOR", "d1", None))
+    store.conn.execute("INSERT INTO watchdog_state (name, runner, state, checked_at) VALUES "
+                       "('data_stale', 'sensor', 'ok', %s)", (now - timedelta(minutes=10),))
+    t = checks.thresholds(environ={}, disabled="delivery_worker_down")
+    svc = Service(dsn, home=tmp_path, t=t, instance=instance, clock=lambda: now)
+    svc.started = now - timedelta(minutes=10)
+    made = svc.tick()
+    assert [(m.check, m.payload["subjects"]) for m in made] == [("daemon_down", ["watchdog_sensor"])]
+    svc.close()
+
+
+def test_a_bad_interval_or_an_infinite_threshold_names_its_field(tp_env, monkeypatch, capsys):
+    from trading_platform.cli import main
+
+    for k, v in tp_env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["watchdog", "run", "--once", "--interval", "0.5", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["field"] == "interval"
+    for var, value in (("TP_WATCHDOG_RESOLVE_PASSES", "inf"), ("TP_WATCHDOG_INTERVAL_S", "nan")):
+        with pytest.raises(InvalidInput) as e:
+            checks.thresholds(environ={var: value})
+        assert e.value.field == var

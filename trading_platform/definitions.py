@@ -27,7 +27,8 @@ from .sensors.live import live_predictions_job, live_predictions_sensor  # noqa:
 from .sensors.maintenance import maintenance_job, maintenance_schedule  # noqa: E402
 from .sensors.market_data import cycle_schedules, market_cycle_job, market_data_job, symbol_partitions_sensor  # noqa: E402
 from .sensors.models import model_jobs, model_schedules  # noqa: E402
-from .sensors.watchdog import watchdog_checks, watchdog_sensor  # noqa: E402
+from .assets.watchdog import watchdog_checks  # noqa: E402
+from .sensors.watchdog import watchdog_sensor  # noqa: E402
 from .settings import get_settings  # noqa: E402
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from ..errors import InvalidInput
 from ._context import stopped_by_signals, store_or_open
 
 
 def status(*, check: str | None = None, store=None) -> list[dict]:
     """Every check (or ``check``) with its state (ok | failing | unknown), since when, what fails, its detail and
     the last message (its key, type and delivery status)."""
-    from ..watchdog.checks import check_name
+    from ..watchdog.checks import check_name, thresholds
     from ..watchdog.engine import report_states
 
     names = [check_name(check)] if check is not None else None
+    disabled = thresholds().disabled
     with store_or_open(store) as s:
-        return report_states(s.conn, names)
+        return report_states(s.conn, names, disabled)
 
 
 def run(*, once: bool = False, interval_s=None, dsn: str | None = None) -> dict:
@@ -25,6 +27,15 @@ def run(*, once: bool = False, interval_s=None, dsn: str | None = None) -> dict:
     from ..watchdog.checks import thresholds
     from ..watchdog.service import run as run_service
 
+    if interval_s is not None:
+        import math
+
+        try:
+            interval_s = float(interval_s)
+        except (TypeError, ValueError):
+            interval_s = float("nan")
+        if not (math.isfinite(interval_s) and interval_s >= 1):
+            raise InvalidInput("--interval must be a number of seconds, at least 1", field="interval")
     t = thresholds(**({"interval_s": interval_s} if interval_s is not None else {}))
     settings = get_settings()
     dsn = dsn or database_url(settings)

@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from ..resources import MarketDB
+from .watchdog import without_watchdog_checks
 
 GROUP = "rag"
 
@@ -84,7 +85,7 @@ def rag_index(context: AssetExecutionContext, config: RagIndexConfig, market_db:
 rag_assets = [rag_documents, rag_index]
 
 rag_sync_job = define_asset_job(
-    "rag_sync_job", selection=rag_assets, executor_def=in_process_executor, tags={"tp/run_kind": "rag"},
+    "rag_sync_job", selection=without_watchdog_checks(rag_assets), executor_def=in_process_executor, tags={"tp/run_kind": "rag"},
     description="Summarize and embed what is new, then bring the FAISS index up to date (incremental).")
 
 rag_sync_schedule = ScheduleDefinition(

@@ -12,7 +12,8 @@ def _line(s: dict) -> str:
     msg = (f"; last message {last['type']} {last['created_at'][:19].replace('T', ' ')} ({last['status']})"
            if last else f"; last message {s['last_message']}" if s.get("last_message") else "")
     what = s["detail"] or s["last_error"] or s["description"]
-    return f"{s['name']:<22} {s['state']:<8} {s['severity']:<5}{since} — {what}{msg}"
+    state = "disabled" if s.get("disabled") else s["state"]
+    return f"{s['name']:<22} {state:<8} {s['severity']:<5}{since} — {what}{msg}"
 
 
 def cmd_status(args) -> int:

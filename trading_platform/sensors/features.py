@@ -33,12 +33,13 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from ..assets.features import features
 from ..assets.partitions import market_key, month_key
 from ..assets.predictions import output_assets
+from ..assets.watchdog import without_watchdog_checks
 from ..resources import MarketDB
 
-features_job = define_asset_job("features_job", selection=[features], executor_def=in_process_executor,
+features_job = define_asset_job("features_job", selection=without_watchdog_checks([features]), executor_def=in_process_executor,
                                 description="Recompute stored features for chosen symbol-months.")
 revisions_job = define_asset_job(
-    "revisions_job", selection=[features, *output_assets], executor_def=in_process_executor,
+    "revisions_job", selection=without_watchdog_checks([features, *output_assets]), executor_def=in_process_executor,
     description="After revised candles: recompute a symbol's features from the revised month on, then correct "
                 "the model outputs the revision changed.")
 MAX_REVISIONS_PER_TICK = 500

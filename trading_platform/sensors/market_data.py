@@ -27,18 +27,19 @@ from ..assets.features import FEATURES_KEY, feature_assets
 from ..assets.market_data import OHLCV_KEY, market_assets
 from ..assets.partitions import market_key, month_key, month_partitions, store_first_month, symbol_partitions
 from ..assets.predictions import output_assets
+from ..assets.watchdog import without_watchdog_checks
 from ..resources import MarketDB
 
 market_data_job = define_asset_job(
     "market_data_job",
-    selection=[*market_assets, *feature_assets],
+    selection=without_watchdog_checks([*market_assets, *feature_assets]),
     executor_def=in_process_executor,
     description="Ingest the base timeframe, resample every higher one and compute features, "
                 "for the chosen symbol-months (the steps run in one process).",
 )
 market_cycle_job = define_asset_job(
     "market_cycle_job",
-    selection=[*market_assets, *feature_assets, *output_assets],
+    selection=without_watchdog_checks([*market_assets, *feature_assets, *output_assets]),
     executor_def=in_process_executor,
     description="What the schedules run: ingest, resample, features and the model outputs (predictions, "
                 "forecasts, patterns) for the chosen symbol-months, in one process.",

@@ -12,37 +12,37 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ..assets.partitions import symbol_partitions
-from ..resources import MarketDB
-
 from ..assets.models import (forecasts, nhits_assets, pattern_tcn, patterns, predictions, pump_xgb, regime_hmm,
                              signal_lgbm)
+from ..assets.partitions import symbol_partitions
+from ..assets.watchdog import without_watchdog_checks
+from ..resources import MarketDB
 
 pump_training_job = define_asset_job(
-    "pump_training_job", selection=[pump_xgb], executor_def=in_process_executor,
+    "pump_training_job", selection=without_watchdog_checks([pump_xgb]), executor_def=in_process_executor,
     description="Train the pooled XGBoost pump classifier, register it and gate it.")
 regime_training_job = define_asset_job(
-    "regime_training_job", selection=[regime_hmm], executor_def=in_process_executor,
+    "regime_training_job", selection=without_watchdog_checks([regime_hmm]), executor_def=in_process_executor,
     description="Train one symbol's HMM regime model (partition: symbol), register it and gate it.")
 signal_training_job = define_asset_job(
-    "signal_training_job", selection=[signal_lgbm], executor_def=in_process_executor,
+    "signal_training_job", selection=without_watchdog_checks([signal_lgbm]), executor_def=in_process_executor,
     description="Train one symbol's LightGBM signal model (partition: symbol), register it and gate it.")
 nhits_training_job = define_asset_job(
-    "nhits_training_job", selection=nhits_assets, executor_def=in_process_executor,
+    "nhits_training_job", selection=without_watchdog_checks(nhits_assets), executor_def=in_process_executor,
     description="Train the NHITS forecaster of every configured timeframe, register it and gate it.")
 pattern_training_job = define_asset_job(
-    "pattern_training_job", selection=[pattern_tcn], executor_def=in_process_executor,
+    "pattern_training_job", selection=without_watchdog_checks([pattern_tcn]), executor_def=in_process_executor,
     description="Train the TCN chart-pattern detector, register it and gate it on the frozen set.")
 predictions_job = define_asset_job(
-    "predictions_job", selection=[predictions, forecasts, patterns], executor_def=in_process_executor,
+    "predictions_job", selection=without_watchdog_checks([predictions, forecasts, patterns]), executor_def=in_process_executor,
     description="Score every champion (and shadow every challenger): predictions, forecasts and patterns.")
 
 retraining_job = define_asset_job(
-    "retraining_job", selection=[pump_xgb, *nhits_assets, pattern_tcn], executor_def=in_process_executor,
+    "retraining_job", selection=without_watchdog_checks([pump_xgb, *nhits_assets, pattern_tcn]), executor_def=in_process_executor,
     tags={"tp/run_kind": "retrain"},
     description="Retrain the pooled models (pump, NHITS per timeframe, TCN); each version goes through the gate.")
 symbol_retraining_job = define_asset_job(
-    "symbol_retraining_job", selection=[regime_hmm, signal_lgbm], executor_def=in_process_executor,
+    "symbol_retraining_job", selection=without_watchdog_checks([regime_hmm, signal_lgbm]), executor_def=in_process_executor,
     tags={"tp/run_kind": "retrain"},
     description="Retrain every symbol's regime model, then its signal model, in one run over a range of symbols.")
 

@@ -1,6 +1,7 @@
 """The watchdog in the daemon: ``watchdog_sensor`` runs the checks that need the store, every
 ``TP_WATCHDOG_INTERVAL_S`` (30 s), and records their states as asset check evaluations on the assets they watch
-(``watchdog_<check>``, severity WARN or ERROR), so the asset graph turns red where the platform is failing.
+(``watchdog_<check>``, ``assets/watchdog.py``; severity WARN or ERROR), so the asset graph turns red where the
+platform is failing.
 `tp watchdog run` (``watchdog/service.py``) reports its own checks the same way. The checks and the messages:
 ``trading_platform/watchdog/``.
 """
@@ -9,17 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetKey,
-    DefaultSensorStatus,
-    SensorEvaluationContext,
-    SkipReason,
-    asset_check,
-    sensor,
-)
+from dagster import AssetCheckSeverity, DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
 
+from ..assets.watchdog import check_key
 from ..errors import InvalidInput
 from ..resources import MarketDB
 from ..watchdog.checks import SPECS, thresholds
@@ -33,11 +26,6 @@ def _interval() -> int:
     except InvalidInput as e:  # the sensor's ticks say it (below); the code location still loads
         log.error("%s", e)
         return 30
-
-
-def check_key(name: str) -> tuple[AssetKey, str] | None:
-    asset = SPECS[name][2]
-    return (AssetKey(list(asset)), f"watchdog_{name}") if asset else None
 
 
 def dagster_reporter(instance):
@@ -83,25 +71,3 @@ def watchdog_sensor(context: SensorEvaluationContext, market_db: MarketDB):
     failing = [s.name for s in states if s.state == "failing"]
     return SkipReason(f"{len(names)} checks: " + (f"failing {', '.join(failing)}" if failing else "all passing")
                       + (f"; {len(messages)} message(s)" if messages else ""))
-
-
-def _make_check(name: str):
-    key, check_name = check_key(name)
-
-    @asset_check(asset=key, name=check_name, blocking=False,
-                 description=f"watchdog: {SPECS[name][3]} (its state as the watchdog last saw it; tp watchdog status)")
-    def _check(context, market_db: MarketDB) -> AssetCheckResult:
-        from ..watchdog.engine import report_states
-
-        with market_db.open() as store:
-            st = report_states(store.conn, [name])[0]
-        return AssetCheckResult(passed=st["state"] != "failing",
-                                severity=AssetCheckSeverity.WARN if st["severity"] == "WARN" else AssetCheckSeverity.ERROR,
-                                metadata={"state": st["state"], "detail": st["detail"] or "",
-                                          "since": st["since"] or ""},
-                                description=st["detail"] or None)
-
-    return _check
-
-
-watchdog_checks = [_make_check(n) for n in SPECS if SPECS[n][2]]

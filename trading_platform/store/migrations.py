@@ -1182,6 +1182,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             incident        text,                        -- failing: the key of this failure's messages
             messages        integer NOT NULL DEFAULT 0,  -- messages sent for the incident (the first, reminders)
             subjects        jsonb NOT NULL DEFAULT '[]', -- what fails (series, runs, destinations)
+            announced       jsonb NOT NULL DEFAULT '[]', -- the subjects the incident's messages have named
             detail          text,
             next_reminder_at timestamptz,
             last_message    text,                        -- watchdog | watchdog_resolved
@@ -1196,9 +1197,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE alert_deliveries DROP CONSTRAINT IF EXISTS alert_deliveries_type_check;
         ALTER TABLE alert_deliveries ADD CONSTRAINT alert_deliveries_type_check
             CHECK (type IN ('alert', 'alert_resolved', 'alert_retracted', 'test', 'watchdog', 'watchdog_resolved'));
-        -- the delivery worker's last claim: delivery_worker_down reads it
-        CREATE INDEX IF NOT EXISTS alert_deliveries_claimed ON alert_deliveries (claimed_at DESC)
-            WHERE claimed_at IS NOT NULL;
+        -- `tp watchdog status`: each check's last message, without reading the alerts' history
+        CREATE INDEX IF NOT EXISTS alert_deliveries_watchdog ON alert_deliveries ((payload->>'check'), created_at DESC)
+            WHERE type IN ('watchdog', 'watchdog_resolved');
         """,
     ),
 ]

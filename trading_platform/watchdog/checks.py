@@ -13,6 +13,7 @@ being reachable, and the delivery worker, whose message cannot travel through th
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -94,9 +95,9 @@ def thresholds(environ=None, **overrides) -> Thresholds:
             continue
         try:
             v = cast(float(raw)) if cast is int and float(raw) == int(float(raw)) else cast(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInput(f"{var} must be a number, got {raw!r}", field=var) from None
-        if not v >= minimum:
+        if not math.isfinite(v) or not v >= minimum:
             raise InvalidInput(f"{var} must be at least {minimum:g}, got {raw!r}", field=var)
         values[name] = v
     disabled = overrides.get("disabled", env.get("TP_WATCHDOG_DISABLE", ""))
@@ -147,7 +148,7 @@ def _ago(now: datetime, then: datetime | None) -> str:
 
 
 def _iso(ts: datetime | None) -> str:
-    return ts.strftime("%Y-%m-%d %H:%M UTC") if ts is not None else "-"
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ts is not None else "-"
 
 
 # ---- the store's checks (watchdog_sensor) ---------------------------------------------------------------------
@@ -309,14 +310,25 @@ def _probe_mlflow(uri: str, timeout_s: float) -> str | None:
     import urllib.request
 
     if uri.startswith(("http://", "https://")):
+        import base64
+        from urllib.parse import unquote, urlsplit, urlunsplit
+
+        parts = urlsplit(uri)
+        user = unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME") or ""
+        password = unquote(parts.password) if parts.password else os.environ.get("MLFLOW_TRACKING_PASSWORD") or ""
+        bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))  # never the credentials
+        req = urllib.request.Request(bare.rstrip("/") + "/health")
+        if user or password:
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+            with opener.open(req, timeout=timeout_s) as r:
                 return None if 200 <= r.status < 300 else f"HTTP {r.status}"
         except urllib.error.HTTPError as e:
-            return f"HTTP {e.code}"
+            return None if e.code in (401, 403) else f"HTTP {e.code}"  # it answers: behind auth is reachable
         except Exception as e:  # noqa: BLE001 - a refused connection, a timeout: unreachable
-            return redact_secrets(f"{type(e).__name__}: {getattr(e, 'reason', e)}")
+            why = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+            return redact_secrets(why.replace(password, "***") if password else why)
     if uri.startswith("sqlite:///"):
         import sqlite3
         from pathlib import Path
@@ -348,11 +360,19 @@ def _probe_mlflow(uri: str, timeout_s: float) -> str | None:
     return None  # a scheme the watchdog cannot look at (databricks...): never reported
 
 
+def _bare_uri(uri: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    return redact_secrets(urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])) if "@" in parts.netloc
+                          else uri)
+
+
 def mlflow_unreachable(look: Look) -> Observation:
     why = _probe_mlflow(look.tracking, look.t.probe_timeout_s) if look.tracking else None
     if why is None:
         return Observation(False, detail="MLflow answers")
-    return Observation(True, look.now, ["mlflow"], f"MLflow ({redact_secrets(look.tracking)}): {why}")
+    return Observation(True, look.now, ["mlflow"], f"MLflow ({_bare_uri(look.tracking)}): {why}")
 
 
 def deliveries_dead(look: Look) -> Observation:
@@ -371,9 +391,15 @@ def deliveries_dead(look: Look) -> Observation:
 
 
 # ---- the service's checks (tp watchdog run) -------------------------------------------------------------------
+def sensor_lag_s(t: Thresholds) -> float:
+    """How long ``watchdog_sensor`` may go without a look before the service says so."""
+    return max(5 * t.interval_s, 120.0)
+
+
 def daemon_down(look: Look) -> Observation:
     """No Dagster daemon heartbeat for ``daemon_down_s`` (a heartbeat never seen counts from when the watchdog
-    started)."""
+    started); or the daemon beats but ``watchdog_sensor`` has not looked for ``sensor_lag_s`` (stopped in the UI,
+    its code location failing to load): the store's checks are then blind."""
     instance = look.instance() if callable(look.instance) else look.instance
     beats = instance.get_daemon_heartbeats()
     stamps = [datetime.fromtimestamp(hb.timestamp, timezone.utc) for hb in beats.values()]
@@ -383,14 +409,30 @@ def daemon_down(look: Look) -> Observation:
     detail = f"newest daemon heartbeat {_ago(look.now, newest)}"
     if since <= look.now:
         return Observation(True, since, ["dagster-daemon"], detail + " (schedules, sensors and the run queue stop)")
+    if look.conn is not None and for_runner("sensor", look.t):
+        looked = look.conn.execute("SELECT max(checked_at) FROM watchdog_state WHERE runner = 'sensor'").fetchone()[0]
+        base = max(x for x in (looked, look.started or look.now) if x is not None)
+        since = base + timedelta(seconds=sensor_lag_s(look.t))
+        if since <= look.now:
+            return Observation(True, since, ["watchdog_sensor"],
+                               f"the daemon beats but watchdog_sensor last looked {_ago(look.now, looked)} (stopped "
+                               "in the Dagster UI, or the code location fails to load): the store's checks are blind")
     return Observation(False, detail=detail)
+
+
+def connect_options(timeout_s: float) -> dict:
+    """A connection that never hangs the watchdog: connect and statement timeouts, TCP keepalives (a half-open
+    connection to a vanished server is noticed in seconds)."""
+    ms = max(1000, int(timeout_s * 1000))
+    return {"connect_timeout": max(1, int(math.ceil(timeout_s))), "options": f"-c statement_timeout={ms}",
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 def db_unreachable(look: Look) -> Observation:
     import psycopg
 
     try:
-        with psycopg.connect(look.dsn, connect_timeout=max(1, int(look.t.probe_timeout_s)), autocommit=True) as c:
+        with psycopg.connect(look.dsn, autocommit=True, **connect_options(look.t.probe_timeout_s)) as c:
             c.execute("SELECT 1")
         return Observation(False, detail="the database answers")
     except psycopg.Error as e:
@@ -399,30 +441,24 @@ def db_unreachable(look: Look) -> Observation:
 
 
 def delivery_worker_down(look: Look) -> Observation:
-    """Enabled destinations exist and the delivery worker has not recorded its view of them for
-    ``worker_down_s`` (it does every 10 s), or a delivery has been due that long while nothing was claimed. Counted
-    from the service's (re)connection at the earliest: a worker that could not record while the database was down
-    gets the whole threshold once it is back."""
+    """Enabled destinations exist and the delivery worker has not recorded its view of them (it does every
+    ``REPORT_S``, 10 s, whatever it sends: a worker held back by a receiver's rate limit still records) for
+    ``worker_down_s``. Right after the service (re)connects (a database outage: the worker could not record either)
+    it cannot tell until the worker has had the whole threshold to show up."""
     t = timedelta(seconds=look.t.worker_down_s)
-    grace = look.connected_at or look.started
     seen, n = look.conn.execute(
         "SELECT max(worker_seen_at), count(*) FROM alert_destinations WHERE enabled").fetchone()
     if not n:
         return Observation(False, detail="no enabled destination")
-    due, claimed = look.conn.execute(
-        "SELECT (SELECT min(d.next_attempt_at) FROM alert_deliveries d JOIN alert_destinations t ON "
-        "t.id = d.destination_id WHERE d.status = 'pending' AND t.enabled AND coalesce(t.worker_state, 'ok') = 'ok'), "
-        "(SELECT max(claimed_at) FROM alert_deliveries WHERE claimed_at IS NOT NULL)").fetchone()
-    since = max((x for x in (seen, grace) if x is not None), default=look.now) + t
-    if since <= look.now:
-        return Observation(True, since, ["tp alerts deliver"],
-                           f"the alert delivery worker was last seen {_ago(look.now, seen)}")
-    if due is not None and due + t <= look.now and (claimed is None or claimed + t <= look.now) and \
-            (grace is None or grace + t <= look.now):
-        return Observation(True, max(due, claimed or due, grace or due) + t, ["tp alerts deliver"],
-                           f"a delivery has been due since {_iso(due)} and nothing was claimed since "
-                           f"{_iso(claimed)}")
-    return Observation(False, detail=f"the delivery worker was seen {_ago(look.now, seen)}")
+    if seen is not None and seen + t > look.now:
+        return Observation(False, detail=f"the delivery worker was seen {_ago(look.now, seen)}")
+    grace = look.connected_at or look.started
+    if grace is not None and grace + t > look.now:
+        return Observation(None, detail=f"the delivery worker was last seen {_ago(look.now, seen)}; waiting "
+                                        f"{look.t.worker_down_s:g} s from {_iso(grace)} for it to record")
+    since = max(x for x in (seen, grace) if x is not None) + t if (seen or grace) else look.now
+    return Observation(True, since, ["tp alerts deliver"],
+                       f"the alert delivery worker was last seen {_ago(look.now, seen)}")
 
 
 FUNCTIONS = {

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 
 _LOCK = 7_302_118  # pg_advisory_xact_lock(_LOCK, hashtext(runner)): one pass of a runner at a time
 COLUMNS = ("name", "state", "severity", "runner", "since", "streak", "passes", "incident", "messages", "subjects",
-           "detail", "next_reminder_at", "last_message", "last_message_at", "last_error", "checked_at")
+           "announced", "detail", "next_reminder_at", "last_message", "last_message_at", "last_error", "checked_at")
+JSON_COLUMNS = ("subjects", "announced")
+UPDATE_EVERY_S = 60.0  # new subjects of a failing check are announced at most this often (a flapping one never again)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class State:
     incident: str | None = None
     messages: int = 0
     subjects: list = field(default_factory=list)
+    announced: list = field(default_factory=list)
     detail: str | None = None
     next_reminder_at: datetime | None = None
     last_message: str | None = None
@@ -64,7 +67,8 @@ class State:
         for k in ("since", "next_reminder_at", "last_message_at", "checked_at"):
             if d.get(k):
                 d[k] = datetime.fromisoformat(d[k])
-        return cls(**{k: d.get(k) for k in COLUMNS if k in d} | {"subjects": list(d.get("subjects") or [])})
+        return cls(**{k: d.get(k) for k in COLUMNS if k in d}
+                   | {c: list(d.get(c) or []) for c in JSON_COLUMNS})
 
 
 @dataclass
@@ -127,18 +131,22 @@ def step(st: State, obs: Observation, now: datetime, t: Thresholds) -> list[Mess
                 if st.state == "unknown":
                     st.state = "ok"
                 return []
-            since = obs.since or now
+            since = (obs.since or now).astimezone(timezone.utc)
             incident = f"{st.name}:{_ms(since)}"
             if incident == st.incident:  # the same start as the last failure (cannot be the same failure)
                 incident = f"{st.name}:{_ms(now)}"
             st.state, st.since, st.incident, st.messages = "failing", since, incident, 0
             st.subjects, st.detail = list(obs.subjects), obs.detail
+            st.announced = list(obs.subjects)
             st.next_reminder_at = now + timedelta(seconds=t.remind_s)
             return [_sent(st, _message(st, "watchdog", now), now)]
-        new = [s for s in obs.subjects if s not in st.subjects]
+        # a subject this incident has not named yet (a second series, another job) is said at once, at most every
+        # UPDATE_EVERY_S (a burst of failing partitions is one message); one that comes and goes is said once
+        new = [s for s in obs.subjects if s not in st.announced]
         st.subjects, st.detail = list(obs.subjects), obs.detail
-        if new:
-            st.next_reminder_at = now + timedelta(seconds=t.remind_s)
+        if new and (st.last_message_at is None
+                    or (now - st.last_message_at).total_seconds() >= min(UPDATE_EVERY_S, t.remind_s)):
+            st.announced = st.announced + new
             return [_sent(st, _message(st, "watchdog", now, update=True, new_subjects=new), now)]
         if st.next_reminder_at is not None and now >= st.next_reminder_at:
             while st.next_reminder_at <= now:
@@ -151,7 +159,7 @@ def step(st: State, obs: Observation, now: datetime, t: Thresholds) -> list[Mess
         if st.passes >= t.resolve_passes:
             st.detail = obs.detail
             msg = _sent(st, _message(st, "watchdog_resolved", now), now)
-            st.state, st.passes, st.next_reminder_at, st.subjects = "ok", 0, None, []
+            st.state, st.passes, st.next_reminder_at, st.subjects, st.announced = "ok", 0, None, [], []
             return [msg]
         return []
     st.state, st.detail = "ok", obs.detail
@@ -180,7 +188,8 @@ def load(conn, names: list[str], lock: bool = False) -> dict[str, State]:
     out = {n: State.new(n) for n in names}
     for r in rows:
         d = dict(zip(COLUMNS, r))
-        d["subjects"] = list(d["subjects"] or [])
+        for c in JSON_COLUMNS:
+            d[c] = list(d[c] or [])
         out[d["name"]] = State(**d)
     return out
 
@@ -194,7 +203,7 @@ def save(conn, states: list[State]) -> None:
     conn.cursor().executemany(
         f"INSERT INTO watchdog_state ({cols}) VALUES ({marks}) ON CONFLICT (name) DO UPDATE SET {sets}, "
         "updated_at = now()",
-        [tuple(Jsonb(getattr(s, c)) if c == "subjects" else getattr(s, c) for c in COLUMNS) for s in states])
+        [tuple(Jsonb(getattr(s, c)) if c in JSON_COLUMNS else getattr(s, c) for c in COLUMNS) for s in states])
 
 
 def watchdog_destinations(conn) -> list[dict]:
@@ -249,9 +258,9 @@ def record_sent(conn, entries: list[dict]) -> int:
     return n
 
 
-def report_states(conn, names=None) -> list[dict]:
+def report_states(conn, names=None, disabled=()) -> list[dict]:
     """Every check (or those named) with its state, since when, what fails and the last message; a check never
-    run shows ``unknown``."""
+    run shows ``unknown``, one in ``disabled`` (``TP_WATCHDOG_DISABLE``) says so."""
     names = list(names or SPECS)
     states = load(conn, names)
     last = {}
@@ -268,6 +277,7 @@ def report_states(conn, names=None) -> list[dict]:
         s["description"] = SPECS[n][3]
         s["asset"] = "/".join(SPECS[n][2]) if SPECS[n][2] else None
         s["last_delivery"] = last.get(n)
+        s["disabled"] = n in disabled
         out.append(s)
     return out
 
@@ -284,6 +294,9 @@ def run_pass(conn, names: list[str], look: Look, runner: str, *, report=None) ->
         changed = {}
         for n in names:
             before = states[n].state
+            changed[n] = False
+            if states[n].checked_at is not None and states[n].checked_at >= look.now:
+                continue  # a newer look was applied already (an overlapping, slower tick): never step back
             messages += step(states[n], observations[n], look.now, look.t)
             changed[n] = states[n].state != before
         save(conn, list(states.values()))

@@ -65,20 +65,27 @@ class Spool:
         self.destinations = [{k: r.get(k) for k in keep} for r in rows]  # the names of variables, never values
 
     def add(self, messages: list[engine.Message], now: float) -> int:
-        have = {(e["destination"]["id"], e["key"]) for e in self.entries}
+        """One entry per message and destination known; a message made while no destination is known (the
+        database was down before the service ever read them) waits undirected, and goes to the outbox once the
+        database answers."""
+        have = {((e["destination"] or {}).get("id"), e["key"]) for e in self.entries}
         n = 0
+        created = datetime.fromtimestamp(now, timezone.utc).isoformat()
         for m in messages:
-            for d in self.destinations:
-                if (d["id"], m.key) in have:
+            for d in self.destinations or [None]:
+                if ((d or {}).get("id"), m.key) in have:
                     continue
-                self.entries.append({"key": m.key, "type": m.type, "payload": m.payload, "destination": d,
-                                     "status": "pending", "attempts": 0, "next_at": now,
-                                     "created_at": datetime.fromtimestamp(now, timezone.utc).isoformat()})
+                self.entries.append({"key": m.key, "type": m.type, "check": m.check, "payload": m.payload,
+                                     "destination": d, "status": "pending" if d else "undirected", "attempts": 0,
+                                     "next_at": now, "created_at": created})
                 n += 1
         if messages and not self.destinations:
-            logger.warning("watchdog: no destination takes the watchdog's messages (tp alerts destination update "
-                           "NAME --watchdog on): %s", "; ".join(m.payload["message"] for m in messages))
+            logger.warning("watchdog: no destination known to send to now (none read yet, or none with --watchdog "
+                           "on); kept for the outbox: %s", "; ".join(m.payload["message"] for m in messages))
         return n
+
+    def undirected(self) -> list[dict]:
+        return [e for e in self.entries if e["status"] == "undirected"]
 
     def send_due(self, timeout_s: float = 5.0, now=None) -> int:
         """Send what is due, one request each (a handful of messages: no digest). Returns how many were sent."""
@@ -90,9 +97,12 @@ class Spool:
             t = time.time() if now is None else now
             if e["status"] != "pending" or e["next_at"] > t:
                 continue
+            age = t - datetime.fromisoformat(e["created_at"]).timestamp()
             target = adapters.resolve(e["destination"])
             if isinstance(target, adapters.Misconfigured):
                 e["error"], e["next_at"] = target.reason, t + 30.0
+                if age >= SPOOL_MAX_AGE_S:
+                    e["status"] = "dead"
                 continue
             e["attempts"] += 1
             unit = [Delivery(0, target.id, e["key"], e["type"], e["payload"], e["attempts"],
@@ -104,7 +114,6 @@ class Spool:
                 sent += 1
                 continue
             e["error"] = target.scrub(res.error or "")[:500]
-            age = t - datetime.fromisoformat(e["created_at"]).timestamp()
             if res.retry and age < SPOOL_MAX_AGE_S:
                 e["next_at"] = t + max(backoff_s(e["attempts"]), res.retry_after_s or 0.0)
             else:
@@ -150,8 +159,8 @@ class Service:
             except psycopg.Error:
                 self._close()
         try:
-            self.conn = psycopg.connect(make_conninfo(self.dsn, application_name=APPLICATION_NAME),
-                                        connect_timeout=max(1, int(self.t.probe_timeout_s)), autocommit=True)
+            self.conn = psycopg.connect(make_conninfo(self.dsn, application_name=APPLICATION_NAME), autocommit=True,
+                                        **checks.connect_options(self.t.probe_timeout_s))
             self.connected_at = self.clock()
         except psycopg.Error:
             self.conn = None
@@ -190,19 +199,28 @@ class Service:
             messages += engine.step(self.states[n], observations[n], now, self.t)
         direct = [m for m in messages if m.check == "delivery_worker_down"]
         queued = [m for m in messages if m.check != "delivery_worker_down"]
+        # what this process sends itself is in the spool file before its state is committed: a crash in between
+        # sends it again under the same key, never loses it
+        if direct:
+            self.spool.add(direct, time.time())
+            self.spool.states = {n: s.as_json() for n, s in self.states.items()}
+            self.spool.save()
         if conn is not None:
             try:
+                waiting = self.spool.undirected()
                 with conn.transaction():
                     engine.save(conn, list(self.states.values()))
-                    engine.enqueue(conn, queued)
+                    engine.enqueue(conn, queued + [engine.Message(e["type"], e["key"], e["check"], e["payload"])
+                                                   for e in waiting])
                     self.spool.set_destinations(engine.watchdog_destinations(conn))
+                self.spool.drop(waiting)
                 queued = []
             except psycopg.Error as e:
                 logger.warning("watchdog: the database failed mid-pass (%s); sending from the spool",
                                redact_secrets(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
                 self._close()
                 conn = None
-        self.spool.add(direct + queued, time.time())
+        self.spool.add(queued, time.time())
         self.spool.send_due(self.timeout_s)
         if conn is not None and self.spool.finished():
             try:
@@ -231,8 +249,11 @@ class Service:
 def run(dsn: str, *, home: Path, t: checks.Thresholds | None = None, stop: threading.Event | None = None,
         once: bool = False, instance=None, report=None) -> dict:
     """Look every ``interval_s`` until ``stop`` is set (SIGINT/SIGTERM) or once."""
-    svc = Service(dsn, home=home, t=t, instance=instance, report=report)
     stop = stop or threading.Event()
+    lock = _single(spool_path(home).with_name("service.lock"), stop)
+    if lock is None:
+        return {"messages": 0, "states": {}, "spooled": 0}
+    svc = Service(dsn, home=home, t=t, instance=instance, report=report)
     sent = 0
     logger.info("watchdog: looking at %s every %g s", ", ".join(svc.names), svc.t.interval_s)
     try:
@@ -243,5 +264,27 @@ def run(dsn: str, *, home: Path, t: checks.Thresholds | None = None, stop: threa
                 break
     finally:
         svc.close()
+        lock.close()
     return {"messages": sent, "states": {n: s.state for n, s in svc.states.items()},
             "spooled": len(svc.spool.entries)}
+
+
+def _single(path: Path, stop: threading.Event):
+    """One `tp watchdog run` per TP_HOME: an exclusive lock on ``path`` (it holds while the database is down,
+    unlike an advisory lock). A second one waits, as a standby, until the first stops (or it is stopped: None)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")
+    said = False
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except OSError:
+            if not said:
+                logger.warning("watchdog: another tp watchdog run holds %s; standing by until it stops", path)
+                said = True
+        if stop.wait(1.0):
+            f.close()
+            return None
