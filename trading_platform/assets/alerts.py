@@ -79,7 +79,7 @@ def _delivery_health(conn) -> tuple[dict, list[dict]]:
     return delivery.status(conn), delivery.destination_status(conn)
 
 
-alerts_job = define_asset_job("alerts_job", selection=without_watchdog_checks(["alerts"]), tags=ALERTS_TAGS,
+alerts_job = define_asset_job("alerts_job", selection=without_watchdog_checks([alerts_asset]), tags=ALERTS_TAGS,
                               description="Judge the pending alerts on their new candles; record hit rates and "
                                           "the deliveries' health.")
 

@@ -6,7 +6,7 @@ job's selection leaves them out (``without_watchdog_checks``), so a materializat
 
 from __future__ import annotations
 
-from dagster import AssetCheckKey, AssetCheckResult, AssetCheckSeverity, AssetKey, AssetSelection, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, AssetSelection, asset_check
 
 from ..resources import MarketDB
 from ..watchdog.checks import SPECS
@@ -18,12 +18,13 @@ def check_key(name: str) -> tuple[AssetKey, str] | None:
     return (AssetKey(list(asset)), f"watchdog_{name}") if asset else None
 
 
-WATCHDOG_CHECK_KEYS = [AssetCheckKey(*check_key(n)) for n in SPECS if SPECS[n][2]]
-
-
-def without_watchdog_checks(selection) -> AssetSelection:
-    """An asset job's selection without the watchdog's checks (a job selecting an asset takes its checks too)."""
-    return AssetSelection.from_coercible(selection) - AssetSelection.checks(*WATCHDOG_CHECK_KEYS)
+def without_watchdog_checks(assets) -> AssetSelection:
+    """An asset job's selection: ``assets`` (definitions) and their own checks, not the watchdog's (a job that
+    selects an asset takes every check on it). Named by the checks the assets define, so it resolves in any
+    ``Definitions`` that holds the assets, with the watchdog's checks or without."""
+    own = [k for a in assets for k in a.check_keys]
+    selection = AssetSelection.assets(*assets).without_checks()
+    return selection | AssetSelection.checks(*own) if own else selection
 
 
 def _make_check(name: str):
