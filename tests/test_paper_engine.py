@@ -1,0 +1,198 @@
+"""The paper-trading engine's pure core (trading_platform/paper/): specs, the order state machine, next-open
+fills and costs, exits inside a candle's range, the risk rules. Each case fails on the broken rule it names."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from trading_platform.errors import InvalidInput
+from trading_platform.paper import risk as risk_rules
+from trading_platform.paper.engine import Bar, Engine, Signal
+from trading_platform.paper.orders import IllegalTransition, Order, exit_in_range, rejects
+from trading_platform.paper.spec import content_hash, parse
+
+T0 = datetime(2025, 3, 3, tzinfo=timezone.utc)
+H = timedelta(hours=1)
+BTC = ("BTC/USDT", "1h")
+
+
+def spec(**over):
+    d = {"name": "s", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
+         "rules": {"signal": {"model": "signal_lgbm", "min": 0.56}}}
+    d.update(over)
+    return parse(d)
+
+
+def run(sp, candles, enter_at=(), series=BTC):
+    """candles: [(open, high, low, close, volume)]; enter_at: candle indexes whose close says enter."""
+    e = Engine(sp, "run-1")
+    for i, (o, h, lo, c, v) in enumerate(candles):
+        dec = {series: Signal(i in enter_at, "" if i in enter_at else "below_threshold")}
+        e.step(T0 + i * H, {series: Bar(o, h, lo, c, v, i)}, dec)
+    return e
+
+
+# ---- specs --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, field", [
+    ({"colour": "red"}, "colour"),
+    ({"rules": {"signal": {"model": "signal_lgbm", "min": 1.2}}}, "rules.signal.min"),
+    ({"costs": {"fee_bps": -1}}, "costs.fee_bps"),
+    ({"rules": {"signal": {"model": "signal_lgbm", "min": 0.5, "typo": 1}}}, "rules.signal.typo"),
+    ({"cash": 0}, "cash"),
+    ({"rules": {"regime": {"model": "regime_hmm", "allow": ["moon"]}}}, "rules.regime.allow"),
+    ({"universe": [{"symbol": "BTC/USDT", "timeframe": "1M"}]}, "universe[0].timeframe"),
+    ({"risk": {"position_fraction": 0.5, "risk_per_trade": 0.01}}, "risk.risk_per_trade"),
+    ({"risk": {"stop_guard": {"stops": 2, "window": 10}}}, "risk.stop_guard.lock"),
+])
+def test_a_bad_spec_names_its_field(bad, field):
+    with pytest.raises(InvalidInput) as e:
+        spec(**bad)
+    assert e.value.field == field
+
+
+def test_the_version_is_the_content_not_its_spelling():
+    a = parse('{"name": "s", "cash": 100, "universe": [{"symbol": "X", "timeframe": "1h"}], "kind": "buy_and_hold"}')
+    b = parse("kind: buy_and_hold\nuniverse:\n  - {timeframe: 1h, symbol: X}\ncash: 100\nname: s\n")
+    assert a.version == b.version
+    assert parse({**a.raw, "cash": 101}).version != a.version
+    assert content_hash(a.raw) == a.version
+
+
+# ---- orders and fills ---------------------------------------------------------------------------------------------
+def test_an_illegal_transition_raises():
+    o = Order("x", "BTC/USDT", "1h", "buy", 1.0, T0, "entry")
+    o.to("accepted")
+    o.to("filled")
+    with pytest.raises(IllegalTransition):
+        o.to("cancelled")
+    with pytest.raises(IllegalTransition):
+        Order("y", "BTC/USDT", "1h", "buy", 1.0, T0, "entry").to("filled")  # never accepted
+
+
+def test_a_buy_decided_at_close_100_fills_at_the_next_open_110_plus_costs_never_at_100():
+    sp = spec(costs={"fee_bps": 10, "spread_bps": 20, "slippage_bps": 5})
+    e = run(sp, [(100, 100, 100, 100, 1e6), (110, 111, 109, 110, 1e6)], enter_at={0})
+    (_, ts, price, qty, fee), = e.rec.fills
+    assert ts == T0 + H and price == pytest.approx(110 * (1 + 15e-4))
+    assert fee == pytest.approx(qty * price * 10e-4)
+    assert e.cash == pytest.approx(10_000 - qty * price - fee)
+
+
+def test_an_order_on_the_last_candle_stays_accepted():
+    e = run(spec(), [(100, 100, 100, 100, 1e6)] * 3, enter_at={2})
+    assert [o.status for o in e.rec.orders] == ["accepted"] and e.rec.fills == []
+
+
+def test_latency_bars_delay_the_fill():
+    e = run(spec(latency_bars=2), [(100 + i, 100 + i, 100 + i, 100 + i, 1e6) for i in range(5)], enter_at={0})
+    assert [f[1] for f in e.rec.fills] == [T0 + 3 * H]
+
+
+def test_an_open_through_the_stop_exits_at_the_open_and_both_inside_a_candle_take_the_stop():
+    assert exit_in_range(90, 95, 85, stop=95, target=110) == ("stop_loss", 90)
+    assert exit_in_range(100, 112, 94, stop=95, target=110) == ("stop_loss", 95)
+    assert exit_in_range(100, 112, 99, stop=95, target=110) == ("take_profit", 110)
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.05})
+    e = run(sp, [(100, 100, 100, 100, 1e6), (100, 101, 99, 100, 1e6), (80, 82, 79, 81, 1e6)], enter_at={0})
+    (trade,) = e.rec.trades
+    assert trade["exit_reason"] == "stop_loss" and trade["exit_price"] == pytest.approx(80)
+
+
+def test_a_participation_cap_fills_partially_over_the_next_candles():
+    sp = spec(costs={"participation": 0.1})
+    e = run(sp, [(100, 100, 100, 100, 50.0)] * 5, enter_at={0})  # wants 100 units, 5 a candle
+    statuses = [ev[3] for ev in e.rec.order_events]
+    assert statuses[:3] == ["accepted", "partially_filled", "partially_filled"]
+    assert all(f[3] <= 5.0 + 1e-9 for f in e.rec.fills)
+
+
+def test_the_reject_rate_is_reproducible_by_order_id():
+    ids = [f"order-{i}" for i in range(2000)]
+    first = [rejects(i, 0.05) for i in ids]
+    assert first == [rejects(i, 0.05) for i in ids]
+    assert 60 <= sum(first) <= 140
+
+
+def test_a_time_exit_fills_at_the_open_after_the_holding_time():
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}, "time_exit": 3})
+    e = run(sp, [(100 + i, 100 + i, 100 + i, 100 + i, 1e6) for i in range(8)], enter_at={0})
+    (trade,) = e.rec.trades
+    assert trade["entry_ts"] == T0 + H and trade["exit_reason"] == "time_exit"
+    assert trade["exit_ts"] == T0 + 4 * H  # held through candles 1, 2, 3; decided at 3's close; filled at 4's open
+    assert trade["exit_price"] == pytest.approx(104) and trade["bars_held"] == 3
+
+
+# ---- risk ---------------------------------------------------------------------------------------------------------
+def test_over_random_signals_no_cap_is_ever_exceeded():
+    rng = random.Random(7)
+    uni = [{"symbol": s, "timeframe": "1h"} for s in ("A/USDT", "B/USDT", "C/USDT", "D/USDT")]
+    sp = spec(universe=uni, risk={"position_fraction": 0.6, "max_symbol_fraction": 0.4, "max_total_fraction": 0.9,
+                                  "max_positions": 3},
+              rules={"signal": {"model": "m", "min": 0.5}, "time_exit": 5})
+    e = Engine(sp, "r")
+    price = {u["symbol"]: 100.0 for u in uni}
+    closes = {}
+    for i in range(400):
+        bars, dec = {}, {}
+        t = T0 + i * H
+        for u in uni:
+            p = price[u["symbol"]] = price[u["symbol"]] * (1 + rng.gauss(0, 0.01))
+            s = (u["symbol"], "1h")
+            bars[s] = Bar(p * (1 + rng.gauss(0, 0.003)), p * 1.01, p * 0.99, p, 1e9, i)
+            dec[s] = Signal(rng.random() < 0.3)
+            closes[(u["symbol"], t)] = p
+        e.step(t, bars, dec)
+        equity = e.rec.equity[-1][1]
+        entries = [o for o in e.rec.orders if o.intent == "entry" and o.signal_ts == t]
+        notional = [o.quantity * closes[(o.symbol, t)] for o in entries]
+        assert all(n <= 0.4 * equity * (1 + 1e-9) for n in notional)            # per symbol
+        assert len(set(e.book.exposure) | set(e.book.pending)) <= 3              # max positions, entries included
+        if entries:  # at this close, held and being entered together
+            held = sum(e.book.exposure.values()) + sum(e.book.pending.values()) / (1 + e.cost_fraction)
+            assert held <= 0.9 * equity * (1 + 1e-9)
+        assert e.cash >= -1e-6                                                   # no leverage: never below 0
+    rules = {ev[3] for ev in e.rec.risk_events}
+    assert {"max_symbol_fraction", "max_positions"} <= rules
+
+
+def test_daily_loss_limit_blocks_entries_until_the_next_utc_day():
+    sp = spec(risk={"daily_loss_limit": 0.02}, rules={"signal": {"model": "m", "min": 0.5}, "time_exit": 1})
+    e = Engine(sp, "r")
+    p = 100.0
+    rows = []
+    for i in range(48):
+        t = T0 + i * H
+        if i == 2:
+            p = 90.0  # a 10 % drop while invested
+        e.step(t, {BTC: Bar(p, p, p, p, 1e9, i)}, {BTC: Signal(True)})
+        rows.append(t)
+    refused = [ev for ev in e.rec.risk_events if ev[3] == "daily_loss_limit"]
+    assert refused and all(ev[0].date() == T0.date() for ev in refused)
+    assert any(o.signal_ts.date() > T0.date() and o.intent == "entry" for o in e.rec.orders)
+
+
+def test_cooldown_after_an_exit_and_the_stop_guard_lock():
+    sp = spec(risk={"cooldown_bars": 3}, rules={"signal": {"model": "m", "min": 0.5}, "time_exit": 1})
+    e = run(sp, [(100, 100, 100, 100, 1e6)] * 12, enter_at=set(range(12)))
+    entries = [o for o in e.rec.orders if o.intent == "entry"]
+    gaps = [(b.signal_ts - a.signal_ts) / H for a, b in zip(entries, entries[1:])]
+    assert gaps and min(gaps) > 3
+    assert "cooldown" in {ev[3] for ev in e.rec.risk_events}
+    guard = {"stops": 2, "window": 10, "lock": 5}
+    sp = spec(risk={"stop_guard": guard}, rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.01})
+    falling = [(100 - 2 * i, 100 - 2 * i, 97 - 2 * i, 98 - 2 * i, 1e6) for i in range(20)]
+    e = run(sp, falling, enter_at=set(range(20)))
+    locks = [ev for ev in e.rec.risk_events if ev[3] == "stop_guard"]
+    assert locks, "two stop-outs within 10 candles lock entries"
+    assert sum(1 for t in e.rec.trades if t["exit_reason"] == "stop_loss") >= 2
+
+
+def test_whole_shares_for_a_lot_of_one():
+    sp = spec(risk={"position_fraction": 0.5, "lot": 1})
+    d = risk_rules.entry(sp, risk_rules.Book(cash=1000, equity=1000, peak=1000), BTC, 333.0, 0)
+    assert d.quantity == 1.0
+    d = risk_rules.entry(sp, risk_rules.Book(cash=100, equity=100, peak=100), BTC, 333.0, 0)
+    assert d.rejected and d.events[-1][0] in ("lot", "size")

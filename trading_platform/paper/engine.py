@@ -1,0 +1,243 @@
+"""The paper-trading engine: one step function, two drivers (a backtest over stored candles, the live path).
+
+``Engine.step(t, bars, decisions)`` advances the portfolio through one time ``t`` at which the series in ``bars``
+closed a candle (a ``Bar``: open, high, low, close, volume and the series' own candle index):
+
+1. orders decided on earlier candles fill at this candle's open (``latency_bars`` more candles later; the
+   participation cap may leave a rest for the next candles);
+2. open positions meet their stop or target inside this candle's range (``orders.exit_in_range``: an open
+   beyond the stop exits at the open; both inside: the stop), filled at once at that price, costs on top;
+3. a position held ``time_exit`` candles gets an exit order (filled at the next open);
+4. everything is marked to market at the closes (a series without a candle at ``t`` keeps its last close);
+5. the decisions made on this candle's close (``decisions``: series -> ``Decision``) become orders, sized and
+   checked by the risk rules (``risk.py``), to be filled at a later open: never at this close.
+
+Nothing reads a candle or an output after ``t``: the step is given only what closed by ``t``. The records
+(orders, their events, fills, trades, equity, risk events) are lists of plain tuples the store writes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import risk as risk_rules
+from .orders import Order, apply_fill, client_order_id, exit_in_range, fill_at_open, fill_price, rejects
+from .spec import Spec
+
+
+@dataclass(frozen=True)
+class Bar:
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    index: int            # the series' candle number in the run (latency, holding times, cooldowns count these)
+
+
+@dataclass(frozen=True)
+class Signal:
+    enter: bool                  # the rules say enter (long) on this close
+    reason: str = ""             # why not, when not: below_threshold, regime, pump_veto, missing_output, in_sample
+    risk_score: float | None = None
+
+
+@dataclass
+class Position:
+    quantity: float
+    entry_price: float
+    entry_ts: object
+    entry_index: int
+    stop: float | None
+    target: float | None
+    order_id: str
+    fees: float = 0.0
+    held: int = 0
+    exiting: bool = False
+
+
+@dataclass
+class Records:
+    orders: list = field(default_factory=list)        # Order objects, in creation order
+    order_events: list = field(default_factory=list)  # (client_order_id, ts, from, to, reason)
+    fills: list = field(default_factory=list)         # (client_order_id, candle_ts, price, quantity, fee)
+    trades: list = field(default_factory=list)        # dicts: series, entry/exit ts and price, qty, pnl, pnl_pct, reason
+    equity: list = field(default_factory=list)        # (ts, equity, cash, exposure)
+    risk_events: list = field(default_factory=list)   # (ts, symbol, timeframe, rule, detail)
+    skipped: dict = field(default_factory=dict)       # reason -> decisions that placed no order
+
+
+class Engine:
+    def __init__(self, spec: Spec, run_id: str, *, version: str | None = None):
+        self.spec, self.run_id = spec, run_id
+        self.version = version or spec.version
+        self.cash = spec.cash
+        self.positions: dict[tuple, Position] = {}
+        self.pending: dict[tuple, Order] = {}     # series -> its open order (one at a time)
+        self.due: dict[str, int] = {}             # order id -> the series candle index it may fill from
+        self.last_close: dict[tuple, float] = {}
+        self.book = risk_rules.Book(cash=spec.cash, equity=spec.cash, peak=spec.cash)
+        self.rec = Records()
+        c = spec.costs
+        self.cost_fraction = (c.spread_bps / 2 + c.slippage_bps + c.fee_bps) / 1e4
+
+    # ---- one time --------------------------------------------------------------------------------------------
+    def step(self, t, bars: dict, decisions: dict | None = None) -> None:
+        self.book.mark_day(t.date() if hasattr(t, "date") else t)
+        for series, bar in bars.items():
+            self._fill_pending(series, bar, t)
+            self._check_exits(series, bar, t)
+            self.last_close[series] = bar.close
+        self._mark(t)
+        for series, bar in bars.items():
+            pos = self.positions.get(series)
+            if pos is not None and not pos.exiting and self.spec.rules.time_exit and pos.held >= self.spec.rules.time_exit:
+                self._order(series, "sell", pos.quantity, t, bar, "exit:time_exit")
+                pos.exiting = True
+        self.book.pending = {s: o.remaining * self.last_close.get(s, 0.0) * (1 + self.cost_fraction)
+                             for s, o in self.pending.items() if o.side == "buy"}
+        for series, sig in (decisions or {}).items():
+            if series not in bars:
+                continue
+            if not sig.enter:
+                if sig.reason:
+                    self.rec.skipped[sig.reason] = self.rec.skipped.get(sig.reason, 0) + 1
+                continue
+            if series in self.pending or series in self.positions:
+                continue
+            self._enter(series, bars[series], t, sig)
+        self.rec.equity.append((t, self.book.equity, self.cash, sum(self.book.exposure.values())))
+
+    # ---- orders ----------------------------------------------------------------------------------------------
+    def _order(self, series, side: str, qty: float, t, bar: Bar, intent: str, sig: Signal | None = None) -> Order:
+        coid = client_order_id(self.run_id, self.version, series[0], series[1], t, intent)
+        o = Order(coid, series[0], series[1], side, qty, t, intent,
+                  risk_score=sig.risk_score if sig is not None else None)
+        self.rec.orders.append(o)
+        if rejects(coid, self.spec.reject_rate):
+            self._move(o, "rejected", t, "the simulated venue rejected it (reject_rate)")
+            return o
+        self._move(o, "accepted", t)
+        self.pending[series] = o
+        self.due[coid] = bar.index + 1 + self.spec.latency_bars
+        return o
+
+    def _move(self, o: Order, status: str, t, reason: str | None = None) -> None:
+        before = o.status
+        o.to(status, reason)
+        self.rec.order_events.append((o.client_order_id, t, before, status, reason))
+
+    def _enter(self, series, bar: Bar, t, sig: Signal) -> None:
+        d = risk_rules.entry(self.spec, self.book, series, bar.close, bar.index, self.cost_fraction)
+        for rule, detail in d.events:
+            self.rec.risk_events.append((t, series[0], series[1], rule, detail))
+        if d.rejected:
+            return
+        o = self._order(series, "buy", d.quantity, t, bar, "entry", sig)
+        if o.status == "accepted":
+            self.book.pending[series] = d.quantity * bar.close * (1 + self.cost_fraction)
+        r = self.spec.rules
+        o.stop = None if r.stop_loss is None else bar.close * (1 - r.stop_loss)      # re-anchored at the fill
+        o.target = None if r.take_profit is None else bar.close * (1 + r.take_profit)
+
+    def _fill_pending(self, series, bar: Bar, t) -> None:
+        o = self.pending.get(series)
+        if o is None or bar.index < self.due[o.client_order_id]:
+            return
+        lot = self.spec.risk.lot if self.spec.risk is not None else None
+        f = fill_at_open(o, bar.open, bar.volume, self.spec.costs, lot if o.side == "buy" else None)
+        if f is None:
+            return
+        leveraged = self.spec.risk is not None and self.spec.risk.max_total_fraction > 1.0
+        if o.side == "buy" and not leveraged:
+            cap = self.cash / (f.price * (1 + self.spec.costs.fee_bps / 1e4))
+            if lot:
+                cap = (cap // lot) * lot
+            if f.quantity > cap * (1 + 1e-12):
+                # the open gapped above the close the entry was sized on: what the cash buys, the rest dropped
+                self.rec.risk_events.append((t, series[0], series[1], "cash",
+                                             f"resized at the fill from {o.remaining:g} to {max(cap, 0.0):g}: the "
+                                             "open is above the close the entry was sized on"))
+                o.quantity = o.filled + max(cap, 0.0)
+                if o.remaining <= 1e-12:
+                    self._move(o, "cancelled", t, "no cash left at the fill")
+                    del self.pending[series]
+                    return
+                f = fill_at_open(o, bar.open, bar.volume, self.spec.costs, lot)
+                if f is None:
+                    return
+        before = o.status
+        apply_fill(o, f)
+        self.rec.order_events.append((o.client_order_id, t, before, o.status, None))
+        self.rec.fills.append((o.client_order_id, t, f.price, f.quantity, f.fee))
+        if o.side == "buy":
+            self.cash -= f.quantity * f.price + f.fee
+            pos = self.positions.get(series)
+            if pos is None:
+                r = self.spec.rules
+                pos = self.positions[series] = Position(
+                    0.0, f.price, t, bar.index, None if r.stop_loss is None else f.price * (1 - r.stop_loss),
+                    None if r.take_profit is None else f.price * (1 + r.take_profit), o.client_order_id)
+            pos.entry_price = (pos.entry_price * pos.quantity + f.price * f.quantity) / (pos.quantity + f.quantity)
+            pos.quantity += f.quantity
+            pos.fees += f.fee
+        else:
+            self._close(series, f.quantity, f.price, f.fee, t, bar, o.intent.split(":", 1)[1])
+        if o.status == "filled":
+            del self.pending[series]
+
+    def _check_exits(self, series, bar: Bar, t) -> None:
+        pos = self.positions.get(series)
+        if pos is None:
+            return
+        hit = exit_in_range(bar.open, bar.high, bar.low, pos.stop, pos.target)
+        if hit is None:
+            pos.held += 1
+            return
+        reason, level = hit
+        price = fill_price("sell", level, pos.quantity, bar.volume, self.spec.costs)
+        fee = pos.quantity * price * self.spec.costs.fee_bps / 1e4
+        coid = client_order_id(self.run_id, self.version, series[0], series[1], t, f"exit:{reason}")
+        o = Order(coid, series[0], series[1], "sell", pos.quantity, t, f"exit:{reason}")
+        self.rec.orders.append(o)
+        self._move(o, "accepted", t)
+        o.filled = pos.quantity
+        self._move(o, "filled", t)
+        self.rec.fills.append((coid, t, price, pos.quantity, fee))
+        pending = self.pending.pop(series, None)
+        if pending is not None and pending.side == "sell":  # a time exit waiting for the next open: not needed now
+            self._move(pending, "cancelled", t, f"the position left by {reason}")
+        self._close(series, pos.quantity, price, fee, t, bar, reason)
+
+    def _close(self, series, qty: float, price: float, fee: float, t, bar: Bar, reason: str) -> None:
+        pos = self.positions[series]
+        self.cash += qty * price - fee
+        share = qty / pos.quantity
+        entry_fees = pos.fees * share
+        pnl = qty * (price - pos.entry_price) - fee - entry_fees
+        cost = qty * pos.entry_price + entry_fees
+        self.rec.trades.append({"symbol": series[0], "timeframe": series[1], "entry_order": pos.order_id,
+                                "entry_ts": pos.entry_ts, "entry_price": pos.entry_price, "exit_ts": t,
+                                "exit_price": price, "quantity": qty, "pnl": pnl,
+                                "pnl_pct": pnl / cost if cost else 0.0, "fees": fee + entry_fees,
+                                "exit_reason": reason, "bars_held": pos.held})
+        pos.quantity -= qty
+        pos.fees -= entry_fees
+        if pos.quantity <= 1e-12:
+            del self.positions[series]
+            self.book.exposure.pop(series, None)
+            for ev in risk_rules.record_exit(self.spec, self.book, series, bar.index, reason):
+                self.rec.risk_events.append((t, series[0], series[1], *ev))
+
+    def _mark(self, t) -> None:
+        exposure, per_symbol = {}, {}
+        for series, pos in self.positions.items():
+            v = pos.quantity * self.last_close.get(series, pos.entry_price)
+            exposure[series] = v
+            per_symbol[series[0]] = per_symbol.get(series[0], 0.0) + v
+        equity = self.cash + sum(exposure.values())
+        b = self.book
+        b.cash, b.equity, b.exposure, b.symbol_exposure = self.cash, equity, exposure, per_symbol
+        if math.isfinite(equity):
+            b.peak = max(b.peak, equity)

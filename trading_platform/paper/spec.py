@@ -1,0 +1,265 @@
+"""A strategy as data: a validated spec (YAML or JSON), versioned by the hash of its canonical form.
+
+A spec names what to trade (``universe``: symbol and timeframe pairs of one quote currency), when (``rules`` on
+the models' outputs: a signal threshold, a regime filter, a pump veto, exits), what it costs (``costs``), how much
+(``risk``; none: fully invested, no leverage) and from how much (``cash``). ``kind`` ``buy_and_hold`` and
+``random_entry`` are the controls, run through the same engine, costs and risk rules. Every key is checked: an
+unknown one, a threshold outside [0, 1], a negative cost is refused naming its path (``rules.signal.min``). What
+needs the store (the symbols exist, list the timeframe, share a quote currency; the models are registered) is
+checked by ``api.paper``; this module is pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidInput
+
+KINDS = ("rules", "buy_and_hold", "random_entry")
+REGIMES = ("bear", "sideways", "bull", "high_volatility")
+SIDES = ("long",)  # long-only (a short side needs borrow costs the spec cannot state yet)
+
+_TOP = {"name", "kind", "universe", "rules", "costs", "risk", "cash", "allow_in_sample", "latency_bars",
+        "reject_rate", "description"}
+_RULES = {"side", "signal", "regime", "pump_veto", "confirm", "stop_loss", "take_profit", "time_exit"}
+_SIGNAL = {"model", "min", "max"}
+_REGIME = {"model", "allow"}
+_VETO = {"model", "threshold"}
+_CONFIRM = {"table", "model", "min", "max"}
+_COSTS = {"fee_bps", "spread_bps", "slippage_bps", "impact", "participation"}
+_RISK = {"position_fraction", "risk_per_trade", "max_symbol_fraction", "max_total_fraction", "max_positions",
+         "daily_loss_limit", "max_drawdown", "stop_guard", "cooldown_bars", "lot"}
+_GUARD = {"stops", "window", "lock"}
+
+
+@dataclass(frozen=True)
+class Costs:
+    fee_bps: float = 0.0
+    spread_bps: float = 0.0
+    slippage_bps: float = 0.0
+    impact: float = 0.0              # price fraction per unit of participation (quantity ÷ candle volume)
+    participation: float | None = None  # at most this fraction of a candle's volume fills (None: no cap)
+
+
+@dataclass(frozen=True)
+class StopGuard:
+    stops: int      # this many stop-outs ...
+    window: int     # ... within this many candles ...
+    lock: int       # ... lock new entries for this many candles
+
+
+@dataclass(frozen=True)
+class Risk:
+    position_fraction: float | None = None   # each entry: this fraction of equity
+    risk_per_trade: float | None = None      # or: this fraction of equity at risk ÷ the stop distance
+    max_symbol_fraction: float = 1.0
+    max_total_fraction: float = 1.0          # no leverage by default (above 1: leverage, at most 10)
+    max_positions: int | None = None
+    daily_loss_limit: float | None = None    # a UTC day's loss beyond this fraction: no entries until the next day
+    max_drawdown: float | None = None        # a drawdown beyond this fraction: no entries for the rest of the run
+    stop_guard: StopGuard | None = None
+    cooldown_bars: int = 0                   # candles after an exit before the same series enters again
+    lot: float | None = None                 # quantities are multiples of this (stocks: 1, whole shares)
+
+
+@dataclass(frozen=True)
+class Rules:
+    side: str = "long"
+    signal: dict | None = None      # {"model", "min", "max"}
+    regime: dict | None = None      # {"model", "allow": [...]}
+    pump_veto: dict | None = None   # {"model", "threshold"}
+    confirm: dict | None = None     # {"table": forecasts|patterns, "model", "min", "max"}
+    stop_loss: float | None = None  # fractions of the entry price
+    take_profit: float | None = None
+    time_exit: int | None = None    # candles held at most
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    kind: str
+    universe: tuple[tuple[str, str], ...]
+    cash: float
+    rules: Rules = field(default_factory=Rules)
+    costs: Costs = field(default_factory=Costs)
+    risk: Risk | None = None
+    allow_in_sample: bool = False
+    latency_bars: int = 0
+    reject_rate: float = 0.0
+    description: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def version(self) -> str:
+        return content_hash(self.raw)
+
+    def models(self) -> list[str]:
+        r = self.rules
+        return sorted({d["model"] for d in (r.signal, r.regime, r.pump_veto, r.confirm) if d})
+
+
+def canonical(raw: dict) -> str:
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(raw: dict) -> str:
+    """The version of a spec: the first 16 hex digits of the SHA-256 of its canonical JSON (key order and
+    whitespace do not make a new version)."""
+    return hashlib.sha256(canonical(raw).encode()).hexdigest()[:16]
+
+
+def _keys(d: Any, allowed: set, path: str) -> dict:
+    if not isinstance(d, dict):
+        raise InvalidInput(f"{path or 'the spec'} must be a mapping, got {type(d).__name__}", field=path or "spec")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise InvalidInput(f"unknown key {where}{unknown[0]} (allowed: {', '.join(sorted(allowed))})",
+                           field=f"{where}{unknown[0]}")
+    return d
+
+
+def _num(d: dict, key: str, path: str, *, lo=None, hi=None, default=None, integer=False, lo_open=False):
+    if key not in d or d[key] is None:
+        return default
+    v = d[key]
+    where = f"{path}.{key}" if path else key
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise InvalidInput(f"{where} must be a number, got {v!r}", field=where)
+    if integer and v != int(v):
+        raise InvalidInput(f"{where} must be a whole number, got {v!r}", field=where)
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise InvalidInput(f"{where} must be {'above' if lo_open else 'at least'} {lo:g}, got {v!r}", field=where)
+    if hi is not None and v > hi:
+        raise InvalidInput(f"{where} must be at most {hi:g}, got {v!r}", field=where)
+    return int(v) if integer else float(v)
+
+
+def _model(d: dict, path: str) -> str:
+    m = d.get("model")
+    if not isinstance(m, str) or not m.strip():
+        raise InvalidInput(f"{path}.model must name a registered model", field=f"{path}.model")
+    return m.strip()
+
+
+def parse(text_or_dict) -> Spec:
+    """A spec from YAML or JSON text (or a mapping), every key checked; errors name the path of the bad key."""
+    raw = text_or_dict
+    if isinstance(raw, (str, bytes)):
+        import yaml
+
+        try:
+            raw = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise InvalidInput(f"the spec is not valid YAML or JSON: {str(e).splitlines()[0]}", field="spec") from None
+    d = _keys(raw, _TOP, "")
+    name = d.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("name is required: a short name for the strategy", field="name")
+    kind = d.get("kind", "rules")
+    if kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", field="kind")
+    universe = d.get("universe")
+    if not isinstance(universe, list) or not universe:
+        raise InvalidInput("universe is required: a list of {symbol, timeframe}", field="universe")
+    pairs = []
+    for i, u in enumerate(universe):
+        u = _keys(u, {"symbol", "timeframe"}, f"universe[{i}]")
+        sym, tf = u.get("symbol"), u.get("timeframe")
+        if not isinstance(sym, str) or not sym.strip() or not isinstance(tf, str) or not tf.strip():
+            raise InvalidInput(f"universe[{i}] needs a symbol and a timeframe", field=f"universe[{i}]")
+        from ..core.timeframes import parse_timeframe
+
+        pairs.append((sym.strip(), parse_timeframe(tf, f"universe[{i}].timeframe")))
+    if len(set(pairs)) != len(pairs):
+        raise InvalidInput("universe names a series twice", field="universe")
+    cash = _num(d, "cash", "", lo=0, lo_open=True)
+    if cash is None:
+        raise InvalidInput("cash is required: the starting equity, above 0", field="cash")
+    rules = _rules(d.get("rules") or {}, kind)
+    costs = _costs(d.get("costs") or {})
+    risk = _risk(d["risk"]) if d.get("risk") is not None else None
+    allow = d.get("allow_in_sample", False)
+    if not isinstance(allow, bool):
+        raise InvalidInput("allow_in_sample must be true or false", field="allow_in_sample")
+    return Spec(name=name.strip(), kind=kind, universe=tuple(pairs), cash=cash, rules=rules, costs=costs, risk=risk,
+                allow_in_sample=allow, latency_bars=_num(d, "latency_bars", "", lo=0, default=0, integer=True),
+                reject_rate=_num(d, "reject_rate", "", lo=0, hi=0.99, default=0.0),
+                description=str(d.get("description") or ""), raw=json.loads(canonical(d)))
+
+
+def _rules(r: dict, kind: str) -> Rules:
+    r = _keys(r, _RULES, "rules")
+    side = r.get("side", "long")
+    if side not in SIDES:
+        raise InvalidInput(f"rules.side must be long (long-only), got {side!r}", field="rules.side")
+    signal = regime = veto = confirm = None
+    if r.get("signal") is not None:
+        s = _keys(r["signal"], _SIGNAL, "rules.signal")
+        signal = {"model": _model(s, "rules.signal"), "min": _num(s, "min", "rules.signal", lo=0, hi=1),
+                  "max": _num(s, "max", "rules.signal", lo=0, hi=1)}
+        if signal["min"] is None and signal["max"] is None:
+            raise InvalidInput("rules.signal needs min or max (a probability in [0, 1])", field="rules.signal.min")
+    if r.get("regime") is not None:
+        g = _keys(r["regime"], _REGIME, "rules.regime")
+        allow = g.get("allow")
+        if not isinstance(allow, list) or not allow or any(a not in REGIMES for a in allow):
+            raise InvalidInput(f"rules.regime.allow must list regimes among {', '.join(REGIMES)}, got {allow!r}",
+                               field="rules.regime.allow")
+        regime = {"model": _model(g, "rules.regime"), "allow": sorted(set(allow))}
+    if r.get("pump_veto") is not None:
+        v = _keys(r["pump_veto"], _VETO, "rules.pump_veto")
+        veto = {"model": _model(v, "rules.pump_veto"), "threshold": _num(v, "threshold", "rules.pump_veto", lo=0, hi=1)}
+        if veto["threshold"] is None:
+            raise InvalidInput("rules.pump_veto.threshold is required (in [0, 1])", field="rules.pump_veto.threshold")
+    if r.get("confirm") is not None:
+        c = _keys(r["confirm"], _CONFIRM, "rules.confirm")
+        if c.get("table") not in ("forecasts", "patterns"):
+            raise InvalidInput("rules.confirm.table must be forecasts or patterns", field="rules.confirm.table")
+        confirm = {"table": c["table"], "model": _model(c, "rules.confirm"),
+                   "min": _num(c, "min", "rules.confirm"), "max": _num(c, "max", "rules.confirm")}
+    if kind == "rules" and signal is None and regime is None and confirm is None:
+        raise InvalidInput("a rules strategy needs an entry rule: rules.signal, rules.regime or rules.confirm",
+                           field="rules.signal")
+    return Rules(side=side, signal=signal, regime=regime, pump_veto=veto, confirm=confirm,
+                 stop_loss=_num(r, "stop_loss", "rules", lo=0, hi=1, lo_open=True),
+                 take_profit=_num(r, "take_profit", "rules", lo=0, lo_open=True),
+                 time_exit=_num(r, "time_exit", "rules", lo=1, integer=True))
+
+
+def _costs(c: dict) -> Costs:
+    c = _keys(c, _COSTS, "costs")
+    return Costs(fee_bps=_num(c, "fee_bps", "costs", lo=0, hi=10_000, default=0.0),
+                 spread_bps=_num(c, "spread_bps", "costs", lo=0, hi=10_000, default=0.0),
+                 slippage_bps=_num(c, "slippage_bps", "costs", lo=0, hi=10_000, default=0.0),
+                 impact=_num(c, "impact", "costs", lo=0, default=0.0),
+                 participation=_num(c, "participation", "costs", lo=0, hi=1, lo_open=True))
+
+
+def _risk(r: dict) -> Risk:
+    r = _keys(r, _RISK, "risk")
+    guard = None
+    if r.get("stop_guard") is not None:
+        g = _keys(r["stop_guard"], _GUARD, "risk.stop_guard")
+        vals = {k: _num(g, k, "risk.stop_guard", lo=1, integer=True) for k in ("stops", "window", "lock")}
+        missing = [k for k, v in vals.items() if v is None]
+        if missing:
+            raise InvalidInput(f"risk.stop_guard.{missing[0]} is required (a whole number, at least 1)",
+                               field=f"risk.stop_guard.{missing[0]}")
+        guard = StopGuard(**vals)
+    out = Risk(position_fraction=_num(r, "position_fraction", "risk", lo=0, hi=1, lo_open=True),
+               risk_per_trade=_num(r, "risk_per_trade", "risk", lo=0, hi=1, lo_open=True),
+               max_symbol_fraction=_num(r, "max_symbol_fraction", "risk", lo=0, hi=10, lo_open=True, default=1.0),
+               max_total_fraction=_num(r, "max_total_fraction", "risk", lo=0, hi=10, lo_open=True, default=1.0),
+               max_positions=_num(r, "max_positions", "risk", lo=1, integer=True),
+               daily_loss_limit=_num(r, "daily_loss_limit", "risk", lo=0, hi=1, lo_open=True),
+               max_drawdown=_num(r, "max_drawdown", "risk", lo=0, hi=1, lo_open=True),
+               stop_guard=guard, cooldown_bars=_num(r, "cooldown_bars", "risk", lo=0, integer=True, default=0),
+               lot=_num(r, "lot", "risk", lo=0, lo_open=True))
+    if out.position_fraction is not None and out.risk_per_trade is not None:
+        raise InvalidInput("risk: give position_fraction or risk_per_trade, not both", field="risk.risk_per_trade")
+    return out
