@@ -23,6 +23,7 @@ setup(
         "polars>=1.0",
         "numba>=0.60",  # the feature kernels (imported when features are computed, not at load)
         "exchange-calendars>=4.5",  # stock sessions: holidays, early closes, lunch breaks (imported on use)
+        "PyYAML>=6.0",  # strategy specs (paper/spec.py), the serving cache's MLmodel files, dagster.yaml
         # sources (imported lazily: never at definitions load)
         # pinned from below: the collector uses ccxt.pro's watch_ohlcv_for_symbols and MEXC's protobuf spot stream
         "ccxt>=4.5.90,<5",

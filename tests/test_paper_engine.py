@@ -46,6 +46,7 @@ def run(sp, candles, enter_at=(), series=BTC):
     ({"universe": [{"symbol": "BTC/USDT", "timeframe": "1M"}]}, "universe[0].timeframe"),
     ({"risk": {"position_fraction": 0.5, "risk_per_trade": 0.01}}, "risk.risk_per_trade"),
     ({"risk": {"stop_guard": {"stops": 2, "window": 10}}}, "risk.stop_guard.lock"),
+    ({"risk": {"risk_per_trade": 0.01}}, "risk.risk_per_trade"),  # sized by the stop: needs rules.stop_loss
 ])
 def test_a_bad_spec_names_its_field(bad, field):
     with pytest.raises(InvalidInput) as e:
@@ -196,3 +197,72 @@ def test_whole_shares_for_a_lot_of_one():
     assert d.quantity == 1.0
     d = risk_rules.entry(sp, risk_rules.Book(cash=100, equity=100, peak=100), BTC, 333.0, 0)
     assert d.rejected and d.events[-1][0] in ("lot", "size")
+
+
+# ---- rules on outputs ---------------------------------------------------------------------------------------------
+def test_rules_enter_only_when_every_rule_agrees_and_count_why_not():
+    from trading_platform.paper.rules import Output, decide
+
+    sp = spec(rules={"signal": {"model": "signal_lgbm", "min": 0.56}, "regime": {"model": "regime_hmm",
+                     "allow": ["bull", "sideways"]}, "pump_veto": {"model": "pump_xgb", "threshold": 0.7}})
+    ok = {"signal": Output(0.6), "regime": Output(0.8, "bull"), "pump_veto": Output(0.1, "none")}
+    assert decide(sp, ok).enter and decide(sp, ok).risk_score == 0.6
+    assert decide(sp, {**ok, "signal": Output(0.55)}).reason == "below_threshold"
+    assert decide(sp, {**ok, "regime": Output(0.9, "bear")}).reason == "regime"
+    assert decide(sp, {**ok, "pump_veto": Output(0.7, "pump")}).reason == "pump_veto"
+    assert decide(sp, {**ok, "signal": Output(float("nan"))}).reason == "missing_output"
+    assert decide(sp, {k: v for k, v in ok.items() if k != "regime"}).reason == "missing_output"
+    assert decide(sp, {**ok, "signal": Output(0.9, in_sample=True)}).reason == "in_sample"
+    allowed = parse({**sp.raw, "allow_in_sample": True})
+    assert decide(allowed, {**ok, "signal": Output(0.9, in_sample=True)}).enter
+
+
+def test_missing_outputs_place_no_order_and_are_counted():
+    from trading_platform.paper.rules import Output, decide
+
+    sp = spec()
+    e = Engine(sp, "r")
+    for i in range(5):
+        sig = decide(sp, {"signal": Output(None if i < 4 else 0.9)})
+        e.step(T0 + i * H, {BTC: Bar(100, 100, 100, 100, 1e6, i)}, {BTC: sig})
+    assert e.rec.skipped == {"missing_output": 4} and len(e.rec.orders) == 1
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------------
+def test_statistics_match_a_hand_computed_ten_candle_curve():
+    import math
+
+    from trading_platform.paper.stats import periods_per_year, summary
+
+    eq = [100, 102, 101, 105, 103, 99, 104, 108, 107, 110]
+    trades = [{"pnl": 5.0, "pnl_pct": 0.05}, {"pnl": -2.0, "pnl_pct": -0.02}, {"pnl": 7.0, "pnl_pct": 0.07}]
+    s = summary(eq, trades, ppy=8760, fees=1.5)
+    rets = [eq[i + 1] / eq[i] - 1 for i in range(9)]
+    mean = sum(rets) / 9
+    sd = math.sqrt(sum((r - mean) ** 2 for r in rets) / 8)
+    down = math.sqrt(sum(min(r, 0) ** 2 for r in rets) / 9)
+    assert s["total_return"] == pytest.approx(0.10)
+    assert s["sharpe"] == pytest.approx(mean / sd * math.sqrt(8760))
+    assert s["sortino"] == pytest.approx(mean / down * math.sqrt(8760))
+    assert s["max_drawdown"] == pytest.approx(1 - 99 / 105)   # the peak 105, the trough 99 after it
+    assert s["hit_rate"] == pytest.approx(2 / 3) and s["profit_factor"] == pytest.approx(12 / 2)
+    r = [0.05, -0.02, 0.07]
+    m = sum(r) / 3
+    assert s["sqn"] == pytest.approx(math.sqrt(3) * m / math.sqrt(sum((x - m) ** 2 for x in r) / 2))
+    # the candles a year really has: 24/7 crypto, forex weekdays, a stock's sessions
+    crypto = periods_per_year([("crypto", None, 3600)])
+    forex = periods_per_year([("forex", None, 3600)])
+    stock = periods_per_year([("stock", "NASDAQ", 3600)])
+    assert crypto == 366 * 24 and 6000 < forex < 6400 and 1500 < stock < 2000
+    assert periods_per_year([("crypto", None, 3600), ("forex", None, 3600)]) == crypto  # the union
+
+
+def test_risk_per_trade_sizes_by_the_stops_distance_within_the_caps():
+    sp = spec(risk={"risk_per_trade": 0.01, "max_symbol_fraction": 0.4},
+              rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.05})
+    d = risk_rules.entry(sp, risk_rules.Book(cash=10_000, equity=10_000, peak=10_000), BTC, 100.0, 0)
+    assert d.quantity == pytest.approx(0.01 * 10_000 / 0.05 / 100.0) and d.events == ()  # 2,000 at risk 100
+    sp = spec(risk={"risk_per_trade": 0.03, "max_symbol_fraction": 0.4},
+              rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.05})
+    d = risk_rules.entry(sp, risk_rules.Book(cash=10_000, equity=10_000, peak=10_000), BTC, 100.0, 0)
+    assert d.quantity == pytest.approx(40.0) and d.events[0][0] == "max_symbol_fraction"  # 6,000 capped at 4,000

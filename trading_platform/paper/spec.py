@@ -183,6 +183,7 @@ def parse(text_or_dict) -> Spec:
     rules = _rules(d.get("rules") or {}, kind)
     costs = _costs(d.get("costs") or {})
     risk = _risk(d["risk"]) if d.get("risk") is not None else None
+    _check_together(rules, risk)
     allow = d.get("allow_in_sample", False)
     if not isinstance(allow, bool):
         raise InvalidInput("allow_in_sample must be true or false", field="allow_in_sample")
@@ -263,3 +264,9 @@ def _risk(r: dict) -> Risk:
     if out.position_fraction is not None and out.risk_per_trade is not None:
         raise InvalidInput("risk: give position_fraction or risk_per_trade, not both", field="risk.risk_per_trade")
     return out
+
+
+def _check_together(rules: Rules, risk: Risk | None) -> None:
+    if risk is not None and risk.risk_per_trade is not None and not rules.stop_loss:
+        raise InvalidInput("risk.risk_per_trade sizes by the stop's distance: set rules.stop_loss too",
+                           field="risk.risk_per_trade")
