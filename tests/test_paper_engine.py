@@ -266,3 +266,31 @@ def test_risk_per_trade_sizes_by_the_stops_distance_within_the_caps():
               rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.05})
     d = risk_rules.entry(sp, risk_rules.Book(cash=10_000, equity=10_000, peak=10_000), BTC, 100.0, 0)
     assert d.quantity == pytest.approx(40.0) and d.events[0][0] == "max_symbol_fraction"  # 6,000 capped at 4,000
+
+
+def test_altering_the_future_changes_nothing_before_it():
+    rng = random.Random(3)
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.02, "take_profit": 0.03, "time_exit": 6},
+              costs={"fee_bps": 5, "spread_bps": 2, "participation": 0.5}, risk={"position_fraction": 0.5,
+                                                                                 "cooldown_bars": 1})
+    p, candles, enter = 100.0, [], set()
+    for i in range(300):
+        o = p * (1 + rng.gauss(0, 0.002))
+        c = o * (1 + rng.gauss(0, 0.01))
+        candles.append((o, max(o, c) * 1.004, min(o, c) * 0.996, c, rng.uniform(50, 500)))
+        p = c
+        if rng.random() < 0.2:
+            enter.add(i)
+    cut = 150
+    altered = candles[:cut] + [(x[0] * 1.3, x[1] * 1.5, x[2] * 0.6, x[3] * 0.7, x[4] * 0.1) for x in candles[cut:]]
+    a = run(sp, candles, enter_at=enter)
+    b = run(sp, altered, enter_at=enter - set(range(cut, 300)) | {i for i in range(cut, 300) if i % 3 == 0})
+    t_cut = T0 + cut * H
+
+    def before(e):
+        return ([(o.client_order_id, o.quantity) for o in e.rec.orders if o.signal_ts < t_cut],
+                [f for f in e.rec.fills if f[1] < t_cut], [x for x in e.rec.equity if x[0] < t_cut],
+                [x for x in e.rec.risk_events if x[0] < t_cut])
+
+    assert before(a) == before(b) and len(before(a)[0]) > 10
+    assert [f for f in a.rec.fills if f[1] >= t_cut] != [f for f in b.rec.fills if f[1] >= t_cut]
