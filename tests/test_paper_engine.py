@@ -294,3 +294,65 @@ def test_altering_the_future_changes_nothing_before_it():
 
     assert before(a) == before(b) and len(before(a)[0]) > 10
     assert [f for f in a.rec.fills if f[1] >= t_cut] != [f for f in b.rec.fills if f[1] >= t_cut]
+
+
+# ---- controls -------------------------------------------------------------------------------------------------------
+def _market(rng, n, phi=0.0, sd=0.01):
+    """Candles whose log returns are AR(1) with coefficient ``phi`` (0: a random walk); open = previous close."""
+    import numpy as np
+
+    r = np.zeros(n)
+    eps = rng.normal(0, sd, n)
+    for i in range(1, n):
+        r[i] = phi * r[i - 1] + eps[i]
+    close = 100 * np.exp(np.cumsum(r))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    high, low = np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999
+    ts = [T0 + i * H for i in range(n)]
+    from trading_platform.paper.controls import bars_from_arrays
+
+    return {BTC: bars_from_arrays(BTC, ts, open_, high, low, close, np.full(n, 1e9))}, r
+
+
+def test_random_entry_does_not_beat_exposure_matched_buy_and_hold_on_random_walks():
+    import numpy as np
+
+    from trading_platform.paper import controls
+
+    sp = spec(costs={"fee_bps": 5, "spread_bps": 2}, risk={"position_fraction": 0.5})
+    rng = np.random.default_rng(11)
+    beats = 0
+    for m in range(8):
+        candles, _ = _market(rng, 1500)
+        n = 1500
+        trades = [(BTC, int(rng.integers(5, 20))) for _ in range(30)]
+        sched = controls.random_schedule(controls.lengths_of(candles), trades, seed=[m, 0])
+        rand = controls.run_schedule(controls.random_entry(sp), candles, sched, f"r{m}")
+        bh = controls.run_schedule(controls.buy_and_hold(sp, controls.mean_exposure(rand)), candles, {BTC: {0: n}},
+                                   f"b{m}")
+        beats += controls.compare(controls.equity_curve(rand), controls.equity_curve(bh), n_boot=500)["beats"]
+    assert beats <= 1
+
+
+def test_a_planted_edge_is_detected_against_random_entry():
+    import numpy as np
+
+    from trading_platform.paper import controls
+
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}, "time_exit": 1}, risk={"position_fraction": 1.0})
+    rng = np.random.default_rng(5)
+    detected = 0
+    for m in range(4):
+        candles, r = _market(rng, 3000, phi=0.15)
+        e = Engine(sp, f"s{m}")
+        for i, (t, bar) in enumerate(candles[BTC]):  # the rule on the previous return, known at this close
+            e.step(t, {BTC: bar}, {BTC: Signal(bool(r[i] > 0))})
+        strat = controls.equity_curve(e)
+        reps = []
+        for k in range(20):
+            sched = controls.random_schedule(controls.lengths_of(candles), controls.trades_of(e), seed=[m, k])
+            reps.append(controls.equity_curve(controls.run_schedule(controls.random_entry(sp), candles, sched, "x")))
+        got = controls.compare(strat, np.array(reps), n_boot=500)
+        detected += got["beats"]
+        assert got["percentile"] is not None
+    assert detected >= 3

@@ -1,0 +1,133 @@
+"""The controls a strategy must beat, through the same engine, costs and risk rules, and the comparison.
+
+- ``buy_and_hold``: every series of the universe bought on the range's first candle (equal weights), held to the
+  end: fully invested, and scaled to the strategy's mean exposure for a like-for-like test.
+- ``random_entry``: the strategy's own number of trades and holding times, each at a random candle of its series
+  (no two overlapping), the same position size: ``replicates`` seeded runs.
+
+``compare`` pairs the strategy's per-candle equity returns with a control's (the mean of the replicates' for
+random entry) and resamples the candles in moving blocks (``models/evaluation.block_weights``): the interval of
+the summed return difference; the strategy beats the control only when the whole interval lies above 0. The
+strategy's percentile among the replicates' total returns is reported beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine import Bar, Engine, Signal
+from .spec import Spec, parse
+
+
+def buy_and_hold(spec: Spec, exposure: float | None = None) -> Spec:
+    """The spec of the buy-and-hold control: the strategy's universe, cash and costs; an equal share of equity per
+    series (``exposure``: that fraction of equity in all, else fully invested)."""
+    share = (1.0 if exposure is None else max(0.0, min(1.0, exposure))) / len(spec.universe)
+    raw = {"name": f"{spec.name}:buy_and_hold", "kind": "buy_and_hold",
+           "universe": [{"symbol": s, "timeframe": tf} for s, tf in spec.universe], "cash": spec.cash,
+           "costs": spec.raw.get("costs") or {}, "risk": {"position_fraction": max(share, 1e-9)}}
+    return parse(raw)
+
+
+def random_entry(spec: Spec) -> Spec:
+    """The spec of the random-entry control: the strategy's universe, cash, costs and risk rules, no model rule
+    (its entries and holding times come from ``random_schedule``)."""
+    raw = {k: v for k, v in spec.raw.items() if k not in ("rules", "name", "kind")}
+    raw.update(name=f"{spec.name}:random_entry", kind="random_entry")
+    return parse(raw)
+
+
+def random_schedule(lengths: dict, trades: list[tuple[tuple, int]], seed) -> dict:
+    """For each (series, candles held) of the strategy's trades, a random entry candle on that series such that no
+    two holdings overlap: series -> {decision candle index: candles held}. Trades that find no room are left
+    out (rare: only when the strategy was invested almost all the time)."""
+    rng = np.random.default_rng(seed)
+    out: dict = {s: {} for s in lengths}
+    busy: dict = {s: np.zeros(n + 2, dtype=bool) for s, n in lengths.items()}
+    for series, hold in trades:
+        n = lengths.get(series, 0)
+        hold = max(1, int(hold))
+        span = hold + 2  # decided at i, filled at i + 1, held `hold` candles, exit filled after
+        if n - span <= 0:
+            continue
+        for _ in range(50):
+            i = int(rng.integers(0, n - span))
+            if not busy[series][i:i + span].any():
+                busy[series][i:i + span] = True
+                out[series][i] = hold
+                break
+    return out
+
+
+def run_schedule(spec: Spec, candles: dict, schedule: dict, run_id: str) -> Engine:
+    """Run ``spec`` over ``candles`` (series -> list of (t, Bar)) entering per ``schedule`` (series -> {decision
+    index: candles held}); each entry leaves after its own holding time. Series are stepped together by time."""
+    e = Engine(spec, run_id)
+    hold_of: dict = {}
+    for t, bars in _by_time(candles):
+        decisions = {}
+        for series, bar in bars.items():
+            if bar.index in schedule.get(series, {}):
+                hold_of[series] = schedule[series][bar.index]
+                decisions[series] = Signal(True)
+        e.step(t, bars, decisions)
+        for series, bar in bars.items():  # its own holding time, decided at this close as the engine's time exit
+            pos = e.positions.get(series)
+            want = hold_of.get(series)
+            if pos is not None and want is not None and pos.held >= want and not pos.exiting:
+                e._order(series, "sell", pos.quantity, t, bar, "exit:time_exit")
+                pos.exiting = True
+    return e
+
+
+def _by_time(candles: dict):
+    times = sorted({t for rows in candles.values() for t, _ in rows})
+    index = {s: {t: b for t, b in rows} for s, rows in candles.items()}
+    for t in times:
+        yield t, {s: rows[t] for s, rows in index.items() if t in rows}
+
+
+def equity_curve(e: Engine) -> np.ndarray:
+    return np.array([row[1] for row in e.rec.equity], dtype=float)
+
+
+def mean_exposure(e: Engine) -> float:
+    rows = [(eq, ex) for _, eq, _, ex in e.rec.equity if eq > 0]
+    return float(np.mean([ex / eq for eq, ex in rows])) if rows else 0.0
+
+
+def compare(strategy: np.ndarray, control: np.ndarray, *, block_len: int | None = None, n_boot: int = 2000,
+            seed: int = 0) -> dict:
+    """The paired block-bootstrap interval (2.5 %, 97.5 %) of the summed per-candle return difference between
+    ``strategy`` and ``control`` (equity curves on the same candles; a 2-D control: replicates, averaged per
+    candle), the strategy's percentile among the replicates' total returns, and whether it beats the control."""
+    from ..models.evaluation import block_weights
+
+    s = np.asarray(strategy, dtype=float)
+    c = np.atleast_2d(np.asarray(control, dtype=float))
+    rs = s[1:] / s[:-1] - 1.0
+    rc = (c[:, 1:] / c[:, :-1] - 1.0).mean(axis=0)
+    d = rs - rc
+    n = len(d)
+    L = block_len or max(5, int(round(n ** (1 / 3))))
+    W = block_weights(np.arange(n), n, L, n_boot, seed=seed)
+    boot = W.astype(np.float64) @ d
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    totals = c[:, -1] / c[:, 0] - 1.0
+    total = s[-1] / s[0] - 1.0
+    return {"return": float(total), "control_return": float(totals.mean()), "difference": float(d.sum()),
+            "interval": [float(lo), float(hi)], "beats": bool(lo > 0), "block_len": int(L),
+            "percentile": float((totals < total).mean() * 100) if len(totals) > 1 else None,
+            "replicates": int(len(totals))}
+
+
+def trades_of(e: Engine) -> list[tuple[tuple, int]]:
+    return [((t["symbol"], t["timeframe"]), max(1, int(t["bars_held"]))) for t in e.rec.trades]
+
+
+def lengths_of(candles: dict) -> dict:
+    return {s: len(rows) for s, rows in candles.items()}
+
+
+def bars_from_arrays(series, ts, o, h, lo, c, v) -> list:
+    return [(ts[i], Bar(float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i]), i)) for i in range(len(ts))]
