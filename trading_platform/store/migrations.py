@@ -1202,6 +1202,124 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE type IN ('watchdog', 'watchdog_resolved');
         """,
     ),
+    (
+        18,
+        "paper trading: strategies, runs, orders and their events, fills, positions, trades, equity, risk events",
+        """
+        -- a strategy as data (trading_platform/paper/spec.py): one row per version (the hash of its canonical spec)
+        CREATE TABLE IF NOT EXISTS strategies (
+            name        text NOT NULL,
+            version     text NOT NULL,
+            kind        text NOT NULL CHECK (kind IN ('rules', 'buy_and_hold', 'random_entry')),
+            spec        jsonb NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (name, version)
+        );
+        -- a backtest (or, later, a live run): keyed by strategy version, range and pins, so running it again
+        -- keeps its run id and replaces its rows
+        CREATE TABLE IF NOT EXISTS paper_runs (
+            run_id           text PRIMARY KEY,
+            mode             text NOT NULL CHECK (mode IN ('backtest', 'live')),
+            strategy_name    text NOT NULL,
+            strategy_version text NOT NULL,
+            pins             jsonb NOT NULL DEFAULT '{}',
+            range_start      timestamptz,
+            range_end        timestamptz,
+            cash             double precision NOT NULL,
+            status           text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
+            stats            jsonb,
+            skipped          jsonb NOT NULL DEFAULT '{}',   -- decisions that placed no order, by reason
+            created_at       timestamptz NOT NULL DEFAULT now(),
+            updated_at       timestamptz NOT NULL DEFAULT now(),
+            FOREIGN KEY (strategy_name, strategy_version) REFERENCES strategies (name, version)
+        );
+        CREATE TABLE IF NOT EXISTS orders (
+            order_id     text PRIMARY KEY,              -- client_order_id: hash(run, version, series, signal ts, intent)
+            run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,
+            symbol       text NOT NULL,
+            timeframe    text NOT NULL,
+            signal_ts    timestamptz NOT NULL,
+            side         text NOT NULL CHECK (side IN ('buy', 'sell')),
+            intent       text NOT NULL,
+            quantity     double precision NOT NULL,
+            filled       double precision NOT NULL DEFAULT 0,
+            status       text NOT NULL CHECK (status IN ('new', 'accepted', 'partially_filled', 'filled', 'rejected',
+                                                         'cancelled', 'expired')),
+            stop         double precision,
+            target       double precision,
+            risk_score   double precision,
+            reason       text
+        );
+        CREATE INDEX IF NOT EXISTS orders_run ON orders (run_id, signal_ts);
+        CREATE TABLE IF NOT EXISTS order_events (          -- append-only
+            id           bigserial PRIMARY KEY,
+            order_id     text NOT NULL REFERENCES orders ON DELETE CASCADE,
+            ts           timestamptz NOT NULL,
+            from_status  text NOT NULL,
+            to_status    text NOT NULL,
+            reason       text
+        );
+        CREATE INDEX IF NOT EXISTS order_events_order ON order_events (order_id, id);
+        CREATE TABLE IF NOT EXISTS fills (
+            order_id     text NOT NULL REFERENCES orders ON DELETE CASCADE,
+            candle_ts    timestamptz NOT NULL,
+            price        double precision NOT NULL,
+            quantity     double precision NOT NULL,
+            fee          double precision NOT NULL,
+            PRIMARY KEY (order_id, candle_ts)
+        );
+        CREATE TABLE IF NOT EXISTS positions (             -- what a run holds at its last step (a month continues here)
+            run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,
+            symbol       text NOT NULL,
+            timeframe    text NOT NULL,
+            quantity     double precision NOT NULL,
+            entry_price  double precision NOT NULL,
+            entry_ts     timestamptz NOT NULL,
+            stop         double precision,
+            target       double precision,
+            held         integer NOT NULL DEFAULT 0,
+            marked_at    timestamptz,
+            mark_price   double precision,
+            PRIMARY KEY (run_id, symbol, timeframe)
+        );
+        CREATE TABLE IF NOT EXISTS trades (                -- round trips
+            id           bigserial PRIMARY KEY,
+            run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,
+            symbol       text NOT NULL,
+            timeframe    text NOT NULL,
+            entry_order  text NOT NULL,
+            entry_ts     timestamptz NOT NULL,
+            entry_price  double precision NOT NULL,
+            exit_ts      timestamptz NOT NULL,
+            exit_price   double precision NOT NULL,
+            quantity     double precision NOT NULL,
+            pnl          double precision NOT NULL,
+            pnl_pct      double precision NOT NULL,
+            fees         double precision NOT NULL,
+            exit_reason  text NOT NULL,
+            bars_held    integer NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS trades_run ON trades (run_id, exit_ts);
+        CREATE TABLE IF NOT EXISTS paper_equity (
+            run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,
+            ts           timestamptz NOT NULL,
+            equity       double precision NOT NULL,
+            cash         double precision NOT NULL,
+            exposure     double precision NOT NULL,
+            PRIMARY KEY (run_id, ts)
+        );
+        CREATE TABLE IF NOT EXISTS risk_events (
+            id           bigserial PRIMARY KEY,
+            run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,
+            ts           timestamptz NOT NULL,
+            symbol       text NOT NULL,
+            timeframe    text NOT NULL,
+            rule         text NOT NULL,
+            detail       text
+        );
+        CREATE INDEX IF NOT EXISTS risk_events_run ON risk_events (run_id, ts);
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001

@@ -1,0 +1,115 @@
+"""SQL of paper trading (``trading_platform/paper/``): strategies by version, and a run's records.
+
+A backtest run is keyed by what decides its results: the strategy's version, its range and the pinned model
+versions (``run_key``). Saving it again (a re-run, a retried asset) keeps its ``run_id`` and replaces its rows
+in one transaction: the same orders under the same ids, never a second copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+
+from psycopg.types.json import Jsonb
+
+RECORD_TABLES = ("risk_events", "paper_equity", "trades", "positions", "orders")  # fills and order events cascade
+
+
+def save_strategy(conn, spec) -> tuple[str, str]:
+    """Store a spec's version (once: the same content is the same version); (name, version)."""
+    conn.execute("INSERT INTO strategies (name, version, kind, spec) VALUES (%s, %s, %s, %s) "
+                 "ON CONFLICT (name, version) DO NOTHING", (spec.name, spec.version, spec.kind, Jsonb(spec.raw)))
+    return spec.name, spec.version
+
+
+def strategy(conn, name: str, version: str | None = None) -> dict | None:
+    """A strategy's stored spec: the version given, else its newest."""
+    row = conn.execute(
+        "SELECT name, version, kind, spec, created_at FROM strategies WHERE name = %s AND (%s::text IS NULL OR "
+        "version = %s) ORDER BY created_at DESC LIMIT 1", (name, version, version)).fetchone()
+    return None if row is None else dict(zip(("name", "version", "kind", "spec", "created_at"), row))
+
+
+def list_strategies(conn) -> list[dict]:
+    rows = conn.execute("SELECT DISTINCT ON (name) name, version, kind, created_at FROM strategies "
+                        "ORDER BY name, created_at DESC").fetchall()
+    return [dict(zip(("name", "version", "kind", "created_at"), r)) for r in rows]
+
+
+def run_key(version: str, start: datetime | None, end: datetime | None, pins: dict, mode: str = "backtest") -> str:
+    """The run id of a backtest: a hash of the strategy version, the range and the pins."""
+    raw = json.dumps([mode, version, start.isoformat() if start else None, end.isoformat() if end else None,
+                      sorted((pins or {}).items())], separators=(",", ":"))
+    return f"{mode[:2]}-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None, stats=None,
+             mode: str = "backtest", status: str = "done") -> dict:
+    """The run's row and every record of ``engine`` (``paper.engine.Engine``), replacing what the run had: in the
+    caller's transaction. Returns the counts written."""
+    save_strategy(conn, spec)
+    conn.execute(
+        "INSERT INTO paper_runs (run_id, mode, strategy_name, strategy_version, pins, range_start, range_end, cash, "
+        "status, stats, skipped) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE "
+        "SET status = EXCLUDED.status, stats = EXCLUDED.stats, skipped = EXCLUDED.skipped, updated_at = now()",
+        (run_id, mode, spec.name, spec.version, Jsonb(pins or {}), start, end, spec.cash, status,
+         Jsonb(stats) if stats is not None else None, Jsonb(engine.rec.skipped)))
+    for table in RECORD_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
+    rec = engine.rec
+    cur = conn.cursor()
+    cur.executemany(
+        "INSERT INTO orders (order_id, run_id, symbol, timeframe, signal_ts, side, intent, quantity, filled, status, "
+        "stop, target, risk_score, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [(o.client_order_id, run_id, o.symbol, o.timeframe, o.signal_ts, o.side, o.intent, o.quantity, o.filled,
+          o.status, o.stop, o.target, o.risk_score, o.reason) for o in rec.orders])
+    cur.executemany("INSERT INTO order_events (order_id, ts, from_status, to_status, reason) "
+                    "VALUES (%s, %s, %s, %s, %s)", rec.order_events)
+    cur.executemany("INSERT INTO fills (order_id, candle_ts, price, quantity, fee) VALUES (%s, %s, %s, %s, %s)",
+                    rec.fills)
+    cur.executemany(
+        "INSERT INTO trades (run_id, symbol, timeframe, entry_order, entry_ts, entry_price, exit_ts, exit_price, "
+        "quantity, pnl, pnl_pct, fees, exit_reason, bars_held) VALUES (%(run)s, %(symbol)s, %(timeframe)s, "
+        "%(entry_order)s, %(entry_ts)s, %(entry_price)s, %(exit_ts)s, %(exit_price)s, %(quantity)s, %(pnl)s, "
+        "%(pnl_pct)s, %(fees)s, %(exit_reason)s, %(bars_held)s)", [{**t, "run": run_id} for t in rec.trades])
+    cur.executemany("INSERT INTO paper_equity (run_id, ts, equity, cash, exposure) VALUES (%s, %s, %s, %s, %s)",
+                    [(run_id, *row) for row in rec.equity])
+    cur.executemany("INSERT INTO risk_events (run_id, ts, symbol, timeframe, rule, detail) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)", [(run_id, *ev) for ev in rec.risk_events])
+    last = rec.equity[-1][0] if rec.equity else None
+    cur.executemany(
+        "INSERT INTO positions (run_id, symbol, timeframe, quantity, entry_price, entry_ts, stop, target, held, "
+        "marked_at, mark_price) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [(run_id, s[0], s[1], p.quantity, p.entry_price, p.entry_ts, p.stop, p.target, p.held, last,
+          engine.last_close.get(s)) for s, p in engine.positions.items()])
+    return {"orders": len(rec.orders), "fills": len(rec.fills), "trades": len(rec.trades),
+            "equity_rows": len(rec.equity), "risk_events": len(rec.risk_events), "open_positions": len(engine.positions)}
+
+
+def run(conn, run_id: str) -> dict | None:
+    row = conn.execute(
+        "SELECT run_id, mode, strategy_name, strategy_version, pins, range_start, range_end, cash, status, stats, "
+        "skipped, created_at, updated_at FROM paper_runs WHERE run_id = %s", (run_id,)).fetchone()
+    cols = ("run_id", "mode", "strategy_name", "strategy_version", "pins", "range_start", "range_end", "cash",
+            "status", "stats", "skipped", "created_at", "updated_at")
+    return None if row is None else dict(zip(cols, row))
+
+
+def orders(conn, run_id: str) -> list[dict]:
+    cur = conn.execute(
+        "SELECT o.order_id, o.symbol, o.timeframe, o.signal_ts, o.side, o.intent, o.quantity, o.filled, o.status, "
+        "o.stop, o.target, o.risk_score, o.reason, (SELECT min(f.candle_ts) FROM fills f WHERE f.order_id = "
+        "o.order_id) AS first_fill_ts, (SELECT sum(f.price * f.quantity) / nullif(sum(f.quantity), 0) FROM fills f "
+        "WHERE f.order_id = o.order_id) AS avg_price FROM orders o WHERE o.run_id = %s ORDER BY o.signal_ts, "
+        "o.order_id", (run_id,))
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def trades(conn, run_id: str) -> list[dict]:
+    cur = conn.execute("SELECT symbol, timeframe, entry_order, entry_ts, entry_price, exit_ts, exit_price, quantity, "
+                       "pnl, pnl_pct, fees, exit_reason, bars_held FROM trades WHERE run_id = %s ORDER BY exit_ts, id",
+                       (run_id,))
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
