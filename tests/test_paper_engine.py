@@ -324,12 +324,11 @@ def test_random_entry_does_not_beat_exposure_matched_buy_and_hold_on_random_walk
     beats = 0
     for m in range(8):
         candles, _ = _market(rng, 1500)
-        n = 1500
         trades = [(BTC, int(rng.integers(5, 20))) for _ in range(30)]
         sched = controls.random_schedule(controls.lengths_of(candles), trades, seed=[m, 0])
         rand = controls.run_schedule(controls.random_entry(sp), candles, sched, f"r{m}")
-        bh = controls.run_schedule(controls.buy_and_hold(sp, controls.mean_exposure(rand)), candles, {BTC: {0: n}},
-                                   f"b{m}")
+        bh = controls.buy_and_hold_at(sp, candles, controls.mean_exposure(rand), f"b{m}")
+        assert abs(controls.mean_exposure(bh) - controls.mean_exposure(rand)) < 0.02  # like for like
         beats += controls.compare(controls.equity_curve(rand), controls.equity_curve(bh), n_boot=500)["beats"]
     assert beats <= 1
 
@@ -356,3 +355,108 @@ def test_a_planted_edge_is_detected_against_random_entry():
         detected += got["beats"]
         assert got["percentile"] is not None
     assert detected >= 3
+
+
+# ---- the review's cases: partial fills, rejected exits, round trips, breakers, locks, expiry ------------------------
+def test_a_partly_filled_entry_is_cancelled_when_the_stop_hits_and_the_round_trip_is_one_trade():
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.05}, costs={"participation": 0.1})
+    candles = [(100, 100, 100, 100, 100.0), (100, 101, 99, 100, 100.0), (100, 100, 90, 91, 100.0),
+               (91, 91, 91, 91, 100.0)]
+    e = run(sp, candles, enter_at={0})
+    entry = [o for o in e.rec.orders if o.intent == "entry"][0]
+    # 10 a candle: 10 at candle 1's open, 10 at candle 2's, then the stop inside candle 2: the rest is cancelled
+    assert entry.status == "cancelled" and entry.filled == pytest.approx(20.0) and entry.quantity == 100.0
+    (trade,) = e.rec.trades
+    assert trade["quantity"] == pytest.approx(20.0) and trade["exit_reason"] == "stop_loss"
+    assert e.cash == pytest.approx(10_000 + trade["pnl"])
+    assert all(o.status in ("filled", "cancelled", "rejected", "expired") for o in e.rec.orders)
+
+
+def test_an_exit_split_by_the_cap_is_one_trade_and_the_pnl_adds_up_to_the_cash():
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}, "time_exit": 2}, costs={"participation": 0.5,
+                                                                                    "fee_bps": 10})
+    candles = [(100, 100, 100, 100, 1e9), (100, 100, 100, 100, 1e9), (101, 101, 101, 101, 1e9)] + \
+        [(103, 103, 103, 103, 60.0)] * 7  # the exit (decided at candle 2's close) meets 30 units a candle
+    e = run(sp, candles, enter_at={0})
+    assert len(e.rec.trades) == 1 and not e.positions
+    sells = [f for f in e.rec.fills if f[0] != e.rec.orders[0].client_order_id]
+    assert len(sells) >= 2  # the exit took several candles
+    assert e.cash - 10_000 == pytest.approx(e.rec.trades[0]["pnl"])
+
+
+def test_a_rejected_time_exit_is_decided_again_at_the_next_close():
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}, "time_exit": 1}, reject_rate=0.6)
+    e = run(sp, [(100, 100, 100, 100, 1e9)] * 400, enter_at=set(range(0, 400, 20)))
+    exits = [o for o in e.rec.orders if o.intent == "exit:time_exit"]
+    assert any(o.status == "rejected" for o in exits) and any(o.status == "filled" for o in exits)
+    # every position left within a few candles of its time exit, rejections or not
+    assert all(t["bars_held"] <= 12 for t in e.rec.trades) and len(e.rec.trades) >= 3
+
+
+def test_the_day_loss_limit_trips_at_the_close_and_stays_tripped_when_equity_recovers():
+    sp = spec(risk={"daily_loss_limit": 0.02, "position_fraction": 1.0},
+              rules={"signal": {"model": "m", "min": 0.5}})
+    e = Engine(sp, "r")
+    prices = [100, 100, 95, 99, 101, 101]  # entered at 100; the 95 close trips the limit; equity recovers later
+    for i, p in enumerate(prices):
+        e.step(T0 + i * H, {BTC: Bar(p, p, p, p, 1e9, i)}, {BTC: Signal(i == 0)})
+    e.exit(BTC, T0 + 5 * H, Bar(101, 101, 101, 101, 1e9, 5), "manual")
+    for i in range(6, 12):  # flat again, same UTC day, signals every close: refused all day
+        e.step(T0 + i * H, {BTC: Bar(101, 101, 101, 101, 1e9, i)}, {BTC: Signal(True)})
+    trips = [ev for ev in e.rec.risk_events if ev[3] == "daily_loss_limit"]
+    assert trips[0][0] == T0 + 2 * H  # at the close that crossed it, no entry being tried
+    assert [o for o in e.rec.orders if o.intent == "entry" and o.signal_ts.hour >= 6] == []
+
+
+def test_the_stop_guard_refuses_entries_for_exactly_k_candles():
+    sp = spec(risk={"stop_guard": {"stops": 1, "window": 5, "lock": 3}},
+              rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.05})
+    candles = [(100, 100, 100, 100, 1e9), (100, 100, 90, 91, 1e9)] + [(91, 91, 91, 91, 1e9)] * 8
+    e = run(sp, candles, enter_at=set(range(0, 10)))
+    refused = sorted({ev[0] for ev in e.rec.risk_events if ev[3] == "stop_guard" and ev[1] != "*"})
+    entries = sorted(o.signal_ts for o in e.rec.orders if o.intent == "entry")
+    stopped_at = T0 + 1 * H
+    # 3 decisions refused: the stop candle's close and the next two; the third candle after it enters
+    assert refused == [stopped_at + k * H for k in (0, 1, 2)]
+    assert stopped_at + 3 * H in entries
+
+
+def test_an_order_the_cap_can_never_fill_expires_and_frees_its_series():
+    sp = spec(risk={"position_fraction": 0.5, "lot": 10}, costs={"participation": 0.01})
+    e = run(sp, [(100, 100, 100, 100, 100.0)] * 30, enter_at={0, 15})  # 1 unit a candle, lots of 10
+    statuses = [o.status for o in e.rec.orders if o.intent == "entry"]
+    assert statuses[0] == "expired" and len(statuses) == 2
+
+
+def test_invariants_over_a_random_run_with_caps_rejects_stops_and_partial_fills():
+    rng = random.Random(17)
+    uni = [{"symbol": s, "timeframe": "1h"} for s in ("A/USDT", "B/USDT")]
+    sp = spec(universe=uni, reject_rate=0.1,
+              rules={"signal": {"model": "m", "min": 0.5}, "stop_loss": 0.02, "take_profit": 0.03, "time_exit": 4},
+              costs={"fee_bps": 7, "spread_bps": 3, "slippage_bps": 1, "impact": 0.05, "participation": 0.2},
+              risk={"position_fraction": 0.45, "cooldown_bars": 1, "lot": 0.5})
+    e = Engine(sp, "inv")
+    price = {u["symbol"]: 100.0 for u in uni}
+    n = 600
+    for i in range(n):
+        bars, dec = {}, {}
+        for u in uni:
+            o = price[u["symbol"]]
+            c = o * (1 + rng.gauss(0, 0.01))
+            price[u["symbol"]] = c
+            s = (u["symbol"], "1h")
+            bars[s] = Bar(o, max(o, c) * 1.003, min(o, c) * 0.997, c, rng.uniform(20, 400), i)
+            dec[s] = Signal(i < n - 40 and rng.random() < 0.15)
+        e.step(T0 + i * H, bars, dec)
+        assert e.cash >= -1e-6
+        for s, o in e.pending.items():
+            assert o.status in ("accepted", "partially_filled") and (o.symbol, o.timeframe) == s
+    pending = {id(o) for o in e.pending.values()}
+    assert all(o.status in ("filled", "rejected", "cancelled", "expired") or id(o) in pending for o in e.rec.orders)
+    assert not e.positions and not e.pending  # the last 40 candles enter nothing: everything left
+    assert e.cash - sp.cash == pytest.approx(sum(t["pnl"] for t in e.rec.trades), rel=1e-9, abs=1e-6)
+    bought = sum(f[3] for f in e.rec.fills if f[0] in {o.client_order_id for o in e.rec.orders if o.side == "buy"})
+    assert bought == pytest.approx(sum(t["quantity"] for t in e.rec.trades))  # every unit bought was sold once
+    reasons = {t["exit_reason"] for t in e.rec.trades}
+    statuses = {o.status for o in e.rec.orders}
+    assert {"stop_loss", "time_exit"} <= reasons and {"rejected", "filled"} <= statuses

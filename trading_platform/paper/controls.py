@@ -19,21 +19,43 @@ from .engine import Bar, Engine, Signal
 from .spec import Spec, parse
 
 
+_VENUE = ("costs", "latency_bars", "reject_rate", "allow_in_sample", "cash", "universe")
+
+
 def buy_and_hold(spec: Spec, exposure: float | None = None) -> Spec:
-    """The spec of the buy-and-hold control: the strategy's universe, cash and costs; an equal share of equity per
-    series (``exposure``: that fraction of equity in all, else fully invested)."""
+    """The spec of the buy-and-hold control: the strategy's universe, cash, costs and venue, its caps and lots; an
+    equal share of equity per series (``exposure``: that fraction of equity in all, else fully invested). No
+    exits: no stop, target or time exit, no loss limits."""
     share = (1.0 if exposure is None else max(0.0, min(1.0, exposure))) / len(spec.universe)
-    raw = {"name": f"{spec.name}:buy_and_hold", "kind": "buy_and_hold",
-           "universe": [{"symbol": s, "timeframe": tf} for s, tf in spec.universe], "cash": spec.cash,
-           "costs": spec.raw.get("costs") or {}, "risk": {"position_fraction": max(share, 1e-9)}}
+    raw = {k: spec.raw[k] for k in _VENUE if k in spec.raw}
+    keep = {k: v for k, v in (spec.raw.get("risk") or {}).items()
+            if k in ("max_symbol_fraction", "max_total_fraction", "lot")}
+    raw.update(name=f"{spec.name}:buy_and_hold", kind="buy_and_hold",
+               risk={**keep, "position_fraction": max(share, 1e-9)})
     return parse(raw)
 
 
+def buy_and_hold_at(spec: Spec, candles: dict, exposure: float, run_id: str, rounds: int = 3) -> Engine:
+    """Buy and hold scaled so that its *mean* exposure is the strategy's (a position bought once drifts with the
+    price: the starting fraction is corrected from the exposure each run gets, a few times)."""
+    n = {s: {0: len(rows)} for s, rows in candles.items()}
+    f = max(1e-6, min(1.0, exposure))
+    e = run_schedule(buy_and_hold(spec, f), candles, n, run_id)
+    for _ in range(rounds):
+        got = mean_exposure(e)
+        if got <= 0 or abs(got - exposure) <= 0.005:
+            break
+        f = max(1e-6, min(1.0, f * exposure / got))
+        e = run_schedule(buy_and_hold(spec, f), candles, n, run_id)
+    return e
+
+
 def random_entry(spec: Spec) -> Spec:
-    """The spec of the random-entry control: the strategy's universe, cash, costs and risk rules, no model rule
-    (its entries and holding times come from ``random_schedule``)."""
+    """The spec of the random-entry control: the strategy's universe, cash, costs, venue and risk rules, its stop
+    and target; no entry rule and no time exit (its entries and holding times come from ``random_schedule``)."""
     raw = {k: v for k, v in spec.raw.items() if k not in ("rules", "name", "kind")}
-    raw.update(name=f"{spec.name}:random_entry", kind="random_entry")
+    exits = {k: v for k, v in (spec.raw.get("rules") or {}).items() if k in ("stop_loss", "take_profit")}
+    raw.update(name=f"{spec.name}:random_entry", kind="random_entry", rules=exits)
     return parse(raw)
 
 
@@ -74,9 +96,8 @@ def run_schedule(spec: Spec, candles: dict, schedule: dict, run_id: str) -> Engi
         for series, bar in bars.items():  # its own holding time, decided at this close as the engine's time exit
             pos = e.positions.get(series)
             want = hold_of.get(series)
-            if pos is not None and want is not None and pos.held >= want and not pos.exiting:
-                e._order(series, "sell", pos.quantity, t, bar, "exit:time_exit")
-                pos.exiting = True
+            if pos is not None and want is not None and pos.held >= want:
+                e.exit(series, t, bar, "time_exit")
     return e
 
 

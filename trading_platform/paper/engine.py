@@ -6,11 +6,17 @@ closed a candle (a ``Bar``: open, high, low, close, volume and the series' own c
 1. orders decided on earlier candles fill at this candle's open (``latency_bars`` more candles later; the
    participation cap may leave a rest for the next candles);
 2. open positions meet their stop or target inside this candle's range (``orders.exit_in_range``: an open
-   beyond the stop exits at the open; both inside: the stop), filled at once at that price, costs on top;
+   beyond the stop exits at the open; both inside: the stop), filled at once and in full at that price, costs on
+   top (the impact of the whole quantity is charged; the participation cap does not hold back a protective exit);
+   what was still being bought is cancelled;
 3. a position held ``time_exit`` candles gets an exit order (filled at the next open);
 4. everything is marked to market at the closes (a series without a candle at ``t`` keeps its last close);
 5. the decisions made on this candle's close (``decisions``: series -> ``Decision``) become orders, sized and
    checked by the risk rules (``risk.py``), to be filled at a later open: never at this close.
+
+After the marks, the drawdown breaker and the day's loss limit trip (``risk.update_breakers``). An order not
+(fully) filled within ``ORDER_TTL_BARS`` candles of its first chance expires; a rejected exit is decided again at
+the next close. A trade is a round trip: every entry and exit fill of one position.
 
 Nothing reads a candle or an output after ``t``: the step is given only what closed by ``t``. The records
 (orders, their events, fills, trades, equity, risk events) are lists of plain tuples the store writes.
@@ -24,6 +30,8 @@ from dataclasses import dataclass, field
 from . import risk as risk_rules
 from .orders import Order, apply_fill, client_order_id, exit_in_range, fill_at_open, fill_price, rejects
 from .spec import Spec
+
+ORDER_TTL_BARS = 10  # an order not (fully) filled this many candles after it could first fill expires
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,14 @@ class Position:
     stop: float | None
     target: float | None
     order_id: str
-    fees: float = 0.0
+    fees: float = 0.0         # entry fees of what is held
     held: int = 0
     exiting: bool = False
+    bought: float = 0.0       # the round trip so far: quantity bought, its cost with fees
+    cost: float = 0.0
+    sold: float = 0.0         # quantity sold, its proceeds net of fees, the exit fees
+    proceeds: float = 0.0
+    exit_fees: float = 0.0
 
 
 @dataclass
@@ -90,11 +103,12 @@ class Engine:
             self._check_exits(series, bar, t)
             self.last_close[series] = bar.close
         self._mark(t)
+        for rule, detail in risk_rules.update_breakers(self.spec, self.book, t):
+            self.rec.risk_events.append((t, "*", "*", rule, detail))
         for series, bar in bars.items():
             pos = self.positions.get(series)
             if pos is not None and not pos.exiting and self.spec.rules.time_exit and pos.held >= self.spec.rules.time_exit:
-                self._order(series, "sell", pos.quantity, t, bar, "exit:time_exit")
-                pos.exiting = True
+                self.exit(series, t, bar, "time_exit")
         self.book.pending = {s: o.remaining * self.last_close.get(s, 0.0) * (1 + self.cost_fraction)
                              for s, o in self.pending.items() if o.side == "buy"}
         for series, sig in (decisions or {}).items():
@@ -108,6 +122,22 @@ class Engine:
                 continue
             self._enter(series, bars[series], t, sig)
         self.rec.equity.append((t, self.book.equity, self.cash, sum(self.book.exposure.values())))
+
+    def exit(self, series, t, bar: Bar, reason: str) -> None:
+        """Leave the position on ``series`` at the next open: what is still being bought is cancelled first; a
+        rejected exit order leaves the position as it is (decided again at the next close)."""
+        pos = self.positions.get(series)
+        if pos is None or pos.exiting:
+            return
+        self._cancel_pending(series, t, f"the position leaves ({reason})")
+        o = self._order(series, "sell", pos.quantity, t, bar, f"exit:{reason}")
+        pos.exiting = o.status == "accepted"
+
+    def _cancel_pending(self, series, t, reason: str) -> None:
+        o = self.pending.pop(series, None)
+        if o is not None:
+            self._move(o, "cancelled", t, reason)
+            self.due.pop(o.client_order_id, None)
 
     # ---- orders ----------------------------------------------------------------------------------------------
     def _order(self, series, side: str, qty: float, t, bar: Bar, intent: str, sig: Signal | None = None) -> Order:
@@ -129,7 +159,7 @@ class Engine:
         self.rec.order_events.append((o.client_order_id, t, before, status, reason))
 
     def _enter(self, series, bar: Bar, t, sig: Signal) -> None:
-        d = risk_rules.entry(self.spec, self.book, series, bar.close, bar.index, self.cost_fraction)
+        d = risk_rules.entry(self.spec, self.book, series, bar.close, bar.index, self.cost_fraction, now=t)
         for rule, detail in d.events:
             self.rec.risk_events.append((t, series[0], series[1], rule, detail))
         if d.rejected:
@@ -144,6 +174,15 @@ class Engine:
     def _fill_pending(self, series, bar: Bar, t) -> None:
         o = self.pending.get(series)
         if o is None or bar.index < self.due[o.client_order_id]:
+            return
+        if bar.index >= self.due[o.client_order_id] + ORDER_TTL_BARS:
+            # not (fully) filled within its time to live (the participation cap, a lot larger than the cap allows)
+            self._move(o, "expired", t, f"not filled within {ORDER_TTL_BARS} candles of its first chance")
+            del self.pending[series]
+            self.due.pop(o.client_order_id, None)
+            pos = self.positions.get(series)
+            if o.side == "sell" and pos is not None:
+                pos.exiting = False  # decided again at the next close
             return
         lot = self.spec.risk.lot if self.spec.risk is not None else None
         f = fill_at_open(o, bar.open, bar.volume, self.spec.costs, lot if o.side == "buy" else None)
@@ -182,9 +221,11 @@ class Engine:
             pos.entry_price = (pos.entry_price * pos.quantity + f.price * f.quantity) / (pos.quantity + f.quantity)
             pos.quantity += f.quantity
             pos.fees += f.fee
+            pos.bought += f.quantity
+            pos.cost += f.quantity * f.price + f.fee
         else:
             self._close(series, f.quantity, f.price, f.fee, t, bar, o.intent.split(":", 1)[1])
-        if o.status == "filled":
+        if o.status == "filled" and self.pending.get(series) is o:
             del self.pending[series]
 
     def _check_exits(self, series, bar: Bar, t) -> None:
@@ -205,30 +246,34 @@ class Engine:
         o.filled = pos.quantity
         self._move(o, "filled", t)
         self.rec.fills.append((coid, t, price, pos.quantity, fee))
-        pending = self.pending.pop(series, None)
-        if pending is not None and pending.side == "sell":  # a time exit waiting for the next open: not needed now
-            self._move(pending, "cancelled", t, f"the position left by {reason}")
+        # what was still being bought, or a time exit waiting for the next open: not needed now
+        self._cancel_pending(series, t, f"the position left by {reason}")
         self._close(series, pos.quantity, price, fee, t, bar, reason)
 
     def _close(self, series, qty: float, price: float, fee: float, t, bar: Bar, reason: str) -> None:
+        """An exit fill: cash in; once the position is flat, its round trip is one trade (every entry and exit
+        fill of it: the volume-weighted prices, all the fees, the whole holding time)."""
         pos = self.positions[series]
         self.cash += qty * price - fee
         share = qty / pos.quantity
-        entry_fees = pos.fees * share
-        pnl = qty * (price - pos.entry_price) - fee - entry_fees
-        cost = qty * pos.entry_price + entry_fees
+        pos.fees -= pos.fees * share
+        pos.quantity -= qty
+        pos.sold += qty
+        pos.proceeds += qty * price - fee
+        pos.exit_fees += fee
+        if pos.quantity > 1e-12:
+            return
+        pnl = pos.proceeds - pos.cost
+        entry_fees = pos.cost - pos.bought * pos.entry_price
         self.rec.trades.append({"symbol": series[0], "timeframe": series[1], "entry_order": pos.order_id,
                                 "entry_ts": pos.entry_ts, "entry_price": pos.entry_price, "exit_ts": t,
-                                "exit_price": price, "quantity": qty, "pnl": pnl,
-                                "pnl_pct": pnl / cost if cost else 0.0, "fees": fee + entry_fees,
-                                "exit_reason": reason, "bars_held": pos.held})
-        pos.quantity -= qty
-        pos.fees -= entry_fees
-        if pos.quantity <= 1e-12:
-            del self.positions[series]
-            self.book.exposure.pop(series, None)
-            for ev in risk_rules.record_exit(self.spec, self.book, series, bar.index, reason):
-                self.rec.risk_events.append((t, series[0], series[1], *ev))
+                                "exit_price": (pos.proceeds + pos.exit_fees) / pos.sold, "quantity": pos.sold,
+                                "pnl": pnl, "pnl_pct": pnl / pos.cost if pos.cost else 0.0,
+                                "fees": entry_fees + pos.exit_fees, "exit_reason": reason, "bars_held": pos.held})
+        del self.positions[series]
+        self.book.exposure.pop(series, None)
+        for ev in risk_rules.record_exit(self.spec, self.book, series, bar.index, reason, t):
+            self.rec.risk_events.append((t, series[0], series[1], *ev))
 
     def _mark(self, t) -> None:
         exposure, per_symbol = {}, {}

@@ -33,9 +33,10 @@ class Book:
     symbol_exposure: dict = field(default_factory=dict)  # symbol -> notional
     pending: dict = field(default_factory=dict)         # series -> cash an accepted, unfilled entry commits
     last_exit: dict = field(default_factory=dict)       # series -> candle index of its last exit
-    stopouts: deque = field(default_factory=deque)      # candle indexes of stop-outs
-    locked_until: int = -1                              # stop guard: no entries before this candle index
-    halted: bool = False                                # drawdown breaker tripped
+    stopouts: deque = field(default_factory=deque)      # times of recent stop-outs
+    locked_until: object = None                         # stop guard: no entries up to this time
+    halted: bool = False                                # drawdown breaker tripped: no entries for the rest of the run
+    day_locked: object = None                           # the UTC day whose loss limit was reached
 
     def mark_day(self, day) -> None:
         if day != self.day:
@@ -56,27 +57,42 @@ def _refuse(rule: str, detail: str) -> Decision:
     return Decision(0.0, ((rule, detail),))
 
 
+def update_breakers(spec: Spec, book: Book, now) -> list[tuple[str, str]]:
+    """After every close (equity marked): the drawdown breaker and the day's loss limit trip as soon as equity
+    crosses them, whether or not an entry is being tried, and stay tripped (the breaker for the run, the limit
+    until the next UTC day) even if equity recovers. Returns the events of what tripped now."""
+    r = spec.risk
+    out = []
+    if r is None:
+        return out
+    if (r.max_drawdown is not None and not book.halted and book.peak > 0
+            and (book.peak - book.equity) / book.peak >= r.max_drawdown):
+        book.halted = True
+        out.append(("max_drawdown", f"drawdown {(book.peak - book.equity) / book.peak:.2%} ≥ {r.max_drawdown:.2%}: "
+                                    "no entries for the rest of the run"))
+    if (r.daily_loss_limit is not None and book.day_locked != book.day and book.day_start > 0
+            and (book.day_start - book.equity) / book.day_start >= r.daily_loss_limit):
+        book.day_locked = book.day
+        out.append(("daily_loss_limit", f"the day's loss {(book.day_start - book.equity) / book.day_start:.2%} ≥ "
+                                        f"{r.daily_loss_limit:.2%}: no entries until the next UTC day"))
+    return out
+
+
 def entry(spec: Spec, book: Book, series: tuple[str, str], price: float, index: int,
-          cost_fraction: float = 0.0) -> Decision:
-    """The quantity of a long entry on ``series`` at about ``price`` (the decision candle's close), candle
-    ``index`` of the run; ``cost_fraction``: what a fill costs on top of the price (spread, slippage, fee)."""
+          cost_fraction: float = 0.0, now=None) -> Decision:
+    """The quantity of a long entry on ``series`` at about ``price`` (the decision candle's close, at ``now``),
+    candle ``index`` of its series; ``cost_fraction``: what a fill costs on top of the price (spread, slippage,
+    fee)."""
     r = spec.risk
     if price <= 0 or not math.isfinite(price):
         return _refuse("price", f"no usable price ({price})")
     if r is not None:
         if book.halted:
             return _refuse("max_drawdown", "the drawdown breaker tripped: no entries for the rest of the run")
-        if r.max_drawdown is not None and book.peak > 0 and (book.peak - book.equity) / book.peak >= r.max_drawdown:
-            book.halted = True
-            return _refuse("max_drawdown", f"drawdown {(book.peak - book.equity) / book.peak:.2%} ≥ "
-                                           f"{r.max_drawdown:.2%}: no entries for the rest of the run")
-        if (r.daily_loss_limit is not None and book.day_start > 0
-                and (book.day_start - book.equity) / book.day_start >= r.daily_loss_limit):
-            return _refuse("daily_loss_limit", f"the day's loss {(book.day_start - book.equity) / book.day_start:.2%}"
-                                               f" ≥ {r.daily_loss_limit:.2%}: no entries until the next UTC day")
-        if index < book.locked_until:
-            return _refuse("stop_guard", f"locked after {r.stop_guard.stops} stop-outs until candle "
-                                         f"{book.locked_until}")
+        if book.day_locked is not None and book.day_locked == book.day:
+            return _refuse("daily_loss_limit", "the day's loss limit was reached: no entries until the next UTC day")
+        if book.locked_until is not None and now is not None and now < book.locked_until:
+            return _refuse("stop_guard", f"locked after {r.stop_guard.stops} stop-outs until {book.locked_until}")
         last = book.last_exit.get(series)
         if r.cooldown_bars and last is not None and index - last <= r.cooldown_bars:
             return _refuse("cooldown", f"{index - last} candle(s) since the last exit ≤ {r.cooldown_bars}")
@@ -120,19 +136,27 @@ def entry(spec: Spec, book: Book, series: tuple[str, str], price: float, index: 
     return Decision(qty, tuple(events))
 
 
-def record_exit(spec: Spec, book: Book, series: tuple[str, str], index: int, reason: str) -> list[tuple[str, str]]:
-    """An exit at candle ``index``: the series' cooldown starts; a stop-out counts towards the stop guard, which
-    may lock entries (returned as a risk event)."""
+def record_exit(spec: Spec, book: Book, series: tuple[str, str], index: int, reason: str,
+                now=None) -> list[tuple[str, str]]:
+    """An exit at candle ``index`` of its series (at ``now``): the series' cooldown starts; a stop-out counts
+    towards the stop guard, whose window and lock are counted in candles of the series that stopped out (as time:
+    series of other timeframes share it). Returns the lock's risk event when it locks."""
     book.last_exit[series] = index
     r = spec.risk
-    if reason != "stop_loss" or r is None or r.stop_guard is None:
+    if reason != "stop_loss" or r is None or r.stop_guard is None or now is None:
         return []
+    from datetime import timedelta
+
+    from ..core.timeframes import seconds
+
     g = r.stop_guard
-    book.stopouts.append(index)
-    while book.stopouts and book.stopouts[0] <= index - g.window:
+    step = timedelta(seconds=seconds(series[1]))
+    book.stopouts.append(now)
+    while book.stopouts and book.stopouts[0] <= now - g.window * step:
         book.stopouts.popleft()
     if len(book.stopouts) >= g.stops:
-        book.locked_until = index + g.lock + 1
+        book.locked_until = now + g.lock * step
         book.stopouts.clear()
-        return [("stop_guard", f"{g.stops} stop-outs within {g.window} candles: entries locked for {g.lock} candles")]
+        return [("stop_guard", f"{g.stops} stop-outs within {g.window} candles: entries locked for the next "
+                               f"{g.lock} candles")]
     return []
