@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from trading_platform.paper.engine import Bar, Engine, Signal
 from trading_platform.paper.spec import parse
 from trading_platform.store import paper as paper_store
@@ -50,3 +52,83 @@ def test_a_run_saved_twice_keeps_its_id_and_its_orders_once(store):
         assert o["first_fill_ts"] == o["signal_ts"] + H
     assert paper_store.run(store.conn, run_id)["status"] == "done"
     assert [t["exit_reason"] for t in paper_store.trades(store.conn, run_id)]
+
+
+# ---- the backtest driver over stored candles and pinned outputs -----------------------------------------------------
+def _market(store, closes, opens=None):
+    from trading_platform.core.symbols import SymbolInfo
+
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["1h"]), exist_ok=True)
+    for i, c in enumerate(closes):
+        o = opens[i] if opens else c
+        store.conn.execute(
+            "INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES ('BTC/USDT', '1h', %s, "
+            "%s, %s, %s, %s, 1e6) ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, "
+            "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close",
+            (T0 + i * H, o, max(o, c), min(o, c), c))
+
+
+def _outputs(store, version, values, role="champion", in_sample=()):
+    from trading_platform.models.scoring import Version
+    from trading_platform.store.outputs import OutputWriter
+
+    v = Version("signal_lgbm.BTC_USDT", version, role, {"tp.family": "signal_lgbm"})
+    w = OutputWriter(store.conn, [v], "backfill")
+    w.add("predictions", [(v.name, version, "BTC/USDT", "1h", T0 + i * H, val, "up" if val >= 0.5 else "down",
+                           "{}", i in in_sample) for i, val in values.items()])
+    with store.conn.transaction():
+        w.flush()
+
+
+def _spec():
+    return parse({"name": "sig", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
+                  "rules": {"signal": {"model": "signal_lgbm", "min": 0.56}, "time_exit": 1},
+                  "costs": {"fee_bps": 10, "spread_bps": 20}})
+
+
+def test_a_buy_decided_at_close_100_fills_at_the_next_open_110_through_the_store(store):
+    from trading_platform.paper import backtest
+
+    _market(store, [100, 110, 111, 112, 113, 114], opens=[100, 110, 110, 111, 112, 113])
+    store.conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                       "('signal_lgbm.BTC_USDT', '1', now() - interval '1 day', 'seed')")
+    _outputs(store, "1", {0: 0.9, 1: 0.1, 2: 0.1, 3: 0.9, 4: 0.1, 5: 0.1}, in_sample={3})
+    _outputs(store, "2", {2: 0.99}, role="shadow")  # a challenger's output: never trades
+    out = backtest.run(store, _spec(), T0, T0 + 6 * H)
+    assert out["pins"] == {"signal_lgbm.BTC_USDT": "1"}
+    e = out["engine"]
+    entry = [o for o in e.rec.orders if o.intent == "entry"]
+    assert len(entry) == 1 and entry[0].signal_ts == T0 + H  # decided at candle 0's close
+    (fill,) = [f for f in e.rec.fills if f[0] == entry[0].client_order_id]
+    assert fill[2] == pytest.approx(110 * (1 + 10e-4)) and fill[2] > 100 * 1.01
+    assert e.rec.skipped.get("in_sample") == 1
+    again = backtest.run(store, _spec(), T0, T0 + 6 * H)
+    assert again["run_id"] == out["run_id"]
+    assert store.conn.execute("SELECT count(*) FROM orders").fetchone()[0] == len(e.rec.orders)
+
+
+def test_altering_stored_candles_and_outputs_after_t_changes_nothing_before_t(store):
+    import random
+
+    from trading_platform.paper import backtest
+
+    rng = random.Random(2)
+    closes = [100.0]
+    for _ in range(99):
+        closes.append(closes[-1] * (1 + rng.gauss(0, 0.01)))
+    _market(store, closes)
+    store.conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                       "('signal_lgbm.BTC_USDT', '1', now() - interval '1 day', 'seed')")
+    _outputs(store, "1", {i: rng.random() for i in range(100)})
+    cut = T0 + 50 * H
+    sp = _spec()
+
+    def before(e):
+        return [(o.client_order_id, o.status if o.signal_ts + 2 * H < cut else None) for o in e.rec.orders
+                if o.signal_ts < cut], [f for f in e.rec.fills if f[1] < cut]
+
+    a = before(backtest.run(store, sp, T0, T0 + 100 * H, save=False)["engine"])
+    _market(store, closes[:50] + [c * 3 for c in closes[50:]])
+    _outputs(store, "1", {i: 0.99 for i in range(50, 100)})
+    b = before(backtest.run(store, sp, T0, T0 + 100 * H, save=False)["engine"])
+    assert a == b and len(a[0]) > 5

@@ -1,0 +1,139 @@
+"""The backtest driver: stored candles and pinned model outputs through the engine, records into the store.
+
+Each series of the universe steps at its candles' closes (``ts + timeframe``), all series in close order, so a
+portfolio never decides on a candle that closed after another it has not seen. The decision at a close reads the
+outputs for that candle (an output at ``ts`` is usable from ``ts + timeframe`` on) of the pinned versions
+(``tp_predictions_for_candles`` with ``p_versions``; by default today's champions, recorded as the run's pins):
+a challenger's (shadow) outputs never trade. A rule names a model family or a registered model; for a series it
+is the symbol's own lineage (``signal_lgbm.BTC_USDT``) when it has outputs there, else the pooled one.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+from ..errors import InvalidInput
+from .engine import Bar, Engine, Signal
+from .rules import Output, decide
+from .spec import Spec
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+RULE_NAMES = ("signal", "regime", "pump_veto")
+
+
+def _rules_used(spec: Spec) -> dict[str, str]:
+    return {r: getattr(spec.rules, r)["model"] for r in RULE_NAMES if getattr(spec.rules, r)}
+
+
+def resolve_models(conn, spec: Spec) -> dict[tuple, str]:
+    """(series, rule) -> the registered model whose outputs the rule reads on that series."""
+    from ..models.registry import registered_name
+
+    out = {}
+    for rule, model in _rules_used(spec).items():
+        for symbol, tf in spec.universe:
+            names = [registered_name(model, symbol), model]
+            rows = {r[0] for r in conn.execute(
+                "SELECT DISTINCT model_name FROM output_series WHERE output_table = 'predictions' AND symbol = %s "
+                "AND timeframe = %s AND model_name = ANY(%s)", (symbol, tf, names)).fetchall()}
+            found = next((n for n in names if n in rows), None)
+            if found is None:
+                raise InvalidInput(f"rules.{rule}.model {model!r} has no outputs for {symbol} {tf} (looked for "
+                                   f"{' and '.join(names)}): score it first, or name another model",
+                                   field=f"rules.{rule}.model")
+            out[((symbol, tf), rule)] = found
+    return out
+
+
+def champion_pins(conn, names) -> dict[str, str]:
+    """Today's champion version of each registered model (the run's pins)."""
+    names = sorted(set(names))
+    rows = dict(conn.execute("SELECT model_name, version FROM model_champions WHERE alias = 'champion' AND "
+                             "valid_to IS NULL AND model_name = ANY(%s)", (names,)).fetchall())
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise InvalidInput(f"no champion for {', '.join(missing)}: pin versions, or promote one", field="pins")
+    return {n: str(rows[n]) for n in names}
+
+
+def load_candles(store, spec: Spec, start: datetime, end: datetime) -> dict:
+    """series -> [(close time, ts, Bar)] of the stored candles with start <= ts < end."""
+    from ..core.timeframes import seconds
+
+    out = {}
+    for symbol, tf in spec.universe:
+        c = store.read_candles(symbol, tf, start, end)
+        step = timedelta(seconds=seconds(tf))
+        rows = []
+        for i in range(len(c)):
+            ts = EPOCH + timedelta(microseconds=int(c.ts_us[i]))
+            rows.append((ts + step, ts, Bar(float(c.open[i]), float(c.high[i]), float(c.low[i]), float(c.close[i]),
+                                            float(c.volume[i]), i)))
+        out[(symbol, tf)] = rows
+    return out
+
+
+def load_outputs(conn, spec: Spec, models: dict, pins: dict, start: datetime, end: datetime) -> dict:
+    """(series, rule) -> {candle ts: Output} of the pinned versions."""
+    from ..store.outputs import for_candles
+
+    out: dict = {key: {} for key in models}
+    if not models:
+        return out
+    by_name: dict = {}
+    for (series, rule), name in models.items():
+        by_name.setdefault((name, series), []).append(rule)
+    rows = for_candles(conn, "predictions", symbols=sorted({s for s, _ in spec.universe}),
+                       timeframes=sorted({tf for _, tf in spec.universe}), models=sorted(set(models.values())),
+                       start=start, end=end, versions=pins)
+    for name, _version, symbol, tf, ts, value, label, _details, in_sample, *_ in rows:
+        for rule in by_name.get((name, (symbol, tf)), ()):
+            v = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+            out[((symbol, tf), rule)][ts] = Output(v, label, bool(in_sample))
+    return out
+
+
+def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None = None, run_id: str | None = None,
+        save: bool = True) -> dict:
+    """Backtest ``spec`` over [start, end): its run id (the same for the same version, range and pins), the engine
+    (records, final state) and the counts written."""
+    from ..store import paper as paper_store
+
+    if not start < end:
+        raise InvalidInput(f"--from {start:%Y-%m-%d} must be before --to {end:%Y-%m-%d}", field="from")
+    conn = store.conn
+    models = resolve_models(conn, spec) if spec.kind == "rules" else {}
+    pins = dict(pins) if pins else champion_pins(conn, models.values())
+    run_id = run_id or paper_store.run_key(spec.version, start, end, pins)
+    candles = load_candles(store, spec, start, end)
+    outputs = load_outputs(conn, spec, models, pins, start, end)
+    e = Engine(spec, run_id)
+    steps = sorted({(close, s) for s, rows in candles.items() for close, _, _ in rows})
+    index = {s: {close: (ts, bar) for close, ts, bar in rows} for s, rows in candles.items()}
+    first = {s: rows[0][0] for s, rows in candles.items() if rows}
+    t_prev, bars, decisions = None, {}, {}
+
+    def flush():
+        if bars:
+            e.step(t_prev, dict(bars), dict(decisions))
+            bars.clear()
+            decisions.clear()
+
+    for close, series in steps:
+        if close != t_prev:
+            flush()
+            t_prev = close
+        ts, bar = index[series][close]
+        bars[series] = bar
+        if spec.kind == "rules":
+            decisions[series] = decide(spec, {rule: outputs[(series, rule)].get(ts)
+                                              for rule in _rules_used(spec)})
+        elif spec.kind == "buy_and_hold":
+            decisions[series] = Signal(close == first[series])
+    flush()
+    counts = None
+    if save:
+        with conn.transaction():
+            counts = paper_store.save_run(conn, run_id, spec, e, start=start, end=end, pins=pins)
+    return {"run_id": run_id, "engine": e, "pins": pins, "counts": counts}
