@@ -1,0 +1,92 @@
+"""`tp paper`: strategies as data and their backtests (issue 25, in progress)."""
+
+from __future__ import annotations
+
+from ..api import paper as api
+from ._base import Parser, emit
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:+.2%}"
+
+
+def cmd_strategies(args) -> int:
+    if args.strategies_command == "add":
+        out = api.add_strategy(args.file)
+        emit(args, out, f"strategy {out['name']} version {out['version']} ({out['kind']}): "
+                        f"{', '.join(out['universe'])}")
+    else:
+        rows = api.list_strategies()
+        emit(args, rows, "\n".join(f"{r['name']:<24} {r['version']}  {r['kind']}" for r in rows) or "(no strategies)")
+    return 0
+
+
+def cmd_backtest(args) -> int:
+    out = api.backtest(args.strategy, args.from_, args.to, replicates=args.replicates)
+    st, bh, rnd = out["stats"], out["vs_buy_and_hold"], out["vs_random_entry"]
+
+    def vs(name, c):
+        if not c:
+            return f"vs {name}: -"
+        lo, hi = c["interval"]
+        return (f"vs {name}: control {_pct(c['control_return'])}, difference interval [{lo:+.2%}, {hi:+.2%}] "
+                f"{'BEATS' if c['beats'] else 'does not beat'}"
+                + (f", percentile {c['percentile']:.0f}" if c.get("percentile") is not None else ""))
+
+    emit(args, out, "\n".join([
+        f"run {out['run']['run_id']}: {out['run']['strategy']} v{out['run']['version']}, {st['orders']} orders, "
+        f"{st['trades']} trades",
+        f"return {_pct(st['total_return'])}, max drawdown {st['max_drawdown']:.2%}, sharpe "
+        f"{'-' if st['sharpe'] is None else format(st['sharpe'], '.2f')}, exposure {st['exposure']:.0%}, costs "
+        f"{st['costs_paid']:.2f}",
+        vs("buy and hold (exposure-matched)", bh), vs("random entry", rnd)]))
+    return 0
+
+
+def cmd_report(args) -> int:
+    out = api.report(args.run)
+    emit(args, out, "\n".join(f"{k}: {v}" for k, v in out.items()))
+    return 0
+
+
+def cmd_orders(args) -> int:
+    rows = api.orders(args.run)
+    emit(args, rows, "\n".join(f"{r['signal_ts'][:16]} {r['symbol']} {r['side']:<4} {r['intent']:<16} "
+                               f"{r['quantity']:.6g} {r['status']}" for r in rows) or "(no orders)")
+    return 0
+
+
+def cmd_trades(args) -> int:
+    rows = api.trades(args.run)
+    emit(args, rows, "\n".join(f"{r['entry_ts'][:16]} -> {r['exit_ts'][:16]} {r['symbol']} {r['pnl']:+.2f} "
+                               f"({r['pnl_pct']:+.2%}) {r['exit_reason']}" for r in rows) or "(no trades)")
+    return 0
+
+
+def register(sub, cmd) -> None:
+    pa = sub.add_parser("paper", help="paper trading: strategies as data, backtests against honest controls")
+    ps = pa.add_subparsers(dest="paper_command", required=True, parser_class=Parser)
+    st = ps.add_parser("strategies", help="store a strategy (YAML or JSON) or list them")
+    sts = st.add_subparsers(dest="strategies_command", required=True, parser_class=Parser)
+    a = sts.add_parser("add")
+    a.add_argument("file", help="a YAML or JSON strategy spec (docs/paper.md)")
+    a.add_argument("--json", action="store_true")
+    a = sts.add_parser("list")
+    a.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_strategies)
+    b = ps.add_parser("backtest", help="backtest a strategy in this process, with its controls")
+    b.add_argument("--strategy", required=True)
+    b.add_argument("--from", dest="from_", required=True, help="first candle's time (inclusive)")
+    b.add_argument("--to", required=True, help="end (exclusive)")
+    b.add_argument("--replicates", default=200, help="random-entry replicates (default 200)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_backtest)
+    for name, fn, what in (("report", cmd_report, "a run's row and statistics"),
+                           ("orders", cmd_orders, "a run's orders"), ("trades", cmd_trades, "a run's round trips")):
+        p = ps.add_parser(name, help=what)
+        if name == "report":
+            p.add_argument("run")
+        else:
+            p.add_argument("--run", required=True)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(fn=fn)
