@@ -132,3 +132,63 @@ def test_altering_stored_candles_and_outputs_after_t_changes_nothing_before_t(st
     _outputs(store, "1", {i: 0.99 for i in range(50, 100)})
     b = before(backtest.run(store, sp, T0, T0 + 100 * H, save=False)["engine"])
     assert a == b and len(a[0]) > 5
+
+
+def test_a_chain_of_ranges_each_from_the_last_ones_end_state_trades_as_one_run(store):
+    """What a month partition of paper_backtest does: each range starts from the state stored at the previous one's
+    end. Orders carried over a boundary fill in the next range; the chain's orders, fills and equity equal one
+    run's, and running an earlier range again changes nothing the later ones recorded."""
+    import random
+
+    from trading_platform.paper import backtest
+
+    rng = random.Random(7)
+    closes, opens = [100.0], [100.0]
+    for _ in range(119):
+        opens.append(closes[-1] * (1 + rng.gauss(0, 0.004)))
+        closes.append(opens[-1] * (1 + rng.gauss(0, 0.012)))
+    _market(store, closes, opens)
+    store.conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                       "('signal_lgbm.BTC_USDT', '1', now() - interval '1 day', 'seed')")
+    _outputs(store, "1", {i: rng.random() for i in range(120)})
+    sp = parse({"name": "chain", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
+                "rules": {"signal": {"model": "signal_lgbm", "min": 0.4}, "time_exit": 7, "stop_loss": 0.01,
+                          "take_profit": 0.02},
+                "costs": {"fee_bps": 10, "spread_bps": 4},
+                "risk": {"position_fraction": 0.6, "cooldown_bars": 2, "stop_guard": {"stops": 2, "window": 20,
+                                                                                       "lock": 5}}})
+    one = backtest.run(store, sp, T0, T0 + 120 * H)
+    # cut where an entry was just decided (it fills in the next range), and where a position is open
+    decided = sorted(o.signal_ts for o in one["engine"].rec.orders if o.intent == "entry" and o.signal_ts > T0 + 20 * H)
+    held = [ts for ts, _, _, exposure in one["engine"].rec.equity if exposure > 0 and ts > decided[0] + 20 * H]
+    cuts = [T0, decided[0], held[0], T0 + 120 * H]
+    state = parent = None
+    carried = 0
+    chain = []
+    for a, b in zip(cuts, cuts[1:]):
+        out = backtest.run(store, sp, a, b, state=state, parent=parent)
+        carried += len(out["engine"].pending) + len(out["engine"].positions) if b != cuts[-1] else 0
+        state, parent = out["state"], out["run_id"]
+        chain.append(out["run_id"])
+    assert carried >= 1  # something crossed a boundary: the case this test is for
+
+    def records(run_ids):
+        orders = store.conn.execute(
+            "SELECT signal_ts, side, intent, quantity, filled, status FROM orders WHERE run_id = ANY(%s) "
+            "ORDER BY signal_ts, intent", (run_ids,)).fetchall()
+        fills = store.conn.execute(
+            "SELECT f.candle_ts, f.price, f.quantity, f.fee FROM fills f WHERE f.run_id = ANY(%s) ORDER BY 1, 2",
+            (run_ids,)).fetchall()
+        equity = store.conn.execute("SELECT ts, equity FROM paper_equity WHERE run_id = ANY(%s) ORDER BY ts",
+                                    (run_ids,)).fetchall()
+        events = store.conn.execute("SELECT ts, rule FROM risk_events WHERE run_id = ANY(%s) ORDER BY ts, rule",
+                                    (run_ids,)).fetchall()
+        return orders, fills, equity, events
+
+    whole = records([one["run_id"]])
+    assert len(whole[0]) > 10 and {o[5] for o in whole[0]} >= {"filled"}
+    assert records(chain) == whole
+    # the middle range again, after the last: the carried orders keep the status the next range gave them
+    backtest.run(store, sp, cuts[1], cuts[2], state=backtest.run(store, sp, cuts[0], cuts[1], save=False)["state"],
+                 parent=chain[0])
+    assert records(chain) == whole

@@ -112,7 +112,8 @@ def backtest(strategy: str, start, end, *, replicates: int = 200, store=None) ->
         summary["orders"] = len(e.rec.orders)
         summary["skipped"] = dict(e.rec.skipped)
         with s.conn.transaction():
-            paper_store.save_run(s.conn, out["run_id"], spec, e, start=t0, end=t1, pins=out["pins"], stats=summary)
+            paper_store.save_run(s.conn, out["run_id"], spec, e, start=t0, end=t1, pins=out["pins"], stats=summary,
+                                  state=out["state"])
         exposure = controls.mean_exposure(e)
         full = controls.run_schedule(controls.buy_and_hold(spec), candles,
                                      {k: {0: len(v)} for k, v in candles.items()}, out["run_id"] + ":bh")

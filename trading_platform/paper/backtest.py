@@ -57,8 +57,9 @@ def champion_pins(conn, names) -> dict[str, str]:
     return {n: str(rows[n]) for n in names}
 
 
-def load_candles(store, spec: Spec, start: datetime, end: datetime) -> dict:
-    """series -> [(close time, ts, Bar)] of the stored candles with start <= ts < end."""
+def load_candles(store, spec: Spec, start: datetime, end: datetime, offsets: dict | None = None) -> dict:
+    """series -> [(close time, ts, Bar)] of the stored candles with start <= ts < end (candle indexes from
+    ``offsets[series]``, 0 by default: a continued run counts on from where the previous one stopped)."""
     from ..core.timeframes import seconds
 
     out = {}
@@ -66,10 +67,11 @@ def load_candles(store, spec: Spec, start: datetime, end: datetime) -> dict:
         c = store.read_candles(symbol, tf, start, end)
         step = timedelta(seconds=seconds(tf))
         rows = []
+        base = (offsets or {}).get((symbol, tf), 0)
         for i in range(len(c)):
             ts = EPOCH + timedelta(microseconds=int(c.ts_us[i]))
             rows.append((ts + step, ts, Bar(float(c.open[i]), float(c.high[i]), float(c.low[i]), float(c.close[i]),
-                                            float(c.volume[i]), i)))
+                                            float(c.volume[i]), base + i)))
         out[(symbol, tf)] = rows
     return out
 
@@ -95,9 +97,11 @@ def load_outputs(conn, spec: Spec, models: dict, pins: dict, start: datetime, en
 
 
 def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None = None, run_id: str | None = None,
-        save: bool = True) -> dict:
+        save: bool = True, state: bytes | None = None, parent: str | None = None) -> dict:
     """Backtest ``spec`` over [start, end): its run id (the same for the same version, range and pins), the engine
-    (records, final state) and the counts written."""
+    (records, final state), its end state (``Engine.snapshot``) and the counts written. With ``state`` (the end
+    state of ``parent``, the run over the range just before) it goes on from there: cash, positions, open orders,
+    the risk book, the candle counts; a chain of months places the same orders at the same prices as one run."""
     from ..store import paper as paper_store
 
     if not start < end:
@@ -106,12 +110,16 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
     models = resolve_models(conn, spec) if spec.kind == "rules" else {}
     pins = dict(pins) if pins else champion_pins(conn, models.values())
     run_id = run_id or paper_store.run_key(spec.version, start, end, pins)
-    candles = load_candles(store, spec, start, end)
+    if state is not None:
+        e, offsets = Engine.resume(spec, run_id, state)
+    else:
+        e, offsets = Engine(spec, run_id), {}
+    candles = load_candles(store, spec, start, end, offsets)
     outputs = load_outputs(conn, spec, models, pins, start, end)
-    e = Engine(spec, run_id)
     steps = sorted({(close, s) for s, rows in candles.items() for close, _, _ in rows})
     index = {s: {close: (ts, bar) for close, ts, bar in rows} for s, rows in candles.items()}
-    first = {s: rows[0][0] for s, rows in candles.items() if rows}
+    # buy-and-hold decides on the range's first candle: a continued run holds what it bought
+    first = {s: rows[0][0] for s, rows in candles.items() if rows and state is None}
     t_prev, bars, decisions = None, {}, {}
 
     def flush():
@@ -130,10 +138,13 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
             decisions[series] = decide(spec, {rule: outputs[(series, rule)].get(ts)
                                               for rule in _rules_used(spec)})
         elif spec.kind == "buy_and_hold":
-            decisions[series] = Signal(close == first[series])
+            decisions[series] = Signal(close == first.get(series))
     flush()
+    next_index = {s: offsets.get(s, 0) + len(candles.get(s, ())) for s in map(tuple, spec.universe)}
+    end_state = e.snapshot(next_index)
     counts = None
     if save:
         with conn.transaction():
-            counts = paper_store.save_run(conn, run_id, spec, e, start=start, end=end, pins=pins)
-    return {"run_id": run_id, "engine": e, "pins": pins, "counts": counts}
+            counts = paper_store.save_run(conn, run_id, spec, e, start=start, end=end, pins=pins, parent=parent,
+                                          state=end_state)
+    return {"run_id": run_id, "engine": e, "pins": pins, "counts": counts, "state": end_state, "parent": parent}

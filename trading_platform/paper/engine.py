@@ -95,6 +95,33 @@ class Engine:
         c = spec.costs
         self.cost_fraction = (c.spread_bps / 2 + c.slippage_bps + c.fee_bps) / 1e4
 
+    # ---- a run that continues another (the next month of a backtest) ---------------------------------------
+    STATE_VERSION = 1
+
+    def snapshot(self, next_index: dict) -> bytes:
+        """The engine's state at its last step (cash, positions, open orders, the risk book, the last closes) and
+        each series' next candle index, for the run that continues from here (``resume``). Records stay behind."""
+        import pickle
+
+        return pickle.dumps({"v": self.STATE_VERSION, "cash": self.cash, "positions": self.positions,
+                             "pending": self.pending, "due": self.due, "last_close": self.last_close,
+                             "book": self.book, "next_index": dict(next_index)}, protocol=5)
+
+    @classmethod
+    def resume(cls, spec: Spec, run_id: str, state: bytes, *, version: str | None = None) -> tuple["Engine", dict]:
+        """An engine that goes on from ``state`` (``snapshot``) under a new run id, and the series' next candle
+        indexes. The open orders keep their ids (their fills and events become the new run's records)."""
+        import pickle
+
+        d = pickle.loads(state)
+        if not isinstance(d, dict) or d.get("v") != cls.STATE_VERSION:
+            raise ValueError("the stored state was written by another version of the engine: run the earlier "
+                             "month again")
+        e = cls(spec, run_id, version=version)
+        e.cash, e.positions, e.pending, e.due = d["cash"], d["positions"], d["pending"], d["due"]
+        e.last_close, e.book = d["last_close"], d["book"]
+        return e, d["next_index"]
+
     # ---- one time --------------------------------------------------------------------------------------------
     def step(self, t, bars: dict, decisions: dict | None = None) -> None:
         self.book.mark_day(t.date() if hasattr(t, "date") else t)

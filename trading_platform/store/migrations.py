@@ -1229,6 +1229,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             status           text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
             stats            jsonb,
             skipped          jsonb NOT NULL DEFAULT '{}',   -- decisions that placed no order, by reason
+            parent_run       text,          -- the run whose end state this one started from (the previous month)
+            state            bytea,         -- the engine's state at the range's end, for the month that continues
             created_at       timestamptz NOT NULL DEFAULT now(),
             updated_at       timestamptz NOT NULL DEFAULT now(),
             FOREIGN KEY (strategy_name, strategy_version) REFERENCES strategies (name, version)
@@ -1254,20 +1256,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE IF NOT EXISTS order_events (          -- append-only
             id           bigserial PRIMARY KEY,
             order_id     text NOT NULL REFERENCES orders ON DELETE CASCADE,
+            run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,  -- the run that recorded it
             ts           timestamptz NOT NULL,
             from_status  text NOT NULL,
             to_status    text NOT NULL,
             reason       text
         );
         CREATE INDEX IF NOT EXISTS order_events_order ON order_events (order_id, id);
+        CREATE INDEX IF NOT EXISTS order_events_run ON order_events (run_id);
         CREATE TABLE IF NOT EXISTS fills (
             order_id     text NOT NULL REFERENCES orders ON DELETE CASCADE,
-            candle_ts    timestamptz NOT NULL,
+            run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,  -- (an order a month carried
+            candle_ts    timestamptz NOT NULL,                                    -- over fills in the next one)
             price        double precision NOT NULL,
             quantity     double precision NOT NULL,
             fee          double precision NOT NULL,
             PRIMARY KEY (order_id, candle_ts)
         );
+        CREATE INDEX IF NOT EXISTS fills_run ON fills (run_id);
         CREATE TABLE IF NOT EXISTS positions (             -- what a run holds at its last step (a month continues here)
             run_id       text NOT NULL REFERENCES paper_runs ON DELETE CASCADE,
             symbol       text NOT NULL,

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
-RECORD_TABLES = ("risk_events", "paper_equity", "trades", "positions", "orders")  # fills and order events cascade
+RECORD_TABLES = ("risk_events", "paper_equity", "trades", "positions", "order_events", "fills")  # orders: upserted
 
 
 def save_strategy(conn, spec) -> tuple[str, str]:
@@ -45,29 +45,48 @@ def run_key(version: str, start: datetime | None, end: datetime | None, pins: di
 
 
 def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None, stats=None,
-             mode: str = "backtest", status: str = "done") -> dict:
+             mode: str = "backtest", status: str = "done", parent: str | None = None,
+             state: bytes | None = None) -> dict:
     """The run's row and every record of ``engine`` (``paper.engine.Engine``), replacing what the run had: in the
-    caller's transaction. Returns the counts written."""
+    caller's transaction. Returns the counts written.
+
+    A month that continues the previous one (``parent``) may fill or end an order the previous month placed: its
+    events and fills are this run's rows, and that order's status and filled quantity are derived from all its
+    events and fills, whichever run recorded them (so running an earlier month again keeps what later ones did)."""
     save_strategy(conn, spec)
     conn.execute(
         "INSERT INTO paper_runs (run_id, mode, strategy_name, strategy_version, pins, range_start, range_end, cash, "
-        "status, stats, skipped) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE "
-        "SET status = EXCLUDED.status, stats = EXCLUDED.stats, skipped = EXCLUDED.skipped, updated_at = now()",
+        "status, stats, skipped, parent_run, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, stats = EXCLUDED.stats, "
+        "skipped = EXCLUDED.skipped, parent_run = EXCLUDED.parent_run, state = EXCLUDED.state, updated_at = now()",
         (run_id, mode, spec.name, spec.version, Jsonb(pins or {}), start, end, spec.cash, status,
-         Jsonb(stats) if stats is not None else None, Jsonb(engine.rec.skipped)))
+         Jsonb(stats) if stats is not None else None, Jsonb(engine.rec.skipped), parent, state))
+    rec = engine.rec
+    ids = [o.client_order_id for o in rec.orders]
     for table in RECORD_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
-    rec = engine.rec
+    conn.execute("DELETE FROM orders WHERE run_id = %s AND order_id <> ALL(%s)", (run_id, ids))
     cur = conn.cursor()
     cur.executemany(
         "INSERT INTO orders (order_id, run_id, symbol, timeframe, signal_ts, side, intent, quantity, filled, status, "
-        "stop, target, risk_score, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "stop, target, risk_score, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (order_id) DO UPDATE SET quantity = EXCLUDED.quantity, filled = EXCLUDED.filled, "
+        "status = EXCLUDED.status, stop = EXCLUDED.stop, target = EXCLUDED.target, "
+        "risk_score = EXCLUDED.risk_score, reason = EXCLUDED.reason",
         [(o.client_order_id, run_id, o.symbol, o.timeframe, o.signal_ts, o.side, o.intent, o.quantity, o.filled,
           o.status, o.stop, o.target, o.risk_score, o.reason) for o in rec.orders])
-    cur.executemany("INSERT INTO order_events (order_id, ts, from_status, to_status, reason) "
-                    "VALUES (%s, %s, %s, %s, %s)", rec.order_events)
-    cur.executemany("INSERT INTO fills (order_id, candle_ts, price, quantity, fee) VALUES (%s, %s, %s, %s, %s)",
-                    rec.fills)
+    cur.executemany("INSERT INTO order_events (order_id, run_id, ts, from_status, to_status, reason) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)", [(e[0], run_id, *e[1:]) for e in rec.order_events])
+    cur.executemany("INSERT INTO fills (order_id, run_id, candle_ts, price, quantity, fee) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)", [(f[0], run_id, *f[1:]) for f in rec.fills])
+    touched = sorted(set(ids) | {e[0] for e in rec.order_events})
+    conn.execute(
+        "UPDATE orders o SET status = e.to_status, reason = coalesce(e.reason, o.reason) FROM (SELECT DISTINCT ON "
+        "(order_id) order_id, to_status, reason FROM order_events WHERE order_id = ANY(%s) ORDER BY order_id, ts DESC, "
+        "id DESC) e WHERE o.order_id = e.order_id AND o.status <> e.to_status", (touched,))
+    conn.execute(
+        "UPDATE orders o SET filled = f.q FROM (SELECT order_id, sum(quantity) AS q FROM fills WHERE order_id = "
+        "ANY(%s) GROUP BY order_id) f WHERE o.order_id = f.order_id", (touched,))
     cur.executemany(
         "INSERT INTO trades (run_id, symbol, timeframe, entry_order, entry_ts, entry_price, exit_ts, exit_price, "
         "quantity, pnl, pnl_pct, fees, exit_reason, bars_held) VALUES (%(run)s, %(symbol)s, %(timeframe)s, "
@@ -85,6 +104,16 @@ def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None
           engine.last_close.get(s)) for s, p in engine.positions.items()])
     return {"orders": len(rec.orders), "fills": len(rec.fills), "trades": len(rec.trades),
             "equity_rows": len(rec.equity), "risk_events": len(rec.risk_events), "open_positions": len(engine.positions)}
+
+
+def end_state(conn, version: str, end) -> tuple[str, dict, bytes] | None:
+    """The newest finished backtest of strategy ``version`` whose range ends at ``end``: its run id, pins and
+    stored end state (what the month starting at ``end`` continues from)."""
+    row = conn.execute(
+        "SELECT run_id, pins, state FROM paper_runs WHERE mode = 'backtest' AND strategy_version = %s AND "
+        "range_end = %s AND status = 'done' AND state IS NOT NULL ORDER BY updated_at DESC LIMIT 1",
+        (version, end)).fetchone()
+    return None if row is None else (row[0], row[1], bytes(row[2]))
 
 
 def run(conn, run_id: str) -> dict | None:
