@@ -87,6 +87,17 @@ def test_a_strategy_file_backtests_with_both_comparisons(cli, tp_env, tmp_path):
         c = out[key]
         assert c["interval"][0] <= c["difference"] <= c["interval"][1] and isinstance(c["beats"], bool)
     assert out["vs_random_entry"]["replicates"] == 20
+    # the run in MLflow: its spec, pins, figures and the equity and drawdown plot
+    from mlflow import MlflowClient
+
+    from trading_platform.settings import get_settings
+
+    ml = MlflowClient(get_settings().mlflow_tracking_uri)
+    logged = ml.get_run(out["run"]["mlflow_run_id"])
+    assert logged.data.tags["tp.paper_run_id"] == out["run"]["run_id"]
+    assert logged.data.params["pin.signal_lgbm.BTC_USDT"] == "1"
+    assert logged.data.metrics["total_return"] == pytest.approx(out["stats"]["total_return"])
+    assert {a.path for a in ml.list_artifacts(logged.info.run_id)} >= {"strategy.json", "equity.png"}
     rc, again = cli("paper", "backtest", "--strategy", "trend", "--from", "2025-03-03", "--to", "2025-03-15",
                     "--replicates", "20")
     assert again["run"]["run_id"] == out["run"]["run_id"]

@@ -63,16 +63,13 @@ def list_strategies(*, store=None) -> list[dict]:
         return _jsonable(paper_store.list_strategies(s.conn))
 
 
-def backtest(strategy: str, start, end, *, replicates: int = 200, store=None) -> dict:
+def backtest(strategy: str, start, end, *, replicates: int = 200, store=None, log_mlflow: bool = True) -> dict:
     """Backtest the newest version of ``strategy`` over [start, end) in this process, then its controls through
     the same engine: buy-and-hold (fully invested and at the strategy's mean exposure) and ``replicates`` random
     entries; each compared by the paired block bootstrap (it beats a control only when the interval lies above 0)."""
-    import numpy as np
-
-    from ..core.timeframes import seconds
     from ..paper import backtest as driver
-    from ..paper import controls, stats
     from ..paper.spec import parse
+    from ..resources.mlflow import MLflowResource
     from ..store import paper as paper_store
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
@@ -94,43 +91,12 @@ def backtest(strategy: str, start, end, *, replicates: int = 200, store=None) ->
                                "tp paper strategies add FILE)", field="strategy")
         spec = parse(row["spec"])
         check_universe(s, spec)
-        out = driver.run(s, spec, t0, t1, save=False)
-        e = out["engine"]
-        cal = []
-        for symbol, tf in spec.universe:
-            info = s.get_symbol(symbol)
-            cal.append((info.category, info.exchange, seconds(tf)))
-        ppy = stats.periods_per_year(cal)
-        candles = {series: [(close, bar) for close, _, bar in rows]
-                   for series, rows in driver.load_candles(s, spec, t0, t1).items()}
-        curve = controls.equity_curve(e)
-        fees = sum(f[4] for f in e.rec.fills)
-        traded = sum(f[2] * f[3] for f in e.rec.fills)
-        summary = stats.summary(list(curve), e.rec.trades, ppy=ppy,
-                                exposure=[ex / eq for _, eq, _, ex in e.rec.equity if eq > 0],
-                                traded_notional=traded, fees=fees)
-        summary["orders"] = len(e.rec.orders)
-        summary["skipped"] = dict(e.rec.skipped)
-        with s.conn.transaction():
-            paper_store.save_run(s.conn, out["run_id"], spec, e, start=t0, end=t1, pins=out["pins"], stats=summary,
-                                  state=out["state"])
-        exposure = controls.mean_exposure(e)
-        full = controls.run_schedule(controls.buy_and_hold(spec), candles,
-                                     {k: {0: len(v)} for k, v in candles.items()}, out["run_id"] + ":bh")
-        matched = controls.buy_and_hold_at(spec, candles, exposure, out["run_id"] + ":bhx") if exposure > 0 else full
-        reps = []
-        trades = controls.trades_of(e)
-        for k in range(replicates):
-            sched = controls.random_schedule(controls.lengths_of(candles), trades, seed=[k])
-            reps.append(controls.equity_curve(controls.run_schedule(controls.random_entry(spec), candles, sched,
-                                                                     f"{out['run_id']}:r{k}")))
-        vs_bh = controls.compare(curve, controls.equity_curve(matched))
-        vs_bh["fully_invested_return"] = float(controls.equity_curve(full)[-1] / spec.cash - 1) if len(curve) else None
-        vs_bh["control_max_drawdown"] = stats.summary(list(controls.equity_curve(matched)), [], ppy=ppy)["max_drawdown"]
-        vs_random = controls.compare(curve, np.array(reps)) if len(curve) > 1 else None
-        return _jsonable({"run": {"run_id": out["run_id"], "strategy": spec.name, "version": spec.version,
-                                  "from": t0, "to": t1, "pins": out["pins"], **(out["counts"] or {})},
-                          "stats": summary, "vs_buy_and_hold": vs_bh, "vs_random_entry": vs_random})
+        out = driver.run_and_report(s, spec, t0, t1, replicates=replicates,
+                                    mlflow=MLflowResource() if log_mlflow else None)
+    ml = out["mlflow"] or {}
+    run = {**out["run"], "mlflow_run_id": ml.get("mlflow_run_id"), "mlflow_url": ml.get("url")}
+    return _jsonable({"run": run, "stats": out["stats"], "vs_buy_and_hold": out["vs_buy_and_hold"],
+                      "vs_random_entry": out["vs_random_entry"]})
 
 
 def report(run_id: str, *, store=None) -> dict:

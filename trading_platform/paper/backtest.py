@@ -114,6 +114,7 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
         e, offsets = Engine.resume(spec, run_id, state)
     else:
         e, offsets = Engine(spec, run_id), {}
+    start_equity = e.book.equity
     candles = load_candles(store, spec, start, end, offsets)
     outputs = load_outputs(conn, spec, models, pins, start, end)
     steps = sorted({(close, s) for s, rows in candles.items() for close, _, _ in rows})
@@ -147,4 +148,33 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
         with conn.transaction():
             counts = paper_store.save_run(conn, run_id, spec, e, start=start, end=end, pins=pins, parent=parent,
                                           state=end_state)
-    return {"run_id": run_id, "engine": e, "pins": pins, "counts": counts, "state": end_state, "parent": parent}
+    return {"run_id": run_id, "engine": e, "pins": pins, "counts": counts, "state": end_state, "parent": parent,
+            "start_equity": start_equity, "candles": candles}
+
+
+def run_and_report(store, spec: Spec, start: datetime, end: datetime, *, replicates: int = 200, mlflow=None,
+                   pins: dict | None = None, state: bytes | None = None, parent: str | None = None) -> dict:
+    """A backtest over [start, end) (``state``: continuing ``parent``), its statistics and its comparisons with
+    the controls, all saved under its run id, and its MLflow run when ``mlflow`` (an ``MLflowResource``) is
+    given: ``{"run", "stats", "vs_buy_and_hold", "vs_random_entry", "mlflow"}``."""
+    from ..store import paper as paper_store
+    from . import report
+
+    out = run(store, spec, start, end, pins=pins, state=state, parent=parent, save=False)
+    e = out["engine"]
+    ppy = report.periods_per_year(store, spec)
+    st = report.run_stats(e, ppy, out["start_equity"] if state is not None else None)
+    fresh = load_candles(store, spec, start, end) if state is not None else out["candles"]
+    candles = {series: [(close, bar) for close, _, bar in rows] for series, rows in fresh.items()}
+    ev = report.evaluate(spec, e, candles, out["run_id"], ppy=ppy, replicates=replicates)
+    brief = {k: None if v is None else {x: v[x] for x in ("return", "control_return", "difference", "interval",
+                                                          "beats", "percentile")} for k, v in ev.items()}
+    with store.conn.transaction():
+        counts = paper_store.save_run(store.conn, out["run_id"], spec, e, start=start, end=end, pins=out["pins"],
+                                      stats={**st, **brief}, parent=parent, state=out["state"])
+    run_row = {"run_id": out["run_id"], "strategy": spec.name, "version": spec.version, "kind": spec.kind,
+               "from": start, "to": end, "pins": out["pins"], "parent": parent, **counts}
+    logged = None
+    if mlflow is not None:
+        logged = report.log_run(mlflow, spec, run_row, {"stats": st, **ev}, e.rec.equity)
+    return {"run": run_row, "stats": st, **ev, "mlflow": logged, "equity": e.rec.equity}
