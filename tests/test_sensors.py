@@ -28,6 +28,22 @@ def test_sensor_adds_and_removes_partitions_to_match_the_table(store, dsn, insta
     assert result.cursor
 
 
+def test_sensor_keeps_the_strategy_partitions_equal_to_the_strategies_table(store, dsn, instance):
+    """A strategy stored straight in SQL (or by another process) gets its paper_backtest partition."""
+    from trading_platform.paper.spec import parse
+    from trading_platform.store.paper import save_strategy
+
+    save_strategy(store.conn, parse({"name": "trend", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}],
+                                     "cash": 1000, "rules": {"signal": {"model": "signal_lgbm", "min": 0.6}}}))
+    instance.add_dynamic_partitions("strategy", ["gone"])
+    with build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)}) as ctx:
+        result = symbol_partitions_sensor(ctx)
+    reqs = {(type(r).__name__, r.partitions_def_name): sorted(r.partition_keys)
+            for r in result.dynamic_partitions_requests}
+    assert reqs == {("AddDynamicPartitionsRequest", "strategy"): ["trend"],
+                    ("DeleteDynamicPartitionsRequest", "strategy"): ["gone"]}
+
+
 def test_sensor_tick_applies_requests_and_then_skips(store, dsn, instance):
     store.add_symbol(SymbolInfo.create("BTC/USDT"))
     with build_sensor_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)}) as ctx:

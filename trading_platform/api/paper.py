@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import InvalidInput
+from ._context import instance as _inst
 from ._context import store_or_open
 from .market import parse_time
 
@@ -35,7 +36,20 @@ def check_universe(store, spec) -> None:
                            + "): one portfolio's cash is one currency", field="universe")
 
 
-def add_strategy(source: str, *, store=None) -> dict:
+def sync_strategy_partitions(instance, conn) -> list[str]:
+    """The ``strategy`` partitions of ``paper_backtest`` made equal to the strategies table's names."""
+    from ..assets.paper import strategy_partitions
+
+    names = {r[0] for r in conn.execute("SELECT DISTINCT name FROM strategies").fetchall()}
+    existing = set(instance.get_dynamic_partitions(strategy_partitions.name))
+    if names - existing:
+        instance.add_dynamic_partitions(strategy_partitions.name, sorted(names - existing))
+    for n in sorted(existing - names):
+        instance.delete_dynamic_partition(strategy_partitions.name, n)
+    return sorted(names - existing)
+
+
+def add_strategy(source: str, *, store=None, instance=None) -> dict:
     """Store a strategy from a YAML or JSON file (or the text itself): validated, versioned by content."""
     from ..paper.spec import parse
     from ..store import paper as paper_store
@@ -52,6 +66,7 @@ def add_strategy(source: str, *, store=None) -> dict:
         check_universe(s, spec)
         with s.conn.transaction():
             paper_store.save_strategy(s.conn, spec)
+        sync_strategy_partitions(_inst(instance), s.conn)  # its paper_backtest partitions, in the UI at once
     return {"name": spec.name, "version": spec.version, "kind": spec.kind,
             "universe": [f"{a} {b}" for a, b in spec.universe], "models": spec.models()}
 

@@ -25,6 +25,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from ..assets.features import FEATURES_KEY, feature_assets
 from ..assets.market_data import OHLCV_KEY, market_assets
+from ..assets.paper import strategy_partitions
 from ..assets.partitions import market_key, month_key, month_partitions, store_first_month, symbol_partitions
 from ..assets.predictions import output_assets
 from ..assets.watchdog import without_watchdog_checks
@@ -92,37 +93,45 @@ def batch_assets(info) -> list:
     return [OHLCV_KEY, *resampled, FEATURES_KEY]
 
 
-def partition_requests(table_symbols: list[str], partition_symbols: list[str]):
-    """The dynamic-partition requests that make partitions equal the symbols table."""
+def partition_requests(table_symbols: list[str], partition_symbols: list[str], name: str | None = None):
+    """The dynamic-partition requests that make partitions (``symbol`` unless ``name``) equal the table."""
+    name = name or symbol_partitions.name
     add = sorted(set(table_symbols) - set(partition_symbols))
     remove = sorted(set(partition_symbols) - set(table_symbols))
     reqs = []
     if add:
-        reqs.append(AddDynamicPartitionsRequest(symbol_partitions.name, add))
+        reqs.append(AddDynamicPartitionsRequest(name, add))
     if remove:
-        reqs.append(DeleteDynamicPartitionsRequest(symbol_partitions.name, remove))
+        reqs.append(DeleteDynamicPartitionsRequest(name, remove))
     return reqs, add, remove
 
 
 @sensor(
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Keeps the `symbol` dynamic partitions equal to the symbols table (which is the truth); says when "
+    description="Keeps the `symbol` dynamic partitions equal to the symbols table (which is the truth), and "
+                "paper_backtest's `strategy` partitions equal to the strategies table; says when "
                 "the market's history starts before the loaded `month` partitions (a reload shows those months).",
 )
 def symbol_partitions_sensor(context: SensorEvaluationContext, market_db: MarketDB):
     with market_db.open() as store:
         symbols = [s.symbol for s in store.list_symbols()]
         first = store_first_month(store)
+        strategies = sorted(r[0] for r in store.conn.execute("SELECT DISTINCT name FROM strategies").fetchall())
     loaded = month_partitions.get_first_partition_key()
     reload_hint = ""
     if first < loaded:  # older history stored or asked for (tp backfill) since this code location loaded
         reload_hint = (f"; the market's history starts at {first[:7]}, before the first month partition "
                        f"({loaded[:7]}): reload the code location (Deployment > Reload) to see those months")
         context.log.warning(reload_hint[2:])
-    digest = hashlib.sha256(json.dumps(symbols).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([symbols, strategies]).encode()).hexdigest()[:16]
     existing = context.instance.get_dynamic_partitions(symbol_partitions.name)
     reqs, add, remove = partition_requests(symbols, existing)
+    # paper_backtest's strategy partitions follow the strategies table the same way
+    got = context.instance.get_dynamic_partitions(strategy_partitions.name)
+    s_reqs, s_add, s_remove = partition_requests(strategies, got, strategy_partitions.name)
+    reqs += s_reqs
+    add, remove = add + s_add, remove + s_remove
     if not reqs:
         return SensorResult(skip_reason=SkipReason(f"{len(symbols)} symbols, partitions in step{reload_hint}"),
                             cursor=digest)
