@@ -192,3 +192,55 @@ def test_a_chain_of_ranges_each_from_the_last_ones_end_state_trades_as_one_run(s
     backtest.run(store, sp, cuts[1], cuts[2], state=backtest.run(store, sp, cuts[0], cuts[1], save=False)["state"],
                  parent=chain[0])
     assert records(chain) == whole
+
+
+def _series(store, symbol, rows, values, model="signal_lgbm"):
+    """``rows``: (ts, open, close); ``values``: ts -> the signal's output; a pooled champion version 1."""
+    from trading_platform.core.symbols import SymbolInfo
+    from trading_platform.models.scoring import Version
+    from trading_platform.store.outputs import OutputWriter
+
+    store.add_symbol(SymbolInfo.create(symbol, timeframes=["1h"]), exist_ok=True)
+    for ts, o, c in rows:
+        store.conn.execute("INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES "
+                           "(%s, '1h', %s, %s, %s, %s, %s, 1e6)", (symbol, ts, o, max(o, c), min(o, c), c))
+    store.conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                       "(%s, '1', now() - interval '1 day', 'seed') ON CONFLICT DO NOTHING", (model,))
+    v = Version(model, "1", "champion", {"tp.family": "signal_lgbm"})
+    w = OutputWriter(store.conn, [v], "backfill")
+    w.add("predictions", [(model, "1", symbol, "1h", ts, values.get(ts, 0.1), "up", "{}", False) for ts, _, _ in rows])
+    with store.conn.transaction():
+        w.flush()
+
+
+def test_a_friday_forex_signal_fills_at_mondays_first_open(store):
+    from trading_platform.paper import backtest
+
+    friday, monday = datetime(2025, 3, 7, tzinfo=timezone.utc), datetime(2025, 3, 10, tzinfo=timezone.utc)
+    rows = [(friday + i * H, 1.08, 1.08) for i in range(21)]            # Friday to its last candle (20:00)
+    rows += [(monday + i * H, 1.10 + i * 1e-3, 1.10 + i * 1e-3) for i in range(6)]  # Monday opens higher
+    _series(store, "EURUSD=X", rows, {friday + 20 * H: 0.9})
+    sp = parse({"name": "fx", "universe": [{"symbol": "EURUSD=X", "timeframe": "1h"}], "cash": 10_000,
+                "rules": {"signal": {"model": "signal_lgbm", "min": 0.56}}, "costs": {"spread_bps": 2}})
+    e = backtest.run(store, sp, friday, monday + 6 * H, save=False)["engine"]
+    (entry,) = [o for o in e.rec.orders if o.intent == "entry"]
+    assert entry.signal_ts == friday + 21 * H  # decided at Friday's last close
+    (fill,) = [f for f in e.rec.fills if f[0] == entry.client_order_id]
+    assert fill[1] == monday + H and fill[2] == pytest.approx(1.10 * (1 + 1e-4))  # Monday's first open, not 1.08
+
+
+def test_stocks_trade_whole_shares(store):
+    from trading_platform.paper import backtest
+
+    rows = [(T0 + i * H, 150.0, 150.0) for i in range(6)]
+    for symbol in ("AAPL", "SOL/USDT"):
+        _series(store, symbol, rows, {T0: 0.9})
+    quantities = {}
+    for symbol in ("AAPL", "SOL/USDT"):
+        sp = parse({"name": symbol, "universe": [{"symbol": symbol, "timeframe": "1h"}], "cash": 1000,
+                    "rules": {"signal": {"model": "signal_lgbm", "min": 0.56}}})
+        e = backtest.run(store, sp, T0, T0 + 6 * H, save=False)["engine"]
+        (pos,) = e.positions.values()
+        quantities[symbol] = pos.quantity
+    assert quantities["AAPL"] == 6  # 1000 / 150 = 6.67: six whole shares
+    assert quantities["SOL/USDT"] == pytest.approx(1000 / 150)

@@ -57,6 +57,16 @@ def champion_pins(conn, names) -> dict[str, str]:
     return {n: str(rows[n]) for n in names}
 
 
+def series_lots(store, spec: Spec) -> dict:
+    """series -> the quantity step its market imposes: stocks trade whole shares."""
+    out = {}
+    for symbol, tf in spec.universe:
+        info = store.get_symbol(symbol)
+        if info is not None and info.category == "stock":
+            out[(symbol, tf)] = 1.0
+    return out
+
+
 def load_candles(store, spec: Spec, start: datetime, end: datetime, offsets: dict | None = None) -> dict:
     """series -> [(close time, ts, Bar)] of the stored candles with start <= ts < end (candle indexes from
     ``offsets[series]``, 0 by default: a continued run counts on from where the previous one stopped)."""
@@ -110,10 +120,11 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
     models = resolve_models(conn, spec) if spec.kind == "rules" else {}
     pins = dict(pins) if pins else champion_pins(conn, models.values())
     run_id = run_id or paper_store.run_key(spec.version, start, end, pins)
+    lots = series_lots(store, spec)
     if state is not None:
-        e, offsets = Engine.resume(spec, run_id, state)
+        e, offsets = Engine.resume(spec, run_id, state, lots=lots)
     else:
-        e, offsets = Engine(spec, run_id), {}
+        e, offsets = Engine(spec, run_id, lots=lots), {}
     start_equity = e.book.equity
     candles = load_candles(store, spec, start, end, offsets)
     outputs = load_outputs(conn, spec, models, pins, start, end)
@@ -166,7 +177,7 @@ def run_and_report(store, spec: Spec, start: datetime, end: datetime, *, replica
     st = report.run_stats(e, ppy, out["start_equity"] if state is not None else None)
     fresh = load_candles(store, spec, start, end) if state is not None else out["candles"]
     candles = {series: [(close, bar) for close, _, bar in rows] for series, rows in fresh.items()}
-    ev = report.evaluate(spec, e, candles, out["run_id"], ppy=ppy, replicates=replicates)
+    ev = report.evaluate(spec, e, candles, out["run_id"], ppy=ppy, replicates=replicates, lots=e.book.lots)
     brief = {k: None if v is None else {x: v[x] for x in ("return", "control_return", "difference", "interval",
                                                           "beats", "percentile")} for k, v in ev.items()}
     with store.conn.transaction():

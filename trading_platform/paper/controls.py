@@ -35,18 +35,19 @@ def buy_and_hold(spec: Spec, exposure: float | None = None) -> Spec:
     return parse(raw)
 
 
-def buy_and_hold_at(spec: Spec, candles: dict, exposure: float, run_id: str, rounds: int = 3) -> Engine:
+def buy_and_hold_at(spec: Spec, candles: dict, exposure: float, run_id: str, rounds: int = 3,
+                    lots: dict | None = None) -> Engine:
     """Buy and hold scaled so that its *mean* exposure is the strategy's (a position bought once drifts with the
     price: the starting fraction is corrected from the exposure each run gets, a few times)."""
     n = {s: {0: len(rows)} for s, rows in candles.items()}
     f = max(1e-6, min(1.0, exposure))
-    e = run_schedule(buy_and_hold(spec, f), candles, n, run_id)
+    e = run_schedule(buy_and_hold(spec, f), candles, n, run_id, lots)
     for _ in range(rounds):
         got = mean_exposure(e)
         if got <= 0 or abs(got - exposure) <= 0.005:
             break
         f = max(1e-6, min(1.0, f * exposure / got))
-        e = run_schedule(buy_and_hold(spec, f), candles, n, run_id)
+        e = run_schedule(buy_and_hold(spec, f), candles, n, run_id, lots)
     return e
 
 
@@ -81,10 +82,10 @@ def random_schedule(lengths: dict, trades: list[tuple[tuple, int]], seed) -> dic
     return out
 
 
-def run_schedule(spec: Spec, candles: dict, schedule: dict, run_id: str) -> Engine:
+def run_schedule(spec: Spec, candles: dict, schedule: dict, run_id: str, lots: dict | None = None) -> Engine:
     """Run ``spec`` over ``candles`` (series -> list of (t, Bar)) entering per ``schedule`` (series -> {decision
     index: candles held}); each entry leaves after its own holding time. Series are stepped together by time."""
-    e = Engine(spec, run_id)
+    e = Engine(spec, run_id, lots=lots)
     hold_of: dict = {}
     for t, bars in _by_time(candles):
         decisions = {}

@@ -82,7 +82,7 @@ class Records:
 
 
 class Engine:
-    def __init__(self, spec: Spec, run_id: str, *, version: str | None = None):
+    def __init__(self, spec: Spec, run_id: str, *, version: str | None = None, lots: dict | None = None):
         self.spec, self.run_id = spec, run_id
         self.version = version or spec.version
         self.cash = spec.cash
@@ -90,7 +90,7 @@ class Engine:
         self.pending: dict[tuple, Order] = {}     # series -> its open order (one at a time)
         self.due: dict[str, int] = {}             # order id -> the series candle index it may fill from
         self.last_close: dict[tuple, float] = {}
-        self.book = risk_rules.Book(cash=spec.cash, equity=spec.cash, peak=spec.cash)
+        self.book = risk_rules.Book(cash=spec.cash, equity=spec.cash, peak=spec.cash, lots=dict(lots or {}))
         self.rec = Records()
         c = spec.costs
         self.cost_fraction = (c.spread_bps / 2 + c.slippage_bps + c.fee_bps) / 1e4
@@ -108,7 +108,8 @@ class Engine:
                              "book": self.book, "next_index": dict(next_index)}, protocol=5)
 
     @classmethod
-    def resume(cls, spec: Spec, run_id: str, state: bytes, *, version: str | None = None) -> tuple["Engine", dict]:
+    def resume(cls, spec: Spec, run_id: str, state: bytes, *, version: str | None = None,
+               lots: dict | None = None) -> tuple["Engine", dict]:
         """An engine that goes on from ``state`` (``snapshot``) under a new run id, and the series' next candle
         indexes. The open orders keep their ids (their fills and events become the new run's records)."""
         import pickle
@@ -120,6 +121,7 @@ class Engine:
         e = cls(spec, run_id, version=version)
         e.cash, e.positions, e.pending, e.due = d["cash"], d["positions"], d["pending"], d["due"]
         e.last_close, e.book = d["last_close"], d["book"]
+        e.book.lots = dict(lots or {})
         return e, d["next_index"]
 
     # ---- one time --------------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ class Engine:
             if o.side == "sell" and pos is not None:
                 pos.exiting = False  # decided again at the next close
             return
-        lot = self.spec.risk.lot if self.spec.risk is not None else None
+        lot = risk_rules.lot_of(self.spec, self.book, series)
         f = fill_at_open(o, bar.open, bar.volume, self.spec.costs, lot if o.side == "buy" else None)
         if f is None:
             return

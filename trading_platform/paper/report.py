@@ -45,7 +45,8 @@ def run_stats(e, ppy: float, start_equity: float | None = None) -> dict:
     return out
 
 
-def evaluate(spec: Spec, e, candles: dict, run_id: str, *, ppy: float, replicates: int = 200) -> dict:
+def evaluate(spec: Spec, e, candles: dict, run_id: str, *, ppy: float, replicates: int = 200,
+             lots: dict | None = None) -> dict:
     """``vs_buy_and_hold`` and ``vs_random_entry`` for the engine ``e`` that ran ``spec`` over ``candles`` (series ->
     [(close time, Bar)]): both present for every kind of strategy (None only when the range has under 2 closes)."""
     curve = controls.equity_curve(e)
@@ -53,15 +54,15 @@ def evaluate(spec: Spec, e, candles: dict, run_id: str, *, ppy: float, replicate
         return {"vs_buy_and_hold": None, "vs_random_entry": None}
     exposure = controls.mean_exposure(e)
     full = controls.run_schedule(controls.buy_and_hold(spec), candles,
-                                 {k: {0: len(v)} for k, v in candles.items()}, run_id + ":bh")
-    matched = controls.buy_and_hold_at(spec, candles, exposure, run_id + ":bhx") if exposure > 0 else full
+                                 {k: {0: len(v)} for k, v in candles.items()}, run_id + ":bh", lots)
+    matched = controls.buy_and_hold_at(spec, candles, exposure, run_id + ":bhx", lots=lots) if exposure > 0 else full
     reps = []
     trades = controls.trades_of(e)
     lengths = controls.lengths_of(candles)
     rnd = controls.random_entry(spec)
     for k in range(replicates):
         sched = controls.random_schedule(lengths, trades, seed=[k])
-        reps.append(controls.equity_curve(controls.run_schedule(rnd, candles, sched, f"{run_id}:r{k}")))
+        reps.append(controls.equity_curve(controls.run_schedule(rnd, candles, sched, f"{run_id}:r{k}", lots)))
     m = controls.equity_curve(matched)
     vs_bh = controls.compare(curve, m)
     vs_bh["exposure"] = controls.mean_exposure(matched)

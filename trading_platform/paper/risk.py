@@ -37,6 +37,7 @@ class Book:
     locked_until: object = None                         # stop guard: no entries up to this time
     halted: bool = False                                # drawdown breaker tripped: no entries for the rest of the run
     day_locked: object = None                           # the UTC day whose loss limit was reached
+    lots: dict = field(default_factory=dict)            # series -> its market's lot (stocks: 1, whole shares)
 
     def mark_day(self, day) -> None:
         if day != self.day:
@@ -127,13 +128,19 @@ def entry(spec: Spec, book: Book, series: tuple[str, str], price: float, index: 
         notional = max(0.0, affordable)
         events.append(("cash", f"resized to the cash ({notional:.2f})"))
     qty = notional / price
-    lot = r.lot if r is not None else None
+    lot = lot_of(spec, book, series)
     if lot:
         qty = math.floor(qty / lot + 1e-9) * lot
     if qty <= 0 or notional <= 0:
         rule = events[-1][0] if events else ("lot" if lot else "size")
         return Decision(0.0, tuple(events) + ((rule, "nothing left to buy"),))
     return Decision(qty, tuple(events))
+
+
+def lot_of(spec: Spec, book: Book, series) -> float | None:
+    """The quantity step of ``series``: the larger of the spec's ``risk.lot`` and its market's (stocks: 1)."""
+    lots = [x for x in ((spec.risk.lot if spec.risk is not None else None), book.lots.get(series)) if x]
+    return max(lots) if lots else None
 
 
 def record_exit(spec: Spec, book: Book, series: tuple[str, str], index: int, reason: str,
