@@ -244,3 +244,38 @@ def test_stocks_trade_whole_shares(store):
         quantities[symbol] = pos.quantity
     assert quantities["AAPL"] == 6  # 1000 / 150 = 6.67: six whole shares
     assert quantities["SOL/USDT"] == pytest.approx(1000 / 150)
+
+
+def test_a_confirmation_reads_the_forecast_return_and_the_pattern_probability(store):
+    """rules.confirm on forecasts: the last step's median over the candle's close; on patterns: the best pattern
+    at the candle, 0 where the scan wrote none."""
+    from trading_platform.models.scoring import Version
+    from trading_platform.paper import backtest
+    from trading_platform.store.outputs import OutputWriter
+
+    rows = [(T0 + i * H, 100.0, 100.0) for i in range(12)]
+    _series(store, "BTC/USDT", rows, {T0 + i * H: 0.9 for i in range(12)})
+    for name in ("nhits", "tcn_patterns"):
+        store.conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                           "(%s, '1', now() - interval '1 day', 'seed')", (name,))
+    f = Version("nhits", "1", "champion", {"tp.family": "nhits"})
+    p = Version("tcn_patterns", "1", "champion", {"tp.family": "tcn_patterns"})
+    w = OutputWriter(store.conn, [f, p], "backfill")
+    # a 3 % rise forecast at candle 2 only (step 1 says flat: the horizon's step counts), a falling one at 6
+    w.add("forecasts", [("nhits", "1", "BTC/USDT", "1h", T0 + i * H, step,
+                         100.0 * (1 + (0.03 if i == 2 else -0.02 if i == 6 else 0.0) * (step == 3)), "{}", False)
+                        for i in range(12) for step in (1, 2, 3)])
+    w.add("patterns", [("tcn_patterns", "1", "BTC/USDT", "1h", T0 + 8 * H, "double_bottom", 0.8, 20, False),
+                       ("tcn_patterns", "1", "BTC/USDT", "1h", T0 + 8 * H, "head_shoulders", 0.6, 20, False)])
+    with store.conn.transaction():
+        w.flush()
+
+    def entries(confirm):
+        sp = parse({"name": "c", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 1000,
+                    "rules": {"signal": {"model": "signal_lgbm", "min": 0.56}, "confirm": confirm, "time_exit": 1}})
+        e = backtest.run(store, sp, T0, T0 + 12 * H, save=False)["engine"]
+        return [o.signal_ts - H for o in e.rec.orders if o.intent == "entry"]  # the candle decided on
+
+    assert entries({"table": "forecasts", "model": "nhits", "min": 0.02}) == [T0 + 2 * H]
+    assert entries({"table": "patterns", "model": "tcn_patterns", "min": 0.7}) == [T0 + 8 * H]
+    assert len(entries({"table": "patterns", "model": "tcn_patterns", "max": 0.5})) > 3  # no pattern: 0

@@ -19,11 +19,16 @@ from .rules import Output, decide
 from .spec import Spec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-RULE_NAMES = ("signal", "regime", "pump_veto")
+RULE_NAMES = ("signal", "regime", "pump_veto", "confirm")
 
 
 def _rules_used(spec: Spec) -> dict[str, str]:
     return {r: getattr(spec.rules, r)["model"] for r in RULE_NAMES if getattr(spec.rules, r)}
+
+
+def _table(spec: Spec, rule: str) -> str:
+    """The output table a rule reads: a confirmation names forecasts or patterns, the rest read predictions."""
+    return spec.rules.confirm["table"] if rule == "confirm" else "predictions"
 
 
 def resolve_models(conn, spec: Spec) -> dict[tuple, str]:
@@ -35,8 +40,8 @@ def resolve_models(conn, spec: Spec) -> dict[tuple, str]:
         for symbol, tf in spec.universe:
             names = [registered_name(model, symbol), model]
             rows = {r[0] for r in conn.execute(
-                "SELECT DISTINCT model_name FROM output_series WHERE output_table = 'predictions' AND symbol = %s "
-                "AND timeframe = %s AND model_name = ANY(%s)", (symbol, tf, names)).fetchall()}
+                "SELECT DISTINCT model_name FROM output_series WHERE output_table = %s AND symbol = %s "
+                "AND timeframe = %s AND model_name = ANY(%s)", (_table(spec, rule), symbol, tf, names)).fetchall()}
             found = next((n for n in names if n in rows), None)
             if found is None:
                 raise InvalidInput(f"rules.{rule}.model {model!r} has no outputs for {symbol} {tf} (looked for "
@@ -86,23 +91,54 @@ def load_candles(store, spec: Spec, start: datetime, end: datetime, offsets: dic
     return out
 
 
-def load_outputs(conn, spec: Spec, models: dict, pins: dict, start: datetime, end: datetime) -> dict:
-    """(series, rule) -> {candle ts: Output} of the pinned versions."""
+def load_outputs(conn, spec: Spec, models: dict, pins: dict, start: datetime, end: datetime,
+                 closes: dict | None = None) -> dict:
+    """(series, rule) -> {candle ts: Output} of the pinned versions.
+
+    A ``confirm`` rule on ``forecasts`` reads the forecast return to the horizon (the last step's median over the
+    candle's close: ``closes``, series -> {ts: close}); on ``patterns``, the highest probability of a pattern
+    ending at the candle (0 where the scan wrote none, once the version has outputs on the series)."""
     from ..store.outputs import for_candles
 
     out: dict = {key: {} for key in models}
     if not models:
         return out
-    by_name: dict = {}
-    for (series, rule), name in models.items():
-        by_name.setdefault((name, series), []).append(rule)
-    rows = for_candles(conn, "predictions", symbols=sorted({s for s, _ in spec.universe}),
-                       timeframes=sorted({tf for _, tf in spec.universe}), models=sorted(set(models.values())),
-                       start=start, end=end, versions=pins)
-    for name, _version, symbol, tf, ts, value, label, _details, in_sample, *_ in rows:
-        for rule in by_name.get((name, (symbol, tf)), ()):
-            v = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-            out[((symbol, tf), rule)][ts] = Output(v, label, bool(in_sample))
+    symbols = sorted({s for s, _ in spec.universe})
+    tfs = sorted({tf for _, tf in spec.universe})
+    for table in sorted({_table(spec, rule) for _, rule in models}):
+        by_name: dict = {}
+        for (series, rule), name in models.items():
+            if _table(spec, rule) == table:
+                by_name.setdefault((name, series), []).append(rule)
+        names = sorted({n for n, _ in by_name})
+        rows = for_candles(conn, table, symbols=symbols, timeframes=tfs, models=names, start=start, end=end,
+                           versions={n: pins[n] for n in names if n in pins})
+        if table == "predictions":
+            for name, _version, symbol, tf, ts, value, label, _details, in_sample, *_ in rows:
+                for rule in by_name.get((name, (symbol, tf)), ()):
+                    v = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+                    out[((symbol, tf), rule)][ts] = Output(v, label, bool(in_sample))
+        elif table == "forecasts":
+            last: dict = {}
+            for name, _version, symbol, tf, ts, step, median, _q, in_sample, *_ in rows:
+                key = (name, (symbol, tf), ts)
+                if key not in last or step > last[key][0]:
+                    last[key] = (step, median, in_sample)
+            for (name, series, ts), (_step, median, in_sample) in last.items():
+                close = (closes or {}).get(series, {}).get(ts)
+                v = None if median is None or not close or math.isnan(median) else float(median) / close - 1.0
+                for rule in by_name.get((name, series), ()):
+                    out[(series, rule)][ts] = Output(v, None, bool(in_sample))
+        else:  # patterns: only those above the scan's threshold are written; no row at a scanned candle is 0
+            for (name, series), rules in by_name.items():
+                for rule in rules:
+                    for ts in (closes or {}).get(series, {}):
+                        out[(series, rule)][ts] = Output(0.0, None, False)
+            for name, _version, symbol, tf, ts, pattern, prob, _bars, in_sample, *_ in rows:
+                for rule in by_name.get((name, (symbol, tf)), ()):
+                    cur = out[((symbol, tf), rule)].get(ts)
+                    if prob is not None and (cur is None or cur.value is None or prob > cur.value):
+                        out[((symbol, tf), rule)][ts] = Output(float(prob), pattern, bool(in_sample))
     return out
 
 
@@ -127,7 +163,8 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
         e, offsets = Engine(spec, run_id, lots=lots), {}
     start_equity = e.book.equity
     candles = load_candles(store, spec, start, end, offsets)
-    outputs = load_outputs(conn, spec, models, pins, start, end)
+    closes = {series: {ts: bar.close for _, ts, bar in rows} for series, rows in candles.items()}
+    outputs = load_outputs(conn, spec, models, pins, start, end, closes)
     steps = sorted({(close, s) for s, rows in candles.items() for close, _, _ in rows})
     index = {s: {close: (ts, bar) for close, ts, bar in rows} for s, rows in candles.items()}
     # buy-and-hold decides on the range's first candle: a continued run holds what it bought
