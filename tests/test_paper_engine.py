@@ -460,3 +460,42 @@ def test_invariants_over_a_random_run_with_caps_rejects_stops_and_partial_fills(
     reasons = {t["exit_reason"] for t in e.rec.trades}
     statuses = {o.status for o in e.rec.orders}
     assert {"stop_loss", "time_exit"} <= reasons and {"rejected", "filled"} <= statuses
+
+
+@pytest.mark.parametrize("over", [
+    {"costs": {"fee_bps": 10, "spread_bps": 4, "slippage_bps": 1, "impact": 0.2}, "rules": {"stop_loss": 0.01,
+                                                                                            "take_profit": 0.015}},
+    {"costs": {"fee_bps": 5}, "risk": {"position_fraction": 0.45, "max_positions": 2, "cooldown_bars": 3,
+                                       "daily_loss_limit": 0.004, "max_drawdown": 0.03, "max_symbol_fraction": 0.6},
+     "rules": {"stop_loss": 0.008}, "latency_bars": 1},
+    {"costs": {"spread_bps": 10}, "risk": {"risk_per_trade": 0.004, "lot": 0.5, "max_total_fraction": 0.9},
+     "rules": {"stop_loss": 0.01}},
+])
+def test_the_vectorized_replicates_are_the_engine_to_rounding(over):
+    """Random entry's replicates all at once (paper/vectorized.py) against each one through Engine.step, on a
+    three-series portfolio (two symbols share a quote; one series misses candles): the same equity at every step."""
+    import numpy as np
+
+    from trading_platform.paper import controls, vectorized
+
+    rng = np.random.default_rng(3)
+    universe = [{"symbol": "BTC/USDT", "timeframe": "1h"}, {"symbol": "ETH/USDT", "timeframe": "1h"},
+                {"symbol": "SOL/USDT", "timeframe": "1h"}]
+    sp = parse({"name": "v", "universe": universe, "cash": 10_000, "kind": "random_entry", **over})
+    candles = {}
+    for k, u in enumerate(universe):
+        c, _ = _market(rng, 600, sd=0.008)
+        rows = c[BTC]
+        if k == 2:  # a series with a gap: steps where it has no candle
+            rows = [(t, b) for t, b in rows if not 200 <= b.index < 230]
+            rows = [(t, Bar(b.open, b.high, b.low, b.close, b.volume, i)) for i, (t, b) in enumerate(rows)]
+        candles[(u["symbol"], u["timeframe"])] = rows
+    trades = [(s, int(rng.integers(2, 15))) for s in candles for _ in range(25)]
+    lengths = controls.lengths_of(candles)
+    scheds = [controls.random_schedule(lengths, trades, seed=[r]) for r in range(6)]
+    fast = vectorized.replicate_equity(sp, candles, scheds)
+    for r, sched in enumerate(scheds):
+        e = controls.run_schedule(sp, candles, sched, f"r{r}")
+        slow = controls.equity_curve(e)
+        assert len(e.rec.trades) > 10
+        assert np.max(np.abs(fast[r] - slow) / slow) <= 1e-9, r

@@ -38,14 +38,14 @@ def check_universe(store, spec) -> None:
 
 def sync_strategy_partitions(instance, conn) -> list[str]:
     """The ``strategy`` partitions of ``paper_backtest`` made equal to the strategies table's names."""
-    from ..assets.paper import strategy_partitions
+    from ..paper import STRATEGY_PARTITIONS  # not assets.paper: its month partitions load with the code location
 
     names = {r[0] for r in conn.execute("SELECT DISTINCT name FROM strategies").fetchall()}
-    existing = set(instance.get_dynamic_partitions(strategy_partitions.name))
+    existing = set(instance.get_dynamic_partitions(STRATEGY_PARTITIONS))
     if names - existing:
-        instance.add_dynamic_partitions(strategy_partitions.name, sorted(names - existing))
+        instance.add_dynamic_partitions(STRATEGY_PARTITIONS, sorted(names - existing))
     for n in sorted(existing - names):
-        instance.delete_dynamic_partition(strategy_partitions.name, n)
+        instance.delete_dynamic_partition(STRATEGY_PARTITIONS, n)
     return sorted(names - existing)
 
 

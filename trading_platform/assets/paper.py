@@ -42,11 +42,12 @@ try:  # MultiPartitionMapping is marked beta in Dagster 1.13; it is the document
 except ImportError:  # pragma: no cover
     pass
 
+from ..paper import STRATEGY_PARTITIONS  # noqa: E402
 from ..resources import MarketDB, MLflowResource  # noqa: E402
 from .partitions import month_bounds, month_partitions
 
 PAPER_KEY = AssetKey(["paper_backtest"])
-strategy_partitions = DynamicPartitionsDefinition(name="strategy")
+strategy_partitions = DynamicPartitionsDefinition(name=STRATEGY_PARTITIONS)
 paper_partitions = MultiPartitionsDefinition({"month": month_partitions, "strategy": strategy_partitions})
 # the month's predictions, of every symbol (a strategy's universe is not a partition of them)
 _SAME_MONTH = MultiPartitionMapping({"month": DimensionPartitionMapping("month", IdentityPartitionMapping())})

@@ -1,3 +1,7 @@
-"""Paper trading (issue 25, in progress): strategies as data (``spec``), orders and fills (``orders``), risk rules
-(``risk``) and the engine's step (``engine``). Pure: no Dagster, no store; the backtest and live drivers call it.
+"""Paper trading: strategies as data (``spec``), orders and fills (``orders``), risk rules (``risk``), the engine's
+step (``engine``), the controls (``controls``, ``vectorized``) and statistics (``stats``) are pure: no Dagster, no
+store. ``backtest`` (the driver over stored candles and outputs) and ``report`` (the evaluation, MLflow) use the
+store; the live driver comes with the next issue.
 """
+
+STRATEGY_PARTITIONS = "strategy"  # the dynamic partitions of paper_backtest: the strategies' names
