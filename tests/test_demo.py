@@ -66,6 +66,22 @@ def test_the_demo_market_earns_the_champions_the_readme_names(demo):
     assert served.get("pump_xgb", 0) > 0 and served.get("regime_hmm.BTC_USDT", 0) > 0, served
 
 
+def test_the_demo_backtests_its_strategy_on_the_champions(demo):
+    """tp demo ends with the demo strategy (the regime champion's filter; the pump model scores 5m candles, not the
+    strategy's 1h: no veto there) backtested on the month it scored, against
+    buy-and-hold and random entry: its run, orders and trades are in PostgreSQL under the run id it prints."""
+    _, summary = demo
+    paper = summary["paper"]
+    assert paper.get("run_id"), paper
+    with psycopg.connect(demo[0]["TP_DATABASE_URL"]) as conn:
+        pins, stats = conn.execute("SELECT pins, stats FROM paper_runs WHERE run_id = %s",
+                                   (paper["run_id"],)).fetchone()
+        orders = conn.execute("SELECT count(*) FROM orders WHERE run_id = %s", (paper["run_id"],)).fetchone()[0]
+    assert "regime_hmm.BTC_USDT" in pins  # the champion it traded on, pinned
+    assert orders == paper["orders"] > 0
+    assert stats["vs_buy_and_hold"]["interval"] and stats["vs_random_entry"]["interval"]
+
+
 def test_the_control_market_earns_no_champion(pg_server, tmp_path):
     summary = _demo(_env(pg_server, tmp_path), "--control")
     assert summary["failed"] == [] and summary["source"] == "control:7"

@@ -141,3 +141,22 @@ def test_backtest_bad_input(cli, tp_env, tmp_path):
     assert rc == 2 and err["field"] == "rules.signal.model"
     rc, err = cli("paper", "backtest", "--strategy", "nothing", "--from", "2025-03-03", "--to", "2025-03-15")
     assert rc == 2 and err["field"] == "strategy"
+
+
+def test_backfill_hands_the_daemon_the_months_of_the_range(cli, tp_env, tmp_path):
+    _market(tp_env["TP_DATABASE_URL"])
+    f = tmp_path / "trend.yaml"
+    f.write_text(SPEC)
+    assert cli("paper", "strategies", "add", str(f))[0] == 0
+    rc, out = cli("paper", "backtest", "--strategy", "trend", "--from", "2025-02-10", "--to", "2025-04-01",
+                  "--backfill")
+    assert rc == 0, out
+    assert out["months"] == ["2025-02", "2025-03"]  # --to exclusive: April is not touched
+    from trading_platform.instance import get_instance
+
+    with get_instance() as inst:
+        (bf,) = inst.get_backfills()
+        assert bf.backfill_id == out["backfill_id"]
+        keys = sorted(str(k) for k in bf.asset_backfill_data.target_subset.iterate_asset_partitions())
+        assert len(keys) == 2 and all("trend" in k and "paper_backtest" in k for k in keys)
+        assert "trend" in inst.get_dynamic_partitions("strategy")

@@ -114,6 +114,51 @@ def backtest(strategy: str, start, end, *, replicates: int = 200, store=None, lo
                       "vs_random_entry": out["vs_random_entry"]})
 
 
+def backfill(strategy: str, start, end, *, store=None, instance=None) -> dict:
+    """An asset backfill of ``paper_backtest`` over the strategy's months that [start, end) touches: the daemon
+    runs them in one run, month after month (each continues the previous one's end state)."""
+    import time
+
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from ..assets.paper import PAPER_KEY, paper_key, paper_partitions_from
+    from ..assets.partitions import month_partitions_from, store_first_month
+    from ..backfill import months_between
+    from ..store import paper as paper_store
+
+    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    if t0 is None or t1 is None:
+        raise InvalidInput("--from and --to are required (--to exclusive)", field="from" if t0 is None else "to")
+    if not t0 < t1:
+        raise InvalidInput(f"--from {start} must be before --to {end}", field="from")
+    inst = _inst(instance)
+    with store_or_open(store) as s:
+        row = paper_store.strategy(s.conn, strategy)
+        if row is None:
+            raise InvalidInput(f"no strategy named {strategy!r} (tp paper strategies add FILE)", field="strategy")
+        from ..paper.spec import parse
+
+        check_universe(s, parse(row["spec"]))
+        sync_strategy_partitions(inst, s.conn)
+        last = t1 - __import__("datetime").timedelta(microseconds=1)
+        months = months_between(t0.date(), last.date())
+        s.extend_history(months[0])  # months before the market's first are partitions from the next load on
+        first = store_first_month(s)
+    parts = paper_partitions_from(month_partitions_from(first))
+    keys = [str(paper_key(strategy, m)) for m in months]
+    target = AssetGraphSubset(partitions_subsets_by_asset_key={PAPER_KEY: parts.empty_subset().with_partition_keys(keys)})
+    backfill_id = make_new_backfill_id()
+    inst.add_backfill(PartitionBackfill.from_asset_graph_subset(
+        backfill_id=backfill_id, asset_graph_subset=target, backfill_timestamp=time.time(),
+        tags={"tp/run_kind": "backfill"}, dynamic_partitions_store=inst,
+        title=f"paper_backtest: {strategy} {months[0][:7]}..{months[-1][:7]}",
+        description="created by tp paper backtest --backfill", run_config=None))
+    return {"backfill_id": backfill_id, "strategy": strategy, "months": [m[:7] for m in months],
+            "partitions": len(keys)}
+
+
 def report(run_id: str, *, store=None) -> dict:
     from ..store import paper as paper_store
 

@@ -48,7 +48,11 @@ from .partitions import month_bounds, month_partitions
 
 PAPER_KEY = AssetKey(["paper_backtest"])
 strategy_partitions = DynamicPartitionsDefinition(name=STRATEGY_PARTITIONS)
-paper_partitions = MultiPartitionsDefinition({"month": month_partitions, "strategy": strategy_partitions})
+def paper_partitions_from(months) -> MultiPartitionsDefinition:
+    return MultiPartitionsDefinition({"month": months, "strategy": strategy_partitions})
+
+
+paper_partitions = paper_partitions_from(month_partitions)
 # the month's predictions, of every symbol (a strategy's universe is not a partition of them)
 _SAME_MONTH = MultiPartitionMapping({"month": DimensionPartitionMapping("month", IdentityPartitionMapping())})
 

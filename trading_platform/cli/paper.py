@@ -22,6 +22,11 @@ def cmd_strategies(args) -> int:
 
 
 def cmd_backtest(args) -> int:
+    if args.backfill:
+        out = api.backfill(args.strategy, args.from_, args.to)
+        emit(args, out, f"backfill {out['backfill_id']}: paper_backtest {out['strategy']} {out['months'][0]}.."
+                        f"{out['months'][-1]} ({out['partitions']} months); the daemon runs it (tp up)")
+        return 0
     out = api.backtest(args.strategy, args.from_, args.to, replicates=args.replicates)
     st, bh, rnd = out["stats"], out["vs_buy_and_hold"], out["vs_random_entry"]
 
@@ -79,6 +84,8 @@ def register(sub, cmd) -> None:
     b.add_argument("--from", dest="from_", required=True, help="first candle's time (inclusive)")
     b.add_argument("--to", required=True, help="end (exclusive)")
     b.add_argument("--replicates", default=200, help="random-entry replicates (default 200)")
+    b.add_argument("--backfill", action="store_true",
+                   help="hand the daemon an asset backfill of paper_backtest over the range's months instead")
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_backtest)
     for name, fn, what in (("report", cmd_report, "a run's row and statistics"),

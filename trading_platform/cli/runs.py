@@ -17,6 +17,15 @@ def cmd_backfill(args) -> int:
     return 0
 
 
+def _paper_line(p: dict) -> list[str]:
+    if not p or p.get("skipped") or p.get("error"):
+        return [f"  paper: {p.get('skipped') or p.get('error')}"] if p else []
+    return [f"  paper: {p['strategy']} on {p['series']}: {p['orders']} orders, {p['trades']} trades, return "
+            f"{p['total_return']:+.2%}, max drawdown {p['max_drawdown']:.2%}; beats buy-and-hold "
+            f"{'yes' if p['beats_buy_and_hold'] else 'no'}, random entry {'yes' if p['beats_random_entry'] else 'no'} "
+            f"(tp paper report {p['run_id']})"]
+
+
 def cmd_demo(args) -> int:
     from ..demo import gate_figures
 
@@ -29,6 +38,7 @@ def cmd_demo(args) -> int:
                       "  champions: " + "; ".join(f"{f} {', '.join(m) if m else 'none'}" for f, m in won.items()),
                       *(f"  {r['model']:<32} {r['decision']:<10} {r['why'][:110]}"
                         for r in gate_figures(summary["models"])),
+                      *_paper_line(summary.get("paper") or {}),
                       f"  total {summary['total_seconds']} s"])
     emit(args, summary, text)
     if summary["failed"]:
