@@ -46,8 +46,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from scale import admin_dsn, fresh_db  # noqa: E402
+
+# then out of the path: benchmarks/watchdog.py would shadow the watchdog package Dagster's instance imports
+sys.path.remove(str(Path(__file__).resolve().parent))
 
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT", "BNB/USDT", "DOGE/USDT", "LTC/USDT"]

@@ -117,6 +117,7 @@ def test_a_strategy_file_backtests_with_both_comparisons(cli, tp_env, tmp_path):
     (SPEC.replace("BTC/USDT, timeframe: 1h", "BTC/USDT, timeframe: 4h"), "universe[0].timeframe"),
     (SPEC.replace("  - {symbol: BTC/USDT, timeframe: 1h}", "  - {symbol: BTC/USDT, timeframe: 1h}\n"
                                                             "  - {symbol: ETH/BTC, timeframe: 1h}"), "universe"),
+    (SPEC.replace("signal_lgbm", "nope_model"), "rules.signal.model"),
 ])
 def test_bad_specs_exit_2_naming_the_field_and_store_nothing(cli, tp_env, tmp_path, text, field):
     import psycopg
@@ -133,12 +134,13 @@ def test_bad_specs_exit_2_naming_the_field_and_store_nothing(cli, tp_env, tmp_pa
 def test_backtest_bad_input(cli, tp_env, tmp_path):
     _market(tp_env["TP_DATABASE_URL"])
     f = tmp_path / "trend.yaml"
-    f.write_text(SPEC.replace("signal_lgbm", "nope_model"))
+    # a registered model with no outputs on the universe's series: refused when the backtest looks for them
+    f.write_text(SPEC.replace("BTC/USDT, timeframe: 1h", "ETH/BTC, timeframe: 1h"))
     assert cli("paper", "strategies", "add", str(f))[0] == 0
     rc, err = cli("paper", "backtest", "--strategy", "trend", "--from", "2025-03-15", "--to", "2025-03-03")
     assert rc == 2 and err["field"] == "from"
     rc, err = cli("paper", "backtest", "--strategy", "trend", "--from", "2025-03-03", "--to", "2025-03-15")
-    assert rc == 2 and err["field"] == "rules.signal.model"
+    assert rc == 2 and err["field"] == "rules.signal.model" and "ETH/BTC" in err["error"]
     rc, err = cli("paper", "backtest", "--strategy", "nothing", "--from", "2025-03-03", "--to", "2025-03-15")
     assert rc == 2 and err["field"] == "strategy"
 

@@ -36,6 +36,24 @@ def check_universe(store, spec) -> None:
                            + "): one portfolio's cash is one currency", field="universe")
 
 
+def check_models(store, spec) -> None:
+    """Every model a rule names is registered with the platform: a family (``signal_lgbm``, its per-symbol
+    lineages ``signal_lgbm.BTC_USDT``) or a registered model that has held an alias or written outputs."""
+    from ..paper.backtest import RULE_NAMES
+
+    known = {r[0] for r in store.conn.execute(
+        "SELECT model_name FROM model_champions UNION SELECT DISTINCT model_name FROM output_series").fetchall()}
+    for rule in RULE_NAMES:
+        d = getattr(spec.rules, rule)
+        if not d:
+            continue
+        m = d["model"]
+        if m not in known and not any(k.startswith(m + ".") for k in known):
+            raise InvalidInput(f"rules.{rule}.model {m!r} is not a registered model (tp models list: "
+                               f"{', '.join(sorted({k.split('.')[0] for k in known})) or 'none yet'})",
+                               field=f"rules.{rule}.model")
+
+
 def sync_strategy_partitions(instance, conn) -> list[str]:
     """The ``strategy`` partitions of ``paper_backtest`` made equal to the strategies table's names."""
     from ..paper import STRATEGY_PARTITIONS  # not assets.paper: its month partitions load with the code location
@@ -64,6 +82,7 @@ def add_strategy(source: str, *, store=None, instance=None) -> dict:
     spec = parse(text)
     with store_or_open(store) as s:
         check_universe(s, spec)
+        check_models(s, spec)
         with s.conn.transaction():
             paper_store.save_strategy(s.conn, spec)
         sync_strategy_partitions(_inst(instance), s.conn)  # its paper_backtest partitions, in the UI at once
