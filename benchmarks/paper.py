@@ -48,8 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import admin_dsn, fresh_db  # noqa: E402
 
-# then out of the path: benchmarks/watchdog.py would shadow the watchdog package Dagster's instance imports
-sys.path.remove(str(Path(__file__).resolve().parent))
+# then out of the path (Python put it first too, running this script): benchmarks/watchdog.py would shadow the
+# watchdog package Dagster's instance imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT", "BNB/USDT", "DOGE/USDT", "LTC/USDT"]

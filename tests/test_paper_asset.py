@@ -8,6 +8,11 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from dagster import materialize
+
+# imported when the tests are collected: the month partitions are built once per process, from the environment of
+# that moment (no TP_DATABASE_URL here: from 2018 on), not from whatever store a later test points it at
+from trading_platform.assets.paper import paper_backtest, paper_key
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 H = timedelta(hours=1)
@@ -49,10 +54,7 @@ def market(store):
 
 @pytest.fixture
 def paper(market, dsn, instance, tmp_path):
-    from dagster import materialize
-
     from trading_platform.api.paper import add_strategy
-    from trading_platform.assets.paper import paper_backtest, paper_key
     from trading_platform.resources import MarketDB, MLflowResource
 
     added = add_strategy(__import__("json").dumps(SPEC) + "\n", store=market, instance=instance)
@@ -107,6 +109,15 @@ def test_months_continue_each_other_and_trade_as_one_run(paper, market):
     assert r.success and _md(r)["paper_run_id"].value == ids[1]
     assert orders(ids) == before
     assert market.conn.execute("SELECT count(*) FROM orders").fetchone()[0] == len(before)
+
+    # a fresh backtest of February alone (tp paper backtest) is another run: the chain's February and its end state
+    # stand, and March materialized again still continues the chain's February
+    fresh = backtest.run(market, parse(SPEC), datetime(2025, 2, 1, tzinfo=timezone.utc),
+                         datetime(2025, 3, 1, tzinfo=timezone.utc), pins={"signal_lgbm.BTC_USDT": "1"})
+    assert fresh["run_id"] not in ids
+    r = paper("2025-03-01")
+    assert r.success and _md(r)["paper_run_id"].value == ids[2] and _md(r)["parent_run"].value == ids[1]
+    assert orders(ids) == before
 
     # the three months place the orders one run over them places
     one = backtest.run(market, parse(SPEC), T0, T0 + N * H, pins={"signal_lgbm.BTC_USDT": "1"})

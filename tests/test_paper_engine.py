@@ -47,6 +47,7 @@ def run(sp, candles, enter_at=(), series=BTC):
     ({"risk": {"position_fraction": 0.5, "risk_per_trade": 0.01}}, "risk.risk_per_trade"),
     ({"risk": {"stop_guard": {"stops": 2, "window": 10}}}, "risk.stop_guard.lock"),
     ({"risk": {"risk_per_trade": 0.01}}, "risk.risk_per_trade"),  # sized by the stop: needs rules.stop_loss
+    ({"rules": {"signal": {"model": "signal_lgbm", "min": 0.7, "max": 0.6}}}, "rules.signal.max"),  # never enters
 ])
 def test_a_bad_spec_names_its_field(bad, field):
     with pytest.raises(InvalidInput) as e:
@@ -462,6 +463,43 @@ def test_invariants_over_a_random_run_with_caps_rejects_stops_and_partial_fills(
     assert {"stop_loss", "time_exit"} <= reasons and {"rejected", "filled"} <= statuses
 
 
+def test_lots_round_to_whole_lots_at_the_entry_and_at_the_fill():
+    """5 lots of 0.1 are 0.5, not 4 (float 0.5 // 0.1 is 4.0): the order fills whole, nothing left hanging."""
+    sp = spec(risk={"position_fraction": 0.005, "lot": 0.1})  # 50 at 100: 0.5
+    e = run(sp, [(100, 101, 99, 100, 1e6), (100, 101, 99, 100, 1e6), (100, 101, 99, 100, 1e6)], enter_at={0})
+    (o,) = e.rec.orders
+    assert o.quantity == pytest.approx(0.5) and o.status == "filled" and o.filled == pytest.approx(0.5)
+    assert not e.pending
+
+
+def test_the_buy_and_hold_control_invests_whatever_the_strategys_reject_rate():
+    import numpy as np
+
+    from trading_platform.paper import controls
+
+    sp = spec(reject_rate=0.9)
+    candles, _ = _market(np.random.default_rng(1), 200)
+    bh = controls.run_schedule(controls.buy_and_hold(sp), candles, {BTC: {0: 200}}, "bh")
+    assert controls.mean_exposure(bh) > 0.9  # one rejected first order would have left it in cash
+
+
+def test_random_entry_places_every_holding_that_fits_even_when_invested_most_of_the_time():
+    import numpy as np
+
+    from trading_platform.paper import controls
+
+    trades = [(BTC, 12)] * 60  # 60 x (12 + 2) = 840 of 1000 candles
+    for seed in range(5):
+        sched = controls.random_schedule({BTC: 1000}, trades, seed=[seed])[BTC]
+        assert len(sched) == 60
+        spans = sorted((i, i + h + 2) for i, h in sched.items())
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])) and spans[-1][1] <= 1000
+    # the positions still open at the end are holdings too
+    sp = spec(rules={"signal": {"model": "m", "min": 0.5}})
+    e = run(sp, [(100, 101, 99, 100, 1e6)] * 10, enter_at={2})
+    assert controls.trades_of(e) == [(BTC, 7)]
+
+
 @pytest.mark.parametrize("over", [
     {"costs": {"fee_bps": 10, "spread_bps": 4, "slippage_bps": 1, "impact": 0.2}, "rules": {"stop_loss": 0.01,
                                                                                             "take_profit": 0.015}},
@@ -470,6 +508,7 @@ def test_invariants_over_a_random_run_with_caps_rejects_stops_and_partial_fills(
      "rules": {"stop_loss": 0.008}, "latency_bars": 1},
     {"costs": {"spread_bps": 10}, "risk": {"risk_per_trade": 0.004, "lot": 0.5, "max_total_fraction": 0.9},
      "rules": {"stop_loss": 0.01}},
+    {"costs": {"fee_bps": 10}, "risk": {"position_fraction": 0.55, "lot": 0.1}, "rules": {"take_profit": 0.01}},
 ])
 def test_the_vectorized_replicates_are_the_engine_to_rounding(over):
     """Random entry's replicates all at once (paper/vectorized.py) against each one through Engine.step, on a

@@ -89,7 +89,7 @@ def backtest_month(store, name: str, month: str, *, replicates: int, start_fresh
     spec = parse(row["spec"])
     check_universe(store, spec)
     start, end = month_bounds(month)
-    prev = paper_store.end_state(store.conn, spec.version, start)
+    prev = paper_store.end_state(store.conn, spec.version, month_bounds(_previous(month) + "-01")[0], start)
     state = parent = pins = None
     if prev is not None:
         parent, pins, state = prev
@@ -98,7 +98,7 @@ def backtest_month(store, name: str, month: str, *, replicates: int, start_fresh
                       f"({_previous(month)}) of strategy version {spec.version}; materialize that month first "
                       "(a backfill runs a strategy's months in order), or set start_fresh to start here")
     return driver.run_and_report(store, spec, start, end, replicates=replicates, mlflow=mlflow, pins=pins,
-                                 state=state, parent=parent)
+                                 state=state, parent=parent, partition=str(paper_key(name, month)))
 
 
 def _previous(month: str) -> str:
@@ -108,9 +108,9 @@ def _previous(month: str) -> str:
 
 
 def _has_candles_before(store, spec, start) -> bool:
-    return store.conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM ohlcv WHERE symbol = ANY(%s) AND timeframe = ANY(%s) AND ts < %s)",
-        ([s for s, _ in spec.universe], [tf for _, tf in spec.universe], start)).fetchone()[0]
+    return any(store.conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts < %s)",
+        (symbol, tf, start)).fetchone()[0] for symbol, tf in spec.universe)
 
 
 @asset(key=PAPER_KEY, partitions_def=paper_partitions, group_name="paper", kinds={"postgres", "mlflow"},

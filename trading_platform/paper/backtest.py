@@ -86,7 +86,7 @@ def load_candles(store, spec: Spec, start: datetime, end: datetime, offsets: dic
         for i in range(len(c)):
             ts = EPOCH + timedelta(microseconds=int(c.ts_us[i]))
             rows.append((ts + step, ts, Bar(float(c.open[i]), float(c.high[i]), float(c.low[i]), float(c.close[i]),
-                                            float(c.volume[i]), base + i)))
+                                            float(c.volume[i]), base + i, ts)))
         out[(symbol, tf)] = rows
     return out
 
@@ -143,7 +143,8 @@ def load_outputs(conn, spec: Spec, models: dict, pins: dict, start: datetime, en
 
 
 def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None = None, run_id: str | None = None,
-        save: bool = True, state: bytes | None = None, parent: str | None = None) -> dict:
+        save: bool = True, state: bytes | None = None, parent: str | None = None,
+        partition: str | None = None) -> dict:
     """Backtest ``spec`` over [start, end): its run id (the same for the same version, range and pins), the engine
     (records, final state), its end state (``Engine.snapshot``) and the counts written. With ``state`` (the end
     state of ``parent``, the run over the range just before) it goes on from there: cash, positions, open orders,
@@ -155,7 +156,7 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
     conn = store.conn
     models = resolve_models(conn, spec) if spec.kind == "rules" else {}
     pins = dict(pins) if pins else champion_pins(conn, models.values())
-    run_id = run_id or paper_store.run_key(spec.version, start, end, pins)
+    run_id = run_id or paper_store.run_key(spec.version, start, end, pins, parent=parent)
     lots = series_lots(store, spec)
     if state is not None:
         e, offsets = Engine.resume(spec, run_id, state, lots=lots)
@@ -163,12 +164,15 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
         e, offsets = Engine(spec, run_id, lots=lots), {}
     start_equity = e.book.equity
     candles = load_candles(store, spec, start, end, offsets)
+    if not any(candles.values()):
+        raise InvalidInput(f"no candles of the universe ({', '.join(f'{a} {b}' for a, b in spec.universe)}) from "
+                           f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}: load them first (tp backfill), or check "
+                           "the dates", field="from")
     closes = {series: {ts: bar.close for _, ts, bar in rows} for series, rows in candles.items()}
     outputs = load_outputs(conn, spec, models, pins, start, end, closes)
     steps = sorted({(close, s) for s, rows in candles.items() for close, _, _ in rows})
     index = {s: {close: (ts, bar) for close, ts, bar in rows} for s, rows in candles.items()}
-    # buy-and-hold decides on the range's first candle: a continued run holds what it bought
-    first = {s: rows[0][0] for s, rows in candles.items() if rows and state is None}
+
     t_prev, bars, decisions = None, {}, {}
 
     def flush():
@@ -187,7 +191,9 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
             decisions[series] = decide(spec, {rule: outputs[(series, rule)].get(ts)
                                               for rule in _rules_used(spec)})
         elif spec.kind == "buy_and_hold":
-            decisions[series] = Signal(close == first.get(series))
+            # buys at the first close it can (the range's first candle; again at the next if the venue rejected
+            # it); holding, or buying, the engine places nothing more; a continued month holds what it bought
+            decisions[series] = Signal(True)
     flush()
     next_index = {s: offsets.get(s, 0) + len(candles.get(s, ())) for s in map(tuple, spec.universe)}
     end_state = e.snapshot(next_index)
@@ -195,13 +201,14 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
     if save:
         with conn.transaction():
             counts = paper_store.save_run(conn, run_id, spec, e, start=start, end=end, pins=pins, parent=parent,
-                                          state=end_state)
+                                          state=end_state, partition=partition)
     return {"run_id": run_id, "engine": e, "pins": pins, "counts": counts, "state": end_state, "parent": parent,
             "start_equity": start_equity, "candles": candles}
 
 
 def run_and_report(store, spec: Spec, start: datetime, end: datetime, *, replicates: int = 200, mlflow=None,
-                   pins: dict | None = None, state: bytes | None = None, parent: str | None = None) -> dict:
+                   pins: dict | None = None, state: bytes | None = None, parent: str | None = None,
+                   partition: str | None = None) -> dict:
     """A backtest over [start, end) (``state``: continuing ``parent``), its statistics and its comparisons with
     the controls, all saved under its run id, and its MLflow run when ``mlflow`` (an ``MLflowResource``) is
     given: ``{"run", "stats", "vs_buy_and_hold", "vs_random_entry", "mlflow"}``."""
@@ -211,15 +218,19 @@ def run_and_report(store, spec: Spec, start: datetime, end: datetime, *, replica
     out = run(store, spec, start, end, pins=pins, state=state, parent=parent, save=False)
     e = out["engine"]
     ppy = report.periods_per_year(store, spec)
-    st = report.run_stats(e, ppy, out["start_equity"] if state is not None else None)
+    # the curve from the equity the range starts with (the cash, or the previous month's end), its first candle's
+    # return included, in the figures and in the comparisons alike
+    st = report.run_stats(e, ppy, out["start_equity"])
     fresh = load_candles(store, spec, start, end) if state is not None else out["candles"]
     candles = {series: [(close, bar) for close, _, bar in rows] for series, rows in fresh.items()}
-    ev = report.evaluate(spec, e, candles, out["run_id"], ppy=ppy, replicates=replicates, lots=e.book.lots)
+    ev = report.evaluate(spec, e, candles, out["run_id"], ppy=ppy, replicates=replicates, lots=e.book.lots,
+                         start_equity=out["start_equity"])
     brief = {k: None if v is None else {x: v[x] for x in ("return", "control_return", "difference", "interval",
                                                           "beats", "percentile")} for k, v in ev.items()}
     with store.conn.transaction():
         counts = paper_store.save_run(store.conn, out["run_id"], spec, e, start=start, end=end, pins=out["pins"],
-                                      stats={**st, **brief}, parent=parent, state=out["state"])
+                                      stats={**st, **brief}, parent=parent, state=out["state"],
+                                      partition=partition)
     run_row = {"run_id": out["run_id"], "strategy": spec.name, "version": spec.version, "kind": spec.kind,
                "from": start, "to": end, "pins": out["pins"], "parent": parent, **counts}
     logged = None

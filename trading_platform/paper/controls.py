@@ -19,7 +19,9 @@ from .engine import Bar, Engine, Signal
 from .spec import Spec, parse
 
 
-_VENUE = ("costs", "latency_bars", "reject_rate", "allow_in_sample", "cash", "universe")
+# what buy-and-hold keeps of the strategy's venue: not the reject rate (one rejected first order would leave the
+# control in cash for the whole range: a comparison with cash, not with holding)
+_VENUE = ("costs", "latency_bars", "allow_in_sample", "cash", "universe")
 
 
 def buy_and_hold(spec: Spec, exposure: float | None = None) -> Spec:
@@ -61,24 +63,35 @@ def random_entry(spec: Spec) -> Spec:
 
 
 def random_schedule(lengths: dict, trades: list[tuple[tuple, int]], seed) -> dict:
-    """For each (series, candles held) of the strategy's trades, a random entry candle on that series such that no
-    two holdings overlap: series -> {decision candle index: candles held}. Trades that find no room are left
-    out (rare: only when the strategy was invested almost all the time)."""
+    """For each (series, candles held) of the strategy's trades, a random entry candle on that series, no two
+    holdings overlapping: series -> {decision candle index: candles held}. The holdings of a series are shuffled
+    and the candles left free are spread over the gaps between them at random (a uniform random composition), so
+    every holding finds room whenever they fit at all and the control's exposure is the strategy's; when they do
+    not fit (a strategy invested nearly all the time), the longest are left out."""
     rng = np.random.default_rng(seed)
     out: dict = {s: {} for s in lengths}
-    busy: dict = {s: np.zeros(n + 2, dtype=bool) for s, n in lengths.items()}
+    by_series: dict = {}
     for series, hold in trades:
-        n = lengths.get(series, 0)
-        hold = max(1, int(hold))
-        span = hold + 2  # decided at i, filled at i + 1, held `hold` candles, exit filled after
-        if n - span <= 0:
+        if lengths.get(series, 0) > 0:
+            by_series.setdefault(series, []).append(max(1, int(hold)))
+    for series in sorted(by_series):
+        n = lengths[series]
+        holds = sorted(by_series[series])
+        # decided at i, filled at i + 1, held `hold` candles, the exit filled after: a holding spans hold + 2
+        while holds and sum(h + 2 for h in holds) > n:
+            holds.pop()
+        if not holds:
             continue
-        for _ in range(50):
-            i = int(rng.integers(0, n - span))
-            if not busy[series][i:i + span].any():
-                busy[series][i:i + span] = True
-                out[series][i] = hold
-                break
+        holds = [holds[i] for i in rng.permutation(len(holds))]
+        k = len(holds)
+        free = n - sum(h + 2 for h in holds)
+        cuts = np.sort(rng.choice(free + k, size=k, replace=False))
+        gaps = np.diff(np.concatenate([[-1], cuts])) - 1
+        pos = 0
+        for h, g in zip(holds, gaps):
+            pos += int(g)
+            out[series][pos] = h
+            pos += h + 2
     return out
 
 
@@ -144,7 +157,11 @@ def compare(strategy: np.ndarray, control: np.ndarray, *, block_len: int | None 
 
 
 def trades_of(e: Engine) -> list[tuple[tuple, int]]:
-    return [((t["symbol"], t["timeframe"]), max(1, int(t["bars_held"]))) for t in e.rec.trades]
+    """(series, candles held) of the strategy's round trips, and of the positions still open at the end (held so
+    far): what random entry places at random."""
+    out = [((t["symbol"], t["timeframe"]), max(1, int(t["bars_held"]))) for t in e.rec.trades]
+    out += [(series, max(1, int(p.held))) for series, p in e.positions.items()]
+    return out
 
 
 def lengths_of(candles: dict) -> dict:

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import risk as risk_rules
-from .orders import Order, apply_fill, client_order_id, exit_in_range, fill_at_open, fill_price, rejects
+from .orders import Order, apply_fill, client_order_id, exit_in_range, fill_at_open, fill_price, floor_lots, rejects
 from .spec import Spec
 
 ORDER_TTL_BARS = 10  # an order not (fully) filled this many candles after it could first fill expires
@@ -42,6 +42,7 @@ class Bar:
     close: float
     volume: float
     index: int            # the series' candle number in the run (latency, holding times, cooldowns count these)
+    ts: object = None     # the candle's own time (its open); a fill is recorded at it (else at the step's time)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Position:
 class Records:
     orders: list = field(default_factory=list)        # Order objects, in creation order
     order_events: list = field(default_factory=list)  # (client_order_id, ts, from, to, reason)
-    fills: list = field(default_factory=list)         # (client_order_id, candle_ts, price, quantity, fee)
+    fills: list = field(default_factory=list)         # (client_order_id, the fill candle's ts, price, quantity, fee)
     trades: list = field(default_factory=list)        # dicts: series, entry/exit ts and price, qty, pnl, pnl_pct, reason
     equity: list = field(default_factory=list)        # (ts, equity, cash, exposure)
     risk_events: list = field(default_factory=list)   # (ts, symbol, timeframe, rule, detail)
@@ -174,7 +175,10 @@ class Engine:
         o = Order(coid, series[0], series[1], side, qty, t, intent,
                   risk_score=sig.risk_score if sig is not None else None)
         self.rec.orders.append(o)
-        if rejects(coid, self.spec.reject_rate):
+        # the simulated venue's draw hangs on the decision, not on the run id: a chain of months rejects what one
+        # run over them rejects
+        ts = t.isoformat() if hasattr(t, "isoformat") else str(t)
+        if rejects("|".join((self.version, series[0], series[1], ts, intent)), self.spec.reject_rate):
             self._move(o, "rejected", t, "the simulated venue rejected it (reject_rate)")
             return o
         self._move(o, "accepted", t)
@@ -219,9 +223,7 @@ class Engine:
             return
         leveraged = self.spec.risk is not None and self.spec.risk.max_total_fraction > 1.0
         if o.side == "buy" and not leveraged:
-            cap = self.cash / (f.price * (1 + self.spec.costs.fee_bps / 1e4))
-            if lot:
-                cap = (cap // lot) * lot
+            cap = floor_lots(self.cash / (f.price * (1 + self.spec.costs.fee_bps / 1e4)), lot)
             if f.quantity > cap * (1 + 1e-12):
                 # the open gapped above the close the entry was sized on: what the cash buys, the rest dropped
                 self.rec.risk_events.append((t, series[0], series[1], "cash",
@@ -238,7 +240,7 @@ class Engine:
         before = o.status
         apply_fill(o, f)
         self.rec.order_events.append((o.client_order_id, t, before, o.status, None))
-        self.rec.fills.append((o.client_order_id, t, f.price, f.quantity, f.fee))
+        self.rec.fills.append((o.client_order_id, t if bar.ts is None else bar.ts, f.price, f.quantity, f.fee))
         if o.side == "buy":
             self.cash -= f.quantity * f.price + f.fee
             pos = self.positions.get(series)
@@ -274,7 +276,7 @@ class Engine:
         self._move(o, "accepted", t)
         o.filled = pos.quantity
         self._move(o, "filled", t)
-        self.rec.fills.append((coid, t, price, pos.quantity, fee))
+        self.rec.fills.append((coid, t if bar.ts is None else bar.ts, price, pos.quantity, fee))
         # what was still being bought, or a time exit waiting for the next open: not needed now
         self._cancel_pending(series, t, f"the position left by {reason}")
         self._close(series, pos.quantity, price, fee, t, bar, reason)

@@ -11,6 +11,7 @@ candle's volume fills (the rest on the next candles: ``partially_filled``).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from ..errors import PlatformError
@@ -91,6 +92,14 @@ def fill_price(side: str, open_: float, quantity: float, volume: float | None, c
     return open_ * (1 + frac) if side == "buy" else open_ * (1 - frac)
 
 
+def floor_lots(qty: float, lot: float | None) -> float:
+    """``qty`` rounded down to whole lots, counted as an integer number of lots (float ``//`` would lose a lot
+    about half the time: ``0.5 // 0.1 == 4.0``). Every rounding of the engine goes through here."""
+    if not lot:
+        return qty
+    return math.floor(qty / lot + 1e-9) * lot
+
+
 def fill_at_open(order: Order, open_: float, volume: float | None, costs: Costs, lot: float | None = None) -> Fill | None:
     """Fill what the candle allows of ``order`` at its open (the participation cap, lots); None when nothing
     fills (a zero-volume candle under a cap)."""
@@ -98,8 +107,7 @@ def fill_at_open(order: Order, open_: float, volume: float | None, costs: Costs,
     if costs.participation is not None:
         cap = costs.participation * (volume or 0.0)
         qty = min(qty, cap)
-    if lot:
-        qty = (qty // lot) * lot
+    qty = floor_lots(qty, lot)
     if qty <= 1e-12:
         return None
     price = fill_price(order.side, open_, qty, volume, costs)

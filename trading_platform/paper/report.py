@@ -31,10 +31,9 @@ def periods_per_year(store, spec: Spec) -> float:
 
 
 def run_stats(e, ppy: float, start_equity: float | None = None) -> dict:
-    """The run's figures from its engine's records (``start_equity``: where a continued run's curve starts)."""
-    curve = controls.equity_curve(e)
-    if start_equity is not None:
-        curve = np.concatenate([[start_equity], curve])
+    """The run's figures from its engine's records and the equity it started with (the cash, or where a continued
+    month's previous one ended): the first candle's return counts."""
+    curve = np.concatenate([[e.spec.cash if start_equity is None else start_equity], controls.equity_curve(e)])
     fees = sum(f[4] for f in e.rec.fills)
     traded = sum(f[2] * f[3] for f in e.rec.fills)
     out = stats.summary(list(curve), e.rec.trades, ppy=ppy,
@@ -46,12 +45,19 @@ def run_stats(e, ppy: float, start_equity: float | None = None) -> dict:
 
 
 def evaluate(spec: Spec, e, candles: dict, run_id: str, *, ppy: float, replicates: int = 200,
-             lots: dict | None = None) -> dict:
+             lots: dict | None = None, start_equity: float | None = None) -> dict:
     """``vs_buy_and_hold`` and ``vs_random_entry`` for the engine ``e`` that ran ``spec`` over ``candles`` (series ->
     [(close time, Bar)]): both present for every kind of strategy (None only when the range has under 2 closes)."""
-    curve = controls.equity_curve(e)
-    if len(curve) < 2:
+    # every curve from where it starts (the strategy's: ``start_equity``, a continued month's; the controls': the
+    # cash), so the first candle's return counts on both sides
+    curve = np.concatenate([[spec.cash if start_equity is None else start_equity], controls.equity_curve(e)])
+    if len(curve) < 3:
         return {"vs_buy_and_hold": None, "vs_random_entry": None}
+
+    def from_cash(c):
+        c = np.asarray(c, dtype=float)
+        return np.concatenate([np.full(c.shape[:-1] + (1,), float(spec.cash)), c], axis=-1)
+
     exposure = controls.mean_exposure(e)
     full = controls.run_schedule(controls.buy_and_hold(spec), candles,
                                  {k: {0: len(v)} for k, v in candles.items()}, run_id + ":bh", lots)
@@ -70,12 +76,12 @@ def evaluate(spec: Spec, e, candles: dict, run_id: str, *, ppy: float, replicate
     else:
         reps = np.array([controls.equity_curve(controls.run_schedule(rnd, candles, sc, f"{run_id}:r{k}", lots))
                          for k, sc in enumerate(scheds)])
-    m = controls.equity_curve(matched)
+    m = from_cash(controls.equity_curve(matched))
     vs_bh = controls.compare(curve, m)
     vs_bh["exposure"] = controls.mean_exposure(matched)
     vs_bh["fully_invested_return"] = float(controls.equity_curve(full)[-1] / spec.cash - 1)
     vs_bh["control_max_drawdown"] = stats.summary(list(m), [], ppy=ppy)["max_drawdown"]
-    vs_random = controls.compare(curve, np.asarray(reps))
+    vs_random = controls.compare(curve, from_cash(reps))
     vs_random["vectorized"] = why is None
     vs_random["engine_check_rel_diff"] = check
     if why:

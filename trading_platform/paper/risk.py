@@ -16,6 +16,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from .orders import floor_lots
 from .spec import Spec
 
 
@@ -129,8 +130,7 @@ def entry(spec: Spec, book: Book, series: tuple[str, str], price: float, index: 
         events.append(("cash", f"resized to the cash ({notional:.2f})"))
     qty = notional / price
     lot = lot_of(spec, book, series)
-    if lot:
-        qty = math.floor(qty / lot + 1e-9) * lot
+    qty = floor_lots(qty, lot)
     if qty <= 0 or notional <= 0:
         rule = events[-1][0] if events else ("lot" if lot else "size")
         return Decision(0.0, tuple(events) + ((rule, "nothing left to buy"),))

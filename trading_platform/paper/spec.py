@@ -223,6 +223,10 @@ def _rules(r: dict, kind: str) -> Rules:
             raise InvalidInput("rules.confirm.table must be forecasts or patterns", field="rules.confirm.table")
         confirm = {"table": c["table"], "model": _model(c, "rules.confirm"),
                    "min": _num(c, "min", "rules.confirm"), "max": _num(c, "max", "rules.confirm")}
+    for name, d in (("signal", signal), ("confirm", confirm)):
+        if d and d["min"] is not None and d["max"] is not None and d["min"] > d["max"]:
+            raise InvalidInput(f"rules.{name}.max ({d['max']:g}) is below rules.{name}.min ({d['min']:g}): the "
+                               "rule could never enter", field=f"rules.{name}.max")
     if kind == "rules" and signal is None and regime is None and confirm is None:
         raise InvalidInput("a rules strategy needs an entry rule: rules.signal, rules.regime or rules.confirm",
                            field="rules.signal")

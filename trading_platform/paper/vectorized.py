@@ -19,6 +19,11 @@ import numpy as np
 from .spec import Spec
 
 
+def floor_lots(q, lot):
+    """``orders.floor_lots`` over an array: whole lots, counted as integers."""
+    return q if not lot else np.floor(q / lot + 1e-9) * lot
+
+
 def supported(spec: Spec) -> str | None:
     """None when the vectorized replicates reproduce the engine for ``spec``; else the reason they do not."""
     if spec.costs.participation is not None:
@@ -107,19 +112,13 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
             go = (pend[k] != 0) & (idx >= due[k])
             buy = go & (pend[k] > 0)
             if buy.any():
-                q = pend[k][buy]
-                if lot[k]:
-                    q = (q // lot[k]) * lot[k]
+                q = floor_lots(pend[k][buy], lot[k])
                 p = price(1, o, q, vol)
                 if not lev:
-                    cap = cash[buy] / (p * (1 + fee))
-                    if lot[k]:
-                        cap = (cap // lot[k]) * lot[k]
+                    cap = floor_lots(cash[buy] / (p * (1 + fee)), lot[k])
                     over = q > cap * (1 + 1e-12)
                     if over.any():
-                        q = np.where(over, np.maximum(cap, 0.0), q)
-                        if lot[k]:
-                            q = np.where(over, (q // lot[k]) * lot[k], q)
+                        q = np.where(over, floor_lots(np.maximum(cap, 0.0), lot[k]), q)
                         p = np.where(over, price(1, o, q, vol), p)
                 ok = q > 1e-12
                 f = np.abs(q * p) * fee
@@ -223,9 +222,7 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
             if not lev:
                 affordable = (cash - committed.sum(axis=0)) / (1.0 + cf)
                 notional = np.where(notional > affordable, np.maximum(0.0, affordable), notional)
-            q = notional / cl
-            if lot[k]:
-                q = np.floor(q / lot[k] + 1e-9) * lot[k]
+            q = floor_lots(notional / cl, lot[k])
             enter = cand & (q > 0) & (notional > 0)
             pend[k] = np.where(enter, q, pend[k])
             due[k] = np.where(enter, idx + 1 + latency, due[k])

@@ -1231,6 +1231,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             skipped          jsonb NOT NULL DEFAULT '{}',   -- decisions that placed no order, by reason
             parent_run       text,          -- the run whose end state this one started from (the previous month)
             state            bytea,         -- the engine's state at the range's end, for the month that continues
+            partition_key    text,          -- paper_backtest's partition (month|strategy) that made it, if one did
             created_at       timestamptz NOT NULL DEFAULT now(),
             updated_at       timestamptz NOT NULL DEFAULT now(),
             FOREIGN KEY (strategy_name, strategy_version) REFERENCES strategies (name, version)

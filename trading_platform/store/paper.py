@@ -37,16 +37,21 @@ def list_strategies(conn) -> list[dict]:
     return [dict(zip(("name", "version", "kind", "created_at"), r)) for r in rows]
 
 
-def run_key(version: str, start: datetime | None, end: datetime | None, pins: dict, mode: str = "backtest") -> str:
-    """The run id of a backtest: a hash of the strategy version, the range and the pins."""
-    raw = json.dumps([mode, version, start.isoformat() if start else None, end.isoformat() if end else None,
-                      sorted((pins or {}).items())], separators=(",", ":"))
+def run_key(version: str, start: datetime | None, end: datetime | None, pins: dict, mode: str = "backtest",
+            parent: str | None = None) -> str:
+    """The run id of a backtest: a hash of the strategy version, the range, the pins and, for a run that continues
+    another's end state (a month of ``paper_backtest``), that run's id: a fresh run of the same range is another."""
+    key = [mode, version, start.isoformat() if start else None, end.isoformat() if end else None,
+           sorted((pins or {}).items())]
+    if parent:
+        key.append(parent)
+    raw = json.dumps(key, separators=(",", ":"))
     return f"{mode[:2]}-" + hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
 def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None, stats=None,
              mode: str = "backtest", status: str = "done", parent: str | None = None,
-             state: bytes | None = None) -> dict:
+             state: bytes | None = None, partition: str | None = None) -> dict:
     """The run's row and every record of ``engine`` (``paper.engine.Engine``), replacing what the run had: in the
     caller's transaction. Returns the counts written.
 
@@ -56,13 +61,18 @@ def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None
     save_strategy(conn, spec)
     conn.execute(
         "INSERT INTO paper_runs (run_id, mode, strategy_name, strategy_version, pins, range_start, range_end, cash, "
-        "status, stats, skipped, parent_run, state) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, stats = EXCLUDED.stats, "
-        "skipped = EXCLUDED.skipped, parent_run = EXCLUDED.parent_run, state = EXCLUDED.state, updated_at = now()",
+        "status, stats, skipped, parent_run, state, partition_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        "%s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, stats = EXCLUDED.stats, "
+        "skipped = EXCLUDED.skipped, parent_run = EXCLUDED.parent_run, state = EXCLUDED.state, "
+        "partition_key = coalesce(EXCLUDED.partition_key, paper_runs.partition_key), updated_at = now()",
         (run_id, mode, spec.name, spec.version, Jsonb(pins or {}), start, end, spec.cash, status,
-         Jsonb(stats) if stats is not None else None, Jsonb(engine.rec.skipped), parent, state))
+         Jsonb(stats) if stats is not None else None, Jsonb(engine.rec.skipped), parent, state, partition))
     rec = engine.rec
     ids = [o.client_order_id for o in rec.orders]
+    # the orders an earlier save of this run filled or moved (carried in from the previous month): their status and
+    # filled quantity are derived again below, from what is left
+    prior = [r[0] for r in conn.execute("SELECT order_id FROM order_events WHERE run_id = %s UNION "
+                                        "SELECT order_id FROM fills WHERE run_id = %s", (run_id, run_id)).fetchall()]
     for table in RECORD_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
     conn.execute("DELETE FROM orders WHERE run_id = %s AND order_id <> ALL(%s)", (run_id, ids))
@@ -79,14 +89,13 @@ def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None
                     "VALUES (%s, %s, %s, %s, %s, %s)", [(e[0], run_id, *e[1:]) for e in rec.order_events])
     cur.executemany("INSERT INTO fills (order_id, run_id, candle_ts, price, quantity, fee) "
                     "VALUES (%s, %s, %s, %s, %s, %s)", [(f[0], run_id, *f[1:]) for f in rec.fills])
-    touched = sorted(set(ids) | {e[0] for e in rec.order_events})
+    touched = sorted(set(ids) | {e[0] for e in rec.order_events} | set(prior))
     conn.execute(
         "UPDATE orders o SET status = e.to_status, reason = coalesce(e.reason, o.reason) FROM (SELECT DISTINCT ON "
         "(order_id) order_id, to_status, reason FROM order_events WHERE order_id = ANY(%s) ORDER BY order_id, ts DESC, "
         "id DESC) e WHERE o.order_id = e.order_id AND o.status <> e.to_status", (touched,))
-    conn.execute(
-        "UPDATE orders o SET filled = f.q FROM (SELECT order_id, sum(quantity) AS q FROM fills WHERE order_id = "
-        "ANY(%s) GROUP BY order_id) f WHERE o.order_id = f.order_id", (touched,))
+    conn.execute("UPDATE orders o SET filled = coalesce((SELECT sum(f.quantity) FROM fills f WHERE f.order_id = "
+                 "o.order_id), 0) WHERE o.order_id = ANY(%s)", (touched,))
     cur.executemany(
         "INSERT INTO trades (run_id, symbol, timeframe, entry_order, entry_ts, entry_price, exit_ts, exit_price, "
         "quantity, pnl, pnl_pct, fees, exit_reason, bars_held) VALUES (%(run)s, %(symbol)s, %(timeframe)s, "
@@ -106,13 +115,13 @@ def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None
             "equity_rows": len(rec.equity), "risk_events": len(rec.risk_events), "open_positions": len(engine.positions)}
 
 
-def end_state(conn, version: str, end) -> tuple[str, dict, bytes] | None:
-    """The newest finished backtest of strategy ``version`` whose range ends at ``end``: its run id, pins and
-    stored end state (what the month starting at ``end`` continues from)."""
+def end_state(conn, version: str, start, end) -> tuple[str, dict, bytes] | None:
+    """The month [start, end) of strategy ``version`` as ``paper_backtest`` stored it (a partition's run, not an
+    ad-hoc range that happens to end there): its run id, pins and end state, which the next month continues."""
     row = conn.execute(
         "SELECT run_id, pins, state FROM paper_runs WHERE mode = 'backtest' AND strategy_version = %s AND "
-        "range_end = %s AND status = 'done' AND state IS NOT NULL ORDER BY updated_at DESC LIMIT 1",
-        (version, end)).fetchone()
+        "range_start = %s AND range_end = %s AND partition_key IS NOT NULL AND status = 'done' AND state IS NOT NULL "
+        "ORDER BY updated_at DESC LIMIT 1", (version, start, end)).fetchone()
     return None if row is None else (row[0], row[1], bytes(row[2]))
 
 
