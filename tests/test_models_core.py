@@ -343,3 +343,14 @@ def test_a_planted_signal_is_found_and_promoted():
     t = signal.train_and_gate(_features(c), signal.SignalConfig(), policy=clf.default_policy(n_boot=300))
     assert t.decision.alias == "champion", t.decision.reason
     assert t.decision.get("vs_best_rule").lower > 0.01
+
+
+def test_block_resample_sums_are_the_block_weights_times_the_values():
+    """The paper controls' bootstrap (no weight matrix) draws the same circular blocks as the gate's."""
+    from trading_platform.models.evaluation import block_resample_sums, block_weights
+
+    d = np.random.default_rng(0).normal(size=1003)
+    for L in (1, 7, 50, 1003):
+        W = block_weights(np.arange(len(d)), len(d), L, 300, seed=[4, 1])
+        np.testing.assert_allclose(block_resample_sums(d, L, 300, seed=[4, 1]), W.astype(np.float64) @ d,
+                                   rtol=1e-9, atol=1e-9)

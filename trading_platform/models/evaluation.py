@@ -50,6 +50,23 @@ def block_weights(ids: np.ndarray, n_times: int, block_len: int, n_boot: int, se
     return counts[:, ids].astype(np.float32)
 
 
+def block_resample_sums(d: np.ndarray, block_len: int, n_boot: int, seed=0) -> np.ndarray:
+    """``block_weights(arange(n), n, block_len, n_boot, seed) @ d`` without the (n_boot × n) matrix: the same
+    circular blocks drawn from the same seed, each replicate the sum of its blocks' sums (a prefix sum over ``d``
+    twice). For long series (a year of 5-minute candles: 105,120 times 2,000 replicates) it takes milliseconds
+    where the matrix takes seconds and gigabytes."""
+    d = np.asarray(d, dtype=np.float64)
+    n = len(d)
+    L = max(1, min(int(block_len), n))
+    nb = math.ceil(n / L)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n, size=(n_boot, nb))
+    lengths = np.full(nb, L)
+    lengths[-1] = n - (nb - 1) * L
+    csum = np.concatenate([[0.0], np.cumsum(np.concatenate([d, d]))])
+    return (csum[starts + lengths] - csum[starts]).sum(axis=1)
+
+
 class Bootstrap:
     """The replicates of one comparison, generated in chunks so that memory stays bounded
     (replicates x rows of float32 would be 1.7 GB for a pooled model with 420,000 holdout rows).

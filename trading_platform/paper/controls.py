@@ -6,7 +6,7 @@
   (no two overlapping), the same position size: ``replicates`` seeded runs.
 
 ``compare`` pairs the strategy's per-candle equity returns with a control's (the mean of the replicates' for
-random entry) and resamples the candles in moving blocks (``models/evaluation.block_weights``): the interval of
+random entry) and resamples the candles in moving blocks (``models/evaluation.block_resample_sums``): the interval of
 the summed return difference; the strategy beats the control only when the whole interval lies above 0. The
 strategy's percentile among the replicates' total returns is reported beside it.
 """
@@ -136,7 +136,7 @@ def compare(strategy: np.ndarray, control: np.ndarray, *, block_len: int | None 
     """The paired block-bootstrap interval (2.5 %, 97.5 %) of the summed per-candle return difference between
     ``strategy`` and ``control`` (equity curves on the same candles; a 2-D control: replicates, averaged per
     candle), the strategy's percentile among the replicates' total returns, and whether it beats the control."""
-    from ..models.evaluation import block_weights
+    from ..models.evaluation import block_resample_sums
 
     s = np.asarray(strategy, dtype=float)
     c = np.atleast_2d(np.asarray(control, dtype=float))
@@ -145,8 +145,7 @@ def compare(strategy: np.ndarray, control: np.ndarray, *, block_len: int | None 
     d = rs - rc
     n = len(d)
     L = block_len or max(5, int(round(n ** (1 / 3))))
-    W = block_weights(np.arange(n), n, L, n_boot, seed=seed)
-    boot = W.astype(np.float64) @ d
+    boot = block_resample_sums(d, L, n_boot, seed=seed)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     totals = c[:, -1] / c[:, 0] - 1.0
     total = s[-1] / s[0] - 1.0

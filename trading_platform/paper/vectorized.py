@@ -86,7 +86,6 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
     day_locked = np.full(R, -1, dtype=np.int64)
     halted = np.zeros(R, dtype=bool)
     qty = np.zeros((S, R))                       # open position's quantity (0: none)
-    opened = np.full((S, R), -1, dtype=np.int64)  # the step it opened (the mark's order of summation)
     stop = np.full((S, R), np.nan)
     target = np.full((S, R), np.nan)
     held = np.zeros((S, R), dtype=np.int64)
@@ -95,7 +94,7 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
     due = np.zeros((S, R), dtype=np.int64)
     want = np.zeros((S, R), dtype=np.int64)       # the holding time of the last scheduled entry
     last_exit = np.full((S, R), -(10 ** 12), dtype=np.int64)
-    last_close = np.full(S, np.nan)
+    last_close = np.zeros(S)                      # 0 until the series' first candle (no position before it)
     out = np.empty((R, T))
     day = None
     day_no = -1
@@ -125,7 +124,6 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
                 b = np.flatnonzero(buy)
                 cash[b[ok]] -= q[ok] * p[ok] + f[ok]
                 qty[k, b[ok]] = q[ok]
-                opened[k, b[ok]] = j
                 stop[k, b[ok]] = p[ok] * (1 - rl.stop_loss) if rl.stop_loss is not None else np.nan
                 target[k, b[ok]] = p[ok] * (1 + rl.take_profit) if rl.take_profit is not None else np.nan
                 held[k, b[ok]] = 0
@@ -137,7 +135,6 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
                 p = price(-1, o, q, vol)
                 cash[s_] += q * p - np.abs(q * p) * fee
                 qty[k, s_] = 0.0
-                opened[k, s_] = -1
                 pend[k, s_] = 0.0
                 exiting[k, s_] = False
                 last_exit[k, s_] = idx
@@ -158,22 +155,13 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
                     p = price(-1, level[h_], q, vol)
                     cash[h_] += q * p - q * p * fee
                     qty[k, h_] = 0.0
-                    opened[k, h_] = -1
                     pend[k, h_] = 0.0          # a time exit waiting for the next open: not needed now
                     exiting[k, h_] = False
                     last_exit[k, h_] = idx
             last_close[k] = cl
-        # 3. the marks, in the order the positions opened (the engine's dict order)
-        exposure = np.where(qty > 0, qty * np.nan_to_num(last_close)[:, None], 0.0)
-        if S > 1:
-            order = np.argsort(np.where(opened >= 0, opened, np.iinfo(np.int64).max), axis=0, kind="stable")
-            ex_sorted = np.take_along_axis(exposure, order, axis=0)
-            acc = np.zeros(R)
-            for k in range(S):
-                acc = acc + ex_sorted[k]
-            equity = cash + acc
-        else:
-            equity = cash + exposure[0]
+        # 3. the marks (summed across series in another order than the engine's: a difference of rounding)
+        exposure = qty * last_close[:, None]
+        equity = cash + (exposure.sum(axis=0) if S > 1 else exposure[0])
         peak = np.where(np.isfinite(equity), np.maximum(peak, equity), peak)
         # 4. the breakers
         if rk is not None:
@@ -184,7 +172,7 @@ def replicate_equity(spec: Spec, candles: dict, schedules: list[dict], lots: dic
                     (day_start - equity) / np.where(day_start > 0, day_start, 1.0) >= rk.daily_loss_limit)
                 day_locked = np.where(trip, day_no, day_locked)
         # 5. pending buys commit cash at the last close
-        committed = np.where(pend > 0, pend * np.nan_to_num(last_close)[:, None] * (1 + cf), 0.0)
+        committed = np.maximum(pend, 0.0) * (last_close * (1 + cf))[:, None]
         # 6. the scheduled entries, series by series (an earlier series' entry commits cash for the next)
         for k in present:
             idx = I[k, j]
