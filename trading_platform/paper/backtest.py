@@ -17,6 +17,7 @@ from ..errors import InvalidInput
 from .engine import Bar, Engine, Signal
 from .rules import Output, decide
 from .spec import Spec
+from .stepper import Stepper
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 RULE_NAMES = ("signal", "regime", "pump_veto", "confirm")
@@ -173,28 +174,21 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
     steps = sorted({(close, s) for s, rows in candles.items() for close, _, _ in rows})
     index = {s: {close: (ts, bar) for close, ts, bar in rows} for s, rows in candles.items()}
 
-    t_prev, bars, decisions = None, {}, {}
-
-    def flush():
-        if bars:
-            e.step(t_prev, dict(bars), dict(decisions))
-            bars.clear()
-            decisions.clear()
-
+    # the steps as the live driver makes them (paper/stepper.py): every series' candle of a close time together
+    stepper = Stepper(spec.universe)
     for close, series in steps:
-        if close != t_prev:
-            flush()
-            t_prev = close
         ts, bar = index[series][close]
-        bars[series] = bar
+        decision = None
         if spec.kind == "rules":
-            decisions[series] = decide(spec, {rule: outputs[(series, rule)].get(ts)
-                                              for rule in _rules_used(spec)})
+            decision = decide(spec, {rule: outputs[(series, rule)].get(ts) for rule in _rules_used(spec)})
         elif spec.kind == "buy_and_hold":
             # buys at the first close it can (the range's first candle; again at the next if the venue rejected
             # it); holding, or buying, the engine places nothing more; a continued month holds what it bought
-            decisions[series] = Signal(True)
-    flush()
+            decision = Signal(True)
+        for t, bars, decisions in stepper.add(series, close, bar, decision):
+            e.step(t, bars, decisions)
+    for t, bars, decisions in stepper.flush():
+        e.step(t, bars, decisions)
     next_index = {s: offsets.get(s, 0) + len(candles.get(s, ())) for s in map(tuple, spec.universe)}
     end_state = e.snapshot(next_index)
     counts = None
