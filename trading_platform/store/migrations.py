@@ -1232,6 +1232,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             parent_run       text,          -- the run whose end state this one started from (the previous month)
             state            bytea,         -- the engine's state at the range's end, for the month that continues
             partition_key    text,          -- paper_backtest's partition (month|strategy) that made it, if one did
+            stepped_to       timestamptz,   -- a live run: the last close time it stepped
             created_at       timestamptz NOT NULL DEFAULT now(),
             updated_at       timestamptz NOT NULL DEFAULT now(),
             FOREIGN KEY (strategy_name, strategy_version) REFERENCES strategies (name, version)

@@ -51,14 +51,20 @@ def run_key(version: str, start: datetime | None, end: datetime | None, pins: di
 
 def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None, stats=None,
              mode: str = "backtest", status: str = "done", parent: str | None = None,
-             state: bytes | None = None, partition: str | None = None) -> dict:
+             state: bytes | None = None, partition: str | None = None, append: bool = False) -> dict:
     """The run's row and every record of ``engine`` (``paper.engine.Engine``), replacing what the run had: in the
-    caller's transaction. Returns the counts written.
+    caller's transaction. Returns the counts written. ``append`` (a live run's step): the engine's records are new
+    ones, added to the run's; its positions are replaced and its skipped decisions added up.
 
     A month that continues the previous one (``parent``) may fill or end an order the previous month placed: its
     events and fills are this run's rows, and that order's status and filled quantity are derived from all its
     events and fills, whichever run recorded them (so running an earlier month again keeps what later ones did)."""
     save_strategy(conn, spec)
+    skipped = dict(engine.rec.skipped)
+    if append:
+        before = conn.execute("SELECT skipped FROM paper_runs WHERE run_id = %s", (run_id,)).fetchone()
+        for k, v in ((before[0] or {}) if before else {}).items():
+            skipped[k] = skipped.get(k, 0) + int(v)
     conn.execute(
         "INSERT INTO paper_runs (run_id, mode, strategy_name, strategy_version, pins, range_start, range_end, cash, "
         "status, stats, skipped, parent_run, state, partition_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
@@ -66,16 +72,17 @@ def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None
         "skipped = EXCLUDED.skipped, parent_run = EXCLUDED.parent_run, state = EXCLUDED.state, "
         "partition_key = coalesce(EXCLUDED.partition_key, paper_runs.partition_key), updated_at = now()",
         (run_id, mode, spec.name, spec.version, Jsonb(pins or {}), start, end, spec.cash, status,
-         Jsonb(stats) if stats is not None else None, Jsonb(engine.rec.skipped), parent, state, partition))
+         Jsonb(stats) if stats is not None else None, Jsonb(skipped), parent, state, partition))
     rec = engine.rec
     ids = [o.client_order_id for o in rec.orders]
     # the orders an earlier save of this run filled or moved (carried in from the previous month): their status and
     # filled quantity are derived again below, from what is left
     prior = [r[0] for r in conn.execute("SELECT order_id FROM order_events WHERE run_id = %s UNION "
                                         "SELECT order_id FROM fills WHERE run_id = %s", (run_id, run_id)).fetchall()]
-    for table in RECORD_TABLES:
+    for table in RECORD_TABLES if not append else ("positions",):
         conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
-    conn.execute("DELETE FROM orders WHERE run_id = %s AND order_id <> ALL(%s)", (run_id, ids))
+    if not append:
+        conn.execute("DELETE FROM orders WHERE run_id = %s AND order_id <> ALL(%s)", (run_id, ids))
     # COPY, not one INSERT a row: a year of 5-minute candles of four series is 420,000 equity rows
     order_cols = ("order_id", "run_id", "symbol", "timeframe", "signal_ts", "side", "intent", "quantity", "filled",
                   "status", "stop", "target", "risk_score", "reason")

@@ -1,0 +1,173 @@
+"""paper/live.py (issue 26, begun) on a real PostgreSQL: candles written through the live write path
+(``tp_live_candle``), their outputs committed and their ``predictions`` events done as a live batch leaves them;
+the ``paper`` consumer steps the live run from the store. It never acts on a candle before its outputs are
+committed, a replayed event places nothing, its records equal a backtest's over the same candles, and stopping
+the last live run lets the outbox prune."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from trading_platform.paper.spec import parse
+
+T0 = datetime(2025, 3, 3, tzinfo=timezone.utc)
+H = timedelta(hours=1)
+SERIES = [("BTC/USDT", "1h"), ("ETH/USDT", "1h")]
+HISTORY, LIVE = 40, 60
+SPEC = parse({"name": "live", "universe": [{"symbol": s, "timeframe": tf} for s, tf in SERIES], "cash": 10_000,
+              "rules": {"signal": {"model": "signal_lgbm", "min": 0.6}, "stop_loss": 0.01, "time_exit": 4},
+              "costs": {"fee_bps": 10, "spread_bps": 4}, "risk": {"position_fraction": 0.45, "cooldown_bars": 1}})
+
+
+def _candle(rng, p):
+    o = p * (1 + rng.gauss(0, 0.002))
+    c = o * (1 + rng.gauss(0, 0.01))
+    return o, max(o, c) * 1.002, min(o, c) * 0.998, c
+
+
+@pytest.fixture
+def market(store):
+    from trading_platform.core.symbols import SymbolInfo
+    from trading_platform.models.scoring import Version
+    from trading_platform.store.outputs import OutputWriter
+
+    rng = random.Random(5)
+    for s, _ in SERIES:
+        store.add_symbol(SymbolInfo.create(s, timeframes=["1h"], live=True))
+    store.conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                       "('signal_lgbm', '1', now() - interval '1 day', 'seed')")
+    last = {}
+    v = Version("signal_lgbm", "1", "champion", {"tp.family": "signal_lgbm"})
+    w = OutputWriter(store.conn, [v], "backfill")
+    for s, tf in SERIES:  # the stored history, before the live run starts
+        p = 100.0
+        for i in range(HISTORY):
+            o, h, lo, c = _candle(rng, p)
+            store.conn.execute("INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES "
+                               "(%s, %s, %s, %s, %s, %s, %s, 1e6)", (s, tf, T0 + i * H, o, h, lo, c))
+            w.add("predictions", [("signal_lgbm", "1", s, tf, T0 + i * H, rng.random(), "up", "{}", False)])
+            p = c
+        last[s] = p
+    with store.conn.transaction():
+        w.flush()
+    return store, rng, last
+
+
+def _feed(store, rng, last, i, s, tf):
+    """Candle HISTORY + i of ``s`` through the live write path (its events for both consumers)."""
+    o, h, lo, c = _candle(rng, last[s])
+    last[s] = c
+    store.conn.execute("SELECT * FROM tp_live_candle(%s, %s, %s, %s, %s, %s, %s, 1e6, 'test')",
+                       (s, tf, T0 + (HISTORY + i) * H, o, h, lo, c))
+    return T0 + (HISTORY + i) * H
+
+
+def _score_and_commit(store, rng, s, tf, ts, value=None):
+    """What a live prediction batch leaves: the candle's output written, its predictions events done."""
+    from trading_platform.models.scoring import Version
+    from trading_platform.store import outbox
+    from trading_platform.store.outputs import OutputWriter
+
+    v = Version("signal_lgbm", "1", "champion", {"tp.family": "signal_lgbm"})
+    w = OutputWriter(store.conn, [v], "live")
+    w.add("predictions", [("signal_lgbm", "1", s, tf, ts, rng.random() if value is None else value, "up", "{}",
+                           False)])
+    with store.conn.transaction():
+        w.flush()
+        ids = [r[0] for r in store.conn.execute(
+            "SELECT e.id FROM market_events e JOIN market_event_queue q ON q.event_id = e.id AND q.consumer = "
+            "'predictions' WHERE e.symbol = %s AND e.ts = %s AND q.status = 'pending'", (s, ts)).fetchall()]
+        b = store.conn.execute("INSERT INTO live_batches (consumer, events, pins, versions) VALUES "
+                               "('predictions', %s, '{}', '[]') RETURNING id", (len(ids),)).fetchone()[0]
+        store.conn.execute("UPDATE market_event_queue SET status = 'claimed', batch_id = %s WHERE consumer = "
+                           "'predictions' AND event_id = ANY(%s)", (b, ids))
+        outbox.mark_done(store.conn, b, ids)
+
+
+def _records(conn, run_id):
+    orders = conn.execute("SELECT symbol, signal_ts, side, intent, quantity, filled, status FROM orders WHERE run_id "
+                          "= %s ORDER BY signal_ts, symbol, intent", (run_id,)).fetchall()
+    fills = conn.execute("SELECT o.symbol, f.candle_ts, f.price, f.quantity, f.fee FROM fills f JOIN orders o ON "
+                         "o.order_id = f.order_id WHERE f.run_id = %s ORDER BY 2, 1, 3", (run_id,)).fetchall()
+    equity = conn.execute("SELECT ts, equity FROM paper_equity WHERE run_id = %s ORDER BY ts", (run_id,)).fetchall()
+    return orders, fills, equity
+
+
+def test_the_live_run_steps_after_the_outputs_and_equals_the_backtest(market):
+    from trading_platform.paper import backtest, live
+
+    store, rng, last = market
+    conn = store.conn
+    started = live.start(store, SPEC)
+    assert started["stepped_to"] == T0 + HISTORY * H and started["pins"] == {"signal_lgbm": "1"}
+    assert conn.execute("SELECT count(*) FROM live_consumers WHERE consumer = 'paper'").fetchone()[0] == 1
+    order = [(i, s) for i in range(LIVE) for s in SERIES]
+    rng.shuffle(order)
+    order.sort(key=lambda r: r[0] + rng.random() * 2)  # the series interleaved, ETH sometimes a candle behind
+    seen = {s: -1 for s in SERIES}
+    for i, (s, tf) in order:
+        if i != seen[(s, tf)] + 1:  # each series in its own order
+            continue
+        seen[(s, tf)] = i
+        ts = _feed(store, rng, last, i, s, tf)
+        # before its outputs are committed, the paper consumer leaves the candle alone
+        before = conn.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s", (started["run_id"],)).fetchone()
+        assert live.process(store)["events"] == 0
+        assert conn.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s",
+                            (started["run_id"],)).fetchone() == before
+        _score_and_commit(store, rng, s, tf, ts)
+        live.process(store)
+    for s, tf in SERIES:  # what the interleaving left behind
+        for i in range(seen[(s, tf)] + 1, LIVE):
+            ts = _feed(store, rng, last, i, s, tf)
+            _score_and_commit(store, rng, s, tf, ts)
+            live.process(store)
+    got = _records(conn, started["run_id"])
+    assert len(got[0]) > 10 and got[1]
+    # the backtest over the same candles with the same pins, from the same (fresh) state
+    bt = backtest.run(store, SPEC, T0 + HISTORY * H, T0 + (HISTORY + LIVE) * H, pins=started["pins"])
+    assert _records(conn, bt["run_id"]) == got
+
+    # every paper event delivered again: nothing new
+    conn.execute("UPDATE market_event_queue SET status = 'pending' WHERE consumer = 'paper'")
+    again = live.process(store)
+    assert again["events"] == 2 * LIVE and again["orders"] == 0
+    assert _records(conn, started["run_id"]) == got
+
+
+def test_a_candle_whose_outputs_are_not_committed_holds_the_step(market):
+    """BTC's event is ready, ETH's candle of the same hour is stored but not yet scored: the hour waits for it, and
+    ETH's decision is made on its committed output, not on a missing one."""
+    from trading_platform.paper import live
+
+    store, rng, last = market
+    run = live.start(store, SPEC)["run_id"]
+    btc = _feed(store, rng, last, 0, *SERIES[0])
+    eth = _feed(store, rng, last, 0, *SERIES[1])
+    _score_and_commit(store, rng, *SERIES[0], btc, value=0.1)
+    assert live.process(store)["steps"] == 0
+    _score_and_commit(store, rng, *SERIES[1], eth, value=0.99)
+    assert live.process(store)["steps"] == 1
+    orders = store.conn.execute("SELECT symbol, intent, signal_ts FROM orders WHERE run_id = %s", (run,)).fetchall()
+    assert orders == [("ETH/USDT", "entry", eth + H)]
+
+
+def test_stopping_the_last_live_run_lets_the_outbox_prune(market):
+    from trading_platform.paper import live
+    from trading_platform.store import outbox
+
+    store, rng, last = market
+    live.start(store, SPEC)
+    ts = _feed(store, rng, last, 0, *SERIES[0])
+    _score_and_commit(store, rng, *SERIES[0], ts)
+    conn = store.conn
+    conn.execute("UPDATE market_events SET created_at = created_at - interval '2 days'")
+    assert outbox.prune(conn, retention_h=1)["events"] == 0  # the paper consumer has not taken it
+    out = live.stop(store, "live")
+    assert out["consumer_removed"]
+    assert outbox.prune(conn, retention_h=1)["events"] == 1
+    with pytest.raises(Exception, match="not running live"):
+        live.stop(store, "live")

@@ -1,0 +1,195 @@
+"""The live driver (issue 26, begun): the engine stepped by the live outbox, as the backtest steps it.
+
+A live run is a ``paper_runs`` row of mode ``live``: the strategy's version, the versions pinned at its start
+(today's champions), the engine's state and ``stepped_to``, the last close time it stepped. While a live run is
+running, the outbox has a ``paper`` consumer (``live_consumers``): every live candle's event gets a ``paper`` queue
+row next to the ``predictions`` one. ``process`` takes the ``paper`` rows whose ``predictions`` row is done (the
+candle's outputs are committed: it never acts before them) and, for each running live run whose universe holds
+one of their series, rebuilds what is new since ``stepped_to`` from the store: the candles of the universe whose
+outputs are committed, fed in close order through the same ``Stepper`` the backtest uses, so the engine gets the
+backtest's steps. The records (appended), the state, ``stepped_to`` and the events' done marks are written in one
+transaction. An event is only a wake-up: one delivered twice finds nothing new and places nothing.
+
+Stopping the last live run removes the ``paper`` consumer (and its queue rows), so the outbox keeps pruning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from ..errors import InvalidInput
+from .spec import Spec
+
+CONSUMER = "paper"
+
+
+def register(conn) -> None:
+    conn.execute("INSERT INTO live_consumers (consumer) VALUES (%s) ON CONFLICT DO NOTHING", (CONSUMER,))
+
+
+def unregister_if_idle(conn) -> bool:
+    """Remove the ``paper`` consumer when no live run is running (its queue rows go with it). True if removed."""
+    running = conn.execute("SELECT 1 FROM paper_runs WHERE mode = 'live' AND status = 'running' LIMIT 1").fetchone()
+    if running:
+        return False
+    return conn.execute("DELETE FROM live_consumers WHERE consumer = %s", (CONSUMER,)).rowcount > 0
+
+
+def _last_close(conn, spec: Spec):
+    from ..core.timeframes import seconds
+
+    last = None
+    for symbol, tf in spec.universe:
+        ts = conn.execute("SELECT max(ts) FROM ohlcv WHERE symbol = %s AND timeframe = %s", (symbol, tf)).fetchone()[0]
+        if ts is not None:
+            close = ts + timedelta(seconds=seconds(tf))
+            last = close if last is None or close > last else last
+    return last
+
+
+def start(store, spec: Spec, *, cash: float | None = None, pins: dict | None = None, now=None) -> dict:
+    """Open a live run of ``spec`` (today's champions pinned unless ``pins``), stepping from the candles that close
+    after the newest one stored now. One running live run per strategy name."""
+    from ..store import paper as paper_store
+    from . import backtest
+    from .engine import Engine
+
+    conn = store.conn
+    if cash is not None:
+        if not cash > 0:
+            raise InvalidInput(f"--cash must be above 0, got {cash}", field="cash")
+        spec = replace(spec, cash=float(cash))
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM paper_runs WHERE mode = 'live' AND status = 'running' AND strategy_name = %s",
+                        (spec.name,)).fetchone():
+            raise InvalidInput(f"{spec.name} is already running live (tp paper stop {spec.name} first)",
+                               field="strategy")
+        models = backtest.resolve_models(conn, spec) if spec.kind == "rules" else {}
+        pins = dict(pins) if pins else backtest.champion_pins(conn, models.values())
+        now = now or datetime.now(timezone.utc)
+        run_id = paper_store.run_key(spec.version, now, None, pins, mode="live")
+        e = Engine(spec, run_id, lots=backtest.series_lots(store, spec))
+        stepped_to = _last_close(conn, spec)
+        paper_store.save_run(conn, run_id, spec, e, start=now, pins=pins, mode="live", status="running",
+                             state=e.snapshot({s: 0 for s in spec.universe}))
+        conn.execute("UPDATE paper_runs SET stepped_to = %s WHERE run_id = %s", (stepped_to, run_id))
+        register(conn)
+    return {"run_id": run_id, "strategy": spec.name, "version": spec.version, "pins": pins, "cash": spec.cash,
+            "stepped_to": stepped_to}
+
+
+def stop(store, name: str, now=None) -> dict:
+    """Close the running live run of ``name``: its positions stay, marked at the last close."""
+    conn = store.conn
+    with conn.transaction():
+        row = conn.execute("UPDATE paper_runs SET status = 'done', range_end = %s, updated_at = now() WHERE mode = "
+                           "'live' AND status = 'running' AND strategy_name = %s RETURNING run_id",
+                           (now or datetime.now(timezone.utc), name)).fetchone()
+        if row is None:
+            raise InvalidInput(f"{name} is not running live", field="strategy")
+        removed = unregister_if_idle(conn)
+    return {"run_id": row[0], "strategy": name, "consumer_removed": removed}
+
+
+def process(store, limit: int = 1000) -> dict:
+    """One pass of the ``paper`` consumer: the events whose outputs are committed, the live runs they concern
+    stepped from the store, all in one transaction. Returns what it did."""
+    conn = store.conn
+    with conn.transaction():
+        events = conn.execute(
+            "SELECT q.event_id, e.symbol, e.timeframe FROM market_event_queue q JOIN market_events e ON e.id = "
+            "q.event_id WHERE q.consumer = %s AND q.status = 'pending' AND EXISTS (SELECT 1 FROM market_event_queue "
+            "p WHERE p.consumer = 'predictions' AND p.event_id = q.event_id AND p.status = 'done') ORDER BY "
+            "q.event_id LIMIT %s FOR UPDATE OF q SKIP LOCKED", (CONSUMER, limit)).fetchall()
+        if not events:
+            return {"events": 0, "runs": 0, "steps": 0, "orders": 0}
+        series = {(s, tf) for _, s, tf in events}
+        steps = orders = runs = 0
+        for run_id, raw in conn.execute(
+                "SELECT r.run_id, s.spec FROM paper_runs r JOIN strategies s ON s.name = r.strategy_name AND "
+                "s.version = r.strategy_version WHERE r.mode = 'live' AND r.status = 'running' ORDER BY r.run_id "
+                "FOR UPDATE OF r").fetchall():
+            from .spec import parse
+
+            spec = parse(raw)
+            if not series & set(spec.universe):
+                continue
+            got = _step_run(store, run_id, spec)
+            runs += 1
+            steps += got["steps"]
+            orders += got["orders"]
+        conn.execute("UPDATE market_event_queue SET status = 'done', done_at = clock_timestamp() WHERE consumer = %s "
+                     "AND event_id = ANY(%s)", (CONSUMER, [r[0] for r in events]))
+    return {"events": len(events), "runs": runs, "steps": steps, "orders": orders}
+
+
+def _ready_candles(conn, symbol: str, tf: str, after) -> list[tuple]:
+    """(ts, open, high, low, close, volume) of the series' candles closing after ``after`` whose outputs are
+    committed: a candle whose newest live event the predictions consumer has not done, and every later one, wait."""
+    from ..core.timeframes import seconds
+
+    step = timedelta(seconds=seconds(tf))
+    rows = conn.execute(
+        "SELECT c.ts, c.open, c.high, c.low, c.close, c.volume, (SELECT q.status = 'done' FROM market_events e JOIN "
+        "market_event_queue q ON q.event_id = e.id AND q.consumer = 'predictions' WHERE e.symbol = c.symbol AND "
+        "e.timeframe = c.timeframe AND e.ts = c.ts ORDER BY e.id DESC LIMIT 1) FROM ohlcv c WHERE c.symbol = %s AND "
+        "c.timeframe = %s AND c.ts > %s ORDER BY c.ts", (symbol, tf, after - step)).fetchall()
+    out = []
+    for ts, o, h, lo, c, v, done in rows:
+        if done is False:
+            break
+        out.append((ts, o, h, lo, c, v))
+    return out
+
+
+def _step_run(store, run_id: str, spec: Spec) -> dict:
+    from ..core.timeframes import seconds
+    from ..store import paper as paper_store
+    from . import backtest
+    from .engine import Bar, Engine, Signal
+    from .rules import decide
+    from .stepper import Stepper
+
+    conn = store.conn
+    pins, state, stepped_to, cash, start = conn.execute(
+        "SELECT pins, state, stepped_to, cash, range_start FROM paper_runs WHERE run_id = %s", (run_id,)).fetchone()
+    spec = replace(spec, cash=float(cash))
+    e, next_index = Engine.resume(spec, run_id, bytes(state), lots=backtest.series_lots(store, spec))
+    after = stepped_to or start
+    candles = {}
+    for symbol, tf in spec.universe:
+        step = timedelta(seconds=seconds(tf))
+        rows = _ready_candles(conn, symbol, tf, after)
+        base = next_index.get((symbol, tf), 0)
+        candles[(symbol, tf)] = [(ts + step, ts, Bar(float(o), float(h), float(lo), float(c), float(v), base + i, ts))
+                                 for i, (ts, o, h, lo, c, v) in enumerate(rows)]
+    first = min((rows[0][1] for rows in candles.values() if rows), default=None)
+    if first is None:
+        return {"steps": 0, "orders": 0}
+    models = backtest.resolve_models(conn, spec) if spec.kind == "rules" else {}
+    last = max(rows[-1][1] for rows in candles.values() if rows)
+    outputs = backtest.load_outputs(conn, spec, models, pins, first, last + timedelta(microseconds=1),
+                                    {s: {ts: b.close for _, ts, b in rows} for s, rows in candles.items()})
+    stepper = Stepper(spec.universe, after=stepped_to)
+    used = {s: 0 for s in candles}
+    n_steps = 0
+    for close, series, ts, bar in sorted(((c, s, ts, b) for s, rows in candles.items() for c, ts, b in rows),
+                                         key=lambda r: (r[0], spec.universe.index(r[1]))):
+        decision = None
+        if spec.kind == "rules":
+            decision = decide(spec, {rule: outputs[(series, rule)].get(ts) for rule in backtest._rules_used(spec)})
+        elif spec.kind == "buy_and_hold":
+            decision = Signal(True)
+        for t, bars, decisions in stepper.add(series, close, bar, decision):
+            e.step(t, bars, decisions)
+            n_steps += 1
+            for s in bars:
+                used[s] += 1
+    if not n_steps:
+        return {"steps": 0, "orders": 0}
+    new_index = {s: next_index.get(s, 0) + used.get(s, 0) for s in map(tuple, spec.universe)}
+    paper_store.save_run(conn, run_id, spec, e, start=start, pins=pins, mode="live", status="running",
+                         state=e.snapshot(new_index), append=True)
+    conn.execute("UPDATE paper_runs SET stepped_to = %s WHERE run_id = %s", (stepper.done, run_id))
+    return {"steps": n_steps, "orders": len(e.rec.orders)}
