@@ -1077,3 +1077,44 @@ def test_a_rerun_of_the_scheduled_scoring_adds_no_alert_and_no_delivery(live):
     (n, distinct, lo, hi), deliveries = first
     assert n > 0 and n == distinct and (lo, hi) == ("stale", "stale") and deliveries == 0  # history: never sent
     assert score(False) == first and score(True) == first  # a re-run, a recompute: the same rows, nothing added
+
+
+def test_a_live_paper_run_steps_after_the_live_job_and_equals_the_backtest(live):
+    """A strategy on the regime champion's hourly outputs, started live: each live run (the sensor's request, the
+    live job) scores the hour its 5m candles complete, then the paper consumer steps the strategy on it. Its orders
+    and fills are the backtest's over the same hours with the same pins; a replayed paper event places nothing."""
+    from trading_platform.paper import backtest
+    from trading_platform.paper import live as paper_live
+    from trading_platform.paper.spec import parse
+
+    dsn, instance, res = live
+    spec = parse({"name": "regime_long", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
+                  "rules": {"regime": {"model": "regime_hmm", "allow": ["bear", "sideways", "bull",
+                                                                        "high_volatility"]}, "time_exit": 1},
+                  "costs": {"fee_bps": 10, "spread_bps": 4}})
+    with connect(dsn) as store:
+        started = paper_live.start(store, spec)
+    assert started["pins"] == {"regime_hmm.BTC_USDT": "1"}
+    for _ in range(5):  # five hours of 5m candles, one live run each
+        predict_next(live, 12)
+    with connect(dsn) as store:
+        conn = store.conn
+        stepped_to = conn.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s",
+                                  (started["run_id"],)).fetchone()[0]
+        assert stepped_to == started["stepped_to"] + 5 * timedelta(hours=1)
+        assert conn.execute("SELECT count(*) FROM market_event_queue WHERE consumer = 'paper' AND status <> 'done'"
+                            ).fetchone()[0] == 0
+
+        def records(run_id):
+            return (conn.execute("SELECT signal_ts, side, intent, quantity, filled, status FROM orders WHERE run_id = "
+                                 "%s ORDER BY signal_ts, intent", (run_id,)).fetchall(),
+                    conn.execute("SELECT candle_ts, price, quantity, fee FROM fills WHERE run_id = %s ORDER BY 1, 2",
+                                 (run_id,)).fetchall())
+
+        got = records(started["run_id"])
+        assert len(got[0]) >= 3 and got[1]
+        bt = backtest.run(store, spec, started["stepped_to"] - timedelta(hours=1) + timedelta(hours=1), stepped_to,
+                          pins=started["pins"])
+        assert records(bt["run_id"]) == got
+        conn.execute("UPDATE market_event_queue SET status = 'pending' WHERE consumer = 'paper'")
+        assert paper_live.process(store)["orders"] == 0 and records(started["run_id"]) == got

@@ -163,3 +163,37 @@ def test_backfill_hands_the_daemon_the_months_of_the_range(cli, tp_env, tmp_path
         keys = sorted(str(k) for k in bf.asset_backfill_data.target_subset.iterate_asset_partitions())
         assert len(keys) == 2 and all("trend" in k and "paper_backtest" in k for k in keys)
         assert "trend" in inst.get_dynamic_partitions("strategy")
+
+
+def test_start_status_stop_a_live_run(cli, tp_env, tmp_path):
+    import psycopg
+
+    _market(tp_env["TP_DATABASE_URL"])
+    f = tmp_path / "trend.yaml"
+    f.write_text(SPEC)
+    assert cli("paper", "strategies", "add", str(f))[0] == 0
+    rc, err = cli("paper", "start", "trend")
+    assert rc == 2 and err["field"] == "universe[0].symbol" and "not live" in err["error"]
+    with psycopg.connect(tp_env["TP_DATABASE_URL"], autocommit=True) as c:
+        c.execute("UPDATE symbols SET live = true WHERE symbol = 'BTC/USDT'")
+    rc, err = cli("paper", "start", "trend", "--cash", "-5")
+    assert rc == 2 and err["field"] == "cash"
+    rc, out = cli("paper", "start", "trend", "--cash", "5000")
+    assert rc == 0 and out["cash"] == 5000 and out["pins"] == {"signal_lgbm.BTC_USDT": "1"}
+    assert cli("paper", "start", "trend")[1]["field"] == "strategy"  # one live run per strategy
+    rc, st = cli("paper", "status")
+    (run,) = st["runs"]
+    assert run["status"] == "running" and run["equity"] == 5000 and run["positions"] == []
+    assert st["consumer"]["backlog"] == 0
+    # a promotion since the start is shown, and picked up only by a restart
+    with psycopg.connect(tp_env["TP_DATABASE_URL"], autocommit=True) as c:
+        c.execute("UPDATE model_champions SET valid_to = now() WHERE model_name = 'signal_lgbm.BTC_USDT'")
+        c.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                  "('signal_lgbm.BTC_USDT', '2', now(), 'gate')")
+    rc, st = cli("paper", "status")
+    assert st["runs"][0]["promoted_since_start"] == {"signal_lgbm.BTC_USDT": {"pinned": "1", "champion": "2"}}
+    rc, out = cli("paper", "stop", "trend")
+    assert rc == 0 and out["consumer_removed"]
+    rc, st = cli("paper", "status")
+    assert st["consumer"] is None and st["runs"][0]["status"] == "done"
+    assert cli("paper", "stop", "trend")[0] == 2

@@ -178,6 +178,56 @@ def backfill(strategy: str, start, end, *, store=None, instance=None) -> dict:
             "partitions": len(keys)}
 
 
+def _newest(s, strategy: str):
+    from ..paper.spec import parse
+    from ..store import paper as paper_store
+
+    row = paper_store.strategy(s.conn, strategy)
+    if row is None:
+        known = [r["name"] for r in paper_store.list_strategies(s.conn)]
+        raise InvalidInput(f"no strategy named {strategy!r} (known: {', '.join(known) or 'none'}; "
+                           "tp paper strategies add FILE)", field="strategy")
+    return parse(row["spec"])
+
+
+def start_live(strategy: str, *, cash=None, store=None) -> dict:
+    """A live paper run of the newest version of ``strategy``, today's champions pinned: it steps on every live
+    candle of its universe once the candle's outputs are committed (after the live prediction run)."""
+    from ..paper import live
+
+    if cash is not None:
+        try:
+            cash = float(cash)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"--cash must be a number, got {cash!r}", field="cash") from None
+    with store_or_open(store) as s:
+        spec = _newest(s, strategy)
+        check_universe(s, spec)
+        for i, (symbol, _tf) in enumerate(spec.universe):
+            info = s.get_symbol(symbol)
+            if not (info.enabled and info.live):
+                raise InvalidInput(f"universe[{i}].symbol {symbol} is not live: no live candle would reach the run "
+                                   f"(tp symbols update {symbol} --live)", field=f"universe[{i}].symbol")
+        return _jsonable(live.start(s, spec, cash=cash))
+
+
+def stop_live(strategy: str, *, store=None) -> dict:
+    from ..paper import live
+
+    with store_or_open(store) as s:
+        return _jsonable(live.stop(s, strategy))
+
+
+def live_status(*, store=None) -> dict:
+    """The live runs (running, and stopped ones' last state): positions, open orders, equity, the UTC day's P&L,
+    the risk locks, whether today's champions differ from the pins (a restart picks a promotion up), and the paper
+    consumer's backlog."""
+    from ..paper import live
+
+    with store_or_open(store) as s:
+        return _jsonable(live.status(s))
+
+
 def report(run_id: str, *, store=None) -> dict:
     from ..store import paper as paper_store
 

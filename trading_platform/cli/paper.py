@@ -68,6 +68,43 @@ def cmd_trades(args) -> int:
     return 0
 
 
+def cmd_start(args) -> int:
+    out = api.start_live(args.strategy, cash=args.cash)
+    emit(args, out, f"live run {out['run_id']}: {out['strategy']} v{out['version']}, cash {out['cash']:g}, pins "
+                    f"{', '.join(f'{k} {v}' for k, v in out['pins'].items()) or 'none'}; it steps on the candles "
+                    f"closing after {out['stepped_to'] or 'now'}, once their outputs are committed")
+    return 0
+
+
+def cmd_stop(args) -> int:
+    out = api.stop_live(args.strategy)
+    emit(args, out, f"live run {out['run_id']} stopped (its positions stay, marked at the last close)"
+                    + ("; no live run left: the paper consumer is removed" if out["consumer_removed"] else ""))
+    return 0
+
+
+def cmd_status(args) -> int:
+    out = api.live_status()
+    lines = []
+    for r in out["runs"]:
+        lines.append(f"{r['strategy']} v{r['version']} [{r['status']}] run {r['run_id']}: equity {r['equity']:.2f}, "
+                     f"today {r['day_pnl']:+.2f}, exposure {r['exposure']:.2f}, stepped to {r['stepped_to'] or '-'}")
+        lines += [f"  position {p['symbol']} {p['timeframe']} {p['quantity']:.6g} @ {p['entry_price']:.6g} "
+                  f"(mark {p['mark'] or '-'}, held {p['held']})" for p in r["positions"]]
+        lines += [f"  order {o['side']} {o['symbol']} {o['quantity']:.6g} {o['intent']} {o['status']}"
+                  for o in r["open_orders"]]
+        if r["risk_locks"]:
+            lines.append(f"  risk locks: {', '.join(r['risk_locks'])}")
+        if r["promoted_since_start"]:
+            lines.append("  promoted since the start (picked up by a restart: tp paper stop, then start): "
+                         + ", ".join(f"{m} {v['pinned']} -> {v['champion']}" for m, v in r["promoted_since_start"].items()))
+    c = out["consumer"]
+    lines.append(f"paper consumer: backlog {c['backlog']}, lag {c['lag_s']} s" if c else "paper consumer: not registered "
+                 "(no live run)")
+    emit(args, out, "\n".join(lines) if out["runs"] else lines[-1])
+    return 0
+
+
 def register(sub, cmd) -> None:
     pa = sub.add_parser("paper", help="paper trading: strategies as data, backtests against honest controls")
     ps = pa.add_subparsers(dest="paper_command", required=True, parser_class=Parser)
@@ -88,6 +125,18 @@ def register(sub, cmd) -> None:
                    help="hand the daemon an asset backfill of paper_backtest over the range's months instead")
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_backtest)
+    live = (("start", cmd_start, "run a strategy live on the live candles (paper: no real orders)", True),
+            ("stop", cmd_stop, "stop a strategy's live run (its positions stay)", True),
+            ("status", cmd_status, "live runs: positions, open orders, equity, the day's P&L, risk locks, backlog",
+             False))
+    for name, fn, what, named in live:
+        p = ps.add_parser(name, help=what)
+        if named:
+            p.add_argument("strategy")
+        if name == "start":
+            p.add_argument("--cash", default=None, help="starting cash (default: the spec's)")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(fn=fn)
     for name, fn, what in (("report", cmd_report, "a run's row and statistics"),
                            ("orders", cmd_orders, "a run's orders"), ("trades", cmd_trades, "a run's round trips")):
         p = ps.add_parser(name, help=what)

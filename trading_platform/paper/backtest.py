@@ -32,8 +32,9 @@ def _table(spec: Spec, rule: str) -> str:
     return spec.rules.confirm["table"] if rule == "confirm" else "predictions"
 
 
-def resolve_models(conn, spec: Spec) -> dict[tuple, str]:
-    """(series, rule) -> the registered model whose outputs the rule reads on that series."""
+def resolve_models(conn, spec: Spec, *, live: bool = False) -> dict[tuple, str]:
+    """(series, rule) -> the registered model whose outputs the rule reads on that series: one with outputs there
+    (``live``: or a champion, whose outputs the live path will write from now on)."""
     from ..models.registry import registered_name
 
     out = {}
@@ -43,6 +44,10 @@ def resolve_models(conn, spec: Spec) -> dict[tuple, str]:
             rows = {r[0] for r in conn.execute(
                 "SELECT DISTINCT model_name FROM output_series WHERE output_table = %s AND symbol = %s "
                 "AND timeframe = %s AND model_name = ANY(%s)", (_table(spec, rule), symbol, tf, names)).fetchall()}
+            if live and not rows:
+                rows = {r[0] for r in conn.execute(
+                    "SELECT DISTINCT model_name FROM model_champions WHERE alias = 'champion' AND valid_to IS NULL "
+                    "AND model_name = ANY(%s)", (names,)).fetchall()}
             found = next((n for n in names if n in rows), None)
             if found is None:
                 raise InvalidInput(f"rules.{rule}.model {model!r} has no outputs for {symbol} {tf} (looked for "

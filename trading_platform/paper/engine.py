@@ -80,6 +80,7 @@ class Records:
     equity: list = field(default_factory=list)        # (ts, equity, cash, exposure)
     risk_events: list = field(default_factory=list)   # (ts, symbol, timeframe, rule, detail)
     skipped: dict = field(default_factory=dict)       # reason -> decisions that placed no order
+    touched: dict = field(default_factory=dict)       # id -> every order with an event here (carried ones too)
 
 
 class Engine:
@@ -190,6 +191,7 @@ class Engine:
         before = o.status
         o.to(status, reason)
         self.rec.order_events.append((o.client_order_id, t, before, status, reason))
+        self.rec.touched[o.client_order_id] = o
 
     def _enter(self, series, bar: Bar, t, sig: Signal) -> None:
         d = risk_rules.entry(self.spec, self.book, series, bar.close, bar.index, self.cost_fraction, now=t)
@@ -240,6 +242,7 @@ class Engine:
         before = o.status
         apply_fill(o, f)
         self.rec.order_events.append((o.client_order_id, t, before, o.status, None))
+        self.rec.touched[o.client_order_id] = o
         self.rec.fills.append((o.client_order_id, t if bar.ts is None else bar.ts, f.price, f.quantity, f.fee))
         if o.side == "buy":
             self.cash -= f.quantity * f.price + f.fee

@@ -65,7 +65,7 @@ def start(store, spec: Spec, *, cash: float | None = None, pins: dict | None = N
                         (spec.name,)).fetchone():
             raise InvalidInput(f"{spec.name} is already running live (tp paper stop {spec.name} first)",
                                field="strategy")
-        models = backtest.resolve_models(conn, spec) if spec.kind == "rules" else {}
+        models = backtest.resolve_models(conn, spec, live=True) if spec.kind == "rules" else {}
         pins = dict(pins) if pins else backtest.champion_pins(conn, models.values())
         now = now or datetime.now(timezone.utc)
         run_id = paper_store.run_key(spec.version, now, None, pins, mode="live")
@@ -167,7 +167,7 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
     first = min((rows[0][1] for rows in candles.values() if rows), default=None)
     if first is None:
         return {"steps": 0, "orders": 0}
-    models = backtest.resolve_models(conn, spec) if spec.kind == "rules" else {}
+    models = backtest.resolve_models(conn, spec, live=True) if spec.kind == "rules" else {}
     last = max(rows[-1][1] for rows in candles.values() if rows)
     outputs = backtest.load_outputs(conn, spec, models, pins, first, last + timedelta(microseconds=1),
                                     {s: {ts: b.close for _, ts, b in rows} for s, rows in candles.items()})
@@ -193,3 +193,56 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
                          state=e.snapshot(new_index), append=True)
     conn.execute("UPDATE paper_runs SET stepped_to = %s WHERE run_id = %s", (stepper.done, run_id))
     return {"steps": n_steps, "orders": len(e.rec.orders)}
+
+
+def status(store) -> dict:
+    """What ``tp paper status`` shows (see ``api.paper.live_status``)."""
+    from datetime import datetime as _dt
+
+    from ..store import outbox
+    from .engine import Engine
+    from .spec import parse
+
+    conn = store.conn
+    runs = []
+    rows = conn.execute(
+        "SELECT r.run_id, r.strategy_name, r.strategy_version, r.status, r.pins, r.cash, r.range_start, r.range_end, "
+        "r.stepped_to, r.state, s.spec FROM paper_runs r JOIN strategies s ON s.name = r.strategy_name AND s.version "
+        "= r.strategy_version WHERE r.mode = 'live' AND (r.status = 'running' OR r.range_end > now() - interval "
+        "'7 days') ORDER BY r.status DESC, r.range_start DESC").fetchall()
+    today = _dt.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    for run_id, name, version, st, pins, cash, started, stopped, stepped_to, state, raw in rows:
+        spec = replace(parse(raw), cash=float(cash))
+        e, _ = Engine.resume(spec, run_id, bytes(state))
+        b = e.book
+        last = conn.execute("SELECT ts, equity, cash, exposure FROM paper_equity WHERE run_id = %s ORDER BY ts DESC "
+                            "LIMIT 1", (run_id,)).fetchone()
+        day_open = conn.execute("SELECT equity FROM paper_equity WHERE run_id = %s AND ts <= %s ORDER BY ts DESC "
+                                "LIMIT 1", (run_id, today)).fetchone()
+        equity = last[1] if last else float(cash)
+        base = day_open[0] if day_open else float(cash)
+        champions = dict(conn.execute("SELECT model_name, version FROM model_champions WHERE alias = 'champion' AND "
+                                      "valid_to IS NULL AND model_name = ANY(%s)", (list(pins),)).fetchall())
+        promoted = {m: {"pinned": v, "champion": champions.get(m)} for m, v in pins.items() if champions.get(m) != v}
+        locks = []
+        if b.halted:
+            locks.append("max_drawdown")
+        if b.day_locked is not None and b.day_locked == b.day:
+            locks.append("daily_loss_limit")
+        if b.locked_until is not None and stepped_to is not None and stepped_to < b.locked_until:
+            locks.append(f"stop_guard until {b.locked_until.isoformat()}")
+        runs.append({
+            "run_id": run_id, "strategy": name, "version": version, "status": st, "started_at": started,
+            "stopped_at": stopped, "stepped_to": stepped_to, "pins": pins, "cash": float(cash),
+            "equity": float(equity), "day_pnl": float(equity - base), "exposure": float(last[3]) if last else 0.0,
+            "positions": [{"symbol": s_[0], "timeframe": s_[1], "quantity": p.quantity, "entry_price": p.entry_price,
+                           "entry_ts": p.entry_ts, "stop": p.stop, "target": p.target, "held": p.held,
+                           "mark": e.last_close.get(s_)} for s_, p in e.positions.items()],
+            "open_orders": [{"order_id": o.client_order_id, "symbol": o.symbol, "timeframe": o.timeframe,
+                             "side": o.side, "intent": o.intent, "quantity": o.quantity, "filled": o.filled,
+                             "status": o.status, "signal_ts": o.signal_ts} for o in e.pending.values()],
+            "risk_locks": locks,
+            "promoted_since_start": promoted,  # picked up by tp paper stop, then start
+        })
+    registered = conn.execute("SELECT 1 FROM live_consumers WHERE consumer = %s", (CONSUMER,)).fetchone()
+    return {"runs": runs, "consumer": outbox.status(conn, CONSUMER) if registered else None}

@@ -82,8 +82,26 @@ def predict_live_events(context: OpExecutionContext, config: LiveBatchConfig, ma
                 pass
             raise
     context.log.info("batch %s: %s", config.batch_id, json.dumps(out))
+    _paper_step(context, market_db)
     return Output(None, metadata={k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
                                   for k, v in out.items()})
+
+
+def _paper_step(context, market_db) -> None:
+    """After the batch committed its outputs: the live paper runs step on what is now ready (paper/live.py), in their
+    own transaction. A failure here is logged, not raised: the batch is done, and the paper events wait for the next
+    run (tp paper status shows the backlog)."""
+    try:
+        with market_db.open() as store:
+            if not store.conn.execute("SELECT 1 FROM live_consumers WHERE consumer = 'paper'").fetchone():
+                return
+            from ..paper.live import process
+
+            got = process(store)
+        if got["events"]:
+            context.log.info("paper: %s", json.dumps(got))
+    except Exception as e:  # noqa: BLE001
+        context.log.warning(f"paper: the live runs did not step ({type(e).__name__}: {e}); their events wait")
 
 
 @job(name="live_predictions_job", executor_def=in_process_executor, tags=LIVE_TAGS,

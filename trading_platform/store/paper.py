@@ -100,6 +100,12 @@ def save_run(conn, run_id: str, spec, engine, *, start=None, end=None, pins=None
           ((e[0], run_id, *e[1:]) for e in rec.order_events))
     _copy(conn, "fills", ("order_id", "run_id", "candle_ts", "price", "quantity", "fee"),
           ((f[0], run_id, *f[1:]) for f in rec.fills))
+    # an order carried in from the run before (the previous month, the live run's previous step) that this one
+    # resized at its fill: its row takes the quantity it has now
+    carried = [(o.quantity, o.stop, o.target, coid) for coid, o in rec.touched.items() if coid not in set(ids)]
+    if carried:
+        conn.cursor().executemany("UPDATE orders SET quantity = %s, stop = %s, target = %s WHERE order_id = %s",
+                                  carried)
     touched = sorted(set(ids) | {e[0] for e in rec.order_events} | set(prior))
     conn.execute(
         "UPDATE orders o SET status = e.to_status, reason = coalesce(e.reason, o.reason) FROM (SELECT DISTINCT ON "
