@@ -171,3 +171,36 @@ def test_stopping_the_last_live_run_lets_the_outbox_prune(market):
     assert outbox.prune(conn, retention_h=1)["events"] == 1
     with pytest.raises(Exception, match="not running live"):
         live.stop(store, "live")
+
+
+def test_a_stopped_strategy_started_again_resumes_its_positions(market):
+    from trading_platform.paper import live
+
+    store, rng, last = market
+    first = live.start(store, SPEC)["run_id"]
+    i = 0
+    while not store.conn.execute("SELECT count(*) FROM positions WHERE run_id = %s", (first,)).fetchone()[0]:
+        for s, tf in SERIES:
+            ts = _feed(store, rng, last, i, s, tf)
+            _score_and_commit(store, rng, s, tf, ts, value=0.9)
+        live.process(store)
+        i += 1
+        assert i < 10
+    held = store.conn.execute("SELECT symbol, quantity, entry_price FROM positions WHERE run_id = %s ORDER BY 1",
+                              (first,)).fetchall()
+    live.stop(store, "live")
+    again = live.start(store, SPEC)
+    assert again["resumed_from"] == first and again["positions"] == len(held)
+    assert store.conn.execute("SELECT symbol, quantity, entry_price FROM positions WHERE run_id = %s ORDER BY 1",
+                              (again["run_id"],)).fetchall() == held
+    # the resumed run trades on: the held positions leave by their time exit in it
+    for j in range(i, i + 6):
+        for s, tf in SERIES:
+            ts = _feed(store, rng, last, j, s, tf)
+            _score_and_commit(store, rng, s, tf, ts, value=0.1)
+        live.process(store)
+    exits = store.conn.execute("SELECT count(*) FROM trades WHERE run_id = %s", (again["run_id"],)).fetchone()[0]
+    assert exits >= len(held)
+    live.stop(store, "live")
+    fresh = live.start(store, SPEC, fresh=True)
+    assert fresh["resumed_from"] is None and fresh["positions"] == 0

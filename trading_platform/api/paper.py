@@ -190,9 +190,10 @@ def _newest(s, strategy: str):
     return parse(row["spec"])
 
 
-def start_live(strategy: str, *, cash=None, store=None) -> dict:
+def start_live(strategy: str, *, cash=None, fresh: bool = False, store=None) -> dict:
     """A live paper run of the newest version of ``strategy``, today's champions pinned: it steps on every live
-    candle of its universe once the candle's outputs are committed (after the live prediction run)."""
+    candle of its universe once the candle's outputs are committed (after the live prediction run). A strategy
+    stopped before resumes its last live run's positions and cash (same version), unless ``fresh`` or ``cash``."""
     from ..paper import live
 
     if cash is not None:
@@ -208,7 +209,7 @@ def start_live(strategy: str, *, cash=None, store=None) -> dict:
             if not (info.enabled and info.live):
                 raise InvalidInput(f"universe[{i}].symbol {symbol} is not live: no live candle would reach the run "
                                    f"(tp symbols update {symbol} --live)", field=f"universe[{i}].symbol")
-        return _jsonable(live.start(s, spec, cash=cash))
+        return _jsonable(live.start(s, spec, cash=cash, fresh=fresh))
 
 
 def stop_live(strategy: str, *, store=None) -> dict:

@@ -69,10 +69,12 @@ def cmd_trades(args) -> int:
 
 
 def cmd_start(args) -> int:
-    out = api.start_live(args.strategy, cash=args.cash)
+    out = api.start_live(args.strategy, cash=args.cash, fresh=args.fresh)
     emit(args, out, f"live run {out['run_id']}: {out['strategy']} v{out['version']}, cash {out['cash']:g}, pins "
                     f"{', '.join(f'{k} {v}' for k, v in out['pins'].items()) or 'none'}; it steps on the candles "
-                    f"closing after {out['stepped_to'] or 'now'}, once their outputs are committed")
+                    f"closing after {out['stepped_to'] or 'now'}, once their outputs are committed"
+                    + (f"; resumed from run {out['resumed_from']} with its {out['positions']} position(s)"
+                       if out.get("resumed_from") else ""))
     return 0
 
 
@@ -134,7 +136,9 @@ def register(sub, cmd) -> None:
         if named:
             p.add_argument("strategy")
         if name == "start":
-            p.add_argument("--cash", default=None, help="starting cash (default: the spec's)")
+            p.add_argument("--cash", default=None, help="starting cash (default: the spec's; starts fresh)")
+            p.add_argument("--fresh", action="store_true",
+                           help="start from the cash, not from where the strategy's last live run stopped")
         p.add_argument("--json", action="store_true")
         p.set_defaults(fn=fn)
     for name, fn, what in (("report", cmd_report, "a run's row and statistics"),

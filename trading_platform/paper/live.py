@@ -48,9 +48,12 @@ def _last_close(conn, spec: Spec):
     return last
 
 
-def start(store, spec: Spec, *, cash: float | None = None, pins: dict | None = None, now=None) -> dict:
+def start(store, spec: Spec, *, cash: float | None = None, pins: dict | None = None, now=None,
+          fresh: bool = False) -> dict:
     """Open a live run of ``spec`` (today's champions pinned unless ``pins``), stepping from the candles that close
-    after the newest one stored now. One running live run per strategy name."""
+    after the newest one stored now. One running live run per strategy name. A strategy stopped before resumes
+    where its last live run of the same version stopped (its cash, positions, open orders and risk book; the
+    candles that closed while it was stopped are not traded) unless ``fresh`` or ``cash`` is given."""
     from ..store import paper as paper_store
     from . import backtest
     from .engine import Engine
@@ -68,15 +71,24 @@ def start(store, spec: Spec, *, cash: float | None = None, pins: dict | None = N
         models = backtest.resolve_models(conn, spec, live=True) if spec.kind == "rules" else {}
         pins = dict(pins) if pins else backtest.champion_pins(conn, models.values())
         now = now or datetime.now(timezone.utc)
-        run_id = paper_store.run_key(spec.version, now, None, pins, mode="live")
-        e = Engine(spec, run_id, lots=backtest.series_lots(store, spec))
+        prev = None if fresh or cash is not None else conn.execute(
+            "SELECT run_id, state, cash FROM paper_runs WHERE mode = 'live' AND status = 'done' AND strategy_name = %s "
+            "AND strategy_version = %s ORDER BY range_end DESC LIMIT 1", (spec.name, spec.version)).fetchone()
+        parent = prev[0] if prev else None
+        run_id = paper_store.run_key(spec.version, now, None, pins, mode="live", parent=parent)
+        lots = backtest.series_lots(store, spec)
+        if prev:
+            spec = replace(spec, cash=float(prev[2]))
+            e, next_index = Engine.resume(spec, run_id, bytes(prev[1]), lots=lots)
+        else:
+            e, next_index = Engine(spec, run_id, lots=lots), {s: 0 for s in spec.universe}
         stepped_to = _last_close(conn, spec)
         paper_store.save_run(conn, run_id, spec, e, start=now, pins=pins, mode="live", status="running",
-                             state=e.snapshot({s: 0 for s in spec.universe}))
+                             state=e.snapshot(next_index), parent=parent)
         conn.execute("UPDATE paper_runs SET stepped_to = %s WHERE run_id = %s", (stepped_to, run_id))
         register(conn)
     return {"run_id": run_id, "strategy": spec.name, "version": spec.version, "pins": pins, "cash": spec.cash,
-            "stepped_to": stepped_to}
+            "stepped_to": stepped_to, "resumed_from": parent, "positions": len(e.positions)}
 
 
 def stop(store, name: str, now=None) -> dict:
