@@ -7,6 +7,7 @@ the last live run lets the outbox prune."""
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -204,3 +205,41 @@ def test_a_stopped_strategy_started_again_resumes_its_positions(market):
     live.stop(store, "live")
     fresh = live.start(store, SPEC, fresh=True)
     assert fresh["resumed_from"] is None and fresh["positions"] == 0
+
+
+def test_a_refusal_by_a_risk_rule_reaches_a_paper_destination_once(market, dsn, monkeypatch):
+    """Both series signal at once, max_positions 1: the second entry is refused. The message goes to the webhook
+    that asks for paper messages (a local receiver), once, through the delivery worker, and not to the one that
+    does not; the events replayed make no second message."""
+    from test_alerts_delivery import Receiver, add_destination, wait_until, worker
+
+    from trading_platform.paper import live
+
+    store, rng, last = market
+    conn = store.conn
+    hook = Receiver()
+    try:
+        monkeypatch.setenv("PAPER_HOOK", hook.url())
+        add_destination(conn, "trader", url_env="PAPER_HOOK", paper=True)
+        add_destination(conn, "alerts_only", url_env="PAPER_HOOK")
+        spec = parse({**SPEC.raw, "risk": {"position_fraction": 0.45, "max_positions": 1}})
+        live.start(store, spec)
+        for s, tf in SERIES:
+            ts = _feed(store, rng, last, 0, s, tf)
+            _score_and_commit(store, rng, s, tf, ts, value=0.9)
+        live.process(store)
+        rows = conn.execute("SELECT d.name, a.payload FROM alert_deliveries a JOIN alert_destinations d ON d.id = "
+                            "a.destination_id WHERE a.type = 'paper'").fetchall()
+        assert {name for name, _ in rows} == {"trader"}
+        (refusal,) = [p for _, p in rows if p["event"] == "risk"]
+        assert refusal["rule"] == "max_positions" and refusal["symbol"] == "ETH/USDT"
+        conn.execute("UPDATE market_event_queue SET status = 'pending' WHERE consumer = 'paper'")
+        live.process(store)
+        assert conn.execute("SELECT count(*) FROM alert_deliveries WHERE type = 'paper'").fetchone()[0] == len(rows)
+        with worker(dsn):
+            wait_until(lambda: len(hook.requests) >= len(rows))
+            time.sleep(0.5)
+        assert sorted(r["json"]["key"] for r in hook.requests) == sorted(p["key"] for _, p in rows)
+        assert any(r["json"]["event"] == "risk" and "max_positions" in r["json"]["message"] for r in hook.requests)
+    finally:
+        hook.close()

@@ -230,6 +230,11 @@ def alert_line(payload: Mapping, limit: int = 600) -> str:
             "test": "TEST"}.get(kind, kind.upper())
     if kind == "test":
         return f"<b>TEST</b> {html.escape(str(p.get('text') or 'test message'))[:limit]}"
+    if kind == "paper":  # a live paper run's order event (trading_platform/paper/live.py)
+        text = str(p.get("message") or "")
+        if len(text) > limit:
+            text = text[:limit - 1] + "…"
+        return f"<b>PAPER {html.escape(str(p.get('event') or '').upper())}</b> {html.escape(text, quote=False)}"
     if kind in ("watchdog", "watchdog_resolved"):  # the watchdog's own line (trading_platform/watchdog/engine.py)
         head = "RECOVERED" if kind == "watchdog_resolved" else "REMINDER" if p.get("reminder") else "DOWN"
         text = str(p.get("message") or p.get("check") or "")

@@ -72,6 +72,31 @@ _DEST_COLUMNS = ("id", "name", "kind", "url_env", "secret_env", "token_env", "ch
                  "rate_per_min", "enabled")
 
 
+def enqueue_opted_in(conn, option: str, messages: list[tuple[str, str, dict]]) -> int:
+    """Each (type, key, payload) into the outbox once per enabled destination with ``option`` on (``watchdog``,
+    ``paper``), its key unique there (a message made again adds nothing); NOTIFY the worker. Returns the rows
+    added."""
+    from psycopg.types.json import Jsonb
+
+    from . import CHANNEL
+
+    if option not in ("watchdog", "paper"):
+        raise ValueError(f"no destination option {option!r}")
+    if not messages:
+        return 0
+    dests = [r[0] for r in conn.execute(f"SELECT id FROM alert_destinations WHERE enabled AND {option} "
+                                        "ORDER BY id").fetchall()]
+    n = 0
+    for kind, key, payload in messages:
+        for d in dests:
+            n += conn.execute(
+                "INSERT INTO alert_deliveries (destination_id, key, type, payload) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (destination_id, key) DO NOTHING", (d, key, kind, Jsonb(payload))).rowcount
+    if n:
+        conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+    return n
+
+
 @dataclass
 class Delivery:
     """A claimed row: ``attempts`` is the attempt this claim made (the guard of its record)."""

@@ -329,7 +329,8 @@ def remove_rule(name: str, *, store=None) -> dict:
 # ---- destinations ------------------------------------------------------------------------------------------
 
 def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=None, chat_id=None, send_mode=None,
-                        resolutions=None, retractions=None, models=None, rate_per_min=None, watchdog=None) -> dict:
+                        resolutions=None, retractions=None, models=None, rate_per_min=None, watchdog=None,
+                        paper=None) -> dict:
     """The settings given, each parsed and checked on its own; '' (``all`` for models) clears one."""
     out = {}
     if kind is not None:
@@ -351,6 +352,8 @@ def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=N
         out["retractions"] = _switch(retractions, "retractions")
     if watchdog is not None:
         out["watchdog"] = _switch(watchdog, "watchdog")
+    if paper is not None:
+        out["paper"] = _switch(paper, "paper")
     if models is not None:
         out["models"] = _names(models)
     if rate_per_min is not None:
@@ -397,7 +400,7 @@ def _with_state(conn, rows: list[dict]) -> list[dict]:
 
 def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, token_env=None, chat_id=None,
                     send_mode="alerts_only", resolutions=False, retractions=False, models=None, rate_per_min=None,
-                    watchdog=False, enabled: bool = True, store=None, client=None) -> dict:
+                    watchdog=False, paper=False, enabled: bool = True, store=None, client=None) -> dict:
     """A webhook (``url_env``, optional ``secret_env`` to sign) or a Telegram chat (``token_env``, ``chat_id``)
     that alerts go to. Variables may be unset now: the destination is then ``misconfigured`` (``unset`` names the
     variable) until they are set where the delivery worker runs."""
@@ -408,7 +411,8 @@ def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, toke
                             send_mode=send_mode if send_mode is not None else "alerts_only",
                             resolutions=resolutions if resolutions is not None else False,
                             retractions=retractions if retractions is not None else False, models=models,
-                            rate_per_min=rate_per_min, watchdog=watchdog if watchdog is not None else False)
+                            rate_per_min=rate_per_min, watchdog=watchdog if watchdog is not None else False,
+                            paper=paper if paper is not None else False)
     _check_destination(v)
     with store_or_open(store) as s:
         if v.get("models"):
@@ -421,12 +425,12 @@ def add_destination(name: str, *, kind: str, url_env=None, secret_env=None, toke
 
 def update_destination(name: str, *, kind=None, url_env=None, secret_env=None, token_env=None, chat_id=None,
                        send_mode=None, resolutions=None, retractions=None, models=None, rate_per_min=None,
-                       watchdog=None, enabled: bool | None = None, store=None, client=None) -> dict:
+                       watchdog=None, paper=None, enabled: bool | None = None, store=None, client=None) -> dict:
     """Change what is given of destination ``name``; the result must still be complete for its kind."""
     name = _text(name, "name")
     v = _destination_values(kind=kind, url_env=url_env, secret_env=secret_env, token_env=token_env, chat_id=chat_id,
                             send_mode=send_mode, resolutions=resolutions, retractions=retractions, models=models,
-                            rate_per_min=rate_per_min, watchdog=watchdog)
+                            rate_per_min=rate_per_min, watchdog=watchdog, paper=paper)
     if enabled is not None:
         v["enabled"] = bool(enabled)
     with store_or_open(store) as s:

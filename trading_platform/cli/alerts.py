@@ -18,6 +18,7 @@ def _destination_line(d: dict) -> str:
              if d["kind"] == "webhook" else f"token ${d['token_env']}, chat {d['chat_id']}")
     extras = [d["send_mode"], *(["resolutions"] if d["resolutions"] else []),
               *(["retractions"] if d["retractions"] else []), *(["watchdog"] if d.get("watchdog") else []),
+              *(["paper"] if d.get("paper") else []),
               f"models {','.join(d['models'])}" if d["models"] else "every model",
               f"{d['rate_per_min']:g}/min" if d["rate_per_min"] else "default rate"]
     n = d.get("deliveries") or {}
@@ -75,7 +76,7 @@ def cmd_destination(args) -> int:
     opts = dict(kind=args.kind, url_env=args.url_env, secret_env=args.secret_env, token_env=args.token_env,
                 chat_id=args.chat_id, send_mode=args.send_mode, resolutions=args.resolutions,
                 retractions=args.retractions, models=args.models, rate_per_min=args.rate_per_min,
-                watchdog=args.watchdog)
+                watchdog=args.watchdog, paper=args.paper)
     if args.destination_command == "add":
         d = api.add_destination(args.name, enabled=not args.disabled, **opts)
     else:
@@ -165,6 +166,7 @@ def _destination_options(p, add: bool) -> None:
     p.add_argument("--models", help="comma-separated: only these models' alerts (default and all: every model)")
     p.add_argument("--rate-per-min", help="messages per minute at most (default: the kind's)")
     p.add_argument("--watchdog", help="on/off: also send the watchdog's messages (tp watchdog; default off)")
+    p.add_argument("--paper", help="on/off: also send live paper runs' order events (tp paper start; default off)")
     p.add_argument("--json", action="store_true")
     _enabled_options(p, add)
 

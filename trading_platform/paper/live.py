@@ -136,6 +136,48 @@ def process(store, limit: int = 1000) -> dict:
     return {"events": len(events), "runs": runs, "steps": steps, "orders": orders}
 
 
+RESIZES = ("resized",)  # a risk event whose detail starts so resized an entry; the others refused or locked
+
+
+def paper_messages(run_id: str, spec: Spec, e) -> list[tuple[str, str, dict]]:
+    """(type, key, payload) of what a live step did that a trader wants to hear of: fills (a stop or target exit
+    named so), orders the venue rejected, entries a risk rule refused and locks tripped. The key is fixed by the
+    event (the run, the order or rule, the time): made again (a replay), it adds nothing."""
+    out = []
+    base = {"type": "paper", "strategy": spec.name, "version": spec.version, "run_id": run_id, "schema_version": 1}
+
+    def add(key: str, event: str, text: str, **fields):
+        payload = {**base, "key": key, "event": event, **fields}
+        payload["message"] = f"{spec.name}: {text}"
+        out.append(("paper", key, payload))
+
+    for coid, ts, price, qty, fee in e.rec.fills:
+        o = e.rec.touched.get(coid)
+        if o is None:
+            continue
+        reason = o.intent.split(":", 1)[1] if ":" in o.intent else ""
+        event = {"stop_loss": "stop_hit", "take_profit": "target_hit"}.get(reason, "filled")
+        add(f"paper:{run_id}:{coid}:{ts.isoformat()}", event,
+            f"{o.side} {qty:.8g} {o.symbol} {o.timeframe} at {price:.8g} ({o.intent}, fee {fee:.4g})",
+            symbol=o.symbol, timeframe=o.timeframe, side=o.side, intent=o.intent, quantity=qty, price=price, fee=fee,
+            ts=ts.isoformat(), order_id=coid)
+    for coid, ts, _from, to, why in e.rec.order_events:
+        if to == "rejected":
+            o = e.rec.touched.get(coid)
+            add(f"paper:{run_id}:{coid}:rejected", "rejected",
+                f"the venue rejected {o.side} {o.symbol} {o.timeframe} ({why})" if o else f"order rejected ({why})",
+                symbol=o.symbol if o else None, timeframe=o.timeframe if o else None, order_id=coid,
+                ts=ts.isoformat(), detail=why)
+    for ts, symbol, tf, rule, detail in e.rec.risk_events:
+        if str(detail).startswith(RESIZES):
+            continue
+        add(f"paper:{run_id}:risk:{ts.isoformat()}:{symbol}:{tf}:{rule}", "risk",
+            f"{rule} on {symbol} {tf}: {detail}" if symbol != "*" else f"{rule}: {detail}",
+            symbol=None if symbol == "*" else symbol, timeframe=None if tf == "*" else tf, rule=rule,
+            detail=detail, ts=ts.isoformat())
+    return out
+
+
 def _ready_candles(conn, symbol: str, tf: str, after) -> list[tuple]:
     """(ts, open, high, low, close, volume) of the series' candles closing after ``after`` whose outputs are
     committed: a candle whose newest live event the predictions consumer has not done, and every later one, wait."""
@@ -200,6 +242,10 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
                 used[s] += 1
     if not n_steps:
         return {"steps": 0, "orders": 0}
+    from ..alerts.delivery import enqueue_opted_in
+
+    messages = paper_messages(run_id, spec, e)
+    enqueue_opted_in(conn, "paper", messages)
     new_index = {s: next_index.get(s, 0) + used.get(s, 0) for s in map(tuple, spec.universe)}
     paper_store.save_run(conn, run_id, spec, e, start=start, pins=pins, mode="live", status="running",
                          state=e.snapshot(new_index), append=True)

@@ -25,11 +25,11 @@ from __future__ import annotations
 RULE_COLUMNS = ("id, name, model_name AS model, symbols, timeframes, threshold, side, cooldown_s, enabled, "
                 "removed_at, created_at, updated_at")
 DESTINATION_COLUMNS = ("id, name, kind, url_env, secret_env, token_env, chat_id, send_mode, resolutions, "
-                       "retractions, models, rate_per_min, watchdog, enabled, created_at, updated_at")
+                       "retractions, models, rate_per_min, watchdog, paper, enabled, created_at, updated_at")
 # the columns an update may set (their names are written into the statement; the values are parameters)
 RULE_SETTINGS = frozenset({"model_name", "symbols", "timeframes", "threshold", "side", "cooldown_s", "enabled"})
 DESTINATION_SETTINGS = frozenset({"kind", "url_env", "secret_env", "token_env", "chat_id", "send_mode", "resolutions",
-                                  "retractions", "models", "rate_per_min", "watchdog", "enabled"})
+                                  "retractions", "models", "rate_per_min", "watchdog", "paper", "enabled"})
 
 
 def _dicts(conn, sql: str, params=()) -> list[dict]:

@@ -1326,6 +1326,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             detail       text
         );
         CREATE INDEX IF NOT EXISTS risk_events_run ON risk_events (run_id, ts);
+        -- a live paper run's order events travel through the alert delivery outbox; a destination opts in
+        ALTER TABLE alert_destinations ADD COLUMN IF NOT EXISTS paper boolean NOT NULL DEFAULT false;
+        ALTER TABLE alert_deliveries DROP CONSTRAINT IF EXISTS alert_deliveries_type_check;
+        ALTER TABLE alert_deliveries ADD CONSTRAINT alert_deliveries_type_check
+            CHECK (type IN ('alert', 'alert_resolved', 'alert_retracted', 'test', 'watchdog', 'watchdog_resolved',
+                            'paper'));
         """,
     ),
 ]

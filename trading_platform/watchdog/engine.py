@@ -219,22 +219,9 @@ def watchdog_destinations(conn) -> list[dict]:
 def enqueue(conn, messages: list[Message]) -> int:
     """Each message into the delivery outbox once per watchdog destination (its key unique there); NOTIFY the
     worker. Returns the rows added."""
-    from psycopg.types.json import Jsonb
+    from ..alerts.delivery import enqueue_opted_in
 
-    from ..alerts import CHANNEL
-
-    if not messages:
-        return 0
-    dests = [d["id"] for d in watchdog_destinations(conn)]
-    n = 0
-    for m in messages:
-        for d in dests:
-            n += conn.execute(
-                "INSERT INTO alert_deliveries (destination_id, key, type, payload) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (destination_id, key) DO NOTHING", (d, m.key, m.type, Jsonb(m.payload))).rowcount
-    if n:
-        conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-    return n
+    return enqueue_opted_in(conn, "watchdog", [(m.type, m.key, m.payload) for m in messages])
 
 
 def record_sent(conn, entries: list[dict]) -> int:
