@@ -243,3 +243,69 @@ def test_a_refusal_by_a_risk_rule_reaches_a_paper_destination_once(market, dsn, 
         assert any(r["json"]["event"] == "risk" and "max_positions" in r["json"]["message"] for r in hook.requests)
     finally:
         hook.close()
+
+
+def test_paper_live_in_dagster_reports_the_run_and_turns_its_checks_red(market, dsn, instance):
+    """The paper_live asset of a live strategy: its equity and positions in the metadata; its checks fail while the
+    drawdown breaker holds, and when the paper consumer falls behind."""
+    from dagster import materialize
+
+    from trading_platform.assets.paper import paper_live
+    from trading_platform.paper import live
+    from trading_platform.resources import MarketDB
+
+    store, rng, last = market
+    conn = store.conn
+    # a drawdown breaker the first fee trips
+    spec = parse({**SPEC.raw, "risk": {"position_fraction": 0.45, "max_drawdown": 0.0001}})
+    live.start(store, spec)
+    instance.add_dynamic_partitions("strategy", ["live"])
+
+    def checks():
+        r = materialize([paper_live], instance=instance, partition_key="live",
+                        resources={"market_db": MarketDB(database_url=dsn)})
+        assert r.success
+        md = r.get_asset_materialization_events()[0].materialization.metadata
+        got = {e.event_specific_data.check_name: e.event_specific_data.passed for e in r.all_events
+               if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+        return md, got
+
+    md, got = checks()
+    assert got == {"paper_live_no_risk_lock": True, "paper_live_keeping_up": True}
+    assert md["equity"].value == 10_000 and md["positions"].value == 0
+    for i in range(3):
+        for s, tf in SERIES:
+            ts = _feed(store, rng, last, i, s, tf)
+            _score_and_commit(store, rng, s, tf, ts, value=0.9)
+        live.process(store)
+    md, got = checks()
+    assert md["positions"].value >= 1 and md["equity"].value < 10_000
+    assert got["paper_live_no_risk_lock"] is False and "max_drawdown" in md["risk_locks"].value
+    # a live candle whose outputs never come: the paper consumer's oldest event ages
+    _feed(store, rng, last, 3, *SERIES[0])
+    conn.execute("UPDATE market_events SET created_at = created_at - interval '1 hour' WHERE id = "
+                 "(SELECT max(id) FROM market_events)")
+    md, got = checks()
+    assert got["paper_live_keeping_up"] is False and md["consumer_lag_s"].value > 3000
+
+
+def test_the_daily_schedule_asks_for_the_running_strategies_only(market, dsn, instance):
+    from dagster import SkipReason, build_schedule_context
+
+    from trading_platform.assets.paper import paper_live_schedule
+    from trading_platform.paper import live
+    from trading_platform.resources import MarketDB
+
+    store, _, _ = market
+
+    def tick():
+        with build_schedule_context(instance=instance, resources={"market_db": MarketDB(database_url=dsn)},
+                                    scheduled_execution_time=datetime(2025, 3, 6, 0, 5, tzinfo=timezone.utc)) as ctx:
+            return paper_live_schedule(ctx)
+
+    assert isinstance(tick(), SkipReason)
+    live.start(store, SPEC)
+    (req,) = tick()
+    assert req.partition_key == "live" and req.run_key == "paper_live|live|2025-03-06"
+    live.stop(store, "live")
+    assert isinstance(tick(), SkipReason)

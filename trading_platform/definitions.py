@@ -20,7 +20,7 @@ from .assets.alerts import alerts_assets, alerts_job, alerts_schedule  # noqa: E
 from .assets.features import feature_assets  # noqa: E402
 from .assets.market_data import market_assets  # noqa: E402
 from .assets.models import model_assets  # noqa: E402
-from .assets.paper import paper_assets  # noqa: E402
+from .assets.paper import paper_assets, paper_live_job, paper_live_schedule  # noqa: E402
 from .assets.rag import rag_assets, rag_sync_job, rag_sync_schedule  # noqa: E402
 from .resources import MarketDB, MarketSource, MLflowResource, ModelServer  # noqa: E402
 from .sensors.features import features_job, features_stale_sensor, revisions_job  # noqa: E402
@@ -60,7 +60,7 @@ def _domains() -> list[Definitions]:
         Definitions(jobs=[maintenance_job], schedules=[maintenance_schedule]),
         Definitions(assets=alerts_assets, jobs=[alerts_job], schedules=[alerts_schedule]),
         Definitions(asset_checks=watchdog_checks, sensors=[watchdog_sensor]),
-        Definitions(assets=paper_assets),
+        Definitions(assets=paper_assets, jobs=[paper_live_job], schedules=[paper_live_schedule]),
     ]
 
 

@@ -18,6 +18,9 @@ import base64
 import warnings
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
@@ -32,7 +35,13 @@ from dagster import (
     MultiPartitionKey,
     MultiPartitionMapping,
     MultiPartitionsDefinition,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    DefaultScheduleStatus,
     asset,
+    define_asset_job,
+    schedule,
 )
 
 try:  # MultiPartitionMapping is marked beta in Dagster 1.13; it is the documented way to map one dimension
@@ -45,6 +54,7 @@ except ImportError:  # pragma: no cover
 from ..paper import STRATEGY_PARTITIONS  # noqa: E402
 from ..resources import MarketDB, MLflowResource  # noqa: E402
 from .partitions import month_bounds, month_partitions
+from .watchdog import without_watchdog_checks
 
 PAPER_KEY = AssetKey(["paper_backtest"])
 strategy_partitions = DynamicPartitionsDefinition(name=STRATEGY_PARTITIONS)
@@ -164,4 +174,73 @@ def _metadata(results) -> dict:
     return md
 
 
-paper_assets = [paper_backtest]
+# ---- live runs ------------------------------------------------------------------------------------------------
+PAPER_LIVE_KEY = AssetKey(["paper_live"])
+LAG_WARN_S = 300.0  # the paper consumer's oldest unprocessed event older than this: behind
+PAPER_LIVE_TAGS = {"tp/run_kind": "paper_live"}
+
+
+@asset(key=PAPER_LIVE_KEY, partitions_def=strategy_partitions, group_name="paper", kinds={"postgres"},
+       check_specs=[
+           AssetCheckSpec("paper_live_no_risk_lock", asset=PAPER_LIVE_KEY,
+                          description="No risk lock holds on the live run (drawdown breaker, the day's loss limit, "
+                                      "the stop guard)"),
+           AssetCheckSpec("paper_live_keeping_up", asset=PAPER_LIVE_KEY,
+                          description=f"The paper consumer's oldest unprocessed live event is under {LAG_WARN_S:.0f} s "
+                                      "old"),
+       ],
+       description="A strategy's live paper run (tp paper start) as of now: equity, the UTC day's P&L, exposure, "
+                   "positions and open orders, and the equity curve; materialized daily by paper_live_schedule.")
+def paper_live(context: AssetExecutionContext, market_db: MarketDB) -> MaterializeResult:
+    from ..paper import live
+
+    name = context.partition_key
+    with market_db.open() as store:
+        st = live.status(store)
+        runs = [r for r in st["runs"] if r["strategy"] == name]
+        if not runs:
+            raise Failure(f"{name} has no live run (tp paper start {name})")
+        r = runs[0]
+        curve = store.conn.execute("SELECT ts, equity FROM paper_equity WHERE run_id = %s ORDER BY ts",
+                                   (r["run_id"],)).fetchall()
+    lag = (st["consumer"] or {}).get("lag_s") or 0.0
+    md = {"paper_run_id": r["run_id"], "status": r["status"], "equity": float(r["equity"]),
+          "day_pnl": float(r["day_pnl"]), "exposure": float(r["exposure"]), "positions": len(r["positions"]),
+          "open_orders": len(r["open_orders"]), "stepped_to": str(r["stepped_to"] or ""),
+          "risk_locks": MetadataValue.json(r["risk_locks"]), "consumer_lag_s": float(lag),
+          "promoted_since_start": MetadataValue.json(r["promoted_since_start"])}
+    if len(curve) > 1:
+        from ..paper.report import plot
+
+        png = plot([c[0] for c in curve], [c[1] for c in curve])
+        md["equity_and_drawdown"] = MetadataValue.md(
+            f"![equity and drawdown](data:image/png;base64,{base64.b64encode(png).decode()})")
+    return MaterializeResult(metadata=md, check_results=[
+        AssetCheckResult(check_name="paper_live_no_risk_lock", passed=not r["risk_locks"],
+                         severity=AssetCheckSeverity.WARN,
+                         metadata={"risk_locks": MetadataValue.json(r["risk_locks"])}),
+        AssetCheckResult(check_name="paper_live_keeping_up", passed=lag <= LAG_WARN_S,
+                         severity=AssetCheckSeverity.WARN, metadata={"lag_s": float(lag)}),
+    ])
+
+
+paper_live_job = define_asset_job("paper_live_job", selection=without_watchdog_checks([paper_live]),
+                                  partitions_def=strategy_partitions, tags=PAPER_LIVE_TAGS,
+                                  description="A live paper run's figures and checks, one strategy a run")
+
+
+@schedule(name="paper_live_schedule", job=paper_live_job, cron_schedule="5 0 * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.RUNNING,
+          description="Daily: paper_live for every strategy running live (skipped when none is).")
+def paper_live_schedule(context: ScheduleEvaluationContext, market_db: MarketDB):
+    with market_db.open() as store:
+        names = [r[0] for r in store.conn.execute(
+            "SELECT DISTINCT strategy_name FROM paper_runs WHERE mode = 'live' AND status = 'running' ORDER BY 1"
+        ).fetchall()]
+    if not names:
+        return SkipReason("no strategy is running live")
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    return [RunRequest(run_key=f"paper_live|{n}|{day}", partition_key=n) for n in names]
+
+
+paper_assets = [paper_backtest, paper_live]
