@@ -102,9 +102,7 @@ def backtest(strategy: str, start, end, *, replicates: int = 200, store=None, lo
     the same engine: buy-and-hold (fully invested and at the strategy's mean exposure) and ``replicates`` random
     entries; each compared by the paired block bootstrap (it beats a control only when the interval lies above 0)."""
     from ..paper import backtest as driver
-    from ..paper.spec import parse
     from ..resources.mlflow import MLflowResource
-    from ..store import paper as paper_store
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
     if t0 is None or t1 is None:
@@ -118,12 +116,7 @@ def backtest(strategy: str, start, end, *, replicates: int = 200, store=None, lo
     if not 1 <= replicates <= 10_000:
         raise InvalidInput("--replicates must be a whole number from 1 to 10000", field="replicates")
     with store_or_open(store) as s:
-        row = paper_store.strategy(s.conn, strategy)
-        if row is None:
-            known = [r["name"] for r in paper_store.list_strategies(s.conn)]
-            raise InvalidInput(f"no strategy named {strategy!r} (known: {', '.join(known) or 'none'}; "
-                               "tp paper strategies add FILE)", field="strategy")
-        spec = parse(row["spec"])
+        spec = _newest(s, strategy)
         check_universe(s, spec)
         out = driver.run_and_report(s, spec, t0, t1, replicates=replicates,
                                     mlflow=MLflowResource() if log_mlflow else None)
@@ -145,7 +138,6 @@ def backfill(strategy: str, start, end, *, store=None, instance=None) -> dict:
     from ..assets.paper import PAPER_KEY, paper_key, paper_partitions_from
     from ..assets.partitions import month_partitions_from, store_first_month
     from ..backfill import months_between
-    from ..store import paper as paper_store
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
     if t0 is None or t1 is None:
@@ -154,12 +146,7 @@ def backfill(strategy: str, start, end, *, store=None, instance=None) -> dict:
         raise InvalidInput(f"--from {start} must be before --to {end}", field="from")
     inst = _inst(instance)
     with store_or_open(store) as s:
-        row = paper_store.strategy(s.conn, strategy)
-        if row is None:
-            raise InvalidInput(f"no strategy named {strategy!r} (tp paper strategies add FILE)", field="strategy")
-        from ..paper.spec import parse
-
-        check_universe(s, parse(row["spec"]))
+        check_universe(s, _newest(s, strategy))
         sync_strategy_partitions(inst, s.conn)
         last = t1 - __import__("datetime").timedelta(microseconds=1)
         months = months_between(t0.date(), last.date())

@@ -148,6 +148,17 @@ def load_outputs(conn, spec: Spec, models: dict, pins: dict, start: datetime, en
     return out
 
 
+def decision_for(spec: Spec, outputs: dict, series, ts) -> Signal | None:
+    """The decision on ``series``' candle ``ts`` (the backtest's and the live driver's alike): the rules on its
+    outputs; buy-and-hold buys at the first close it can (again at the next if the venue rejected it; holding, the
+    engine places nothing more); random entry decides nothing here (its schedule does)."""
+    if spec.kind == "rules":
+        return decide(spec, {rule: outputs[(series, rule)].get(ts) for rule in _rules_used(spec)})
+    if spec.kind == "buy_and_hold":
+        return Signal(True)
+    return None
+
+
 def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None = None, run_id: str | None = None,
         save: bool = True, state: bytes | None = None, parent: str | None = None,
         partition: str | None = None) -> dict:
@@ -183,14 +194,7 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
     stepper = Stepper(spec.universe)
     for close, series in steps:
         ts, bar = index[series][close]
-        decision = None
-        if spec.kind == "rules":
-            decision = decide(spec, {rule: outputs[(series, rule)].get(ts) for rule in _rules_used(spec)})
-        elif spec.kind == "buy_and_hold":
-            # buys at the first close it can (the range's first candle; again at the next if the venue rejected
-            # it); holding, or buying, the engine places nothing more; a continued month holds what it bought
-            decision = Signal(True)
-        for t, bars, decisions in stepper.add(series, close, bar, decision):
+        for t, bars, decisions in stepper.add(series, close, bar, decision_for(spec, outputs, series, ts)):
             e.step(t, bars, decisions)
     for t, bars, decisions in stepper.flush():
         e.step(t, bars, decisions)

@@ -201,8 +201,7 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
     from ..core.timeframes import seconds
     from ..store import paper as paper_store
     from . import backtest
-    from .engine import Bar, Engine, Signal
-    from .rules import decide
+    from .engine import Bar, Engine
     from .stepper import Stepper
 
     conn = store.conn
@@ -230,12 +229,7 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
     n_steps = 0
     for close, series, ts, bar in sorted(((c, s, ts, b) for s, rows in candles.items() for c, ts, b in rows),
                                          key=lambda r: (r[0], spec.universe.index(r[1]))):
-        decision = None
-        if spec.kind == "rules":
-            decision = decide(spec, {rule: outputs[(series, rule)].get(ts) for rule in backtest._rules_used(spec)})
-        elif spec.kind == "buy_and_hold":
-            decision = Signal(True)
-        for t, bars, decisions in stepper.add(series, close, bar, decision):
+        for t, bars, decisions in stepper.add(series, close, bar, backtest.decision_for(spec, outputs, series, ts)):
             e.step(t, bars, decisions)
             n_steps += 1
             for s in bars:
@@ -255,8 +249,6 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
 
 def status(store) -> dict:
     """What ``tp paper status`` shows (see ``api.paper.live_status``)."""
-    from datetime import datetime as _dt
-
     from ..store import outbox
     from .engine import Engine
     from .spec import parse
@@ -268,7 +260,7 @@ def status(store) -> dict:
         "r.stepped_to, r.state, s.spec FROM paper_runs r JOIN strategies s ON s.name = r.strategy_name AND s.version "
         "= r.strategy_version WHERE r.mode = 'live' AND (r.status = 'running' OR r.range_end > now() - interval "
         "'7 days') ORDER BY r.status DESC, r.range_start DESC").fetchall()
-    today = _dt.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     for run_id, name, version, st, pins, cash, started, stopped, stepped_to, state, raw in rows:
         spec = replace(parse(raw), cash=float(cash))
         e, _ = Engine.resume(spec, run_id, bytes(state))
