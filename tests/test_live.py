@@ -1079,7 +1079,7 @@ def test_a_rerun_of_the_scheduled_scoring_adds_no_alert_and_no_delivery(live):
     assert score(False) == first and score(True) == first  # a re-run, a recompute: the same rows, nothing added
 
 
-def test_a_live_paper_run_steps_after_the_live_job_and_equals_the_backtest(live):
+def test_a_live_paper_run_steps_after_the_live_job_and_equals_the_backtest(live, live_env):
     """A strategy on the regime champion's hourly outputs, started live: each live run (the sensor's request, the
     live job) scores the hour its 5m candles complete, then the paper consumer steps the strategy on it. Its orders
     and fills are the backtest's over the same hours with the same pins; a replayed paper event places nothing."""
@@ -1116,5 +1116,31 @@ def test_a_live_paper_run_steps_after_the_live_job_and_equals_the_backtest(live)
         bt = backtest.run(store, spec, started["stepped_to"] - timedelta(hours=1) + timedelta(hours=1), stepped_to,
                           pins=started["pins"])
         assert records(bt["run_id"]) == got
+        # every paper event delivered again, with no live run to step them: the sensor asks for a paper-only run,
+        # which steps nothing new; a later tick has nothing to catch up
         conn.execute("UPDATE market_event_queue SET status = 'pending' WHERE consumer = 'paper'")
-        assert paper_live.process(store)["orders"] == 0 and records(started["run_id"]) == got
+    import trading_platform.sensors.live as sensor_module
+
+    live_env.setattr(sensor_module, "PAPER_CATCHUP_S", 0.0)  # the outputs were committed a moment ago
+    [req] = tick(instance, res).run_requests
+    assert req.run_key.startswith("paper-") and req.run_config["ops"]["predict_live_events"]["config"]["event_ids"] == []
+    assert run_request(req, instance=instance, resources=res).success
+    # and a retried batch: the last live run executed again after it committed
+    ids, _ = feed_next(dsn, 12)
+    [req] = tick(instance, res).run_requests
+    assert run_request(req, instance=instance, resources=res).success
+    assert run_request(req, instance=instance, resources=res).success
+    assert not tick(instance, res).run_requests
+    with connect(dsn) as store:
+        conn = store.conn
+        assert conn.execute("SELECT count(*) FROM market_event_queue WHERE consumer = 'paper' AND status <> 'done'"
+                            ).fetchone()[0] == 0
+        after = records(started["run_id"])
+        assert after[1][:len(got[1])] == got[1] and len(after[0]) > len(got[0])  # fills are never rewritten
+        stepped = conn.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s", (started["run_id"],)).fetchone()[0]
+        assert stepped == stepped_to + timedelta(hours=1)
+        bt = backtest.run(store, spec, started["stepped_to"], stepped, pins=started["pins"])
+        assert records(bt["run_id"]) == after
+        # one order per signal: nothing placed twice
+        assert conn.execute("SELECT count(*) FROM (SELECT 1 FROM orders WHERE run_id = %s GROUP BY symbol, timeframe, "
+                            "signal_ts, intent HAVING count(*) > 1) d", (started["run_id"],)).fetchone()[0] == 0

@@ -70,6 +70,9 @@ def predict_live_events(context: OpExecutionContext, config: LiveBatchConfig, ma
     from ..live.process import process_batch
     from ..store.outbox import record_error
 
+    if not config.event_ids:  # a paper catch-up run (the sensor's, see _paper_catchup): the paper step only
+        _paper_step(context, market_db)
+        return Output(None, metadata={"paper_catchup": True})
     attempt = int(context.run.tags.get("tp/live_attempt", "1")) + int(context.run.tags.get("dagster/retry_number", "0"))
     with market_db.open() as store:
         try:
@@ -90,7 +93,7 @@ def predict_live_events(context: OpExecutionContext, config: LiveBatchConfig, ma
 def _paper_step(context, market_db) -> None:
     """After the batch committed its outputs: the live paper runs step on what is now ready (paper/live.py), in their
     own transaction. A failure here is logged, not raised: the batch is done, and the paper events wait for the next
-    run (tp paper status shows the backlog)."""
+    live run or the sensor's paper catch-up run (tp paper status shows the backlog)."""
     try:
         with market_db.open() as store:
             if not store.conn.execute("SELECT 1 FROM live_consumers WHERE consumer = 'paper'").fetchone():
@@ -186,6 +189,26 @@ def _request(batch, max_runtime_s: float) -> RunRequest:
     )
 
 
+PAPER_CATCHUP_S = 5.0  # paper events ready this long with no live run in flight: a paper-only run steps them
+
+
+def _paper_catchup(conn, cfg) -> RunRequest | None:
+    """A paper-only run of the live job when the ``paper`` consumer has events whose outputs were committed over
+    PAPER_CATCHUP_S ago and no live run is in flight to step them (a paper step that failed after its batch, an
+    event delivered again, the last candles of a feed that stopped): key ``paper-<newest ready event>-<window>``,
+    so a run that failed is asked again after ``TP_LIVE_RETRY_AFTER_S``. None when there is nothing to catch up."""
+    row = conn.execute(
+        "SELECT max(q.event_id) FROM market_event_queue q JOIN market_event_queue p ON p.event_id = q.event_id AND "
+        "p.consumer = 'predictions' AND p.status = 'done' WHERE q.consumer = 'paper' AND q.status = 'pending' AND "
+        "p.done_at < clock_timestamp() - make_interval(secs => %s)", (PAPER_CATCHUP_S,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    window = int(time.time() // max(cfg.retry_after_s, 1.0))
+    return RunRequest(run_key=f"paper-{row[0]}-{window}",
+                      run_config={"ops": {OP_NAME: {"config": {"batch_id": 0, "event_ids": [], "pins": {}}}}},
+                      tags={"tp/paper_catchup": str(row[0]), "dagster/max_runtime": str(int(cfg.max_runtime_s))})
+
+
 @sensor(job=live_predictions_job, minimum_interval_seconds=1, default_status=DefaultSensorStatus.RUNNING,
         description="Claims pending market_events in bounded batches and requests one live run per batch; "
                     "waits for a NOTIFY when nothing is pending; re-requests batches not done in time.")
@@ -258,6 +281,11 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
                             deadline - time.monotonic(), cfg.poll_s, cfg.listen)
         waiting = not requests and outbox.has_pending(conn)
         slots_busy = waiting and free() <= 0
+        if not requests and free() > 0 and _in_flight(instance, {RUN_KIND_TAG: "live"}) == 0:
+            catchup = _paper_catchup(conn, cfg)
+            if catchup is not None:
+                requests.append(catchup)
+                notes.append("paper catch-up")
     if not requests:
         why = (f"events pending; the {limit} live run slot(s) are busy" if slots_busy else
                "events pending for symbols whose batch is still running" if waiting else "no live event pending")
