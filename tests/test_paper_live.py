@@ -1,4 +1,4 @@
-"""paper/live.py (issue 26, begun) on a real PostgreSQL: candles written through the live write path
+"""paper/live.py on a real PostgreSQL: candles written through the live write path
 (``tp_live_candle``), their outputs committed and their ``predictions`` events done as a live batch leaves them;
 the ``paper`` consumer steps the live run from the store. It never acts on a candle before its outputs are
 committed, a replayed event places nothing, its records equal a backtest's over the same candles, and stopping
@@ -309,3 +309,78 @@ def test_the_daily_schedule_asks_for_the_running_strategies_only(market, dsn, in
     assert req.partition_key == "live" and req.run_key == "paper_live|live|2025-03-06"
     live.stop(store, "live")
     assert isinstance(tick(), SkipReason)
+
+
+def test_a_mixed_portfolio_steps_its_crypto_through_the_weekend_as_the_backtest_does(store):
+    """BTC/USD (around the clock) with AAPL (NYSE hours): on Saturday the stock market is closed, so no AAPL candle is
+    coming. The live run steps each Saturday BTC candle as its outputs are committed (the calendar says AAPL is not
+    expected), instead of holding the whole portfolio until Monday's open, and its records equal the backtest's."""
+    from trading_platform.core.calendars import slot_open
+    from trading_platform.core.symbols import SymbolInfo
+    from trading_platform.paper import backtest, live
+
+    conn = store.conn
+    store.add_symbol(SymbolInfo.create("BTC/USD", category="crypto", timeframes=["1h"], live=True))
+    store.add_symbol(SymbolInfo.create("AAPL", category="stock", exchange="NYSE", timeframes=["1h"], live=True))
+    from trading_platform.models.scoring import Version
+    from trading_platform.store.outputs import OutputWriter
+
+    spec = parse({"name": "mixed", "universe": [{"symbol": "BTC/USD", "timeframe": "1h"},
+                                                {"symbol": "AAPL", "timeframe": "1h"}], "cash": 10_000,
+                  "rules": {"signal": {"model": "signal_lgbm", "min": 0.6}, "time_exit": 3},
+                  "risk": {"position_fraction": 0.45}})
+    conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) VALUES "
+                 "('signal_lgbm', '1', now() - interval '1 day', 'seed')")
+    version = Version("signal_lgbm", "1", "champion", {"tp.family": "signal_lgbm"})
+    rng = random.Random(9)
+    price = {"BTC/USD": 60_000.0, "AAPL": 200.0}
+    thu = datetime(2025, 3, 6, tzinfo=timezone.utc)
+
+    def is_open(s, ts):
+        return s == "BTC/USD" or bool(slot_open("stock", "NYSE", [int(ts.timestamp() * 1e6)], 3600)[0])
+
+    def candle(s, ts, live_path):
+        o = price[s]
+        c = o * (1 + rng.gauss(0, 0.01))
+        price[s] = c
+        row = (s, "1h", ts, o, max(o, c) * 1.001, min(o, c) * 0.999, c)
+        w = OutputWriter(conn, [version], "live" if live_path else "backfill")
+        w.add("predictions", [("signal_lgbm", "1", s, "1h", ts, rng.random(), "up", "{}", False)])
+        with conn.transaction():  # the candle, then what its live batch commits: the output and the events done
+            if live_path:
+                conn.execute("SELECT * FROM tp_live_candle(%s, %s, %s, %s, %s, %s, %s, 1e6, 'test')", row)
+            else:
+                conn.execute("INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES "
+                             "(%s, %s, %s, %s, %s, %s, %s, 1e6)", row)
+            w.flush()
+            conn.execute("UPDATE market_event_queue SET status = 'done', done_at = now() WHERE consumer = "
+                         "'predictions' AND status <> 'done'")
+
+    hours = [thu + i * H for i in range(48)]  # Thursday and Friday stored
+    for ts in hours:
+        for s in price:
+            if is_open(s, ts):
+                candle(s, ts, False)
+    started = live.start(store, spec)
+    sat_noon = datetime(2025, 3, 8, 12, tzinfo=timezone.utc)
+    ts = thu + 48 * H
+    while ts < sat_noon:  # Saturday: BTC only; each candle is stepped as it comes
+        candle("BTC/USD", ts, True)
+        live.process(store)
+        assert conn.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s",
+                            (started["run_id"],)).fetchone()[0] == ts + H
+        ts += H
+    monday = datetime(2025, 3, 10, 18, tzinfo=timezone.utc)
+    while ts < monday:  # through Monday's open: AAPL's candles come back
+        for s in price:
+            if is_open(s, ts):
+                candle(s, ts, True)
+        live.process(store)
+        ts += H
+    assert conn.execute("SELECT count(*) FROM ohlcv WHERE symbol = 'AAPL' AND ts > %s", (sat_noon,)).fetchone()[0] >= 3
+    stepped = conn.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s", (started["run_id"],)).fetchone()[0]
+    assert stepped >= monday - H
+    got = _records(conn, started["run_id"])
+    assert got[0] and any(o[0] == "AAPL" for o in got[0])
+    bt = backtest.run(store, spec, started["stepped_to"], stepped, pins=started["pins"])
+    assert _records(conn, bt["run_id"]) == got

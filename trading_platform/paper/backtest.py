@@ -78,6 +78,37 @@ def series_lots(store, spec: Spec) -> dict:
     return out
 
 
+def calendar_expects(store, spec: Spec):
+    """``Stepper``'s ``expects`` from the markets' calendars (``core/calendars.py``): False when the series' market is
+    closed through the candle that would close at ``t``, so a mixed portfolio's crypto series step through a weekend
+    instead of waiting for Monday's stock candle. None when every series trades around the clock."""
+    from ..core.calendars import slot_open
+    from ..core.timeframes import seconds
+
+    markets = {}
+    for symbol, tf in spec.universe:
+        info = store.get_symbol(symbol)
+        if info is not None and info.category != "crypto":
+            markets[(symbol, tf)] = (info.category, info.exchange, seconds(tf))
+    if not markets:
+        return None
+    seen: dict = {}
+
+    def expects(series, t) -> bool:
+        m = markets.get(tuple(series))
+        if m is None:
+            return True
+        key = (m, t)
+        if key not in seen:
+            if len(seen) > 100_000:
+                seen.clear()
+            opens_us = int(t.timestamp() * 1_000_000) - m[2] * 1_000_000
+            seen[key] = bool(slot_open(m[0], m[1], [opens_us], m[2])[0])
+        return seen[key]
+
+    return expects
+
+
 def load_candles(store, spec: Spec, start: datetime, end: datetime, offsets: dict | None = None) -> dict:
     """series -> [(close time, ts, Bar)] of the stored candles with start <= ts < end (candle indexes from
     ``offsets[series]``, 0 by default: a continued run counts on from where the previous one stopped)."""
@@ -191,7 +222,7 @@ def run(store, spec: Spec, start: datetime, end: datetime, *, pins: dict | None 
     index = {s: {close: (ts, bar) for close, ts, bar in rows} for s, rows in candles.items()}
 
     # the steps as the live driver makes them (paper/stepper.py): every series' candle of a close time together
-    stepper = Stepper(spec.universe)
+    stepper = Stepper(spec.universe, calendar_expects(store, spec))
     for close, series in steps:
         ts, bar = index[series][close]
         for t, bars, decisions in stepper.add(series, close, bar, decision_for(spec, outputs, series, ts)):

@@ -1,4 +1,4 @@
-"""The live driver (issue 26, begun): the engine stepped by the live outbox, as the backtest steps it.
+"""The live driver: the engine stepped by the live outbox, as the backtest steps it.
 
 A live run is a ``paper_runs`` row of mode ``live``: the strategy's version, the versions pinned at its start
 (today's champions), the engine's state and ``stepped_to``, the last close time it stepped. While a live run is
@@ -10,7 +10,10 @@ outputs are committed, fed in close order through the same ``Stepper`` the backt
 backtest's steps. The records (appended), the state, ``stepped_to`` and the events' done marks are written in one
 transaction. An event is only a wake-up: one delivered twice finds nothing new and places nothing.
 
-Stopping the last live run removes the ``paper`` consumer (and its queue rows), so the outbox keeps pruning.
+The step runs in the live prediction run, after its batch committed (``sensors/live.py``: ``_paper_step``); paper
+events left pending with no live run in flight (a paper step that failed, an event delivered again, the last
+candles of a feed) get a paper-only run of the live job from the sensor (``_paper_catchup``). Stopping the last
+live run removes the ``paper`` consumer (and its queue rows), so the outbox keeps pruning.
 """
 
 from __future__ import annotations
@@ -224,7 +227,7 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
     last = max(rows[-1][1] for rows in candles.values() if rows)
     outputs = backtest.load_outputs(conn, spec, models, pins, first, last + timedelta(microseconds=1),
                                     {s: {ts: b.close for _, ts, b in rows} for s, rows in candles.items()})
-    stepper = Stepper(spec.universe, after=stepped_to)
+    stepper = Stepper(spec.universe, backtest.calendar_expects(store, spec), after=stepped_to)
     used = {s: 0 for s in candles}
     n_steps = 0
     for close, series, ts, bar in sorted(((c, s, ts, b) for s, rows in candles.items() for c, ts, b in rows),

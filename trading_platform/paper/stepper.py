@@ -10,7 +10,10 @@ steps: the backtest feeds its stored candles through the same ``Stepper`` (``bac
 
 What the live run cannot know, a candle that never came, it learns from the series' next candle (or the
 calendar); until then the portfolio waits, as the backtest, which steps ``t`` without that series, does in
-effect. A candle delivered again (a replayed event) or for a time already stepped changes nothing.
+effect. A candle delivered again (a replayed event) or for a time already stepped changes nothing. Both drivers
+pass the same ``expects`` (``backtest.calendar_expects``: the markets' calendars), so a mixed portfolio's crypto
+series step through a weekend while the stock market is closed, and a candle stamped at a time its calendar calls
+closed (one that shares its close time with a series already stepped) is left out by both alike.
 """
 
 from __future__ import annotations
