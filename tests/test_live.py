@@ -1144,3 +1144,91 @@ def test_a_live_paper_run_steps_after_the_live_job_and_equals_the_backtest(live,
         # one order per signal: nothing placed twice
         assert conn.execute("SELECT count(*) FROM (SELECT 1 FROM orders WHERE run_id = %s GROUP BY symbol, timeframe, "
                             "signal_ts, intent HAVING count(*) > 1) d", (started["run_id"],)).fetchone()[0] == 0
+
+
+def test_a_daemon_killed_mid_feed_and_restarted_leaves_one_order_per_signal(live, live_env, tmp_path):
+    """The real daemon (``dagster-daemon run`` with the repository's dagster.yaml: the sensor, the warm process's
+    forked live runs, run monitoring, retries) steps a live paper run. SIGKILLed, with its process group (the
+    warm process and a live run in flight), right after the next hour's candles are fed, then started again: the
+    batch is re-requested, the hour is stepped once, and the run's orders and fills equal the backtest's over the
+    same hours with the same pins, none placed twice."""
+    from trading_platform.instance import instance_yaml
+    from trading_platform.paper import backtest
+    from trading_platform.paper import live as paper_live
+    from trading_platform.paper.spec import parse
+
+    dsn, _, res = live
+    spec = parse({"name": "regime_daemon", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
+                  "rules": {"regime": {"model": "regime_hmm", "allow": ["bear", "sideways", "bull",
+                                                                        "high_volatility"]}, "time_exit": 1},
+                  "costs": {"fee_bps": 10, "spread_bps": 4}})
+    with connect(dsn) as store:
+        started = paper_live.start(store, spec)
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml("WARNING"))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "workspace.yaml").write_text(
+        "load_from:\n  - python_module:\n      module_name: trading_platform.definitions\n      attribute: defs\n"
+        f"      location_name: trading_platform\n      working_directory: {repo}\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "TP_HOME": str(tmp_path / "tp"), "TP_DATABASE_URL": dsn,
+           "MLFLOW_TRACKING_URI": res["mlflow"].tracking_uri, "TP_EMBEDDED": "1", "TP_LIVE_RETRY_AFTER_S": "5",
+           "TP_LOG_LEVEL": "WARNING", "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    daemon_bin = os.path.join(os.path.dirname(sys.executable), "dagster-daemon")
+    log = tmp_path / "daemon.log"
+
+    def start_daemon():
+        return subprocess.Popen([daemon_bin, "run", "-w", str(tmp_path / "workspace.yaml")], env=env, cwd=str(home),
+                                stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stepped():
+        with psycopg.connect(dsn) as c:
+            return c.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s", (started["run_id"],)).fetchone()[0]
+
+    def wait_stepped(hours, proc, timeout=300):
+        deadline = time.monotonic() + timeout
+        while stepped() != started["stepped_to"] + hours * timedelta(hours=1):
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, f"not stepped to hour {hours}: {stepped()}\n{log.read_text()[-4000:]}"
+            time.sleep(0.5)
+
+    daemon = start_daemon()
+    try:
+        feed_next(dsn, 12)
+        wait_stepped(1, daemon)
+        ids, _ = feed_next(dsn, 12)
+        deadline = time.monotonic() + 120
+        with psycopg.connect(dsn, autocommit=True) as c:  # the next batch claimed: its run is on its way
+            while not c.execute("SELECT count(*) FROM market_event_queue WHERE consumer = 'predictions' AND "
+                                "event_id = ANY(%s) AND status <> 'pending'", (ids,)).fetchone()[0]:
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(0.05)
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait()
+        daemon = start_daemon()
+        wait_stepped(2, daemon)
+        feed_next(dsn, 12)
+        wait_stepped(3, daemon)
+    finally:
+        try:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(daemon.pid, signal.SIGKILL)
+    with connect(dsn) as store:
+        conn = store.conn
+        got = [conn.execute("SELECT signal_ts, side, intent, quantity, filled, status FROM orders WHERE run_id = %s "
+                            "ORDER BY signal_ts, intent", (started["run_id"],)).fetchall(),
+               conn.execute("SELECT candle_ts, price, quantity, fee FROM fills WHERE run_id = %s ORDER BY 1, 2",
+                            (started["run_id"],)).fetchall()]
+        assert len(got[0]) >= 3 and got[1]
+        bt = backtest.run(store, spec, started["stepped_to"], stepped(), pins=started["pins"])
+        assert [conn.execute("SELECT signal_ts, side, intent, quantity, filled, status FROM orders WHERE run_id = %s "
+                             "ORDER BY signal_ts, intent", (bt["run_id"],)).fetchall(),
+                conn.execute("SELECT candle_ts, price, quantity, fee FROM fills WHERE run_id = %s ORDER BY 1, 2",
+                             (bt["run_id"],)).fetchall()] == got
+        assert conn.execute("SELECT count(*) FROM (SELECT 1 FROM orders WHERE run_id = %s GROUP BY signal_ts, intent "
+                            "HAVING count(*) > 1) d", (started["run_id"],)).fetchone()[0] == 0
+        # the killed batch was predicted once, by a later attempt
+        assert conn.execute("SELECT count(*) FROM (SELECT e FROM live_commits, unnest(event_ids) e GROUP BY e "
+                            "HAVING count(*) > 1) d").fetchone()[0] == 0
