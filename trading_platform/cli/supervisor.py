@@ -20,6 +20,15 @@ from ._base import emit
 log = logging.getLogger("tp")
 
 
+def _write_pids(pids: list[int]) -> None:
+    """pids.json replaced whole (written beside it, then renamed): `tp down` or a second `tp up` reading it while
+    it is rewritten sees the old list or the new one, never an empty file."""
+    target = pids_file()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(pids))
+    os.replace(tmp, target)
+
+
 def pids_file() -> Path:
     from ..settings import get_settings
 
@@ -194,7 +203,7 @@ def cmd_up(args) -> int:
          *target, "-h", args.host, "-p", str(args.port), "--log-level", "debug" if args.verbose else "warning"],
         env=env, cwd=str(dagster_home), start_new_session=True))
     names[procs[-1].pid] = "dagster dev"
-    pids_file().write_text(json.dumps([p.pid for p in procs]))
+    _write_pids([p.pid for p in procs])
     # the UI opens without "Join the Dagster community" in the way (marked once the webserver answers)
     stop = threading.Event()
     threading.Thread(target=mark_nux_seen, args=(f"http://{host}:{args.port}",), kwargs={"stop": stop},
@@ -218,7 +227,7 @@ def cmd_up(args) -> int:
         while all(p.poll() is None for p in procs):
             for svc in services:
                 svc.check()
-            pids_file().write_text(json.dumps([p.pid for p in procs] + [i for svc in services for i in svc.pids()]))
+            _write_pids([p.pid for p in procs] + [i for svc in services for i in svc.pids()])
             time.sleep(1)
         for p in procs:
             if p.poll() is not None:
