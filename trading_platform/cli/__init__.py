@@ -17,7 +17,7 @@ import os
 import sys
 
 from ..errors import PlatformError
-from . import alerts, db, features, live, market, models, paper, rag, runs, supervisor, symbols, watchdog
+from . import alerts, db, faces, features, live, market, models, paper, rag, runs, supervisor, symbols, watchdog
 from ._base import Parser, emit, fail  # noqa: F401 (the conventions every command follows)
 
 log = logging.getLogger("tp")
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the order of `tp --help`
     supervisor.register(sub, cmd)
     runs.register(sub, cmd)
-    for group in (db, symbols, features, models, live, alerts, watchdog, paper, rag):
+    for group in (db, symbols, features, models, live, alerts, watchdog, paper, rag, faces):
         group.register(sub, cmd)
     runs.register_backfill(sub, cmd)
     market.register(sub, cmd)
