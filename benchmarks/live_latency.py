@@ -30,6 +30,10 @@ Also reported: where a live run's time goes (claim -> run created -> launched ->
 would); ``killed_batch_done_s`` is the time from the kill to the commit of its batch's events by a later
 attempt, against ``retry_after_s`` (the ``TP_LIVE_RETRY_AFTER_S`` in force); the backfill phase is left out.
 
+``--paper``: a live paper strategy over every live symbol's 5m candles (the NHITS forecast's sign, the pump veto,
+stop, target and time exit) is started before the feed, so every live run also steps it (the paper consumer,
+issue 26); ``paper_steps_end`` and ``paper_backlog_end`` say it kept up.
+
 ``--production``: the production shape instead of ``dagster dev``, each service its own process as in
 docker/compose.yaml: a separate PostgreSQL server (TCP, password) holding the market store and Dagster's
 storage, ``dagster code-server start`` (the platform, and a second one for the bare location),
@@ -61,6 +65,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# out of the path (Python put it first, running this script): benchmarks/watchdog.py would shadow the watchdog
+# package Dagster's instance imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 SEED = 7
 PUMP = {"n_estimators": 40, "max_depth": 3, "rise": 0.01, "min_improvement_auc": -1.0,
@@ -393,15 +400,18 @@ def live_figures(dsn: str, name: str) -> dict:
     with psycopg.connect(dsn) as c:
         lat = [float(r[0]) for r in c.execute(
             "SELECT extract(epoch FROM q.done_at - e.created_at) FROM market_events e JOIN market_event_queue q "
-            "ON q.event_id = e.id WHERE e.source = %s AND q.status = 'done'", (name,))]
-        fed_events, not_done = c.execute(
-            "SELECT count(*), count(*) FILTER (WHERE q.status <> 'done') FROM market_events e "
-            "JOIN market_event_queue q ON q.event_id = e.id WHERE e.source = %s", (name,)).fetchone()
+            "ON q.event_id = e.id AND q.consumer = 'predictions' WHERE e.source = %s AND q.status = 'done'",
+            (name,))]
+        fed_events, not_done, fed_done = c.execute(
+            "SELECT count(*), count(*) FILTER (WHERE q.status <> 'done'), count(DISTINCT (e.symbol, e.ts)) FILTER "
+            "(WHERE q.status = 'done' AND e.timeframe = '5m') FROM market_events e JOIN market_event_queue q ON "
+            "q.event_id = e.id AND q.consumer = 'predictions' WHERE e.source = %s", (name,)).fetchone()
         missing_preds = c.execute(
             "SELECT count(*) FROM market_events e WHERE e.source = %s AND NOT EXISTS (SELECT 1 FROM predictions p "
             "WHERE p.model_name = 'pump_xgb' AND p.symbol = e.symbol AND p.timeframe = e.timeframe AND p.ts = e.ts)",
             (name,)).fetchone()[0]
-    return {"events": fed_events, "done": len(lat), "not_done": not_done, "missing_pump_predictions": missing_preds,
+    return {"events": fed_events, "done": len(lat), "fed_done": fed_done, "not_done": not_done,
+            "missing_pump_predictions": missing_preds,
             "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95), "p99_s": pct(lat, 0.99),
             "max_s": round(max(lat), 3) if lat else None}
 
@@ -446,6 +456,45 @@ def run_breakdown(dsn: str, instance, since: float) -> dict:
     out["forked_runs"] = sum(1 for run_id, *_ in rows if run_id in runs and "tp/worker_pid" in runs[run_id].dagster_run.tags)
     out["models_loaded_max"] = max(stages["models_loaded"], default=0)
     return out
+
+
+def start_paper(dsn: str, symbols: list[str]) -> dict:
+    """A live paper strategy over the symbols' 5m candles (what ``tp paper start`` does), started now."""
+    from trading_platform.paper import live as paper_live
+    from trading_platform.paper.spec import parse
+    from trading_platform.store.db import connect
+    from trading_platform.store.paper import save_strategy
+
+    spec = parse({"name": "live_latency", "universe": [{"symbol": s, "timeframe": "5m"} for s in symbols],
+                  "cash": 10_000, "rules": {"confirm": {"table": "forecasts", "model": "nhits.5m", "min": 0.0},
+                                            "pump_veto": {"model": "pump_xgb", "threshold": 0.9}, "stop_loss": 0.01,
+                                            "take_profit": 0.01, "time_exit": 6},
+                  "costs": {"fee_bps": 10, "spread_bps": 4}, "risk": {"position_fraction": 0.2, "max_positions": 5}})
+    with connect(dsn) as store:
+        save_strategy(store.conn, spec)
+        out = paper_live.start(store, spec)
+    return {"run_id": out["run_id"], "pins": out["pins"], "from": str(out["stepped_to"])}
+
+
+def paper_figures(dsn: str, run_id: str) -> dict:
+    import psycopg
+
+    deadline = time.time() + 60
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while True:  # the sensor's catch-up for the last events, if the last live run left any
+            backlog = c.execute("SELECT count(*) FROM market_event_queue WHERE consumer = 'paper' AND status <> 'done'"
+                                ).fetchone()[0]
+            if not backlog or time.time() > deadline:
+                break
+            time.sleep(1)
+        stepped, = c.execute("SELECT stepped_to FROM paper_runs WHERE run_id = %s", (run_id,)).fetchone()
+        orders, = c.execute("SELECT count(*) FROM orders WHERE run_id = %s", (run_id,)).fetchone()
+        # the newest close every live series has delivered (the feed's last round may stop part-way)
+        newest, = c.execute("SELECT min(m) FROM (SELECT max(ts) + interval '5 minutes' AS m FROM ohlcv WHERE "
+                            "timeframe = '5m' AND symbol IN (SELECT symbol FROM symbols WHERE live) GROUP BY symbol) x"
+                            ).fetchone()
+    return {"paper_stepped_to": str(stepped), "paper_orders": orders, "paper_backlog_end": backlog,
+            "paper_behind_s": (newest - stepped).total_seconds() if stepped and newest else None}
 
 
 def duplicated(dsn: str) -> int:
@@ -503,6 +552,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--kill-worker-at", type=float, default=None, metavar="S",
                     help="SIGKILL one live run in flight S seconds into the feed (the backfill phase is left out)")
+    ap.add_argument("--paper", action="store_true", help="a live paper strategy over the live symbols during the feed")
     ap.add_argument("--production", action="store_true",
                     help="the production shape: separate PostgreSQL server, code server, daemon, webserver and live "
                          "runner processes with docker/dagster.yaml")
@@ -603,6 +653,10 @@ def main() -> None:
         log(f"bare sensor -> trivial op: p50 {figures['bare_p50_s']} s, p95 {figures['bare_p95_s']} s "
             f"({len(bare)} runs)")
 
+        if args.paper:
+            figures["paper"] = start_paper(dsn, live)
+            log(f"paper: {figures['paper']['run_id']} live over {len(live)} symbols, pins {figures['paper']['pins']}")
+
         # 2. live: a warm-up candle per symbol (the first run after a start pays cold caches), then the feed
         feed_phase(dsn, live, args.rate, None, "bench warmup", count=len(live))
         drain(dsn, 180)
@@ -621,11 +675,15 @@ def main() -> None:
         backlog = drain(dsn, max(180.0, live_settings().retry_after_s * 3))
         main_fig = live_figures(dsn, "bench feed")
         figures.update(fed=fed["fed"], fed_rate=fed["rate"], predicted=main_fig["done"],
-                       lost=fed["fed"] - main_fig["done"], missing_pump_predictions=main_fig["missing_pump_predictions"],
+                       lost=fed["fed"] - main_fig["fed_done"], missing_pump_predictions=main_fig["missing_pump_predictions"],
                        p50_s=main_fig["p50_s"], p95_s=main_fig["p95_s"], p99_s=main_fig["p99_s"],
                        max_s=main_fig["max_s"], backlog_end=backlog)
         figures["runs"] = run_breakdown(dsn, instance, since)
         figures["models_loaded"] = figures["runs"]["models_loaded_max"]
+        if args.paper:
+            figures.update(paper_figures(dsn, figures["paper"]["run_id"]))
+            log(f"paper: stepped to {figures['paper_stepped_to']}, {figures['paper_orders']} orders, backlog "
+                f"{figures['paper_backlog_end']}")
         log(f"live: {json.dumps(main_fig)}")
         log(f"live runs: {json.dumps(figures['runs'])}")
         if args.kill_worker_at is not None:
@@ -654,7 +712,7 @@ def main() -> None:
         fed_bf = feed_phase(dsn, live, args.rate, bf_duration, "bench feed during backfill")
         backlog_bf = drain(dsn, 180)
         bf_fig = live_figures(dsn, "bench feed during backfill")
-        figures.update(fed_during_backfill=fed_bf["fed"], lost_during_backfill=fed_bf["fed"] - bf_fig["done"],
+        figures.update(fed_during_backfill=fed_bf["fed"], lost_during_backfill=fed_bf["fed"] - bf_fig["fed_done"],
                        p50_during_backfill_s=bf_fig["p50_s"], p99_during_backfill_s=bf_fig["p99_s"],
                        backlog_end=backlog + backlog_bf, backfill_runs=backfill_runs(instance, bf_id))
         figures["runs_during_backfill"] = run_breakdown(dsn, instance, since_bf)
@@ -700,6 +758,9 @@ def main() -> None:
                                                        and bp95 is not None
                                                        and figures["p99_during_backfill_s"] <= bp95 + 10),
     }
+    if args.paper:  # the paper run stepped every candle of the feed (the newest close of every series)
+        figures["targets"]["paper_kept_up"] = figures.get("paper_backlog_end") == 0 and \
+            figures.get("paper_behind_s") is not None and figures["paper_behind_s"] <= 0
     print(json.dumps(figures))
 
 
