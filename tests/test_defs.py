@@ -7,7 +7,8 @@ import sys
 from dagster import AssetKey
 
 HEAVY = ("torch", "neuralforecast", "pytorch_lightning", "lightning", "ray", "sentence_transformers", "faiss",
-         "mlflow", "ccxt", "yfinance", "xgboost", "lightgbm", "sklearn", "hmmlearn", "numba", "polars", "talib")
+         "mlflow", "ccxt", "yfinance", "xgboost", "lightgbm", "sklearn", "hmmlearn", "numba", "polars", "talib",
+         "mcp", "fastapi", "uvicorn")
 
 
 def test_definitions_resolve_every_asset_check_job_schedule_and_sensor():

@@ -214,3 +214,54 @@ def test_tp_mcp_without_a_store_exits_naming_it(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "no market store" in out.stderr and str(tmp_path) in out.stderr
     assert out.stdout == ""
+
+
+# ---- the write tools -------------------------------------------------------------------------------------------------
+def test_the_write_tools_change_the_store_and_are_audited(market, dsn, tmp_path):
+    """With allow_writes: add_symbol adds the row and its partition, promote_model moves the champion alias,
+    start_backfill records one backfill (the same request again returns it), add_note stores a note; every call,
+    failed ones too, has an api_audit row. A failed write leaves nothing behind."""
+    import mlflow
+    from dagster import DagsterInstance
+    from mcp import Client
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client.create_registered_model("pump_xgb")
+    for _ in range(2):
+        client.create_model_version("pump_xgb", source=str(tmp_path), run_id=None)
+    client.set_registered_model_alias("pump_xgb", "champion", "1")
+    server = _server(allow_writes=True)
+
+    async def go():
+        async with Client(server) as c:
+            names = {t.name: t for t in (await c.list_tools()).tools}
+            assert set(names) == READS | {"add_symbol", "start_backfill", "promote_model", "add_note"}
+            assert names["promote_model"].annotations.destructive_hint is True
+            assert names["add_symbol"].annotations.read_only_hint is False
+            out = {"added": await c.call_tool("add_symbol", {"symbol": "ETH/USDT", "timeframes": ["1h"]}),
+                   "bad": await c.call_tool("add_symbol", {"symbol": "ETH USDT!"}),
+                   "promoted": await c.call_tool("promote_model", {"name": "pump_xgb", "version": "2"}),
+                   "backfill": await c.call_tool("start_backfill", {"symbol": "ETH/USDT", "start": "2025-01-01",
+                                                                    "end": "2025-02-28",
+                                                                    "assets": ["market", "features"]})}
+            out["again"] = await c.call_tool("start_backfill", {"symbol": "ETH/USDT", "start": "2025-01-01",
+                                                                "end": "2025-02-28", "assets": ["market", "features"]})
+            return out
+
+    out = _run(go)
+    assert not out["added"].is_error, out["added"].structured_content
+    assert out["bad"].is_error and out["bad"].structured_content["field"] == "symbol"
+    conn = market.conn
+    assert conn.execute("SELECT count(*) FROM symbols WHERE symbol = 'ETH/USDT'").fetchone()[0] == 1
+    instance = DagsterInstance.get()
+    assert "ETH/USDT" in instance.get_dynamic_partitions("symbol")
+    assert not out["promoted"].is_error, out["promoted"].structured_content
+    assert str(client.get_model_version_by_alias("pump_xgb", "champion").version) == "2"
+    b, again = out["backfill"].structured_content, out["again"].structured_content
+    assert not out["backfill"].is_error and b["already_running"] is False
+    assert again["already_running"] is True and again["backfill_id"] == b["backfill_id"]
+    assert [x.backfill_id for x in instance.get_backfills()] == [b["backfill_id"]]
+    audit = conn.execute("SELECT tool, ok, face, arguments->>'symbol' FROM api_audit ORDER BY id").fetchall()
+    assert audit == [("add_symbol", True, "mcp-stdio", "ETH/USDT"), ("add_symbol", False, "mcp-stdio", "ETH USDT!"),
+                     ("promote_model", True, "mcp-stdio", None), ("start_backfill", True, "mcp-stdio", "ETH/USDT"),
+                     ("start_backfill", True, "mcp-stdio", "ETH/USDT")]

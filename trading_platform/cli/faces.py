@@ -1,4 +1,5 @@
-"""`tp mcp`: the MCP server over stdio (how a local assistant launches it)."""
+"""`tp mcp`: the MCP server over stdio (how a local assistant launches it); `tp serve`: the MCP server over
+streamable HTTP at /mcp and the read API at /api/v1, in one uvicorn worker."""
 
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ def cmd_mcp(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from ..faces.http import serve
+
+    if not 0 < args.port < 65536:
+        raise InvalidInput(f"--port must be from 1 to 65535, got {args.port}", field="port")
+    serve(args.host, args.port, allow_writes=args.allow_writes)
+    return 0
+
+
 def register(sub, cmd) -> None:
     p = sub.add_parser("mcp", help="the MCP server over stdio, for an AI assistant (read tools; writes with "
                                    "--allow-writes)")
@@ -49,3 +59,10 @@ def register(sub, cmd) -> None:
     p.add_argument("--home", help="the platform's TP_HOME (an MCP client passes no environment of its own)")
     p.add_argument("--allow-writes", action="store_true",
                    help="also the write tools (add_symbol, start_backfill, promote_model, add_note), each audited")
+    p = sub.add_parser("serve", help="the MCP server over streamable HTTP (/mcp) and the read API (/api/v1/..., "
+                                     "/docs, /health, /ready)")
+    p.set_defaults(fn=cmd_serve)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (not loopback: TP_API_TOKEN is required)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--allow-writes", action="store_true",
+                   help="also the write tools (they need TP_API_WRITE_TOKEN), each audited")

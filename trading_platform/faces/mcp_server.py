@@ -28,8 +28,20 @@ INSTRUCTIONS = (
     "comes back as an error naming its field.")
 
 
-def call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:
-    """Run tool ``t``: (is_error, the structured result or ``{"error", "field"}``), every text redacted."""
+def call(t: registry.Tool, pool, kwargs: dict, face: str = "mcp-stdio", client: str | None = None
+         ) -> tuple[bool, dict]:
+    """Run tool ``t``: (is_error, the structured result or ``{"error", "field"}``), every text redacted. A write
+    tool's call is recorded in ``api_audit`` (``face``, ``client``: a token's hash or an address)."""
+    import time
+
+    t0 = time.perf_counter()
+    is_error, body = _call(t, pool, kwargs)
+    if t.write:
+        audit(face, client, t.name, kwargs, not is_error, body, (time.perf_counter() - t0) * 1000)
+    return is_error, body
+
+
+def _call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:
     from ..api._context import lost_store
 
     try:
@@ -51,6 +63,23 @@ def call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:
                       "field": None}
 
 
+def audit(face: str, client: str | None, tool: str, arguments: dict, ok: bool, result: dict, ms: float) -> None:
+    """One ``api_audit`` row for a write tool's call (arguments and result redacted); a store that cannot take it
+    is logged, the call's answer stands."""
+    from psycopg.types.json import Jsonb
+
+    from ..api._context import open_store
+
+    try:
+        with open_store() as s:
+            s.conn.execute("INSERT INTO api_audit (face, client, tool, arguments, ok, result, elapsed_ms) VALUES "
+                           "(%s, %s, %s, %s, %s, %s, %s)",
+                           (face, client, tool, Jsonb(json.loads(redact_secrets(json.dumps(arguments, default=str)))),
+                            ok, Jsonb(result), ms))
+    except Exception as e:  # noqa: BLE001
+        log.warning("api_audit: the call of %s was not recorded (%s)", tool, redact_secrets(str(e)))
+
+
 def _annotations(t: registry.Tool):
     from mcp.types import ToolAnnotations
 
@@ -60,20 +89,66 @@ def _annotations(t: registry.Tool):
     return ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
-def _adapt(t: registry.Tool, pool):
-    """A function with ``t``'s parameters (``store`` aside) returning ``Annotated[CallToolResult, <result type>]``:
-    the SDK derives the input and output schemas from it."""
+def _refused(t: registry.Tool, access, ctx) -> dict | None:
+    """Over HTTP (``tp serve``): the write token for a write tool, and the client's rate limit; None when the call
+    may go on (always over stdio, where the user who launched the server is the client)."""
+    request = _request(ctx)
+    if access is None or request is None:
+        return None
+    from .http import client_key
+
+    auth = request.headers.get("authorization")
+    if t.write:
+        denied = access.check(auth, write=True)
+        if denied is not None:
+            return {"error": denied[1], "field": "Authorization"}
+    wait = access.take(client_key(auth, request.client.host if request.client else None), write=t.write)
+    if wait is not None:
+        return {"error": f"rate limited: try again in {wait:.1f} s", "field": None, "retry_after_s": round(wait, 1)}
+    return None
+
+
+def _request(ctx):
+    if ctx is None:
+        return None
+    try:
+        return ctx.request_context.request
+    except ValueError:
+        return None
+
+
+def _who(ctx) -> tuple[str, str | None]:
+    """(face, client) of a call: over HTTP the client is its token's hash or its address."""
+    request = _request(ctx)
+    if request is None:
+        return "mcp-stdio", None
+    from .http import client_key
+
+    return "mcp-http", client_key(request.headers.get("authorization"), request.client.host if request.client else None)
+
+
+def _adapt(t: registry.Tool, pool, access=None):
+    """A function with ``t``'s parameters (``store`` aside, the SDK's ``Context`` added) returning
+    ``Annotated[CallToolResult, <result type>]``: the SDK derives the input and output schemas from it."""
+    from mcp.server.mcpserver import Context
     from mcp.types import CallToolResult, TextContent
 
     hints = typing.get_type_hints(t.fn, include_extras=True)
     sig = inspect.signature(t.fn)
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY if p.kind == p.KEYWORD_ONLY else p.kind,
-                        annotation=hints.get(p.name, p.annotation))
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
               for p in sig.parameters.values() if p.name != "store"]
+    params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Context))
     ret = Annotated[CallToolResult, hints["return"]]
 
-    def handler(**kwargs):
-        is_error, body = call(t, pool, kwargs)
+    def handler(ctx=None, **kwargs):
+        refused = _refused(t, access, ctx)
+        face, client = _who(ctx)
+        if refused is not None:
+            is_error, body = True, refused
+            if t.write:  # a write refused (token, rate) is a call too
+                audit(face, client, t.name, kwargs, False, refused, 0.0)
+        else:
+            is_error, body = call(t, pool, kwargs, face, client)
         text = body["error"] if is_error else json.dumps(body, default=str)
         return CallToolResult(is_error=is_error, content=[TextContent(type="text", text=text)],
                               structured_content=body)
@@ -85,8 +160,9 @@ def _adapt(t: registry.Tool, pool):
     return handler
 
 
-def build(allow_writes: bool = False, pool=None):
-    """The ``MCPServer`` with the read tools (and the write tools with ``allow_writes``)."""
+def build(allow_writes: bool = False, pool=None, access=None):
+    """The ``MCPServer`` with the read tools (and the write tools with ``allow_writes``); ``access``
+    (``faces.http.Access``) over HTTP."""
     from mcp.server.mcpserver import MCPServer
 
     from .. import __version__
@@ -95,6 +171,7 @@ def build(allow_writes: bool = False, pool=None):
     pool = pool or ReadPool()
     server = MCPServer(name="trading_platform", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
     for t in registry.tools(allow_writes):
-        server.add_tool(_adapt(t, pool), name=t.name, description=t.description, annotations=_annotations(t))
+        server.add_tool(_adapt(t, pool, access), name=t.name, description=t.description,
+                        annotations=_annotations(t))
     server.pool = pool
     return server

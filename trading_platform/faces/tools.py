@@ -612,3 +612,99 @@ def platform_status(*, store=None) -> PlatformResult:
             "collector": _jsonable(live(store=store).get("collector", [])),
             "watchdog": _jsonable([{k: r.get(k) for k in ("check", "state", "since", "subjects", "detail")}
                                    for r in watchdog(store=store)])}
+
+
+# ---- write tools (registered only with --allow-writes; each call audited in api_audit) ---------------------------
+class SymbolAdded(TypedDict):
+    symbol: str
+    category: str
+    exchange: Optional[str]
+    timeframes: list[str]
+    live: bool
+    enabled: bool
+
+
+class BackfillResult(TypedDict):
+    backfill_id: str
+    symbol: str
+    months: list[str]
+    assets: list[str]
+    status: str
+    already_running: bool
+
+
+class PromoteResult(TypedDict):
+    model: str
+    version: str
+    result: dict[str, Any]
+
+
+class NoteResult(TypedDict):
+    note: dict[str, Any]
+
+
+@tool(write=True)
+def add_symbol(symbol: str, category: Optional[str] = None, exchange: Optional[str] = None,
+               timeframes: Optional[list[str]] = None, live: bool = False, enabled: bool = True) -> SymbolAdded:
+    """Add a managed symbol (and its Dagster partition): its category (crypto, forex, stock; inferred from the
+    symbol when left out), exchange, timeframes (the first is ingested, the rest resampled) and whether it is live
+    (streamed) and enabled. Its history is loaded by a backfill (start_backfill)."""
+    from ..api.symbols import add_symbol as add
+
+    row = add(symbol, category=category, exchange=exchange, timeframes=timeframes, enabled=enabled, live=live)
+    return {k: row.get(k) for k in ("symbol", "category", "exchange", "timeframes", "live", "enabled")}
+
+
+@tool(write=True)
+def start_backfill(symbol: str, start: str, end: str, assets: Optional[list[str]] = None) -> BackfillResult:
+    """Backfill one symbol's months from start to end (dates) through the daemon: the model outputs (predictions,
+    forecasts, patterns, the versions pinned) by default, or market and features. An identical backfill still
+    running is returned instead of a second one."""
+    from ..api._context import instance, mlflow_client, open_store
+    from ..api.runs import parse_date
+    from ..backfill import OUTPUTS, create_backfill, validate
+
+    names = tuple(assets) if assets else OUTPUTS
+    if not all(isinstance(a, str) and a.strip() for a in names):
+        raise InvalidInput("assets lists names such as predictions, forecasts, patterns, market, features",
+                           field="assets")
+    d0, d1 = parse_date(start, "start"), parse_date(end, "end")
+    with open_store() as s:
+        info, months = validate(s, symbol, d0, d1, names)
+        title = f"{', '.join(names)}: {info.symbol} {months[0][:7]}..{months[-1][:7]}"
+        inst = instance()
+        from dagster._core.execution.backfill import BulkActionStatus
+
+        for b in inst.get_backfills(status=BulkActionStatus.REQUESTED, limit=200):
+            if getattr(b, "title", None) == title:
+                return {"backfill_id": b.backfill_id, "symbol": info.symbol, "months": [m[:7] for m in months],
+                        "assets": list(names), "status": b.status.value, "already_running": True}
+        client = mlflow_client() if set(names) & set(OUTPUTS) else None
+        out = create_backfill(inst, s, client, info.symbol, d0, d1, names)
+    return {"backfill_id": out["backfill_id"], "symbol": out["symbol"], "months": out["months"],
+            "assets": out["assets"], "status": "REQUESTED", "already_running": False}
+
+
+@tool(write=True, destructive=True)
+def promote_model(name: str, version: str) -> PromoteResult:
+    """Make version the champion of registered model name by hand (the live path and the scoring pick it up; the
+    previous champion's outputs stay in the record). Recorded in the champion history."""
+    from ..api.models import promote
+
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("name is required (a registered model, see list_models)", field="name")
+    if not isinstance(version, str) or not version.strip():
+        raise InvalidInput("version is required", field="version")
+    return {"model": name, "version": version, "result": _jsonable(promote(name, version))}
+
+
+@tool(write=True)
+def add_note(text: str, symbol: Optional[str] = None, timeframe: Optional[str] = None,
+             at: Optional[str] = None) -> NoteResult:
+    """Add a note or news snippet to the knowledge base (embedded at once; the same text twice is stored once),
+    about a symbol and timeframe and a time if given."""
+    from ..api.kb import add_note as add
+
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("text is empty", field="text")
+    return {"note": _jsonable(add(text, symbol=symbol, timeframe=timeframe, at=at, literal=True))}

@@ -114,7 +114,9 @@ def promote(client, name: str, version: str, conn=None) -> dict:
 
     try:
         client.get_model_version(name, str(version))
-    except MlflowException:
+    except MlflowException as e:
+        if getattr(e, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # the registry failed to answer: not a missing version
         raise InvalidInput(f"no registered model {name!r} version {version!r}", field="version") from None
     previous = champion_version(client, name)
     skipped = (client.get_model_version(name, str(version)).tags or {}).get("gate.reason", "")

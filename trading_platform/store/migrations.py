@@ -1334,6 +1334,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                             'paper'));
         """,
     ),
+    (
+        19,
+        "api_audit: every call of a write tool (tp mcp --allow-writes, tp serve)",
+        """
+        CREATE TABLE IF NOT EXISTS api_audit (
+            id         bigserial PRIMARY KEY,
+            at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+            face       text NOT NULL CHECK (face IN ('mcp-stdio', 'mcp-http', 'http')),
+            client     text,                  -- a token's hash or an address (never a token)
+            tool       text NOT NULL,
+            arguments  jsonb NOT NULL,
+            ok         boolean NOT NULL,
+            result     jsonb,                 -- the result or {error, field}
+            elapsed_ms double precision
+        );
+        CREATE INDEX IF NOT EXISTS api_audit_at ON api_audit (at);
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
