@@ -225,7 +225,8 @@ def test_the_write_tools_change_the_store_and_are_audited(market, dsn, tmp_path)
     from dagster import DagsterInstance
     from mcp import Client
 
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)  # not the process's registry URI, an earlier test's
     client.create_registered_model("pump_xgb")
     for _ in range(2):
         client.create_model_version("pump_xgb", source=str(tmp_path), run_id=None)

@@ -50,8 +50,7 @@ def _call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:
         else:
             with pool.store() as s:
                 out = t.fn(**kwargs, store=s)
-        out = registry.cut(out)
-        return False, json.loads(redact_secrets(json.dumps(out, default=str)))
+        return False, registry.redact_tree(registry.cut(out))
     except PlatformError as e:
         return True, {"error": redact_secrets(e.message), "field": e.field}
     except Exception as e:  # noqa: BLE001 - a tool never crashes the server

@@ -22,6 +22,7 @@ Importing this module loads no MCP, HTTP, Dagster or MLflow library.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
@@ -112,6 +113,31 @@ def _range(start, end):
     return start, end
 
 
+_SECRET_HINT = re.compile(r"@|password|/bot|hook|=|token|secret|key|[0-9]{6,}:", re.I)
+
+
+def redact_tree(v):
+    """``v`` (a JSON-ready value) with ``redact_secrets`` applied to every string that could quote a secret: one
+    with a URI's ``@``, a ``password``, a bot or webhook path, a query parameter, a token or key, or a long
+    ``digits:`` run (a bot token). Numbers and plain times pass untouched (a 500-candle page costs no regex pass
+    beyond one search per string)."""
+    from ..errors import redact_secrets
+
+    t = type(v)
+    if t is str:
+        return redact_secrets(v) if _SECRET_HINT.search(v) else v
+    if t is dict:
+        out = {}
+        for k, x in v.items():  # rows: their numbers kept without a call each
+            tx = type(x)
+            out[k] = x if tx is float or tx is int or tx is bool or x is None else \
+                (redact_secrets(x) if _SECRET_HINT.search(x) else x) if tx is str else redact_tree(x)
+        return out
+    if t is list:
+        return [redact_tree(x) for x in v]
+    return v
+
+
 def cut(result: dict, max_bytes: int = MAX_RESULT_BYTES) -> dict:
     """``result`` with its row list cut so the JSON stays under ``max_bytes``: ``truncated`` true and, where the
     rows carry a time, ``next_start`` (the first row left out). The row list is the first list value."""
@@ -182,7 +208,7 @@ class Candle(TypedDict):
 class CandlesResult(TypedDict):
     symbol: str
     timeframe: str
-    candles: list[Candle]
+    candles: list[dict[str, Any]]  # Candle's fields; a plain object per row keeps a client's validation cheap
     truncated: bool
     next_start: Optional[str]
 
@@ -317,9 +343,9 @@ def get_symbol(symbol: str, *, store=None) -> SymbolResult:
 @tool(route="candles")
 def get_candles(symbol: str, timeframe: str, start: Optional[str] = None, end: Optional[str] = None,
                 limit: int = 500, *, store=None) -> CandlesResult:
-    """Closed candles of one series (open time ts, UTC), oldest first, from start (default: the first stored) to
-    end (exclusive); at most limit (500 by default, 5000 at most). When more remain, truncated is true and
-    next_start is the start of the next page."""
+    """Closed candles of one series, oldest first, each {ts (the open time, UTC), open, high, low, close, volume},
+    from start (default: the first stored) to end (exclusive); at most limit (500 by default, 5000 at most). When
+    more remain, truncated is true and next_start is the start of the next page."""
     from ..core.timeframes import seconds
 
     info = _symbol(store, symbol)
