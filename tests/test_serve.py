@@ -162,3 +162,58 @@ def test_a_public_bind_without_a_token_refuses_to_start(dsn, tmp_path):
     out = subprocess.run([sys.executable, "-m", "trading_platform.cli", "serve", "--port", str(_port())], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "TP_API_RATE" in out.stderr
+
+
+@pytest.mark.parametrize("name,args,field", __import__("test_mcp").BAD,
+                         ids=[f"{n}-{f}-{i}" for i, (n, _, f) in enumerate(__import__("test_mcp").BAD)])
+def test_the_same_bad_arguments_are_422_naming_their_field_over_http(serve_once, market, name, args, field):
+    """The MCP tests' table of bad arguments, against the read API: the same field named, the store unchanged."""
+    from urllib.parse import urlencode
+
+    from trading_platform.faces.tools import TOOLS
+
+    before = market.conn.execute("SELECT count(*) FROM ohlcv").fetchone()[0]
+    query = urlencode([(k, x) for k, v in args.items() for x in (v if isinstance(v, list) else [v])])
+    status, body, _ = get(f"{serve_once}/api/v1/{TOOLS[name].route}?{query}")
+    assert status == 422 and body["field"] == field, body
+    assert market.conn.execute("SELECT count(*) FROM ohlcv").fetchone()[0] == before
+
+
+@pytest.fixture
+def serve_once(serve):
+    return serve(env_extra={"TP_API_RATE": "1000"})[0]
+
+
+def test_no_result_or_error_quotes_a_password(market, dsn, tmp_path, monkeypatch):
+    """Passwords in the database URL and the MLflow URI: every read tool's result, and the error of a store that
+    cannot be reached, are free of both."""
+    import anyio
+    from mcp import Client
+
+    from trading_platform.faces.mcp_server import build
+    from trading_platform.faces.reads import ReadPool
+    from trading_platform.faces.tools import TOOLS
+
+    db_secret, ml_secret = "Db-Secret-pw-41", "Ml-Secret-pw-97"
+    # the embedded server trusts local connections, so a password in the URL is carried but not needed
+    with_pw = dsn.replace("postgresql://postgres:@", f"postgresql://postgres:{db_secret}@", 1) \
+        if "postgres:@" in dsn else dsn.replace("postgresql://postgres@", f"postgresql://postgres:{db_secret}@", 1)
+    assert db_secret in with_pw
+    monkeypatch.setenv("TP_DATABASE_URL", with_pw)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://tp:{ml_secret}@127.0.0.1:9")
+    calls = {"get_symbol": {"symbol": "BTC/USDT"}, "get_candles": {"symbol": "BTC/USDT", "timeframe": "1h"},
+             "get_predictions": {}, "get_forecast": {"symbol": "BTC/USDT", "timeframe": "1h"}, "get_patterns": {},
+             "list_models": {}, "list_symbols": {}, "live_status": {}, "paper_status": {}, "list_alerts": {},
+             "alert_stats": {}, "pipeline_status": {}, "platform_status": {}}
+    assert set(calls) | {"get_features", "search_knowledge", "paper_trades"} == {t for t in TOOLS if not TOOLS[t].write}
+
+    async def go(server):
+        async with Client(server) as c:
+            return [await c.call_tool(n, a) for n, a in calls.items()]
+
+    results = anyio.run(go, build(pool=ReadPool(with_pw)))
+    down = with_pw.replace("/t_", "/nowhere_", 1) + ("&" if "?" in with_pw else "?") + "port=1"
+    results += anyio.run(go, build(pool=ReadPool(down)))
+    text = json.dumps([r.model_dump(by_alias=True, mode="json") for r in results])
+    assert db_secret not in text and ml_secret not in text
+    assert "lost the market store" in text or "cannot reach the market store" in text

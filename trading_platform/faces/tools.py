@@ -514,6 +514,14 @@ def search_knowledge(query: str, symbol: Optional[str] = None, timeframe: Option
     return {"query": out["query"], "hits": _jsonable(out["hits"])}
 
 
+def _mlflow_down(timeout_s: float = 3.0) -> str | None:
+    """None when the tracking store answers within ``timeout_s`` (the watchdog's probe), else why not."""
+    from ..resources.mlflow import default_tracking_uri
+    from ..watchdog.checks import _probe_mlflow
+
+    return _probe_mlflow(default_tracking_uri(), timeout_s)
+
+
 @tool(route="models")
 def list_models(name: Optional[str] = None, *, store=None) -> ModelsResult:
     """Registered models (MLflow's registry): their versions, aliases (champion, challenger), the gate's decision
@@ -524,6 +532,11 @@ def list_models(name: Optional[str] = None, *, store=None) -> ModelsResult:
 
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise InvalidInput("name is empty", field="name")
+    down = _mlflow_down()
+    if down is not None:  # a quick answer, not the MLflow client's minutes of retries
+        from ..errors import StoreUnavailable
+
+        raise StoreUnavailable(f"the model registry (MLflow) does not answer: {down}", field="MLFLOW_TRACKING_URI")
     models = [m for m in registered(mlflow_client()) if name is None or m["name"] == name]
     if name is not None and not models:
         raise InvalidInput(f"no registered model {name!r}", field="name")
@@ -622,13 +635,7 @@ def platform_status(*, store=None) -> PlatformResult:
     from .. import __version__
 
     schema = store.conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
-    try:
-        from ..api._context import mlflow_client
-
-        mlflow_client().search_registered_models(max_results=1)
-        reachable = True
-    except Exception:  # noqa: BLE001 - any failure to answer
-        reachable = False
+    reachable = _mlflow_down() is None
     try:
         kb = _jsonable(kb_status(store=store))
     except Exception as e:  # noqa: BLE001 - the knowledge base is optional
