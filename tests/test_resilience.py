@@ -114,7 +114,7 @@ def test_tp_up_keeps_secrets_off_command_lines_and_its_console_quiet(tp_env, dsn
     env = {**tp_env, "TP_DATABASE_URL": _with_password(dsn, marker),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow-{marker}.db", "TP_LOG_LEVEL": "INFO"}
     up = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--port",
-                           str(free_port()), "--mlflow-port", str(free_port())], env=env,
+                           str(free_port()), "--mlflow-port", str(free_port()), "--api-port", str(free_port())], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids = tmp_path / "home" / "run" / "pids.json"
     try:
@@ -134,6 +134,7 @@ def test_tp_up_keeps_secrets_off_command_lines_and_its_console_quiet(tp_env, dsn
             time.sleep(0.5)
         assert any("mlflow ui" in c for c in seen) and any("dagster dev" in c for c in seen), seen
         assert any("dagster_webserver" in c for c in seen), seen
+        assert any(" serve --host 127.0.0.1" in c for c in seen), seen  # tp serve, on loopback
         assert not [c for c in seen if marker in c]
     finally:
         up.send_signal(signal.SIGINT)

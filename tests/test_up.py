@@ -31,7 +31,7 @@ def test_tp_up_marks_dagsters_first_visit_modal_as_seen(tp_env, tmp_path):
     port = _free_port()
     env = {**tp_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     up = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--no-mlflow",
-                           "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           "--port", str(port), "--api-port", str(_free_port())], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shown = None
     try:
         deadline = time.time() + 120
@@ -66,10 +66,11 @@ def test_tp_up_is_quiet_over_a_minute_of_idle_live_symbols(tp_env, tmp_path):
         subprocess.run([sys.executable, "-m", "trading_platform.cli", "symbols", "add", symbol, "--live",
                         "--category", "crypto", "--exchange", "binance", "--timeframes", "1m"],
                        env=env, check=True, capture_output=True)
-    port, mlflow_port = _free_port(), _free_port()
-    ui = {"dagster": f"http://127.0.0.1:{port}/server_info", "mlflow": f"http://127.0.0.1:{mlflow_port}/health"}
+    port, mlflow_port, api_port = _free_port(), _free_port(), _free_port()
+    ui = {"dagster": f"http://127.0.0.1:{port}/server_info", "mlflow": f"http://127.0.0.1:{mlflow_port}/health",
+          "api": f"http://127.0.0.1:{api_port}/health"}  # tp serve, on loopback
     up = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--port", str(port),
-                           "--mlflow-port", str(mlflow_port)], env=env, stdout=subprocess.PIPE,
+                           "--mlflow-port", str(mlflow_port), "--api-port", str(api_port)], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     banner = threading.Event()
@@ -95,7 +96,7 @@ def test_tp_up_is_quiet_over_a_minute_of_idle_live_symbols(tp_env, tmp_path):
         reader.join(timeout=10)
     shown = "\n".join(console)
     assert banner.is_set(), f"no banner:\n{shown}"
-    assert answered_at_banner == {"dagster": True, "mlflow": True}, (answered_at_banner, shown)
+    assert answered_at_banner == {"dagster": True, "mlflow": True, "api": True}, (answered_at_banner, shown)
     assert not [line for line in console if "sensor" in line.lower()], shown
     assert "BetaWarning" not in shown and "Warning:" not in shown, shown
     assert len(console) <= 8, shown  # the banner and what a user must act on (nothing, here)
@@ -172,7 +173,7 @@ def test_tp_down_during_a_live_batch_and_a_start_after_kill_9_leave_no_run_in_fl
     def up():
         port = _free_port()
         return subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--no-mlflow",
-                                 "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 "--port", str(port), "--api-port", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
 
     holder = psycopg.connect(dsn, autocommit=True)

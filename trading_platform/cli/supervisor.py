@@ -171,6 +171,8 @@ def cmd_up(args) -> int:
     names: dict[int, str] = {}  # pid -> the service, for a message when one exits
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     ready = {"the Dagster UI": f"http://{host}:{args.port}/server_info"}
+    if args.api_port:
+        ready["the API"] = f"http://127.0.0.1:{args.api_port}/health"
     ui_log = settings.run_dir / "mlflow-ui.log"
     remote_mlflow = tracking.startswith(("http://", "https://", "databricks"))
     local_mlflow = not args.no_mlflow and not remote_mlflow
@@ -218,11 +220,14 @@ def cmd_up(args) -> int:
     mlflow_ui = ("" if args.no_mlflow else f" · MLflow UI {redact_secrets(tracking)}" if remote_mlflow
                  else f" · MLflow UI http://{args.host}:{args.mlflow_port}")
     # the banner once the UIs answer (dagster dev takes 10-30 s to serve its UI), not before
-    banner = f"Dagster UI http://{args.host}:{args.port}{mlflow_ui} · Ctrl-C to stop"
+    api = f" · API http://127.0.0.1:{args.api_port}/docs" if args.api_port else ""
+    banner = f"Dagster UI http://{args.host}:{args.port}{mlflow_ui}{api} · Ctrl-C to stop"
     hint = f"; the MLflow UI's output is in {ui_log}" if local_mlflow and not args.verbose else ""
     threading.Thread(target=announce_when_ready, args=(ready, banner, stop), kwargs={"hint": hint},
                      daemon=True).start()
     services = [Collected(env, bindir, dsn), Delivering(env, bindir), Watching(env, bindir)]
+    if args.api_port:
+        services.append(Serving(env, bindir, args.api_port))
     try:
         while all(p.poll() is None for p in procs):
             for svc in services:
@@ -345,6 +350,15 @@ class Watching(Supervised):
     ARGV = ("watchdog", "run")
 
 
+class Serving(Supervised):
+    """`tp serve` under `tp up`, on loopback only (a public bind is the deployment's, with TP_API_TOKEN): the MCP
+    server over streamable HTTP at /mcp and the read API at /api/v1; always running."""
+
+    def __init__(self, env: dict, bindir: Path, port: int):
+        super().__init__(env, bindir)
+        self.ARGV = ("serve", "--host", "127.0.0.1", "--port", str(port))
+
+
 def stop_children(procs) -> None:
     """Stop the process groups we started as Ctrl-C would (dagster dev shuts down cleanly on
     SIGINT), kill what is still there after 15 s, and reap them (no zombies)."""
@@ -419,6 +433,8 @@ def register(sub, cmd) -> None:
     up.add_argument("--port", type=int, default=3000)
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--no-mlflow", action="store_true")
+    up.add_argument("--api-port", type=int, default=8000,
+                    help="tp serve (the MCP server at /mcp and the read API) on 127.0.0.1 at this port; 0: not started")
     up.add_argument("--no-sample", action="store_true", help="do not load the sample market on first start")
     up.add_argument("--verbose", action="store_true",
                     help="print everything: Dagster's DEBUG events of every run, every sensor tick, Dagster's "
