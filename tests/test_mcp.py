@@ -266,3 +266,21 @@ def test_the_write_tools_change_the_store_and_are_audited(market, dsn, tmp_path)
     assert audit == [("add_symbol", True, "mcp-stdio", "ETH/USDT"), ("add_symbol", False, "mcp-stdio", "ETH USDT!"),
                      ("promote_model", True, "mcp-stdio", None), ("start_backfill", True, "mcp-stdio", "ETH/USDT"),
                      ("start_backfill", True, "mcp-stdio", "ETH/USDT")]
+
+
+def test_the_faces_read_as_tp_reader_which_cannot_write(market, dsn):
+    """Reads go through the read-only role (migration 20): a statement that escaped its read-only transaction is
+    still refused by the role's privileges, and the tools answer as before."""
+    import psycopg
+
+    from trading_platform.faces.reads import ReadPool
+
+    pool = ReadPool(dsn)
+    with pool.store() as s:
+        assert s.conn.execute("SELECT current_user").fetchone()[0] == "tp_reader" and pool.role == "tp_reader"
+        assert s.conn.execute("SELECT count(*) FROM ohlcv").fetchone()[0] == 300
+        s.conn.execute("SET default_transaction_read_only = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            s.conn.execute("INSERT INTO symbols (symbol, category) VALUES ('X/USDT', 'crypto')")
+    pool.close()
+    assert market.conn.execute("SELECT count(*) FROM symbols WHERE symbol = 'X/USDT'").fetchone()[0] == 0

@@ -4,12 +4,15 @@ next call opens a new one), and the call answers one line: ``lost the market sto
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
 from contextlib import contextmanager
 
 from ..errors import InvalidInput, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def _setting(name: str, default: int, lo: int, hi: int) -> int:
@@ -44,6 +47,8 @@ class ReadPool:
         self._opened = 0
         self._lock = threading.Lock()
         self._checked = False
+        self._warned = False
+        self.role: str | None = None
 
     def _where(self) -> str:
         from ..store.db import describe_dsn
@@ -65,6 +70,15 @@ class ReadPool:
         except psycopg.Error as e:
             raise StoreUnavailable(f"lost the market store ({self._where()}): {_first_line(e)}",
                                    field="TP_DATABASE_URL") from None
+        try:  # the read-only role (migration 20): a read that escaped its read-only transaction still writes nothing
+            conn.execute("SET ROLE tp_reader")
+            self.role = "tp_reader"
+        except psycopg.Error as e:
+            self.role = None
+            if not self._warned:
+                self._warned = True
+                log.warning("the faces read as %s, not tp_reader (%s): read-only transactions only",
+                            conn.info.user, _first_line(e))
         return MarketStore(conn, self.dsn)
 
     def _take(self):

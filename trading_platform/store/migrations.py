@@ -1352,6 +1352,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS api_audit_at ON api_audit (at);
         """,
     ),
+    (
+        20,
+        "tp_reader: the read-only role the MCP server and the read API read through",
+        """
+        -- created where the migrating login may create roles (the embedded server's superuser, the compose
+        -- database's owner); roles are the cluster's, so a second database finds it there. The login is granted
+        -- membership, so the faces `SET ROLE tp_reader` without a password of their own.
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+                BEGIN
+                    CREATE ROLE tp_reader NOLOGIN;
+                EXCEPTION WHEN duplicate_object THEN NULL;
+                END;
+                EXECUTE format('GRANT tp_reader TO %I', current_user);
+            END IF;
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tp_reader') THEN
+                GRANT USAGE ON SCHEMA public TO tp_reader;
+                GRANT SELECT ON ALL TABLES IN SCHEMA public TO tp_reader;
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO tp_reader;
+            END IF;
+        END
+        $$;
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
