@@ -262,6 +262,9 @@ def test_the_write_tools_change_the_store_and_are_audited(market, dsn, tmp_path)
     assert not out["backfill"].is_error and b["already_running"] is False
     assert again["already_running"] is True and again["backfill_id"] == b["backfill_id"]
     assert [x.backfill_id for x in instance.get_backfills()] == [b["backfill_id"]]
+    from trading_platform.faces.mcp_server import writer_role
+
+    assert writer_role() == "tp_api_writer"  # the writes above ran as the write role (migration 21)
     audit = conn.execute("SELECT tool, ok, face, arguments->>'symbol' FROM api_audit ORDER BY id").fetchall()
     assert audit == [("add_symbol", True, "mcp-stdio", "ETH/USDT"), ("add_symbol", False, "mcp-stdio", "ETH USDT!"),
                      ("promote_model", True, "mcp-stdio", None), ("start_backfill", True, "mcp-stdio", "ETH/USDT"),
@@ -284,3 +287,21 @@ def test_the_faces_read_as_tp_reader_which_cannot_write(market, dsn):
             s.conn.execute("INSERT INTO symbols (symbol, category) VALUES ('X/USDT', 'crypto')")
     pool.close()
     assert market.conn.execute("SELECT count(*) FROM symbols WHERE symbol = 'X/USDT'").fetchone()[0] == 0
+
+
+def test_the_write_role_writes_what_the_write_tools_write_and_nothing_else(market):
+    """tp_api_writer (migration 21) may add a symbol and audit a call, not touch candles or drop anything."""
+    import psycopg
+
+    conn = market.conn
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE tp_api_writer")
+        conn.execute("INSERT INTO symbols (symbol, category) VALUES ('W/USDT', 'crypto')")
+        conn.execute("INSERT INTO api_audit (face, tool, arguments, ok) VALUES ('mcp-stdio', 't', '{}', true)")
+    for sql in ("DELETE FROM ohlcv", "UPDATE ohlcv SET close = 0", "DELETE FROM symbols WHERE symbol = 'W/USDT'",
+                "DELETE FROM api_audit", "TRUNCATE model_champions"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with conn.transaction():
+                conn.execute("SET LOCAL ROLE tp_api_writer")
+                conn.execute(sql)
+    assert conn.execute("SELECT count(*) FROM ohlcv").fetchone()[0] == 300

@@ -3,13 +3,18 @@ MLflow client (each imported only when a function needs it)."""
 
 from __future__ import annotations
 
+import contextvars
 from contextlib import contextmanager, nullcontext
 
 _DSN: str | None = None  # the market store last opened, to name it if it goes away
 
 
+_ROLE: "contextvars.ContextVar[str | None]" = contextvars.ContextVar("tp_store_role", default=None)
+
+
 def open_store(dsn: str | None = None):
-    """A ``MarketStore`` on ``dsn`` (default: ``TP_DATABASE_URL``, else the embedded server)."""
+    """A ``MarketStore`` on ``dsn`` (default: ``TP_DATABASE_URL``, else the embedded server); inside ``as_role``,
+    the session runs as that role (the write tools: ``tp_api_writer``)."""
     global _DSN
     from ..store.db import connect
 
@@ -18,7 +23,25 @@ def open_store(dsn: str | None = None):
 
         dsn = database_url()
     _DSN = dsn
-    return connect(dsn)
+    store = connect(dsn)
+    role = _ROLE.get()
+    if role is not None:
+        try:
+            store.conn.execute(f"SET ROLE {role}")  # a fixed name (as_role's caller), never user input
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+@contextmanager
+def as_role(role: str | None):
+    """The stores ``open_store`` opens inside run as ``role`` (None: as the login)."""
+    token = _ROLE.set(role)
+    try:
+        yield
+    finally:
+        _ROLE.reset(token)
 
 
 def last_dsn() -> str | None:

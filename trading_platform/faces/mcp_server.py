@@ -41,12 +41,34 @@ def call(t: registry.Tool, pool, kwargs: dict, face: str = "mcp-stdio", client: 
     return is_error, body
 
 
+_WRITER: list = []  # [role or None], decided on the first write
+
+
+def writer_role() -> str | None:
+    """``tp_api_writer`` when the login may take it (migration 21), else None (said once): the write tools then
+    write as the login."""
+    if not _WRITER:
+        from ..api._context import open_store
+
+        role = "tp_api_writer"
+        try:
+            with open_store() as s:
+                s.conn.execute(f"SET ROLE {role}")
+        except Exception as e:  # noqa: BLE001 - no such role, or not a member
+            log.warning("the write tools write as the platform's login, not %s (%s)", role,
+                        redact_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__))
+            role = None
+        _WRITER.append(role)
+    return _WRITER[0]
+
+
 def _call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:
-    from ..api._context import lost_store
+    from ..api._context import as_role, lost_store
 
     try:
         if t.write:
-            out = t.fn(**kwargs)
+            with as_role(writer_role()):
+                out = t.fn(**kwargs)
         else:
             with pool.store() as s:
                 out = t.fn(**kwargs, store=s)
@@ -67,10 +89,10 @@ def audit(face: str, client: str | None, tool: str, arguments: dict, ok: bool, r
     is logged, the call's answer stands."""
     from psycopg.types.json import Jsonb
 
-    from ..api._context import open_store
+    from ..api._context import as_role, open_store
 
     try:
-        with open_store() as s:
+        with as_role(writer_role()), open_store() as s:
             s.conn.execute("INSERT INTO api_audit (face, client, tool, arguments, ok, result, elapsed_ms) VALUES "
                            "(%s, %s, %s, %s, %s, %s, %s)",
                            (face, client, tool, Jsonb(json.loads(redact_secrets(json.dumps(arguments, default=str)))),

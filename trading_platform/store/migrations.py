@@ -1377,6 +1377,33 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         $$;
         """,
     ),
+    (
+        21,
+        "tp_api_writer: the role the write tools of the MCP server and the read API write through",
+        """
+        -- what the write tools write, and nothing else: a symbol (add_symbol), the history's first month and a
+        -- backfill's pins (start_backfill), the champion history (promote_model), a note (add_note), their audit
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+                BEGIN
+                    CREATE ROLE tp_api_writer NOLOGIN;
+                EXCEPTION WHEN duplicate_object THEN NULL;
+                END;
+                EXECUTE format('GRANT tp_api_writer TO %I', current_user);
+            END IF;
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tp_api_writer') THEN
+                GRANT USAGE ON SCHEMA public TO tp_api_writer;
+                GRANT SELECT ON ALL TABLES IN SCHEMA public TO tp_api_writer;
+                ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO tp_api_writer;
+                GRANT INSERT, UPDATE ON symbols, model_champions, history_start, rag_documents TO tp_api_writer;
+                GRANT INSERT ON prediction_pins, api_audit TO tp_api_writer;
+                GRANT USAGE ON SEQUENCE rag_documents_id_seq, api_audit_id_seq TO tp_api_writer;
+            END IF;
+        END
+        $$;
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
