@@ -34,6 +34,10 @@ attempt, against ``retry_after_s`` (the ``TP_LIVE_RETRY_AFTER_S`` in force); the
 stop, target and time exit) is started before the feed, so every live run also steps it (the paper consumer,
 issue 26); ``paper_steps_end`` and ``paper_backlog_end`` say it kept up.
 
+``--serve RPS``: ``tp serve`` runs beside the platform and a client asks its read API for 500 candles of a live
+symbol and for the live status, in turn, at RPS requests a second while the feed runs (issue 27: the live latency
+targets hold with it answering); its latency and errors are reported under ``api``.
+
 ``--production``: the production shape instead of ``dagster dev``, each service its own process as in
 docker/compose.yaml: a separate PostgreSQL server (TCP, password) holding the market store and Dagster's
 storage, ``dagster code-server start`` (the platform, and a second one for the bare location),
@@ -458,6 +462,70 @@ def run_breakdown(dsn: str, instance, since: float) -> dict:
     return out
 
 
+class ApiLoad:
+    """``tp serve`` as a process, and a thread asking its read API for a live symbol's last 500 candles and the live
+    status at ``rps`` requests a second in turn; the answers' latency and errors."""
+
+    def __init__(self, env: dict, symbols: list[str], rps: float, tmp: Path):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.env = {**env, "TP_API_RATE": "10000"}
+        self.symbols, self.rps, self.tmp = symbols, rps, tmp
+        self.lat: list[float] = []
+        self.errors = 0
+        self.halt = False
+        self.proc = None
+        self.thread = None
+
+    def start(self) -> None:
+        import threading
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "serve", "--port", str(self.port)],
+                                     env=self.env, stdout=open(self.tmp / "serve.log", "w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("tp serve did not come up: " + (self.tmp / "serve.log").read_text()[-2000:])
+                time.sleep(0.2)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from urllib.parse import quote
+
+        base = f"http://127.0.0.1:{self.port}/api/v1"
+        k = 0
+        while not self.halt:
+            url = (f"{base}/candles?symbol={quote(self.symbols[k % len(self.symbols)])}&timeframe=5m&limit=500"
+                   if k % 2 == 0 else f"{base}/live")
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=30) as r:
+                    r.read()
+                self.lat.append(time.perf_counter() - t)
+            except Exception:  # noqa: BLE001 - counted
+                self.errors += 1
+            k += 1
+            time.sleep(max(0.0, 1.0 / self.rps - (time.perf_counter() - t)))
+
+    def figures(self) -> dict:
+        return {"requests": len(self.lat), "errors": self.errors, "p50_ms": pct([x * 1000 for x in self.lat], 0.5),
+                "p95_ms": pct([x * 1000 for x in self.lat], 0.95)}
+
+    def stop(self) -> None:
+        self.halt = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
 def start_paper(dsn: str, symbols: list[str]) -> dict:
     """A live paper strategy over the symbols' 5m candles (what ``tp paper start`` does), started now."""
     from trading_platform.paper import live as paper_live
@@ -553,6 +621,8 @@ def main() -> None:
     ap.add_argument("--kill-worker-at", type=float, default=None, metavar="S",
                     help="SIGKILL one live run in flight S seconds into the feed (the backfill phase is left out)")
     ap.add_argument("--paper", action="store_true", help="a live paper strategy over the live symbols during the feed")
+    ap.add_argument("--serve", type=float, default=None, metavar="RPS",
+                    help="tp serve running beside, answering RPS read-API requests a second (candles and live status)")
     ap.add_argument("--production", action="store_true",
                     help="the production shape: separate PostgreSQL server, code server, daemon, webserver and live "
                          "runner processes with docker/dagster.yaml")
@@ -653,6 +723,11 @@ def main() -> None:
         log(f"bare sensor -> trivial op: p50 {figures['bare_p50_s']} s, p95 {figures['bare_p95_s']} s "
             f"({len(bare)} runs)")
 
+        api = None
+        if args.serve:
+            api = ApiLoad(env, live, args.serve, tmp)
+            api.start()
+            log(f"tp serve answering {args.serve} requests a second beside the feed")
         if args.paper:
             figures["paper"] = start_paper(dsn, live)
             log(f"paper: {figures['paper']['run_id']} live over {len(live)} symbols, pins {figures['paper']['pins']}")
@@ -672,6 +747,9 @@ def main() -> None:
         fed = feed_phase(dsn, live, args.rate, args.duration, "bench feed")
         if killer is not None:
             killer.join(timeout=180)
+        if api is not None:
+            figures["api"] = api.figures()
+            log(f"tp serve beside the feed: {json.dumps(figures['api'])}")
         backlog = drain(dsn, max(180.0, live_settings().retry_after_s * 3))
         main_fig = live_figures(dsn, "bench feed")
         figures.update(fed=fed["fed"], fed_rate=fed["rate"], predicted=main_fig["done"],
@@ -722,6 +800,8 @@ def main() -> None:
     except _Done:
         pass
     finally:
+        if args.serve and "api" in locals() and api is not None:
+            api.stop()
         for _, p in reversed(services):
             stop(p, signal.SIGTERM)
         if proc is not None and not services:
