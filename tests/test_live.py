@@ -1079,19 +1079,25 @@ def test_a_rerun_of_the_scheduled_scoring_adds_no_alert_and_no_delivery(live):
     assert score(False) == first and score(True) == first  # a re-run, a recompute: the same rows, nothing added
 
 
+def regime_spec(name: str):
+    """A strategy on the BTC/USDT regime champion's hourly outputs: in whatever the regime, out after one hour."""
+    from trading_platform.paper.spec import parse
+
+    return parse({"name": name, "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
+                  "rules": {"regime": {"model": "regime_hmm", "allow": ["bear", "sideways", "bull",
+                                                                        "high_volatility"]}, "time_exit": 1},
+                  "costs": {"fee_bps": 10, "spread_bps": 4}})
+
+
 def test_a_live_paper_run_steps_after_the_live_job_and_equals_the_backtest(live, live_env):
     """A strategy on the regime champion's hourly outputs, started live: each live run (the sensor's request, the
     live job) scores the hour its 5m candles complete, then the paper consumer steps the strategy on it. Its orders
     and fills are the backtest's over the same hours with the same pins; a replayed paper event places nothing."""
     from trading_platform.paper import backtest
     from trading_platform.paper import live as paper_live
-    from trading_platform.paper.spec import parse
 
     dsn, instance, res = live
-    spec = parse({"name": "regime_long", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
-                  "rules": {"regime": {"model": "regime_hmm", "allow": ["bear", "sideways", "bull",
-                                                                        "high_volatility"]}, "time_exit": 1},
-                  "costs": {"fee_bps": 10, "spread_bps": 4}})
+    spec = regime_spec("regime_long")
     with connect(dsn) as store:
         started = paper_live.start(store, spec)
     assert started["pins"] == {"regime_hmm.BTC_USDT": "1"}
@@ -1155,13 +1161,9 @@ def test_a_daemon_killed_mid_feed_and_restarted_leaves_one_order_per_signal(live
     from trading_platform.instance import instance_yaml
     from trading_platform.paper import backtest
     from trading_platform.paper import live as paper_live
-    from trading_platform.paper.spec import parse
 
     dsn, _, res = live
-    spec = parse({"name": "regime_daemon", "universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "cash": 10_000,
-                  "rules": {"regime": {"model": "regime_hmm", "allow": ["bear", "sideways", "bull",
-                                                                        "high_volatility"]}, "time_exit": 1},
-                  "costs": {"fee_bps": 10, "spread_bps": 4}})
+    spec = regime_spec("regime_daemon")
     with connect(dsn) as store:
         started = paper_live.start(store, spec)
     home = tmp_path / "dagster"

@@ -34,8 +34,7 @@ def cmd_mcp(args) -> int:
     from ..faces.reads import ReadPool
 
     pool = ReadPool()
-    pool.close()  # nothing pooled yet; the store is checked (and migrated when embedded) before serving
-    with pool.store():
+    with pool.store():  # the store checked (and migrated when embedded) before serving
         pass
     server = build(allow_writes=args.allow_writes, pool=pool)
     sys.stdout.flush()  # stdout is the protocol's from here: nothing else writes to it

@@ -135,9 +135,9 @@ def _route(app, t: registry.Tool, pool, access: Access) -> None:
         from anyio import to_thread
 
         is_error, body = await to_thread.run_sync(lambda: call(t, pool, kwargs))
-        if is_error:
-            lost = str(body.get("error", "")).startswith("lost the market store")
-            return JSONResponse(body, status_code=503 if lost else 422)
+        if is_error:  # the store or the registry not answering is the server's state, not the request's fault
+            down = body.get("field") in ("TP_DATABASE_URL", "MLFLOW_TRACKING_URI")
+            return JSONResponse(body, status_code=503 if down else 422)
         return body
 
     endpoint.__name__ = t.name

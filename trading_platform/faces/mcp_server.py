@@ -9,6 +9,7 @@ every result and error goes through ``redact_secrets``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -41,25 +42,21 @@ def call(t: registry.Tool, pool, kwargs: dict, face: str = "mcp-stdio", client: 
     return is_error, body
 
 
-_WRITER: list = []  # [role or None], decided on the first write
-
-
+@functools.lru_cache(maxsize=1)
 def writer_role() -> str | None:
     """``tp_api_writer`` when the login may take it (migration 21), else None (said once): the write tools then
-    write as the login."""
-    if not _WRITER:
-        from ..api._context import open_store
+    write as the login. Decided on the first write."""
+    from ..api._context import open_store
 
-        role = "tp_api_writer"
-        try:
-            with open_store() as s:
-                s.conn.execute(f"SET ROLE {role}")
-        except Exception as e:  # noqa: BLE001 - no such role, or not a member
-            log.warning("the write tools write as the platform's login, not %s (%s)", role,
-                        redact_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__))
-            role = None
-        _WRITER.append(role)
-    return _WRITER[0]
+    role = "tp_api_writer"
+    try:
+        with open_store() as s:
+            s.conn.execute(f"SET ROLE {role}")
+    except Exception as e:  # noqa: BLE001 - no such role, or not a member
+        log.warning("the write tools write as the platform's login, not %s (%s)", role,
+                    redact_secrets(str(e).splitlines()[0] if str(e) else type(e).__name__))
+        return None
+    return role
 
 
 def _call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:

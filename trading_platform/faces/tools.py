@@ -346,13 +346,11 @@ def get_candles(symbol: str, timeframe: str, start: Optional[str] = None, end: O
     """Closed candles of one series, oldest first, each {ts (the open time, UTC), open, high, low, close, volume},
     from start (default: the first stored) to end (exclusive); at most limit (500 by default, 5000 at most). When
     more remain, truncated is true and next_start is the start of the next page."""
+    from ..api.market import require_series
     from ..core.timeframes import seconds
 
-    info = _symbol(store, symbol)
     tf = _timeframe(timeframe)
-    if tf not in info.timeframes:
-        raise InvalidInput(f"{info.symbol} does not list timeframe {tf} (it lists {', '.join(info.timeframes)})",
-                           field="timeframe")
+    info = require_series(store, _symbol(store, symbol).symbol, tf)
     start, end = _range(start, end)
     limit = _limit(limit, "get_candles")
     closed_before = datetime.now(timezone.utc) - timedelta(seconds=seconds(tf))  # a candle still forming: left out
@@ -481,9 +479,10 @@ def get_patterns(symbol: Optional[str] = None, timeframe: Optional[str] = None, 
         symbol = _symbol(store, symbol).symbol
     if timeframe is not None:
         timeframe = _timeframe(timeframe)
-    rows, more, page = [], False, LIMITS["get_patterns"] * 4
+    rows, more = [], False
+    # the record's read has no probability floor: the newest rows, four times the most a call returns, filtered here
     out = get_outputs("patterns", symbols=[symbol] if symbol else None, timeframes=[timeframe] if timeframe else None,
-                      start=since, limit=min(page, 100_000), store=store)
+                      start=since, limit=4 * LIMITS["get_patterns"], store=store)
     for r in out["rows"]:
         if r["probability"] is not None and r["probability"] >= min_probability:
             if len(rows) == limit:

@@ -281,7 +281,7 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
                             deadline - time.monotonic(), cfg.poll_s, cfg.listen)
         waiting = not requests and outbox.has_pending(conn)
         slots_busy = waiting and free() <= 0
-        if not requests and free() > 0 and _in_flight(instance, {RUN_KIND_TAG: "live"}) == 0:
+        if not requests and _in_flight(instance, {RUN_KIND_TAG: "live"}) == 0:
             catchup = _paper_catchup(conn, cfg)
             if catchup is not None:
                 requests.append(catchup)

@@ -113,6 +113,35 @@ def _reads_sql(table: str) -> str:
 
 _READS = "".join(_reads_sql(t) for t in _OUTPUT_TABLES)
 
+def _face_role(role: str, grants: str) -> str:
+    """A migration creating ``role`` (NOLOGIN; roles are the cluster's, so a second database finds it there) where
+    the migrating login may create roles, making the login a member (the faces ``SET ROLE`` to it without a
+    password of their own), and granting it SELECT on the schema (now and for the tables created later) and
+    ``grants``. Where it may not, a NOTICE says so and the faces keep running as the login."""
+    return f"""
+        DO $do$
+        DECLARE
+            schema text := current_schema();
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+                BEGIN
+                    CREATE ROLE {role} NOLOGIN;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                    NULL;  -- there already, or created by another database of this cluster meanwhile
+                END;
+                EXECUTE format('GRANT {role} TO %I', current_user);
+            ELSIF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                RAISE NOTICE '{role} not created: % may not create roles (CREATEROLE)', current_user;
+                RETURN;
+            END IF;
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO {role}', schema);
+            EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO {role}', schema);
+            EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT ON TABLES TO {role}', schema);{grants}
+        END
+        $do$;
+        """
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -1355,54 +1384,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (
         20,
         "tp_reader: the read-only role the MCP server and the read API read through",
-        """
-        -- created where the migrating login may create roles (the embedded server's superuser, the compose
-        -- database's owner); roles are the cluster's, so a second database finds it there. The login is granted
-        -- membership, so the faces `SET ROLE tp_reader` without a password of their own.
-        DO $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
-                BEGIN
-                    CREATE ROLE tp_reader NOLOGIN;
-                EXCEPTION WHEN duplicate_object THEN NULL;
-                END;
-                EXECUTE format('GRANT tp_reader TO %I', current_user);
-            END IF;
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tp_reader') THEN
-                GRANT USAGE ON SCHEMA public TO tp_reader;
-                GRANT SELECT ON ALL TABLES IN SCHEMA public TO tp_reader;
-                ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO tp_reader;
-            END IF;
-        END
-        $$;
-        """,
+        _face_role("tp_reader", ""),
     ),
     (
         21,
         "tp_api_writer: the role the write tools of the MCP server and the read API write through",
-        """
-        -- what the write tools write, and nothing else: a symbol (add_symbol), the history's first month and a
-        -- backfill's pins (start_backfill), the champion history (promote_model), a note (add_note), their audit
-        DO $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
-                BEGIN
-                    CREATE ROLE tp_api_writer NOLOGIN;
-                EXCEPTION WHEN duplicate_object THEN NULL;
-                END;
-                EXECUTE format('GRANT tp_api_writer TO %I', current_user);
-            END IF;
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tp_api_writer') THEN
-                GRANT USAGE ON SCHEMA public TO tp_api_writer;
-                GRANT SELECT ON ALL TABLES IN SCHEMA public TO tp_api_writer;
-                ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO tp_api_writer;
-                GRANT INSERT, UPDATE ON symbols, model_champions, history_start, rag_documents TO tp_api_writer;
-                GRANT INSERT ON prediction_pins, api_audit TO tp_api_writer;
-                GRANT USAGE ON SEQUENCE rag_documents_id_seq, api_audit_id_seq TO tp_api_writer;
-            END IF;
-        END
-        $$;
-        """,
+        # what the write tools write, and nothing else: a symbol (add_symbol), the history's first month and a
+        # backfill's pins (start_backfill), the champion history (promote_model), a note (add_note), their audit
+        _face_role("tp_api_writer", """
+            GRANT INSERT, UPDATE ON symbols, model_champions, history_start, rag_documents TO tp_api_writer;
+            GRANT INSERT ON prediction_pins, api_audit TO tp_api_writer;
+            GRANT USAGE ON SEQUENCE rag_documents_id_seq, api_audit_id_seq TO tp_api_writer;"""),
     ),
 ]
 
