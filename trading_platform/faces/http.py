@@ -23,6 +23,7 @@ import typing
 
 from ..errors import InvalidInput
 from . import tools as registry
+from .metrics import REQUESTS
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -130,11 +131,12 @@ def _route(app, t: registry.Tool, pool, access: Access) -> None:
         wait = access.take(client_key(request.headers.get("authorization"),
                                       request.client.host if request.client else None))
         if wait is not None:
+            REQUESTS.observe("http", t.name, "refused", 0.0)
             return JSONResponse({"error": f"rate limited: try again in {wait:.1f} s", "field": None}, status_code=429,
                                 headers={"Retry-After": str(max(1, round(wait)))})
         from anyio import to_thread
 
-        is_error, body = await to_thread.run_sync(lambda: call(t, pool, kwargs))
+        is_error, body = await to_thread.run_sync(lambda: call(t, pool, kwargs, face="http"))
         if is_error:  # the store or the registry not answering is the server's state, not the request's fault
             down = body.get("field") in ("TP_DATABASE_URL", "MLFLOW_TRACKING_URI")
             return JSONResponse(body, status_code=503 if down else 422)
@@ -155,8 +157,12 @@ def build_app(host: str = "127.0.0.1", port: int = 8000, allow_writes: bool = Fa
     from .mcp_server import build
     from .reads import ReadPool
 
+    from .metrics import PlatformCollector, cache_s
+
     access = Access(host, port)
+    cache = cache_s()  # a bad TP_METRICS_CACHE_S stops tp serve at start, naming it
     pool = pool or ReadPool()
+    collector = PlatformCollector(pool, cache=cache)
     server = build(allow_writes=allow_writes, pool=pool, access=access)
     mcp_app = server.streamable_http_app(streamable_http_path="/mcp", transport_security=access.security(),
                                          host=host)
@@ -165,11 +171,12 @@ def build_app(host: str = "127.0.0.1", port: int = 8000, allow_writes: bool = Fa
     async def lifespan(app):
         async with server.session_manager.run():
             yield
+        collector.stop()
         pool.close()
 
     app = FastAPI(title="trading_platform", version=__version__, lifespan=lifespan,
                   description="The platform's read API: the same functions as the MCP tools and the CLI.")
-    app.state.access, app.state.pool = access, pool
+    app.state.access, app.state.pool, app.state.metrics = access, pool, collector
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -208,6 +215,17 @@ def build_app(host: str = "127.0.0.1", port: int = 8000, allow_writes: bool = Fa
             return JSONResponse({"ready": False, "error": f"the store's schema is at {have}, this code needs {want}: "
                                                           "run `tp db migrate`"}, status_code=503)
         return {"ready": True, "schema_version": have}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        """Prometheus' text format (faces/metrics.py); behind the read token like the API."""
+        from anyio import to_thread
+        from fastapi.responses import Response
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from .metrics import render
+
+        return Response(await to_thread.run_sync(lambda: render(collector)), media_type=CONTENT_TYPE_LATEST)
 
     for t in registry.tools(False):
         if t.route:

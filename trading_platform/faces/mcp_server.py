@@ -35,10 +35,14 @@ def call(t: registry.Tool, pool, kwargs: dict, face: str = "mcp-stdio", client: 
     tool's call is recorded in ``api_audit`` (``face``, ``client``: a token's hash or an address)."""
     import time
 
+    from .metrics import REQUESTS
+
     t0 = time.perf_counter()
     is_error, body = _call(t, pool, kwargs)
+    elapsed = time.perf_counter() - t0
+    REQUESTS.observe(face, t.name, "error" if is_error else "ok", elapsed)
     if t.write:
-        audit(face, client, t.name, kwargs, not is_error, body, (time.perf_counter() - t0) * 1000)
+        audit(face, client, t.name, kwargs, not is_error, body, elapsed * 1000)
     return is_error, body
 
 
@@ -162,6 +166,9 @@ def _adapt(t: registry.Tool, pool, access=None):
         refused = _refused(t, access, ctx)
         face, client = _who(ctx)
         if refused is not None:
+            from .metrics import REQUESTS
+
+            REQUESTS.observe(face, t.name, "refused", 0.0)
             is_error, body = True, refused
             if t.write:  # a write refused (token, rate) is a call too
                 audit(face, client, t.name, kwargs, False, refused, 0.0)

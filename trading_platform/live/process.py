@@ -160,7 +160,7 @@ def process_batch(store, server, batch_id: int, event_ids: list[int], pins: dict
         timings["total_s"] = time.perf_counter() - t0
         stats = {"models_loaded": len(loaded), "rows": rows_written, "derived": len(derived_ids), "alerts": alerts,
                  "skipped_symbols": skipped, **{k: round(v, 4) for k, v in timings.items()}}
-        outbox.commit_batch(conn, batch_id, run_id, attempt, remaining, done_ids, stats)
+        outbox.commit_batch(conn, batch_id, run_id, attempt, remaining, done_ids, stats, consumer)
         if before_commit is not None:
             before_commit()
     return {"events_done": len(done_ids), "already_done": False, "derived_events": len(derived_ids),

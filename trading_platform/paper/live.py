@@ -134,8 +134,12 @@ def process(store, limit: int = 1000) -> dict:
             runs += 1
             steps += got["steps"]
             orders += got["orders"]
+        ids = [r[0] for r in events]
         conn.execute("UPDATE market_event_queue SET status = 'done', done_at = clock_timestamp() WHERE consumer = %s "
-                     "AND event_id = ANY(%s)", (CONSUMER, [r[0] for r in events]))
+                     "AND event_id = ANY(%s)", (CONSUMER, ids))
+        from ..store.metrics import count_events_done
+
+        count_events_done(conn, CONSUMER, ids)
     return {"events": len(events), "runs": runs, "steps": steps, "orders": orders}
 
 
@@ -250,6 +254,18 @@ def _step_run(store, run_id: str, spec: Spec) -> dict:
     return {"steps": n_steps, "orders": len(e.rec.orders)}
 
 
+def risk_locks(b, stepped_to) -> list[str]:
+    """The risk locks in force in a run's book at its last step (``tp paper status``, ``tp_paper_risk_locks``)."""
+    locks = []
+    if b.halted:
+        locks.append("max_drawdown")
+    if b.day_locked is not None and b.day_locked == b.day:
+        locks.append("daily_loss_limit")
+    if b.locked_until is not None and stepped_to is not None and stepped_to < b.locked_until:
+        locks.append(f"stop_guard until {b.locked_until.isoformat()}")
+    return locks
+
+
 def status(store) -> dict:
     """What ``tp paper status`` shows (see ``api.paper.live_status``)."""
     from ..store import outbox
@@ -277,13 +293,7 @@ def status(store) -> dict:
         champions = dict(conn.execute("SELECT model_name, version FROM model_champions WHERE alias = 'champion' AND "
                                       "valid_to IS NULL AND model_name = ANY(%s)", (list(pins),)).fetchall())
         promoted = {m: {"pinned": v, "champion": champions.get(m)} for m, v in pins.items() if champions.get(m) != v}
-        locks = []
-        if b.halted:
-            locks.append("max_drawdown")
-        if b.day_locked is not None and b.day_locked == b.day:
-            locks.append("daily_loss_limit")
-        if b.locked_until is not None and stepped_to is not None and stepped_to < b.locked_until:
-            locks.append(f"stop_guard until {b.locked_until.isoformat()}")
+        locks = risk_locks(b, stepped_to)
         runs.append({
             "run_id": run_id, "strategy": name, "version": version, "status": st, "started_at": started,
             "stopped_at": stopped, "stepped_to": stepped_to, "pins": pins, "cash": float(cash),

@@ -10,7 +10,10 @@ for the ``live_writer`` role: it calls ``tp_live_candle()`` and ``tp_live_last_c
 from __future__ import annotations
 
 import os
+from collections import Counter
 from datetime import datetime, timezone
+
+from .metrics import count_ingest_async
 
 US = 1_000_000
 
@@ -49,6 +52,7 @@ async def write_closed(conn, rows: list[tuple[str, str, list]], source: str) -> 
                 (symbol, tf, _ts(int(c[0])), *(float(x) if x is not None else None for x in c[1:6]), source))
             r = await cur.fetchone()
             out.append((r[0], r[1]))
+        await count_ingest_async(conn, Counter((source, o) for o, _ in out))
     return out
 
 
@@ -58,13 +62,16 @@ async def write_batch(conn, rows: list[tuple[str, str, list, str]]) -> list[tupl
     each with its event); (outcome, event id) of each, in order."""
     cols = list(zip(*[(sym, tf, _ts(int(c[0])), *(None if x is None else float(x) for x in c[1:6]), src)
                       for sym, tf, c, src in rows]))  # a missing value is quarantined by the store, with its reason
-    cur = await conn.execute(
-        "SELECT r.outcome, r.event_id FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[], "
-        "%s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::text[]) WITH ORDINALITY "
-        "AS u(s, tf, t, o, h, l, c, v, src, i) "
-        "CROSS JOIN LATERAL tp_live_candle(u.s, u.tf, u.t, u.o, u.h, u.l, u.c, u.v, u.src) r ORDER BY u.i",
-        [list(c) for c in cols])
-    return [(r[0], r[1]) for r in await cur.fetchall()]
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT r.outcome, r.event_id FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[], "
+            "%s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::text[]) WITH ORDINALITY "
+            "AS u(s, tf, t, o, h, l, c, v, src, i) "
+            "CROSS JOIN LATERAL tp_live_candle(u.s, u.tf, u.t, u.o, u.h, u.l, u.c, u.v, u.src) r ORDER BY u.i",
+            [list(c) for c in cols])
+        out = [(r[0], r[1]) for r in await cur.fetchall()]
+        await count_ingest_async(conn, Counter((src, o) for (_, _, _, src), (o, _) in zip(rows, out)))
+    return out
 
 
 async def save_status(conn, rows: list[dict]) -> None:

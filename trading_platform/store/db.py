@@ -213,6 +213,15 @@ class MarketStore:
         return self.write_candles(symbol, tf, norm, source)
 
     def write_candles(self, symbol: str, timeframe: str, norm: Normalized, source: str) -> WriteResult:
+        """Historical candles (no live events), counted in ``tp_ingest_rows_total`` in the same transaction."""
+        from .metrics import count_ingest, write_counts
+
+        with self.conn.transaction():
+            result = self._write_candles(symbol, timeframe, norm, source)
+            count_ingest(self.conn, write_counts(result, source))
+        return result
+
+    def _write_candles(self, symbol: str, timeframe: str, norm: Normalized, source: str) -> WriteResult:
         tf = parse_timeframe(timeframe)
         result = WriteResult(
             rejected=len(norm.rejects),
@@ -286,10 +295,13 @@ class MarketStore:
         validate_symbol(symbol)
         norm = df if isinstance(df, Normalized) else normalize_candles(df, tf, now=now, where=source)
         result = LiveWriteResult(rejected=len(norm.rejects), duplicates_collapsed=norm.duplicates_collapsed)
+        from .metrics import count_ingest, write_counts
+
         with self.conn.transaction():
             if norm.rejects:
                 self.write_rejects(symbol, tf, source, norm.rejects)
             if len(norm) == 0:
+                count_ingest(self.conn, write_counts(result, source))
                 return result
             rows = self.conn.execute(
                 "SELECT r.outcome, r.event_id FROM unnest(%(ts)s::bigint[], %(o)s::float8[], %(h)s::float8[], "
@@ -300,13 +312,14 @@ class MarketStore:
                  "l": norm.low.tolist(), "c": norm.close.tolist(), "v": norm.volume.tolist(),
                  "s": symbol, "tf": tf, "src": source},
             ).fetchall()
-        for outcome, event_id in rows:
-            if outcome == "quarantined":
-                result.rejected += 1
-            else:
-                setattr(result, outcome, getattr(result, outcome) + 1)
-            if event_id is not None:
-                result.events.append(int(event_id))
+            for outcome, event_id in rows:
+                if outcome == "quarantined":
+                    result.rejected += 1
+                else:
+                    setattr(result, outcome, getattr(result, outcome) + 1)
+                if event_id is not None:
+                    result.events.append(int(event_id))
+            count_ingest(self.conn, write_counts(result, source))  # in the candles' transaction
         return result
 
     def _copy(self, statement: str, columns, n: int) -> None:

@@ -142,6 +142,208 @@ def _face_role(role: str, grants: str) -> str:
         """
 
 
+# Migration 22: what /metrics reads (faces/metrics.py). A counter lives in a table, incremented in the transaction
+# that does the counted work: it survives process exits and the outbox's prune, and a batch that rolls back (to be
+# retried) counts nothing. The trigger functions run with their owner's rights (SECURITY DEFINER): the roles that
+# fire them (live_writer keeping collector_status, tp_api_writer adding a note) have no right on these tables.
+LATENCY_BOUNDS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+_METRICS = """
+        -- monotonic counters (and the few gauges kept by triggers: tp_rag_documents); labels: a flat JSON object
+        CREATE TABLE IF NOT EXISTS metric_counters (
+            family     text NOT NULL,
+            labels     jsonb NOT NULL DEFAULT '{}',
+            value      double precision NOT NULL DEFAULT 0,
+            updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (family, labels)
+        );
+        -- histograms: per-bucket counts (not cumulative; the last bucket is +Inf), their sum and count
+        CREATE TABLE IF NOT EXISTS metric_histograms (
+            family     text NOT NULL,
+            labels     jsonb NOT NULL DEFAULT '{}',
+            bounds     float8[] NOT NULL,
+            counts     float8[] NOT NULL,
+            sum        float8 NOT NULL DEFAULT 0,
+            count      float8 NOT NULL DEFAULT 0,
+            updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (family, labels)
+        );
+
+        CREATE OR REPLACE FUNCTION tp_count(p_family text, p_labels jsonb, p_n float8) RETURNS void
+        LANGUAGE sql AS $fn$
+            INSERT INTO metric_counters AS m (family, labels, value)
+            SELECT p_family, p_labels, p_n WHERE p_n <> 0
+            ON CONFLICT (family, labels) DO UPDATE SET value = m.value + EXCLUDED.value, updated_at = clock_timestamp()
+        $fn$;
+
+        -- a live consumer's events marked done (in the batch's transaction, after its last write): how many, and
+        -- each one's insert -> done seconds in tp_live_latency_seconds
+        CREATE OR REPLACE FUNCTION tp_count_events_done(p_consumer text, p_ids bigint[]) RETURNS bigint
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+            b float8[] := '{%(bounds)s}';
+            c float8[];
+            n float8;
+            total float8;
+        BEGIN
+            IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
+                RETURN 0;
+            END IF;
+            SELECT array_agg(coalesce(k.cnt, 0) ORDER BY i.i), coalesce(sum(k.cnt), 0), coalesce(sum(k.tot), 0)
+            INTO c, n, total
+            FROM generate_series(0, cardinality(b)) AS i(i)
+            LEFT JOIN (SELECT width_bucket(d, b) AS w, count(*)::float8 AS cnt, sum(d) AS tot
+                       FROM (SELECT greatest(extract(epoch FROM q.done_at - e.created_at)::float8, 0) AS d
+                             FROM market_event_queue q JOIN market_events e ON e.id = q.event_id
+                             WHERE q.consumer = p_consumer AND q.event_id = ANY(p_ids) AND q.status = 'done') x
+                       GROUP BY 1) k ON k.w = i.i;
+            IF n = 0 THEN
+                RETURN 0;
+            END IF;
+            INSERT INTO metric_histograms AS h (family, labels, bounds, counts, sum, count)
+            VALUES ('tp_live_latency_seconds', jsonb_build_object('consumer', p_consumer), b, c, total, n)
+            ON CONFLICT (family, labels) DO UPDATE SET
+                counts = (SELECT array_agg(u.x + u.y ORDER BY u.o)
+                          FROM unnest(h.counts, EXCLUDED.counts) WITH ORDINALITY AS u(x, y, o)),
+                sum = h.sum + EXCLUDED.sum, count = h.count + EXCLUDED.count, updated_at = clock_timestamp();
+            PERFORM tp_count('tp_live_events_processed_total', jsonb_build_object('consumer', p_consumer), n);
+            RETURN n::bigint;
+        END
+        $fn$;
+
+        -- candles written, by source (its kind: the part before ':') and outcome; the collector (live_writer) too
+        CREATE OR REPLACE FUNCTION tp_count_ingest(p_sources text[], p_outcomes text[], p_ns float8[]) RETURNS void
+        LANGUAGE sql AS $fn$
+            SELECT tp_count('tp_ingest_rows_total', jsonb_build_object('source', k, 'outcome', o), n)
+            FROM (SELECT left(split_part(s, ':', 1), 40) AS k, o, sum(n) AS n
+                  FROM unnest(p_sources, p_outcomes, p_ns) AS u(s, o, n) GROUP BY 1, 2) x
+        $fn$;
+
+        -- the collector's reconnects and gap candles: collector_status holds one run's figures (a new run starts
+        -- from 0); what they grew by is added here, so the counters outlive the run
+        CREATE OR REPLACE FUNCTION tp_collector_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        DECLARE
+            lbl jsonb := jsonb_build_object('exchange', NEW.exchange, 'symbol', coalesce(NEW.symbol, ''),
+                                            'timeframe', coalesce(NEW.timeframe, ''));
+            r   float8 := NEW.reconnects - CASE WHEN TG_OP = 'UPDATE' THEN OLD.reconnects ELSE 0 END;
+            g   float8 := NEW.gap_candles - CASE WHEN TG_OP = 'UPDATE' THEN OLD.gap_candles ELSE 0 END;
+        BEGIN
+            IF r > 0 THEN
+                PERFORM tp_count('tp_collector_reconnects_total', lbl, r);
+            END IF;
+            IF g > 0 THEN
+                PERFORM tp_count('tp_collector_gap_candles_total', lbl, g);
+            END IF;
+            RETURN NULL;
+        END
+        $fn$;
+        DROP TRIGGER IF EXISTS collector_counts ON collector_status;
+        CREATE TRIGGER collector_counts AFTER INSERT OR UPDATE ON collector_status
+            FOR EACH ROW EXECUTE FUNCTION tp_collector_counts();
+
+        -- alerts reaching each status (created pending or suppressed, then decided; a re-judged one counts again)
+        CREATE OR REPLACE FUNCTION tp_alert_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                PERFORM tp_count('tp_alerts_total', jsonb_build_object('model', model_name, 'status', status), n)
+                FROM (SELECT model_name, status, count(*)::float8 AS n FROM new_rows GROUP BY 1, 2) x;
+            ELSE
+                PERFORM tp_count('tp_alerts_total', jsonb_build_object('model', model_name, 'status', status), n)
+                FROM (SELECT n.model_name, n.status, count(*)::float8 AS n FROM new_rows n JOIN old_rows o
+                      ON o.id = n.id WHERE o.status <> n.status GROUP BY 1, 2) x;
+            END IF;
+            RETURN NULL;
+        END
+        $fn$;
+        DROP TRIGGER IF EXISTS alert_counts_insert ON alerts;
+        CREATE TRIGGER alert_counts_insert AFTER INSERT ON alerts REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION tp_alert_counts();
+        DROP TRIGGER IF EXISTS alert_counts_update ON alerts;
+        CREATE TRIGGER alert_counts_update AFTER UPDATE ON alerts REFERENCING OLD TABLE AS old_rows
+            NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tp_alert_counts();
+
+        -- deliveries by destination name (never its URL or token) and outcome: delivered, dead, stale (reached), and
+        -- failed (an attempt that failed and will be retried)
+        CREATE OR REPLACE FUNCTION tp_delivery_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            PERFORM tp_count('tp_alert_deliveries_total', jsonb_build_object('destination', d.name, 'outcome', x.o),
+                             x.n)
+            FROM (SELECT n.destination_id AS id, CASE WHEN n.status <> o.status AND n.status IN
+                         ('delivered', 'dead', 'stale') THEN n.status ELSE 'failed' END AS o, count(*)::float8 AS n
+                  FROM new_rows n JOIN old_rows o ON o.id = n.id
+                  WHERE (n.status <> o.status AND n.status IN ('delivered', 'dead', 'stale'))
+                     OR (n.status IN ('pending', 'sending') AND n.last_error_at IS DISTINCT FROM o.last_error_at
+                         AND n.last_error_at IS NOT NULL)
+                  GROUP BY 1, 2) x JOIN alert_destinations d ON d.id = x.id;
+            RETURN NULL;
+        END
+        $fn$;
+        DROP TRIGGER IF EXISTS delivery_counts ON alert_deliveries;
+        CREATE TRIGGER delivery_counts AFTER UPDATE ON alert_deliveries REFERENCING OLD TABLE AS old_rows
+            NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tp_delivery_counts();
+
+        -- the knowledge base's documents by state, kept as they change (a gauge: never a scan of rag_documents)
+        CREATE OR REPLACE FUNCTION tp_rag_state(deleted_at timestamptz, embedding bytea) RETURNS text
+        LANGUAGE sql IMMUTABLE AS $fn$
+            SELECT CASE WHEN deleted_at IS NOT NULL THEN 'deleted' WHEN embedding IS NULL THEN 'unembedded'
+                        ELSE 'embedded' END
+        $fn$;
+        CREATE OR REPLACE FUNCTION tp_rag_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                PERFORM tp_count('tp_rag_documents', jsonb_build_object('state', st), -n)
+                FROM (SELECT tp_rag_state(deleted_at, embedding) AS st, count(*)::float8 AS n FROM old_rows
+                      GROUP BY 1) x;
+            END IF;
+            IF TG_OP IN ('UPDATE', 'INSERT') THEN
+                PERFORM tp_count('tp_rag_documents', jsonb_build_object('state', st), n)
+                FROM (SELECT tp_rag_state(deleted_at, embedding) AS st, count(*)::float8 AS n FROM new_rows
+                      GROUP BY 1) x;
+            END IF;
+            RETURN NULL;
+        END
+        $fn$;
+        DROP TRIGGER IF EXISTS rag_counts_insert ON rag_documents;
+        CREATE TRIGGER rag_counts_insert AFTER INSERT ON rag_documents REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION tp_rag_counts();
+        DROP TRIGGER IF EXISTS rag_counts_update ON rag_documents;
+        CREATE TRIGGER rag_counts_update AFTER UPDATE ON rag_documents REFERENCING OLD TABLE AS old_rows
+            NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tp_rag_counts();
+        DROP TRIGGER IF EXISTS rag_counts_delete ON rag_documents;
+        CREATE TRIGGER rag_counts_delete AFTER DELETE ON rag_documents REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION tp_rag_counts();
+
+        -- seeded from what is stored now (the counters count from here on; the gauges are exact)
+        INSERT INTO metric_counters (family, labels, value)
+        SELECT 'tp_rag_documents', jsonb_build_object('state', tp_rag_state(deleted_at, embedding)), count(*)
+        FROM rag_documents GROUP BY 2
+        UNION ALL
+        SELECT 'tp_alerts_total', jsonb_build_object('model', model_name, 'status', status), count(*)
+        FROM alerts GROUP BY 2
+        UNION ALL
+        SELECT 'tp_alert_deliveries_total', jsonb_build_object('destination', d.name, 'outcome', x.status), count(*)
+        FROM alert_deliveries x JOIN alert_destinations d ON d.id = x.destination_id
+        WHERE x.status IN ('delivered', 'dead', 'stale') GROUP BY 2
+        ON CONFLICT DO NOTHING;
+
+        DO $do$
+        DECLARE
+            schema text := current_schema();
+            f text;
+        BEGIN
+            FOREACH f IN ARRAY ARRAY['tp_count(text, jsonb, float8)', 'tp_count_events_done(text, bigint[])',
+                                     'tp_count_ingest(text[], text[], float8[])', 'tp_collector_counts()',
+                                     'tp_alert_counts()', 'tp_delivery_counts()', 'tp_rag_counts()'] LOOP
+                EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', f, schema);
+                EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+            END LOOP;
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'live_writer') THEN
+                GRANT EXECUTE ON FUNCTION tp_count_ingest(text[], text[], float8[]) TO live_writer;
+            END IF;
+        END
+        $do$;
+""".replace("%(bounds)s", ",".join(f"{b:g}" for b in LATENCY_BOUNDS))
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -1395,6 +1597,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             GRANT INSERT, UPDATE ON symbols, model_champions, history_start, rag_documents TO tp_api_writer;
             GRANT INSERT ON prediction_pins, api_audit TO tp_api_writer;
             GRANT USAGE ON SEQUENCE rag_documents_id_seq, api_audit_id_seq TO tp_api_writer;"""),
+    ),
+    (
+        22,
+        "metrics that survive: counters and histograms kept in the transactions that do the work (tp serve /metrics)",
+        _METRICS,
     ),
 ]
 

@@ -20,6 +20,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from . import metrics
+
 CONSUMER = "predictions"
 CHANNEL = "tp_market_events"
 
@@ -141,6 +143,7 @@ def rerequest(conn, batch_id: int, attempt: int, note: str, consumer: str = CONS
             "RETURNING attempt, pins", {"n": note, "id": batch_id, "a": attempt}).fetchone()
         if row is None:
             return None
+        metrics.count(conn, "tp_live_batch_retries_total", {"consumer": consumer})
         ids = [r[0] for r in conn.execute(
             "SELECT event_id FROM market_event_queue WHERE consumer = %s AND batch_id = %s AND status = 'claimed' "
             "ORDER BY event_id", (consumer, batch_id)).fetchall()]
@@ -148,8 +151,12 @@ def rerequest(conn, batch_id: int, attempt: int, note: str, consumer: str = CONS
 
 
 def record_error(conn, batch_id: int, message: str) -> None:
-    conn.execute("UPDATE live_batches SET last_error = %s, last_error_at = clock_timestamp() WHERE id = %s",
-                 (message[:2000], batch_id))
+    """The failed run's error on its batch, counted in ``tp_live_batch_errors_total`` (one transaction)."""
+    with conn.transaction():
+        row = conn.execute("UPDATE live_batches SET last_error = %s, last_error_at = clock_timestamp() WHERE id = %s "
+                           "RETURNING consumer", (message[:2000], batch_id)).fetchone()
+        if row is not None:
+            metrics.count(conn, "tp_live_batch_errors_total", {"consumer": row[0]})
 
 
 def listen(conn, channel: str = CHANNEL) -> None:
@@ -283,9 +290,11 @@ def not_done(conn, batch_id: int, consumer: str = CONSUMER) -> int:
 
 
 def commit_batch(conn, batch_id: int, run_id: str, attempt: int, remaining: int, done_ids: list[int],
-                 stats: dict) -> None:
-    """Close the batch (done when ``remaining`` is 0) and record the run's commit with the events it did."""
+                 stats: dict, consumer: str = CONSUMER) -> None:
+    """Close the batch (done when ``remaining`` is 0), record the run's commit with the events it did, and count
+    them (``tp_live_events_processed_total``, ``tp_live_latency_seconds``)."""
     conn.execute("UPDATE live_batches SET status = CASE WHEN %s = 0 THEN 'done' ELSE status END, "
                  "done_at = clock_timestamp(), run_id = %s WHERE id = %s", (remaining, run_id, batch_id))
     conn.execute("INSERT INTO live_commits (batch_id, run_id, attempt, event_ids, stats) VALUES (%s, %s, %s, %s, %s)",
                  (batch_id, run_id, attempt, done_ids, json.dumps(stats)))
+    metrics.count_events_done(conn, consumer, done_ids)  # last: the counter rows are locked only to the commit

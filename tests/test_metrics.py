@@ -1,0 +1,272 @@
+"""``/metrics`` (issue 28) on a real PostgreSQL, Dagster and MLflow: every family of the catalogue with its type and
+labels, passing ``promtool check metrics`` and prometheus_client's parser; values equal to the database's (the
+backlog ``tp live status`` shows, a series' last close, the latency histogram's count against the events done after
+``tp live feed``); counters monotonic across a retried batch, the outbox's prune, a collector restart and a new
+exporter; a failing collector dropping only its own series; nothing secret in a label."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
+
+import psycopg
+import pytest
+from dagster import instance_for_test
+from prometheus_client.parser import text_string_to_metric_families
+
+from trading_platform.core.symbols import SymbolInfo
+from trading_platform.faces.metrics import CATALOGUE, PlatformCollector, render
+from trading_platform.faces.reads import ReadPool
+from trading_platform.resources import MarketDB
+from trading_platform.store import outbox
+
+from test_live import candles, empty_registry, live_env, run_request, tick  # noqa: F401 (fixtures)
+
+
+def scrape(dsn, instance=None, cache=0.0) -> tuple[str, PlatformCollector]:
+    pool = ReadPool(dsn)
+    try:
+        col = PlatformCollector(pool, instance=instance, cache=cache)
+        col._champions = []  # the registry thread is not started here: what it reads has its own test
+        col.start = lambda: None
+        return render(col).decode(), col
+    finally:
+        pool.close()
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value}"""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(text, name, **labels) -> float | None:
+    return samples(text).get((name, tuple(sorted(labels.items()))))
+
+
+@pytest.fixture
+def platform(store, dsn, empty_registry, live_env, tp_env, tmp_path):  # noqa: F811
+    from trading_platform.resources import ModelServer
+
+    store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
+    store.add_symbol(SymbolInfo.create("ETH/USDT", timeframes=["5m"], live=True))
+    store.ingest_frame("BTC/USDT", "5m", candles("2025-01-01", 10), source="file")
+    with instance_for_test() as instance:
+        yield store, instance, {"market_db": MarketDB(database_url=dsn), "mlflow": empty_registry,
+                                "model_server": ModelServer(tracking_uri=empty_registry.tracking_uri,
+                                                            cache_dir=str(tmp_path / "cache"), device="cpu")}
+
+
+def tp(env, *args):
+    p = subprocess.run([sys.executable, "-m", "trading_platform.cli", *args, "--json"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_every_family_of_the_catalogue_with_its_type_and_labels_and_promtool_accepts_it(platform, dsn, tmp_path):
+    store, instance, res = platform
+    text, _ = scrape(dsn, instance)
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert not fams["tp_metrics_collect_errors"].samples, text  # every collector read
+    for name, (kind, labels, _) in CATALOGUE.items():
+        base = name[:-len("_total")] if kind == "counter" else name
+        assert base in fams, f"{name} missing"
+        assert fams[base].type == kind, name
+        for s in fams[base].samples:
+            assert set(s.labels) - {"le"} == set(labels), (name, s.labels)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus (the CI script installs it)"
+    p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_values_are_the_databases_and_counters_survive_a_retry_a_prune_and_a_new_exporter(platform, dsn, tp_env,
+                                                                                        live_env):
+    import trading_platform.live.process as process
+
+    store, instance, res = platform
+    fed = tp(tp_env, "live", "feed", "--symbols", "BTC/USDT,ETH/USDT", "--rate", "50", "--count", "6")
+    assert fed["events"] == 6
+    text, col = scrape(dsn, instance)
+    st = tp(tp_env, "live", "status")
+    assert value(text, "tp_live_backlog_events", consumer="predictions") == st["backlog"] == 6
+    with psycopg.connect(dsn) as c:
+        oldest = c.execute("SELECT extract(epoch FROM min(created_at))::float8 FROM market_events").fetchone()[0]
+    assert value(text, "tp_live_oldest_pending_timestamp_seconds", consumer="predictions") == pytest.approx(oldest)
+    with psycopg.connect(dsn) as c:
+        for sym, last in c.execute("SELECT symbol, max(ts) FROM ohlcv GROUP BY 1").fetchall():
+            assert value(text, "tp_ohlcv_last_close_timestamp_seconds", symbol=sym, timeframe="5m") == \
+                (last + timedelta(minutes=5)).timestamp()
+    # the historical load and the live feed, by source kind and outcome
+    assert value(text, "tp_ingest_rows_total", source="file", outcome="inserted") == 10
+    assert value(text, "tp_ingest_rows_total", source="tp live feed", outcome="inserted") == 6
+    assert value(text, "tp_live_events_processed_total", consumer="predictions") is None
+
+    # the sensor's runs fail once (their batches roll back: nothing counted), then the retries do them
+    reqs = tick(instance, res).run_requests
+    assert reqs
+
+    def broken(*a, **k):
+        raise RuntimeError("model server fell over")
+
+    real = process.refresh_features
+    live_env.setattr(process, "refresh_features", broken)
+    for req in reqs:
+        assert not run_request(req, instance=instance, resources=res, raise_on_error=False).success
+    live_env.setattr(process, "refresh_features", real)
+    text, _ = scrape(dsn, instance)
+    assert value(text, "tp_live_events_processed_total", consumer="predictions") is None
+    assert value(text, "tp_live_batch_errors_total", consumer="predictions") == len(reqs)
+    live_env.setenv("TP_LIVE_RETRY_AFTER_S", "0")
+    again = tick(instance, res).run_requests
+    assert len(again) == len(reqs)
+    for req in again:
+        assert run_request(req, instance=instance, resources=res).success
+    for req in reqs:  # a late duplicate of a first attempt does nothing and counts nothing
+        assert run_request(req, instance=instance, resources=res).success
+    text, _ = scrape(dsn, instance)
+    with psycopg.connect(dsn) as c:
+        done = c.execute("SELECT count(*) FROM market_event_queue WHERE consumer = 'predictions' AND status = 'done'"
+                         ).fetchone()[0]
+        lat = [r[0] for r in c.execute("SELECT extract(epoch FROM q.done_at - e.created_at)::float8 FROM market_event_queue q "
+                                       "JOIN market_events e ON e.id = q.event_id").fetchall()]
+    assert done == 6
+    assert value(text, "tp_live_events_processed_total", consumer="predictions") == done
+    assert value(text, "tp_live_latency_seconds_count", consumer="predictions") == done
+    assert value(text, "tp_live_latency_seconds_sum", consumer="predictions") == pytest.approx(float(sum(lat)))
+    assert value(text, "tp_live_latency_seconds_bucket", consumer="predictions", le="+Inf") == done
+    assert value(text, "tp_live_latency_seconds_bucket", consumer="predictions", le="0.5") == \
+        sum(1 for x in lat if x < 0.5)
+    assert value(text, "tp_live_batch_retries_total", consumer="predictions") == len(reqs)
+    assert value(text, "tp_live_backlog_events", consumer="predictions") == 0
+    before = {k: v for k, v in samples(text).items() if k[0].endswith(("_total", "_count", "_sum", "_bucket"))}
+
+    # the outbox pruned to nothing, a collector restarted, and a new exporter (a restarted tp serve)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        pruned = outbox.prune(c, retention_h=0)
+        assert pruned["events"] == 6
+        c.execute("INSERT INTO collector_status (exchange, kind, name, state, reconnects) VALUES "
+                  "('binance', 'connection', 'binance#0', 'streaming', 2)")
+        c.execute("UPDATE collector_status SET reconnects = 5")
+        c.execute("DELETE FROM collector_status")  # a new collector run starts its own rows from 0
+        c.execute("INSERT INTO collector_status (exchange, kind, name, state, reconnects) VALUES "
+                  "('binance', 'connection', 'binance#0', 'streaming', 1)")
+    text, _ = scrape(dsn, instance)
+    after = samples(text)
+    for k, v in before.items():
+        assert after.get(k) == v, k
+    assert value(text, "tp_collector_reconnects_total", exchange="binance", symbol="", timeframe="") == 6
+
+
+def test_alerts_deliveries_and_documents_are_counted_as_they_change(platform, dsn):
+    store, instance, res = platform
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("INSERT INTO alert_rules (name, model_name, threshold) VALUES ('r', 'pump_xgb', 0.5)")
+        c.execute("INSERT INTO alert_destinations (name, kind, url_env) VALUES ('ops-hook', 'webhook', 'OPS_URL')")
+        for i in range(3):
+            c.execute(
+                "INSERT INTO alerts (rule_id, model_name, model_version, symbol, timeframe, ts, candle_close, "
+                "created_at, role, value, current_value, threshold, side, target, kind, horizon, entry, status, send) "
+                "VALUES (1, 'pump_xgb', '1', 'BTC/USDT', '5m', %s, %s, now(), 'champion', 0.9, 0.9, 0.5, 'above', "
+                "'t', 'pump', 12, 100, 'pending', 'send')",
+                (f"2025-01-01 00:0{i}+00", f"2025-01-01 00:0{i + 5}+00"))
+        c.execute("UPDATE alerts SET status = 'success' WHERE id = 1")
+        c.execute("UPDATE alerts SET current_value = 0.8")  # no status change: nothing counted
+        c.execute("INSERT INTO alert_deliveries (destination_id, alert_id, key, type, payload) "
+                  "VALUES (1, 1, 'k1', 'alert', '{}'), (1, 2, 'k2', 'alert', '{}')")
+        c.execute("UPDATE alert_deliveries SET last_error_at = now(), last_error = 'HTTP 500', attempts = 1 "
+                  "WHERE key = 'k1'")
+        c.execute("UPDATE alert_deliveries SET status = 'delivered' WHERE key = 'k1'")
+        c.execute("INSERT INTO rag_documents (doc_key, kind, text) SELECT 'n' || g, 'note', 'x' "
+                  "FROM generate_series(1, 4) g")
+        c.execute("UPDATE rag_documents SET embedding = '\\x00' WHERE id <= 2")
+        c.execute("UPDATE rag_documents SET deleted_at = now() WHERE id = 4")
+        c.execute("DELETE FROM rag_documents WHERE id = 3")
+    text, _ = scrape(dsn, instance)
+    assert value(text, "tp_alerts_total", model="pump_xgb", status="pending") == 3
+    assert value(text, "tp_alerts_total", model="pump_xgb", status="success") == 1
+    assert value(text, "tp_alert_deliveries_total", destination="ops-hook", outcome="failed") == 1
+    assert value(text, "tp_alert_deliveries_total", destination="ops-hook", outcome="delivered") == 1
+    assert value(text, "tp_alert_deliveries_pending", destination="ops-hook") == 1
+    with psycopg.connect(dsn) as c:
+        oldest = c.execute("SELECT extract(epoch FROM min(created_at))::float8 FROM alerts WHERE status = 'pending'"
+                           ).fetchone()[0]
+        states = dict(c.execute("SELECT tp_rag_state(deleted_at, embedding), count(*) FROM rag_documents GROUP BY 1"
+                                ).fetchall())
+    assert value(text, "tp_alert_oldest_pending_evaluation_timestamp_seconds") == pytest.approx(float(oldest))
+    assert states == {"embedded": 2, "deleted": 1}
+    for state, n in states.items():
+        assert value(text, "tp_rag_documents", state=state) == n
+    assert value(text, "tp_rag_documents", state="unembedded") == 0
+
+
+def test_a_failing_collector_drops_its_own_series_and_is_counted_the_scrape_goes_on(platform, dsn):
+    store, instance, res = platform
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("INSERT INTO watchdog_state (name, state, runner, since) VALUES ('data_stale', 'failing', "
+                  "'sensor', '2025-01-01 00:00+00'), ('live_backlog', 'ok', 'sensor', NULL)")
+    text, _ = scrape(dsn, instance)
+    assert value(text, "tp_watchdog_check_failing", check="data_stale") == 1
+    assert value(text, "tp_watchdog_check_failing", check="live_backlog") == 0
+    assert value(text, "tp_watchdog_check_since_timestamp_seconds", check="data_stale") == 1735689600.0
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("REVOKE SELECT ON watchdog_state FROM tp_reader")
+    text, col = scrape(dsn, instance)
+    assert value(text, "tp_watchdog_check_failing", check="data_stale") is None
+    assert value(text, "tp_metrics_collect_errors_total", collector="watchdog") == 1
+    assert value(text, "tp_ohlcv_last_close_timestamp_seconds", symbol="BTC/USDT", timeframe="5m") is not None
+
+
+def test_the_cache_serves_one_read_for_its_seconds_and_a_bad_setting_is_named(platform, dsn, monkeypatch):
+    from trading_platform.errors import InvalidInput
+    from trading_platform.faces.metrics import cache_s
+
+    store, instance, res = platform
+    pool = ReadPool(dsn)
+    col = PlatformCollector(pool, instance=instance, cache=60)
+    col._champions, col.start = [], (lambda: None)
+    first = render(col).decode()
+    store.ingest_frame("BTC/USDT", "5m", candles("2025-01-01 00:50", 2), source="file")
+    assert render(col).decode() == first  # within the cache's seconds: the same read
+    col.cache = 0
+    assert value(render(col).decode(), "tp_ingest_rows_total", source="file", outcome="inserted") == 12
+    pool.close()
+    monkeypatch.setenv("TP_METRICS_CACHE_S", "soon")
+    with pytest.raises(InvalidInput) as e:
+        cache_s()
+    assert e.value.field == "TP_METRICS_CACHE_S"
+
+
+def test_the_registry_thread_exports_each_champion_and_since_when(platform, dsn, empty_registry):  # noqa: F811
+    """Read by the background refresh from MLflow's aliases and the champion history."""
+    from trading_platform.models.registry import promote
+
+    store, instance, res = platform
+    client = empty_registry.client()
+    name = "metrics_probe"
+    client.create_registered_model(name)
+    for _ in range(2):
+        client.create_model_version(name, source="file:///nowhere")
+    promote(client, name, "2", conn=store.conn)
+    pool = ReadPool(dsn)
+    col = PlatformCollector(pool, instance=instance, cache=0)
+    os.environ["MLFLOW_TRACKING_URI"] = empty_registry.tracking_uri
+    try:
+        col.refresh_registry()
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    col.start = lambda: None
+    text = render(col).decode()
+    pool.close()
+    since = store.conn.execute("SELECT valid_from FROM model_champions WHERE model_name = %s AND valid_to IS NULL",
+                               (name,)).fetchone()[0]
+    assert value(text, "tp_model_champion_version", model=name) == 2
+    assert value(text, "tp_model_champion_since_timestamp_seconds", model=name) == since.timestamp()
