@@ -49,6 +49,8 @@ setup(
         # tp serve: the read API and /mcp in one uvicorn worker
         "fastapi>=0.110",
         "uvicorn>=0.30",
+        # tp serve's /metrics: a custom collector over the store (its exposition format and parser)
+        "prometheus-client>=0.20,<1",
     ],
     extras_require={
         "cpu": ["faiss-cpu>=1.8"],

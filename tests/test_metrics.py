@@ -75,7 +75,8 @@ def test_every_family_of_the_catalogue_with_its_type_and_labels_and_promtool_acc
     store, instance, res = platform
     text, _ = scrape(dsn, instance)
     fams = {f.name: f for f in text_string_to_metric_families(text)}
-    assert not fams["tp_metrics_collect_errors"].samples, text  # every collector read
+    errors = {s.labels["collector"]: s.value for s in fams["tp_metrics_collect_errors"].samples}
+    assert set(errors) >= {"live", "ohlcv", "paper", "dagster", "registry"} and not any(errors.values()), errors
     for name, (kind, labels, _) in CATALOGUE.items():
         base = name[:-len("_total")] if kind == "counter" else name
         assert base in fams, f"{name} missing"
@@ -270,3 +271,165 @@ def test_the_registry_thread_exports_each_champion_and_since_when(platform, dsn,
                                (name,)).fetchone()[0]
     assert value(text, "tp_model_champion_version", model=name) == 2
     assert value(text, "tp_model_champion_since_timestamp_seconds", model=name) == since.timestamp()
+
+
+# ---- a real Prometheus scraping tp serve -----------------------------------------------------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "metrics-read-token-7q"
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(fn, timeout, what):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def _get(url, token=None):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def _expressions() -> list[tuple[str, str]]:
+    """(where, expr) of every rule in docker/prometheus/rules.yml and every Grafana panel target."""
+    import glob
+
+    import yaml
+
+    out = []
+    with open(os.path.join(REPO, "docker/prometheus/rules.yml")) as f:
+        for group in yaml.safe_load(f)["groups"]:
+            for rule in group["rules"]:
+                out.append((rule.get("record") or rule.get("alert"), rule["expr"]))
+
+    def panels(items):
+        for p in items:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    for path in glob.glob(os.path.join(REPO, "docker/grafana/dashboards/*.json")):
+        with open(path) as f:
+            for p in panels(json.load(f)["panels"]):
+                for t in p.get("targets", []):
+                    if t.get("expr"):
+                        out.append((f"panel {p.get('title')}", t["expr"]))
+    return out
+
+
+def test_a_real_prometheus_scrapes_tp_serve_and_every_rule_and_panel_expression_runs(platform, dsn, tp_env,
+                                                                                      tmp_path):
+    """Debian's Prometheus with docker/prometheus/prometheus.yml, only the target (and the paths of its token and
+    rule files) changed: ``up`` is 1, every rule and every dashboard expression runs through the query API, and
+    the counters of a restarted tp serve carry on (they live in the store)."""
+    import urllib.parse
+
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is missing: apt-get install prometheus (the CI script installs it)"
+    tp(tp_env, "live", "feed", "--symbols", "BTC/USDT,ETH/USDT", "--rate", "50", "--count", "4")
+    env = {**tp_env, "TP_API_TOKEN": TOKEN, "TP_METRICS_CACHE_S": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
+    port = _port()
+    procs = []
+
+    def start_serve():
+        log = open(tmp_path / f"serve-{len(procs)}.log", "w")
+        p = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "serve", "--port", str(port)], env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+        procs.append(p)
+        _wait(lambda: _get(f"http://127.0.0.1:{port}/health")[0] == 200, 60, "tp serve did not come up")
+        return p
+
+    try:
+        serve = start_serve()
+        status, text = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 401  # behind the read token, like the API
+        status, text = _get(f"http://127.0.0.1:{port}/metrics", TOKEN)
+        assert status == 200 and "tp_live_backlog_events" in text
+        assert TOKEN not in text and "://" not in text and "password" not in text.lower()
+
+        (tmp_path / "api_token").write_text(TOKEN + "\n")
+        shutil.copy(os.path.join(REPO, "docker/prometheus/rules.yml"), tmp_path / "rules.yml")
+        with open(os.path.join(REPO, "docker/prometheus/prometheus.yml")) as f:
+            config = f.read()
+        assert '"api:8000"' in config
+        config = (config.replace('"api:8000"', f'"127.0.0.1:{port}"')
+                  .replace("/etc/prometheus/api_token", str(tmp_path / "api_token"))
+                  .replace("/etc/prometheus/rules.yml", str(tmp_path / "rules.yml")))
+        (tmp_path / "prometheus.yml").write_text(config)
+        check = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        pport = _port()
+        plog = open(tmp_path / "prometheus.log", "w")
+        procs.append(subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                       f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                       f"--web.listen-address=127.0.0.1:{pport}"], stdout=plog, stderr=plog))
+        api = f"http://127.0.0.1:{pport}/api/v1/query?query="
+
+        def query(expr):
+            status, body = _get(api + urllib.parse.quote(expr))
+            return status, (json.loads(body) if body.startswith("{") else {"status": "error", "error": body})
+
+        def up():
+            status, body = query('up{job="trading_platform"}')
+            result = body.get("data", {}).get("result", []) if status == 200 else []
+            return result and result[0]["value"][1] == "1"
+
+        _wait(up, 60, "Prometheus never scraped tp serve (up != 1):\n" + (tmp_path / "prometheus.log").read_text())
+        backlog = _wait(lambda: query('tp_live_backlog_events{consumer="predictions"}')[1]["data"]["result"], 30,
+                        "no backlog series in Prometheus")
+        assert backlog[0]["value"][1] == "4"
+        exprs = _expressions()
+        assert len(exprs) >= 10
+        for where, expr in exprs:
+            status, body = query(expr.replace("$__rate_interval", "1m").replace("$__interval", "1m"))
+            assert status == 200 and body["status"] == "success", (where, expr, body)
+
+        # a restarted tp serve: the counters read from the store carry on
+        before = samples(_get(f"http://127.0.0.1:{port}/metrics", TOKEN)[1])
+        serve.terminate()
+        serve.wait(timeout=20)
+        start_serve()
+        after = samples(_get(f"http://127.0.0.1:{port}/metrics", TOKEN)[1])
+        kept = [k for k in before if k[0].startswith(("tp_ingest_rows", "tp_live_events", "tp_live_latency",
+                                                      "tp_alerts", "tp_alert_deliveries_total"))]
+        assert kept
+        for k in kept:
+            assert after.get(k, -1) >= before[k], k
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_the_docs_list_every_family_with_its_type_and_labels():
+    with open(os.path.join(REPO, "docs/metrics.md")) as f:
+        rows = {line.split("|")[1].strip().strip("`"): [c.strip() for c in line.split("|")[2:4]]
+                for line in f if line.startswith("| `tp_") and line.count("|") == 5}
+    for name, (kind, labels, _) in CATALOGUE.items():
+        assert rows.get(name) == [kind, ", ".join(labels) or "—"], name
+    assert set(rows) == set(CATALOGUE)

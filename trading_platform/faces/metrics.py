@@ -298,7 +298,8 @@ class PlatformCollector:
         self._instance = instance
         self.cache = cache_s() if cache is None else cache
         self.refresh_s = registry_refresh_s
-        self.errors: dict[str, int] = {}
+        # every collector from 0, so its first failure is an increase Prometheus sees
+        self.errors: dict[str, int] = {name: 0 for name in (*STORE_COLLECTORS, "dagster", "rag", "registry")}
         self.last_queries = 0
         self._cached: tuple[float, list] | None = None
         self._lock = threading.Lock()
