@@ -109,7 +109,7 @@ def test_values_are_the_databases_and_counters_survive_a_retry_a_prune_and_a_new
     # the historical load and the live feed, by source kind and outcome
     assert value(text, "tp_ingest_rows_total", source="file", outcome="inserted") == 10
     assert value(text, "tp_ingest_rows_total", source="tp live feed", outcome="inserted") == 6
-    assert value(text, "tp_live_events_processed_total", consumer="predictions") is None
+    assert value(text, "tp_live_events_processed_total", consumer="predictions") == 0  # there from 0
 
     # the sensor's runs fail once (their batches roll back: nothing counted), then the retries do them
     reqs = tick(instance, res).run_requests
@@ -124,7 +124,7 @@ def test_values_are_the_databases_and_counters_survive_a_retry_a_prune_and_a_new
         assert not run_request(req, instance=instance, resources=res, raise_on_error=False).success
     live_env.setattr(process, "refresh_features", real)
     text, _ = scrape(dsn, instance)
-    assert value(text, "tp_live_events_processed_total", consumer="predictions") is None
+    assert value(text, "tp_live_events_processed_total", consumer="predictions") == 0
     assert value(text, "tp_live_batch_errors_total", consumer="predictions") == len(reqs)
     live_env.setenv("TP_LIVE_RETRY_AFTER_S", "0")
     again = tick(instance, res).run_requests
@@ -137,15 +137,19 @@ def test_values_are_the_databases_and_counters_survive_a_retry_a_prune_and_a_new
     with psycopg.connect(dsn) as c:
         done = c.execute("SELECT count(*) FROM market_event_queue WHERE consumer = 'predictions' AND status = 'done'"
                          ).fetchone()[0]
-        lat = [r[0] for r in c.execute("SELECT extract(epoch FROM q.done_at - e.created_at)::float8 FROM market_event_queue q "
-                                       "JOIN market_events e ON e.id = q.event_id").fetchall()]
+        # each event waited at least until its batch's commit record was written (the count is the statement after)
+        lat = [r[0] for r in c.execute(
+            "SELECT extract(epoch FROM m.committed_at - e.created_at)::float8 FROM live_commits m CROSS JOIN "
+            "unnest(m.event_ids) AS i JOIN market_events e ON e.id = i").fetchall()]
     assert done == 6
     assert value(text, "tp_live_events_processed_total", consumer="predictions") == done
     assert value(text, "tp_live_latency_seconds_count", consumer="predictions") == done
-    assert value(text, "tp_live_latency_seconds_sum", consumer="predictions") == pytest.approx(float(sum(lat)))
-    assert value(text, "tp_live_latency_seconds_bucket", consumer="predictions", le="+Inf") == done
-    assert value(text, "tp_live_latency_seconds_bucket", consumer="predictions", le="0.5") == \
-        sum(1 for x in lat if x < 0.5)
+    assert len(lat) == done and sum(lat) <= value(text, "tp_live_latency_seconds_sum", consumer="predictions") \
+        <= sum(lat) + done * 0.5
+    buckets = [value(text, "tp_live_latency_seconds_bucket", consumer="predictions", le=le)
+               for le in ("0.5", "1", "2", "5", "10", "20", "30", "60", "120", "300", "+Inf")]
+    assert buckets == sorted(buckets) and buckets[-1] == done  # cumulative, every event in +Inf
+    assert buckets[buckets.index(next(b for b in buckets if b))] >= 1
     assert value(text, "tp_live_batch_retries_total", consumer="predictions") == len(reqs)
     assert value(text, "tp_live_backlog_events", consumer="predictions") == 0
     before = {k: v for k, v in samples(text).items() if k[0].endswith(("_total", "_count", "_sum", "_bucket"))}
@@ -154,17 +158,32 @@ def test_values_are_the_databases_and_counters_survive_a_retry_a_prune_and_a_new
     with psycopg.connect(dsn, autocommit=True) as c:
         pruned = outbox.prune(c, retention_h=0)
         assert pruned["events"] == 6
-        c.execute("INSERT INTO collector_status (exchange, kind, name, state, reconnects) VALUES "
-                  "('binance', 'connection', 'binance#0', 'streaming', 2)")
-        c.execute("UPDATE collector_status SET reconnects = 5")
+        # a collector run: its connection row counts reconnects, its series rows the gap candles (the connection
+        # row carries the sum of its series' gaps too: not counted twice)
+        c.execute("INSERT INTO collector_status (exchange, kind, name, state, reconnects, gap_candles) VALUES "
+                  "('binance', 'connection', 'binance#0', 'streaming', 2, 0), "
+                  "('binance', 'series', 'BTC/USDT 5m', 'streaming', 0, 0)")
+        c.execute("UPDATE collector_status SET symbol = 'BTC/USDT', timeframe = '5m', gap_candles = 3 "
+                  "WHERE kind = 'series'")
+        c.execute("UPDATE collector_status SET reconnects = 5, gap_candles = 3 WHERE kind = 'connection'")
         c.execute("DELETE FROM collector_status")  # a new collector run starts its own rows from 0
-        c.execute("INSERT INTO collector_status (exchange, kind, name, state, reconnects) VALUES "
-                  "('binance', 'connection', 'binance#0', 'streaming', 1)")
+        c.execute("INSERT INTO collector_status (exchange, kind, name, state, reconnects, symbol, timeframe, "
+                  "gap_candles) VALUES ('binance', 'connection', 'binance#0', 'streaming', 1, NULL, NULL, 4), "
+                  "('binance', 'series', 'BTC/USDT 5m', 'streaming', 0, 'BTC/USDT', '5m', 4)")
     text, _ = scrape(dsn, instance)
     after = samples(text)
     for k, v in before.items():
         assert after.get(k) == v, k
     assert value(text, "tp_collector_reconnects_total", exchange="binance", symbol="", timeframe="") == 6
+    assert value(text, "tp_collector_gap_candles_total", exchange="binance", symbol="BTC/USDT", timeframe="5m") == 7
+    assert value(text, "tp_collector_gap_candles_total", exchange="binance", symbol="", timeframe="") is None
+    # the triggers' deltas folded into the counters (the live sensor, the maintenance job): the same figures
+    from trading_platform.store.metrics import fold
+
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert fold(c) > 0
+        assert c.execute("SELECT count(*) FROM metric_deltas").fetchone()[0] == 0
+    assert samples(scrape(dsn, instance)[0]) == samples(text)
 
 
 def test_alerts_deliveries_and_documents_are_counted_as_they_change(platform, dsn):
@@ -186,6 +205,9 @@ def test_alerts_deliveries_and_documents_are_counted_as_they_change(platform, ds
         c.execute("UPDATE alert_deliveries SET last_error_at = now(), last_error = 'HTTP 500', attempts = 1 "
                   "WHERE key = 'k1'")
         c.execute("UPDATE alert_deliveries SET status = 'delivered' WHERE key = 'k1'")
+        # the watchdog's own messages are inserted already decided
+        c.execute("INSERT INTO alert_deliveries (destination_id, key, type, payload, status) "
+                  "VALUES (1, 'w1', 'watchdog', '{}', 'dead')")
         c.execute("INSERT INTO rag_documents (doc_key, kind, text) SELECT 'n' || g, 'note', 'x' "
                   "FROM generate_series(1, 4) g")
         c.execute("UPDATE rag_documents SET embedding = '\\x00' WHERE id <= 2")
@@ -196,6 +218,7 @@ def test_alerts_deliveries_and_documents_are_counted_as_they_change(platform, ds
     assert value(text, "tp_alerts_total", model="pump_xgb", status="success") == 1
     assert value(text, "tp_alert_deliveries_total", destination="ops-hook", outcome="failed") == 1
     assert value(text, "tp_alert_deliveries_total", destination="ops-hook", outcome="delivered") == 1
+    assert value(text, "tp_alert_deliveries_total", destination="ops-hook", outcome="dead") == 1
     assert value(text, "tp_alert_deliveries_pending", destination="ops-hook") == 1
     with psycopg.connect(dsn) as c:
         oldest = c.execute("SELECT extract(epoch FROM min(created_at))::float8 FROM alerts WHERE status = 'pending'"
@@ -207,16 +230,65 @@ def test_alerts_deliveries_and_documents_are_counted_as_they_change(platform, ds
     for state, n in states.items():
         assert value(text, "tp_rag_documents", state=state) == n
     assert value(text, "tp_rag_documents", state="unembedded") == 0
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("TRUNCATE rag_documents")
+    text, _ = scrape(dsn, instance)
+    assert [value(text, "tp_rag_documents", state=s) for s in ("embedded", "deleted", "unembedded")] == [0, 0, 0]
+
+
+def test_counting_in_the_middle_of_a_transaction_makes_no_writer_wait_for_another(platform, dsn):
+    """The triggers append their counts: two writers changing documents (or alerts) of the same states at once
+    neither wait for each other nor deadlock (a shared counter row updated in each would make the second wait)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("INSERT INTO rag_documents (doc_key, kind, text, embedding) SELECT 'n' || g, 'note', 'x', "
+                  "CASE WHEN g <= 2 THEN '\\x00'::bytea END FROM generate_series(1, 4) g")
+    a, b = psycopg.connect(dsn), psycopg.connect(dsn)
+    try:
+        b.execute("SET lock_timeout = '2s'")
+        # as the summaries' sync does: an embedded document soft-deleted, its replacement inserted
+        a.execute("UPDATE rag_documents SET deleted_at = now() WHERE id = 1")
+        a.execute("INSERT INTO rag_documents (doc_key, kind, text) VALUES ('n1b', 'note', 'y')")
+        # meanwhile the embedder embeds the unembedded ones
+        b.execute("UPDATE rag_documents SET embedding = '\\x01' WHERE id IN (3, 4)")
+        b.execute("UPDATE rag_documents SET deleted_at = now() WHERE id = 2")
+        b.commit()
+        a.commit()
+    finally:
+        a.close()
+        b.close()
+    text, _ = scrape(dsn, platform[1])
+    assert [value(text, "tp_rag_documents", state=s) for s in ("embedded", "unembedded", "deleted")] == [2, 1, 2]
+
+
+def test_the_ingest_counter_takes_no_forged_figure(platform, dsn):
+    """``tp_count_ingest()`` is callable by live_writer (outside writers): it refuses an unknown outcome or a
+    negative count, and a source kind is cut to a short plain name."""
+    from collections import Counter
+
+    from trading_platform.store.metrics import count_ingest
+
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for outcomes in (Counter({("binance", "x" * 300): 1}), Counter({("binance", "inserted"): -5})):
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                count_ingest(c, outcomes)
+        count_ingest(c, Counter({("evil{job=\"x\"}://h" + "y" * 80 + ":tail", "inserted"): 2}))
+    text, _ = scrape(dsn, platform[1])
+    [src] = [dict(k[1])["source"] for k in samples(text) if k[0] == "tp_ingest_rows_total"
+             and dict(k[1])["source"] not in ("file",)]
+    assert len(src) <= 40 and "{" not in src and '"' not in src and ":" not in src
 
 
 def test_a_failing_collector_drops_its_own_series_and_is_counted_the_scrape_goes_on(platform, dsn):
     store, instance, res = platform
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("INSERT INTO watchdog_state (name, state, runner, since) VALUES ('data_stale', 'failing', "
-                  "'sensor', '2025-01-01 00:00+00'), ('live_backlog', 'ok', 'sensor', NULL)")
+        c.execute("INSERT INTO watchdog_state (name, state, runner, since, checked_at) VALUES ('data_stale', "
+                  "'failing', 'sensor', '2025-01-01 00:00+00', now()), ('live_backlog', 'ok', 'sensor', NULL, now()), "
+                  "('run_failed', 'failing', 'sensor', '2025-01-01 00:00+00', now() - interval '1 hour')")
     text, _ = scrape(dsn, instance)
     assert value(text, "tp_watchdog_check_failing", check="data_stale") == 1
     assert value(text, "tp_watchdog_check_failing", check="live_backlog") == 0
+    # a state the watchdog has not looked at for 10 of its intervals (it stopped): no value rather than a stale one
+    assert value(text, "tp_watchdog_check_failing", check="run_failed") is None
     assert value(text, "tp_watchdog_check_since_timestamp_seconds", check="data_stale") == 1735689600.0
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("REVOKE SELECT ON watchdog_state FROM tp_reader")

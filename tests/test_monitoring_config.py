@@ -389,7 +389,8 @@ def test_the_platforms_own_alerts():
         assert a["labels"]["severity"] in set(SEVERITIES.values()), (a["alert"], a["labels"])
         assert a["annotations"].get("summary"), a["alert"]
     p99 = alerts["TPLiveLatencyP99High"]
-    assert re.fullmatch(r"tp:live_latency_seconds:p99_5m\s*>\s*20", p99["expr"].strip()), p99["expr"]
+    assert re.fullmatch(r'tp:live_latency_seconds:p99_5m\{consumer="predictions"\}\s*>\s*20', p99["expr"].strip()), \
+        p99["expr"]
     assert p99["for"] == "5m"
     assert 20 in LIVE_LATENCY_BUCKETS  # the target is a bucket boundary: p99 crosses it without interpolation
     assert re.fullmatch(r"increase\(tp_metrics_collect_errors_total\[10m\]\)\s*>\s*0",
@@ -428,9 +429,9 @@ def test_promtool_plays_the_alerts_and_recording_rules(tmp_path):
             "exp_labels": {"severity": SEVERITIES[SPECS[check][1]], "check": check, **_T, **{
                 k: v for k, v in a["labels"].items() if k != "severity"}},
             "exp_annotations": {**_static(a["annotations"]), "since": "2023-11-14 22:13:20 +0000 UTC"}}]})
-    # live latency: consumer `slow` observes 60 events per 15 s between 20 and 30 s (p99 29.9 s), `fast` between
+    # live latency: consumer `predictions` (the one the target is for) observes 60 events per 15 s between 20 and 30 s (p99 29.9 s), `fast` between
     # 1 and 2 s (p99 1.99 s)
-    for consumer, first in (("slow", 30), ("fast", 2)):
+    for consumer, first in (("predictions", 30), ("paper", 2)):
         for le in (*LIVE_LATENCY_BUCKETS, "+Inf"):
             grows = le == "+Inf" or le >= first
             series.append(_series("tp_live_latency_seconds_bucket", {"consumer": consumer, "le": le},
@@ -438,9 +439,9 @@ def test_promtool_plays_the_alerts_and_recording_rules(tmp_path):
     p99 = alerts["TPLiveLatencyP99High"]
     cases.append({"eval_time": "4m", "alertname": "TPLiveLatencyP99High", "exp_alerts": []})
     cases.append({"eval_time": "10m", "alertname": "TPLiveLatencyP99High", "exp_alerts": [{
-        "exp_labels": {"consumer": "slow", **p99["labels"]},
+        "exp_labels": {"consumer": "predictions", **p99["labels"]},
         "exp_annotations": {**_static(p99["annotations"]),
-                            "summary": "live p99 latency of slow is 29.9s (target: 20 s)"}}]})
+                            "summary": "live p99 latency of predictions is 29.9s (target: 20 s)"}}]})
     # a collector that failed once, 2.5 minutes in
     series.append(_series("tp_metrics_collect_errors_total", {"collector": "paper"}, "0x9 1x100"))
     series.append(_series("tp_metrics_collect_errors_total", {"collector": "live"}, "0x110"))
@@ -465,11 +466,11 @@ def test_promtool_plays_the_alerts_and_recording_rules(tmp_path):
                           "-300x10"))
     promql = [
         {"expr": "tp:live_latency_seconds:p99_5m", "eval_time": "10m", "exp_samples": [
-            {"labels": 'tp:live_latency_seconds:p99_5m{consumer="slow"}', "value": 29.9},
-            {"labels": 'tp:live_latency_seconds:p99_5m{consumer="fast"}', "value": 1.99}]},
+            {"labels": 'tp:live_latency_seconds:p99_5m{consumer="predictions"}', "value": 29.9},
+            {"labels": 'tp:live_latency_seconds:p99_5m{consumer="paper"}', "value": 1.99}]},
         {"expr": "tp:live_latency_seconds:p50_5m", "eval_time": "10m", "exp_samples": [
-            {"labels": 'tp:live_latency_seconds:p50_5m{consumer="slow"}', "value": 25},
-            {"labels": 'tp:live_latency_seconds:p50_5m{consumer="fast"}', "value": 1.5}]},
+            {"labels": 'tp:live_latency_seconds:p50_5m{consumer="predictions"}', "value": 25},
+            {"labels": 'tp:live_latency_seconds:p50_5m{consumer="paper"}', "value": 1.5}]},
         # the test clock starts at Unix time 0: a close at -300 is 420 s old at 2 minutes
         {"expr": "tp:ohlcv_last_close:age_seconds", "eval_time": "2m", "exp_samples": [
             {"labels": 'tp:ohlcv_last_close:age_seconds{instance="api:8000", job="trading_platform", '
@@ -650,10 +651,24 @@ def test_the_grafana_password_comes_from_the_env_file(tmp_path):
         if name != "grafana":
             assert secret not in json.dumps(svc), name
     assert secret not in " ".join(map(str, s["grafana"].get("command") or []))
-    # left out, Compose refuses, naming it
-    env_file.write_text(re.sub(r"(?m)^GRAFANA_ADMIN_PASSWORD=.*$", "", example))
-    r = _compose("config", env_file=env_file, profiles=("monitoring",))
-    assert r.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD in docker/.env" in r.stderr, r.stderr
+    # left out (a deployment from before the monitoring profile): the rest still configures, and Grafana's own
+    # start refuses, naming it
+    env_file.write_text(re.sub(r"(?m)^(GRAFANA_ADMIN_PASSWORD|GRAFANA_ADMIN_USER|TP_GRAFANA_PORT|TP_PROMETHEUS_PORT)"
+                               r"=.*$", "", example))
+    for profiles in ((), ("monitoring",)):
+        r = _compose("config", env_file=env_file, profiles=profiles)
+        assert r.returncode == 0, r.stderr
+    grafana = yaml.safe_load(r.stdout)["services"]["grafana"]
+    start = " ".join(grafana["command"])
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == ""
+    p = subprocess.run(["sh", "-c", start.replace("$$", "$").replace("exec /run.sh", "echo started")],
+                       env={"GF_SECURITY_ADMIN_PASSWORD": "", "PATH": os.environ["PATH"]}, capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "set GRAFANA_ADMIN_PASSWORD in docker/.env" in p.stderr
+    p = subprocess.run(["sh", "-c", start.replace("$$", "$").replace("exec /run.sh", "echo started")],
+                       env={"GF_SECURITY_ADMIN_PASSWORD": "x", "PATH": os.environ["PATH"]}, capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "started"
 
 
 # ---- no secret in the monitoring files ------------------------------------------------------------------

@@ -169,6 +169,7 @@ def build_app(host: str = "127.0.0.1", port: int = 8000, allow_writes: bool = Fa
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        collector.start()  # the registry's champions, read in the background from the start
         async with server.session_manager.run():
             yield
         collector.stop()
@@ -185,6 +186,7 @@ def build_app(host: str = "127.0.0.1", port: int = 8000, allow_writes: bool = Fa
             return await call_next(request)
         denied = access.check(request.headers.get("authorization"))
         if denied is not None:
+            REQUESTS.observe("mcp-http" if path.startswith("/mcp") else "http", "", "refused", 0.0)
             return JSONResponse({"error": denied[1], "field": "Authorization"}, status_code=denied[0],
                                 headers={"WWW-Authenticate": "Bearer"} if denied[0] == 401 else None)
         return await call_next(request)

@@ -73,8 +73,13 @@ def predict_live_events(context: OpExecutionContext, config: LiveBatchConfig, ma
     if not config.event_ids:  # a paper catch-up run (the sensor's, see _paper_catchup): the paper step only
         _paper_step(context, market_db)
         return Output(None, metadata={"paper_catchup": True})
-    attempt = int(context.run.tags.get("tp/live_attempt", "1")) + int(context.run.tags.get("dagster/retry_number", "0"))
+    retry = int(context.run.tags.get("dagster/retry_number", "0"))
+    attempt = int(context.run.tags.get("tp/live_attempt", "1")) + retry
     with market_db.open() as store:
+        if retry:  # Dagster's own retry of a failed live run (the sensor's re-requests count in outbox.rerequest)
+            from ..store.metrics import count
+
+            count(store.conn, "tp_live_batch_retries_total", {"consumer": "predictions"})  # its own transaction
         try:
             out = process_batch(store, model_server, config.batch_id, config.event_ids, config.pins,
                                 run_id=context.run_id, attempt=attempt, client_factory=mlflow.client, log=context.log)
@@ -228,6 +233,9 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
             outbox.listen(conn)  # before the first look: nothing slips in between
         if time.time() - cursor.get("pruned_at", 0) >= PRUNE_EVERY_S:
             pruned = outbox.prune(conn, cfg.retention_h)
+            from ..store.metrics import fold
+
+            fold(conn)  # the counters' appended deltas (kept out of the transactions that made them)
             cursor["pruned_at"] = time.time()
             if pruned["events"]:
                 context.log.info("pruned %d processed events older than %s h", pruned["events"], cfg.retention_h)

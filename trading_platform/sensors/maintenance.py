@@ -30,13 +30,25 @@ def prune_alert_deliveries(context: OpExecutionContext, market_db: MarketDB) -> 
     return n
 
 
+@op(name="fold_metric_deltas")
+def fold_metric_deltas(context: OpExecutionContext, market_db: MarketDB) -> int:
+    from ..store.metrics import fold
+
+    with market_db.open() as store:
+        n = fold(store.conn)
+    context.add_output_metadata({"metric_deltas_folded": n})
+    return n
+
+
 @job(name="maintenance_job", executor_def=in_process_executor, tags=MAINTENANCE_TAGS,
      description="Delete finished live runs older than TP_RUN_RETENTION_DAYS (default 7) with their events and "
                  "compute logs, and the compute logs of older asset runs (their records stay) and of older ticks; "
-                 "and finished alert deliveries older than TP_ALERT_DELIVERY_RETENTION_DAYS (default 30).")
+                 "and finished alert deliveries older than TP_ALERT_DELIVERY_RETENTION_DAYS (default 30); and fold the metric "
+                 "counters' appended deltas (tp_fold_metrics()).")
 def maintenance_job():
     purge_old_runs()
     prune_alert_deliveries()
+    fold_metric_deltas()
 
 
 maintenance_schedule = ScheduleDefinition(

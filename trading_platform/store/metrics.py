@@ -5,11 +5,15 @@ exit loses none, the outbox's prune keeps them, and a batch rolled back (to be r
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
+
+log = logging.getLogger(__name__)
 
 
 def count(conn, family: str, labels: dict, n: float = 1.0) -> None:
-    """Add ``n`` to the counter ``family{labels}``, in the caller's transaction."""
+    """Add ``n`` to the counter ``family{labels}``, in the caller's transaction: its row stays locked to the commit,
+    so call it last (or in a transaction of its own)."""
     if n:
         conn.execute("SELECT tp_count(%s, %s::jsonb, %s)", (family, json.dumps(labels, sort_keys=True), float(n)))
 
@@ -37,11 +41,32 @@ def count_ingest(conn, outcomes: Counter) -> None:
         conn.execute("SELECT tp_count_ingest(%s::text[], %s::text[], %s::float8[])", args)
 
 
+_ASYNC_MAY_COUNT: dict[int, bool] = {}
+
+
 async def count_ingest_async(conn, outcomes: Counter) -> None:
-    """:func:`count_ingest` on the collector's async connection (``live_writer`` may call it)."""
+    """:func:`count_ingest` on the collector's async connection. A login that may not call ``tp_count_ingest()``
+    (a writer role made before migration 22 granted it) writes its candles uncounted, said once: the metric never
+    stops the data."""
     args = _ingest_args(outcomes)
-    if args is not None:
+    if args is None:
+        return
+    may = _ASYNC_MAY_COUNT.get(id(conn))
+    if may is None:
+        cur = await conn.execute("SELECT has_function_privilege('tp_count_ingest(text[], text[], float8[])', "
+                                 "'EXECUTE')")
+        may = _ASYNC_MAY_COUNT[id(conn)] = bool((await cur.fetchone())[0])
+        if not may:
+            log.warning("tp_ingest_rows_total: this login may not call tp_count_ingest() (grant EXECUTE on it, or "
+                        "run tp db migrate): candles are written uncounted")
+    if may:
         await conn.execute("SELECT tp_count_ingest(%s::text[], %s::text[], %s::float8[])", args)
+
+
+def fold(conn) -> int:
+    """Fold the deltas the triggers appended into the counters (the live sensor every 10 minutes, the maintenance
+    job hourly); returns how many it folded."""
+    return int(conn.execute("SELECT tp_fold_metrics()").fetchone()[0])
 
 
 def write_counts(result, source: str) -> Counter:

@@ -147,8 +147,9 @@ def _face_role(role: str, grants: str) -> str:
 # retried) counts nothing. The trigger functions run with their owner's rights (SECURITY DEFINER): the roles that
 # fire them (live_writer keeping collector_status, tp_api_writer adding a note) have no right on these tables.
 LATENCY_BOUNDS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+INGEST_OUTCOMES = ("inserted", "updated", "unchanged", "quarantined")
 _METRICS = """
-        -- monotonic counters (and the few gauges kept by triggers: tp_rag_documents); labels: a flat JSON object
+        -- monotonic counters (and tp_rag_documents, a gauge kept by triggers); labels: a flat JSON object
         CREATE TABLE IF NOT EXISTS metric_counters (
             family     text NOT NULL,
             labels     jsonb NOT NULL DEFAULT '{}',
@@ -156,7 +157,18 @@ _METRICS = """
             updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
             PRIMARY KEY (family, labels)
         );
-        -- histograms: per-bucket counts (not cumulative; the last bucket is +Inf), their sum and count
+        -- what triggers count in the middle of other transactions (alerts, deliveries, documents, the collector's
+        -- status): appended here, never an update of a shared row, so concurrent writers neither wait for each
+        -- other nor deadlock; folded into metric_counters by tp_fold_metrics() (the live sensor, every 10 minutes,
+        -- and the hourly maintenance job); the exporter reads both
+        CREATE TABLE IF NOT EXISTS metric_deltas (
+            id     bigserial PRIMARY KEY,
+            family text NOT NULL,
+            labels jsonb NOT NULL DEFAULT '{}',
+            delta  double precision NOT NULL
+        );
+        -- histograms: per-bucket counts (not cumulative; bucket i holds bounds[i-1] < x <= bounds[i], the last
+        -- one +Inf), their sum and count
         CREATE TABLE IF NOT EXISTS metric_histograms (
             family     text NOT NULL,
             labels     jsonb NOT NULL DEFAULT '{}',
@@ -168,70 +180,117 @@ _METRICS = """
             PRIMARY KEY (family, labels)
         );
 
-        CREATE OR REPLACE FUNCTION tp_count(p_family text, p_labels jsonb, p_n float8) RETURNS void
+        -- add to counters now: for the statements that end a transaction (a live batch's last, a candle write's),
+        -- so a counter row stays locked only to the commit; rows in (family, labels) order (no lock-order cycle)
+        CREATE OR REPLACE FUNCTION tp_count_rows(p_families text[], p_labels jsonb[], p_ns float8[]) RETURNS void
         LANGUAGE sql AS $fn$
             INSERT INTO metric_counters AS m (family, labels, value)
-            SELECT p_family, p_labels, p_n WHERE p_n <> 0
+            SELECT f, l, sum(n) FROM unnest(p_families, p_labels, p_ns) AS u(f, l, n) WHERE n <> 0
+            GROUP BY 1, 2 ORDER BY 1, 2
             ON CONFLICT (family, labels) DO UPDATE SET value = m.value + EXCLUDED.value, updated_at = clock_timestamp()
         $fn$;
+        CREATE OR REPLACE FUNCTION tp_count(p_family text, p_labels jsonb, p_n float8) RETURNS void
+        LANGUAGE sql AS $fn$
+            SELECT tp_count_rows(ARRAY[p_family], ARRAY[p_labels], ARRAY[p_n])
+        $fn$;
 
-        -- a live consumer's events marked done (in the batch's transaction, after its last write): how many, and
-        -- each one's insert -> done seconds in tp_live_latency_seconds
+        -- fold the appended deltas into the counters (each delta once: the DELETE takes them; a concurrent fold
+        -- waits, then finds them gone); returns how many it folded
+        CREATE OR REPLACE FUNCTION tp_fold_metrics(p_limit integer DEFAULT 100000) RETURNS bigint
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+            n bigint;
+        BEGIN
+            WITH d AS (DELETE FROM metric_deltas WHERE id IN (SELECT id FROM metric_deltas ORDER BY id LIMIT p_limit)
+                       RETURNING family, labels, delta),
+                 s AS (SELECT family, labels, sum(delta) AS v, count(*) AS k FROM d GROUP BY 1, 2),
+                 w AS (INSERT INTO metric_counters AS m (family, labels, value)
+                       SELECT family, labels, v FROM s ORDER BY 1, 2
+                       ON CONFLICT (family, labels) DO UPDATE SET value = m.value + EXCLUDED.value,
+                           updated_at = clock_timestamp())
+            SELECT coalesce(sum(k), 0) INTO n FROM s;
+            RETURN n;
+        END
+        $fn$;
+
+        -- a live consumer's events marked done, counted by the last statement of the transaction that marks them:
+        -- tp_live_events_processed_total, and each event's insert -> now (its commit) in tp_live_latency_seconds
+        -- (the events the batch derived itself, resampled candles, are not a wait anyone had: not in the histogram)
         CREATE OR REPLACE FUNCTION tp_count_events_done(p_consumer text, p_ids bigint[]) RETURNS bigint
         LANGUAGE plpgsql AS $fn$
         DECLARE
             b float8[] := '{%(bounds)s}';
             c float8[];
             n float8;
+            k float8;
             total float8;
         BEGIN
             IF p_ids IS NULL OR cardinality(p_ids) = 0 THEN
                 RETURN 0;
             END IF;
-            SELECT array_agg(coalesce(k.cnt, 0) ORDER BY i.i), coalesce(sum(k.cnt), 0), coalesce(sum(k.tot), 0)
+            SELECT count(*) INTO k FROM market_event_queue q
+            WHERE q.consumer = p_consumer AND q.event_id = ANY(p_ids) AND q.status = 'done';
+            -- bucket i (0-based) holds b[i] < d <= b[i + 1]: the number of bounds below d (Prometheus' le)
+            SELECT array_agg(coalesce(h.cnt, 0) ORDER BY i.i), coalesce(sum(h.cnt), 0), coalesce(sum(h.tot), 0)
             INTO c, n, total
             FROM generate_series(0, cardinality(b)) AS i(i)
-            LEFT JOIN (SELECT width_bucket(d, b) AS w, count(*)::float8 AS cnt, sum(d) AS tot
-                       FROM (SELECT greatest(extract(epoch FROM q.done_at - e.created_at)::float8, 0) AS d
+            LEFT JOIN (SELECT (SELECT count(*) FROM unnest(b) AS x(v) WHERE x.v < d) AS w, count(*)::float8 AS cnt,
+                              sum(d) AS tot
+                       FROM (SELECT greatest(extract(epoch FROM clock_timestamp() - e.created_at)::float8, 0) AS d
                              FROM market_event_queue q JOIN market_events e ON e.id = q.event_id
-                             WHERE q.consumer = p_consumer AND q.event_id = ANY(p_ids) AND q.status = 'done') x
-                       GROUP BY 1) k ON k.w = i.i;
-            IF n = 0 THEN
-                RETURN 0;
+                             WHERE q.consumer = p_consumer AND q.event_id = ANY(p_ids) AND q.status = 'done'
+                               AND e.source NOT LIKE 'resample:%%') x
+                       GROUP BY 1) h ON h.w = i.i;
+            IF n > 0 THEN
+                INSERT INTO metric_histograms AS hh (family, labels, bounds, counts, sum, count)
+                VALUES ('tp_live_latency_seconds', jsonb_build_object('consumer', p_consumer), b, c, total, n)
+                ON CONFLICT (family, labels) DO UPDATE SET
+                    counts = (SELECT array_agg(u.x + u.y ORDER BY u.o)
+                              FROM unnest(hh.counts, EXCLUDED.counts) WITH ORDINALITY AS u(x, y, o)),
+                    sum = hh.sum + EXCLUDED.sum, count = hh.count + EXCLUDED.count, updated_at = clock_timestamp();
             END IF;
-            INSERT INTO metric_histograms AS h (family, labels, bounds, counts, sum, count)
-            VALUES ('tp_live_latency_seconds', jsonb_build_object('consumer', p_consumer), b, c, total, n)
-            ON CONFLICT (family, labels) DO UPDATE SET
-                counts = (SELECT array_agg(u.x + u.y ORDER BY u.o)
-                          FROM unnest(h.counts, EXCLUDED.counts) WITH ORDINALITY AS u(x, y, o)),
-                sum = h.sum + EXCLUDED.sum, count = h.count + EXCLUDED.count, updated_at = clock_timestamp();
-            PERFORM tp_count('tp_live_events_processed_total', jsonb_build_object('consumer', p_consumer), n);
-            RETURN n::bigint;
+            PERFORM tp_count('tp_live_events_processed_total', jsonb_build_object('consumer', p_consumer), k);
+            RETURN k::bigint;
         END
         $fn$;
 
-        -- candles written, by source (its kind: the part before ':') and outcome; the collector (live_writer) too
+        -- candles written, by source kind (the source before ':', letters, digits and ' _.-/' only, 40 at most) and
+        -- outcome; the collector (live_writer) calls it too, so it takes nothing it does not know
         CREATE OR REPLACE FUNCTION tp_count_ingest(p_sources text[], p_outcomes text[], p_ns float8[]) RETURNS void
-        LANGUAGE sql AS $fn$
-            SELECT tp_count('tp_ingest_rows_total', jsonb_build_object('source', k, 'outcome', o), n)
-            FROM (SELECT left(split_part(s, ':', 1), 40) AS k, o, sum(n) AS n
-                  FROM unnest(p_sources, p_outcomes, p_ns) AS u(s, o, n) GROUP BY 1, 2) x
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM unnest(p_outcomes, p_ns) AS u(o, n)
+                       WHERE o IS NULL OR o NOT IN (%(outcomes)s) OR n IS NULL OR n < 0 OR n <> trunc(n)) THEN
+                RAISE EXCEPTION 'tp_count_ingest: outcomes are %(outcomes_text)s, counts whole and not negative'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM tp_count_rows(array_agg('tp_ingest_rows_total'::text ORDER BY i),
+                                  array_agg(jsonb_build_object('source', left(regexp_replace(
+                                      split_part(coalesce(s, ''), ':', 1), '[^A-Za-z0-9 _./-]', '', 'g'), 40),
+                                      'outcome', o) ORDER BY i),
+                                  array_agg(n ORDER BY i))
+            FROM unnest(p_sources, p_outcomes, p_ns) WITH ORDINALITY AS u(s, o, n, i);
+        END
         $fn$;
 
-        -- the collector's reconnects and gap candles: collector_status holds one run's figures (a new run starts
-        -- from 0); what they grew by is added here, so the counters outlive the run
+        -- the collector's reconnects (its connection rows) and gap candles (its series rows): collector_status holds
+        -- one run's figures (a new run starts from 0), so what they grew by is appended
         CREATE OR REPLACE FUNCTION tp_collector_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
         DECLARE
-            lbl jsonb := jsonb_build_object('exchange', NEW.exchange, 'symbol', coalesce(NEW.symbol, ''),
-                                            'timeframe', coalesce(NEW.timeframe, ''));
-            r   float8 := NEW.reconnects - CASE WHEN TG_OP = 'UPDATE' THEN OLD.reconnects ELSE 0 END;
-            g   float8 := NEW.gap_candles - CASE WHEN TG_OP = 'UPDATE' THEN OLD.gap_candles ELSE 0 END;
+            grew float8;
+            fam  text;
         BEGIN
-            IF r > 0 THEN
-                PERFORM tp_count('tp_collector_reconnects_total', lbl, r);
+            IF NEW.kind = 'connection' THEN
+                fam := 'tp_collector_reconnects_total';
+                grew := NEW.reconnects - CASE WHEN TG_OP = 'UPDATE' THEN OLD.reconnects ELSE 0 END;
+            ELSE
+                fam := 'tp_collector_gap_candles_total';
+                grew := NEW.gap_candles - CASE WHEN TG_OP = 'UPDATE' THEN OLD.gap_candles ELSE 0 END;
             END IF;
-            IF g > 0 THEN
-                PERFORM tp_count('tp_collector_gap_candles_total', lbl, g);
+            IF grew > 0 THEN
+                INSERT INTO metric_deltas (family, labels, delta) VALUES (fam, jsonb_build_object(
+                    'exchange', NEW.exchange, 'symbol', coalesce(NEW.symbol, ''), 'timeframe', coalesce(NEW.timeframe, '')),
+                    grew);
             END IF;
             RETURN NULL;
         END
@@ -240,16 +299,18 @@ _METRICS = """
         CREATE TRIGGER collector_counts AFTER INSERT OR UPDATE ON collector_status
             FOR EACH ROW EXECUTE FUNCTION tp_collector_counts();
 
-        -- alerts reaching each status (created pending or suppressed, then decided; a re-judged one counts again)
+        -- alerts reaching each status (made pending or suppressed, then decided; a re-judged one counts again)
         CREATE OR REPLACE FUNCTION tp_alert_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
         BEGIN
             IF TG_OP = 'INSERT' THEN
-                PERFORM tp_count('tp_alerts_total', jsonb_build_object('model', model_name, 'status', status), n)
-                FROM (SELECT model_name, status, count(*)::float8 AS n FROM new_rows GROUP BY 1, 2) x;
+                INSERT INTO metric_deltas (family, labels, delta)
+                SELECT 'tp_alerts_total', jsonb_build_object('model', model_name, 'status', status), count(*)
+                FROM new_rows GROUP BY model_name, status;
             ELSE
-                PERFORM tp_count('tp_alerts_total', jsonb_build_object('model', model_name, 'status', status), n)
-                FROM (SELECT n.model_name, n.status, count(*)::float8 AS n FROM new_rows n JOIN old_rows o
-                      ON o.id = n.id WHERE o.status <> n.status GROUP BY 1, 2) x;
+                INSERT INTO metric_deltas (family, labels, delta)
+                SELECT 'tp_alerts_total', jsonb_build_object('model', n.model_name, 'status', n.status), count(*)
+                FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE o.status <> n.status
+                GROUP BY n.model_name, n.status;
             END IF;
             RETURN NULL;
         END
@@ -261,27 +322,43 @@ _METRICS = """
         CREATE TRIGGER alert_counts_update AFTER UPDATE ON alerts REFERENCING OLD TABLE AS old_rows
             NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tp_alert_counts();
 
-        -- deliveries by destination name (never its URL or token) and outcome: delivered, dead, stale (reached), and
-        -- failed (an attempt that failed and will be retried)
+        -- deliveries by destination name (never its URL or token) and outcome: delivered, dead, stale when reached
+        -- (an insert already there, as the watchdog's own messages, counts too), failed for an attempt that failed
+        -- and will be retried
         CREATE OR REPLACE FUNCTION tp_delivery_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
         BEGIN
-            PERFORM tp_count('tp_alert_deliveries_total', jsonb_build_object('destination', d.name, 'outcome', x.o),
-                             x.n)
-            FROM (SELECT n.destination_id AS id, CASE WHEN n.status <> o.status AND n.status IN
-                         ('delivered', 'dead', 'stale') THEN n.status ELSE 'failed' END AS o, count(*)::float8 AS n
-                  FROM new_rows n JOIN old_rows o ON o.id = n.id
-                  WHERE (n.status <> o.status AND n.status IN ('delivered', 'dead', 'stale'))
-                     OR (n.status IN ('pending', 'sending') AND n.last_error_at IS DISTINCT FROM o.last_error_at
-                         AND n.last_error_at IS NOT NULL)
+            INSERT INTO metric_deltas (family, labels, delta)
+            SELECT 'tp_alert_deliveries_total', jsonb_build_object('destination', d.name, 'outcome', x.o), x.n
+            FROM (SELECT n.destination_id AS id,
+                         CASE WHEN n.status IN ('delivered', 'dead', 'stale') THEN n.status ELSE 'failed' END AS o,
+                         count(*)::float8 AS n
+                  FROM new_rows n LEFT JOIN old_rows o ON TG_OP = 'UPDATE' AND o.id = n.id
+                  WHERE (n.status IN ('delivered', 'dead', 'stale') AND o.status IS DISTINCT FROM n.status)
+                     OR (TG_OP = 'UPDATE' AND n.status IN ('pending', 'sending') AND n.last_error_at IS NOT NULL
+                         AND n.last_error_at IS DISTINCT FROM o.last_error_at)
                   GROUP BY 1, 2) x JOIN alert_destinations d ON d.id = x.id;
+            RETURN NULL;
+        END
+        $fn$;
+        CREATE OR REPLACE FUNCTION tp_delivery_inserted() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            INSERT INTO metric_deltas (family, labels, delta)
+            SELECT 'tp_alert_deliveries_total', jsonb_build_object('destination', d.name, 'outcome', n.status),
+                   count(*)
+            FROM new_rows n JOIN alert_destinations d ON d.id = n.destination_id
+            WHERE n.status IN ('delivered', 'dead', 'stale') GROUP BY d.name, n.status;
             RETURN NULL;
         END
         $fn$;
         DROP TRIGGER IF EXISTS delivery_counts ON alert_deliveries;
         CREATE TRIGGER delivery_counts AFTER UPDATE ON alert_deliveries REFERENCING OLD TABLE AS old_rows
             NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tp_delivery_counts();
+        DROP TRIGGER IF EXISTS delivery_counts_insert ON alert_deliveries;
+        CREATE TRIGGER delivery_counts_insert AFTER INSERT ON alert_deliveries REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION tp_delivery_inserted();
 
-        -- the knowledge base's documents by state, kept as they change (a gauge: never a scan of rag_documents)
+        -- the knowledge base's documents by state, kept as they change (a gauge: never a scan of rag_documents);
+        -- one net change per state and statement
         CREATE OR REPLACE FUNCTION tp_rag_state(deleted_at timestamptz, embedding bytea) RETURNS text
         LANGUAGE sql IMMUTABLE AS $fn$
             SELECT CASE WHEN deleted_at IS NOT NULL THEN 'deleted' WHEN embedding IS NULL THEN 'unembedded'
@@ -289,16 +366,32 @@ _METRICS = """
         $fn$;
         CREATE OR REPLACE FUNCTION tp_rag_counts() RETURNS trigger LANGUAGE plpgsql AS $fn$
         BEGIN
-            IF TG_OP IN ('UPDATE', 'DELETE') THEN
-                PERFORM tp_count('tp_rag_documents', jsonb_build_object('state', st), -n)
-                FROM (SELECT tp_rag_state(deleted_at, embedding) AS st, count(*)::float8 AS n FROM old_rows
-                      GROUP BY 1) x;
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO metric_deltas (family, labels, delta)
+                SELECT 'tp_rag_documents', jsonb_build_object('state', tp_rag_state(deleted_at, embedding)), count(*)
+                FROM new_rows GROUP BY 2;
+            ELSIF TG_OP = 'DELETE' THEN
+                INSERT INTO metric_deltas (family, labels, delta)
+                SELECT 'tp_rag_documents', jsonb_build_object('state', tp_rag_state(deleted_at, embedding)), -count(*)
+                FROM old_rows GROUP BY 2;
+            ELSE
+                INSERT INTO metric_deltas (family, labels, delta)
+                SELECT 'tp_rag_documents', jsonb_build_object('state', st), sum(n) FROM (
+                    SELECT tp_rag_state(deleted_at, embedding) AS st, 1 AS n FROM new_rows
+                    UNION ALL SELECT tp_rag_state(deleted_at, embedding), -1 FROM old_rows) x
+                GROUP BY st HAVING sum(n) <> 0;
             END IF;
-            IF TG_OP IN ('UPDATE', 'INSERT') THEN
-                PERFORM tp_count('tp_rag_documents', jsonb_build_object('state', st), n)
-                FROM (SELECT tp_rag_state(deleted_at, embedding) AS st, count(*)::float8 AS n FROM new_rows
-                      GROUP BY 1) x;
-            END IF;
+            RETURN NULL;
+        END
+        $fn$;
+        -- TRUNCATE (it locks the table: no writer runs beside it): every state back to 0
+        CREATE OR REPLACE FUNCTION tp_rag_truncated() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            INSERT INTO metric_deltas (family, labels, delta)
+            SELECT family, labels, -sum(v) FROM (
+                SELECT family, labels, value AS v FROM metric_counters WHERE family = 'tp_rag_documents'
+                UNION ALL SELECT family, labels, delta FROM metric_deltas WHERE family = 'tp_rag_documents') x
+            GROUP BY 1, 2 HAVING sum(v) <> 0;
             RETURN NULL;
         END
         $fn$;
@@ -311,8 +404,11 @@ _METRICS = """
         DROP TRIGGER IF EXISTS rag_counts_delete ON rag_documents;
         CREATE TRIGGER rag_counts_delete AFTER DELETE ON rag_documents REFERENCING OLD TABLE AS old_rows
             FOR EACH STATEMENT EXECUTE FUNCTION tp_rag_counts();
+        DROP TRIGGER IF EXISTS rag_counts_truncate ON rag_documents;
+        CREATE TRIGGER rag_counts_truncate AFTER TRUNCATE ON rag_documents
+            FOR EACH STATEMENT EXECUTE FUNCTION tp_rag_truncated();
 
-        -- seeded from what is stored now (the counters count from here on; the gauges are exact)
+        -- seeded from what is stored now (the counters count from here on; the gauge is exact)
         INSERT INTO metric_counters (family, labels, value)
         SELECT 'tp_rag_documents', jsonb_build_object('state', tp_rag_state(deleted_at, embedding)), count(*)
         FROM rag_documents GROUP BY 2
@@ -330,9 +426,11 @@ _METRICS = """
             schema text := current_schema();
             f text;
         BEGIN
-            FOREACH f IN ARRAY ARRAY['tp_count(text, jsonb, float8)', 'tp_count_events_done(text, bigint[])',
+            FOREACH f IN ARRAY ARRAY['tp_count_rows(text[], jsonb[], float8[])', 'tp_count(text, jsonb, float8)',
+                                     'tp_fold_metrics(integer)', 'tp_count_events_done(text, bigint[])',
                                      'tp_count_ingest(text[], text[], float8[])', 'tp_collector_counts()',
-                                     'tp_alert_counts()', 'tp_delivery_counts()', 'tp_rag_counts()'] LOOP
+                                     'tp_alert_counts()', 'tp_delivery_counts()', 'tp_delivery_inserted()',
+                                     'tp_rag_counts()', 'tp_rag_truncated()'] LOOP
                 EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', f, schema);
                 EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
             END LOOP;
@@ -341,7 +439,9 @@ _METRICS = """
             END IF;
         END
         $do$;
-""".replace("%(bounds)s", ",".join(f"{b:g}" for b in LATENCY_BOUNDS))
+""".replace("%(bounds)s", ",".join(f"{b:g}" for b in LATENCY_BOUNDS)).replace(
+    "%(outcomes)s", ", ".join(f"'{o}'" for o in INGEST_OUTCOMES)).replace(
+    "%(outcomes_text)s", ", ".join(INGEST_OUTCOMES)).replace("%%", "%")
 
 
 MIGRATIONS: list[tuple[int, str, str]] = [
