@@ -174,8 +174,10 @@ def test_stopping_the_last_live_run_lets_the_outbox_prune(market):
         live.stop(store, "live")
 
 
-def test_a_stopped_strategy_started_again_resumes_its_positions(market):
+def test_a_stopped_strategy_started_again_resumes_its_positions(market, instance):
     from trading_platform.paper import live
+
+    from test_metrics import scrape, value
 
     store, rng, last = market
     first = live.start(store, SPEC)["run_id"]
@@ -189,6 +191,15 @@ def test_a_stopped_strategy_started_again_resumes_its_positions(market):
         assert i < 10
     held = store.conn.execute("SELECT symbol, quantity, entry_price FROM positions WHERE run_id = %s ORDER BY 1",
                               (first,)).fetchall()
+    # /metrics says what `tp paper status` says of the running strategy, and counts the paper consumer's events
+    [run] = live.status(store)["runs"]
+    text, _ = scrape(store.dsn, instance)
+    assert value(text, "tp_paper_open_positions", strategy="live") == len(run["positions"]) == len(held)
+    assert value(text, "tp_paper_equity", strategy="live") == pytest.approx(run["equity"])
+    assert value(text, "tp_paper_risk_locks", strategy="live") == len(run["risk_locks"])
+    done = store.conn.execute("SELECT count(*) FROM market_event_queue WHERE consumer = 'paper' AND status = 'done'"
+                              ).fetchone()[0]
+    assert done and value(text, "tp_live_events_processed_total", consumer="paper") == done
     live.stop(store, "live")
     again = live.start(store, SPEC)
     assert again["resumed_from"] == first and again["positions"] == len(held)
