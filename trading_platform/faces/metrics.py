@@ -14,6 +14,7 @@ increments ``tp_metrics_collect_errors_total{collector}``; the scrape itself nev
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -70,6 +71,9 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 API_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 REGISTRY_REFRESH_S = 60.0
+# the first Dagster instance and the first MLflow client both create their SQLite storage with alembic, whose setup
+# is not thread-safe: the registry thread's first read and the first scrape's instance take turns
+_FIRST_INIT = threading.Lock()
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
@@ -87,9 +91,15 @@ def cache_s() -> float:
     return value
 
 
+@functools.lru_cache(maxsize=65536)
+def _redacted(v: str) -> str:
+    return redact_secrets(v)[:200]
+
+
 def _label(v) -> str:
-    """A label value: text, never a URL with its credentials or a token (redacted)."""
-    return "" if v is None else redact_secrets(str(v))[:200]
+    """A label value: text, never a URL with its credentials or a token (redacted; the same values come back every
+    scrape, so each is redacted once)."""
+    return "" if v is None else _redacted(str(v))
 
 
 def _epoch(t) -> float | None:
@@ -335,9 +345,10 @@ class PlatformCollector:
         self._stop.set()
 
     def _refresh_loop(self) -> None:
-        while not self._stop.is_set():
+        with _FIRST_INIT:
             self.refresh_registry()
-            self._stop.wait(self.refresh_s)
+        while not self._stop.wait(self.refresh_s):
+            self.refresh_registry()
 
     def refresh_registry(self) -> None:
         """The champions: the registry's @champion of each model, since when (the champion history)."""
@@ -368,7 +379,8 @@ class PlatformCollector:
         if self._instance is None:
             from ..api._context import instance
 
-            self._instance = instance()
+            with _FIRST_INIT:
+                self._instance = instance()
         return self._instance
 
     # -- a scrape

@@ -408,6 +408,10 @@ _METRICS = """
         CREATE TRIGGER rag_counts_truncate AFTER TRUNCATE ON rag_documents
             FOR EACH STATEMENT EXECUTE FUNCTION tp_rag_truncated();
 
+        -- the exporter's oldest pending alert: an index of the pending ones only (alerts_created walks every decided
+        -- alert before the first pending one: 30 ms with two years of them, 0.2 ms this way)
+        CREATE INDEX IF NOT EXISTS alerts_pending_created ON alerts (created_at) WHERE status = 'pending';
+
         -- seeded from what is stored now (the counters count from here on; the gauge is exact)
         INSERT INTO metric_counters (family, labels, value)
         SELECT 'tp_rag_documents', jsonb_build_object('state', tp_rag_state(deleted_at, embedding)), count(*)
