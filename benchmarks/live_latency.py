@@ -475,6 +475,7 @@ class ApiLoad:
         self.env = {**env, "TP_API_RATE": "10000"}
         self.symbols, self.rps, self.tmp = symbols, rps, tmp
         self.lat: list[float] = []
+        self.metrics_lat: list[float] = []  # /metrics, asked every 20th request (as a Prometheus would, more often)
         self.errors = 0
         self.halt = False
         self.proc = None
@@ -503,13 +504,14 @@ class ApiLoad:
         base = f"http://127.0.0.1:{self.port}/api/v1"
         k = 0
         while not self.halt:
-            url = (f"{base}/candles?symbol={quote(self.symbols[k % len(self.symbols)])}&timeframe=5m&limit=500"
+            url = (f"http://127.0.0.1:{self.port}/metrics" if k % 20 == 19 else
+                   f"{base}/candles?symbol={quote(self.symbols[k % len(self.symbols)])}&timeframe=5m&limit=500"
                    if k % 2 == 0 else f"{base}/live")
             t = time.perf_counter()
             try:
                 with urllib.request.urlopen(url, timeout=30) as r:
                     r.read()
-                self.lat.append(time.perf_counter() - t)
+                (self.metrics_lat if url.endswith("/metrics") else self.lat).append(time.perf_counter() - t)
             except Exception:  # noqa: BLE001 - counted
                 self.errors += 1
             k += 1
@@ -517,7 +519,28 @@ class ApiLoad:
 
     def figures(self) -> dict:
         return {"requests": len(self.lat), "errors": self.errors, "p50_ms": pct([x * 1000 for x in self.lat], 0.5),
-                "p95_ms": pct([x * 1000 for x in self.lat], 0.95)}
+                "p95_ms": pct([x * 1000 for x in self.lat], 0.95), "metrics_scrapes": len(self.metrics_lat),
+                "metrics_p95_ms": pct([x * 1000 for x in self.metrics_lat], 0.95)}
+
+    def counted(self, dsn: str) -> dict:
+        """What /metrics says of the predictions consumer against the store, once the feed has drained (the cache's
+        5 s waited out): events processed, and the latency histogram's count (the fed candles, not the derived)."""
+        import psycopg
+        from prometheus_client.parser import text_string_to_metric_families
+
+        time.sleep(6)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        got = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.labels.get("consumer") == "predictions" and s.name in (
+                   "tp_live_events_processed_total", "tp_live_latency_seconds_count")}
+        with psycopg.connect(dsn) as c:
+            done, fed_done = c.execute(
+                "SELECT count(*), count(*) FILTER (WHERE e.source NOT LIKE 'resample:%%') FROM market_event_queue q "
+                "JOIN market_events e ON e.id = q.event_id WHERE q.consumer = 'predictions' AND q.status = 'done'"
+                ).fetchone()
+        return {"metrics_events_processed": got.get("tp_live_events_processed_total"), "store_events_done": done,
+                "metrics_latency_count": got.get("tp_live_latency_seconds_count"), "store_fed_events_done": fed_done}
 
     def stop(self) -> None:
         self.halt = True
@@ -751,6 +774,9 @@ def main() -> None:
             figures["api"] = api.figures()
             log(f"tp serve beside the feed: {json.dumps(figures['api'])}")
         backlog = drain(dsn, max(180.0, live_settings().retry_after_s * 3))
+        if api is not None:
+            figures["api"].update(api.counted(dsn))
+            log(f"/metrics against the store: {json.dumps(figures['api'])}")
         main_fig = live_figures(dsn, "bench feed")
         figures.update(fed=fed["fed"], fed_rate=fed["rate"], predicted=main_fig["done"],
                        lost=fed["fed"] - main_fig["fed_done"], missing_pump_predictions=main_fig["missing_pump_predictions"],
