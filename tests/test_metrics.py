@@ -25,6 +25,7 @@ from trading_platform.resources import MarketDB
 from trading_platform.store import outbox
 
 from test_live import candles, empty_registry, live_env, run_request, tick  # noqa: F401 (fixtures)
+from test_serve import _port
 
 
 def scrape(dsn, instance=None, cache=0.0) -> tuple[str, PlatformCollector]:
@@ -385,14 +386,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "metrics-read-token-7q"
 
 
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait(fn, timeout, what):
     import time
 
@@ -421,28 +414,10 @@ def _get(url, token=None):
 
 def _expressions() -> list[tuple[str, str]]:
     """(where, expr) of every rule in docker/prometheus/rules.yml and every Grafana panel target."""
-    import glob
+    from test_monitoring_config import _dashboard_exprs, _rules
 
-    import yaml
-
-    out = []
-    with open(os.path.join(REPO, "docker/prometheus/rules.yml")) as f:
-        for group in yaml.safe_load(f)["groups"]:
-            for rule in group["rules"]:
-                out.append((rule.get("record") or rule.get("alert"), rule["expr"]))
-
-    def panels(items):
-        for p in items:
-            yield p
-            yield from panels(p.get("panels", []))
-
-    for path in glob.glob(os.path.join(REPO, "docker/grafana/dashboards/*.json")):
-        with open(path) as f:
-            for p in panels(json.load(f)["panels"]):
-                for t in p.get("targets", []):
-                    if t.get("expr"):
-                        out.append((f"panel {p.get('title')}", t["expr"]))
-    return out
+    return [(r.get("record") or r.get("alert"), r["expr"]) for r in _rules()] + \
+        [(f"panel {title}", expr) for title, expr in _dashboard_exprs()]
 
 
 def test_a_real_prometheus_scrapes_tp_serve_and_every_rule_and_panel_expression_runs(platform, dsn, tp_env,

@@ -31,7 +31,7 @@ from trading_platform.faces.metrics import CATALOGUE as EXPORTED
 from trading_platform.store.migrations import LATENCY_BOUNDS as LIVE_LATENCY_BUCKETS  # the latency buckets
 from trading_platform.watchdog.checks import CHECK_NAMES, SPECS
 
-from test_deploy_config import _mounts  # the tests directory is on the path
+from test_deploy_config import _docker_compose, _mounts, _walk  # the tests directory is on the path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -68,15 +68,6 @@ def _promtool() -> str:
 
 def _run_promtool(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([_promtool(), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=60)
-
-
-def _docker_compose() -> str:
-    exe = shutil.which("docker-compose")
-    if exe is None:
-        pytest.fail("docker-compose is not installed: these tests validate docker/compose.yaml with Debian's "
-                    "docker-compose 1.29.2, which .ci/run installs with apt "
-                    "(`apt-get install -y docker-compose`); install it the same way to run them here")
-    return exe
 
 
 def _compose(*args, env_file: Path = ENV_EXAMPLE, profiles=()) -> subprocess.CompletedProcess:
@@ -676,17 +667,6 @@ def test_the_grafana_password_comes_from_the_env_file(tmp_path):
 _SECRET_KEY = re.compile(r"pass(word)?|token|secret|credential|api_?key|bearer|auth(?!orization$)", re.I)
 _REFERENCE = re.compile(r"\$__(env|file)\{[^}]+\}|\$\{[A-Za-z_][A-Za-z0-9_]*\}|/[^\s]+")  # env, file path
 ALLOWED_URLS = {"http://prometheus:9090"}  # the compose network's Prometheus, the datasource
-
-
-def _walk(node, path=()):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _walk(v, path + (str(k),))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _walk(v, path + (str(i),))
-    else:
-        yield path, node
 
 
 def _monitoring_files() -> list[Path]:
