@@ -225,3 +225,24 @@ def test_tp_down_during_a_live_batch_and_a_start_after_kill_9_leave_no_run_in_fl
         proc.wait(timeout=60)
         holder.close()
     assert _runs(home, in_flight) == []
+
+
+def test_tp_up_creates_a_fresh_mlflow_database_before_its_services_race_to(tmp_path):
+    """`tp up` on a first start: the MLflow UI and tp serve's registry reader (two processes) open the same
+    empty database at once, and two alembic migrations of one database leave one of them dead ("Online
+    migration expected to match one row"). `tp up` creates the tables first; then processes opening it at
+    once all succeed."""
+    from trading_platform.cli.supervisor import ensure_mlflow_schema
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ensure_mlflow_schema(uri)
+    reader = ("import sys; from mlflow.tracking import MlflowClient; u = sys.argv[1]; "
+              "MlflowClient(tracking_uri=u, registry_uri=u).search_registered_models(max_results=1); "
+              "MlflowClient(tracking_uri=u).search_experiments(max_results=1)")
+    procs = [subprocess.Popen([sys.executable, "-c", reader, uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(4)]
+    outs = [(p.communicate(timeout=180)[0], p.returncode) for p in procs]
+    failed = [out for out, rc in outs if rc != 0]
+    assert not failed, failed[0][-2000:]
+    ensure_mlflow_schema(f"file://{tmp_path}/mlruns")  # a file store: nothing to create, no error
+    assert not (tmp_path / "mlruns").exists()

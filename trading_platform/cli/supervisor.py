@@ -179,6 +179,10 @@ def cmd_up(args) -> int:
     if local_mlflow:
         artifacts = settings.home / "mlartifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
+        # the MLflow UI, tp serve's registry reader and the first run would each create a fresh database's
+        # tables, at once: two alembic migrations of one database, and one of them fails. Created here, once,
+        # before any of them starts
+        ensure_mlflow_schema(tracking)
         # the MLflow UI's own console (uvicorn's workers starting, its security notice, its libraries'
         # deprecations) goes to a file unless --verbose; if it exits, its last lines are printed below
         out = None if args.verbose else open(ui_log, "wb")
@@ -247,6 +251,16 @@ def cmd_up(args) -> int:
         stop_children(procs + [p for svc in services for p in svc.procs()])
         pids_file().unlink(missing_ok=True)
     return 0
+
+
+def ensure_mlflow_schema(tracking: str) -> None:
+    """A local database tracking URI's tables, created (migrated to MLflow's head) in this process, so the
+    services started next find them there; nothing for a file store or a server."""
+    if not tracking.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
+        return
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking, registry_uri=tracking).search_registered_models(max_results=1)
 
 
 def exchange_source(spec: str | None = None) -> bool:
