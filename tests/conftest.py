@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+# one model signing key for the session (models trained under one TP_HOME are served under another); the key
+# file an embedded home generates is tested in tests/test_signing.py
+os.environ.setdefault("TP_MODEL_SIGNING_KEY", __import__("secrets").token_hex(32))
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +127,8 @@ def model_market(pg_server):
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-OUTPUT_TABLES = ("predictions", "forecasts", "patterns", "output_series", "output_coverage", "model_champions")
+OUTPUT_TABLES = ("predictions", "forecasts", "patterns", "output_series", "output_coverage", "model_champions",
+                 "model_refusals")
 
 
 def model_runner(dsn, instance, tmp_path):
@@ -138,6 +142,7 @@ def model_runner(dsn, instance, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     serving._MEMORY.clear()
     serving._ALIASES.clear()
+    serving._VERIFIED.clear()
     resources = {"market_db": MarketDB(database_url=dsn),
                  "mlflow": MLflowResource(tracking_uri=uri, artifact_root=str(tmp_path / "artifacts")),
                  "model_server": ModelServer(tracking_uri=uri, cache_dir=str(tmp_path / "cache"), device="cpu")}

@@ -306,9 +306,20 @@ def test_no_secret_in_compose_yaml(tmp_path):
     # a password set in the env file reaches every service that needs it, and no command line
     secret = "Pw" + os.urandom(8).hex()
     env_file = tmp_path / ".env"
-    env_file.write_text(ENV_EXAMPLE.read_text().replace("POSTGRES_PASSWORD=change-me", f"POSTGRES_PASSWORD={secret}"))
+    signing_key = "Key" + os.urandom(20).hex()
+    env_file.write_text(re.sub(r"(?m)^TP_MODEL_SIGNING_KEY=.*$", f"TP_MODEL_SIGNING_KEY={signing_key}",
+                               ENV_EXAMPLE.read_text().replace("POSTGRES_PASSWORD=change-me",
+                                                               f"POSTGRES_PASSWORD={secret}")))
     assert secret not in COMPOSE.read_text()
     s = _config(COMPOSE, env_file=env_file)["services"]
+    # the model signing key: every process that trains or serves (runs get it from the daemon), never MLflow
+    for name in ("user_code", "live_runner", "daemon", "api"):
+        assert s[name]["environment"]["TP_MODEL_SIGNING_KEY"] == signing_key, name
+    assert "TP_MODEL_SIGNING_KEY" in yaml.safe_load((DOCKER / "dagster.yaml").read_text())["run_launcher"][
+        "config"]["fallback"]["config"]["env_vars"]  # what the daemon hands every run container
+    assert signing_key not in str(s["mlflow"]) and signing_key not in str(s["collector"])
+    for name, svc in s.items():
+        assert signing_key not in " ".join(map(str, svc.get("command") or [])), name
     assert s["postgres"]["environment"]["POSTGRES_PASSWORD"] == secret
     assert s["daemon"]["environment"]["DAGSTER_PG_PASSWORD"] == secret
     assert s["user_code"]["environment"]["TP_DATABASE_URL"] == f"postgresql://tp:{secret}@postgres:5432/trading"

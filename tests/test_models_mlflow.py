@@ -15,7 +15,7 @@ import pytest
 from conftest import utc
 from trading_platform.assets.models import predictions, pump_xgb, regime_hmm, signal_lgbm
 from trading_platform.assets.partitions import market_key
-from trading_platform.models.registry import list_models, promote
+from trading_platform.models.registry import list_models, promote, sign
 from trading_platform.resources import ModelServer
 from trading_platform.resources import serving
 from trading_platform.resources.serving import ModelLoadError
@@ -290,6 +290,7 @@ def test_listing_and_scoring_more_than_100_registered_models(env):
         for k in ("tp.family", "tp.threshold"):
             client.set_model_version_tag(name, mv.version, k, tags[k])
         client.set_model_version_tag(name, mv.version, "tp.timeframe", "1h")  # on hourly features: cheaper here
+        sign(client, name, mv.version)  # registered by hand: served once vouched for (tp models sign)
         client.set_registered_model_alias(name, "champion", mv.version)
     assert len(list_models(client)) == 106
     p = md(run(predictions, partition_key=APRIL), predictions)

@@ -112,7 +112,8 @@ def test_tp_up_keeps_secrets_off_command_lines_and_its_console_quiet(tp_env, dsn
 
     marker = "uri-s3cret-4d8"
     env = {**tp_env, "TP_DATABASE_URL": _with_password(dsn, marker),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow-{marker}.db", "TP_LOG_LEVEL": "INFO"}
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow-{marker}.db", "TP_LOG_LEVEL": "INFO",
+           "TP_MODEL_SIGNING_KEY": f"signing-key-{marker}-{marker}"}
     up = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--port",
                            str(free_port()), "--mlflow-port", str(free_port()), "--api-port", str(free_port())], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

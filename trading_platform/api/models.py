@@ -23,6 +23,14 @@ def promote(name: str, version: str, *, client=None, store=None) -> dict:
         return move(client or mlflow_client(), name, str(version), conn=s.conn)
 
 
+def sign(name: str, version: str, *, client=None) -> dict:
+    """Sign ``name`` ``version`` with this platform's key: for a version you trust that was registered before
+    signatures or by hand (the serving resource refuses unsigned versions)."""
+    from ..models.registry import sign as sign_version
+
+    return sign_version(client or mlflow_client(), name, str(version))
+
+
 def history(name: str | None = None, *, store=None) -> list[dict]:
     """Who held champion and challenger when; one model or every one."""
     from ..store.champions import history as rows_of

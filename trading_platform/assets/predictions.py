@@ -82,7 +82,7 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
     with market_db.open() as store:
         families = scoring.TABLES[table]
         versions = (scoring.pinned_for(store, client, backfill, families, log) if backfill
-                    else scoring.resolve_versions(client, families, log, conn=store.conn))
+                    else scoring.resolve_versions(client, families, log, conn=store.conn, server=model_server))
         for symbol, months in split_keys(context.partition_keys).items():
             info = store.get_symbol(symbol)
             if info is None:

@@ -16,6 +16,8 @@ def cmd_list(args) -> int:
             score = f"{gate.get('metric', '')}={gate.get('new_score', '')}" if gate else ""
             aliases = ",".join(v["aliases"]) or "-"
             lines.append(f"  v{v['version']:<4} {aliases:<20} {score:<28} {gate.get('reason', '')}")
+            if v["serve"] != "verified" and (v["aliases"] or v["serve"].startswith("refused")):
+                lines.append(f"        serve         {v['serve']}")
             for key in sorted(k[:-len(".interval")] for k in gate if k.endswith(".interval")):
                 lines.append(f"        {key:<13} {gate.get(key + '.metric', ''):<15} improvement "
                              f"{gate.get(key + '.improvement', '')} interval {gate[key + '.interval']} margin "
@@ -53,6 +55,15 @@ def cmd_promote(args) -> int:
     return 0
 
 
+def cmd_sign(args) -> int:
+    out = api.sign(args.name, args.version)
+    text = (f"{out['model']} version {out['version']} signed with this platform's key (id {out['key_id']})"
+            + ("; its earlier signature replaced" if out["was_signed"] else "")
+            + ": the serving resource will load it")
+    emit(args, out, text)
+    return 0
+
+
 def register(sub, cmd) -> None:
     mo = sub.add_parser("models", help="the MLflow model registry")
     mos = mo.add_subparsers(dest="models_command", required=True, parser_class=Parser)
@@ -64,6 +75,12 @@ def register(sub, cmd) -> None:
     mp.add_argument("version")
     mp.add_argument("--json", action="store_true")
     mp.set_defaults(fn=cmd_promote)
+    ms = mos.add_parser("sign", help="vouch for NAME VERSION: sign its artifacts with this platform's key (a "
+                                     "version registered before signatures, or by hand, is refused unsigned)")
+    ms.add_argument("name")
+    ms.add_argument("version")
+    ms.add_argument("--json", action="store_true")
+    ms.set_defaults(fn=cmd_sign)
     mh = mos.add_parser("history", help="who held champion and challenger when (the champion history)")
     mh.add_argument("name", nargs="?", help="one registered model (default: every one)")
     mh.add_argument("--json", action="store_true")

@@ -107,9 +107,18 @@ def apply_decision(client, name: str, version: str, decision: GateDecision, conn
         record_move(conn, name, decision.alias, str(version), "gate", note=decision.reason[:500])
 
 
-def promote(client, name: str, version: str, conn=None) -> dict:
+def _server(client, server=None):
+    if server is not None:
+        return server
+    from ..resources.serving import ModelServer
+
+    return ModelServer(tracking_uri=client.tracking_uri)
+
+
+def promote(client, name: str, version: str, conn=None, server=None) -> dict:
     """Move champion to NAME/VERSION by hand (recorded on the version, and in the champion history when
-    ``conn``, a market-store connection, is given)."""
+    ``conn``, a market-store connection, is given). A version the serving resource would refuse (unsigned, or
+    its signature wrong) is not promoted: the error says why."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -118,6 +127,10 @@ def promote(client, name: str, version: str, conn=None) -> dict:
         if getattr(e, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise  # the registry failed to answer: not a missing version
         raise InvalidInput(f"no registered model {name!r} version {version!r}", field="version") from None
+    why = _server(client, server).refusal(name, str(version))
+    if why is not None:
+        raise InvalidInput(f"{name} version {version} cannot serve: {why}; the champion stays where it is "
+                           f"(`tp models sign {name} {version}` vouches for a version you trust)", field="version")
     previous = champion_version(client, name)
     skipped = (client.get_model_version(name, str(version)).tags or {}).get("gate.reason", "")
     client.set_registered_model_alias(name, CHAMPION, str(version))
@@ -131,7 +144,38 @@ def promote(client, name: str, version: str, conn=None) -> dict:
             "skipped_gate": skipped}
 
 
-def list_models(client) -> list[dict]:
+def sign(client, name: str, version: str) -> dict:
+    """Sign ``name`` ``version`` with this platform's key (``tp models sign``): what a user does for a version
+    they trust that was registered before signatures, or by hand. The signature is over the artifacts as they
+    are now."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.exceptions import MlflowException
+
+    from . import signing
+    from .tracking import sign_version
+
+    try:
+        before = (client.get_model_version(name, str(version)).tags or {}).get(signing.TAG)
+    except MlflowException as e:
+        if getattr(e, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise InvalidInput(f"no registered model {name!r} version {version!r}", field="version") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        signature = sign_version(client, name, str(version), Path(tmp) / "a")
+    client.set_model_version_tag(name, str(version), signing.TAG, signature)
+    return {"model": name, "version": str(version), "was_signed": bool(before), "key_id": signature.split(":")[1]}
+
+
+def list_models(client, server=None) -> list[dict]:
+    """Every registered model and version. ``serve`` says whether the serving resource would load a version:
+    checked (its artifacts against its signature, nothing loaded) for the versions an alias points at, else
+    only whether it is signed."""
+    from ..resources.serving import ModelLoadError
+    from . import signing
+
+    server = _server(client, server)
     out = []
     for rm in iter_registered_models(client):
         aliases_by_version: dict[str, list[str]] = {}
@@ -147,7 +191,16 @@ def list_models(client) -> list[dict]:
                 except Exception:  # noqa: BLE001 - a deleted run leaves the version listed
                     metrics = {}
             tags = mv.tags or {}
-            versions.append({"version": str(mv.version), "aliases": sorted(aliases_by_version.get(str(mv.version), [])),
+            aliased = sorted(aliases_by_version.get(str(mv.version), []))
+            if aliased:
+                try:
+                    why = server.refusal(rm.name, str(mv.version))
+                    serve = "refused: " + why if why else "verified"
+                except ModelLoadError as e:  # its artifacts cannot be fetched now
+                    serve = f"not checked: {e}"
+            else:
+                serve = "signed (not checked)" if tags.get(signing.TAG) else "refused: not signed"
+            versions.append({"version": str(mv.version), "aliases": aliased, "serve": serve,
                              "run_id": mv.run_id, "metrics": metrics,
                              "target": tags.get("tp.target"),
                              "training_window": [tags.get("tp.train_start"), tags.get("tp.train_data_end")],

@@ -26,6 +26,7 @@ version reads (``correction_span``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ TABLES = {"predictions": CLASSIFIERS, "forecasts": ("nhits",), "patterns": ("pat
 FAMILY_TABLE = {f: t for t, fams in TABLES.items() for f in fams}
 ROLES = {"champion": "champion", "challenger": "shadow"}
 US = 1_000_000
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,34 +80,83 @@ def _us(value: str | None) -> int | None:
     return int(np.datetime64(value.rstrip("Z"), "us").astype("int64")) if value else None
 
 
-def resolve_versions(client, families: tuple[str, ...] = tuple(FAMILY_TABLE), log=None, conn=None) -> list[Version]:
-    """Each registered champion and challenger of the given families, now (paging through the registry). With
-    ``conn`` (a market-store connection), alias moves made outside the platform are recorded in the champion
-    history on the way (``store.champions.sync_from_registry``)."""
+def resolve_versions(client, families: tuple[str, ...] = tuple(FAMILY_TABLE), log=None, conn=None,
+                     server=None) -> list[Version]:
+    """Each registered champion and challenger of the given families, now (paging through the registry), that
+    this platform may serve. With ``conn`` (a market-store connection), alias moves made outside the platform
+    are recorded in the champion history on the way (``store.champions.sync_from_registry``).
+
+    Every aliased version's signature is checked first (``ModelServer.refusal``; nothing is deserialized). A
+    refused champion keeps its predecessor serving: the newest version of the champion history that verifies
+    (with ``conn``; without, the model has no champion); a refused challenger has no shadow. The champion
+    history records what is served, not the refused move, and with ``conn`` the refusals are recorded
+    (``store.refusals``: the watchdog's ``model_refused``, ``tp models list``)."""
     from .registry import iter_registered_models
 
-    out = []
-    registered = list(iter_registered_models(client))
-    if conn is not None:
-        from ..store.champions import sync_from_registry
+    if server is None:
+        from ..resources.serving import ModelServer
 
-        for m in sync_from_registry(conn, client, registered):
-            if log is not None:
-                log.info("champion history: %s %s %s -> %s", m["model"], m["alias"], m["from"], m["to"])
+        server = ModelServer(tracking_uri=client.tracking_uri)
+    registered = list(iter_registered_models(client))
+    served: dict[str, dict[str, str]] = {}
+    chosen: list[Version] = []
+    refused: list[tuple[str, str, str, str]] = []
     for rm in registered:
-        aliases = rm.aliases or {}
+        served[rm.name] = aliases = {a: str(v) for a, v in (rm.aliases or {}).items()}
         for alias, role in ROLES.items():
             if alias not in aliases or (role == "shadow" and aliases.get("champion") == aliases[alias]):
                 continue
-            version = str(aliases[alias])
+            version = aliases[alias]
             tags = client.get_model_version(rm.name, version).tags or {}
             if not tags.get("tp.family") or not tags.get("tp.timeframe"):
                 if log is not None:
                     log.warning("%s version %s has no tp.family/tp.timeframe tags: skipped", rm.name, version)
                 continue
-            if tags["tp.family"] in families:
-                out.append(Version(rm.name, version, role, dict(tags)))
-    return out
+            # with conn, every family: the champion history must never record a refused move
+            if tags["tp.family"] not in families and conn is None:
+                continue
+            why = server.refusal(rm.name, version)
+            if why is not None:
+                refused.append((rm.name, version, alias, why))
+                keep = _servable_predecessor(conn, server, rm.name, version) if alias == "champion" else None
+                (log.error if log is not None else _LOG.error)(
+                    "%s version %s (%s) refused: %s; %s", rm.name, version, alias, why,
+                    f"version {keep} keeps serving" if keep else "nothing served in its place")
+                if keep is None:
+                    aliases.pop(alias)
+                    continue
+                aliases[alias] = version = keep
+                tags = client.get_model_version(rm.name, version).tags or {}
+            if tags.get("tp.family") in families:
+                chosen.append(Version(rm.name, version, role, dict(tags)))
+    if conn is not None:
+        from ..store import refusals
+        from ..store.champions import sync_from_registry
+
+        for m in sync_from_registry(conn, client, registered, served=served):
+            if log is not None:
+                log.info("champion history: %s %s %s -> %s", m["model"], m["alias"], m["from"], m["to"])
+        refusals.record(conn, refused)
+        refusals.clear(conn, sorted(served), refused)
+    # a challenger that became the kept champion is not its own shadow
+    champions = {(v.name, v.version) for v in chosen if v.role == "champion"}
+    return [v for v in chosen if v.role == "champion" or (v.name, v.version) not in champions]
+
+
+def _servable_predecessor(conn, server, name: str, refused: str) -> str | None:
+    """The newest version that held champion (the champion history) other than ``refused`` and that verifies."""
+    if conn is None:
+        return None
+    rows = conn.execute("SELECT version FROM model_champions WHERE model_name = %s AND alias = 'champion' "
+                        "AND version <> %s ORDER BY valid_to DESC NULLS FIRST, valid_from DESC", (name, refused))
+    seen = []
+    for (version,) in rows.fetchall():
+        if version in seen:
+            continue
+        seen.append(version)
+        if server.refusal(name, version) is None:
+            return version
+    return None
 
 
 def pins(versions: list[Version]) -> dict:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from . import signing
 from .gate import GateDecision
 from .registry import apply_decision
 
@@ -56,6 +57,16 @@ def _log_model(flavor: str, model: Any, tmp: str, **kw):
     raise ValueError(f"unknown flavor {flavor!r}")
 
 
+def sign_version(client, name: str, version: str, workdir: Path) -> str:
+    """The signature of ``name`` ``version``'s artifacts as ``models:/NAME/VERSION`` downloads them (what the
+    serving resource will check)."""
+    import mlflow
+
+    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(workdir),
+                                        tracking_uri=client.tracking_uri)
+    return signing.sign(workdir, name)
+
+
 def log_and_register(*, mlflow_resource, experiment: str, run_name: str, tags: dict, version_tags: dict,
                      flavor: str, model: Any, registered_name: str, target: str, params: dict, metrics: dict,
                      example, predict_example, plot: Callable[[str], str], decision: GateDecision,
@@ -94,6 +105,9 @@ def log_and_register(*, mlflow_resource, experiment: str, run_name: str, tags: d
                           input_example=example, registered_model_name=registered_name,
                           pip_requirements=PIP[flavor], metadata=model_metadata)
         version = str(info.registered_model_version)
+        # signed before any alias can move to it: the serving resource loads only what this platform signed
+        client.set_model_version_tag(registered_name, version, signing.TAG,
+                                     sign_version(client, registered_name, version, Path(tmp) / "signed"))
         client.set_registered_model_tag(registered_name, "tp.target", target)
         for k, v in {**{k: v for k, v in tags.items() if k.startswith("tp.")}, **version_tags,
                      "tp.target": target}.items():

@@ -15,6 +15,11 @@ version (what a run that must not change models mid-way does).
 If MLflow is unreachable it serves the last version it resolved for that alias
 and says so in the log; a model that cannot be loaded at all raises an error
 naming the model and the version.
+
+Nothing is deserialized before its signature is checked (``models/signing.py``): the version's
+``tp.signature`` tag, kept beside the cached artifacts, must be this platform's HMAC over exactly those
+bytes. A version that is unsigned, signed with another key or tampered with raises ``ModelRefused``
+(``refusal`` says why without loading anything).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pydantic import Field
 log = logging.getLogger(__name__)
 _MEMORY: dict[tuple[str, str, str], Any] = {}
 _ALIASES: dict[tuple[str, str, str], tuple[str, float]] = {}  # (uri, name, alias) -> (version, resolved at)
+_VERIFIED: dict[tuple[str, str, str], str] = {}  # (uri, name, version) -> the signature checked in this process
 UNREACHABLE_RETRY_S = 5.0  # after a failed look-up, the registry is asked again this much later at the earliest
 REGISTRY_CALLS = {"resolve": 0}  # alias look-ups that reached the registry (observable by tests and benchmarks)
 
@@ -49,6 +55,14 @@ def resolve_device(setting: str) -> str:
 
 class ModelLoadError(RuntimeError):
     pass
+
+
+class ModelRefused(ModelLoadError):
+    """A version this platform will not load: its signature is missing or wrong (``reason`` says which)."""
+
+    def __init__(self, name: str, version: str, reason: str):
+        super().__init__(f"model {name} version {version} is refused: {reason}")
+        self.name, self.version, self.reason = name, str(version), reason
 
 
 class LoadedModel:
@@ -149,13 +163,52 @@ class ModelServer(ConfigurableResource):
         try:
             import mlflow
 
-            self._client()
+            client = self._client()
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp))
+            _write_sidecar(tmp, self._signature_tag(client, name, version))
             tmp.replace(target) if not target.exists() else shutil.rmtree(tmp)
         except Exception as e:  # noqa: BLE001
             shutil.rmtree(tmp, ignore_errors=True)
             raise ModelLoadError(f"cannot fetch model {name} version {version}: {e}") from None
         return target
+
+    @staticmethod
+    def _signature_tag(client, name: str, version: str) -> str:
+        from ..models.signing import TAG
+
+        return (client.get_model_version(name, str(version)).tags or {}).get(TAG, "")
+
+    def refusal(self, name: str, version: str) -> str | None:
+        """Why ``name`` ``version`` must not be served (None: its signature is this platform's, over the bytes in
+        the cache). Fetches the artifacts when they are not cached; deserializes nothing."""
+        from ..models.signing import SIDECAR, refusal
+
+        version = str(version)
+        key = (self._uri(), name, version)
+        path = self._artifacts(name, version)
+        sidecar = path / SIDECAR
+        stored = sidecar.read_text().strip() if sidecar.exists() else None
+        if stored is not None and _VERIFIED.get(key) == stored:
+            return None
+        if stored is None:  # cached before signatures were kept beside the artifacts: ask the registry
+            try:
+                stored = self._signature_tag(self._client(), name, version)
+            except Exception as e:  # noqa: BLE001 - connection errors differ by store
+                raise ModelLoadError(f"cannot read the signature of model {name} version {version}: MLflow "
+                                     f"unreachable ({e})") from None
+            _write_sidecar(path, stored)
+        why = refusal(path, name, stored)
+        if why is not None:  # signed since it was cached (tp models sign)? the registry's tag, once more
+            try:
+                fresh = self._signature_tag(self._client(), name, version)
+            except Exception:  # noqa: BLE001 - refused on what is known
+                fresh = stored
+            if fresh != stored:
+                _write_sidecar(path, fresh)
+                stored, why = fresh, refusal(path, name, fresh)
+        if why is None:
+            _VERIFIED[key] = stored
+        return why
 
     def load(self, name: str, alias: str = "champion", version: str | None = None) -> LoadedModel:
         version = str(version) if version is not None else self.resolve(name, alias)
@@ -164,6 +217,12 @@ class ModelServer(ConfigurableResource):
             return _MEMORY[key]
         t = time.perf_counter()
         path = self._artifacts(name, version)
+        # checked over the bytes about to be read, in this process, before anything is deserialized
+        _VERIFIED.pop(key, None)
+        why = self.refusal(name, version)
+        if why is not None:
+            log.error("refused to load %s version %s: %s", name, version, why)
+            raise ModelRefused(name, version, why)
         try:
             loaded = _load_native(name, version, path, resolve_device(self.device))
         except Exception as e:  # noqa: BLE001
@@ -174,6 +233,14 @@ class ModelServer(ConfigurableResource):
 
     def predict(self, name: str, X, alias: str = "champion"):
         return self.load(name, alias).predict(X)
+
+
+def _write_sidecar(path: Path, signature: str) -> None:
+    from ..models.signing import SIDECAR
+
+    tmp = path / f"{SIDECAR}.{os.getpid()}"
+    tmp.write_text(signature or "")
+    tmp.replace(path / SIDECAR)
 
 
 def _read_memo(path: Path) -> dict:

@@ -49,8 +49,8 @@ def dagster_reporter(instance):
 
 @sensor(name="watchdog_sensor", minimum_interval_seconds=_interval(), default_status=DefaultSensorStatus.RUNNING,
         description="The watchdog's checks on the store (data_stale, collector_down, stream_stale, live_backlog, "
-                    "live_batch_retrying, run_failed, mlflow_unreachable, deliveries_dead): a message through the "
-                    "alert outbox when one starts failing, a reminder every 15 min, one when it recovers "
+                    "live_batch_retrying, run_failed, mlflow_unreachable, deliveries_dead, model_refused): a message "
+                    "through the alert outbox when one starts failing, a reminder every 15 min, one when it recovers "
                     "(tp watchdog status).")
 def watchdog_sensor(context: SensorEvaluationContext, market_db: MarketDB):
     import os

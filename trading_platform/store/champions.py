@@ -41,9 +41,11 @@ def record_removed(conn, name: str, alias: str, at: datetime | None = None) -> b
                         "AND alias = %s AND valid_to IS NULL", (at, name, alias)).rowcount > 0
 
 
-def sync_from_registry(conn, client, registered=None) -> list[dict]:
+def sync_from_registry(conn, client, registered=None, served: dict | None = None) -> list[dict]:
     """Compare every registered model's aliases with the open history rows and record what moved outside the
-    platform. ``registered``: the registered models already listed by the caller (one registry read)."""
+    platform. ``registered``: the registered models already listed by the caller (one registry read);
+    ``served``: name -> {alias: version} actually served, where it differs from the registry's aliases (a
+    refused version's predecessor kept serving)."""
     from ..models.registry import iter_registered_models
 
     models = list(registered) if registered is not None else list(iter_registered_models(client))
@@ -52,7 +54,8 @@ def sync_from_registry(conn, client, registered=None) -> list[dict]:
     known = {n for (n,) in conn.execute("SELECT DISTINCT model_name FROM model_champions").fetchall()}
     moves = []
     for rm in models:
-        aliases = {a: str(v) for a, v in (rm.aliases or {}).items() if a in ALIASES}
+        given = served[rm.name] if served is not None and rm.name in served else (rm.aliases or {})
+        aliases = {a: str(v) for a, v in given.items() if a in ALIASES}
         for alias in ALIASES:
             have, want = open_rows.get((rm.name, alias)), aliases.get(alias)
             if have == want:

@@ -1707,6 +1707,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "metrics that survive: counters and histograms kept in the transactions that do the work (tp serve /metrics)",
         _METRICS,
     ),
+    (
+        23,
+        "model_refusals: registered versions the serving resource refused (unsigned, or signature wrong)",
+        """
+        CREATE TABLE IF NOT EXISTS model_refusals (
+            model_name text NOT NULL,
+            version    text NOT NULL,
+            alias      text NOT NULL,
+            reason     text NOT NULL,
+            first_at   timestamptz NOT NULL DEFAULT now(),
+            last_at    timestamptz NOT NULL DEFAULT now(),
+            cleared_at timestamptz,
+            PRIMARY KEY (model_name, version)
+        );
+        CREATE INDEX IF NOT EXISTS model_refusals_open ON model_refusals (model_name) WHERE cleared_at IS NULL;
+        """,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001

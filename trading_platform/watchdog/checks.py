@@ -34,6 +34,9 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...] | None, str]] = {
     "run_failed": ("sensor", "ERROR", None, "a run failed and will not be retried (its retries are spent)"),
     "mlflow_unreachable": ("sensor", "ERROR", None, "the MLflow tracking store failed 3 looks in a row"),
     "deliveries_dead": ("sensor", "WARN", ("alerts",), "alert deliveries went dead (retries spent or refused)"),
+    "model_refused": ("sensor", "ERROR", ("predictions",),
+                      "an alias points at a model version the serving resource refuses (unsigned, or its signature "
+                      "wrong): its predecessor serves, or nothing"),
     "daemon_down": ("service", "ERROR", None, "no Dagster daemon heartbeat for 5 minutes"),
     "db_unreachable": ("service", "ERROR", None, "the platform's database failed 3 looks in a row"),
     "delivery_worker_down": ("service", "ERROR", ("alerts",),
@@ -390,6 +393,21 @@ def deliveries_dead(look: Look) -> Observation:
                        + " (tp alerts deliveries --status dead; tp alerts retry)")
 
 
+def model_refused(look: Look) -> Observation:
+    """Open refusals (``store.refusals``): an alias of the registry points at a version this platform did not sign
+    (or whose artifacts changed since); recorded by every resolution of the versions to serve, cleared once the
+    alias moves on or the version verifies (``tp models sign``)."""
+    from ..store.refusals import open_refusals
+
+    rows = open_refusals(look.conn)
+    if not rows:
+        return Observation(False, detail="every aliased model version verifies")
+    return Observation(True, min(min(r["since"] for r in rows), look.now),
+                       [f"{r['model']} v{r['version']}" for r in rows],
+                       "; ".join(f"{r['model']} version {r['version']} ({r['alias']}) refused: {r['reason']}"
+                                 for r in rows)[:400] + " (tp models list)")
+
+
 # ---- the service's checks (tp watchdog run) -------------------------------------------------------------------
 def sensor_lag_s(t: Thresholds) -> float:
     """How long ``watchdog_sensor`` may go without a look before the service says so."""
@@ -464,7 +482,8 @@ def delivery_worker_down(look: Look) -> Observation:
 FUNCTIONS = {
     "data_stale": data_stale, "collector_down": collector_down, "stream_stale": stream_stale,
     "live_backlog": live_backlog, "live_batch_retrying": live_batch_retrying, "run_failed": run_failed,
-    "mlflow_unreachable": mlflow_unreachable, "deliveries_dead": deliveries_dead, "daemon_down": daemon_down,
+    "mlflow_unreachable": mlflow_unreachable, "deliveries_dead": deliveries_dead, "model_refused": model_refused,
+    "daemon_down": daemon_down,
     "db_unreachable": db_unreachable, "delivery_worker_down": delivery_worker_down,
 }
 
