@@ -281,3 +281,46 @@ def for_candles(conn, table: str, *, symbols=None, timeframes=None, models=None,
                         + _page(table, limit),
                         (symbols, timeframes, models, start, end, json.dumps(versions) if versions else None,
                          champions_at)).fetchall()
+
+
+SUPERSEDED_RETENTION_ENV = "TP_SUPERSEDED_RETENTION_DAYS"
+
+
+def superseded_retention_days(environ=None) -> float | None:
+    """``TP_SUPERSEDED_RETENTION_DAYS``: superseded output rows older than this many days are deleted by the
+    maintenance job (unset or empty: kept forever)."""
+    import os
+
+    from ..errors import InvalidInput
+
+    raw = (os.environ if environ is None else environ).get(SUPERSEDED_RETENTION_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        days = float("nan")
+    if not days >= 1:  # the knowledge base's sync and the alerts read corrections within a day
+        raise InvalidInput(f"{SUPERSEDED_RETENTION_ENV}={raw!r} is not a number of days >= 1 (unset: keep every "
+                           "superseded row)", field=SUPERSEDED_RETENTION_ENV)
+    return days
+
+
+def compact_superseded(conn, days: float, *, now: datetime | None = None) -> dict[str, int]:
+    """Delete the rows of the output tables superseded more than ``days`` ago, one symbol and table per
+    transaction (the ``(symbol, superseded_at)`` partial index finds them). Current rows are never touched, so
+    every read of current outputs is unchanged; an as-of read at a time older than the cutoff no longer sees a
+    row that was corrected before the cutoff (``docs/outputs.md``, "Retention")."""
+    from datetime import timedelta, timezone
+
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    symbols = [r[0] for r in conn.execute("SELECT symbol FROM symbols ORDER BY symbol").fetchall()]
+    deleted = {}
+    for table in TABLES:
+        n = 0
+        for symbol in symbols:
+            with conn.transaction():
+                n += conn.execute(f"DELETE FROM {table} WHERE symbol = %s AND superseded_at IS NOT NULL "
+                                  "AND superseded_at < %s", (symbol, cutoff)).rowcount
+        deleted[table] = n
+    return deleted
