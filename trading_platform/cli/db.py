@@ -1,4 +1,4 @@
-"""`tp db`: the market store's URL and its migrations."""
+"""`tp db`: the market store's URL and its migrations; `tp backup` and `tp restore` (the deployment's state)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,36 @@ def cmd_migrate(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    import sys
+
+    from ..backup import backup
+
+    out = backup(args.dir, log=lambda m: print(m, file=sys.stderr))
+    parts = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in out["parts"].items() if v["bytes"])
+    emit(args, out, f"backup in {args.dir}: {out['bytes'] / 1e6:.1f} MB ({parts}) in {out['seconds']:.1f} s; the "
+                    "model signing key is not in it: keep it apart")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    import sys
+
+    from ..backup import restore
+
+    out = restore(args.dir, log=lambda m: print(m, file=sys.stderr))
+    emit(args, out, f"restored {out['tables']} tables ({out['rows']} rows, every count as in the backup) from "
+                    f"{args.dir} in {out['seconds']:.1f} s")
+    return 0
+
+
 def register(sub, cmd) -> None:
+    b = cmd("backup", cmd_backup, "a consistent backup of the market store, Dagster's storage, MLflow's store and "
+                                  "artifacts, and the knowledge base's index into DIR (a new directory)")
+    b.add_argument("dir", metavar="DIR")
+    r = cmd("restore", cmd_restore, "restore a backup made by `tp backup` into this empty deployment, checked "
+                                    "against its manifest")
+    r.add_argument("dir", metavar="DIR")
     db = sub.add_parser("db", help="the market store")
     dbs = db.add_subparsers(dest="db_command", required=True, parser_class=Parser)
     u = dbs.add_parser("url", help="a URI psql accepts (password as *** unless --show-password)")
