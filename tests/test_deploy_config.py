@@ -139,7 +139,9 @@ def test_every_service_is_there(config):
 
 def test_market_store_users_wait_for_the_migration(config):
     s = config["services"]
-    users = {name for name, svc in s.items() if "TP_DATABASE_URL" in (svc.get("environment") or {})} - {"migrate"}
+    # the backup service restores into an empty database, before migrate has run (docs/security.md)
+    users = {name for name, svc in s.items() if "TP_DATABASE_URL" in (svc.get("environment") or {})} - {"migrate",
+                                                                                                        "backup"}
     assert {"user_code", "daemon", "webserver"} <= users
     for name in users:
         assert s[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
@@ -581,3 +583,26 @@ def test_the_alert_delivery_worker_runs_as_its_own_service_with_the_destination_
                if any("alerts.env" in str(f) for f in svc.get("env_file") or [])]
     assert readers == ["alerts", "watchdog"]  # the watchdog sends itself while the database is down
     assert all(line.startswith("#") or not line.strip() for line in (DOCKER / "alerts.env").read_text().splitlines())
+
+
+def test_the_backup_profile_reaches_every_store_and_never_the_signing_key(tmp_path):
+    """`--profile backup`: a one-shot `tp backup`/`tp restore` service with the deployment's environment, MLflow's
+    database and artifact volume and the knowledge base's volume, writing to TP_BACKUP_DIR; it is not started by a
+    plain `up` (a profile), has no Docker socket, and no password reaches its command line."""
+    secret = "Pw" + os.urandom(8).hex()
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace("POSTGRES_PASSWORD=change-me", f"POSTGRES_PASSWORD={secret}"))
+    r = subprocess.run([_docker_compose(), "--profile", "backup", "-f", str(COMPOSE), "--env-file", str(env_file),
+                        "config"], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")})
+    assert r.returncode == 0, r.stderr
+    b = yaml.safe_load(r.stdout)["services"]["backup"]
+    env = b["environment"]
+    assert env["TP_BACKUP_MLFLOW_DB"] == f"postgresql://tp:{secret}@postgres:5432/mlflow"
+    assert env["TP_BACKUP_MLFLOW_ARTIFACTS"] == "/var/lib/mlflow/artifacts" and env["TP_EMBEDDED"] == "0"
+    assert env["DAGSTER_PG_DB"] == "dagster" and env["TP_DATABASE_URL"].endswith("@postgres:5432/trading")
+    mounts = _mounts(b)
+    assert "/var/lib/mlflow/artifacts" in mounts and "/var/lib/tp/rag" in mounts and "/backups" in mounts
+    assert "/var/run/docker.sock" not in mounts and "/var/lib/tp" not in mounts  # no TP_HOME: no key file
+    assert secret not in " ".join(map(str, b.get("command") or []))
+    assert b["profiles"] == ["backup"] and b["restart"] == "no"  # a one-shot, started only by hand

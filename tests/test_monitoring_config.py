@@ -565,12 +565,12 @@ def test_the_monitoring_services_come_with_their_profile_only():
     assert plain["services"] == monitoring["services"]
     s = plain["services"]
     with_profile = {name for name, svc in s.items() if svc.get("profiles")}
-    assert with_profile == MONITORING, sorted(with_profile)
+    assert with_profile == MONITORING | {"backup"}, sorted(with_profile)  # backup: a one-shot of its own profile
     for name in MONITORING:
         assert s[name]["profiles"] == ["monitoring"], name
     enabled = lambda svc, active: not svc.get("profiles") or set(svc["profiles"]) & set(active)  # noqa: E731
-    assert {n for n, svc in s.items() if enabled(svc, ())} == set(s) - MONITORING
-    assert {n for n, svc in s.items() if enabled(svc, ("monitoring",))} == set(s)
+    assert {n for n, svc in s.items() if enabled(svc, ())} == set(s) - with_profile
+    assert {n for n, svc in s.items() if enabled(svc, ("monitoring",))} == set(s) - {"backup"}
     # a plain `up` must not need them
     for name, svc in s.items():
         if name not in MONITORING:
