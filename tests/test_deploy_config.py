@@ -309,9 +309,12 @@ def test_no_secret_in_compose_yaml(tmp_path):
     secret = "Pw" + os.urandom(8).hex()
     env_file = tmp_path / ".env"
     signing_key = "Key" + os.urandom(20).hex()
-    env_file.write_text(re.sub(r"(?m)^TP_MODEL_SIGNING_KEY=.*$", f"TP_MODEL_SIGNING_KEY={signing_key}",
-                               ENV_EXAMPLE.read_text().replace("POSTGRES_PASSWORD=change-me",
-                                                               f"POSTGRES_PASSWORD={secret}")))
+    platform, mlflow_db = "Pf" + os.urandom(8).hex(), "Ml" + os.urandom(8).hex()
+    text = ENV_EXAMPLE.read_text().replace("POSTGRES_PASSWORD=change-me", f"POSTGRES_PASSWORD={secret}")
+    for var, value in (("TP_MODEL_SIGNING_KEY", signing_key), ("TP_PLATFORM_PASSWORD", platform),
+                       ("TP_MLFLOW_DB_PASSWORD", mlflow_db)):
+        text = re.sub(rf"(?m)^{var}=.*$", f"{var}={value}", text)
+    env_file.write_text(text)
     assert secret not in COMPOSE.read_text()
     s = _config(COMPOSE, env_file=env_file)["services"]
     # the model signing key: every process that trains or serves (runs get it from the daemon), never MLflow
@@ -323,14 +326,26 @@ def test_no_secret_in_compose_yaml(tmp_path):
     for name, svc in s.items():
         assert signing_key not in " ".join(map(str, svc.get("command") or [])), name
     assert s["postgres"]["environment"]["POSTGRES_PASSWORD"] == secret
-    assert s["daemon"]["environment"]["DAGSTER_PG_PASSWORD"] == secret
-    assert s["user_code"]["environment"]["TP_DATABASE_URL"] == f"postgresql://tp:{secret}@postgres:5432/trading"
+    # each service its role: the superuser only for the deploy step (and backups, a profile); the platform's
+    # services as tp_platform (the market store's rows, Dagster's storage); MLflow as tp_mlflow
+    assert s["migrate"]["environment"]["TP_DATABASE_URL"] == f"postgresql://tp:{secret}@postgres:5432/trading"
+    assert s["migrate"]["environment"]["TP_PLATFORM_PASSWORD"] == platform
+    assert s["migrate"]["environment"]["TP_MLFLOW_DB_PASSWORD"] == mlflow_db
+    for name in ("user_code", "live_runner", "daemon", "webserver", "alerts", "watchdog", "api"):
+        env = s[name]["environment"]
+        assert env["TP_DATABASE_URL"] == f"postgresql://tp_platform:{platform}@postgres:5432/trading", name
+        assert (env["DAGSTER_PG_USERNAME"], env["DAGSTER_PG_PASSWORD"]) == ("tp_platform", platform), name
+        assert secret not in str(env), name  # the superuser's password reaches no service of the platform
+    assert s["collector"]["environment"]["TP_DATABASE_URL"].startswith("postgresql://live_writer:")
     assert s["user_code"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert s["user_code"]["environment"]["TP_EMBEDDED"] == "0"
     assert s["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"] == (
-        f"postgresql+psycopg://tp:{secret}@postgres:5432/mlflow")
+        f"postgresql+psycopg://tp_mlflow:{mlflow_db}@postgres:5432/mlflow")
+    init = (DOCKER / "postgres" / "10-create-databases.sql").read_text()
+    assert "CREATE DATABASE dagster OWNER tp_platform;" in init and "CREATE DATABASE mlflow OWNER tp_mlflow;" in init
     for name, svc in s.items():
-        assert secret not in " ".join(map(str, svc.get("command") or [])), name
+        for value in (secret, platform, mlflow_db):
+            assert value not in " ".join(map(str, svc.get("command") or [])), name
         assert secret not in str(svc.get("build", {}).get("args", {})), name
 
 

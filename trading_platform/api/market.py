@@ -54,11 +54,12 @@ def migrate(*, wait_s: float = 0.0) -> dict:
             log.warning("%s; retrying", e.message)
             time.sleep(2)
     with store:
-        from ..store.collector import set_live_writer_password
+        from ..store.roles import set_passwords
 
         applied = store.migrate()
-        return {"schema_version": current_version(store.conn), "applied": applied,
-                "live_writer": set_live_writer_password(store.conn)}
+        roles = set_passwords(store.conn)
+        return {"schema_version": current_version(store.conn), "applied": applied, "live_writer": roles["live_writer"],
+                "roles": roles}
 
 
 def ingest_file(path: str, symbol: str, timeframe: str, *, category: str | None = None,

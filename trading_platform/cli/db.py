@@ -16,7 +16,7 @@ def cmd_migrate(args) -> int:
     out = market.migrate(wait_s=args.wait)
     v, applied = out["schema_version"], out["applied"]
     emit(args, out, f"schema at version {v}" + (f" (applied {', '.join(map(str, applied))})" if applied
-                                                 else " (up to date)") + f"; {out['live_writer']}")
+                                                 else " (up to date)") + "; " + "; ".join(out["roles"].values()))
     return 0
 
 

@@ -32,15 +32,12 @@ def _column_types(df: pl.DataFrame) -> dict[str, str]:
 
 
 def ensure_columns(conn, df: pl.DataFrame) -> list[str]:
-    from psycopg import sql
-
     types = _column_types(df)
     existing = {r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'features'").fetchall()}
     for name, typ in types.items():
-        if name not in existing:
-            conn.execute(sql.SQL("ALTER TABLE features ADD COLUMN IF NOT EXISTS {} " + typ).format(
-                sql.Identifier(name)))
+        if name not in existing:  # as the schema's owner (the platform's role may not alter tables)
+            conn.execute("SELECT tp_features_add_column(%s, %s)", (name, typ))
     return list(types)
 
 

@@ -9,7 +9,6 @@ for the ``live_writer`` role: it calls ``tp_live_candle()`` and ``tp_live_last_c
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -116,21 +115,8 @@ def read_status(conn) -> list[dict]:
 
 
 def set_live_writer_password(conn) -> str:
-    """``TP_LIVE_WRITER_PASSWORD`` set: ``live_writer`` may log in with it; unset: left as it is. Returns what
-    was done (never the password)."""
-    from psycopg import sql
+    """``TP_LIVE_WRITER_PASSWORD`` set: ``live_writer`` may log in with it; unset: left as it is (``store/roles.py``
+    for every role)."""
+    from .roles import set_password
 
-    password = os.environ.get("TP_LIVE_WRITER_PASSWORD", "")
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'live_writer'").fetchone()
-    if not exists:
-        return "live_writer does not exist (the migrating role may not create roles)"
-    if not password:
-        return "live_writer unchanged (TP_LIVE_WRITER_PASSWORD not set)"
-    import psycopg
-
-    try:
-        conn.execute(sql.SQL("ALTER ROLE live_writer WITH LOGIN PASSWORD {}").format(sql.Literal(password)))
-    except psycopg.errors.InsufficientPrivilege:
-        return ("live_writer's password not set: the migrating role may not alter roles (CREATEROLE); set it as an "
-                "administrator: ALTER ROLE live_writer LOGIN PASSWORD '...'")
-    return "live_writer may log in (password from TP_LIVE_WRITER_PASSWORD)"
+    return set_password(conn, "live_writer")

@@ -448,6 +448,103 @@ _METRICS = """
     "%(outcomes_text)s", ", ".join(INGEST_OUTCOMES)).replace("%%", "%")
 
 
+# Migration 24 and the end of every later `tp db migrate`: least-privilege roles on the market store. tp_owner owns
+# every object of the schema (the migrating login is made a member: it keeps altering them); tp_platform, the
+# role of the code server, the runs, the workers and the services, may read and write rows and call the functions,
+# never DDL, TRUNCATE or DROP (a feature column the features asset needs is added through tp_features_add_column(),
+# which runs as tp_owner and accepts only a plain name and the two feature types); it may SET ROLE to tp_reader and
+# tp_api_writer (the faces). Roles are created NOLOGIN where the migrating login may create roles; `tp db migrate`
+# lets one log in once its password is given (store/roles.py). Objects of extensions (TimescaleDB) are left alone.
+SECURE_SCHEMA = """
+        DO $do$
+        DECLARE
+            schema text := current_schema();
+            r record;
+            role text;
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+                FOREACH role IN ARRAY ARRAY['tp_owner', 'tp_platform'] LOOP
+                    BEGIN
+                        EXECUTE format('CREATE ROLE %I NOLOGIN', role);
+                    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                        NULL;  -- there already (roles are the cluster's)
+                    END;
+                END LOOP;
+                IF NOT pg_has_role(current_user, 'tp_owner', 'MEMBER') THEN
+                    EXECUTE format('GRANT tp_owner TO %I', current_user);
+                END IF;
+                FOREACH role IN ARRAY ARRAY['tp_reader', 'tp_api_writer'] LOOP
+                    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role)
+                       AND NOT pg_has_role('tp_platform', role, 'MEMBER') THEN
+                        EXECUTE format('GRANT %I TO tp_platform', role);
+                    END IF;
+                END LOOP;
+            ELSIF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tp_owner')
+               OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tp_platform') THEN
+                RAISE NOTICE 'tp_owner and tp_platform not created: % may not create roles (CREATEROLE)', current_user;
+                RETURN;
+            END IF;
+            IF NOT pg_has_role(current_user, 'tp_owner', 'MEMBER') THEN
+                RAISE NOTICE 'the schema stays %''s: it is not a member of tp_owner', current_user;
+                RETURN;
+            END IF;
+            -- every table, view and free sequence of the schema, and every function, belongs to tp_owner
+            FOR r IN SELECT c.oid::regclass AS obj, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = schema AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                       AND c.relowner <> 'tp_owner'::regrole
+                       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                       AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+            LOOP
+                EXECUTE format('ALTER %s %s OWNER TO tp_owner',
+                               CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                              WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+                               r.obj);
+            END LOOP;
+            FOR r IN SELECT p.oid::regprocedure AS fn FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = schema AND p.proowner <> 'tp_owner'::regrole
+                       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                       AND d.objid = p.oid AND d.deptype = 'e')
+            LOOP
+                EXECUTE format('ALTER ROUTINE %s OWNER TO tp_owner', r.fn);
+            END LOOP;
+            -- what the platform's processes do: rows and functions
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO tp_platform', schema);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO tp_platform', schema);
+            EXECUTE format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %I TO tp_platform', schema);
+            EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA %I TO tp_platform', schema);
+            EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE tp_owner IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, '
+                           'DELETE ON TABLES TO tp_platform', schema);
+            EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE tp_owner IN SCHEMA %I GRANT USAGE, SELECT, UPDATE ON '
+                           'SEQUENCES TO tp_platform', schema);
+            EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE tp_owner IN SCHEMA %I GRANT EXECUTE ON FUNCTIONS TO '
+                           'tp_platform', schema);
+        END
+        $do$;
+        """
+
+_ROLES = """
+        CREATE OR REPLACE FUNCTION tp_features_add_column(p_name text, p_type text) RETURNS void
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            IF p_name !~ '^[a-z_][a-z0-9_]{0,62}$' OR p_name IN ('symbol', 'timeframe', 'ts') THEN
+                RAISE EXCEPTION 'feature name % is not a valid column name', p_name USING ERRCODE = '22023';
+            END IF;
+            IF p_type NOT IN ('double precision', 'timestamptz') THEN
+                RAISE EXCEPTION 'feature type % is not double precision or timestamptz', p_type USING ERRCODE = '22023';
+            END IF;
+            EXECUTE format('ALTER TABLE features ADD COLUMN IF NOT EXISTS %I ' || p_type, p_name);
+        END
+        $fn$;
+        DO $do$
+        BEGIN
+            EXECUTE format('ALTER FUNCTION tp_features_add_column(text, text) SECURITY DEFINER '
+                           'SET search_path = %I, pg_temp', current_schema());
+            REVOKE EXECUTE ON FUNCTION tp_features_add_column(text, text) FROM PUBLIC;
+        END
+        $do$;
+        """ + SECURE_SCHEMA
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -1724,6 +1821,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS model_refusals_open ON model_refusals (model_name) WHERE cleared_at IS NULL;
         """,
     ),
+    (
+        24,
+        "least-privilege roles: tp_owner owns the schema, tp_platform reads and writes rows and calls the functions",
+        _ROLES,
+    ),
 ]
 
 _LOCK_ID = 7_302_114_001
@@ -1752,6 +1854,8 @@ def migrate(conn, upto: int | None = None) -> list[int]:
                 "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
             )
             applied.append(version)
+        if applied and max(applied) > 24 and upto is None:  # what later migrations created goes to tp_owner too
+            conn.execute(SECURE_SCHEMA)
     return applied
 
 
