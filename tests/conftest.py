@@ -199,3 +199,17 @@ def market_copy(model_market, pg_server):
     copy = copy_database(pg_server, model_market[0])
     yield copy
     drop_database(pg_server, copy)
+
+
+def signed_versions(client, name: str, n: int, where: Path) -> None:
+    """``n`` versions of ``name`` registered by hand (a stub artifact each), signed as `tp models sign` does: what
+    the serving resource and `tp models promote` accept."""
+    from trading_platform.models.registry import sign
+
+    client.create_registered_model(name)
+    for i in range(n):
+        art = Path(where) / f"{name}-{i + 1}"
+        art.mkdir(parents=True, exist_ok=True)
+        (art / "MLmodel").write_text(f"flavors: {{}}\nversion: {i + 1}\n")
+        mv = client.create_model_version(name, source=str(art), run_id=None)
+        sign(client, name, str(mv.version))

@@ -15,7 +15,7 @@ from trading_platform import api  # noqa: F401 (the package loads nothing heavy;
 from trading_platform.api import features, kb, live, market, models, outputs, runs, symbols
 from trading_platform.errors import InvalidInput, UnknownSymbol
 
-from conftest import utc
+from conftest import signed_versions, utc
 
 
 def _field(excinfo) -> str:
@@ -108,9 +108,7 @@ def test_models_list_promote_history_and_compare(store, tmp_path):
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(uri, uri)
-    client.create_registered_model("pump_xgb")
-    for _ in range(2):
-        client.create_model_version("pump_xgb", source=(tmp_path / "m").as_uri())
+    signed_versions(client, "pump_xgb", 2, tmp_path / "m")  # registered by hand: signed (tp models sign)
     client.set_registered_model_alias("pump_xgb", "champion", "1")
     [m] = models.list_models(client=client)
     assert m["name"] == "pump_xgb" and [v["aliases"] for v in m["versions"]] == [["champion"], []]

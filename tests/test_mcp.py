@@ -14,6 +14,8 @@ import anyio
 import jsonschema
 import pytest
 
+from conftest import signed_versions
+
 READS = {"list_symbols", "get_symbol", "get_candles", "get_features", "get_predictions", "get_forecast",
          "get_patterns", "search_knowledge", "list_models", "list_alerts", "alert_stats", "paper_status",
          "paper_trades", "live_status", "pipeline_status", "platform_status"}
@@ -227,9 +229,7 @@ def test_the_write_tools_change_the_store_and_are_audited(market, dsn, tmp_path)
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(uri, registry_uri=uri)  # not the process's registry URI, an earlier test's
-    client.create_registered_model("pump_xgb")
-    for _ in range(2):
-        client.create_model_version("pump_xgb", source=str(tmp_path), run_id=None)
+    signed_versions(client, "pump_xgb", 2, tmp_path / "artifacts")  # registered by hand: signed (tp models sign)
     client.set_registered_model_alias("pump_xgb", "champion", "1")
     server = _server(allow_writes=True)
 

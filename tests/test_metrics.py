@@ -24,6 +24,7 @@ from trading_platform.faces.reads import ReadPool
 from trading_platform.resources import MarketDB
 from trading_platform.store import outbox
 
+from conftest import signed_versions
 from test_live import candles, empty_registry, live_env, run_request, tick  # noqa: F401 (fixtures)
 from test_serve import _port
 
@@ -354,16 +355,14 @@ def test_the_cache_serves_one_read_for_its_seconds_and_a_bad_setting_is_named(pl
     assert e.value.field == "TP_METRICS_CACHE_S"
 
 
-def test_the_registry_thread_exports_each_champion_and_since_when(platform, dsn, empty_registry):  # noqa: F811
+def test_the_registry_thread_exports_each_champion_and_since_when(platform, dsn, empty_registry, tmp_path):  # noqa: F811
     """Read by the background refresh from MLflow's aliases and the champion history."""
     from trading_platform.models.registry import promote
 
     store, instance, res = platform
     client = empty_registry.client()
     name = "metrics_probe"
-    client.create_registered_model(name)
-    for _ in range(2):
-        client.create_model_version(name, source="file:///nowhere")
+    signed_versions(client, name, 2, tmp_path)  # registered by hand, signed: promote accepts them
     promote(client, name, "2", conn=store.conn)
     pool = ReadPool(dsn)
     col = PlatformCollector(pool, instance=instance, cache=0)

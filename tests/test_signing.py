@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -129,21 +130,30 @@ def test_tp_models_list_and_promote_say_why_on_the_command_line(model_env, tmp_p
     assert os.environ["TP_MODEL_SIGNING_KEY"] not in out.stdout + signed.stdout + signed.stderr
 
 
-def test_cached_artifacts_changed_after_download_are_refused(model_env, tmp_path):
-    """The signature is checked over the bytes about to be loaded, in every process: a model file replaced in
-    the cache (a shared volume) is refused, not loaded."""
+def test_changed_artifacts_are_never_loaded_a_stale_cache_is_fetched_again(model_env, tmp_path):
+    """The signature is checked over the bytes about to be loaded, in every process. A model file changed in the
+    cache (a shared volume) is not loaded: the registry's copy is fetched again and verified. Changed in the
+    artifact store itself, the version is refused."""
+    from urllib.parse import urlparse
+
+    import yaml
+
     run, res, _ = model_env
     client = res["mlflow"].client()
     run(pump_xgb, {**STRONG, **ANY_BASELINE})
     cache = tmp_path / "cache2"
     server = ModelServer(tracking_uri=client.tracking_uri, cache_dir=str(cache), device="cpu")
-    assert server.load("pump_xgb", version="1").flavor == "xgboost"
-    import yaml
-
+    genuine = server.load("pump_xgb", version="1").model.save_raw()
     where = cache / "pump_xgb" / "1"
-    model_file = where / yaml.safe_load((where / "MLmodel").read_text())["flavors"]["xgboost"]["data"]
-    model_file.write_bytes(model_file.read_bytes() + b" ")
+    data = yaml.safe_load((where / "MLmodel").read_text())["flavors"]["xgboost"]["data"]
+    (where / data).write_bytes((where / data).read_bytes() + b" ")
     serving._MEMORY.clear()  # a new process
+    assert server.load("pump_xgb", version="1").model.save_raw() == genuine
+    # the artifact store's copy changed: refused, whatever the cache holds
+    stored = Path(urlparse(client.get_model_version_download_uri("pump_xgb", "1")).path) / data
+    stored.write_bytes(stored.read_bytes() + b" ")
+    (where / data).write_bytes(stored.read_bytes())
+    serving._MEMORY.clear()
     with pytest.raises(ModelRefused, match="does not match its artifacts"):
         server.load("pump_xgb", version="1")
 

@@ -62,8 +62,12 @@ def sign_version(client, name: str, version: str, workdir: Path) -> str:
     serving resource will check)."""
     import mlflow
 
-    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(workdir),
-                                        tracking_uri=client.tracking_uri)
+    from ..resources.mlflow import MLflowResource
+
+    # models:/ URIs resolve through the process's registry URI (MLflow ignores the arguments): the client's, here
+    uri = getattr(client, "_registry_uri", None) or client.tracking_uri
+    MLflowResource(tracking_uri=uri).client()
+    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(workdir))
     return signing.sign(workdir, name)
 
 

@@ -206,6 +206,11 @@ class ModelServer(ConfigurableResource):
             if fresh != stored:
                 _write_sidecar(path, fresh)
                 stored, why = fresh, refusal(path, name, fresh)
+            if why is not None and fresh:  # the cached copy itself may be stale (another registry's): fetched anew
+                shutil.rmtree(path, ignore_errors=True)
+                path = self._artifacts(name, version)
+                stored = (path / SIDECAR).read_text().strip()
+                why = refusal(path, name, stored)
         if why is None:
             _VERIFIED[key] = stored
         return why
