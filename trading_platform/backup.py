@@ -44,8 +44,9 @@ from .errors import InvalidInput, PlatformError, redact_secrets
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-ROLES = ("tp_reader", "tp_api_writer", "live_writer")  # the market store's roles its grants name
-_MEMBER_ROLES = ("tp_reader", "tp_api_writer")  # the faces SET ROLE to these: the login is made a member
+# the market store's roles its grants and default privileges name (migrations 20, 21, 24 and the live writer's)
+ROLES = ("tp_owner", "tp_platform", "tp_reader", "tp_api_writer", "live_writer")
+_MEMBER_ROLES = ("tp_owner", "tp_reader", "tp_api_writer")  # the restoring login acts as these (as migrations do)
 # MLflow's columns that hold artifact locations (those that exist in the store's schema are rewritten)
 _MLFLOW_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("model_versions", "source"),
                      ("model_versions", "storage_location"), ("logged_models", "artifact_location"))
@@ -199,6 +200,11 @@ def _restore_dump(dsn: str, dump: Path, part: dict, what: str) -> None:
         if part.get("timescaledb"):
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("SELECT timescaledb_post_restore()")
+    if what == "the market store":  # restored without owners: the schema's objects go back to tp_owner
+        from .store.migrations import SECURE_SCHEMA
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SECURE_SCHEMA)
 
 
 # ---- files --------------------------------------------------------------------------------------------------------
