@@ -31,6 +31,7 @@ setup(
         "yfinance>=0.2.40",
         # models: tracking and registry, and the model families (imported when they train or serve)
         "mlflow>=3.0",
+        "Flask-WTF>=1.1",  # MLflow's basic-auth app (compose's mlflow service runs it: mlflow[auth]'s one package)
         "xgboost>=2.0",
         "lightgbm>=4.0",
         "hmmlearn>=0.3",

@@ -126,15 +126,50 @@ def test_every_service_is_there(config):
     assert s["webserver"]["command"][:5] == ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000"]
     assert "/opt/dagster/dagster_home/workspace.yaml" in s["webserver"]["command"]
     assert s["daemon"]["command"] == ["dagster-daemon", "run"]
-    assert s["mlflow"]["command"][:2] == ["mlflow", "server"] and "--serve-artifacts" in s["mlflow"]["command"]
+    mlflow_script = " ".join(s["mlflow"]["command"])
+    assert "exec mlflow server --app-name basic-auth" in mlflow_script and "--serve-artifacts" in mlflow_script
     # the platform's image runs the code server, the migration and MLflow; the light one the webserver and daemon
     assert s["user_code"]["image"] == s["migrate"]["image"] == s["mlflow"]["image"] == s["live_runner"]["image"]
     assert s["user_code"]["build"]["dockerfile"] == "docker/Dockerfile"
     assert s["webserver"]["image"] == s["daemon"]["image"] != s["user_code"]["image"]
     assert s["webserver"]["build"]["dockerfile"] == "docker/Dockerfile.dagster"
     assert Path(s["user_code"]["build"]["context"]) == ROOT  # `context: ..` from docker/
-    assert any("3000" in str(p) for p in s["webserver"]["ports"])
+    assert any("3000" in str(p) for p in s["ui"]["ports"]) and not s["webserver"].get("ports")
     assert any("5000" in str(p) for p in s["mlflow"]["ports"])
+
+
+def test_the_ui_is_guarded_mlflow_authenticates_and_only_the_launcher_path_holds_the_docker_socket(config):
+    """The Dagster UI is published only through the `ui` proxy (basic auth); the webserver holds no Docker socket
+    and terminates runs through docker_proxy, which lets through container look-ups and stops only; the daemon
+    (which launches the runs) is the other holder of the socket; MLflow runs its basic-auth app, the platform's
+    services are its tp_platform user and the faces its read-only tp_reader."""
+    s = config["services"]
+    with_socket = {name for name, svc in s.items() if "/var/run/docker.sock" in _mounts(svc)}
+    assert with_socket == {"daemon", "docker_proxy"}, with_socket
+    proxy = s["docker_proxy"]
+    assert any(str(v).endswith("/var/run/docker.sock:ro") for v in proxy["volumes"])
+    allowed = {k for k, v in proxy["environment"].items() if str(v) == "1"}
+    assert allowed == {"CONTAINERS", "ALLOW_STOP"} and proxy["environment"]["POST"] == "0", allowed
+    assert not proxy.get("ports")
+    web = s["webserver"]
+    assert not web.get("ports") and web.get("user") in (None, "") and web["environment"]["DOCKER_HOST"] == \
+        "tcp://docker_proxy:2375"
+    assert [n for n, svc in s.items() if svc.get("user") == "root"] == ["daemon"]
+    ui = s["ui"]
+    assert Path(_mounts(ui)["/etc/caddy/Caddyfile"]) == DOCKER / "caddy" / "Caddyfile"
+    assert "TP_UI_PASSWORD_HASH" in ui["environment"] and not any("PASSWORD" in k and "HASH" not in k
+                                                                   for k in ui["environment"])
+    assert ui["depends_on"]["webserver"]["condition"] == "service_healthy"
+    caddyfile = (DOCKER / "caddy" / "Caddyfile").read_text()
+    assert "basicauth" in caddyfile and "reverse_proxy {$TP_UI_UPSTREAM:webserver:3000}" in caddyfile
+    # MLflow behind authentication: its users made once it answers, before anything that trains or serves
+    assert s["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"] == "/tmp/basic_auth.ini"
+    assert s["mlflow_users"]["command"] == ["python", "-m", "trading_platform.resources.mlflow_auth"]
+    for name in ("user_code", "live_runner"):
+        assert s[name]["depends_on"]["mlflow_users"]["condition"] == "service_completed_successfully", name
+    for name in ("user_code", "live_runner", "daemon", "webserver", "watchdog", "alerts"):
+        assert s[name]["environment"]["MLFLOW_TRACKING_USERNAME"] == "tp_platform", name
+    assert s["api"]["environment"]["MLFLOW_TRACKING_USERNAME"] == "tp_reader"
 
 
 def test_market_store_users_wait_for_the_migration(config):
@@ -311,8 +346,10 @@ def test_no_secret_in_compose_yaml(tmp_path):
     signing_key = "Key" + os.urandom(20).hex()
     platform, mlflow_db = "Pf" + os.urandom(8).hex(), "Ml" + os.urandom(8).hex()
     text = ENV_EXAMPLE.read_text().replace("POSTGRES_PASSWORD=change-me", f"POSTGRES_PASSWORD={secret}")
+    mlflow_users = {v: v[:2] + os.urandom(8).hex() for v in ("MLFLOW_ADMIN_PASSWORD", "TP_MLFLOW_PLATFORM_PASSWORD",
+                                                               "TP_MLFLOW_READER_PASSWORD", "MLFLOW_FLASK_SECRET_KEY")}
     for var, value in (("TP_MODEL_SIGNING_KEY", signing_key), ("TP_PLATFORM_PASSWORD", platform),
-                       ("TP_MLFLOW_DB_PASSWORD", mlflow_db)):
+                       ("TP_MLFLOW_DB_PASSWORD", mlflow_db), *mlflow_users.items()):
         text = re.sub(rf"(?m)^{var}=.*$", f"{var}={value}", text)
     env_file.write_text(text)
     assert secret not in COMPOSE.read_text()
@@ -343,8 +380,12 @@ def test_no_secret_in_compose_yaml(tmp_path):
         f"postgresql+psycopg://tp_mlflow:{mlflow_db}@postgres:5432/mlflow")
     init = (DOCKER / "postgres" / "10-create-databases.sql").read_text()
     assert "CREATE DATABASE dagster OWNER tp_platform;" in init and "CREATE DATABASE mlflow OWNER tp_mlflow;" in init
+    assert s["user_code"]["environment"]["MLFLOW_TRACKING_PASSWORD"] == mlflow_users["TP_MLFLOW_PLATFORM_PASSWORD"]
+    assert s["api"]["environment"]["MLFLOW_TRACKING_PASSWORD"] == mlflow_users["TP_MLFLOW_READER_PASSWORD"]
+    assert s["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == mlflow_users["MLFLOW_ADMIN_PASSWORD"]
+    assert mlflow_users["MLFLOW_ADMIN_PASSWORD"] not in str(s["user_code"]) + str(s["api"])  # the admin's: MLflow's
     for name, svc in s.items():
-        for value in (secret, platform, mlflow_db):
+        for value in (secret, platform, mlflow_db, *mlflow_users.values()):
             assert value not in " ".join(map(str, svc.get("command") or [])), name
         assert secret not in str(svc.get("build", {}).get("args", {})), name
 
@@ -621,3 +662,110 @@ def test_the_backup_profile_reaches_every_store_and_never_the_signing_key(tmp_pa
     assert "/var/run/docker.sock" not in mounts and "/var/lib/tp" not in mounts  # no TP_HOME: no key file
     assert secret not in " ".join(map(str, b.get("command") or []))
     assert b["profiles"] == ["backup"] and b["restart"] == "no"  # a one-shot, started only by hand
+
+
+def test_the_ui_proxy_asks_for_credentials_and_passes_only_the_right_ones(tmp_path, config):
+    """docker/caddy/Caddyfile run by a real Caddy (Debian's 2.6; the image is 2.8) in front of a stand-in webserver:
+    401 without credentials or with wrong ones, the webserver's answer with the right ones; the `ui` service's start
+    refuses the .env.example placeholder instead of a hash."""
+    import base64
+    import http.server
+    import socket
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    caddy = shutil.which("caddy")
+    assert caddy, "Debian's caddy is needed (.ci/run installs it)"
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"dagster_webserver_version": "stand-in"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    password = "ui-" + os.urandom(6).hex()
+    hashed = subprocess.run([caddy, "hash-password", "--plaintext", password], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path), "TP_UI_USER": "admin",
+           "TP_UI_PASSWORD_HASH": base64.b64encode(hashed.encode()).decode(),  # as .env.example says to store it
+           "TP_UI_ADDRESS": f"http://127.0.0.1:{port}", "TP_UI_UPSTREAM": f"127.0.0.1:{upstream.server_address[1]}"}
+    proc = subprocess.Popen([caddy, "run", "--config", str(DOCKER / "caddy" / "Caddyfile"), "--adapter", "caddyfile"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/server_info"
+
+    def get(auth=None):
+        req = urllib.request.Request(url)
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
+
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                status = get()[0]
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("caddy did not start")
+        assert status == 401
+        assert get(("admin", "wrong-password"))[0] == 401
+        assert get(("someone", password))[0] == 401
+        assert get(("admin", password)) == (200, b'{"dagster_webserver_version": "stand-in"}')
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+        upstream.shutdown()
+    assert password not in out
+    # the ui service's own start: the placeholder of .env.example is refused, naming the variable
+    # (`config` prints Compose's escaped `$$`; the container's shell gets `$`)
+    script = config["services"]["ui"]["command"][2].replace("$$", "$").replace("exec caddy run", "exec true caddy run")
+    placeholder = _env_example()["TP_UI_PASSWORD_HASH"]
+    r = subprocess.run(["sh", "-c", script], env={"TP_UI_PASSWORD_HASH": placeholder, "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "set TP_UI_PASSWORD_HASH" in r.stderr
+    ok = subprocess.run(["sh", "-c", script], env={"TP_UI_PASSWORD_HASH": env["TP_UI_PASSWORD_HASH"],
+                                                   "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_the_mlflow_service_writes_the_basic_auth_configuration_its_test_runs(tmp_path, config):
+    """The mlflow service's start script, run as its container would (Compose's `$$` unescaped, MLflow's exec
+    replaced): a 0600 basic_auth.ini with READ by default, the backend database as the auth store and the
+    administrator's name, the form tests/test_mlflow_auth.py runs a real basic-auth server with; no password in it
+    but the backend URI's."""
+    svc = config["services"]["mlflow"]
+    script = svc["command"][2].replace("$$", "$").replace("/tmp/basic_auth.ini", str(tmp_path / "basic_auth.ini"))
+    script = script.replace("exec mlflow server", "exec true mlflow server")
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_BACKEND_STORE_URI": svc["environment"]["MLFLOW_BACKEND_STORE_URI"],
+           "MLFLOW_AUTH_ADMIN_USERNAME": svc["environment"]["MLFLOW_AUTH_ADMIN_USERNAME"]}
+    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ini = tmp_path / "basic_auth.ini"
+    assert oct(ini.stat().st_mode & 0o777) == "0o600"
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ini)
+    assert dict(cfg["mlflow"]) == {
+        "default_permission": "READ", "database_uri": svc["environment"]["MLFLOW_BACKEND_STORE_URI"],
+        "admin_username": "admin", "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth"}
+    assert svc["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] not in ini.read_text()
