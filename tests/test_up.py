@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def _free_port() -> int:
@@ -28,8 +29,10 @@ def _graphql(port: int, query: str) -> dict | None:
 
 
 def test_tp_up_marks_dagsters_first_visit_modal_as_seen(tp_env, tmp_path):
+    """Also: with no TP_MODEL_SIGNING_KEY, the first start generates the embedded home's key, owner-only."""
     port = _free_port()
     env = {**tp_env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    env.pop("TP_MODEL_SIGNING_KEY", None)
     up = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "up", "--no-sample", "--no-mlflow",
                            "--port", str(port), "--api-port", str(_free_port())], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shown = None
@@ -46,6 +49,9 @@ def test_tp_up_marks_dagsters_first_visit_modal_as_seen(tp_env, tmp_path):
         up.send_signal(signal.SIGINT)
         _, err = up.communicate(timeout=60)
     assert shown is False, f"the webserver {'never answered' if shown is None else 'still shows the modal'}:\n{err}"
+    key = Path(tp_env["TP_HOME"]) / "secrets" / "model-signing.key"
+    assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600" and len(key.read_text().strip()) == 64
+    assert key.read_text().strip() not in err
 
 
 def _answers(url: str) -> bool:

@@ -140,6 +140,11 @@ def cmd_up(args) -> int:
     dagster_home = ensure_dagster_home(settings, run_log_level="DEBUG" if args.verbose else "INFO")
     if pids_file().exists() and any(_alive(p) for p in json.loads(pids_file().read_text() or "[]")):
         raise InvalidInput(f"the platform is already running (pids in {pids_file()}): `tp down` first")
+    # the model signing key (docs/security.md): generated under $TP_HOME on the first start when not given, so
+    # every service started below signs and verifies with the same one; a key file others can read stops here
+    from ..models.signing import signing_key
+
+    signing_key(settings)
     # what a kill -9 of everything or a crash left running: nothing of this instance runs now
     orphans = fail_orphaned_runs("the platform stopped while the run was in flight (found at `tp up`)", settings)
     if orphans:
