@@ -30,7 +30,10 @@ where it can (the ``DockerRunLauncher`` asks Docker), else, for a code server on
 the run worker reported in its "Started process for run (pid: N)" event.
 
 Termination (the UI's "terminate", a run's ``dagster/max_runtime``) sends SIGINT to the run's process, which
-Dagster turns into a clean cancellation; SIGTERM does the same. Forking is safe because the warm process only
+Dagster turns into a clean cancellation; SIGTERM does the same. A process that may not reach the fallback's runs
+(``TP_TERMINATE_VIA_DAEMON=1``: the compose webserver, which holds no Docker socket) only tags the run
+(``tp/terminate_requested``); the daemon's run monitoring passes it to this launcher's health check, where the
+fallback terminates it (the DockerRunLauncher stops its container) within ``poll_interval_seconds``. Forking is safe because the warm process only
 imports: it never runs a computation nor loads a model (loading the TCN starts torch's OpenMP pool, and a child
 forked after that hangs in its first convolution); each run loads its models from the on-disk cache (about
 0.25 s for all families, the libraries being imported).
@@ -58,6 +61,10 @@ log = logging.getLogger(__name__)
 PID_TAG = "tp/worker_pid"
 STARTED_TAG = "tp/worker_started"  # the process's start time in clock ticks since boot (/proc/<pid>/stat)
 RUNNER_TAG = "tp/worker_runner"    # "local" (this host) or the address of the `tp live runner` that forked it
+# a termination asked for where the fallback launcher cannot reach the runs (the compose webserver has no Docker
+# socket: TP_TERMINATE_VIA_DAEMON=1); the daemon's run monitoring finds it and its launcher stops the run
+TERMINATE_TAG = "tp/terminate_requested"
+VIA_DAEMON_ENV = "TP_TERMINATE_VIA_DAEMON"
 LOCAL = "local"
 PACKAGE = Path(__file__).resolve().parents[1]
 DEFAULT_JOBS = ["live_predictions_job"]
@@ -161,6 +168,10 @@ def parse_address(value: str) -> str:
 
 
 # ---- the launcher (in the daemon, the webserver, and wherever the instance launches or terminates runs) -------
+def _via_daemon() -> bool:
+    return os.environ.get(VIA_DAEMON_ENV, "").strip() == "1"
+
+
 class PreforkRunLauncher(RunLauncher, ConfigurableClass):
     """Runs of ``jobs`` forked from a warm process; every other run to ``fallback`` (see the module)."""
 
@@ -269,6 +280,11 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
 
     def check_run_worker_health(self, run) -> CheckRunHealthResult:
         tags = run.tags
+        if TERMINATE_TAG in tags and PID_TAG not in tags and not _via_daemon():
+            # asked for by a process without access to the runs (the webserver): done here, by the daemon's launcher
+            stopped = self._fallback.terminate(run.run_id)
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"terminating at the request of {tags[TERMINATE_TAG]}"
+                                        + ("" if stopped else ": the run's worker could not be reached"))
         if PID_TAG in tags:
             runner = tags.get(RUNNER_TAG, LOCAL)
             try:
@@ -338,6 +354,16 @@ class PreforkRunLauncher(RunLauncher, ConfigurableClass):
     # -- termination and shutdown
     def terminate(self, run_id) -> bool:
         run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        if run is not None and not run.is_finished and PID_TAG not in run.tags and _via_daemon():
+            # this process may not reach the run's worker (no Docker socket): the daemon's launcher will, at its
+            # next run-monitoring pass (check_run_worker_health)
+            from datetime import datetime, timezone
+
+            self._instance.add_run_tags(run_id, {TERMINATE_TAG: datetime.now(timezone.utc).isoformat()})
+            self._instance.report_engine_event(
+                "termination requested: the daemon's run launcher stops the run at its next run-monitoring pass",
+                run, cls=self.__class__)
+            return True
         if run is None or run.is_finished or PID_TAG not in run.tags:
             return self._fallback.terminate(run_id)
         self._instance.report_run_canceling(run)
