@@ -127,3 +127,44 @@ def test_backup_wipe_restore_gives_every_table_run_and_served_model_back(deploym
         read_manifest(tmp_path / "bk")
     with pytest.raises(InvalidInput, match="not an empty directory"):
         backup(tmp_path / "bk")
+
+
+def test_a_services_own_database_is_restored_as_its_owner(pg_server, tmp_path):
+    """Dagster's and MLflow's databases belong to their services' roles in compose (tp_platform, tp_mlflow), and
+    the backup service dumps and restores them as the superuser: restored, the tables must be the service's again,
+    or it cannot read its own storage."""
+    import uuid
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from trading_platform.backup import _dump, _restore_dump
+
+    role, password = f"svc_{uuid.uuid4().hex[:8]}", "svc-pass-" + uuid.uuid4().hex[:8]
+    a, b = f"a_{uuid.uuid4().hex[:8]}", f"b_{uuid.uuid4().hex[:8]}"
+
+    def dsn(db, user=None):
+        d = conninfo_to_dict(pg_server)
+        d["dbname"] = db
+        if user:
+            d.update(user=user, password=password)
+        return make_conninfo(**d)
+
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        for db in (a, b):
+            admin.execute(f"CREATE DATABASE {db} OWNER {role}")
+    try:
+        with psycopg.connect(dsn(a, role), autocommit=True) as svc:  # the service makes its own tables
+            svc.execute("CREATE TABLE runs (id serial PRIMARY KEY, status text)")
+            svc.execute("INSERT INTO runs (status) VALUES ('SUCCESS'), ('FAILURE')")
+        part = _dump(dsn(a), tmp_path / "dagster.dump", "Dagster's storage")  # as the superuser
+        _restore_dump(dsn(b), tmp_path / "dagster.dump", part, "Dagster's storage")
+        with psycopg.connect(dsn(b, role), autocommit=True) as svc:
+            assert svc.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'runs'").fetchone() == (role,)
+            svc.execute("INSERT INTO runs (status) VALUES ('STARTED')")  # its sequence too
+            assert svc.execute("SELECT count(*) FROM runs").fetchone() == (3,)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            for db in (a, b):
+                admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")

@@ -13,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from trading_platform.core.symbols import SymbolInfo
 
 PASSWORDS = {"TP_PLATFORM_PASSWORD": "pf-pass-7731", "TP_READER_PASSWORD": "rd-pass-1904",
-             "TP_LIVE_WRITER_PASSWORD": "lw-pass-0451"}
+             "TP_LIVE_WRITER_PASSWORD": "lw-pass-0451", "TP_OWNER_PASSWORD": "ow-pass-5520"}
 DENIED = psycopg.errors.InsufficientPrivilege
 
 
@@ -33,10 +33,11 @@ def deployed(dsn, monkeypatch):
         monkeypatch.setenv(k, v)
     out = migrate()
     assert out["roles"]["tp_platform"] == "tp_platform may log in (password from TP_PLATFORM_PASSWORD)"
-    assert out["roles"]["tp_owner"] == "tp_owner unchanged (TP_OWNER_PASSWORD not set)"
+    assert out["roles"]["tp_owner"] == "tp_owner may log in (password from TP_OWNER_PASSWORD)"
     for secret in PASSWORDS.values():
         assert secret not in str(out)
-    return {"owner": dsn, "platform": _as(dsn, "tp_platform", PASSWORDS["TP_PLATFORM_PASSWORD"]),
+    return {"owner": dsn, "tp_owner": _as(dsn, "tp_owner", PASSWORDS["TP_OWNER_PASSWORD"]),
+            "platform": _as(dsn, "tp_platform", PASSWORDS["TP_PLATFORM_PASSWORD"]),
             "reader": _as(dsn, "tp_reader", PASSWORDS["TP_READER_PASSWORD"]),
             "live": _as(dsn, "live_writer", PASSWORDS["TP_LIVE_WRITER_PASSWORD"])}
 
@@ -48,7 +49,8 @@ def test_tp_owner_owns_the_schema_and_the_platform_role_may_not_change_it(deploy
         functions = c.execute("SELECT p.proname, pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n ON "
                               "n.oid = p.pronamespace WHERE n.nspname = current_schema() AND p.proowner <> "
                               "'tp_owner'::regrole").fetchall()
-        assert c.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'tp_owner'").fetchone() == (False,)
+        # NOLOGIN until a password is given (none for tp_api_writer here)
+        assert c.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'tp_api_writer'").fetchone() == (False,)
     assert foreign == [] and functions == []
     with psycopg.connect(deployed["platform"], autocommit=True) as p:
         for q in ("DROP TABLE ohlcv", "TRUNCATE ohlcv", "ALTER TABLE features ADD COLUMN x double precision",
@@ -133,3 +135,20 @@ def test_the_platform_does_its_work_as_tp_platform(deployed, tmp_path):
         assert p.execute("SELECT count(*) FROM predictions").fetchone() == (1,)
         with pytest.raises(DENIED):
             p.execute("DELETE FROM predictions")
+
+
+def test_tp_owner_runs_the_migrations(deployed, monkeypatch):
+    """The deploy step logged in as tp_owner (not a superuser): it owns the schema, so `tp db migrate` works and a
+    later migration's new table is its own; nobody else may create in the schema."""
+    from trading_platform.api.market import migrate
+
+    monkeypatch.setenv("TP_DATABASE_URL", deployed["tp_owner"])
+    out = migrate()
+    assert out["applied"] == [] and out["schema_version"] >= 24
+    with psycopg.connect(deployed["tp_owner"], autocommit=True) as o:
+        assert o.execute("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = current_schema()"
+                         ).fetchone() == ("tp_owner",)
+        o.execute("CREATE TABLE later_migration (x int)")
+        o.execute("DROP TABLE later_migration")
+    with psycopg.connect(deployed["reader"], autocommit=True) as r, pytest.raises(DENIED):
+        r.execute("CREATE TABLE mine (x int)")

@@ -80,6 +80,8 @@ def test_a_crafted_champion_is_never_unpickled_and_its_predecessor_keeps_serving
         ModelServer(tracking_uri=client.tracking_uri, cache_dir=str(tmp_path / "other-cache")).load(
             "pump_xgb", version=crafted)
     assert not marker.exists()
+    # unsigned: refused on its tag alone, nothing downloaded; a copied signature is checked against the bytes
+    assert (tmp_path / "other-cache" / "pump_xgb" / crafted / "MLmodel").exists() is forged
     why = "does not match its artifacts" if forged else "not signed"
     assert why in str(e.value)
     # tp models list says why; tp models promote refuses, naming it
@@ -177,6 +179,9 @@ def test_the_embedded_key_is_generated_once_readable_by_its_owner_only(tmp_path,
     assert "another key" in signing.refusal(art, "m", sig, b"k" * 40)
     os.chmod(path, 0o644)
     with pytest.raises(InvalidInput, match="chmod 600"):
+        signing.signing_key(get_settings())
+    monkeypatch.setenv(signing.ENV, "change-me-signing-key-of-32-characters-or-more")  # .env.example's
+    with pytest.raises(InvalidInput, match="placeholder"):
         signing.signing_key(get_settings())
     monkeypatch.setenv(signing.ENV, "short")
     with pytest.raises(InvalidInput, match="TP_MODEL_SIGNING_KEY must hold at least 32"):

@@ -181,21 +181,32 @@ def _restore_dump(dsn: str, dump: Path, part: dict, what: str) -> None:
         major = _server_major(conn)
         can_create = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
                                   ).fetchone()[0]
+        from psycopg import sql
+
         for role in part.get("roles", []):
+            if role not in ROLES:  # a manifest names only the platform's roles
+                raise InvalidInput(f"the backup's manifest names a role that is not the platform's: {role!r}",
+                                   field="DIR")
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
                 if not can_create:
                     raise BackupError(f"the role {role} the backup grants to does not exist and "
                                       "this login may not create it: create it (NOLOGIN) first")
-                conn.execute(f"CREATE ROLE {role} NOLOGIN")
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
             if role in _MEMBER_ROLES and can_create:
-                conn.execute(f"GRANT {role} TO CURRENT_USER")
+                conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+        # Dagster's and MLflow's databases belong to their services' roles (compose: tp_platform, tp_mlflow):
+        # restored as that owner, so the service reads and writes its tables afterwards
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+                             ).fetchone()[0]
+        as_owner = what != "the market store" and owner != conn.execute("SELECT current_user").fetchone()[0]
         if part.get("timescaledb"):
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             conn.execute("SELECT timescaledb_pre_restore()")
     conninfo, env = _split(dsn)
     try:
         _run([_pg_tool("pg_restore", max(major, part.get("server_major", 0))), "--no-owner", "--exit-on-error",
-              f"--dbname={conninfo}", str(dump)], env, f"pg_restore of {what}")
+              *([f"--role={owner}"] if as_owner else []), f"--dbname={conninfo}", str(dump)], env,
+             f"pg_restore of {what}")
     finally:
         if part.get("timescaledb"):
             with psycopg.connect(dsn, autocommit=True) as conn:
@@ -270,6 +281,7 @@ def backup(dest: Path, *, settings=None, log=None) -> dict:
         raise InvalidInput(f"{dest} exists and is not an empty directory: back up into a new one", field="DIR")
     t0 = time.perf_counter()
     dest.mkdir(parents=True, exist_ok=True)
+    os.chmod(dest, 0o700)  # market data, MLflow's user store: its owner's only
     manifest: dict = {"format": FORMAT, "created_at": datetime.now(timezone.utc).isoformat(), "parts": {}}
     try:
         from importlib.metadata import version

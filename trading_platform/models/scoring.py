@@ -137,7 +137,7 @@ def resolve_versions(client, families: tuple[str, ...] = tuple(FAMILY_TABLE), lo
             if log is not None:
                 log.info("champion history: %s %s %s -> %s", m["model"], m["alias"], m["from"], m["to"])
         refusals.record(conn, refused)
-        refusals.clear(conn, sorted(served), refused)
+        refusals.clear(conn, refused)  # with conn every aliased version was looked at: the list is complete
     # a challenger that became the kept champion is not its own shadow
     champions = {(v.name, v.version) for v in chosen if v.role == "champion"}
     return [v for v in chosen if v.role == "champion" or (v.name, v.version) not in champions]

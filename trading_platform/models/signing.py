@@ -52,6 +52,9 @@ def signing_key(settings=None) -> bytes:
     use readable by its owner only."""
     given = os.environ.get(ENV)
     if given is not None:
+        if given.strip().lower().startswith("change-me"):
+            raise InvalidInput(f"{ENV} is still docker/.env.example's placeholder: a key everyone knows signs nothing "
+                               "(set your own, e.g. `openssl rand -hex 32`)", field=ENV)
         if len(given.strip()) < MIN_KEY_CHARS:
             raise InvalidInput(f"{ENV} must hold at least {MIN_KEY_CHARS} characters (e.g. the output of "
                                f"`openssl rand -hex 32`); it has {len(given.strip())}", field=ENV)
@@ -105,17 +108,28 @@ def sign(path: Path, name: str, key: bytes | None = None) -> str:
     return f"{_FORMAT}:{key_id(key)}:{_digest(Path(path), name, key)}"
 
 
-def refusal(path: Path, name: str, signature: str | None, key: bytes | None = None) -> str | None:
-    """Why the artifacts under ``path`` must not be loaded as ``name`` (None: the signature is this platform's,
-    over exactly these bytes)."""
+def precheck(signature: str | None, key: bytes | None = None) -> str | None:
+    """Why a version with this tag must not be served, told from the tag alone (missing, not this platform's
+    format, another key): no artifact needs fetching to refuse it."""
     if not signature:
         return f"it is not signed (no {TAG} tag): it was not registered by this platform"
     key = key or signing_key()
     parts = signature.split(":")
-    if len(parts) != 3 or parts[0] != _FORMAT:
+    if len(parts) != 3 or parts[0] != _FORMAT or len(parts[2]) != 64:
         return f"its {TAG} tag is not a signature of this platform's format"
     if parts[1] != key_id(key):
-        return f"it was signed with another key (id {parts[1]}; this platform's is {key_id(key)})"
+        return f"it was signed with another key (id {parts[1][:16]}; this platform's is {key_id(key)})"
+    return None
+
+
+def refusal(path: Path, name: str, signature: str | None, key: bytes | None = None) -> str | None:
+    """Why the artifacts under ``path`` must not be loaded as ``name`` (None: the signature is this platform's,
+    over exactly these bytes)."""
+    key = key or signing_key()
+    early = precheck(signature, key)
+    if early is not None:
+        return early
+    parts = signature.split(":")
     if not hmac.compare_digest(parts[2], _digest(Path(path), name, key)):
         return "its signature does not match its artifacts (tampered with, or signed by someone else)"
     return None

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _MEMORY: dict[tuple[str, str, str], Any] = {}
 _ALIASES: dict[tuple[str, str, str], tuple[str, float]] = {}  # (uri, name, alias) -> (version, resolved at)
 _VERIFIED: dict[tuple[str, str, str], str] = {}  # (uri, name, version) -> the signature checked in this process
+_REFETCHED: dict[tuple[str, str, str], str] = {}  # (uri, name, version) -> the tag its artifacts were fetched again for
 UNREACHABLE_RETRY_S = 5.0  # after a failed look-up, the registry is asked again this much later at the earliest
 REGISTRY_CALLS = {"resolve": 0}  # alias look-ups that reached the registry (observable by tests and benchmarks)
 
@@ -181,10 +182,20 @@ class ModelServer(ConfigurableResource):
     def refusal(self, name: str, version: str) -> str | None:
         """Why ``name`` ``version`` must not be served (None: its signature is this platform's, over the bytes in
         the cache). Fetches the artifacts when they are not cached; deserializes nothing."""
-        from ..models.signing import SIDECAR, refusal
+        from ..models.signing import SIDECAR, precheck, refusal
 
         version = str(version)
         key = (self._uri(), name, version)
+        if not (self._cache() / name / version / "MLmodel").exists():
+            # not fetched yet: a tag that cannot verify refuses the version before any byte is downloaded (an
+            # unsigned multi-GB version registered by anyone costs a registry call, not a download)
+            try:
+                tag = self._signature_tag(self._client(), name, version)
+            except Exception as e:  # noqa: BLE001 - connection errors differ by store
+                raise ModelLoadError(f"cannot read the signature of model {name} version {version}: {e}") from None
+            early = precheck(tag)
+            if early is not None:
+                return early
         path = self._artifacts(name, version)
         sidecar = path / SIDECAR
         stored = sidecar.read_text().strip() if sidecar.exists() else None
@@ -206,7 +217,9 @@ class ModelServer(ConfigurableResource):
             if fresh != stored:
                 _write_sidecar(path, fresh)
                 stored, why = fresh, refusal(path, name, fresh)
-            if why is not None and fresh:  # the cached copy itself may be stale (another registry's): fetched anew
+            if why is not None and fresh and _REFETCHED.get(key) != fresh:
+                # the cached copy itself may be stale (another registry's): fetched anew, once per (version, tag)
+                _REFETCHED[key] = fresh
                 shutil.rmtree(path, ignore_errors=True)
                 path = self._artifacts(name, version)
                 stored = (path / SIDECAR).read_text().strip()
@@ -221,13 +234,14 @@ class ModelServer(ConfigurableResource):
         if key in _MEMORY:
             return _MEMORY[key]
         t = time.perf_counter()
-        path = self._artifacts(name, version)
-        # checked over the bytes about to be read, in this process, before anything is deserialized
+        # checked over the bytes about to be read, in this process, before anything is deserialized (and, for a
+        # tag that cannot verify, before anything is downloaded)
         _VERIFIED.pop(key, None)
         why = self.refusal(name, version)
         if why is not None:
             log.error("refused to load %s version %s: %s", name, version, why)
             raise ModelRefused(name, version, why)
+        path = self._artifacts(name, version)
         try:
             loaded = _load_native(name, version, path, resolve_device(self.device))
         except Exception as e:  # noqa: BLE001

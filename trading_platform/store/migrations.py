@@ -488,6 +488,14 @@ SECURE_SCHEMA = """
                 RAISE NOTICE 'the schema stays %''s: it is not a member of tp_owner', current_user;
                 RETURN;
             END IF;
+            -- the schema itself (tp_owner runs the migrations: it creates tables), and no CREATE for anyone else
+            -- (PostgreSQL before 15 grants it to PUBLIC on public)
+            BEGIN
+                EXECUTE format('ALTER SCHEMA %I OWNER TO tp_owner', schema);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE NOTICE 'schema % stays with its owner: % may not give it away', schema, current_user;
+            END;
+            EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', schema);
             -- every table, view and free sequence of the schema, and every function, belongs to tp_owner
             FOR r IN SELECT c.oid::regclass AS obj, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                      WHERE n.nspname = schema AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')

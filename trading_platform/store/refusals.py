@@ -15,13 +15,13 @@ def record(conn, refused: list[tuple[str, str, str, str]]) -> None:
             "THEN model_refusals.first_at ELSE now() END", (name, version, alias, reason))
 
 
-def clear(conn, checked: list[str], refused: list[tuple[str, str, str, str]]) -> int:
-    """Close the open refusals of the ``checked`` models that are not among ``refused`` (their alias moved on,
-    or they verify now)."""
+def clear(conn, refused: list[tuple[str, str, str, str]]) -> int:
+    """Close every open refusal that is not among ``refused``, the complete list of a resolution that looked at
+    every aliased version: its alias moved on, its model was deleted, or it verifies now."""
     keep = [f"{r[0]}\x1f{r[1]}" for r in refused]
     return conn.execute(
-        "UPDATE model_refusals SET cleared_at = now() WHERE cleared_at IS NULL AND model_name = ANY(%s) "
-        "AND NOT (model_name || chr(31) || version = ANY(%s))", (checked, keep)).rowcount
+        "UPDATE model_refusals SET cleared_at = now() WHERE cleared_at IS NULL "
+        "AND NOT (model_name || chr(31) || version = ANY(%s))", (keep,)).rowcount
 
 
 def open_refusals(conn) -> list[dict]:

@@ -31,12 +31,15 @@ def set_password(conn, role: str) -> str:
     var = PASSWORDS[role]
     password = os.environ.get(var, "")
     if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-        return f"{role} does not exist (the migrating role may not create roles)"
+        return (f"{role} does not exist (compose's docker/postgres/10-create-databases.sql creates it)"
+                if role == "tp_mlflow" else f"{role} does not exist (the migrating role may not create roles)")
     if not password:
         return f"{role} unchanged ({var} not set)"
+    # the SCRAM verifier, computed here: the password itself never reaches the server (its logs, pg_stat_statements)
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
     try:
         conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(role),
-                                                                              sql.Literal(password)))
+                                                                              sql.Literal(verifier)))
     except psycopg.errors.InsufficientPrivilege:
         return (f"{role}'s password not set: the migrating role may not alter roles (CREATEROLE); set it as an "
                 f"administrator: ALTER ROLE {role} LOGIN PASSWORD '...'")
