@@ -187,6 +187,12 @@ def test_models_list_and_promote(tp_env, tmp_path):
     [m] = models
     assert m["name"] == "pump_xgb" and [v["aliases"] for v in m["versions"]] == [["champion"], []]
     assert m["versions"][1]["metrics"]["roc_auc"] == pytest.approx(0.7)
+    # registered by hand, not by the platform: unsigned, so `promote` refuses until `tp models sign` vouches
+    assert m["versions"][0]["serve"].startswith("refused: it is not signed")
+    code, refused, _ = tp(env, "models", "promote", "pump_xgb", "2", "--json", check=False)
+    assert code == 2 and "cannot serve: it is not signed" in refused["error"] and refused["field"] == "version"
+    _, signed, _ = tp(env, "models", "sign", "pump_xgb", "2", "--json")
+    assert signed["version"] == "2" and signed["was_signed"] is False
     _, out, _ = tp(env, "models", "promote", "pump_xgb", "2", "--json")
     assert out == {"model": "pump_xgb", "champion": "2", "previous": "1", "skipped_gate": ""}  # no gate had spoken
     assert str(client.get_model_version_by_alias("pump_xgb", "champion").version) == "2"

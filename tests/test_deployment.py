@@ -147,7 +147,8 @@ def stack(tmp_path):
         "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(pg.port), "DAGSTER_PG_USERNAME": "postgres",
         "DAGSTER_PG_PASSWORD": PASSWORD, "DAGSTER_PG_DB": "dagster", "TP_SOURCE": "synthetic:7",
         "TP_HISTORY_START": "2024-12-01", "TP_DEVICE": "cpu", "HF_HUB_OFFLINE": "1", "TP_LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1"})
+        # production requires the model signing key (every process that trains or serves: the same one)
+        "TP_MODEL_SIGNING_KEY": os.urandom(32).hex(), "PYTHONUNBUFFERED": "1"})
     cwd = tmp_path / "cwd"  # where the services run: nothing may appear here either
     cwd.mkdir()
 
