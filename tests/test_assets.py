@@ -260,3 +260,21 @@ def test_a_file_is_parsed_once_per_load(store, instance, dsn, tmp_path, monkeypa
                           "dagster/asset_partition_range_end": str(market_key("BTC/USDT", "2025-03-01"))})
     assert md(r)["inserted"] == (31 + 28 + 31) * 288
     assert len(reads) == 1  # three months, one parse
+
+
+def test_until_stops_the_fetch_at_a_time_and_a_bad_one_is_named(store, instance, dsn):
+    """`market/ohlcv`'s `until` (what tp demo pins its sample with): nothing after it is fetched, whatever the
+    month's end; a value that is not a time fails the run naming it."""
+    store.add_symbol(BTC)
+    sync_partitions(instance, store)
+    res = {"market_db": MarketDB(database_url=dsn), "market_source": MarketSource(spec="synthetic:7")}
+    key = str(market_key("BTC/USDT", "2025-03-01"))
+    r = materialize([ohlcv], instance=instance, partition_key=key, resources=res,
+                    run_config={"ops": {"market__ohlcv": {"config": {"until": "2025-03-10T06:00:00Z"}}}})
+    assert r.success
+    st = store.candle_stats("BTC/USDT", "5m")
+    assert st["last_ts"] == utc(2025, 3, 10, 5, 55) and st["rows"] == (9 * 24 + 6) * 12
+    bad = materialize([ohlcv], instance=instance, partition_key=key, resources=res, raise_on_error=False,
+                      run_config={"ops": {"market__ohlcv": {"config": {"until": "yesterday-ish"}}}})
+    failure = [e for e in bad.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "until 'yesterday-ish' is not a date or time" in str(failure.event_specific_data.error)

@@ -96,8 +96,11 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
         }
         with connect(dsn) as store:
             selection = batch_assets(store.require_symbol(sym))  # only the timeframes the symbol lists
+        # the sample ends at the start of today (UTC): a demo run twice in a day trains on the same candles
+        until = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
         result = job.execute_in_process(instance=instance, tags=tags, asset_selection=selection,
-                                        raise_on_error=False)
+                                        raise_on_error=False,
+                                        run_config={"ops": {"market__ohlcv": {"config": {"until": until}}}})
         runs.append(result.run_id)
         if not result.success:
             failed.append(f"{job.name} for {sym} (run {result.run_id})")

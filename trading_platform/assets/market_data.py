@@ -122,6 +122,9 @@ def _finish(context, store, series, totals, now, errors, extra) -> MaterializeRe
 
 class OhlcvConfig(Config):
     refetch: bool = False  # fetch whole months again (corrections), not only what is missing
+    # an ISO time: fetch nothing after it (tp demo pins its sample to the start of the day, so a demo run twice in a
+    # day trains on the same candles); empty: up to now
+    until: str = ""
 
 
 def _missing_ranges(store, info, tf, start, end, refetch):
@@ -161,6 +164,10 @@ def ohlcv(context: AssetExecutionContext, config: OhlcvConfig, market_db: Market
 
     source = market_source.build()
     now = _now()
+    if config.until:
+        from ..core.timeframes import parse_time
+
+        now = min(now, parse_time(config.until, "until"))
     totals, series, fetched, errors = WriteResult(), {}, 0, []
     with market_db.open() as store:
         for info, months in _run_symbols(context, store, errors):
