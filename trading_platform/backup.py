@@ -40,6 +40,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .core.digest import manifest, sha256_file
 from .errors import InvalidInput, PlatformError, redact_secrets
 
 FORMAT = 1
@@ -219,14 +220,6 @@ def _restore_dump(dsn: str, dump: Path, part: dict, what: str) -> None:
 
 
 # ---- files --------------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sqlite_copy(src: Path, dst: Path) -> None:
     """An online, consistent copy of a SQLite database (its writers may go on)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -254,18 +247,17 @@ def _copy_tree(src: Path, dst: Path, sqlite: bool = False, skip=()) -> None:
 
 
 def _tree_digest(root: Path) -> dict:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(_SQLITE_SIDE)) \
-        if root.exists() else []
     h = hashlib.sha256()
-    size = 0
-    for p in files:
-        h.update(f"{p.relative_to(root).as_posix()}\t{_sha256(p)}\n".encode())
-        size += p.stat().st_size
-    return {"files": len(files), "bytes": size, "sha256": h.hexdigest()}
+    files = size = 0
+    for p, line in manifest(root, lambda p: not p.name.endswith(_SQLITE_SIDE)) if root.exists() else ():
+        h.update(line)
+        files, size = files + 1, size + p.stat().st_size
+    return {"files": files, "bytes": size, "sha256": h.hexdigest()}
 
 
 def _digest(path: Path) -> dict:
-    return _tree_digest(path) if path.is_dir() else {"files": 1, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return _tree_digest(path) if path.is_dir() else {"files": 1, "bytes": path.stat().st_size,
+                                                     "sha256": sha256_file(path)}
 
 
 # ---- backup -------------------------------------------------------------------------------------------------------

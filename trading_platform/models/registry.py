@@ -107,6 +107,19 @@ def apply_decision(client, name: str, version: str, decision: GateDecision, conn
         record_move(conn, name, decision.alias, str(version), "gate", note=decision.reason[:500])
 
 
+def _version(client, name: str, version: str):
+    """The registered version, or an error naming it when it does not exist (a registry that fails to answer
+    raises as it does)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as e:
+        if getattr(e, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # the registry failed to answer: not a missing version
+        raise InvalidInput(f"no registered model {name!r} version {version!r}", field="version") from None
+
+
 def _server(client, server=None):
     if server is not None:
         return server
@@ -119,20 +132,13 @@ def promote(client, name: str, version: str, conn=None, server=None) -> dict:
     """Move champion to NAME/VERSION by hand (recorded on the version, and in the champion history when
     ``conn``, a market-store connection, is given). A version the serving resource would refuse (unsigned, or
     its signature wrong) is not promoted: the error says why."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_model_version(name, str(version))
-    except MlflowException as e:
-        if getattr(e, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise  # the registry failed to answer: not a missing version
-        raise InvalidInput(f"no registered model {name!r} version {version!r}", field="version") from None
+    mv = _version(client, name, version)
     why = _server(client, server).refusal(name, str(version))
     if why is not None:
         raise InvalidInput(f"{name} version {version} cannot serve: {why}; the champion stays where it is "
                            f"(`tp models sign {name} {version}` vouches for a version you trust)", field="version")
     previous = champion_version(client, name)
-    skipped = (client.get_model_version(name, str(version)).tags or {}).get("gate.reason", "")
+    skipped = (mv.tags or {}).get("gate.reason", "")
     client.set_registered_model_alias(name, CHAMPION, str(version))
     client.set_model_version_tag(name, str(version), "gate.decision", "champion")
     client.set_model_version_tag(name, str(version), "gate.reason", "promoted by hand (tp models promote)")
@@ -151,17 +157,10 @@ def sign(client, name: str, version: str) -> dict:
     import tempfile
     from pathlib import Path
 
-    from mlflow.exceptions import MlflowException
-
     from . import signing
     from .tracking import sign_version
 
-    try:
-        before = (client.get_model_version(name, str(version)).tags or {}).get(signing.TAG)
-    except MlflowException as e:
-        if getattr(e, "error_code", None) not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        raise InvalidInput(f"no registered model {name!r} version {version!r}", field="version") from None
+    before = (_version(client, name, version).tags or {}).get(signing.TAG)
     with tempfile.TemporaryDirectory() as tmp:
         signature = sign_version(client, name, str(version), Path(tmp) / "a")
     client.set_model_version_tag(name, str(version), signing.TAG, signature)

@@ -91,14 +91,11 @@ def key_id(key: bytes) -> str:
 
 
 def _digest(path: Path, name: str, key: bytes) -> str:
+    from ..core.digest import manifest
+
     mac = hmac.new(key, f"tp-model-{_FORMAT}\n{name}\n".encode(), hashlib.sha256)
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.relative_to(path).as_posix() not in UNSIGNED_FILES)
-    for p in files:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        mac.update(f"{p.relative_to(path).as_posix()}\t{h.hexdigest()}\n".encode())
+    for _, line in manifest(path, lambda p: p.relative_to(path).as_posix() not in UNSIGNED_FILES):
+        mac.update(line)
     return mac.hexdigest()
 
 

@@ -179,6 +179,12 @@ class ModelServer(ConfigurableResource):
 
         return (client.get_model_version(name, str(version)).tags or {}).get(TAG, "")
 
+    def _registry_tag(self, name: str, version: str) -> str:
+        try:
+            return self._signature_tag(self._client(), name, version)
+        except Exception as e:  # noqa: BLE001 - connection errors differ by store
+            raise ModelLoadError(f"cannot read the signature of model {name} version {version}: {e}") from None
+
     def refusal(self, name: str, version: str) -> str | None:
         """Why ``name`` ``version`` must not be served (None: its signature is this platform's, over the bytes in
         the cache). Fetches the artifacts when they are not cached; deserializes nothing."""
@@ -189,11 +195,7 @@ class ModelServer(ConfigurableResource):
         if not (self._cache() / name / version / "MLmodel").exists():
             # not fetched yet: a tag that cannot verify refuses the version before any byte is downloaded (an
             # unsigned multi-GB version registered by anyone costs a registry call, not a download)
-            try:
-                tag = self._signature_tag(self._client(), name, version)
-            except Exception as e:  # noqa: BLE001 - connection errors differ by store
-                raise ModelLoadError(f"cannot read the signature of model {name} version {version}: {e}") from None
-            early = precheck(tag)
+            early = precheck(self._registry_tag(name, version))
             if early is not None:
                 return early
         path = self._artifacts(name, version)
@@ -202,17 +204,13 @@ class ModelServer(ConfigurableResource):
         if stored is not None and _VERIFIED.get(key) == stored:
             return None
         if stored is None:  # cached before signatures were kept beside the artifacts: ask the registry
-            try:
-                stored = self._signature_tag(self._client(), name, version)
-            except Exception as e:  # noqa: BLE001 - connection errors differ by store
-                raise ModelLoadError(f"cannot read the signature of model {name} version {version}: MLflow "
-                                     f"unreachable ({e})") from None
+            stored = self._registry_tag(name, version)
             _write_sidecar(path, stored)
         why = refusal(path, name, stored)
         if why is not None:  # signed since it was cached (tp models sign)? the registry's tag, once more
             try:
-                fresh = self._signature_tag(self._client(), name, version)
-            except Exception:  # noqa: BLE001 - refused on what is known
+                fresh = self._registry_tag(name, version)
+            except ModelLoadError:  # refused on what is known
                 fresh = stored
             if fresh != stored:
                 _write_sidecar(path, fresh)
