@@ -95,7 +95,12 @@ def test_the_read_api_answers_with_a_token_and_refuses_without(serve):
     assert "/api/v1/candles" in get(base + "/openapi.json")[1]["paths"]
 
 
-def test_mcp_over_http_with_tokens_origin_and_a_read_token_refused_on_writes(serve, market):
+def _logs(tmp_path) -> str:
+    """What the servers of a test printed (a tool's failure is logged with its traceback there)."""
+    return "\n".join(f.read_text()[-4000:] for f in sorted(tmp_path.glob("serve-*.log")))
+
+
+def test_mcp_over_http_with_tokens_origin_and_a_read_token_refused_on_writes(serve, market, tmp_path):
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -116,7 +121,7 @@ def test_mcp_over_http_with_tokens_origin_and_a_read_token_refused_on_writes(ser
     assert w.is_error and "write" in w.structured_content["error"]  # a read token does not write
     assert market.conn.execute("SELECT count(*) FROM symbols WHERE symbol = 'SOL/USDT'").fetchone()[0] == 0
     _, _, w = anyio.run(go, WRITE_TOKEN)
-    assert not w.is_error, w.structured_content
+    assert not w.is_error, (w.structured_content, _logs(tmp_path))
     assert market.conn.execute("SELECT face, ok FROM api_audit WHERE tool = 'add_symbol' ORDER BY id").fetchall() == \
         [("mcp-http", False), ("mcp-http", True)]
     # a browser page from elsewhere: its Origin is refused

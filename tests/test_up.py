@@ -252,3 +252,39 @@ def test_tp_up_creates_a_fresh_mlflow_database_before_its_services_race_to(tmp_p
     assert not failed, failed[0][-2000:]
     ensure_mlflow_schema(f"file://{tmp_path}/mlruns")  # a file store: nothing to create, no error
     assert not (tmp_path / "mlruns").exists()
+
+
+_REWRITER = """
+import sys
+from trading_platform.instance import ensure_dagster_home
+print("ready", flush=True)
+for i in range(int(sys.argv[1])):
+    ensure_dagster_home(run_log_level=("DEBUG", "INFO")[i % 2])  # `tp up --verbose`, then a plain `tp up`
+"""
+
+
+def test_processes_reading_dagster_yaml_while_tp_rewrites_it_never_see_half_a_file(tp_env):
+    """`tp up` starts the UI, the daemon, the API and the live services, each making sure of the managed
+    dagster.yaml (rewritten when the log level changes) while the others load their Dagster instance from it: a
+    reader must see the old configuration or the new one, never a truncated file (CI once saw a tool call of
+    `tp serve` fail with KeyError: 'config' from an instance loaded from half a dagster.yaml)."""
+    from trading_platform.instance import instance_yaml
+
+    home, whole = Path(tp_env["DAGSTER_HOME"]), {instance_yaml("DEBUG"): "DEBUG", instance_yaml("INFO"): "INFO"}
+    writer = subprocess.Popen([sys.executable, "-c", _REWRITER, "3000"], env=tp_env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        reads, levels = 0, set()
+        while writer.poll() is None or reads == 0:
+            try:
+                text = (home / "dagster.yaml").read_text()
+            except FileNotFoundError:
+                continue
+            assert text in whole, f"half a dagster.yaml was read ({len(text)} characters): {text[-200:]!r}"
+            levels.add(whole[text])
+            reads += 1
+    finally:
+        writer.kill()
+        writer.wait()
+    assert writer.returncode in (0, -9) and reads > 100 and levels == {"DEBUG", "INFO"}

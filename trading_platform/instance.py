@@ -15,6 +15,7 @@ import re
 import warnings
 from pathlib import Path
 
+from .core.files import replace_text
 from .settings import Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def ensure_dagster_home(settings: Settings | None = None, run_log_level: str | N
         run_log_level = found.group(1) if found else "INFO"
     want = instance_yaml(run_log_level)
     if managed and current != want:
-        target.write_text(want)
+        replace_text(target, want)  # the other processes of `tp up` and `tp serve`'s threads read it meanwhile
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -23,10 +23,9 @@ log = logging.getLogger("tp")
 def _write_pids(pids: list[int]) -> None:
     """pids.json replaced whole (written beside it, then renamed): `tp down` or a second `tp up` reading it while
     it is rewritten sees the old list or the new one, never an empty file."""
-    target = pids_file()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(pids))
-    os.replace(tmp, target)
+    from ..core.files import replace_text
+
+    replace_text(pids_file(), json.dumps(pids))
 
 
 def pids_file() -> Path:

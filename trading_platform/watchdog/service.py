@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..core.files import replace_text
 from ..errors import redact_secrets
 from . import checks, engine
 
@@ -55,10 +55,8 @@ class Spool:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"destinations": self.destinations, "entries": self.entries,
-                                   "states": self.states}, default=str))
-        os.replace(tmp, self.path)
+        replace_text(self.path, json.dumps({"destinations": self.destinations, "entries": self.entries,
+                                            "states": self.states}, default=str))
 
     def set_destinations(self, rows: list[dict]) -> None:
         keep = ("id", "name", "kind", "url_env", "secret_env", "token_env", "chat_id", "rate_per_min", "enabled")
