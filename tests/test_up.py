@@ -288,3 +288,44 @@ def test_processes_reading_dagster_yaml_while_tp_rewrites_it_never_see_half_a_fi
         writer.kill()
         writer.wait()
     assert writer.returncode in (0, -9) and reads > 100 and levels == {"DEBUG", "INFO"}
+
+
+def test_threads_setting_up_dagster_and_mlflow_storage_at_once_both_succeed(tmp_path, monkeypatch):
+    """tp serve's write tools make a Dagster instance while its metrics' registry thread makes the first MLflow
+    client of a fresh store: both set up SQLite tables with alembic, whose module-level context two threads
+    cannot share (a tool failed with KeyError: 'config'; here, before the fix, 15 failures in 10 rounds: 'no such
+    table: metrics', KeyError: 'script'). Each round: a fresh DAGSTER_HOME and MLflow store, one thread each."""
+    import threading
+
+    from trading_platform.instance import get_instance
+    from trading_platform.resources.mlflow import MLflowResource
+
+    monkeypatch.setenv("TP_EMBEDDED", "1")
+    failures = []
+
+    def attempt(what, fn):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            failures.append(f"{what}: {e!r}"[:300])
+
+    def dagster():
+        inst = get_instance()
+        inst.get_dynamic_partitions("symbol")
+        inst.dispose()
+
+    for i in range(6):
+        home = tmp_path / str(i)
+        monkeypatch.setenv("TP_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+        uri = f"sqlite:///{home}/mlflow.db"
+        home.mkdir()
+        threads = [threading.Thread(target=attempt, args=("mlflow", lambda: MLflowResource(tracking_uri=uri).client()
+                                                          .search_registered_models(max_results=1))),
+                   threading.Thread(target=attempt, args=("dagster", dagster))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert (home / "mlflow.db").exists() and (home / "dagster" / "dagster.yaml").exists()
+    assert not failures, failures

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from pathlib import Path
 
@@ -99,11 +100,19 @@ def _production_home(s: Settings, target: Path) -> Path:
     return s.dagster_home
 
 
+# Dagster's SQLite storages and MLflow's SQLite store set up their tables with alembic, whose module-level context
+# is not thread-safe: two threads of one process setting up storage at once break each other (in tp serve a write
+# tool failed with KeyError: 'config' while the metrics' registry thread migrated a fresh MLflow store). A process
+# makes its Dagster instances (here) and its first MLflow store of a URI (resources/mlflow.py) one at a time.
+STORAGE_SETUP = threading.RLock()
+
+
 def get_instance(settings: Settings | None = None):
     from dagster import DagsterInstance
 
-    ensure_dagster_home(settings)
-    return DagsterInstance.get()
+    with STORAGE_SETUP:
+        ensure_dagster_home(settings)
+        return DagsterInstance.get()
 
 
 def fail_orphaned_runs(reason: str, settings: Settings | None = None) -> list[str]:

@@ -258,13 +258,10 @@ def cmd_up(args) -> int:
 
 
 def ensure_mlflow_schema(tracking: str) -> None:
-    """A local database tracking URI's tables, created (migrated to MLflow's head) in this process, so the
-    services started next find them there; nothing for a file store or a server."""
-    if not tracking.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
-        return
-    from mlflow.tracking import MlflowClient
+    """``tp up`` creates a local MLflow store's tables before it starts the services that would race to."""
+    from ..resources.mlflow import ensure_schema
 
-    MlflowClient(tracking_uri=tracking, registry_uri=tracking).search_registered_models(max_results=1)
+    ensure_schema(tracking)
 
 
 def exchange_source(spec: str | None = None) -> bool:

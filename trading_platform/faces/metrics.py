@@ -71,9 +71,6 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 API_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 REGISTRY_REFRESH_S = 60.0
-# the first Dagster instance and the first MLflow client both create their SQLite storage with alembic, whose setup
-# is not thread-safe: the registry thread's first read and the first scrape's instance take turns
-_FIRST_INIT = threading.Lock()
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
@@ -345,8 +342,7 @@ class PlatformCollector:
         self._stop.set()
 
     def _refresh_loop(self) -> None:
-        with _FIRST_INIT:
-            self.refresh_registry()
+        self.refresh_registry()  # its first MLflow store and the first scrape's instance take turns (STORAGE_SETUP)
         while not self._stop.wait(self.refresh_s):
             self.refresh_registry()
 
@@ -379,8 +375,7 @@ class PlatformCollector:
         if self._instance is None:
             from ..api._context import instance
 
-            with _FIRST_INIT:
-                self._instance = instance()
+            self._instance = instance()
         return self._instance
 
     # -- a scrape

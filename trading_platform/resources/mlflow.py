@@ -17,6 +17,19 @@ def default_tracking_uri() -> str:
     return get_settings().mlflow_tracking_uri
 
 
+_READY: set[str] = set()  # the tracking URIs whose store this process has set up
+
+
+def ensure_schema(tracking: str) -> None:
+    """A local database tracking URI's tables, created (migrated to MLflow's head) in this process, so the
+    services started next, or the threads that read next, find them there; nothing for a file store or a server."""
+    if not tracking.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
+        return
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking, registry_uri=tracking).search_registered_models(max_results=1)
+
+
 class MLflowResource(ConfigurableResource):
     """Tracking and registry. ``tracking_uri`` from MLFLOW_TRACKING_URI (default: SQLite
     under $TP_HOME); artifacts of new experiments go under ``$TP_HOME/mlartifacts``
@@ -36,12 +49,22 @@ class MLflowResource(ConfigurableResource):
         return str(get_settings().home / "mlartifacts")
 
     def client(self):
+        """A client of the store; the first in a process on a local database store creates its tables there and
+        then, one thread at a time (``instance.STORAGE_SETUP``: alembic is not thread-safe)."""
         import mlflow
         from mlflow import MlflowClient
 
-        mlflow.set_tracking_uri(self.uri())
-        mlflow.set_registry_uri(self.uri())
-        return MlflowClient(self.uri(), self.uri())
+        uri = self.uri()
+        if uri not in _READY:
+            from ..instance import STORAGE_SETUP
+
+            with STORAGE_SETUP:
+                if uri not in _READY:
+                    ensure_schema(uri)
+                    _READY.add(uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        return MlflowClient(uri, uri)
 
     def experiment_id(self, name: str, attempts: int = 4) -> str:
         """The experiment's id, creating it (artifacts under artifact_root); retried with backoff."""
