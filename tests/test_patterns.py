@@ -282,6 +282,30 @@ def _market(structure: bool):
     return series, ends
 
 
+def test_a_planted_patterns_breakout_stays_when_the_next_slot_begins():
+    """The synthetic market's planted pattern ends in a breakout that stays (the move it announces is what
+    follows it): the level it leaves does not jump back when the next slot begins. An undone breakout plants
+    a reversal of every pattern at a fixed time, structure no detector should be rewarded or punished for."""
+    from trading_platform.sources import synthetic as syn
+
+    t = np.arange(0, 200 * syn.DAY, syn.HOUR)
+    checked = 0
+    for sym in ("BTC/USDT", "ETH/USDT"):
+        k = syn._key(sym)
+        level, _ = syn._pattern_level(7, k, t, 1.0)
+        for i in np.flatnonzero((t % syn.PATTERN_SLOT_S == 0) & (t > 0)):
+            before = syn._slot_pattern(7, k, int(t[i - 1] // syn.PATTERN_SLOT_S))
+            if before is None or before[3] == 0:
+                continue
+            checked += 1
+            assert level[i - 1] != 0, f"{sym}: no breakout level at the end of slot {t[i - 1] // syn.PATTERN_SLOT_S}"
+            # at most the breakout's last hour is still to come (a pattern may end a day before its slot does)
+            hour_of_breakout = before[2] * 0.5 * syn.HOUR / syn.BREAKOUT_S
+            assert abs(level[i] - level[i - 1]) <= hour_of_breakout + 1e-12, \
+                f"{sym}: the level jumps by {level[i] - level[i - 1]:+.4f} when slot {t[i] // syn.PATTERN_SLOT_S} begins"
+    assert checked >= 10, f"only {checked} slots after a directional pattern: the test proves little"
+
+
 def test_edge_of_detections_is_what_the_market_does_after_them():
     """A detector that finds the planted patterns has an edge on the synthetic market (their announced moves
     follow) and none on the control (a random walk: the same bars announce nothing), and the TCN gate's

@@ -161,8 +161,10 @@ def _pattern_level(seed: int, k: int, t_s: np.ndarray, scale: float) -> tuple[np
         v[inside] = np.interp(u[inside], x, y)
         b = np.clip((t_s[m][after] - start - length) / BREAKOUT_S, 0, 1)
         v[after] = y[-1] + 0.5 * direction * b
-        level[m] = amp * scale * v
+        level[m] += amp * scale * v
         forming[m] = inside
+        # the breakout stays: the slot's final level carries into the later slots (no jump back at its end)
+        level[slots > slot] += amp * scale * (y[-1] + 0.5 * direction)
     return level, forming
 
 
