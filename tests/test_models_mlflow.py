@@ -4,6 +4,7 @@ MLflow store, real PostgreSQL and real Dagster."""
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -95,12 +96,13 @@ def test_default_gate_refuses_a_pump_model_that_does_not_beat_the_rules(env):
         res["mlflow"].client().get_model_version_by_alias("pump_xgb", "champion")
 
 
-@pytest.mark.parametrize("rise,why", [(0.5, "only negatives"), (0.16, "the holdout has 5 positive episode")])
+@pytest.mark.parametrize("rise,why", [(0.5, r"only negatives"),
+                                      (0.16, r"the holdout has [1-9] positive episode\(s\).* needs at least 10")])
 def test_a_holdout_that_cannot_score_a_model_fails_before_anything_is_registered(env, rise, why):
     run, res, _ = env
     r = run(pump_xgb, {"n_estimators": 5, "rise": rise}, raise_on_error=False)  # (almost) no such pump
     assert not r.success
-    assert "nothing was registered" in failure(r) and why in failure(r)
+    assert "nothing was registered" in failure(r) and re.search(why, failure(r)), failure(r)
     assert list(res["mlflow"].client().search_registered_models()) == []
 
 
