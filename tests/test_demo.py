@@ -28,12 +28,17 @@ def _env(pg_server, root) -> dict:
     return env
 
 
-def _demo(env, *args) -> dict:
+def _run_demo(env, *args) -> tuple[dict, str]:
+    """(the summary, the console) of `tp demo --json ARGS`."""
     out = subprocess.run([sys.executable, "-m", "trading_platform.cli", "demo", "--json", *args], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"tp demo {' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n" \
                                 f"{out.stderr[-3000:]}"
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def _demo(env, *args) -> dict:
+    return _run_demo(env, *args)[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +88,19 @@ def test_the_demo_backtests_its_strategy_on_the_champions(demo):
 
 
 def test_the_control_market_earns_no_champion(pg_server, tmp_path):
-    summary = _demo(_env(pg_server, tmp_path), "--control")
+    summary, console = _run_demo(_env(pg_server, tmp_path), "--control")
     assert summary["failed"] == [] and summary["source"] == "control:7"
     assert summary["champions"] == {f: [] for f in FAMILIES}, summary["champions"]
     # the gate judged them (or the family found nothing to train on, saying so): not a silent skip
     for r in summary["models"].values():
         if r.get("family") and "gate_decision" not in r:
             assert r.get("skipped"), r
+    # the console a newcomer reads: the pump model's refusal (no 5 % pump in a random walk) is one line naming
+    # its reason, not an ERROR with a stack trace; no download progress bars
+    assert "only negatives" in summary["models"]["models/pump_xgb"]["skipped"]
+    assert "models/pump_xgb: " in console and "only negatives" in console
+    assert " ERROR " not in console and "Stack Trace" not in console, console[-3000:]
+    assert "Downloading artifacts" not in console
 
 
 # each model asset as a user clicks Materialize on it after the demo: the asset's default configuration (the

@@ -42,12 +42,35 @@ def demo_plan(quick: bool, now: datetime | None = None) -> tuple[list[str], list
     return symbols, sorted(months)
 
 
-def bound_job(job, assets: list, resources: dict):
+def bound_job(job, assets: list, resources: dict, loggers: dict | None = None):
     """A named job of the code location bound to the given resources: the demo's runs belong to the
     job a user finds in the UI, not to ``__ephemeral_asset_job__``."""
     from dagster import Definitions
 
-    return Definitions(assets=assets, jobs=[job], resources=resources).resolve_job_def(job.name)
+    return Definitions(assets=assets, jobs=[job], resources=resources, loggers=loggers).resolve_job_def(job.name)
+
+
+# how a model asset's refusal to train for want of evidence ends (its Failure's description)
+REFUSED = "nothing was registered"
+
+
+def console_without_refusals():
+    """Dagster's console logger, less the records of a model's refusal to train for want of evidence (its
+    step's and its run's failure, each printed with a stack trace). On the control and the quick sample that
+    refusal is an expected outcome, which the demo prints as one line (``skipped: <reason>``); every other
+    record, other errors included, is printed as before, and the run's event log in the UI keeps them all."""
+    import logging
+
+    from dagster import colored_console_logger, logger
+
+    @logger(config_schema=colored_console_logger.config_schema,
+            description="the console logger, less the records of an expected refusal to train")
+    def console(init_context):
+        log = colored_console_logger.logger_fn(init_context)
+        log.addFilter(lambda r: r.levelno < logging.ERROR or REFUSED not in r.getMessage())
+        return log
+
+    return console
 
 
 def data_job(resources: dict):
@@ -170,7 +193,12 @@ def _train_models(instance, dsn: str, symbols: list[str], months: list[str], qui
 
     resources = {"market_db": MarketDB(database_url=dsn), "mlflow": MLflowResource(), "model_server": ModelServer()}
     out: dict = {}
-    jobs = {a.key: bound_job(j, model_assets, resources) for a, j in (
+    # a refusal for want of evidence is expected here: one line of the demo's, not a failure's stack trace
+    expected_refusals = control or quick
+    loggers = {"console": console_without_refusals()} if expected_refusals else None
+    console = {"loggers": {"console": {"config": {"log_level": instance.python_log_level or "INFO"}}}} \
+        if expected_refusals else {}
+    jobs = {a.key: bound_job(j, model_assets, resources, loggers) for a, j in (
         (pump_xgb, pump_training_job), (regime_hmm, regime_training_job), (signal_lgbm, signal_training_job),
         (pattern_tcn, pattern_training_job), (predictions, predictions_job),
         *((a, nhits_training_job) for a in nhits_assets))}
@@ -182,7 +210,8 @@ def _train_models(instance, dsn: str, symbols: list[str], months: list[str], qui
         r = jobs[asset.key].execute_in_process(
             instance=instance, partition_key=partition_key, raise_on_error=False,
             asset_selection=[a.key for a in configs],
-            run_config={"ops": {a.key.to_python_identifier(): {"config": c} for a, c in configs.items() if c}})
+            run_config={"ops": {a.key.to_python_identifier(): {"config": c} for a, c in configs.items() if c},
+                        **console})
         also = [a for a in configs if a is not asset]
         for a in (asset, *also):
             label = a.key.to_user_string() + (f"[{partition_key}]" if partition_key else "")
@@ -197,7 +226,7 @@ def _train_models(instance, dsn: str, symbols: list[str], months: list[str], qui
                 why = _failure(r)
                 # the gate refused before training for want of evidence (nothing registered): the control holds
                 # nothing to learn from, the quick sample too little (a week of holdout holds few pumps)
-                if (control or quick) and "nothing was registered" in why:
+                if expected_refusals and REFUSED in why:
                     out[label].update(success=True, skipped=why)
                 else:
                     out[label]["error"] = why

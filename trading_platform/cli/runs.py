@@ -27,8 +27,16 @@ def _paper_line(p: dict) -> list[str]:
 
 
 def cmd_demo(args) -> int:
-    from ..demo import gate_figures
+    import os
 
+    from ..demo import gate_figures
+    from ..instance import quiet_dagster_warnings, verbose
+    from .supervisor import console_env
+
+    # the console `tp up` keeps (no progress bars, no libraries' INFO, no notes on Dagster's own APIs) unless
+    # TP_VERBOSE=1: the gate's decisions and the summary are what a newcomer reads here
+    os.environ.update(console_env(verbose()))
+    quiet_dagster_warnings()
     summary = api.demo(quick=args.quick, seed=args.seed, control=args.control, log=stderr_log)
     won = {f: [c["model"] for c in cs] for f, cs in summary["champions"].items()}
     text = "\n".join([f"demo ({summary['source']}): {', '.join(summary['symbols'])} over "
