@@ -54,11 +54,13 @@ def bound_job(job, assets: list, resources: dict, loggers: dict | None = None):
 REFUSED = "nothing was registered"
 
 
-def console_without_refusals():
-    """Dagster's console logger, less the records of a model's refusal to train for want of evidence (its
-    step's and its run's failure, each printed with a stack trace). On the control and the quick sample that
-    refusal is an expected outcome, which the demo prints as one line (``skipped: <reason>``); every other
-    record, other errors included, is printed as before, and the run's event log in the UI keeps them all."""
+def console_without_refusals(instance) -> tuple[dict, dict]:
+    """(the jobs' loggers, the run config's ``loggers``): Dagster's console logger at the instance's level,
+    less the records of a model's refusal to train for want of evidence (its step's and its run's failure,
+    each printed with a stack trace). On the control and the quick sample that refusal is an expected
+    outcome, which the demo prints as one line (``skipped: <reason>``); every other record, other errors
+    included, is printed as before, and the run's event log in the UI keeps them all. Both halves are
+    needed: Dagster uses a job's logger only when the run config names it."""
     import logging
 
     from dagster import colored_console_logger, logger
@@ -70,7 +72,8 @@ def console_without_refusals():
         log.addFilter(lambda r: r.levelno < logging.ERROR or REFUSED not in r.getMessage())
         return log
 
-    return console
+    level = instance.python_log_level or "DEBUG"  # Dagster's own default when the instance names none
+    return {"console": console}, {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def data_job(resources: dict):
@@ -195,9 +198,7 @@ def _train_models(instance, dsn: str, symbols: list[str], months: list[str], qui
     out: dict = {}
     # a refusal for want of evidence is expected here: one line of the demo's, not a failure's stack trace
     expected_refusals = control or quick
-    loggers = {"console": console_without_refusals()} if expected_refusals else None
-    console = {"loggers": {"console": {"config": {"log_level": instance.python_log_level or "INFO"}}}} \
-        if expected_refusals else {}
+    loggers, console = console_without_refusals(instance) if expected_refusals else (None, {})
     jobs = {a.key: bound_job(j, model_assets, resources, loggers) for a, j in (
         (pump_xgb, pump_training_job), (regime_hmm, regime_training_job), (signal_lgbm, signal_training_job),
         (pattern_tcn, pattern_training_job), (predictions, predictions_job),

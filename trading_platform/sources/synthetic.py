@@ -131,7 +131,9 @@ def _slot_pattern(seed: int, k: int, slot: int):
     rng = np.random.default_rng([seed, k, 5, slot])
     if rng.random() >= PATTERN_P:
         return None
-    names = [p for p, d in DIRECTION.items() if d]
+    # as many patterns announce a fall as a rise: their breakouts stay, and plant no drift
+    side = 1 if rng.random() < 0.5 else -1
+    names = [p for p, d in DIRECTION.items() if d == side]
     name = names[int(rng.integers(len(names)))]
     length = int(rng.integers(PATTERN_HOURS[0], PATTERN_HOURS[1] + 1)) * HOUR
     start = slot * PATTERN_SLOT_S + int(rng.integers(0, (PATTERN_SLOT_S - length - BREAKOUT_S) // HOUR + 1)) * HOUR
