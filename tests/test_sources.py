@@ -42,6 +42,23 @@ def test_synthetic_has_pumps_regimes_and_volume_spikes():
     assert (weekly > 0).any() and (weekly < 0).any()
 
 
+def test_synthetic_plants_the_daily_season_it_names_and_its_control_none():
+    """The season ``season_level`` gives (benchmarks/nhits_demo.py's oracle reads it) is the one in the candles: a
+    year's mean hourly return by UTC hour follows its hour-to-hour change; on the control it does not."""
+    from trading_platform.sources.synthetic import season_level
+
+    hours = np.arange(24) * 3600
+    planted = season_level("BTC/USDT", "crypto", hours + 3600) - season_level("BTC/USDT", "crypto", hours)
+    corr = {}
+    for structure in (True, False):
+        df = SyntheticSource(seed=7, structure=structure).fetch(BTC, "1h", utc(2025, 1, 1), utc(2026, 1, 1))
+        r = np.diff(np.log(df.close.to_numpy()))
+        hour = df.ts.dt.hour.to_numpy()[1:]  # each return's bar (from the previous close to its own)
+        by_hour = np.array([r[hour == h].mean() for h in range(24)])
+        corr[structure] = float(np.corrcoef(by_hour, planted)[0, 1])
+    assert corr[True] > 0.6 and abs(corr[False]) < 0.6, corr
+
+
 def test_synthetic_markets_close_like_real_ones():
     fx = SyntheticSource().fetch(SymbolInfo.create("EURUSD=X"), "1h", utc(2025, 1, 6), utc(2025, 1, 13))
     sat = fx[fx.ts.dt.day_of_week == 5]

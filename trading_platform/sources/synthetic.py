@@ -178,7 +178,6 @@ def _extend(seed, symbol, category, tf_s, from_day, n_days, rets, vols, wicks, s
     mu_scale, sigma_scale = _CATEGORY.get(category, (1.0, 1.0))
     h_sigma = _hourly_sigma(category)
     bars_per_hour = max(HOUR // tf_s, 1)
-    phase = 2 * np.pi * (k % 97) / 97
     for day in range(from_day, n_days, step_days):
         rng = np.random.default_rng([seed, k, tf_s, day])
         n = per_day if tf_s <= DAY else 1
@@ -203,8 +202,7 @@ def _extend(seed, symbol, category, tf_s, from_day, n_days, rets, vols, wicks, s
             noise = np.where(forming, PATTERN_NOISE, 1.0)
             r = mu * dt + sigma * np.sqrt(dt) * z * noise
             r += np.diff(level)
-            season = SEASON_AMPLITUDE * h_sigma * np.sin(2 * np.pi * (t_s % DAY) / DAY + phase)
-            r += np.diff(season)
+            r += np.diff(season_level(symbol, category, t_s))
             free = ~forming  # pumps and shocks land where no pattern is forming
             if category == "crypto":
                 for _ in range(rng.poisson(PUMPS_PER_DAY)):
@@ -215,6 +213,13 @@ def _extend(seed, symbol, category, tf_s, from_day, n_days, rets, vols, wicks, s
         rets.append(r)
         vols.append(np.exp(rng.normal(0, 0.35, n)) * (1 + 0.8 * act) * vol_mult)
         wicks.append(np.abs(rng.normal(0, 0.5, (2, n))) * sigma * np.sqrt(dt))
+
+
+def season_level(symbol: str, category: str, t_s: np.ndarray) -> np.ndarray:
+    """The daily season's log-price level at times ``t_s`` (seconds): what a forecaster that knew the season
+    exactly would add to the last close (``benchmarks/nhits_demo.py``'s oracle)."""
+    phase = 2 * np.pi * (_key(symbol) % 97) / 97
+    return SEASON_AMPLITUDE * _hourly_sigma(category) * np.sin(2 * np.pi * (np.asarray(t_s) % DAY) / DAY + phase)
 
 
 def _scale(category: str) -> float:
