@@ -13,7 +13,7 @@ improvement (paired block bootstrap); ``champion`` when it is above the margin (
 hourly and GOOG daily, its periods A and B, 300 steps): a configuration tuned to the demo's market must not
 lose there, where the defaults were chosen.
 
-    python benchmarks/nhits_demo.py [--days 2026-12-07,2026-11-20,...] [--max-steps N] [--real]
+    python benchmarks/nhits_demo.py [--days 2026-12-07,2026-11-20,...] [--max-steps N] [--real] [--variants ...]
 
 The last line is one JSON object.
 """
@@ -97,7 +97,7 @@ def oracle_gate(data, infos, cfg) -> dict:
     for s in plan.series:
         rows = plan.origins[s.symbol]
         seasons[s.symbol] = fr.season_rows("1h", *fr.market_of(infos[s.symbol]))
-        level = season_level(s.symbol, infos[s.symbol].category, s.ts_us // 1_000_000 + 3600)  # at each close
+        level = season_level(s.symbol, infos[s.symbol].category, s.ts_us // 1_000_000)  # in each stamp's close
         f = np.stack([s.close[r] * np.exp(level[r + 1:r + 1 + h] - level[r]) for r in rows])
         cols["symbol"] += [s.symbol] * len(rows)
         cols["origin"].append(s.ts_us[rows])
@@ -117,9 +117,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", default=",".join(DAYS), help="comma-separated YYYY-MM-DD (the demo's day)")
     ap.add_argument("--max-steps", type=int, default=None, help="training steps (default: the demo's)")
-    ap.add_argument("--real", action="store_true", help="also score the configurations on EURUSD 1h and GOOG 1d")
+    ap.add_argument("--real", action="store_true",
+                    help="also score the configurations on EURUSD 1h and GOOG 1d (at 300 steps, whatever --max-steps)")
+    ap.add_argument("--variants", default=None,
+                    help=f"comma-separated, of {', '.join([*VARIANTS, 'season_oracle'])} (default: all)")
     args = ap.parse_args()
     days = [d.strip() for d in args.days.split(",") if d.strip()]
+    names = [*VARIANTS, "season_oracle"]
+    chosen = names if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in names]
+    if unknown or not chosen:
+        ap.error(f"--variants: {', '.join(unknown) or '(none)'} not among {', '.join(names)}")
     for d in days:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d):
             ap.error(f"--days: {d!r} is not YYYY-MM-DD")
@@ -133,8 +141,8 @@ def main() -> None:
     for day in days:
         for market, structure in (("market", True), ("control", False)):
             data, infos = sample(day, structure)
-            runs = {name: (nhits_gate, replace(base, **over)) for name, over in VARIANTS.items()}
-            if structure:
+            runs = {name: (nhits_gate, replace(base, **over)) for name, over in VARIANTS.items() if name in chosen}
+            if structure and "season_oracle" in chosen:
                 runs["season_oracle"] = (oracle_gate, base)
             for name, (fn, cfg) in runs.items():
                 r = {"day": day, "market": market, "variant": name, **fn(data, infos, cfg)}
@@ -154,11 +162,11 @@ def main() -> None:
                                            max(r["rel_mae_vs_best_naive"] for r in sel)]
             out[f"{key}_lower_bound_max"] = max(r["lower_bound"] for r in sel)
     if args.real:
-        out.update(real_series(base))
+        out.update(real_series(base, [v for v in chosen if v in VARIANTS]))
     print(json.dumps(out))
 
 
-def real_series(base) -> dict:
+def real_series(base, names: list[str]) -> dict:
     """Each configuration's relative MAE against the better naive forecast on EURUSD 1h and GOOG 1d, periods A
     and B of ``nhits_variants.py``, at the asset's default steps."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -168,8 +176,8 @@ def real_series(base) -> dict:
 
     data = {k: v for k, v in nv.datasets().items() if k != "synthetic 1h"}
     out = {}
-    for name, over in VARIANTS.items():
-        cfg = replace(base, max_steps=NHITSConfig().max_steps, **over)
+    for name in names:
+        cfg = replace(base, max_steps=NHITSConfig().max_steps, **VARIANTS[name])
         rels = []
         for ds, d in data.items():
             for period in ("A", "B"):

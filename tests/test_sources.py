@@ -42,21 +42,23 @@ def test_synthetic_has_pumps_regimes_and_volume_spikes():
     assert (weekly > 0).any() and (weekly < 0).any()
 
 
-def test_synthetic_plants_the_daily_season_it_names_and_its_control_none():
-    """The season ``season_level`` gives (benchmarks/nhits_demo.py's oracle reads it) is the one in the candles: a
-    year's mean hourly return by UTC hour follows its hour-to-hour change; on the control it does not."""
-    from trading_platform.sources.synthetic import season_level
+def test_synthetic_plants_exactly_the_daily_season_season_level_names(monkeypatch):
+    """``season_level`` (benchmarks/nhits_demo.py's oracle reads it) is the season in the candles: the close of the
+    candle stamped t carries ``season_level(t)``, the same amplitude and phase, and nothing else of the market
+    moves with it."""
+    from trading_platform.sources import synthetic
 
-    hours = np.arange(24) * 3600
-    planted = season_level("BTC/USDT", "crypto", hours + 3600) - season_level("BTC/USDT", "crypto", hours)
-    corr = {}
-    for structure in (True, False):
-        df = SyntheticSource(seed=7, structure=structure).fetch(BTC, "1h", utc(2025, 1, 1), utc(2026, 1, 1))
-        r = np.diff(np.log(df.close.to_numpy()))
-        hour = df.ts.dt.hour.to_numpy()[1:]  # each return's bar (from the previous close to its own)
-        by_hour = np.array([r[hour == h].mean() for h in range(24)])
-        corr[structure] = float(np.corrcoef(by_hour, planted)[0, 1])
-    assert corr[True] > 0.6 and abs(corr[False]) < 0.6, corr
+    src = SyntheticSource(seed=7)
+    with_season = src.fetch(BTC, "1h", utc(2025, 3, 1), utc(2025, 3, 6))
+    monkeypatch.setattr(synthetic, "_CACHE", {})  # the paths are cached per process: generate them anew
+    monkeypatch.setattr(synthetic, "season_level", lambda symbol, category, t_s: np.zeros(len(t_s)))
+    without = src.fetch(BTC, "1h", utc(2025, 3, 1), utc(2025, 3, 6))
+    assert (with_season.ts == without.ts).all() and len(with_season) == 5 * 24
+    moved = np.log(with_season.close.to_numpy()) - np.log(without.close.to_numpy())
+    monkeypatch.undo()
+    level = synthetic.season_level("BTC/USDT", "crypto", with_season.ts.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype("int64"))
+    assert np.ptp(level) > 0.01  # about 3 hourly standard deviations of BTC from trough to peak
+    np.testing.assert_allclose(moved - moved[0], level - level[0], atol=1e-9)
 
 
 def test_synthetic_markets_close_like_real_ones():

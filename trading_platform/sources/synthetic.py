@@ -196,7 +196,9 @@ def _extend(seed, symbol, category, tf_s, from_day, n_days, rets, vols, wicks, s
         if tf_s >= DAY:  # daily and longer bars: regimes only
             r = mu * dt + sigma * np.sqrt(dt) * z
         else:
-            t_s = day * DAY + np.arange(n + 1) * tf_s - tf_s  # the close of the previous bar, then each bar's
+            # the previous bar's stamp, then each bar's (seconds from ORIGIN): the close of the bar stamped t
+            # carries the levels at t
+            t_s = day * DAY + np.arange(n + 1) * tf_s - tf_s
             level, forming = _pattern_level(seed, k, t_s, _scale(category))
             forming = forming[1:]
             noise = np.where(forming, PATTERN_NOISE, 1.0)
@@ -216,8 +218,10 @@ def _extend(seed, symbol, category, tf_s, from_day, n_days, rets, vols, wicks, s
 
 
 def season_level(symbol: str, category: str, t_s: np.ndarray) -> np.ndarray:
-    """The daily season's log-price level at times ``t_s`` (seconds): what a forecaster that knew the season
-    exactly would add to the last close (``benchmarks/nhits_demo.py``'s oracle)."""
+    """The daily season's log-price level at times ``t_s`` (seconds, from the epoch or from ORIGIN: a whole number
+    of days apart). The close of the candle stamped t (its open time) carries the level at t, so a forecaster that
+    knew the season exactly would move the last close by ``season_level(t') - season_level(t)``
+    (``benchmarks/nhits_demo.py``'s oracle)."""
     phase = 2 * np.pi * (_key(symbol) % 97) / 97
     return SEASON_AMPLITUDE * _hourly_sigma(category) * np.sin(2 * np.pi * (np.asarray(t_s) % DAY) / DAY + phase)
 
