@@ -156,6 +156,10 @@ def feed(store, symbols: list[str], rate: float, duration: float | None = None, 
         from ..sources.base import build_source
 
         source = build_source(source_spec)
+        # each series' first candles are fetched before the clock starts, as a file or a replay is read: the rate
+        # paces the candles fed, and a source that generates or downloads years of history first would eat into it
+        for s in series:
+            _fill_from_source(store, source, s, now_us)
     out = FeedResult(per_symbol={s.info.symbol: 0 for s in series})
     t0 = time.monotonic()
     interval = 1.0 / rate
