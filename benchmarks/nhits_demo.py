@@ -79,36 +79,36 @@ def nhits_gate(data, infos, cfg) -> dict:
     return figures(decision, ev.metrics["rel_mae_vs_best_naive"], len(ev.windows), time.perf_counter() - t0)
 
 
-def oracle_gate(data, infos, cfg) -> dict:
-    """The gate on the forecasts of the last close moved by the planted season's change, on the windows and
-    against the baselines the NHITS gate uses."""
-    import numpy as np
+class SeasonOracle:
+    """Forecasts the last close moved by the planted season's change, in ``nhits._windows``' interface (every
+    quantile the same: the gate scores the median)."""
 
+    def __init__(self, cfg, infos):
+        self.cfg, self.infos = cfg, infos
+
+    def predict_at(self, at):
+        import numpy as np
+
+        from trading_platform.sources.synthetic import season_level
+
+        h, out = self.cfg.horizon, []
+        for s, r in at:  # the close of the candle stamped t carries season_level(t)
+            level = season_level(s.symbol, self.infos[s.symbol].category, s.ts_us[r:r + 1 + h] // 1_000_000)
+            out.append(s.close[r] * np.exp(level[1:] - level[0]))
+        return np.repeat(np.array(out)[:, :, None], len(self.cfg.quantiles), axis=2)
+
+
+def oracle_gate(data, infos, cfg) -> dict:
+    """The gate on the season oracle's forecasts, on the windows and against the baselines the NHITS gate uses
+    (``nhits.plan_windows`` and ``nhits._windows``, as ``nhits.evaluate`` calls them)."""
     from trading_platform.models.forecast import baselines as bl
     from trading_platform.models.forecast import frames as fr
-    from trading_platform.models.forecast.nhits import plan_windows
-    from trading_platform.sources.synthetic import season_level
+    from trading_platform.models.forecast import nhits
 
     t0 = time.perf_counter()
-    plan = plan_windows(fr.prepare(data, "level"), cfg)
-    h = cfg.horizon
-    cols = {k: [] for k in ("symbol", "origin", "row", "forecast", "actual", "naive", "seasonal")}
-    seasons = {}
-    for s in plan.series:
-        rows = plan.origins[s.symbol]
-        seasons[s.symbol] = fr.season_rows("1h", *fr.market_of(infos[s.symbol]))
-        level = season_level(s.symbol, infos[s.symbol].category, s.ts_us // 1_000_000)  # in each stamp's close
-        f = np.stack([s.close[r] * np.exp(level[r + 1:r + 1 + h] - level[r]) for r in rows])
-        cols["symbol"] += [s.symbol] * len(rows)
-        cols["origin"].append(s.ts_us[rows])
-        cols["row"].append(rows)
-        cols["forecast"].append(np.repeat(f[:, :, None], len(cfg.quantiles), axis=2))
-        cols["actual"].append(bl.actuals(s.close, rows, h))
-        cols["naive"].append(bl.naive(s.close, rows, h))
-        cols["seasonal"].append(bl.seasonal_naive(s.close, rows, h, seasons[s.symbol]))
-    cat = {k: (np.array(v) if k == "symbol" else np.concatenate(v)) for k, v in cols.items()}
-    w = bl.Windows(cat["symbol"], cat["origin"].astype(np.int64), cat["row"], cfg.quantiles, cat["forecast"],
-                   cat["actual"], cat["naive"], cat["seasonal"], season=seasons)
+    plan = nhits.plan_windows(fr.prepare(data, "level"), cfg)
+    seasons = {s.symbol: fr.season_rows("1h", *fr.market_of(infos[s.symbol])) for s in plan.series}
+    w = nhits._windows(SeasonOracle(cfg, infos), plan, seasons)
     decision = bl.gate(w, bl.block_len(cfg.input_size, cfg.horizon, cfg.step), bl.gate_policy())
     return figures(decision, bl.scores(w)[0][bl.GATE_METRIC], len(w), time.perf_counter() - t0)
 

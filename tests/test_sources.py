@@ -56,7 +56,8 @@ def test_synthetic_plants_exactly_the_daily_season_season_level_names(monkeypatc
     assert (with_season.ts == without.ts).all() and len(with_season) == 5 * 24
     moved = np.log(with_season.close.to_numpy()) - np.log(without.close.to_numpy())
     monkeypatch.undo()
-    level = synthetic.season_level("BTC/USDT", "crypto", with_season.ts.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype("int64"))
+    stamps = with_season.ts.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype("int64")
+    level = synthetic.season_level("BTC/USDT", "crypto", stamps)
     assert np.ptp(level) > 0.01  # about 3 hourly standard deviations of BTC from trough to peak
     np.testing.assert_allclose(moved - moved[0], level - level[0], atol=1e-9)
 
