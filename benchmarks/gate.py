@@ -20,7 +20,10 @@ wick: the next bar drifts up), and GARCH(1,1) volatility clustering for the regi
 model. A gate that refuses everything would meet the targets too; these say what
 it lets through.
 
-    python benchmarks/gate.py [--markets 60] [--months 12] [--n-boot 1000]
+    python benchmarks/gate.py [--markets 60] [--months 12] [--n-boot 1000] [--power-markets 10]
+
+``--months 4`` is the demo's size. A market too short for a gate (a signal holdout under two bootstrap
+blocks) is counted as refused, apart from the rates, which are over the markets the gate scored.
 
 The last line is one JSON object.
 """
@@ -82,18 +85,21 @@ def main() -> None:
         r = regime.train_and_gate(f, regime.RegimeConfig(), policy=regime.gate_policy(n_boot=args.n_boot))
         # as the signal asset: regime inputs only from a regime champion
         probs = regime.frame_probs(r.model, f) if r.decision.alias == "champion" else None
-        s = signal.train_and_gate(f, signal.SignalConfig(), regime_probs=probs, holdout_start_us=r.holdout_start_us,
-                                  policy=policy)
-        rule = clf.RuleClassifier.fit(s.task, "reversal_60")
-        others = [n for n in s.task.rules if n != "reversal_60"]  # its own baselines: base rate, other rules
-        rule_d = clf.gate(s.task, rule.predict_rows(s.task, s.task.holdout), policy, rules=others)
         row = {"market": i, "category": category, "rows": len(f),
                "regime": r.decision.alias, "regime_vs_var1_lower": r.decision.get("vs_var1").lower,
                "old_regime_promoted": bool(r.metrics["holdout_loglik_per_row"] > _old_regime_baseline(
-                   r.X[r.train], r.X[r.holdout])),
-               "signal": s.decision.alias, "signal_auc": s.metrics["roc_auc"],
-               "signal_reason": s.decision.reason, "rule": rule_d.alias,
-               "rule_auc": float(rule_d.get("vs_best_rule").new_score)}
+                   r.X[r.train], r.X[r.holdout]))}
+        try:
+            s = signal.train_and_gate(f, signal.SignalConfig(), regime_probs=probs,
+                                      holdout_start_us=r.holdout_start_us, policy=policy)
+        except EvaluationError as e:  # a short market (--months 4, closed at the weekend): refused, never promoted
+            row.update(signal="refused", rule="refused", signal_reason=str(e))
+        else:
+            rule = clf.RuleClassifier.fit(s.task, "reversal_60")
+            others = [n for n in s.task.rules if n != "reversal_60"]  # its own baselines: base rate, other rules
+            rule_d = clf.gate(s.task, rule.predict_rows(s.task, s.task.holdout), policy, rules=others)
+            row.update(signal=s.decision.alias, signal_auc=s.metrics["roc_auc"], signal_reason=s.decision.reason,
+                       rule=rule_d.alias, rule_auc=float(rule_d.get("vs_best_rule").new_score))
         if category == "crypto":
             try:
                 p = pump.train_and_gate(f, pump.PumpConfig(rise=0.02, n_estimators=150), policy=policy)
@@ -103,11 +109,12 @@ def main() -> None:
         row["seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
         print(f"{i:3d} {category:6s} regime {row['regime']:10s} signal {row['signal']:10s} "
-              f"(AUC {row['signal_auc']:.3f}) rule {row['rule']:10s} (AUC {row['rule_auc']:.3f}) "
+              f"(AUC {row.get('signal_auc', float('nan')):.3f}) rule {row['rule']:10s} "
+              f"(AUC {row.get('rule_auc', float('nan')):.3f}) "
               f"pump {row.get('pump', '-'):10s} {row['seconds']:5.1f} s", flush=True)
 
     def rate(key, value="champion", where=lambda r: True):
-        sel = [r for r in rows if where(r) and key in r]
+        sel = [r for r in rows if where(r) and key in r and r[key] != "refused"]  # scored markets only
         k = sum(r[key] == value for r in sel)
         lo, hi = wilson_interval(k, len(sel))
         return k, len(sel), k / max(len(sel), 1), lo, hi
@@ -134,7 +141,8 @@ def main() -> None:
     rk, rn, rfpr, rlo, rhi = rate("regime")
     qk, qn, qfpr, qlo, qhi = rate("rule")
     pk, pn, pfpr, plo, phi = rate("pump")
-    old_signal = sum(r["signal_auc"] > 0.5 for r in rows) / len(rows)
+    scored = [r for r in rows if "signal_auc" in r]
+    old_signal = sum(r["signal_auc"] > 0.5 for r in scored) / max(len(scored), 1)
     old_regime = sum(r["old_regime_promoted"] for r in rows) / len(rows)
     figures = {
         "markets": n, "months_hourly": args.months, "n_boot": args.n_boot,
@@ -143,10 +151,11 @@ def main() -> None:
         "reversal_rule_promotion_rate": round(qfpr, 4), "reversal_rule_ci95": [round(qlo, 4), round(qhi, 4)],
         "pump_markets": pn, "pump_false_promotion_rate": round(pfpr, 4),
         "pump_false_promotion_ci95": [round(plo, 4), round(phi, 4)],
-        "signal_auc_mean": round(float(np.mean([r["signal_auc"] for r in rows])), 4),
-        "signal_auc_range": [round(min(r["signal_auc"] for r in rows), 4),
-                             round(max(r["signal_auc"] for r in rows), 4)],
-        "reversal_rule_auc_mean": round(float(np.mean([r["rule_auc"] for r in rows])), 4),
+        "signal_refused_markets": len(rows) - len(scored),
+        "signal_auc_mean": round(float(np.mean([r["signal_auc"] for r in scored])), 4) if scored else None,
+        "signal_auc_range": [round(min(r["signal_auc"] for r in scored), 4),
+                             round(max(r["signal_auc"] for r in scored), 4)] if scored else None,
+        "reversal_rule_auc_mean": round(float(np.mean([r["rule_auc"] for r in scored])), 4) if scored else None,
         "old_gate_signal_promotion_rate": round(old_signal, 4),
         "old_gate_regime_promotion_rate": round(old_regime, 4),
         "power_markets": len(power), "signal_power_planted": round(signal_power, 4),
@@ -154,7 +163,8 @@ def main() -> None:
         "seconds_total": round(time.perf_counter() - t_all, 1),
         "targets_met": bool(fpr <= 0.10 and hi < 0.20 and rfpr <= 0.10 and rhi < 0.20),
     }
-    print(f"signal: {k}/{n} promoted on random walks = {fpr:.3f} (95 % {lo:.3f}-{hi:.3f}); the old gate would have "
+    print(f"signal: {k}/{n} promoted on random walks = {fpr:.3f} (95 % {lo:.3f}-{hi:.3f}; "
+          f"{len(rows) - len(scored)} more refused: too short a holdout); the old gate would have "
           f"promoted {old_signal:.0%} (holdout AUC mean {figures['signal_auc_mean']}, range "
           f"{figures['signal_auc_range']})")
     print(f"regime: {rk}/{rn} = {rfpr:.3f} (95 % {rlo:.3f}-{rhi:.3f}); old gate (vs one Gaussian): {old_regime:.0%}")
