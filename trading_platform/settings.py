@@ -93,17 +93,23 @@ def configured_history_start() -> str | None:
     raw = (os.environ.get("TP_HISTORY_START") or "").strip()
     if not raw:
         return None
+    from .core.months import month_key
+    from .core.timeframes import check_time_range
+
     for fmt in ("%Y-%m-%d", "%Y-%m"):
         try:
-            return datetime.strptime(raw, fmt).strftime("%Y-%m-01")
+            month = datetime.strptime(raw, fmt)
         except ValueError:
             continue
+        return month_key(check_time_range(month, "TP_HISTORY_START", f"TP_HISTORY_START={raw!r}"))
     raise InvalidInput(f"TP_HISTORY_START={raw!r} is not a month (YYYY-MM or YYYY-MM-DD)", field="TP_HISTORY_START")
 
 
 def get_settings() -> Settings:
     isolate_mlflow_credentials()
     home = Path(os.environ.get("TP_HOME") or "./.tp").expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise InvalidInput(f"TP_HOME={str(home)!r} is a file, not a directory", field="TP_HOME")
     device = (os.environ.get("TP_DEVICE") or "auto").strip().lower()
     if device not in DEVICES:
         raise InvalidInput(

@@ -96,6 +96,24 @@ def lost_store(e: BaseException):
     )
 
 
+def mlflow_failure(e: BaseException):
+    """An error MLflow raised (an unsupported or unreachable ``MLFLOW_TRACKING_URI``, a registry that refuses the
+    call) as one clear ``PlatformError`` naming the tracking URI without its password (None when ``e`` is
+    something else, or MLflow was never imported)."""
+    import os
+    import sys
+
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(e, exceptions.MlflowException):
+        return None
+    from ..errors import PlatformError, redact_secrets
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "the embedded MLflow store"
+    text = str(getattr(e, "message", "") or e).strip()
+    reason = text.splitlines()[0] if text else type(e).__name__
+    return PlatformError(redact_secrets(f"MLflow ({uri}): {reason}"), field="MLFLOW_TRACKING_URI")
+
+
 @contextmanager
 def stopped_by_signals():
     """A ``threading.Event`` set by SIGINT or SIGTERM while the block runs (a long-running command's clean stop);

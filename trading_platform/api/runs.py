@@ -10,17 +10,21 @@ from ._context import mlflow_client, store_or_open
 
 
 def parse_date(value, field: str) -> date:
-    """A day: ISO text (YYYY-MM-DD), a date, or a datetime (its UTC day)."""
+    """A day: ISO text (YYYY-MM-DD), a date, or a datetime (its UTC day); within the platform's years."""
+    from ..core.timeframes import check_time_range
+
     if isinstance(value, datetime):
-        return (value.astimezone(timezone.utc) if value.tzinfo else value).date()
-    if isinstance(value, date):
-        return value
-    try:
-        if not isinstance(value, str):
-            raise ValueError
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"--{field} {value!r} is not a date (YYYY-MM-DD)", field=field) from None
+        day = (value.astimezone(timezone.utc) if value.tzinfo else value).date()
+    elif isinstance(value, date):
+        day = value
+    else:
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise InvalidInput(f"--{field} {value!r} is not a date (YYYY-MM-DD)", field=field) from None
+    return check_time_range(day, field, f"--{field} {value!r}")
 
 
 def backfill(symbol: str, start, end, *, assets="predictions,forecasts,patterns", store=None, instance=None,

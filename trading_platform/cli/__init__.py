@@ -46,9 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("TP_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = (os.environ.get("TP_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in LOG_LEVELS:
+        from ..errors import InvalidInput
+
+        return fail(InvalidInput(f"TP_LOG_LEVEL={os.environ['TP_LOG_LEVEL']!r} is not one of {', '.join(LOG_LEVELS)}",
+                                 field="TP_LOG_LEVEL"), "--json" in (sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("psycopg").setLevel(logging.ERROR)  # its cleanup after a lost connection is not news
@@ -64,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(e, as_json)
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001 - only a lost database is turned into an error here
-        from ..api._context import lost_store
+    except Exception as e:  # noqa: BLE001 - only a lost database and MLflow's errors are turned into errors here
+        from ..api._context import lost_store, mlflow_failure
 
-        lost = lost_store(e)
+        lost = lost_store(e) or mlflow_failure(e)
         if lost is None:
             raise
         return fail(lost, as_json)

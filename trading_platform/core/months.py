@@ -9,7 +9,8 @@ def month_key(ts: datetime) -> str:
     """'YYYY-MM-01' of the UTC month holding ts (naive times are taken as UTC)."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-01")
+    ts = ts.astimezone(timezone.utc)
+    return f"{ts.year:04d}-{ts.month:02d}-01"  # strftime's %Y does not pad years before 1000 on Linux
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:

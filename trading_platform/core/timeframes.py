@@ -79,8 +79,27 @@ def parse_time(value, field: str, label: str | None = None):
         return None
     import pandas as pd
 
+    what = f"{label or field} {value!r}"
     try:
         t = pd.Timestamp(value)
     except ValueError:
-        raise InvalidInput(f"{label or field} {value!r} is not a date or time", field=field) from None
-    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+        raise InvalidInput(f"{what} is not a date or time", field=field) from None
+    try:
+        t = (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+    except (ValueError, OverflowError):  # a time whose UTC leaves the calendar (9999-12-31T23:59-14:00)
+        t = None
+    return check_time_range(t, field, what)
+
+
+# the times the platform stores: candles are microseconds since the epoch, and a year outside this range is a typo
+# (0050 for 2050) that would otherwise move a symbol's history start or queue centuries of months
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2199
+
+
+def check_time_range(t, field: str, what: str):
+    """``t`` (a date or datetime) if its year is within [EARLIEST_YEAR, LATEST_YEAR], else InvalidInput naming
+    ``what`` (None: a time past the end of the calendar)."""
+    if t is None or not EARLIEST_YEAR <= t.year <= LATEST_YEAR:
+        raise InvalidInput(f"{what} is out of range: the platform takes times from {EARLIEST_YEAR}-01-01 to "
+                           f"{LATEST_YEAR}-12-31 (UTC)", field=field)
+    return t

@@ -106,12 +106,15 @@ def _start_us(store, info, tf: str, start: datetime | None, now_us: int) -> int:
 
 
 def _read_file(path: str, symbols: list[tuple[object, str]]) -> dict[str, Normalized]:
-    import pandas as pd
+    from ..sources.files import read_ohlcv_file
 
     p = Path(path)
     if not p.is_file():
         raise InvalidInput(f"--file: no such file {path}", field="file")
-    df = pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
+    try:  # as tp ingest reads one: an empty, headless or unreadable file is named, not a reader's traceback
+        df = read_ohlcv_file(p)
+    except InvalidInput as e:
+        raise InvalidInput(f"--file: {e.message}", field="file") from None
     cols = {c.lower(): c for c in df.columns}
     out = {}
     for info, tf in symbols:
@@ -130,10 +133,14 @@ def feed(store, symbols: list[str], rate: float, duration: float | None = None, 
     the live write path, for ``duration`` seconds or ``count`` candles (or until a file, or with ``replay_days``
     the stored candles of that many recent days, is replayed). A candle the live path has seen already makes
     no second event. Caught up with the clock, it says which candle it waits for and when it closes."""
-    if not rate or rate <= 0:
-        raise InvalidInput(f"--rate must be positive, got {rate}", field="rate")
-    if duration is not None and duration <= 0:
-        raise InvalidInput(f"--duration must be positive, got {duration}", field="duration")
+    import math
+
+    if not rate or not math.isfinite(rate) or rate <= 0:  # nan passes 'rate <= 0'; inf would pace nothing
+        raise InvalidInput(f"--rate must be a positive number, got {rate}", field="rate")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise InvalidInput(f"--duration must be a positive number of seconds, got {duration}", field="duration")
+    if count is not None and count <= 0:
+        raise InvalidInput(f"--count must be a positive number of candles, got {count}", field="count")
     if replay_days is not None and not replay_days > 0:
         raise InvalidInput(f"--replay must be a positive number of days, got {replay_days}", field="replay")
     if replay_days is not None and (file or start is not None):

@@ -50,7 +50,13 @@ def ensure_embedded(pgdata: Path) -> str:
     from ..errors import StoreUnavailable
 
     pgdata = Path(pgdata)
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # TP_HOME under a file, in /proc, or not writable
+        from ..errors import InvalidInput
+
+        raise InvalidInput(f"TP_HOME: cannot create {pgdata.parent} for the embedded database: "
+                           f"{e.strerror or e}", field="TP_HOME") from None
     fresh = not (pgdata / "PG_VERSION").exists()
     _clear_stale_lock(pgdata)
     try:
