@@ -79,3 +79,10 @@ def test_month_keys_keep_four_digit_years():
 
     assert month_key(datetime(999, 3, 5, tzinfo=timezone.utc)) == "0999-03-01"  # strftime gave '999-03-01'
     assert month_key(datetime(2026, 12, 31, 23, 59)) == "2026-12-01"
+
+
+def test_negative_waits_and_unknown_symbols_are_refused(tp_env):
+    # each of these was accepted: migrate --wait -1 and collect --duration -1 ran; search said 'no match', exit 0
+    refused(tp_env, "db", "migrate", "--wait", "-1", field="wait", says="0 or more")
+    refused(tp_env, "live", "collect", "--duration", "-1", field="duration", says="positive")
+    refused(tp_env, "rag", "search", "btc", "--symbol", "NOPE/USDT", field="symbol", says="NOPE/USDT")

@@ -23,6 +23,8 @@ def search(query: str, *, k: int = 10, symbol: str | None = None, timeframe: str
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", field="kind")
     since = parse_time(since, "since")
     with store_or_open(store) as s:
+        if symbol:  # documents name managed symbols only (a note's symbol is checked): 'no match' would mislead
+            s.require_symbol(symbol)
         hits = find(s, query, k=k, symbol=symbol, timeframe=timeframe, since=since, kind=kind)
     out: dict = {"query": query, "hits": [h.as_dict() for h in hits]}
     if answer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import InvalidInput
 from ._context import store_or_open
 from .market import parse_time
 
@@ -28,11 +29,14 @@ def collect(*, once: bool = False, exchanges=None, duration: float | None = None
     the series, the candles written and the ones skipped with their reason. ``TP_COLLECTOR_DATABASE_URL``
     (the ``live_writer`` role, say) overrides the platform's database for it."""
     import asyncio
+    import math
     import signal
 
     from ..live.collector import Collector
     from ..store.runtime import database_url
 
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise InvalidInput(f"--duration must be a positive number of seconds, got {duration}", field="duration")
     names = [x.strip() for x in (exchanges.split(",") if isinstance(exchanges, str) else exchanges or [])
              if x.strip()]
     c = Collector(dsn or os.environ.get("TP_COLLECTOR_DATABASE_URL") or database_url(), clock=clock,

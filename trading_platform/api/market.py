@@ -42,8 +42,14 @@ def migrate(*, wait_s: float = 0.0) -> dict:
 
     from . import _context
 
+    import math
+
+    from ..errors import InvalidInput
+
+    if wait_s is not None and not (isinstance(wait_s, (int, float)) and math.isfinite(wait_s) and wait_s >= 0):
+        raise InvalidInput(f"--wait must be a number of seconds, 0 or more, got {wait_s}", field="wait")
     dsn = _context._DSN = dsn_of()
-    deadline = time.monotonic() + max(0.0, wait_s or 0.0)
+    deadline = time.monotonic() + (wait_s or 0.0)
     while True:
         try:
             store = connect(dsn, run_migrations=False, check_schema=False)
