@@ -57,6 +57,10 @@ def test_the_live_feed_refuses_unreadable_files_and_nonsense_numbers(tp_env, dsn
     ({"TP_LOG_LEVEL": "bogus"}, ("symbols", "list"), "TP_LOG_LEVEL", "is not one of"),
     ({"MLFLOW_TRACKING_URI": "notascheme://user:hunter2@x"}, ("models", "list"), "MLFLOW_TRACKING_URI",
      "unsupported URI"),
+    # a server that is down: MLflow retried for about four silent minutes, then a traceback (here its retries
+    # are off, so the old code's traceback comes at once)
+    ({"MLFLOW_TRACKING_URI": "http://trader:hunter2@127.0.0.1:1/", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+     ("models", "list"), "MLFLOW_TRACKING_URI", "does not answer"),
 ])
 def test_bad_environment_values_name_the_variable(tp_env, env, args, field, says):
     err = refused({**tp_env, **env}, *args, field=field, says=says)

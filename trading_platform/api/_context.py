@@ -68,10 +68,37 @@ def instance(given=None):
     return get_instance()
 
 
+MLFLOW_CONNECT_TIMEOUT_S = 5.0
+
+
 def mlflow_client():
+    """The registry's client for a command or a tool: a tracking server that does not accept a connection is one
+    error at once, naming it (MLflow's own retries take about four silent minutes to give up)."""
     from ..resources.mlflow import MLflowResource
 
-    return MLflowResource().client()
+    resource = MLflowResource()
+    check_mlflow_server(resource.uri())
+    return resource.client()
+
+
+def check_mlflow_server(uri: str, timeout_s: float = MLFLOW_CONNECT_TIMEOUT_S) -> None:
+    """Raise a ``PlatformError`` naming ``MLFLOW_TRACKING_URI`` when ``uri`` is an http(s) server whose host and
+    port refuse or time out a TCP connection; any other URI (a file, a database, Databricks) is MLflow's to open."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        from ..errors import PlatformError, redact_secrets
+
+        raise PlatformError(redact_secrets(
+            f"the MLflow server at {uri} does not answer ({getattr(e, 'strerror', None) or e or type(e).__name__}): "
+            "start it, or fix MLFLOW_TRACKING_URI"), field="MLFLOW_TRACKING_URI") from None
 
 
 def lost_store(e: BaseException):
