@@ -156,6 +156,16 @@ BAD = [
     ("paper_trades", {"run": "nope"}, "run"),
     ("pipeline_status", {"hours": 169}, "hours"),
     ("list_symbols", {"category": "bonds"}, "category"),
+    # each of these was a 200 with an empty answer, a DataError naming no field, or named another field
+    ("get_predictions", {"model": "a\x00b"}, "model"),
+    ("paper_trades", {"run": "\x00"}, "run"),
+    ("get_predictions", {"since": "2026-13-45"}, "since"),
+    ("get_patterns", {"since": "2026-13-45"}, "since"),
+    ("get_predictions", {"model": "nosuchmodel"}, "model"),
+    ("get_forecast", {"symbol": "BTC/USDT", "timeframe": "1h", "model": "nosuch"}, "model"),
+    ("get_forecast", {"symbol": "BTC/USDT", "timeframe": "4h"}, "timeframe"),
+    ("list_alerts", {"symbol": "NOPE/USDT"}, "symbol"),
+    ("alert_stats", {"model": "nosuch"}, "model"),
 ]
 
 

@@ -139,7 +139,7 @@ def _route(app, t: registry.Tool, pool, access: Access) -> None:
         is_error, body = await to_thread.run_sync(lambda: call(t, pool, kwargs, face="http"))
         if is_error:  # the store or the registry not answering is the server's state, not the request's fault
             down = body.get("field") in ("TP_DATABASE_URL", "MLFLOW_TRACKING_URI")
-            return JSONResponse(body, status_code=503 if down else 422)
+            return JSONResponse(body, status_code=503 if down else 500 if body.get("internal") else 422)
         return body
 
     endpoint.__name__ = t.name

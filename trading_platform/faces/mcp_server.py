@@ -63,9 +63,21 @@ def writer_role() -> str | None:
     return role
 
 
+def _nul_argument(kwargs: dict) -> str | None:
+    """The first argument holding a NUL character (PostgreSQL's text cannot), in a string or a list of them."""
+    for name, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            return name
+    return None
+
+
 def _call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:
     from ..api._context import as_role, lost_store
 
+    nul = _nul_argument(kwargs)
+    if nul is not None:  # refused here for every tool: it reached the database as a DataError naming no field
+        return True, {"error": f"{nul} contains a NUL character", "field": nul}
     try:
         if t.write:
             with as_role(writer_role()):
@@ -81,8 +93,9 @@ def _call(t: registry.Tool, pool, kwargs: dict) -> tuple[bool, dict]:
         if lost is not None:
             return True, {"error": lost.message.split(" in the middle")[0], "field": lost.field}
         log.exception("tool %s failed", t.name)
+        # the server's fault, not the request's: the HTTP face answers 500 (``internal``), not 422
         return True, {"error": redact_secrets(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"),
-                      "field": None}
+                      "field": None, "internal": True}
 
 
 def audit(face: str, client: str | None, tool: str, arguments: dict, ok: bool, result: dict, ms: float) -> None:

@@ -104,6 +104,26 @@ def _timeframe(tf, field: str = "timeframe") -> str:
     return parse_timeframe(tf, field)
 
 
+def _model(store, model, field: str = "model"):
+    """``model`` when the platform knows it (a champion history or outputs, else the MLflow registry); None when
+    not given. An unknown name is an error listing the models, not an empty answer."""
+    if model is None:
+        return None
+    from ..api.alerts import _check_models
+
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInput(f"{field} is empty", field=field)
+    _check_models(store.conn, [model.strip()], field)
+    return model.strip()
+
+
+def _since(since):
+    """``since`` as a UTC datetime, its errors naming ``since`` (the record's reads call it ``start``)."""
+    from ..api.market import parse_time
+
+    return parse_time(since, "since")
+
+
 def _range(start, end):
     from ..api.market import parse_time
 
@@ -419,6 +439,7 @@ def get_predictions(symbol: Optional[str] = None, model: Optional[str] = None, t
         symbol = _symbol(store, symbol).symbol
     if timeframe is not None:
         timeframe = _timeframe(timeframe)
+    model, since = _model(store, model), _since(since)
     versions = None
     if role == "challenger":
         if as_of is not None:
@@ -445,8 +466,11 @@ def get_forecast(symbol: str, timeframe: str, model: Optional[str] = None, origi
     from ..api.market import parse_time
     from ..api.outputs import get_outputs
 
-    info = _symbol(store, symbol)
+    from ..api.market import require_series
+
     tf = _timeframe(timeframe)
+    info = require_series(store, _symbol(store, symbol).symbol, tf)
+    model = _model(store, model)
     at = parse_time(origin, "origin")
     end = at + timedelta(microseconds=1) if at is not None else None
     newest = get_outputs("forecasts", symbols=[info.symbol], timeframes=[tf], models=[model] if model else None,
@@ -474,11 +498,16 @@ def get_patterns(symbol: Optional[str] = None, timeframe: Optional[str] = None, 
     if isinstance(min_probability, bool) or not isinstance(min_probability, (int, float)) or \
             not 0 <= min_probability <= 1:
         raise InvalidInput(f"min_probability must be within [0, 1], got {min_probability!r}", field="min_probability")
+    from ..api.market import require_series
+
     limit = _limit(limit, "get_patterns")
     if symbol is not None:
         symbol = _symbol(store, symbol).symbol
     if timeframe is not None:
         timeframe = _timeframe(timeframe)
+        if symbol is not None:
+            require_series(store, symbol, timeframe)
+    since = _since(since)
     rows, more = [], False
     # the record's read has no probability floor: the newest rows, four times the most a call returns, filtered here
     out = get_outputs("patterns", symbols=[symbol] if symbol else None, timeframes=[timeframe] if timeframe else None,
@@ -545,14 +574,17 @@ def list_models(name: Optional[str] = None, *, store=None) -> ModelsResult:
 @tool(route="alerts")
 def list_alerts(model: Optional[str] = None, symbol: Optional[str] = None, status: Optional[str] = None,
                 since: Optional[str] = None, limit: int = 100, *, store=None) -> AlertsResult:
-    """Alerts the models raised (newest first by when their output was known), with their status (open, hit,
-    missed, retracted ...) and outcome; filter by model, symbol, status and since; at most limit (1000 at
-    most)."""
+    """Alerts the models raised (newest first by when their output was known), with their status (pending:
+    not judged yet; success, failed or expired: judged on the candles that came; suppressed) and outcome; filter
+    by model, symbol, status and since; at most limit (1000 at most)."""
     from ..api.alerts import list_alerts as alerts
     from ..api.market import parse_time
 
     limit = _limit(limit, "list_alerts")
     t = parse_time(since, "since")
+    model = _model(store, model)
+    if symbol is not None:
+        symbol = _symbol(store, symbol).symbol
     rows = alerts(model=model, symbol=symbol, status=status, limit=limit, store=store)
     rows = [r for r in rows if t is None or (r.get("known_at") and str(_iso(r["known_at"])) >= t.isoformat())]
     return {"alerts": _jsonable(rows), "truncated": len(rows) >= limit, "next_start": None}
@@ -566,6 +598,7 @@ def alert_stats(model: Optional[str] = None, window: int = 30, *, store=None) ->
 
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 365:
         raise InvalidInput(f"window must be a number of days from 1 to 365, got {window!r}", field="window")
+    model = _model(store, model)
     since = (datetime.now(timezone.utc) - timedelta(days=window)).isoformat()
     return {"stats": _jsonable(stats(model=model, since=since, store=store))}
 
