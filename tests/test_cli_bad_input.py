@@ -30,6 +30,7 @@ def test_times_outside_the_platforms_years_are_refused_and_move_nothing(tp_env, 
     # a time that parses but whose UTC is past the calendar's end (year 10000): ValueError before
     refused(tp_env, "rag", "search", "btc", "--since", "9999-12-31T23:59:59-14:00", field="since", says="out of range")
     refused(tp_env, "rag", "sync", "--since", "0001-01-01", field="since", says="out of range")  # OverflowError
+    refused(tp_env, "rag", "search", "btc", "--since", "NaN", field="since", says="not a date")  # no time at all
     # the feed walked chunk by chunk from year 50, silent for minutes
     refused(tp_env, "live", "feed", "--symbols", "BTC/USDT", "--rate", "1", "--count", "1", "--start", "0050-01-01",
             field="start", says="out of range")

@@ -93,6 +93,14 @@ def test_the_read_api_answers_with_a_token_and_refuses_without(serve):
         status, body, _ = get(base + "/api/v1/candles?" + query)
         assert status == 422 and body["field"] == field, (query, body)
     assert "/api/v1/candles" in get(base + "/openapi.json")[1]["paths"]
+    # what no route answers is JSON too (it was the MCP app's plain-text 404, a POST to a read route included)
+    status, body, _ = get(base + "/api/v1/nosuch")
+    assert status == 404 and "/api/v1/nosuch" in body["error"], body
+    req = urllib.request.Request(base + "/api/v1/candles", data=b"{}", method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 405 and e.value.headers["Allow"] == "GET" and "GET" in json.loads(e.value.read())["error"]
 
 
 def _logs(tmp_path) -> str:
@@ -144,6 +152,7 @@ def test_over_the_rate_a_client_gets_429_with_retry_after(serve):
     assert codes[:2] == [200, 200] and 429 in codes[2:]
     status, body, headers = get(base + "/api/v1/symbols")
     assert status == 429 and int(headers["Retry-After"]) >= 1 and "rate" in body["error"]
+    assert f"try again in {headers['Retry-After']} s" in body["error"]  # the body said 0.0 s beside Retry-After: 1
 
 
 def test_a_lost_connection_is_one_line_and_the_next_call_works(serve, market):

@@ -82,6 +82,8 @@ def parse_time(value, field: str, label: str | None = None):
     what = f"{label or field} {value!r}"
     try:
         t = pd.Timestamp(value)
+        if t is pd.NaT:  # 'NaN', 'NaT', 'null': no time at all
+            raise ValueError
     except ValueError:
         raise InvalidInput(f"{what} is not a date or time", field=field) from None
     try:

@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import inspect
 import ipaddress
+import math
 import os
 import threading
 import time
@@ -132,8 +133,9 @@ def _route(app, t: registry.Tool, pool, access: Access) -> None:
                                       request.client.host if request.client else None))
         if wait is not None:
             REQUESTS.observe("http", t.name, "refused", 0.0)
-            return JSONResponse({"error": f"rate limited: try again in {wait:.1f} s", "field": None}, status_code=429,
-                                headers={"Retry-After": str(max(1, round(wait)))})
+            retry = max(1, math.ceil(wait))  # the body and the header say the same (it said 0.0 s beside 1)
+            return JSONResponse({"error": f"rate limited: try again in {retry} s", "field": None}, status_code=429,
+                                headers={"Retry-After": str(retry)})
         from anyio import to_thread
 
         is_error, body = await to_thread.run_sync(lambda: call(t, pool, kwargs, face="http"))
@@ -235,6 +237,21 @@ def build_app(host: str = "127.0.0.1", port: int = 8000, allow_writes: bool = Fa
     for t in registry.tools(False):
         if t.route:
             _route(app, t, pool, access)
+    api_paths = {f"/api/v1/{t.route}" for t in registry.tools(False) if t.route}
+
+    async def no_route(request):
+        """Under /api/, what no route answers: JSON like every other error (the MCP app mounted at / answered a
+        plain-text 404, a POST to a read route included). A Starlette endpoint: it takes the request as it is."""
+        path = request.url.path
+        if path in api_paths:
+            return JSONResponse({"error": f"{request.method} is not allowed on {path}: the read API answers GET",
+                                 "field": None}, status_code=405, headers={"Allow": "GET"})
+        return JSONResponse({"error": f"no route {path}: the routes are listed at /docs", "field": None},
+                            status_code=404)
+
+    app.add_route("/api/{rest:path}", no_route, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+                  include_in_schema=False)
+
     app.mount("/", mcp_app)  # last: its route is exactly /mcp
     return app
 
