@@ -86,10 +86,13 @@ def check_mlflow_server(uri: str, timeout_s: float = MLFLOW_CONNECT_TIMEOUT_S) -
     port refuse or time out a TCP connection; any other URI (a file, a database, Databricks) is MLflow's to open."""
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
 
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return
+    if parts.scheme in getproxies() and not proxy_bypass(parts.hostname):
+        return  # MLflow goes through the proxy (HTTP(S)_PROXY): a direct connection says nothing about it
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         socket.create_connection((parts.hostname, port), timeout=timeout_s).close()

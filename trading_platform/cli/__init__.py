@@ -46,15 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
 def main(argv: list[str] | None = None) -> int:
     level = (os.environ.get("TP_LOG_LEVEL") or "INFO").strip().upper()
-    if level not in LOG_LEVELS:
+    if level not in logging.getLevelNamesMapping():  # the names logging takes: WARN and FATAL too
         from ..errors import InvalidInput
 
-        return fail(InvalidInput(f"TP_LOG_LEVEL={os.environ['TP_LOG_LEVEL']!r} is not one of {', '.join(LOG_LEVELS)}",
+        names = ", ".join(n for n in logging.getLevelNamesMapping() if n != "NOTSET")
+        return fail(InvalidInput(f"TP_LOG_LEVEL={os.environ['TP_LOG_LEVEL']!r} is not one of {names}",
                                  field="TP_LOG_LEVEL"), "--json" in (sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     for noisy in NOISY_LOGGERS:

@@ -249,8 +249,8 @@ def build_app(host: str = "127.0.0.1", port: int = 8000, allow_writes: bool = Fa
         return JSONResponse({"error": f"no route {path}: the routes are listed at /docs", "field": None},
                             status_code=404)
 
-    app.add_route("/api/{rest:path}", no_route, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
-                  include_in_schema=False)
+    app.add_route("/api/{rest:path}", no_route,
+                  methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"], include_in_schema=False)
 
     app.mount("/", mcp_app)  # last: its route is exactly /mcp
     return app

@@ -109,12 +109,16 @@ def _model(store, model, field: str = "model"):
     not given. An unknown name is an error listing the models, not an empty answer."""
     if model is None:
         return None
+    from ..api._context import mlflow_client
     from ..api.alerts import _check_models
+    from ..store.alerts import known_models
 
     if not isinstance(model, str) or not model.strip():
         raise InvalidInput(f"{field} is empty", field=field)
-    _check_models(store.conn, [model.strip()], field)
-    return model.strip()
+    model = model.strip()
+    if model not in known_models(store.conn):  # only then the registry: a server that is down is a 503, not 'unknown'
+        _check_models(store.conn, [model], field, client=mlflow_client())
+    return model
 
 
 def _since(since):
