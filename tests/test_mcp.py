@@ -166,6 +166,9 @@ BAD = [
     ("get_forecast", {"symbol": "BTC/USDT", "timeframe": "4h"}, "timeframe"),
     ("list_alerts", {"symbol": "NOPE/USDT"}, "symbol"),
     ("alert_stats", {"model": "nosuch"}, "model"),
+    # refused by the SDK's schema before the tool runs: pydantic's text, no structured content, before
+    ("get_candles", {"symbol": 123, "timeframe": "1h"}, "symbol"),
+    ("get_candles", {"timeframe": "1h"}, "symbol"),
 ]
 
 

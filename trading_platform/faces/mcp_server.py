@@ -198,6 +198,41 @@ def _adapt(t: registry.Tool, pool, access=None):
     return handler
 
 
+def argument_error(exc: BaseException) -> dict | None:
+    """``{"error", "field"}`` for arguments the SDK's schema validation refused (the wrong type, a required one
+    missing): the SDK's ``ToolError`` caused by a pydantic ``ValidationError``; None for anything else."""
+    from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ToolError) or isinstance(exc, UnexpectedToolError):
+        return None
+    cause = exc.__cause__
+    if not isinstance(cause, ValidationError) or not cause.errors():
+        return None
+    first = cause.errors()[0]
+    field = ".".join(str(p) for p in first.get("loc", ())) or None
+    return {"error": f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg")), "field": field}
+
+
+def _server_class(base):
+    """``MCPServer`` whose tool calls answer refused arguments as every other bad argument: a tool error with
+    ``{"error", "field"}`` (the SDK answered pydantic's text, no structured content)."""
+    from mcp.types import CallToolResult, TextContent
+
+    class PlatformMCPServer(base):
+        async def call_tool(self, name, arguments, context=None):
+            try:
+                return await super().call_tool(name, arguments, context)
+            except Exception as exc:
+                body = argument_error(exc)
+                if body is None:
+                    raise
+                return CallToolResult(is_error=True, content=[TextContent(type="text", text=body["error"])],
+                                      structured_content=body)
+
+    return PlatformMCPServer
+
+
 def build(allow_writes: bool = False, pool=None, access=None):
     """The ``MCPServer`` with the read tools (and the write tools with ``allow_writes``); ``access``
     (``faces.http.Access``) over HTTP."""
@@ -207,7 +242,8 @@ def build(allow_writes: bool = False, pool=None, access=None):
     from .reads import ReadPool
 
     pool = pool or ReadPool()
-    server = MCPServer(name="trading_platform", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
+    server = _server_class(MCPServer)(name="trading_platform", instructions=INSTRUCTIONS, version=__version__,
+                                      log_level="WARNING")
     for t in registry.tools(allow_writes):
         server.add_tool(_adapt(t, pool, access), name=t.name, description=t.description,
                         annotations=_annotations(t))
