@@ -214,21 +214,50 @@ def argument_error(exc: BaseException) -> dict | None:
     return {"error": f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg")), "field": field}
 
 
+def _json_types(schema: dict) -> set[str]:
+    """The JSON types a property's schema takes (``type``, or the types of its ``anyOf`` / ``oneOf``)."""
+    t = schema.get("type")
+    types = set(t if isinstance(t, list) else [t] if t else [])
+    for branch in (*schema.get("anyOf", ()), *schema.get("oneOf", ())):
+        types |= _json_types(branch)
+    return types
+
+
+def boolean_for_number(parameters: dict, arguments) -> dict | None:
+    """``{"error", "field"}`` for a boolean given where the schema takes a number and no boolean: pydantic's lax
+    mode would read ``true`` as 1 (``"limit": true`` asked for one row)."""
+    props = (parameters or {}).get("properties", {})
+    for key, value in (arguments or {}).items():
+        if not isinstance(value, bool) or key not in props:
+            continue
+        types = _json_types(props[key])
+        if "boolean" not in types and types & {"integer", "number"}:
+            return {"error": f"{key}: a number, not {str(value).lower()}", "field": key}
+    return None
+
+
 def _server_class(base):
     """``MCPServer`` whose tool calls answer refused arguments as every other bad argument: a tool error with
     ``{"error", "field"}`` (the SDK answered pydantic's text, no structured content)."""
     from mcp.types import CallToolResult, TextContent
 
+    def refused(body):
+        return CallToolResult(is_error=True, content=[TextContent(type="text", text=body["error"])],
+                              structured_content=body)
+
     class PlatformMCPServer(base):
         async def call_tool(self, name, arguments, context=None):
+            tool = self._tool_manager.get_tool(name)
+            body = boolean_for_number(tool.parameters, arguments) if tool is not None else None
+            if body is not None:
+                return refused(body)
             try:
                 return await super().call_tool(name, arguments, context)
             except Exception as exc:
                 body = argument_error(exc)
                 if body is None:
                     raise
-                return CallToolResult(is_error=True, content=[TextContent(type="text", text=body["error"])],
-                                      structured_content=body)
+                return refused(body)
 
     return PlatformMCPServer
 
