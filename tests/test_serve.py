@@ -92,6 +92,13 @@ def test_the_read_api_answers_with_a_token_and_refuses_without(serve):
                          ("timeframe=1h", "symbol")):
         status, body, _ = get(base + "/api/v1/candles?" + query)
         assert status == 422 and body["field"] == field, (query, body)
+    # a misspelt parameter answered every symbol; a repeated one was the last one, silently
+    status, body, _ = get(base + "/api/v1/predictions?symbl=ETH/USDT")
+    assert status == 422 and body["field"] == "symbl" and "symbol" in body["error"], body
+    status, body, _ = get(base + "/api/v1/candles?symbol=BTC/USDT&timeframe=1h&limit=1&limit=2")
+    assert status == 422 and body["field"] == "limit", body
+    status, body, _ = get(base + "/api/v1/features?symbol=BTC/USDT&timeframe=1h&columns=rsi_14&columns=rsi_14&limit=1")
+    assert status == 200 and body["rows"][0]["rsi_14"] == 50.0, body  # a list parameter takes it repeated
     assert "/api/v1/candles" in get(base + "/openapi.json")[1]["paths"]
     # what no route answers is JSON too (it was the MCP app's plain-text 404, a POST to a read route included)
     status, body, _ = get(base + "/api/v1/nosuch")

@@ -111,6 +111,20 @@ def client_key(authorization: str | None, address: str | None) -> str:
 
 
 # ---- the app -------------------------------------------------------------------------------------------------------
+def query_error(items, names: set[str], lists: set[str]) -> dict | None:
+    """``{"error", "field"}`` for a query parameter the route does not take (``?symbl=`` answered every symbol) or
+    one given twice that takes one value (the last one won, silently); None when the query is sound."""
+    seen: set[str] = set()
+    for key, _ in items:
+        if key not in names:
+            return {"error": f"{key}: not a parameter of this route (it takes {', '.join(sorted(names)) or 'none'})",
+                    "field": key}
+        if key in seen and key not in lists:
+            return {"error": f"{key}: given more than once; it takes one value", "field": key}
+        seen.add(key)
+    return None
+
+
 def _route(app, t: registry.Tool, pool, access: Access) -> None:
     from fastapi import Query, Request
     from fastapi.responses import JSONResponse
@@ -127,8 +141,15 @@ def _route(app, t: registry.Tool, pool, access: Access) -> None:
         params.append(inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=hints.get(p.name, p.annotation)))
 
+    names = {p.name for p in params[1:]}
+    lists = {p.name for p in params[1:] if typing.get_origin(p.annotation) is list
+             or any(typing.get_origin(a) is list for a in typing.get_args(p.annotation))}
+
     async def endpoint(**kwargs):
         request = kwargs.pop("request")
+        bad = query_error(request.query_params.multi_items(), names, lists)
+        if bad is not None:
+            return JSONResponse(bad, status_code=422)
         wait = access.take(client_key(request.headers.get("authorization"),
                                       request.client.host if request.client else None))
         if wait is not None:
