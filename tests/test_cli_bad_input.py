@@ -31,6 +31,9 @@ def test_times_outside_the_platforms_years_are_refused_and_move_nothing(tp_env, 
     refused(tp_env, "rag", "search", "btc", "--since", "9999-12-31T23:59:59-14:00", field="since", says="out of range")
     refused(tp_env, "rag", "sync", "--since", "0001-01-01", field="since", says="out of range")  # OverflowError
     refused(tp_env, "rag", "search", "btc", "--since", "NaN", field="since", says="not a date")  # no time at all
+    # pandas read 02.01.2026 as 1 February and 1/2/2026 as 2 January: a guess at which number is the day
+    for day in ("02.01.2026", "1/2/2026"):
+        refused(tp_env, "rag", "search", "btc", "--since", day, field="since", says="YYYY-MM-DD")
     # the feed walked chunk by chunk from year 50, silent for minutes
     refused(tp_env, "live", "feed", "--symbols", "BTC/USDT", "--rate", "1", "--count", "1", "--start", "0050-01-01",
             field="start", says="out of range")

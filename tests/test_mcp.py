@@ -172,6 +172,7 @@ BAD = [
     # a boolean where a number goes (pydantic's lax mode read true as 1)
     ("get_candles", {"symbol": "BTC/USDT", "timeframe": "1h", "limit": True}, "limit"),
     ("pipeline_status", {"hours": True}, "hours"),
+    ("get_predictions", {"since": "02.01.2026"}, "since"),  # read as 1 February: which number is the day?
 ]
 
 

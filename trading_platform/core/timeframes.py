@@ -73,6 +73,10 @@ def finest(timeframes: list[str]) -> str:
     return min((parse_timeframe(t) for t in timeframes), key=lambda t: TIMEFRAMES[t])
 
 
+# a numeric date with the year last (1/2/2026, 02.01.2026, 01-02-26): which of the first two is the day is a guess
+_DAY_MONTH_ORDER = re.compile(r"\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}(?!\d)")
+
+
 def parse_time(value, field: str, label: str | None = None):
     """A date or time from the user as an aware UTC datetime (naive means UTC); None for an empty value."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -80,6 +84,9 @@ def parse_time(value, field: str, label: str | None = None):
     import pandas as pd
 
     what = f"{label or field} {value!r}"
+    if isinstance(value, str) and _DAY_MONTH_ORDER.match(value):
+        raise InvalidInput(f"{what} is ambiguous: which number is the day? Write it as YYYY-MM-DD "
+                           f"(pandas would read 02.01.2026 as 1 February)", field=field)
     try:
         t = pd.Timestamp(value)
         if t is pd.NaT:  # 'NaN', 'NaT', 'null': no time at all
