@@ -158,6 +158,31 @@ def test_bad_feature_specs_name_the_field():
     assert e.value.field == "features.macd"
 
 
+@pytest.mark.parametrize("d,field,says", [
+    ({"bbands": [[20, float("nan")]]}, "features.bbands", "positive"),  # written, every row reported warm-up
+    ({"bbands": [[20, float("inf")]]}, "features.bbands", "positive"),
+    ({"macd": [[12, 26]]}, "features.macd", "[fast, slow, signal]"),  # the signal period missing: accepted
+    ({"macd": [[12]]}, "features.macd", "[fast, slow, signal]"),  # IndexError
+    ({"stoch": [[14, 3, 3, 3]]}, "features.stoch", "[window, smoothing]"),  # too many values to unpack
+    ({"rsi": [[14, 2]]}, "features.rsi", "one window"),
+])
+def test_non_finite_windows_and_the_wrong_number_of_parameters_name_the_field(d, field, says):
+    with pytest.raises(InvalidInput) as e:
+        FeatureSpec.from_dict(d)
+    assert e.value.field == field and says in e.value.message
+
+
+def test_a_context_column_the_spec_does_not_compute_is_named():
+    """A misspelt context name dropped its htf_ column silently (59 columns became 53)."""
+    five = synthetic(end=utc(2025, 1, 3))
+    hour = five.group_by_dynamic("ts", every="1h").agg(
+        pl.col("symbol").first(), pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
+        pl.col("close").last(), pl.col("volume").sum()).with_columns(pl.lit("1h").alias("timeframe"))
+    with pytest.raises(InvalidInput) as e:
+        join_context(compute_features(five), compute_features(hour), 300, 3600, ("rsi_14", "nope"))
+    assert e.value.field == "features.context" and "'nope'" in e.value.message
+
+
 def test_column_names_are_readable():
     cols = set(compute_features(synthetic(end=utc(2025, 1, 2))).columns)
     assert {"sma_20", "ema_20", "rsi_14", "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from ..errors import InvalidInput
 from .spec import FeatureSpec
 
 
@@ -177,7 +178,12 @@ def join_context(lower: pl.DataFrame, higher: pl.DataFrame, lower_tf_s: int, hig
     open time T is closed at T + higher_tf. The row gets the latest higher candle
     with T + higher_tf <= ts + lower_tf, never the one still forming.
     """
-    cols = [c for c in columns if c in higher.columns]
+    missing = [c for c in columns if c not in higher.columns]
+    if missing:  # a misspelt name dropped its htf_ column silently
+        known = ", ".join(feature_columns(higher)[:12])
+        raise InvalidInput(f"features.context: {missing[0]!r} is not a feature this spec computes "
+                           f"(such as {known}, ...)", field="features.context")
+    cols = list(columns)
     right = higher.select(
         "symbol",
         (pl.col("ts") + pl.duration(seconds=higher_tf_s)).alias("_avail"),

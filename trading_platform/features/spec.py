@@ -6,9 +6,16 @@ window fails with the field named (``features.rsi``, ...).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import InvalidInput
+
+
+# the indicators whose items are tuples: how many numbers each takes (the others take one window per item)
+ARITY = {"macd": 3, "bbands": 2, "stoch": 2}
+ARITY_TEXT = {"macd": "[fast, slow, signal]", "bbands": "[window, standard deviations]",
+              "stoch": "[window, smoothing]"}
 
 
 @dataclass(frozen=True)
@@ -35,12 +42,22 @@ class FeatureSpec:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or f.name == "context":
+            if f.name == "context":
+                bad = [c for c in value if not isinstance(c, str) or not c.strip()]
+                if bad:
+                    raise InvalidInput(f"features.context: {bad[0]!r} is not a feature column name",
+                                       field="features.context")
                 continue
+            if isinstance(value, bool):
+                continue
+            arity = ARITY.get(f.name)
             for item in value:
                 params = item if isinstance(item, tuple) else (item,)
+                if (arity or 1) != len(params) or (arity is None) == isinstance(item, tuple):
+                    raise InvalidInput(f"features.{f.name}: {list(params) if isinstance(item, tuple) else item!r} "
+                                       f"must be {ARITY_TEXT.get(f.name, 'one window')}", field=f"features.{f.name}")
                 for p in params:
-                    if not isinstance(p, (int, float)) or p <= 0:
+                    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
                         raise InvalidInput(f"features.{f.name}: window {p!r} must be a positive number",
                                            field=f"features.{f.name}")
                 if isinstance(item, tuple) and f.name == "macd" and not item[0] < item[1]:
