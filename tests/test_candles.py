@@ -127,3 +127,66 @@ def test_empty_and_header_only_files_are_clear_errors(tmp_path):
         read_ohlcv_file(header)
     with pytest.raises(InvalidInput, match="not found"):
         read_ohlcv_file(tmp_path / "nope.csv")
+
+
+# ---- what a probe found stored wrong (each case stored candles at the wrong time, or nonsense, before) ----------
+def test_day_first_dates_are_read_one_way_for_the_whole_column():
+    """11/03/2024 .. 14/03/2024: pandas guessed row by row (11 Nov, 12 Dec, 13 Mar, 14 Mar); the 13 says day first."""
+    rows = [(f"{d}/03/2024", 10, 11, 9, 10.5, 1) for d in (11, 12, 13, 14)]
+    n = normalize_candles(frame(rows), "1d")
+    assert not n.rejects
+    assert n.to_frame()["ts"].dt.strftime("%Y-%m-%d").tolist() == [f"2024-03-{d}" for d in (11, 12, 13, 14)]
+    month_first = normalize_candles(frame([(f"03/{d}/2024", 10, 11, 9, 10.5, 1) for d in (11, 13)]), "1d")
+    assert month_first.to_frame()["ts"].dt.strftime("%Y-%m-%d").tolist() == ["2024-03-11", "2024-03-13"]
+
+
+def test_dates_that_do_not_say_which_number_is_the_day_are_quarantined():
+    n = normalize_candles(frame([("03/11/2024", 10, 11, 9, 10.5, 1), ("03/12/2024", 10, 11, 9, 10.5, 1)]), "1d")
+    assert len(n) == 0 and len(n.rejects) == 2
+    assert all("ambiguous date" in r.reason and "YYYY-MM-DD" in r.reason for r in n.rejects)
+
+
+def test_separate_date_and_time_columns_make_one_time():
+    """Date,Time: the time alone was read as today's (two candles today, the third collapsed into one of them)."""
+    rows = [("2024-03-01", "00:00", 1, 2, 0.5, 1.5, 3), ("2024-03-01", "01:00", 1, 2, 0.5, 1.5, 3),
+            ("2024-03-02", "00:00", 1, 2, 0.5, 1.5, 3)]
+    n = normalize_candles(frame(rows, ("Date", "Time", "Open", "High", "Low", "Close", "Volume")), "1h")
+    assert not n.rejects and n.duplicates_collapsed == 0
+    assert n.to_frame()["ts"].dt.strftime("%Y-%m-%d %H:%M").tolist() == [
+        "2024-03-01 00:00", "2024-03-01 01:00", "2024-03-02 00:00"]
+    alone = normalize_candles(frame([("00:00", 1, 2, 0.5, 1.5, 3)]), "1h")  # a time of day is no date
+    assert len(alone) == 0 and reasons(alone) == ["unparseable timestamp '00:00'"]
+
+
+@pytest.mark.parametrize("ts,tf", [("1900-01-01T00:00Z", "1h"), (-86_400, "1h"), (-9e18, "1d")])
+def test_times_before_1970_are_quarantined(ts, tf):
+    """They moved every symbol's history start (partitions from 1684) for good."""
+    n = normalize_candles(frame([(ts, 1, 2, 0.5, 1.5, 3)]), tf)
+    assert len(n) == 0 and reasons(n) == ["timestamp outside 1970-2199 (UTC)"]
+
+
+def test_a_huge_number_is_no_time_and_does_not_change_the_units_of_the_others():
+    """1e30 cast to garbage (a traceback on 1d) and made the other rows' unit nanoseconds (1970-01-01)."""
+    n = normalize_candles(frame([(1e30, 1, 2, 0.5, 1.5, 3), (-5e30, 1, 2, 0.5, 1.5, 3),
+                                 (1_704_067_200, 1, 2, 0.5, 1.5, 3)]), "1d")
+    assert n.to_frame()["ts"].dt.strftime("%Y-%m-%d").tolist() == ["2024-01-01"]
+    assert reasons(n) == ["unparseable timestamp -5e+30", "unparseable timestamp 1e+30"]
+
+
+def test_booleans_are_not_prices_or_volumes():
+    rows = [("2024-01-01T00:00Z", 1, 2, 0.5, 1.5, True), ("2024-01-01T01:00Z", 1, 2, 0.5, 1.5, False)]
+    n = normalize_candles(frame(rows), "1h")
+    assert len(n) == 0 and reasons(n) == ["non-numeric volume False", "non-numeric volume True"]
+
+
+def test_a_column_given_twice_is_ambiguous():
+    with pytest.raises(InvalidInput, match="ambiguous columns 'close' and 'Close'"):
+        normalize_candles(frame([GOOD[0] + (10.6,)], ("ts", "open", "high", "low", "close", "volume", "Close")), "1h")
+
+
+def test_rows_longer_than_the_header_are_refused_not_shifted(tmp_path):
+    """Every row one field longer: pandas made the first field an index, and a 1970-01-01 candle was stored."""
+    f = tmp_path / "ragged.csv"
+    f.write_text("ts,open,high,low,close,volume\n2024-03-01,7,100,110,90,105,10\n2024-03-04,7,100,110,90,105,10\n")
+    with pytest.raises(InvalidInput, match="more fields than its header"):
+        read_ohlcv_file(f)

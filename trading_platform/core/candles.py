@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..errors import InvalidInput
-from .timeframes import TIMEFRAMES, parse_timeframe
+from .timeframes import EARLIEST_YEAR, LATEST_YEAR, TIMEFRAMES, parse_timeframe
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -86,7 +86,17 @@ def standardize_columns(df: pd.DataFrame, where: str = "input") -> pd.DataFrame:
     for c in df.columns:
         key = str(c).strip().lower().replace(" ", "_")
         key = COLUMN_ALIASES.get(key, key)
+        if key in cols and key in (*VALUE_COLUMNS, *TIME_NAMES):  # close and Close: which one is the close?
+            raise InvalidInput(f"{where}: ambiguous columns {cols[key]!r} and {c!r} (both read as {key})",
+                               field="columns")
         cols.setdefault(key, c)
+    if "date" in cols and "time" in cols and not any(n in cols for n in ("ts", "timestamp", "datetime",
+                                                                          "date_time", "open_time", "opentime")):
+        # separate Date and Time columns: one time is both (the time alone was read as today's)
+        both = df[cols["date"]].astype("string").str.strip() + " " + df[cols["time"]].astype("string").str.strip()
+        df = df.assign(**{"__ts": both})
+        cols = {k: v for k, v in cols.items() if k not in ("date", "time")}
+        cols["ts"] = "__ts"
     time_col = next((cols[n] for n in TIME_NAMES if n in cols), None)
     if time_col is None:
         unnamed = [c for c in df.columns
@@ -117,33 +127,80 @@ def standardize_columns(df: pd.DataFrame, where: str = "input") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def parse_timestamps(col: pd.Series) -> np.ndarray:
+# a numeric date with the year last (11/03/2024): the day may come first or second
+_YEAR_LAST = r"^\s*(\d{1,2})[./-](\d{1,2})[./-](\d{2,4})(?!\d)"
+# a time of day with no date ("00:00", "9:30 PM"): pandas reads it as today
+_TIME_ONLY = r"^\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*([AaPp]\.?[Mm]\.?)?\s*$"
+# the times the market store takes (core.timeframes.EARLIEST_YEAR .. LATEST_YEAR), in microseconds
+MIN_TS_US = int(datetime(EARLIEST_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()) * US
+END_TS_US = int(datetime(LATEST_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()) * US
+
+
+def parse_timestamps(col: pd.Series, reasons: dict[int, str] | None = None) -> np.ndarray:
     """Microseconds since the epoch (UTC) as int64, or -1 where unparseable.
 
     Naive times are taken as UTC; aware times in any (mixed) zone are converted;
     integers are epoch seconds, milliseconds, microseconds or nanoseconds by
-    magnitude.
+    magnitude. Text is ISO 8601, or one format for the whole column: numeric dates
+    with the year last (11/03/2024) are read day first when some row's first number
+    is over 12, month first when some row's second is, and are unparseable when
+    nothing in the column says which (or it says both); ``reasons`` (row -> text)
+    gets why for those rows. A time of day with no date is unparseable.
     """
     import pandas as pd
 
-    s = pd.Series(col)
+    s = pd.Series(col).reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         num = pd.to_numeric(s, errors="coerce").astype("float64")
-        mag = np.nanmax(np.abs(num.to_numpy())) if num.notna().any() else 0
+        # the unit is read from the largest plausible value: past 1e19 (nanoseconds in 2286) is no time at all
+        plausible = num.abs() < 1e19
+        mag = np.nanmax(np.abs(num[plausible].to_numpy())) if plausible.any() else 0
         unit_us = 1e6 if mag < 1e11 else 1e3 if mag < 1e14 else 1.0 if mag < 1e17 else 1e-3
         vals = num.to_numpy() * unit_us
-        out = np.where(np.isfinite(vals), np.round(np.nan_to_num(vals)), -1).astype("int64")
-        return out
+        ok = np.isfinite(vals) & plausible.to_numpy()  # past int64 it cast to garbage
+        return np.where(ok, np.round(np.where(ok, vals, 0)), -1).astype("int64")
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         parsed = s.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_dtype(s):
         parsed = s.dt.tz_localize("UTC")
     else:
-        parsed = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+        parsed = _parse_text_times(s, reasons)
     parsed = parsed.dt.as_unit("us")
     vals = parsed.array.asi8.copy() if hasattr(parsed.array, "asi8") else parsed.astype("int64").to_numpy()
     vals[parsed.isna().to_numpy()] = -1
     return vals
+
+
+def _parse_text_times(s: pd.Series, reasons: dict[int, str] | None) -> pd.Series:
+    import pandas as pd
+
+    text = s.astype("string")
+    out = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    rest = out.isna() & text.notna()
+    if not rest.any():
+        return out
+    year_last = text.str.extract(_YEAR_LAST).astype("float64")
+    numeric = rest & year_last[0].notna().to_numpy()
+    if numeric.any():
+        first, second = year_last[0][numeric], year_last[1][numeric]
+        day_first, month_first = bool((first > 12).any()), bool((second > 12).any())
+        if day_first != month_first:
+            out[numeric] = pd.to_datetime(text[numeric], utc=True, errors="coerce", format="mixed",
+                                          dayfirst=day_first)
+        elif reasons is not None:
+            why = ("mixes day-first and month-first dates" if day_first else
+                   "does not say whether the day or the month comes first (no day over 12)")
+            for i in np.flatnonzero(numeric.to_numpy()):
+                reasons[int(i)] = f"ambiguous date {text.iloc[i]!r}: the column {why}; write YYYY-MM-DD"
+    other = rest & ~numeric & ~text.str.match(_TIME_ONLY).fillna(False).astype(bool)
+    if other.any():  # other formats ("Jan 2 2026 14:00"): pandas' reading, row by row
+        out[other] = pd.to_datetime(text[other], utc=True, errors="coerce", format="mixed")
+    return out
+
+
+def _plain(v):
+    """A numpy scalar as the Python value it holds (its repr is ``np.float64(1e+30)``)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _raw_row(df: pd.DataFrame, i: int) -> dict:
@@ -202,8 +259,11 @@ def normalize_candles(
             for i in np.flatnonzero(hit):
                 per_row[int(i)] = reason(i)
 
-    ts = parse_timestamps(std["ts"])
-    flag(ts == -1, lambda i: f"unparseable timestamp {std['ts'].iloc[i]!r}")
+    why: dict[int, str] = {}
+    ts = parse_timestamps(std["ts"], why)
+    flag(ts == -1, lambda i: why.get(int(i)) or f"unparseable timestamp {_plain(std['ts'].iloc[i])!r}")
+    # before 1970 or after 2200: a typo or a wrong unit (1e30) that would move every symbol's history start
+    flag((ts != -1) & ((ts < MIN_TS_US) | (ts >= END_TS_US)), f"timestamp outside {EARLIEST_YEAR}-{LATEST_YEAR} (UTC)")
     if tf_us >= DAY_US:
         # daily/weekly bars are often stamped at local midnight (e.g. 05:00 UTC for
         # New York); the nearest UTC midnight is the trading day they stand for
@@ -221,10 +281,12 @@ def normalize_candles(
             num = raw.to_numpy(dtype="float64", na_value=np.nan)
             missing = np.isnan(num)
         else:
-            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan).copy()
             missing = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+            # True and False are not prices or volumes (to_numeric read them as 1 and 0)
+            num[raw.map(lambda x: isinstance(x, (bool, np.bool_))).to_numpy(dtype=bool)] = np.nan
         flag(missing, f"missing {name}")
-        flag(np.isnan(num) & ~missing, lambda i, name=name: f"non-numeric {name} {std[name].iloc[i]!r}")
+        flag(np.isnan(num) & ~missing, lambda i, name=name: f"non-numeric {name} {_plain(std[name].iloc[i])!r}")
         flag(np.isinf(num), f"{name} is not finite")
         values[name] = num
     o, h, l, c, v = (values[k] for k in VALUE_COLUMNS)

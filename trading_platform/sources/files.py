@@ -45,6 +45,11 @@ def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
                 df = df.reset_index()
         elif suffix in (".csv", ".txt", ".gz"):
             df = pd.read_csv(p)
+            if not isinstance(df.index, pd.RangeIndex):
+                # every row has more fields than the header: pandas made the first ones an index, shifting every
+                # column by one (a date read as the open time 7, the open as the high, ...)
+                raise InvalidInput(f"{p}: its rows have more fields than its header ({len(df.columns)}: "
+                                   f"{', '.join(map(str, df.columns))}); a column name is missing", field="path")
         else:
             raise InvalidInput(f"{p}: unsupported file type {suffix!r} (use .csv or .parquet)", field="path")
     except InvalidInput:
@@ -54,7 +59,7 @@ def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
     except Exception as e:  # noqa: BLE001 - the reader's reason is the message
         raise InvalidInput(f"cannot read {p}: {type(e).__name__}: {e}", field="path") from None
     if len(df) == 0:
-        raise InvalidInput(f"{p} has a header but no rows", field="path")
+        raise InvalidInput(f"{p} has no rows after its first line (the header: is it missing?)", field="path")
     return df
 
 
