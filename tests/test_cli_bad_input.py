@@ -99,3 +99,25 @@ def test_negative_waits_and_unknown_symbols_are_refused(tp_env):
     refused(tp_env, "db", "migrate", "--wait", "-1", field="wait", says="0 or more")
     refused(tp_env, "live", "collect", "--duration", "-1", field="duration", says="positive")
     refused(tp_env, "rag", "search", "btc", "--symbol", "NOPE/USDT", field="symbol", says="NOPE/USDT")
+
+
+def test_arguments_that_are_not_text_are_named(tp_env):
+    """$'\\xff' on the command line (Python keeps the byte as a lone surrogate): a UnicodeEncodeError traceback from
+    psycopg (tp paper report, tp alerts rule add) or from a spec's hash (tp paper backtest --strategy)."""
+    refused(tp_env, "paper", "report", "r\udcff", field="arguments", says="not UTF-8 text")
+
+
+def test_json_output_has_no_nan_or_infinity(capsys):
+    """``--json`` printed NaN and Infinity (a paper run's equity and day change), which JSON readers refuse."""
+    import json
+    from argparse import Namespace
+
+    from trading_platform.cli._base import emit
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    for as_json in (True, False):
+        emit(Namespace(json=as_json), {"equity": float("inf"), "today": [float("nan"), 1.5], "n": 2})
+        assert json.loads(capsys.readouterr().out, parse_constant=refuse) == {"equity": None, "today": [None, 1.5],
+                                                                               "n": 2}

@@ -46,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_argv(argv: list[str]) -> None:
+    """Arguments that are not text (bytes the locale cannot decode, such as $'\\xff': Python keeps them as lone
+    surrogates) are refused here, naming them, instead of as a UnicodeEncodeError from the store or a hash."""
+    from ..errors import InvalidInput
+
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            raise InvalidInput(f"argument {i + 1} ({shown[:40]!r}) is not UTF-8 text", field="arguments") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     level = (os.environ.get("TP_LOG_LEVEL") or "INFO").strip().upper()
     if level not in logging.getLevelNamesMapping():  # the names logging takes: WARN and FATAL too
@@ -64,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv
     try:
+        check_argv(argv)
         args = build_parser().parse_args(argv)
         return int(args.fn(args) or 0)
     except PlatformError as e:

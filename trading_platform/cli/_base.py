@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from ..errors import InvalidInput, PlatformError
@@ -15,11 +16,23 @@ class Parser(argparse.ArgumentParser):
         raise InvalidInput(f"{self.prog}: {message}", field="arguments")
 
 
+def finite(value):
+    """``value`` with NaN and infinities as None, in any dict, list or tuple: ``json.dumps`` writes them as
+    ``NaN`` and ``Infinity``, which is not JSON (a reader such as ``jq`` refuses the whole answer)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def emit(args, value, text: str | None = None) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(value, default=str))
+        print(json.dumps(finite(value), default=str))
     else:
-        print(text if text is not None else json.dumps(value, indent=2, default=str))
+        print(text if text is not None else json.dumps(finite(value), indent=2, default=str))
 
 
 def fail(e: PlatformError, as_json: bool) -> int:
