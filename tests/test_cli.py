@@ -163,6 +163,10 @@ def test_features_export(tp_env, tmp_path):
     code, err, proc = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1h",
                          "--out", str(tmp_path / "nowhere" / "f.parquet"), "--json", check=False)
     assert code == 2 and err["field"] == "out" and "Traceback" not in proc.stderr
+    (tmp_path / "dir.parquet").mkdir()  # polars' IsADirectoryError traceback before
+    code, err, proc = tp(tp_env, "features", "export", "--symbol", "ETH/USDT", "--timeframe", "1h",
+                         "--out", str(tmp_path / "dir.parquet"), "--json", check=False)
+    assert code == 2 and err["field"] == "out" and "is a directory" in err["error"], proc.stderr
 
 
 def test_models_list_and_promote(tp_env, tmp_path):

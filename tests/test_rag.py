@@ -195,6 +195,20 @@ def test_a_sync_through_dagster_then_incremental_syncs_add_only_new_documents_an
     assert after == before and all(len(b) == 8 for b in before)
 
 
+def test_rag_documents_refuses_an_empty_symbol_list_and_an_unknown_symbol_and_writes_nothing(store, dsn, rag_env):
+    """``symbols: []`` summarized every symbol; an unknown one failed only after the embedding model loaded."""
+    from trading_platform.assets.rag import rag_documents
+
+    load_market(store, "BTC/USDT", utc(2025, 3, 3), utc(2025, 3, 4), timeframes=("1h",))
+    for symbols, says in (([], "at least one symbol"), (["NOPE/USDT"], "NOPE/USDT")):
+        res = materialize([rag_documents], resources={"market_db": MarketDB(database_url=dsn)}, raise_on_error=False,
+                          run_config={"ops": {"rag_documents": {"config": {"symbols": symbols}}}})
+        assert not res.success
+        failure = [e for e in res.all_events if e.is_step_failure][0].step_failure_data.error
+        assert says in str(failure.cause or failure.message), failure
+    assert store.conn.execute("SELECT count(*) FROM rag_documents").fetchone()[0] == 0
+
+
 def test_an_incremental_sync_across_a_market_gap_writes_the_texts_a_full_sync_would(store, embedder, rag_env):
     # a forex week, closed over the weekend; the first sync runs on Sunday night, a few hours after the open:
     # the next one re-summarizes Sunday's last hour, whose context (20 periods) reaches back into Friday

@@ -22,7 +22,13 @@ def export_features(symbol: str, timeframe: str, out: str, *, store=None) -> dic
         raise InvalidInput(f"--out must name a .parquet file, got {path.name!r}", field="out")
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise InvalidInput(f"--out: cannot write to {path.parent} (not a writable directory)", field="out")
+    if path.is_dir():
+        raise InvalidInput(f"--out: {path} is a directory, not a file", field="out")
     from ..features.pipeline import export
 
     with store_or_open(store) as s:
-        return export(s, require_series(s, symbol, tf), tf, path)
+        info = require_series(s, symbol, tf)
+        try:
+            return export(s, info, tf, path)
+        except OSError as e:  # /proc/x.parquet passes the access check as root: the write itself says why
+            raise InvalidInput(f"--out: cannot write {path}: {e.strerror or e}", field="out") from None

@@ -22,6 +22,7 @@ from dagster import (
     in_process_executor,
 )
 
+from ..errors import InvalidInput
 from ..resources import MarketDB
 from .watchdog import without_watchdog_checks
 
@@ -52,10 +53,17 @@ def rag_documents(context: AssetExecutionContext, config: RagDocumentsConfig, ma
     from ..rag.embed import get_embedder
     from ..store.rag import embedding_backlog
 
+    since = _since(config.since)
+    if config.symbols is not None and not config.symbols:  # [] read as every symbol
+        raise InvalidInput("symbols: name at least one symbol, or leave it out for every enabled symbol",
+                           field="symbols")
+    with market_db.open() as store:
+        for symbol in config.symbols or ():  # before the embedding model loads (13 s), not after
+            store.require_symbol(symbol)
     emb = get_embedder()
     with market_db.open() as store:
         made = sync_summaries(store, emb.count_tokens, emb.max_tokens, symbols=config.symbols,
-                              since=_since(config.since), log=context.log)
+                              since=since, log=context.log)
         embedded = embed_pending(store, emb, log=context.log)
         total, pending = embedding_backlog(store.conn, emb.name)
     return MaterializeResult(metadata={
