@@ -222,7 +222,8 @@ def test_backfill_checks_its_input_before_loading_dagster_and_then_creates_it(st
         runs.backfill("BTC/USDT", "2025-01-01", "2025-02-01", assets="market,trades", store=store, instance=instance)
     assert _field(e) == "assets"
     out = runs.backfill("BTC/USDT", datetime(2025, 1, 15, 12, tzinfo=timezone.utc), "2025-02-01",
-                        assets=["market", "features"], store=store, instance=instance)
+                        assets="market,features,market", store=store, instance=instance)
     assert out["months"] == ["2025-01", "2025-02"] and out["partitions"] == 2
+    assert out["assets"] == ["market", "features"] and out["runs_at_most"] == 2  # market twice counted 3 runs
     [bf] = instance.get_backfills()
     assert bf.backfill_id == out["backfill_id"]

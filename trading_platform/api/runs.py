@@ -34,7 +34,8 @@ def backfill(symbol: str, start, end, *, assets="predictions,forecasts,patterns"
     The symbol, dates and assets are checked before Dagster or MLflow loads."""
     from ..backfill import OUTPUTS, create_backfill, validate
 
-    names = tuple(a.strip() for a in (assets.split(",") if isinstance(assets, str) else assets) if a.strip())
+    names = tuple(dict.fromkeys(a.strip() for a in (assets.split(",") if isinstance(assets, str) else assets)
+                                if a.strip()))  # market,market once: runs_at_most counted it twice
     start, end = parse_date(start, "from"), parse_date(end, "to")
     with store_or_open(store) as s:
         validate(s, symbol, start, end, names)
