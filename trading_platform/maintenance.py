@@ -19,8 +19,6 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
-from .errors import InvalidInput
-
 PURGED_KINDS = ("live", "maintenance")  # tp/run_kind values of runs that write tables, not assets
 DEFAULT_RETENTION_DAYS = 7
 BATCH = 500
@@ -42,15 +40,11 @@ class PurgeResult:
 
 
 def retention_days() -> float:
-    raw = os.environ.get("TP_RUN_RETENTION_DAYS", str(DEFAULT_RETENTION_DAYS)).strip()
-    try:
-        days = float(raw)
-    except ValueError:
-        days = 0.0
-    if days < 1:  # a failed live run must outlive its retries (the daemon's run-retry pass)
-        raise InvalidInput(f"TP_RUN_RETENTION_DAYS={raw!r} is not a number of days >= 1",
-                           field="TP_RUN_RETENTION_DAYS")
-    return days
+    """``TP_RUN_RETENTION_DAYS`` (default 7): a finite number of days, at least 1 (a failed live run must outlive
+    its retries, the daemon's run-retry pass) and at most ``settings.MAX_DAYS``."""
+    from .settings import env_days
+
+    return float(env_days("TP_RUN_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, minimum=1))
 
 
 def purge_runs(instance, days: float | None = None, *, now: datetime | None = None, batch: int = BATCH,

@@ -6,6 +6,7 @@ before use. Nothing here imports a heavy library.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,3 +140,49 @@ def embedded_mode(database_url: str | None) -> bool:
     if raw == "auto":
         return database_url is None
     raise InvalidInput(f"TP_EMBEDDED={raw!r} is not one of 1, 0, auto", field="TP_EMBEDDED")
+
+
+# ---- numbers from the environment ------------------------------------------------------------------
+MAX_DAYS = 36500  # a retention in days at most (a century): more is a typo, and overflows the date arithmetic
+
+
+def _bound(v) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def check_number(name: str, raw, *, cast=float, minimum=None, maximum=None, unit: str = "", hint: str = ""):
+    """``raw`` (text, or a number) as ``cast``, finite and within ``[minimum, maximum]``; else ``InvalidInput``
+    naming ``name``: NaN, infinities and what overflows to them (``1e400``) are refused, not just what is below
+    the minimum (a NaN deadline never passes, an infinite retention overflows the date arithmetic)."""
+    try:
+        value = cast(raw.strip() if isinstance(raw, str) else raw)
+        ok = not isinstance(value, bool) and math.isfinite(value)  # an int too large for a float overflows here
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        what = "an integer" if cast is int else "a number"
+        of = f" of {unit}" if unit else ""
+        if minimum is not None and maximum is not None:
+            within = f" between {_bound(minimum)} and {_bound(maximum)}"
+        elif minimum is not None:
+            within = f" >= {_bound(minimum)}"
+        elif maximum is not None:
+            within = f" <= {_bound(maximum)}"
+        else:
+            within = ""
+        raise InvalidInput(f"{name}={raw!r} is not {what}{of}{within}{hint}", field=name)
+    return value
+
+
+def env_number(name: str, default=None, *, cast=float, minimum=None, maximum=None, unit: str = "", hint: str = "",
+               environ=None):
+    """The environment variable ``name`` through ``check_number`` (unset or blank: ``default``)."""
+    raw = (os.environ if environ is None else environ).get(name)
+    if raw is None or not str(raw).strip():
+        return default
+    return check_number(name, raw, cast=cast, minimum=minimum, maximum=maximum, unit=unit, hint=hint)
+
+
+def env_days(name: str, default=None, *, minimum: float = 1, hint: str = "", environ=None):
+    """A retention in days from ``name``: a finite number within ``[minimum, MAX_DAYS]`` (unset: ``default``)."""
+    return env_number(name, default, minimum=minimum, maximum=MAX_DAYS, unit="days", hint=hint, environ=environ)

@@ -732,20 +732,11 @@ DELIVERY_RETENTION_DAYS = 30.0
 
 
 def retention_days() -> float:
-    """TP_ALERT_DELIVERY_RETENTION_DAYS (default 30): finished deliveries older than this are pruned."""
-    import os
+    """TP_ALERT_DELIVERY_RETENTION_DAYS (default 30): finished deliveries older than this are pruned. A finite
+    number of days within [1, settings.MAX_DAYS]."""
+    from ..settings import env_days
 
-    raw = os.environ.get("TP_ALERT_DELIVERY_RETENTION_DAYS", "").strip()
-    if not raw:
-        return DELIVERY_RETENTION_DAYS
-    try:
-        days = float(raw)
-    except ValueError:
-        days = -1.0
-    if not days >= 1:
-        raise InvalidInput(f"TP_ALERT_DELIVERY_RETENTION_DAYS={raw!r} is not a number of days >= 1",
-                           field="TP_ALERT_DELIVERY_RETENTION_DAYS")
-    return days
+    return env_days("TP_ALERT_DELIVERY_RETENTION_DAYS", DELIVERY_RETENTION_DAYS, minimum=1)
 
 
 def prune(conn, days: float | None = None, *, batch: int = 20_000, max_batches: int = 50) -> int:

@@ -10,8 +10,6 @@ nothing waiting longer than ``TP_ALERT_BACKLOG_WARN_S``, default 300 s).
 """
 
 
-import os
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -44,7 +42,10 @@ ALERTS_TAGS = {"tp/run_kind": "alerts"}
                "the delivery outbox's health.")
 def alerts_asset(context: AssetExecutionContext, market_db: MarketDB) -> MaterializeResult:
     from ..alerts import core
+    from ..settings import env_number
 
+    # read before the evaluation commits anything: a bad value fails the run naming it, with nothing done
+    warn_s = env_number("TP_ALERT_BACKLOG_WARN_S", 300.0, minimum=0, maximum=30 * 86_400, unit="seconds")
     with market_db.open() as store:
         with store.conn.transaction():
             got = core.evaluate(store.conn)
@@ -52,7 +53,6 @@ def alerts_asset(context: AssetExecutionContext, market_db: MarketDB) -> Materia
         deliveries, dests = _delivery_health(store.conn)
     context.log.info("alerts: %d series judged, %d resolved, %d re-judged, %d messages enqueued; %d pending",
                      got["series"], got["resolved"], got["rejudged"], got["deliveries"], summary["pending"])
-    warn_s = float(os.environ.get("TP_ALERT_BACKLOG_WARN_S", "300") or 300)
     bad_dests = [d["name"] for d in dests if d.get("state") not in ("ok", "disabled")]
     dead = int(deliveries.get("dead", 0) or 0)
     oldest = float(deliveries.get("oldest_pending_age_s") or 0)

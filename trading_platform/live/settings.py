@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
+from ..settings import env_number
 
 
 @dataclass(frozen=True)
@@ -20,17 +21,34 @@ class LiveSettings:
     max_runs: int | None = None   # TP_LIVE_MAX_RUNS: live runs at once (default: the tag limit in dagster.yaml)
 
 
-def _num(name: str, default, cast, minimum):
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise InvalidInput(f"{name}={raw!r} is not a number >= {minimum}", field=name)
-    return value
+# Dagster gives a sensor tick 60 s (its sensor gRPC timeout, DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS) before it fails
+# the tick: the live tick's wait for an event stays well under it, leaving the rest for its pruning and claims
+MAX_WAIT_S = 30.0
+
+# the largest value each setting takes (the collector's, live/collector.py, are read through _num too): past
+# these a value is a typo, and a deadline or an interval that far off never comes (or overflows PostgreSQL's)
+MAXIMA = {
+    "TP_LIVE_BATCH_MAX": 100_000,
+    "TP_LIVE_WAIT_S": MAX_WAIT_S,
+    "TP_LIVE_POLL_S": MAX_WAIT_S,
+    "TP_LIVE_RETRY_AFTER_S": 86_400.0,
+    "TP_LIVE_MAX_RUNTIME_S": 86_400.0,
+    "TP_LIVE_RETENTION_H": 876_000.0,  # 36,500 days, as the other retentions (settings.MAX_DAYS)
+    "TP_LIVE_MAX_RUNS": 1_000,
+    "TP_COLLECT_GRACE_S": 3_600.0,
+    "TP_COLLECT_REFRESH_S": 3_600.0,
+    "TP_COLLECT_POLL_S": 3_600.0,
+    "TP_COLLECT_HEAL_MAX": 1_000_000,
+    "TP_COLLECT_STREAMS_PER_CONNECTION": 10_000,
+}
+
+
+def _num(name: str, default, cast, minimum, maximum=None):
+    """``name`` as ``cast``: finite, at least ``minimum`` and at most ``maximum`` (default: its MAXIMA entry);
+    unset or blank: ``default``. Anything else is refused naming the variable."""
+    unit = "seconds" if name.endswith("_S") else "hours" if name.endswith("_H") else ""
+    return env_number(name, default, cast=cast, minimum=minimum,
+                      maximum=MAXIMA.get(name) if maximum is None else maximum, unit=unit)
 
 
 def live_settings() -> LiveSettings:

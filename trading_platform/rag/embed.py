@@ -43,6 +43,10 @@ class Embedder:
     """One loaded model: ``encode`` (normalized float32 vectors, batched) and ``count_tokens``."""
 
     def __init__(self, name: str, device: str = "auto", batch_size: int | None = None):
+        from .settings import embed_batch
+
+        # TP_EMBED_BATCH is checked before the model loads (and before any caller's work: see get_embedder)
+        self.batch_size = int(batch_size) if batch_size else embed_batch()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -67,7 +71,6 @@ class Embedder:
         dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dim())
         self.max_tokens = int(self.model.max_seq_length)
-        self.batch_size = int(batch_size or os.environ.get("TP_EMBED_BATCH") or 64)
         self.tokenizer = self.model.tokenizer
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -105,10 +108,14 @@ class Embedder:
 
 def get_embedder(name: str | None = None, device: str | None = None) -> Embedder:
     """The process's embedder for ``name`` (default ``TP_EMBED_MODEL``), loaded on first use."""
+    from .settings import embed_batch
+
     name = name or model_name()
     device = device or os.environ.get("TP_DEVICE") or "auto"
+    batch = embed_batch()  # on every call: a bad TP_EMBED_BATCH fails here, before the caller's work, loaded or not
     key = (name, device)
     with _LOCK:
         if key not in _MODELS:
-            _MODELS[key] = Embedder(name, device)
+            _MODELS[key] = Embedder(name, device, batch_size=batch)
+        _MODELS[key].batch_size = batch
         return _MODELS[key]

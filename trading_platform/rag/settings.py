@@ -27,17 +27,18 @@ class RagSettings:
     ollama_model: str       # TP_OLLAMA_MODEL
 
 
-def _int(name: str, default: int, low: int = 1) -> int:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name}={raw!r} is not an integer", field=name) from None
-    if v < low:
-        raise InvalidInput(f"{name}={v} must be at least {low}", field=name)
-    return v
+def _int(name: str, default: int, low: int = 1, high: int | None = None) -> int:
+    from ..settings import env_number
+
+    return env_number(name, default, cast=int, minimum=low, maximum=high)
+
+
+EMBED_BATCH_MAX = 65_536
+
+
+def embed_batch() -> int:
+    """``TP_EMBED_BATCH`` (default 64): texts per encoding batch, an integer in [1, EMBED_BATCH_MAX]."""
+    return _int("TP_EMBED_BATCH", 64, 1, EMBED_BATCH_MAX)
 
 
 def rag_settings() -> RagSettings:

@@ -27,6 +27,7 @@ processed events (older than ``TP_LIVE_RETENTION_H``, 72 h).
 
 
 import json
+import math
 import time
 from typing import Dict, List
 
@@ -214,6 +215,37 @@ def _paper_catchup(conn, cfg) -> RunRequest | None:
                       tags={"tp/paper_catchup": str(row[0]), "dagster/max_runtime": str(int(cfg.max_runtime_s))})
 
 
+CURSOR_FIELDS = ("pruned_at", "champions_at")  # epoch seconds: when the tick last pruned / read the registry
+
+
+def read_cursor(raw: str | None, log) -> dict:
+    """The tick's cursor, ``{"pruned_at": ..., "champions_at": ...}``. One that cannot be read (edited by hand,
+    truncated, not an object) is reset to ``{}``, and a field that is not a finite time up to now is dropped, each
+    with a warning: both only say when the tick last pruned and read the registry, so the worst a reset does is do
+    those now, whereas a cursor that fails every tick would stop every live batch for good (the cursor is written
+    only when a tick succeeds)."""
+    if not raw:
+        return {}
+    try:
+        cursor = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        log.warning("live sensor: the cursor %.200r is not JSON (%s); reset to {}", raw, e)
+        return {}
+    if not isinstance(cursor, dict):
+        log.warning("live sensor: the cursor %.200r is not a JSON object; reset to {}", raw)
+        return {}
+    latest = time.time() + PRUNE_EVERY_S  # a time further ahead would put the pruning off for good
+    for name in CURSOR_FIELDS:
+        if name not in cursor:
+            continue
+        value = cursor[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value > latest:
+            log.warning("live sensor: the cursor's %s %.200r is not a time up to now; reset", name, value)
+            del cursor[name]
+    return cursor
+
+
 @sensor(job=live_predictions_job, minimum_interval_seconds=1, default_status=DefaultSensorStatus.RUNNING,
         description="Claims pending market_events in bounded batches and requests one live run per batch; "
                     "waits for a NOTIFY when nothing is pending; re-requests batches not done in time.")
@@ -222,7 +254,7 @@ def live_predictions_sensor(context: SensorEvaluationContext, market_db: MarketD
     from ..store import outbox
 
     cfg = live_settings()
-    cursor = json.loads(context.cursor) if context.cursor else {}
+    cursor = read_cursor(context.cursor, context.log)
     instance = context.instance
     limit = live_run_limit(instance)
     requests: list[RunRequest] = []

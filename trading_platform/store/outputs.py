@@ -289,21 +289,12 @@ SUPERSEDED_RETENTION_ENV = "TP_SUPERSEDED_RETENTION_DAYS"
 def superseded_retention_days(environ=None) -> float | None:
     """``TP_SUPERSEDED_RETENTION_DAYS``: superseded output rows older than this many days are deleted by the
     maintenance job (unset or empty: kept forever)."""
-    import os
+    from ..settings import env_days
 
-    from ..errors import InvalidInput
-
-    raw = (os.environ if environ is None else environ).get(SUPERSEDED_RETENTION_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        days = float(raw)
-    except ValueError:
-        days = float("nan")
-    if not days >= 1:  # the knowledge base's sync and the alerts read corrections within a day
-        raise InvalidInput(f"{SUPERSEDED_RETENTION_ENV}={raw!r} is not a number of days >= 1 (unset: keep every "
-                           "superseded row)", field=SUPERSEDED_RETENTION_ENV)
-    return days
+    # at least 1: the knowledge base's sync and the alerts read corrections within a day; finite and at most
+    # settings.MAX_DAYS: the cutoff is computed from it
+    return env_days(SUPERSEDED_RETENTION_ENV, None, minimum=1, hint=" (unset: keep every superseded row)",
+                    environ=environ)
 
 
 def compact_superseded(conn, days: float, *, now: datetime | None = None) -> dict[str, int]:
@@ -313,6 +304,9 @@ def compact_superseded(conn, days: float, *, now: datetime | None = None) -> dic
     row that was corrected before the cutoff (``docs/outputs.md``, "Retention")."""
     from datetime import timedelta, timezone
 
+    from ..settings import MAX_DAYS, check_number
+
+    days = check_number(SUPERSEDED_RETENTION_ENV, days, minimum=1, maximum=MAX_DAYS, unit="days")
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
     symbols = [r[0] for r in conn.execute("SELECT symbol FROM symbols ORDER BY symbol").fetchall()]
     deleted = {}
