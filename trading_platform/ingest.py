@@ -23,10 +23,12 @@ def ingest_file(store: MarketStore, path: str | Path, symbol: str, timeframe: st
     # neither a half-written file nor a symbol registered for it
     with store.conn.transaction():
         info = store.get_symbol(symbol)
-        if info is None:
-            info = SymbolInfo.create(symbol, category=category, exchange=exchange, timeframes=[tf])
+        if info is None:  # checked as `tp symbols add` checks them (a crypto symbol's exchange is a ccxt id)
+            info = SymbolInfo.create(symbol, category=category, exchange=exchange, timeframes=[tf],
+                                     check_exchange=True)
             store.add_symbol(info, exist_ok=True)
         else:
+            refuse_changed_options(info, category, exchange)
             refuse_derived(info, tf)
             if tf not in info.timeframes:
                 info = store.update_symbol(symbol, timeframes=[*info.timeframes, tf])
@@ -36,6 +38,24 @@ def ingest_file(store: MarketStore, path: str | Path, symbol: str, timeframe: st
     if instance is not None:
         recorded = record_load(instance, store, info, tf, norm.ts_us, result, str(path))
     return result, recorded
+
+
+def refuse_changed_options(info: SymbolInfo, category: str | None, exchange: str | None) -> None:
+    """--category and --exchange describe the symbol a load registers; for a symbol already registered they must
+    say what is stored: another value is refused (never ignored), a bad one as `tp symbols add` refuses it."""
+    if category is None and exchange is None:
+        return
+    given = SymbolInfo.create(info.symbol, category=info.category if category is None else category,
+                              exchange=info.exchange if exchange is None else exchange, timeframes=info.timeframes,
+                              check_exchange=exchange is not None)
+    for option, value, checked, stored in (("category", category, given.category, info.category),
+                                           ("exchange", exchange, given.exchange, info.exchange)):
+        if value is not None and checked != stored:
+            raise InvalidInput(
+                f"--{option} {value!r} differs from {info.symbol}'s stored {option} {stored!r}: leave --{option} "
+                f"out, or change the symbol first (tp symbols update {info.symbol} --{option} {checked})",
+                field=option,
+            )
 
 
 def refuse_derived(info: SymbolInfo, tf: str) -> None:

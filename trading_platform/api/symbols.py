@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from ..errors import InvalidInput
 from ._context import instance as _inst
@@ -21,13 +22,56 @@ def parse_metadata(v) -> dict | None:
         return None
     if isinstance(v, str):
         try:
-            v = json.loads(v)
+            v = json.loads(v, parse_constant=_refuse_constant)
         except json.JSONDecodeError as e:
             raise InvalidInput(f"--metadata is not valid JSON ({e.msg} at character {e.pos}): {v!r}",
                                field="metadata") from None
+        except RecursionError:
+            raise InvalidInput("--metadata is nested too deeply", field="metadata") from None
     if not isinstance(v, dict):
         raise InvalidInput("--metadata must be a JSON object", field="metadata")
+    try:
+        _check_storable(v, "--metadata")
+    except RecursionError:
+        raise InvalidInput("--metadata is nested too deeply", field="metadata") from None
     return v
+
+
+def _refuse_constant(name: str):
+    # Python's json reads NaN, Infinity and -Infinity; JSON (and PostgreSQL's jsonb) has no such values
+    raise InvalidInput(f"--metadata holds {name}, which is not JSON (jsonb stores no NaN or infinity): give a number "
+                       "or null", field="metadata")
+
+
+def _check_storable(v, where: str) -> None:
+    """What jsonb refuses, named: a float that is not finite (1e999 reads as infinity), a NUL character (\\u0000)
+    or a lone surrogate (\\ud800) in a key or a string, at any depth."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise InvalidInput(f"{where} is {v!r}, which JSON cannot hold (jsonb stores no NaN or infinity): "
+                           "give a finite number or null", field="metadata")
+    if isinstance(v, str):
+        _check_text(v, where)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise InvalidInput(f"{where} has the key {k!r}: JSON object keys are text",
+                                   field="metadata")
+            _check_text(k, f"a key of {where}")
+            _check_storable(x, f"{where}[{k!r}]")
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_storable(x, f"{where}[{i}]")
+
+
+def _check_text(t: str, where: str) -> None:
+    if "\0" in t:
+        raise InvalidInput(f"{where} holds a NUL character (\\u0000), which PostgreSQL text cannot store",
+                           field="metadata")
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{where} holds a lone surrogate (\\ud800 to \\udfff without its pair), "
+                           "which is not a character", field="metadata") from None
 
 
 def parse_timeframes(v) -> list[str] | None:
@@ -49,14 +93,10 @@ def add_symbol(symbol: str, *, category: str | None = None, exchange: str | None
                enabled: bool = True, live: bool = False, metadata=None, store=None, instance=None) -> dict:
     from ..symbols import Symbols
 
-    from ..core.symbols import infer_category
-
     meta, tfs = parse_metadata(metadata), parse_timeframes(timeframes)
-    if exchange is not None and (category or infer_category(symbol)) == "crypto":
-        exchange = _ccxt_exchange(exchange)
     with store_or_open(store) as s:
         info = Symbols(s, _inst(instance)).add(symbol, category=category, exchange=exchange, timeframes=tfs,
-                                               enabled=enabled, live=live, metadata=meta)
+                                               enabled=enabled, live=live, metadata=meta, check_exchange=True)
         return symbol_row(info)
 
 

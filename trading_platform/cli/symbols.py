@@ -54,6 +54,6 @@ def register(sub, cmd) -> None:
             g2.add_argument("--not-live", dest="live_flag", action="store_const", const=False)
     rm = sys_.add_parser("remove")
     rm.add_argument("symbol")
-    rm.add_argument("--purge", action="store_true", help="also delete the symbol's candles")
+    rm.add_argument("--purge", action="store_true", help="also delete the symbol's candles, model outputs and alerts (paper runs and quarantined rows stay)")
     rm.add_argument("--json", action="store_true")
     sy.set_defaults(fn=cmd_symbols)

@@ -73,7 +73,12 @@ class SymbolInfo:
         metadata: dict | None = None,
         base: str | None = None,
         quote: str | None = None,
+        check_exchange: bool = False,
     ) -> "SymbolInfo":
+        """A validated symbol. ``check_exchange``: an exchange given for a crypto symbol must be a ccxt id (the
+        collector and the REST source use it; stock and forex symbols keep their exchange names: NASDAQ, NYSE,
+        fx are calendars, not ccxt exchanges). What a user gives is checked (`tp symbols add`, `tp ingest`);
+        a row already stored is taken as it is."""
         symbol = validate_symbol(symbol)
         category = category or infer_category(symbol)
         if category not in CATEGORIES:
@@ -85,8 +90,14 @@ class SymbolInfo:
             {parse_timeframe(t, "timeframes") for t in (timeframes or ["1h"])},
             key=TIMEFRAMES.__getitem__,
         )
+        if exchange is not None and not isinstance(exchange, str):
+            raise InvalidInput(f"invalid exchange {exchange!r}: give its name as text", field="exchange")
         if exchange is None:
             exchange = {"crypto": "binance", "forex": "fx", "stock": "NYSE"}[category]
+        elif check_exchange and category == "crypto":
+            from ..live.collector import check_exchange as ccxt_id
+
+            exchange = ccxt_id(exchange)
         if exchange is not None and not re.match(r"^[A-Za-z0-9_.\-]{1,32}$", exchange):
             raise InvalidInput(f"invalid exchange {exchange!r}", field="exchange")
         b, q = split_pair(symbol, category)

@@ -166,6 +166,8 @@ class MarketStore:
         merged = {**asdict(current), **{k: v for k, v in changes.items() if v is not None}}
         info = SymbolInfo.create(**merged)
         with self.conn.transaction():
+            if info.timeframes != current.timeframes:
+                self._refuse_stranding(current, info)
             self.conn.execute(
                 "UPDATE symbols SET category=%s, exchange=%s, base=%s, quote=%s, timeframes=%s, "
                 "enabled=%s, live=%s, metadata=%s, updated_at=now() WHERE symbol=%s",
@@ -180,23 +182,81 @@ class MarketStore:
                     claim_series(self.conn, symbol, tf, "schedule", now)
         return info
 
-    def remove_symbol(self, symbol: str, purge: bool = False) -> int:
-        """Remove a symbol. Refuses while candles are stored unless purge (then deletes them)."""
-        self.require_symbol(symbol)
-        with self.conn.transaction():
-            n = self.conn.execute(
-                "SELECT count(*) FROM ohlcv WHERE symbol = %s", (symbol,)
-            ).fetchone()[0]
-            if n and not purge:
+    def _refuse_stranding(self, current: SymbolInfo, info: SymbolInfo) -> None:
+        """New timeframes must leave every stored candle where it is read: a timeframe dropped while it has
+        candles would hide them, and one whose candles were loaded (not derived now) made derived by a finer
+        listed timeframe would have them overwritten by resampling (``ingest.refuse_derived``'s rule)."""
+        sym = current.symbol
+        for tf in current.timeframes:
+            dropped = tf not in info.timeframes
+            source = None if dropped or current.resample_source(tf) is not None else info.resample_source(tf)
+            if not dropped and source is None:
+                continue
+            n = self.conn.execute("SELECT count(*) FROM ohlcv WHERE symbol = %s AND timeframe = %s",
+                                  (sym, tf)).fetchone()[0]
+            if not n:
+                continue
+            if dropped:
                 raise InvalidInput(
-                    f"symbol {symbol!r} has {n} stored candles; disable it "
+                    f"{sym} has {n} stored {tf} candles: dropping {tf} from its timeframes would leave them "
+                    f"unreachable; keep {tf} in --timeframes, or remove the symbol with --purge to delete them",
+                    field="timeframes",
+                )
+            raise InvalidInput(
+                f"{sym} has {n} stored {tf} candles loaded as its base timeframe; with timeframes "
+                f"{','.join(info.timeframes)} it would derive {tf} by resampling {source} and overwrite them: keep "
+                f"{tf} its base timeframe (no finer timeframe that divides it), or remove the symbol with --purge",
+                field="timeframes",
+            )
+
+    # every table of the platform keyed by symbol (the migrations' tables with a symbol column) beside ohlcv:
+    # what a symbol's removal deletes. The records a user reads (model outputs, alerts) go, like its candles, only
+    # with purge.
+    _SYMBOL_OUTPUTS = (("predictions", "predictions"), ("forecasts", "forecast steps"), ("patterns", "patterns"),
+                       ("alerts", "alerts"))
+    _SYMBOL_TABLES = ("alert_stats", "alert_base", "alert_base_cursor", "output_series", "output_coverage",
+                      "rag_sync_state", "market_events", "collector_status", "features", "ohlcv_revisions",
+                      "series_owners")
+    # a paper run is one record of its strategy over all its symbols (its equity and statistics included), not an
+    # output served for the symbol: runs are kept, like the quarantine (ingest_rejects), and a removal is refused
+    # only while a live run trades the symbol
+
+    def remove_symbol(self, symbol: str, purge: bool = False) -> int:
+        """Remove a symbol. Refuses while candles, model outputs or alerts of it are stored unless purge (then
+        deletes them, and every other row served for it; paper runs and quarantined rows stay). Returns the
+        candles deleted."""
+        self.require_symbol(symbol)
+        q = {"s": symbol}
+        with self.conn.transaction():
+            self.conn.execute("SELECT 1 FROM symbols WHERE symbol = %s FOR UPDATE", (symbol,))
+            live = self.conn.execute(
+                "SELECT r.run_id, r.strategy_name FROM paper_runs r JOIN strategies st ON st.name = r.strategy_name "
+                "AND st.version = r.strategy_version WHERE r.mode = 'live' AND r.status = 'running' AND EXISTS ("
+                "SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof(st.spec->'universe') = 'array' THEN "
+                "st.spec->'universe' ELSE '[]'::jsonb END) u WHERE jsonb_typeof(u) = 'object' "
+                "AND btrim(u->>'symbol') = %(s)s) ORDER BY r.run_id LIMIT 1", q).fetchone()
+            if live:
+                raise InvalidInput(
+                    f"symbol {symbol!r} is traded by the running live paper run {live[0]} of strategy {live[1]!r}: "
+                    f"stop it first (tp paper stop {live[1]})", field="symbol")
+            n = self.conn.execute("SELECT count(*) FROM ohlcv WHERE symbol = %s", (symbol,)).fetchone()[0]
+            held = [f"{n} stored candles"] if n else []
+            for table, what in self._SYMBOL_OUTPUTS:
+                k = self.conn.execute(f"SELECT count(*) FROM {table} WHERE symbol = %(s)s", q).fetchone()[0]
+                if k:
+                    held.append(f"{k} {what}")
+            if held and not purge:
+                listed = held[0] if len(held) == 1 else ", ".join(held[:-1]) + " and " + held[-1]
+                raise InvalidInput(
+                    f"symbol {symbol!r} has {listed}; disable it "
                     "(tp symbols update --disable) or remove with --purge to delete them",
                     field="symbol",
                 )
+            for table, _ in self._SYMBOL_OUTPUTS:  # an alert's deliveries go with it
+                self.conn.execute(f"DELETE FROM {table} WHERE symbol = %(s)s", q)
+            for table in self._SYMBOL_TABLES:  # market_events: its queue rows go with it
+                self.conn.execute(f"DELETE FROM {table} WHERE symbol = %(s)s", q)
             self.conn.execute("DELETE FROM ohlcv WHERE symbol = %s", (symbol,))
-            self.conn.execute("DELETE FROM features WHERE symbol = %s", (symbol,))
-            self.conn.execute("DELETE FROM ohlcv_revisions WHERE symbol = %s", (symbol,))
-            self.conn.execute("DELETE FROM series_owners WHERE symbol = %s", (symbol,))
             self.conn.execute("DELETE FROM symbols WHERE symbol = %s", (symbol,))
             # its knowledge-base documents leave search at once (the index sync purges them)
             self.conn.execute("UPDATE rag_documents SET deleted_at = now() WHERE symbol = %s AND deleted_at IS NULL",
