@@ -6,7 +6,6 @@ before use. Nothing here imports a heavy library.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,12 +153,10 @@ def check_number(name: str, raw, *, cast=float, minimum=None, maximum=None, unit
     """``raw`` (text, or a number) as ``cast``, finite and within ``[minimum, maximum]``; else ``InvalidInput``
     naming ``name``: NaN, infinities and what overflows to them (``1e400``) are refused, not just what is below
     the minimum (a NaN deadline never passes, an infinite retention overflows the date arithmetic)."""
-    try:
-        value = cast(raw.strip() if isinstance(raw, str) else raw)
-        ok = not isinstance(value, bool) and math.isfinite(value)  # an int too large for a float overflows here
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    from .core.numbers import read, within
+
+    value = read(raw, integer=cast is int)  # plain decimal text: not 0_1 (1), nan or 1e400 (inf)
+    if value is None or not within(value, minimum, maximum):
         what = "an integer" if cast is int else "a number"
         of = f" of {unit}" if unit else ""
         if minimum is not None and maximum is not None:
