@@ -4,13 +4,17 @@ Real PostgreSQL (pg_dump/pg_restore), MLflow on SQLite, Dagster on its SQLite st
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import uuid
 
 import numpy as np
 import psycopg
 import pytest
 
-from conftest import copy_database, drop_database
+from conftest import _with_db, copy_database, drop_database
 from test_models_mlflow import ANY_BASELINE, APRIL, STRONG, md
 from trading_platform.errors import InvalidInput
 
@@ -40,34 +44,65 @@ def _registry(uri):
                     for m in client.search_registered_models() for v in client.search_model_versions(f"name='{m.name}'")}
 
 
-@pytest.fixture
-def deployment(model_market, pg_server, tmp_path, monkeypatch):
-    """Deployment A: a copy of the model market, a pump champion, April's predictions, runs in Dagster's storage."""
+@pytest.fixture(scope="module")
+def deployment(model_market, pg_server, tmp_path_factory):
+    """Deployment A: a copy of the model market, a pump champion, April's predictions, runs in Dagster's storage;
+    and its backup (``bk``), made once for the module: the tests restore it, or damage copies of it (``_copy``).
+    A's environment stays set while the module runs (each test sets its own deployment's over it)."""
     from dagster import DagsterInstance, materialize
 
     from trading_platform.assets.models import predictions, pump_xgb
+    from trading_platform.backup import backup
     from trading_platform.instance import ensure_dagster_home
     from trading_platform.resources import MarketDB, MLflowResource, ModelServer, serving
 
     dsn = copy_database(pg_server, model_market[0])
-    home = tmp_path / "a"
-    _use(monkeypatch, home, dsn)
-    ensure_dagster_home()
-    serving._MEMORY.clear()
-    resources = {"market_db": MarketDB(database_url=dsn), "mlflow": MLflowResource(),
-                 "model_server": ModelServer(device="cpu")}
-    with psycopg.connect(dsn, autocommit=True) as c:  # the copy's outputs are the shared market's tests'
-        for t in ("predictions", "forecasts", "patterns", "output_series", "output_coverage", "model_champions"):
-            c.execute(f"DELETE FROM {t}")
-    with DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("symbol", ["BTC/USDT", "ETH/USDT"])
-        r = materialize([pump_xgb], instance=instance, resources=resources,
-                        run_config={"ops": {"models__pump_xgb": {"config": {**STRONG, **ANY_BASELINE}}}})
-        assert md(r, pump_xgb)["gate_decision"] == "champion"
-        materialize([predictions], instance=instance, resources=resources, partition_key=APRIL)
-        runs = sorted(r.dagster_run.run_id for r in instance.get_run_records())
-    yield {"dsn": dsn, "home": home, "runs": runs}
+    tmp = tmp_path_factory.mktemp("backup")
+    home = tmp / "a"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _use(monkeypatch, home, dsn)
+        ensure_dagster_home()
+        serving._MEMORY.clear()
+        resources = {"market_db": MarketDB(database_url=dsn), "mlflow": MLflowResource(),
+                     "model_server": ModelServer(device="cpu")}
+        with psycopg.connect(dsn, autocommit=True) as c:  # the copy's outputs are the shared market's tests'
+            for t in ("predictions", "forecasts", "patterns", "output_series", "output_coverage", "model_champions"):
+                c.execute(f"DELETE FROM {t}")
+        with DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("symbol", ["BTC/USDT", "ETH/USDT"])
+            r = materialize([pump_xgb], instance=instance, resources=resources,
+                            run_config={"ops": {"models__pump_xgb": {"config": {**STRONG, **ANY_BASELINE}}}})
+            assert md(r, pump_xgb)["gate_decision"] == "champion"
+            materialize([predictions], instance=instance, resources=resources, partition_key=APRIL)
+            runs = sorted(r.dagster_run.run_id for r in instance.get_run_records())
+        before = _tables(dsn)
+        _, models_before = _registry(f"sqlite:///{home}/mlflow.db")
+        served_before = ModelServer(device="cpu").load("pump_xgb")
+        manifest = backup(tmp / "bk")
+        yield {"dsn": dsn, "home": home, "runs": runs, "bk": tmp / "bk", "manifest": manifest, "before": before,
+               "models_before": models_before, "served_before": served_before}
     drop_database(pg_server, dsn)
+
+
+def _copy(bk, dst, edit=None):
+    """A copy of the backup ``bk`` (its files hard links: read them, never write them) with ``edit`` applied to its
+    manifest's text."""
+    shutil.copytree(bk, dst, copy_function=os.link)
+    if edit:
+        m = dst / "manifest.json"
+        text = edit(m.read_text())
+        m.unlink()
+        m.write_text(text)
+    return dst
+
+
+def _edit(change):
+    """An ``edit`` for ``_copy`` that changes the manifest's parsed object."""
+    def edit(text):
+        manifest = json.loads(text)
+        change(manifest)
+        return json.dumps(manifest)
+    return edit
 
 
 def test_backup_wipe_restore_gives_every_table_run_and_served_model_back(deployment, dsn, tmp_path, monkeypatch):
@@ -78,22 +113,19 @@ def test_backup_wipe_restore_gives_every_table_run_and_served_model_back(deploym
     from trading_platform.resources.serving import ModelRefused
 
     a = deployment
-    before = _tables(a["dsn"])
+    before, models_before, served_before, out = a["before"], a["models_before"], a["served_before"], a["manifest"]
     assert before["predictions"][0] > 0 and before["ohlcv"][0] > 0
-    _, models_before = _registry(f"sqlite:///{a['home']}/mlflow.db")
-    served_before = ModelServer(device="cpu").load("pump_xgb")
-    out = backup(tmp_path / "bk")
     assert out["parts"]["market"]["tables"]["predictions"] == before["predictions"][0]
     # the model signing key never goes into a backup (keep it apart)
     key = os.environ["TP_MODEL_SIGNING_KEY"].encode()
-    for p in (tmp_path / "bk").rglob("*"):
+    for p in a["bk"].rglob("*"):
         assert not p.is_file() or key not in p.read_bytes(), p
 
     # B: another home, another (empty) database: an empty deployment
     _use(monkeypatch, tmp_path / "b", dsn)
     serving._MEMORY.clear()
     serving._VERIFIED.clear()
-    got = restore(tmp_path / "bk")
+    got = restore(a["bk"])
     assert got["rows_diff"] == {} and got["artifact_locations_rewritten"] > 0  # the artifact root moved
     assert _tables(dsn) == before  # every table, row for row
     with DagsterInstance.get() as instance:
@@ -118,15 +150,109 @@ def test_backup_wipe_restore_gives_every_table_run_and_served_model_back(deploym
 
     # a deployment that is not empty is refused before anything is written; so is a damaged backup
     with pytest.raises(InvalidInput, match="not empty"):
-        restore(tmp_path / "bk")
-    dump = tmp_path / "bk" / "market.dump"
+        restore(a["bk"])
+    bk = _copy(a["bk"], tmp_path / "bk")
+    dump = bk / "market.dump"
     data = bytearray(dump.read_bytes())
     data[len(data) // 2] ^= 0xFF
+    dump.unlink()  # a hard link to the module's backup: a file of its own
     dump.write_bytes(bytes(data))
     with pytest.raises(InvalidInput, match="damaged"):
-        read_manifest(tmp_path / "bk")
+        read_manifest(bk)
     with pytest.raises(InvalidInput, match="not an empty directory"):
-        backup(tmp_path / "bk")
+        backup(bk)
+
+
+def test_a_backup_dir_that_cannot_be_made_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from trading_platform.cli import main
+
+    _use(monkeypatch, tmp_path / "home", "postgresql://nobody@localhost:1/none")  # never reached
+    (tmp_path / "url.txt").write_text("not a directory")
+    assert main(["backup", str(tmp_path / "url.txt" / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: DIR {tmp_path}/url.txt/sub cannot be made a backup directory: Not a directory"]
+    assert (tmp_path / "url.txt").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda t: t[: len(t) // 2], "is damaged: not JSON"),  # truncated
+    (lambda t: "[1, 2]", "is damaged: not a JSON object but list"),
+    (_edit(lambda m: m.pop("format")), "is damaged: no format"),
+    (_edit(lambda m: m.update(parts=[])), r"is damaged: no parts \(an object\)"),
+    (_edit(lambda m: m["parts"].pop("mlflow")), "is damaged: no parts.mlflow"),
+    (_edit(lambda m: m["parts"]["market"].pop("file")),
+     "is damaged: parts.market.file is None, not the name of a file"),
+    (_edit(lambda m: m["parts"]["market"].update(file="../../../../../../etc/passwd")),
+     "is damaged: parts.market.file is '../../../../../../etc/passwd', not the name of a file"),
+    (_edit(lambda m: m["parts"]["mlflow"].update(sha256=None)), "is damaged: parts.mlflow.sha256 is missing"),
+    (_edit(lambda m: m["parts"]["mlartifacts"].update(sha256=None)),
+     r"is damaged: parts.mlartifacts.sha256 is null \(nothing backed up\) and mlartifacts is there"),
+    (_edit(lambda m: m["parts"]["mlflow"].update(kind="oracle")),
+     "is damaged: parts.mlflow.kind is 'oracle', not one of sqlite, postgres"),
+    (_edit(lambda m: m["parts"]["market"].update(tables={"ohlcv": "many"})),
+     "is damaged: parts.market.tables is not an object of row counts"),
+], ids=["truncated", "a-list", "no-format", "parts-a-list", "no-mlflow-part", "no-market-file", "file-outside",
+        "mlflow-without-sha256", "mlartifacts-unchecked", "unknown-kind", "table-count-not-a-number"])
+def test_a_damaged_manifest_is_refused_in_one_line_naming_what_is_wrong(deployment, tmp_path, monkeypatch, capsys,
+                                                                       edit, problem):
+    """Refused by the manifest's check, before the restore reads anything else (the deployment's database is never
+    reached)."""
+    from trading_platform.backup import read_manifest
+    from trading_platform.cli import main
+
+    bk = _copy(deployment["bk"], tmp_path / "bk", edit)
+    with pytest.raises(InvalidInput, match=f"^{re.escape(str(bk))}/manifest.json {problem}") as e:
+        read_manifest(bk)
+    assert e.value.field == "DIR"
+    _use(monkeypatch, tmp_path / "b", "postgresql://nobody@localhost:1/none")
+    assert main(["restore", str(bk)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bk}/manifest.json ") and "damaged" in err[0], err
+
+
+def test_a_backup_that_does_not_fit_the_deployment_is_refused_before_anything_is_written(
+        deployment, dsn, pg_server, tmp_path, monkeypatch):
+    """The MLflow store's kind and Dagster's storage's are checked with the rest before the first part is restored:
+    a refused restore leaves the deployment empty, and the right backup restores into it afterwards."""
+    from trading_platform.backup import restore
+
+    a = deployment
+    _use(monkeypatch, tmp_path / "b", dsn)
+
+    def untouched():
+        assert _tables(dsn) == {}  # the market store
+        assert not (tmp_path / "b" / "dagster" / "history").exists()
+        assert not (tmp_path / "b" / "mlflow.db").exists() and not (tmp_path / "b" / "mlartifacts").exists()
+
+    # MLflow on PostgreSQL in the backup, on SQLite here
+    bk = _copy(a["bk"], tmp_path / "bk", _edit(lambda m: m["parts"]["mlflow"].update(kind="postgres")))
+    with pytest.raises(InvalidInput, match="^the backup's MLflow store is postgres and this deployment's is sqlite"):
+        restore(bk)
+    untouched()
+    # Dagster on SQLite in the backup (with runs), on PostgreSQL here (an empty database of its own)
+    dagster_db = f"d_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {dagster_db}")
+    try:
+        d = psycopg.conninfo.conninfo_to_dict(_with_db(pg_server, dagster_db))
+        with monkeypatch.context() as m:
+            m.setenv("TP_EMBEDDED", "0")
+            for k, v in (("HOST", d.get("host")), ("PORT", d.get("port")), ("USERNAME", d.get("user")),
+                         ("PASSWORD", d.get("password")), ("DB", dagster_db)):
+                if v:
+                    m.setenv(f"DAGSTER_PG_{k}", str(v))
+                else:
+                    m.delenv(f"DAGSTER_PG_{k}", raising=False)
+            with pytest.raises(InvalidInput, match="^the backup's Dagster storage is SQLite and this deployment's "
+                                                   "is PostgreSQL"):
+                restore(a["bk"])
+        untouched()
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {dagster_db} WITH (FORCE)")
+    # nothing was half-restored: the backup that fits restores
+    assert restore(a["bk"])["rows_diff"] == {}
+    assert _tables(dsn) == a["before"]
 
 
 def test_a_services_own_database_is_restored_as_its_owner(pg_server, tmp_path):

@@ -20,10 +20,11 @@ that keeps every reference valid: the market store first (it names model version
 MLflow's store, then its artifacts (every version the store lists has its files). A version registered between
 two steps is in MLflow and not yet referenced: harmless.
 
-``restore`` refuses a deployment that is not empty (a market store with tables, Dagster runs, MLflow models),
-checks every file against the manifest before touching anything, creates the roles the dump grants to, restores
-in the same order, rewrites MLflow's artifact locations when the artifact root moved, and compares every market
-table's row count with the manifest (``rows_diff``).
+``restore`` checks the manifest (a damaged one is refused, naming what is wrong) and every file against it, that
+the backup fits this deployment (the same kinds of stores, the roles, a ``pg_restore`` new enough) and that the
+deployment is empty (a market store with tables, Dagster runs, MLflow models), all before touching anything; then
+it creates the roles the dump grants to, restores in the same order, rewrites MLflow's artifact locations when the
+artifact root moved, and compares every market table's row count with the manifest (``rows_diff``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ _MLFLOW_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_ur
 
 
 _SQLITE_SIDE = ("-wal", "-shm", "-journal")  # a SQLite database's side files: its backup copy holds their content
+# the parts a restore reads, and the store kinds a part may be of
+_PARTS = ("market", "dagster", "mlflow", "mlartifacts", "rag")
+_KINDS = ("sqlite", "postgres")
 
 
 class BackupError(PlatformError):
@@ -175,23 +179,35 @@ def _ensure_empty_database(conn, what: str) -> None:
         raise InvalidInput(f"{what} is not empty ({n} tables): restore into an empty deployment", field="target")
 
 
+def _check_restore_target(conn, part: dict, what: str) -> tuple[int, bool, str]:
+    """Whether the dump ``part`` restores into ``conn``'s database, checked before anything is written: the roles it
+    grants to exist or this login may create them, TimescaleDB is there when the dump uses it, a ``pg_restore`` as new
+    as the server and the dump. (The server's major version, whether this login may create roles, the pg_restore.)"""
+    major = _server_major(conn)
+    can_create = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+                              ).fetchone()[0]
+    for role in part.get("roles", []):
+        if role not in ROLES:  # a manifest names only the platform's roles
+            raise InvalidInput(f"the backup's manifest names a role that is not the platform's: {role!r}",
+                               field="DIR")
+        if not can_create and conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+            raise BackupError(f"the role {role} the backup grants to does not exist and "
+                              "this login may not create it: create it (NOLOGIN) first")
+    if part.get("timescaledb") and conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone() is None:
+        raise BackupError(f"the backup's {what} uses TimescaleDB and this server does not have it: install it first")
+    return major, can_create, _pg_tool("pg_restore", max(major, part.get("server_major", 0)))
+
+
 def _restore_dump(dsn: str, dump: Path, part: dict, what: str) -> None:
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        major = _server_major(conn)
-        can_create = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
-                                  ).fetchone()[0]
+        _, can_create, pg_restore = _check_restore_target(conn, part, what)
         from psycopg import sql
 
         for role in part.get("roles", []):
-            if role not in ROLES:  # a manifest names only the platform's roles
-                raise InvalidInput(f"the backup's manifest names a role that is not the platform's: {role!r}",
-                                   field="DIR")
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
-                if not can_create:
-                    raise BackupError(f"the role {role} the backup grants to does not exist and "
-                                      "this login may not create it: create it (NOLOGIN) first")
                 conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
             if role in _MEMBER_ROLES and can_create:
                 conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
@@ -205,7 +221,7 @@ def _restore_dump(dsn: str, dump: Path, part: dict, what: str) -> None:
             conn.execute("SELECT timescaledb_pre_restore()")
     conninfo, env = _split(dsn)
     try:
-        _run([_pg_tool("pg_restore", max(major, part.get("server_major", 0))), "--no-owner", "--exit-on-error",
+        _run([pg_restore, "--no-owner", "--exit-on-error",
               *([f"--role={owner}"] if as_owner else []), f"--dbname={conninfo}", str(dump)], env,
              f"pg_restore of {what}")
     finally:
@@ -269,11 +285,14 @@ def backup(dest: Path, *, settings=None, log=None) -> dict:
     settings = settings or get_settings()
     say = log or (lambda m: None)
     dest = Path(dest).expanduser().resolve()
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise InvalidInput(f"{dest} exists and is not an empty directory: back up into a new one", field="DIR")
     t0 = time.perf_counter()
-    dest.mkdir(parents=True, exist_ok=True)
-    os.chmod(dest, 0o700)  # market data, MLflow's user store: its owner's only
+    try:
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise InvalidInput(f"{dest} exists and is not an empty directory: back up into a new one", field="DIR")
+        dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, 0o700)  # market data, MLflow's user store: its owner's only
+    except OSError as e:  # a parent that is a file, no permission, a read-only file system
+        raise InvalidInput(f"DIR {dest} cannot be made a backup directory: {e.strerror or e}", field="DIR") from None
     manifest: dict = {"format": FORMAT, "created_at": datetime.now(timezone.utc).isoformat(), "parts": {}}
     try:
         from importlib.metadata import version
@@ -327,20 +346,91 @@ def backup(dest: Path, *, settings=None, log=None) -> dict:
 
 
 # ---- restore ------------------------------------------------------------------------------------------------------
+def _plain_name(file) -> bool:
+    return (isinstance(file, str) and file not in ("", ".", "..", MANIFEST) and "/" not in file and "\\" not in file
+            and "\0" not in file)
+
+
+def _manifest_problem(manifest) -> str | None:
+    """What is wrong with a manifest's content (None: it holds everything a restore reads, of the right types)."""
+    if not isinstance(manifest, dict):
+        return f"not a JSON object but {type(manifest).__name__}"
+    if "format" not in manifest:
+        return "no format"
+    parts = manifest.get("parts")
+    if not isinstance(parts, dict):
+        return "no parts (an object)"
+    missing = [n for n in _PARTS if n not in parts]
+    if missing:
+        return f"no parts.{missing[0]}"
+    files: dict[str, str] = {}
+    for name, part in parts.items():
+        if not isinstance(part, dict):
+            return f"parts.{name} is not an object"
+        file = part.get("file")
+        if not _plain_name(file):
+            return f"parts.{name}.file is {file!r}, not the name of a file in the backup's directory"
+        if file in files:
+            return f"parts.{name}.file names {file}, as parts.{files[file]}.file does"
+        files[file] = name
+        sha = part.get("sha256")
+        if sha is None and (name in ("market", "mlflow") or part.get("kind") == "postgres"):
+            return f"parts.{name}.sha256 is missing (every dump has one)"
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            return f"parts.{name}.sha256 is {sha!r}, not a SHA-256"
+        roles = part.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            return f"parts.{name}.roles is not a list of role names"
+        if not isinstance(part.get("server_major", 0), int):
+            return f"parts.{name}.server_major is not a number"
+    for name in ("dagster", "mlflow"):
+        if parts[name].get("kind") not in _KINDS:
+            return f"parts.{name}.kind is {parts[name].get('kind')!r}, not one of {', '.join(_KINDS)}"
+    tables = parts["market"].get("tables")
+    if not isinstance(tables, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                               for n in tables.values()):
+        return "parts.market.tables is not an object of row counts"
+    for key in ("root", "root_uri"):
+        if not isinstance(parts["mlartifacts"].get(key), str):
+            return f"parts.mlartifacts.{key} is missing"
+    return None
+
+
 def read_manifest(src: Path) -> dict:
+    """The manifest of the backup in ``src``, checked: its content (what a restore reads), every part's file inside
+    the directory and against its checksum. A damaged manifest or part is refused (InvalidInput)."""
     src = Path(src).expanduser().resolve()
     path = src / MANIFEST
     if not path.exists():
         raise InvalidInput(f"{src} holds no {MANIFEST}: not a backup (or one that did not finish)", field="DIR")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise InvalidInput(f"{src}: backup format {manifest.get('format')!r}, this platform reads {FORMAT}",
+    try:
+        manifest = json.loads(path.read_text())
+    except OSError as e:
+        raise InvalidInput(f"{path} cannot be read: {e.strerror or e}", field="DIR") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON (truncated), nested too deep
+        raise InvalidInput(f"{path} is damaged: not JSON ({e})", field="DIR") from None
+    if isinstance(manifest, dict) and "format" in manifest and manifest["format"] != FORMAT:
+        raise InvalidInput(f"{src}: backup format {manifest['format']!r}, this platform reads {FORMAT}",
                            field="DIR")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise InvalidInput(f"{path} is damaged: {problem}", field="DIR")
     for name, part in manifest["parts"].items():
         p = src / part["file"]
-        if part.get("sha256") is None:
+        if p.is_symlink() or (p.exists() and p.resolve().parent != src):
+            raise InvalidInput(f"{path} is damaged: parts.{name}.file {part['file']} leads out of the backup's "
+                               "directory", field="DIR")
+        if part.get("sha256") is None:  # a part that was empty when backed up: none is restored
+            if p.exists():
+                raise InvalidInput(f"{path} is damaged: parts.{name}.sha256 is null (nothing backed up) and "
+                                   f"{part['file']} is there", field="DIR")
             continue
-        if not p.exists() or _digest(p)["sha256"] != part["sha256"]:
+        try:
+            same = p.exists() and _digest(p)["sha256"] == part["sha256"]
+        except OSError as e:
+            raise InvalidInput(f"{src}: {part['file']} ({name}) cannot be read: {e.strerror or e}",
+                               field="DIR") from None
+        if not same:
             raise InvalidInput(f"{src}: {part['file']} ({name}) is missing or does not match the manifest's "
                                "checksum: the backup is damaged", field="DIR")
     return manifest
@@ -360,70 +450,74 @@ def restore(src: Path, *, settings=None, log=None) -> dict:
     t0 = time.perf_counter()
     manifest = read_manifest(src)
     parts = manifest["parts"]
-    # what must be empty, checked before anything is written
+    market, dagster, ml = parts["market"], parts["dagster"], parts["mlflow"]
+    # every check before anything is written: the backup fits this deployment, which is empty
     dsn = database_url(settings)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        _ensure_empty_database(conn, "the market store")
     dagster_dsn = None if settings.embedded else _dagster_pg_dsn()
-    if parts["dagster"]["kind"] == "postgres" and not dagster_dsn:
+    if dagster["kind"] == "postgres" and not dagster_dsn:
         raise InvalidInput("the backup's Dagster storage is PostgreSQL and this deployment's is not (set "
                            "DAGSTER_PG_HOST and the other DAGSTER_PG_* variables)", field="DAGSTER_PG_HOST")
+    if dagster["kind"] == "sqlite" and dagster_dsn and (src / dagster["file"]).exists():
+        raise InvalidInput("the backup's Dagster storage is SQLite and this deployment's is PostgreSQL",
+                           field="DAGSTER_PG_HOST")
+    kind, where = _mlflow_store(settings)
+    if ml["kind"] != kind:
+        raise InvalidInput(f"the backup's MLflow store is {ml['kind']} and this deployment's is {kind}",
+                           field="MLFLOW_TRACKING_URI")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _ensure_empty_database(conn, "the market store")
+        _check_restore_target(conn, market, "the market store")
     if dagster_dsn:
         with psycopg.connect(dagster_dsn, autocommit=True) as conn:
             _ensure_empty_database(conn, "Dagster's storage")
+            if dagster["kind"] == "postgres":
+                _check_restore_target(conn, dagster, "Dagster's storage")
     elif (settings.dagster_home / "history" / "runs.db").exists():
         with sqlite3.connect(settings.dagster_home / "history" / "runs.db") as c:
             n = c.execute("SELECT count(*) FROM runs").fetchone()[0]
         if n:
             raise InvalidInput(f"Dagster's storage in {settings.dagster_home} holds {n} runs: restore into an empty "
                                "deployment", field="target")
-    kind, where = _mlflow_store(settings)
     if kind == "sqlite" and Path(where).exists() and Path(where).stat().st_size:
         raise InvalidInput(f"MLflow's store {where} exists: restore into an empty deployment", field="target")
     if kind == "postgres":
         with psycopg.connect(where, autocommit=True) as conn:
             _ensure_empty_database(conn, "MLflow's store")
+            _check_restore_target(conn, ml, "MLflow's store")
     root = _artifact_root(settings)
     if root.exists() and any(root.iterdir()):
         raise InvalidInput(f"MLflow's artifact directory {root} is not empty: restore into an empty deployment",
                            field="target")
     # 1. the market store
     say("restoring the market store")
-    _restore_dump(dsn, src / parts["market"]["file"], parts["market"], "the market store")
+    _restore_dump(dsn, src / market["file"], market, "the market store")
     # 2. Dagster's storage
     say("restoring Dagster's storage")
-    if parts["dagster"]["kind"] == "postgres":
-        _restore_dump(dagster_dsn, src / parts["dagster"]["file"], parts["dagster"], "Dagster's storage")
-    elif (src / "dagster").exists():
-        if dagster_dsn:
-            raise InvalidInput("the backup's Dagster storage is SQLite and this deployment's is PostgreSQL",
-                               field="DAGSTER_PG_HOST")
+    if dagster["kind"] == "postgres":
+        _restore_dump(dagster_dsn, src / dagster["file"], dagster, "Dagster's storage")
+    elif (src / dagster["file"]).exists():
         settings.dagster_home.mkdir(parents=True, exist_ok=True)
-        _copy_tree(src / "dagster", settings.dagster_home, sqlite=True)
+        _copy_tree(src / dagster["file"], settings.dagster_home, sqlite=True)
     # 3. MLflow's store and 4. its artifacts, at this deployment's artifact root
     say("restoring MLflow's store and artifacts")
-    ml = parts["mlflow"]
-    if ml["kind"] == "sqlite" and kind == "sqlite":
+    if kind == "sqlite":
         _sqlite_copy(src / ml["file"], Path(where))
-    elif ml["kind"] == "postgres" and kind == "postgres":
-        _restore_dump(where, src / ml["file"], ml, "MLflow's store")
     else:
-        raise InvalidInput(f"the backup's MLflow store is {ml['kind']} and this deployment's is {kind}",
-                           field="MLFLOW_TRACKING_URI")
-    if (src / "mlartifacts").exists():
+        _restore_dump(where, src / ml["file"], ml, "MLflow's store")
+    if (src / parts["mlartifacts"]["file"]).exists():
         root.mkdir(parents=True, exist_ok=True)
-        _copy_tree(src / "mlartifacts", root)
+        _copy_tree(src / parts["mlartifacts"]["file"], root)
     moved = _rewrite_locations(kind, where, parts["mlartifacts"], root)
     # 5. the knowledge base's index versions
-    if (src / "rag").exists():
-        _copy_tree(src / "rag", _rag_dir(settings))
+    if (src / parts["rag"]["file"]).exists():
+        _copy_tree(src / parts["rag"]["file"], _rag_dir(settings))
     # what came back
     with psycopg.connect(dsn, autocommit=True) as conn:
         counts = _table_counts(conn)
-    want = parts["market"]["tables"]
+    want = market["tables"]
     diff = {t: counts.get(t, 0) - n for t, n in want.items() if counts.get(t, 0) != n}
     diff.update({t: n for t, n in counts.items() if t not in want and n})
-    out = {"restored_from": str(src), "created_at": manifest["created_at"], "tables": len(counts),
+    out = {"restored_from": str(src), "created_at": manifest.get("created_at"), "tables": len(counts),
            "rows": sum(counts.values()), "rows_diff": diff, "artifact_locations_rewritten": moved,
            "seconds": round(time.perf_counter() - t0, 3)}
     if diff:
