@@ -197,3 +197,96 @@ def test_start_status_stop_a_live_run(cli, tp_env, tmp_path):
     rc, st = cli("paper", "status")
     assert st["consumer"] is None and st["runs"][0]["status"] == "done"
     assert cli("paper", "stop", "trend")[0] == 2
+
+
+# ---- bad input: refused with one line naming the problem, never a traceback, nothing stored -----------------------
+_U = '"universe": [{"symbol": "BTC/USDT", "timeframe": "1h"}], "rules": {"signal": {"model": "m", "min": 0.6}}'
+_Y = "universe:\n  - {symbol: BTC/USDT, timeframe: 1h}\nrules:\n  signal: {model: m, min: 0.6}\n"
+
+
+@pytest.mark.parametrize("text, field", [
+    ('{"name": "nul\\u0000x", "cash": 100, %s}' % _U, "name"),                        # NUL: psycopg's DataError
+    ('name: "x\\ud83d\\ude00"\ncash: 100\n' + _Y, "name"),                             # YAML keeps lone surrogates
+    ('{"name": "a", "description": "\\ud83d", "cash": 100, %s}' % _U, "description"),  # a lone one in JSON
+    ("name: a\ncash: 100\ndescription: 2025-01-01\n" + _Y, "description"),            # a date: not JSON
+    ("name: a\ncash: 100\ndescription: !!binary aGVsbG8=\n" + _Y, "description"),
+    ("name: a\ncash: " + "9" * 400 + "\n" + _Y, "cash"),                              # OverflowError in isfinite
+    ("name: a\ncash: " + "9" * 5000 + "\n" + _Y, "spec"),                             # past int()'s digit limit
+    ("[" * 100_000, "spec"),                                                          # RecursionError in yaml
+    ('{"a": ' + "[" * 100_000, "spec"),
+    ("name: a\nname: b\ncash: 100\n" + _Y, "name"),                                   # YAML kept the last
+    ('{"name": "a", "name": "b", "cash": 100, %s}' % _U, "name"),
+    ("name: a\ncash: 100\ncosts: 0\n" + _Y, "costs"),                                 # was taken as no costs
+    ("name: a\ncash: 100\ncosts: []\n" + _Y, "costs"),
+    ("name: a\ncash: 100\nrules: false\nuniverse:\n  - {symbol: BTC/USDT, timeframe: 1h}\n", "rules"),
+    ("name: a\ncash: 100\ndescription: {a: 1}\n" + _Y, "description"),               # was stored as "{'a': 1}"
+    ("name: p_a|b\ncash: 100\n" + _Y, "name"),                                        # breaks its partition key
+    ("name: " + "a" * 5000 + "\ncash: 100\n" + _Y, "name"),
+    ("name: a...b\ncash: 100\n" + _Y, "name"),                                        # Dagster refuses '...'
+    ('{"name": "a", "cash": NaN, %s}' % _U, "spec"),                                  # JSON has no NaN
+    ("name: a\ncash: 100\n" + _Y + "  time_exit: 1.0e+300\n", "rules.time_exit"),      # was int(1e300)
+])
+def test_a_spec_that_is_not_one_is_refused_naming_its_field(text, field):
+    from trading_platform.errors import InvalidInput
+    from trading_platform.paper.spec import parse
+
+    with pytest.raises(InvalidInput) as e:
+        parse(text)
+    assert e.value.field == field and "\n" not in e.value.message and len(e.value.message) < 300
+
+
+def test_json_numbers_and_surrogate_pairs_read_as_json_does():
+    from trading_platform.paper.spec import parse
+
+    sp = parse('{"name": "a", "cash": 1e4, "description": "\\ud83d\\ude00 up", %s}' % _U)
+    assert sp.cash == 10_000 and sp.description == "\U0001F600 up"
+    assert parse("name: a\ncash: 1e4\n" + _Y).cash == 10_000  # YAML 1.1 read 1e4 as text
+    assert parse("name: SOL/USDT-v1.2\ncash: 1\n" + _Y).name == "SOL/USDT-v1.2"
+
+
+def test_strategy_files_and_live_cash_and_backfills_refuse_bad_input(cli, tp_env, tmp_path):
+    import psycopg
+
+    _market(tp_env["TP_DATABASE_URL"])
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(SPEC.replace("trend", "caf\xe9").encode("latin-1"))
+    rc, err = cli("paper", "strategies", "add", str(f))
+    assert rc == 2 and err["field"] == "file" and "UTF-8" in err["error"] and str(f) in err["error"]
+    rc, err = cli("paper", "strategies", "add", "trend")  # no such file: named as one, not "must be a mapping"
+    assert rc == 2 and err["field"] == "file" and "trend" in err["error"]
+    f = tmp_path / "nul.json"
+    f.write_text('{"name": "nul\\u0000x", "cash": 100, %s}' % _U.replace('"m"', '"signal_lgbm"'))
+    assert cli("paper", "strategies", "add", str(f))[1]["field"] == "name"
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as c:
+        assert c.execute("SELECT count(*) FROM strategies").fetchone()[0] == 0
+        first = c.execute("SELECT first_month FROM history_start").fetchall()
+    f = tmp_path / "trend.yaml"
+    f.write_text(SPEC)
+    assert cli("paper", "strategies", "add", str(f))[0] == 0
+    # a backfill over months with no candle moves nothing (the history start stayed where it was)
+    for a, b in (("1971-01-01", "1971-02-01"), ("2030-01-01", "2031-02-01")):
+        rc, err = cli("paper", "backtest", "--strategy", "trend", "--from", a, "--to", b, "--backfill")
+        assert rc == 2 and err["field"] == "from" and "no candles" in err["error"]
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as c:
+        assert c.execute("SELECT first_month FROM history_start").fetchall() == first
+    rc, err = cli("paper", "backtest", "--strategy", "trend", "--from", "2025-03-03", "--to", "2025-03-15",
+                  "--backfill", "--replicates", "abc")
+    assert rc == 2 and err["field"] == "replicates"
+    from trading_platform.instance import get_instance
+
+    with get_instance() as inst:
+        assert inst.get_backfills() == []
+    with psycopg.connect(tp_env["TP_DATABASE_URL"], autocommit=True) as c:
+        c.execute("UPDATE symbols SET live = true WHERE symbol = 'BTC/USDT'")
+    for cash in ("inf", "nan", "1e400", "0_1"):
+        rc, err = cli("paper", "start", "trend", "--cash", cash)
+        assert rc == 2 and err["field"] == "cash", (cash, err)
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as c:
+        assert c.execute("SELECT count(*) FROM paper_runs").fetchone()[0] == 0
+    # a good --replicates reaches the backfill's runs (it was ignored with --backfill)
+    rc, out = cli("paper", "backtest", "--strategy", "trend", "--from", "2025-03-03", "--to", "2025-03-15",
+                  "--backfill", "--replicates", "20")
+    assert rc == 0, out
+    with get_instance() as inst:
+        (bf,) = inst.get_backfills()
+        assert bf.run_config == {"ops": {"paper_backtest": {"config": {"replicates": 20}}}}

@@ -484,3 +484,38 @@ def test_a_bad_interval_or_an_infinite_threshold_names_its_field(tp_env, monkeyp
         with pytest.raises(InvalidInput) as e:
             checks.thresholds(environ={var: value})
         assert e.value.field == var
+
+
+def test_a_threshold_past_its_maximum_is_refused_not_an_overflow_later(tp_env, monkeypatch, capsys):
+    from trading_platform.cli import main
+
+    for var, value in (("TP_WATCHDOG_INTERVAL_S", "1e300"), ("TP_WATCHDOG_DAEMON_DOWN_S", "1e15"),
+                       ("TP_WATCHDOG_WORKER_DOWN_S", "1e15"), ("TP_WATCHDOG_RESOLVE_PASSES", "1e9"),
+                       ("TP_WATCHDOG_PROBE_TIMEOUT_S", "1e7"), ("TP_WATCHDOG_INTERVAL_S", "0_30")):
+        with pytest.raises(InvalidInput) as e:
+            checks.thresholds(environ={var: value})
+        assert e.value.field == var and "\n" not in e.value.message
+    t = checks.thresholds(environ={"TP_WATCHDOG_DAEMON_DOWN_S": "31536000", "TP_WATCHDOG_RESOLVE_PASSES": "2.0"})
+    assert t.daemon_down_s == 365 * 86400 and t.resolve_passes == 2
+    for k, v in tp_env.items():
+        monkeypatch.setenv(k, v)
+    assert main(["watchdog", "run", "--once", "--interval", "1e300", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["field"] == "interval"
+
+
+@pytest.mark.parametrize("text", ["[]", '{"entries": 5}', '{"entries": [{"x": 1}]}', "garbage{",
+                                  '{"states": {"daemon_down": 5}}', '{"destinations": [7]}'])
+def test_a_spool_of_the_wrong_shape_is_set_aside_never_overwritten(tmp_path, caplog, text):
+    from trading_platform.watchdog.service import Spool
+
+    path = spool_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    with caplog.at_level(logging.WARNING, logger="trading_platform.watchdog.service"):
+        svc = Service("postgresql://127.0.0.1:1/none", home=tmp_path, t=checks.thresholds(environ={}))
+    assert svc.spool.entries == [] and svc.spool.undirected() == [] and svc.states["daemon_down"].state == "unknown"
+    (aside,) = path.parent.glob("spool.json.corrupt-*")
+    assert aside.read_text() == text and str(aside) in caplog.text
+    svc.spool.save()  # the new spool is written; the old one's messages stay where they were moved
+    assert aside.read_text() == text and json.loads(path.read_text())["entries"] == []
+    assert Spool(path).entries == [] and len(list(path.parent.glob("spool.json.corrupt-*"))) == 1

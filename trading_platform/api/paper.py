@@ -25,7 +25,7 @@ def check_universe(store, spec) -> None:
     for i, (symbol, tf) in enumerate(spec.universe):
         info = store.get_symbol(symbol)
         if info is None:
-            raise InvalidInput(f"universe[{i}].symbol {symbol!r} is not a managed symbol (tp symbols list)",
+            raise InvalidInput(f"universe[{i}].symbol {symbol[:64]!r} is not a managed symbol (tp symbols list)",
                                field=f"universe[{i}].symbol")
         if tf not in info.timeframes:
             raise InvalidInput(f"universe[{i}].timeframe {tf} is not a timeframe of {symbol} "
@@ -49,7 +49,7 @@ def check_models(store, spec) -> None:
             continue
         m = d["model"]
         if m not in known and not any(k.startswith(m + ".") for k in known):
-            raise InvalidInput(f"rules.{rule}.model {m!r} is not a registered model (tp models list: "
+            raise InvalidInput(f"rules.{rule}.model {m[:64]!r} is not a registered model (tp models list: "
                                f"{', '.join(sorted({k.split('.')[0] for k in known})) or 'none yet'})",
                                field=f"rules.{rule}.model")
 
@@ -73,12 +73,10 @@ def add_strategy(source: str, *, store=None, instance=None) -> dict:
     from ..store import paper as paper_store
 
     text = source
-    if isinstance(source, str) and "\n" not in source and len(source) < 4096:
-        p = Path(source)
-        if p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists():
-            if not p.is_file():
-                raise InvalidInput(f"no strategy file at {source}", field="file")
-            text = p.read_text()
+    if isinstance(source, str) and "\n" not in source and len(source) < 4096 \
+            and not source.lstrip().startswith("{") and (":" not in source or _is_path(source)):
+        # a path (one line of spec text has a key: a colon, or opens with {); a missing file is named as one
+        text = _read_spec_file(source)
     spec = parse(text)
     with store_or_open(store) as s:
         check_universe(s, spec)
@@ -88,6 +86,40 @@ def add_strategy(source: str, *, store=None, instance=None) -> dict:
         sync_strategy_partitions(_inst(instance), s.conn)  # its paper_backtest partitions, in the UI at once
     return {"name": spec.name, "version": spec.version, "kind": spec.kind,
             "universe": [f"{a} {b}" for a, b in spec.universe], "models": spec.models()}
+
+
+def _is_path(source: str) -> bool:
+    p = Path(source)
+    try:
+        return p.suffix.lower() in (".yaml", ".yml", ".json") or p.exists()
+    except (OSError, ValueError):
+        return True
+
+
+_SPEC_MAX_BYTES = 1 << 20
+
+
+def _read_spec_file(source: str) -> str:
+    """The file's text: read as bytes and decoded as UTF-8 here, so a missing, Latin-1 or binary file is named."""
+    p = Path(source)
+    try:
+        if not p.is_file():
+            raise InvalidInput(f"no strategy file at {source} ({'a directory' if p.is_dir() else 'no such file'}; "
+                               "give a YAML or JSON spec file)", field="file")
+        if p.stat().st_size > _SPEC_MAX_BYTES:
+            raise InvalidInput(f"the strategy file {source} is {p.stat().st_size} bytes: a spec is at most "
+                               f"{_SPEC_MAX_BYTES} bytes", field="file")
+        data = p.read_bytes()
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        if isinstance(e, InvalidInput):
+            raise
+        raise InvalidInput(f"cannot read the strategy file {source!r}: {getattr(e, 'strerror', None) or e}",
+                           field="file") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"the strategy file {source} is not UTF-8 text (byte {e.start}: "
+                           f"{data[e.start:e.start + 1]!r}): save it as UTF-8", field="file") from None
 
 
 def list_strategies(*, store=None) -> list[dict]:
@@ -109,12 +141,7 @@ def backtest(strategy: str, start, end, *, replicates: int = 200, store=None, lo
         raise InvalidInput("--from and --to are required (--to exclusive)", field="from" if t0 is None else "to")
     if not t0 < t1:
         raise InvalidInput(f"--from {start} must be before --to {end}", field="from")
-    try:
-        replicates = int(replicates)
-    except (TypeError, ValueError):
-        replicates = -1
-    if not 1 <= replicates <= 10_000:
-        raise InvalidInput("--replicates must be a whole number from 1 to 10000", field="replicates")
+    replicates = _replicates(replicates)
     with store_or_open(store) as s:
         spec = _newest(s, strategy)
         check_universe(s, spec)
@@ -126,9 +153,25 @@ def backtest(strategy: str, start, end, *, replicates: int = 200, store=None, lo
                       "vs_random_entry": out["vs_random_entry"]})
 
 
-def backfill(strategy: str, start, end, *, store=None, instance=None) -> dict:
+def _replicates(value) -> int:
+    from ..core.numbers import integer
+
+    return integer(value, "replicates", "--replicates", low=1, high=10_000)
+
+
+def has_candles(store, spec, t0, t1) -> bool:
+    """Whether any series of the universe has a stored candle with t0 <= ts < t1."""
+    for symbol, tf in spec.universe:
+        if store.conn.execute("SELECT 1 FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s "
+                              "LIMIT 1", (symbol, tf, t0, t1)).fetchone():
+            return True
+    return False
+
+
+def backfill(strategy: str, start, end, *, replicates=None, store=None, instance=None) -> dict:
     """An asset backfill of ``paper_backtest`` over the strategy's months that [start, end) touches: the daemon
-    runs them in one run, month after month (each continues the previous one's end state)."""
+    runs them in one run, month after month (each continues the previous one's end state). A range with no
+    candle of the universe is refused before anything moves (the history's first month among it)."""
     import time
 
     from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
@@ -144,9 +187,15 @@ def backfill(strategy: str, start, end, *, store=None, instance=None) -> dict:
         raise InvalidInput("--from and --to are required (--to exclusive)", field="from" if t0 is None else "to")
     if not t0 < t1:
         raise InvalidInput(f"--from {start} must be before --to {end}", field="from")
+    replicates = None if replicates is None else _replicates(replicates)
     inst = _inst(instance)
     with store_or_open(store) as s:
-        check_universe(s, _newest(s, strategy))
+        spec = _newest(s, strategy)
+        check_universe(s, spec)
+        if not has_candles(s, spec, t0, t1):  # the backtest's own refusal, before the history start moves
+            raise InvalidInput(f"no candles of the universe ({', '.join(f'{a} {b}' for a, b in spec.universe)}) "
+                               f"from {t0:%Y-%m-%d %H:%M} to {t1:%Y-%m-%d %H:%M}: load them first (tp backfill), "
+                               "or check the dates", field="from")
         sync_strategy_partitions(inst, s.conn)
         last = t1 - __import__("datetime").timedelta(microseconds=1)
         months = months_between(t0.date(), last.date())
@@ -160,7 +209,8 @@ def backfill(strategy: str, start, end, *, store=None, instance=None) -> dict:
         backfill_id=backfill_id, asset_graph_subset=target, backfill_timestamp=time.time(),
         tags={"tp/run_kind": "backfill"}, dynamic_partitions_store=inst,
         title=f"paper_backtest: {strategy} {months[0][:7]}..{months[-1][:7]}",
-        description="created by tp paper backtest --backfill", run_config=None))
+        description="created by tp paper backtest --backfill",
+        run_config=None if replicates is None else {"ops": {"paper_backtest": {"config": {"replicates": replicates}}}}))
     return {"backfill_id": backfill_id, "strategy": strategy, "months": [m[:7] for m in months],
             "partitions": len(keys)}
 
@@ -172,7 +222,7 @@ def _newest(s, strategy: str):
     row = paper_store.strategy(s.conn, strategy)
     if row is None:
         known = [r["name"] for r in paper_store.list_strategies(s.conn)]
-        raise InvalidInput(f"no strategy named {strategy!r} (known: {', '.join(known) or 'none'}; "
+        raise InvalidInput(f"no strategy named {strategy[:64]!r} (known: {', '.join(known) or 'none'}; "
                            "tp paper strategies add FILE)", field="strategy")
     return parse(row["spec"])
 
@@ -184,10 +234,9 @@ def start_live(strategy: str, *, cash=None, fresh: bool = False, store=None) -> 
     from ..paper import live
 
     if cash is not None:
-        try:
-            cash = float(cash)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"--cash must be a number, got {cash!r}", field="cash") from None
+        from ..paper.spec import cash_value
+
+        cash = cash_value(cash, "--cash")  # the spec's rule: finite, above 0, at most 1e15
     with store_or_open(store) as s:
         spec = _newest(s, strategy)
         check_universe(s, spec)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidInput
 from ._context import stopped_by_signals, store_or_open
 
 
@@ -27,16 +26,9 @@ def run(*, once: bool = False, interval_s=None, dsn: str | None = None) -> dict:
     from ..watchdog.checks import thresholds
     from ..watchdog.service import run as run_service
 
-    if interval_s is not None:
-        import math
-
-        try:
-            interval_s = float(interval_s)
-        except (TypeError, ValueError):
-            interval_s = float("nan")
-        if not (math.isfinite(interval_s) and interval_s >= 1):
-            raise InvalidInput("--interval must be a number of seconds, at least 1", field="interval")
-    t = thresholds(**({"interval_s": interval_s} if interval_s is not None else {}))
+    # --interval is read as TP_WATCHDOG_INTERVAL_S is: plain decimal seconds, from 1 to a year
+    t = thresholds(**({"interval_s": interval_s, "labels": {"interval_s": ("interval", "--interval")}}
+                      if interval_s is not None else {}))
     settings = get_settings()
     dsn = dsn or database_url(settings)
     cache = {}

@@ -23,11 +23,12 @@ def cmd_strategies(args) -> int:
 
 def cmd_backtest(args) -> int:
     if args.backfill:
-        out = api.backfill(args.strategy, args.from_, args.to)
+        out = api.backfill(args.strategy, args.from_, args.to, replicates=args.replicates)
         emit(args, out, f"backfill {out['backfill_id']}: paper_backtest {out['strategy']} {out['months'][0]}.."
                         f"{out['months'][-1]} ({out['partitions']} months); the daemon runs it (tp up)")
         return 0
-    out = api.backtest(args.strategy, args.from_, args.to, replicates=args.replicates)
+    replicates = 200 if args.replicates is None else args.replicates
+    out = api.backtest(args.strategy, args.from_, args.to, replicates=replicates)
     st, bh, rnd = out["stats"], out["vs_buy_and_hold"], out["vs_random_entry"]
 
     def vs(name, c):
@@ -122,7 +123,8 @@ def register(sub, cmd) -> None:
     b.add_argument("--strategy", required=True)
     b.add_argument("--from", dest="from_", required=True, help="first candle's time (inclusive)")
     b.add_argument("--to", required=True, help="end (exclusive)")
-    b.add_argument("--replicates", default=200, help="random-entry replicates (default 200)")
+    b.add_argument("--replicates", default=None, help="random-entry replicates, 1 to 10000 (default 200; with "
+                                                       "--backfill: each month's)")
     b.add_argument("--backfill", action="store_true",
                    help="hand the daemon an asset backfill of paper_backtest over the range's months instead")
     b.add_argument("--json", action="store_true")

@@ -63,9 +63,9 @@ def start(store, spec: Spec, *, cash: float | None = None, pins: dict | None = N
 
     conn = store.conn
     if cash is not None:
-        if not cash > 0:
-            raise InvalidInput(f"--cash must be above 0, got {cash}", field="cash")
-        spec = replace(spec, cash=float(cash))
+        from .spec import cash_value
+
+        spec = replace(spec, cash=cash_value(cash, "--cash"))  # the spec's rule: finite, above 0, at most 1e15
     with conn.transaction():
         if conn.execute("SELECT 1 FROM paper_runs WHERE mode = 'live' AND status = 'running' AND strategy_name = %s",
                         (spec.name,)).fetchone():

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import numbers
 from ..errors import InvalidInput
 
 KINDS = ("rules", "buy_and_hold", "random_entry")
@@ -34,6 +36,16 @@ _COSTS = {"fee_bps", "spread_bps", "slippage_bps", "impact", "participation"}
 _RISK = {"position_fraction", "risk_per_trade", "max_symbol_fraction", "max_total_fraction", "max_positions",
          "daily_loss_limit", "max_drawdown", "stop_guard", "cooldown_bars", "lot"}
 _GUARD = {"stops", "window", "lock"}
+
+# a name is a partition key of paper_backtest (``month|name``) and a CLI argument: letters, digits, ``_ . / -``,
+# no ``..``, at most 64 characters; the controls' specs are named ``NAME:buy_and_hold`` / ``NAME:random_entry``
+_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_./-]{0,63}(?::(buy_and_hold|random_entry))?", re.ASCII)
+_MAX_DEPTH = 16          # nesting: the spec's own is 4 (rules.signal.min); a deeper value is not a spec
+_MAX_TEXT = 10_000       # characters of any one string
+_MAX_INT = 1_000_000     # whole-number settings (candles, positions, stop guard): above this is not a setting
+CASH_MAX = 1e15          # the starting equity: a quadrillion (above it equity arithmetic loses its cents)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # a description may hold lines and tabs
 
 
 @dataclass(frozen=True)
@@ -123,20 +135,29 @@ def _keys(d: Any, allowed: set, path: str) -> dict:
     return d
 
 
+def _show(v) -> str:
+    """A value as a message quotes it: its repr (control characters and lone surrogates escaped), cut short."""
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _num(d: dict, key: str, path: str, *, lo=None, hi=None, default=None, integer=False, lo_open=False):
+    """``d[key]`` as a finite number within its bounds (core/numbers); a whole-number setting is at most
+    ``_MAX_INT`` unless ``hi`` says otherwise. A string, even of digits, is not a number here."""
     if key not in d or d[key] is None:
         return default
     v = d[key]
     where = f"{path}.{key}" if path else key
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise InvalidInput(f"{where} must be a number, got {v!r}", field=where)
-    if integer and v != int(v):
-        raise InvalidInput(f"{where} must be a whole number, got {v!r}", field=where)
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise InvalidInput(f"{where} must be {'above' if lo_open else 'at least'} {lo:g}, got {v!r}", field=where)
-    if hi is not None and v > hi:
-        raise InvalidInput(f"{where} must be at most {hi:g}, got {v!r}", field=where)
-    return int(v) if integer else float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidInput(f"{where} must be a number, got {_show(v)}", field=where)
+    if integer:
+        if isinstance(v, float):
+            if not (math.isfinite(v) and v.is_integer()):
+                raise InvalidInput(f"{where} must be a whole number, got {_show(v)}", field=where)
+            v = int(v)
+        low = None if lo is None else (int(math.floor(lo)) + 1 if lo_open else int(math.ceil(lo)))
+        return numbers.integer(v, where, low=low, high=_MAX_INT if hi is None else hi)
+    return numbers.number(v, where, low=None if lo_open else lo, above=lo if lo_open else None, high=hi)
 
 
 def _model(d: dict, path: str) -> str:
@@ -146,23 +167,158 @@ def _model(d: dict, path: str) -> str:
     return m.strip()
 
 
+_LOADER = None
+
+
+def _loader():
+    """PyYAML's safe loader, refusing a key given twice in a mapping (YAML keeps the last, silently), and reading
+    exponent numbers as numbers (``1e4``: YAML 1.2 and JSON; YAML 1.1 reads them as text)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            def construct_mapping(self, node, deep=False):
+                if isinstance(node, yaml.MappingNode):
+                    seen = set()
+                    for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":
+                            continue
+                        key = self.construct_object(key_node, deep=True)
+                        try:
+                            dup = key in seen
+                            seen.add(key)
+                        except TypeError:  # an unhashable key: the base class refuses it
+                            continue
+                        if dup:
+                            raise InvalidInput(f"the spec gives the key {_show(key)} twice in one mapping (line "
+                                               f"{key_node.start_mark.line + 1}): each key once", field=str(key)[:64])
+                return super().construct_mapping(node, deep)
+
+        Loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
+        _LOADER = Loader
+    return _LOADER
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise InvalidInput(f"the spec gives the key {_show(k)} twice in one object: each key once",
+                               field=str(k)[:64])
+        out[k] = v
+    return out
+
+
+def _no_constant(name):
+    raise InvalidInput(f"the spec holds {name}, which is not a number JSON allows", field="spec")
+
+
+_DIGITS = "the spec holds a number of more than 4300 digits: not a setting"
+
+
+def _load(text) -> Any:
+    """The mapping of a spec's text: JSON for text that opens with ``{`` (a JSON number like ``1e4`` is a number,
+    a ``\\ud83d\\ude00`` pair one character), else YAML; a key given twice is refused either way."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"the spec is not UTF-8 text (byte {e.start}: {text[e.start:e.start + 1]!r})",
+                               field="spec") from None
+    text = text.removeprefix("\ufeff")
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        except InvalidInput:
+            raise
+        except RecursionError:
+            raise InvalidInput("the spec nests too deeply to read", field="spec") from None
+        except json.JSONDecodeError:
+            pass  # a YAML flow mapping ({name: x, ...}): read as YAML below
+        except ValueError:  # a number of more than 4300 digits
+            raise InvalidInput(_DIGITS, field="spec") from None
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise InvalidInput(f"the spec is not valid YAML or JSON: {str(e).splitlines()[0][:200]}",
+                           field="spec") from None
+    except RecursionError:
+        raise InvalidInput("the spec nests too deeply to read", field="spec") from None
+    except InvalidInput:
+        raise
+    except ValueError:  # a number of more than 4300 digits
+        raise InvalidInput(_DIGITS, field="spec") from None
+
+
+def _check_values(raw) -> None:
+    """Every value of the raw spec is one JSON holds (a mapping with text keys, a list, text, a number, a truth
+    value, null), nested at most ``_MAX_DEPTH`` deep; every string is valid Unicode with no control characters
+    (a description may hold newlines and tabs) and at most ``_MAX_TEXT`` characters. Errors name the path."""
+    stack = [(raw, "", 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        where = path or "the spec"
+        if depth > _MAX_DEPTH:
+            raise InvalidInput(f"{where} nests deeper than {_MAX_DEPTH} levels: not a spec", field=path or "spec")
+        if isinstance(v, dict):
+            items = []
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise InvalidInput(f"a key of {where} is not text: {_show(k)}", field=path or "spec")
+                if _CONTROL.search(k) or not _encodes(k) or len(k) > 200:
+                    raise InvalidInput(f"a key of {where} is not a key a spec has: {_show(k)}", field=path or "spec")
+                items.append((x, f"{path}.{k}" if path else k, depth + 1))
+            stack += reversed(items)
+        elif isinstance(v, (list, tuple)):
+            stack += reversed([(x, f"{path}[{i}]", depth + 1) for i, x in enumerate(v)])
+        elif isinstance(v, str):
+            if not _encodes(v):
+                raise InvalidInput(f"{where} is not valid Unicode text (a lone surrogate, such as a \\ud83d escape "
+                                   f"without its pair): {_show(v)}", field=path or "spec")
+            if (_CONTROL_TEXT if path == "description" else _CONTROL).search(v):
+                raise InvalidInput(f"{where} holds a control character (NUL, escape...): {_show(v)}",
+                                   field=path or "spec")
+            if len(v) > _MAX_TEXT:
+                raise InvalidInput(f"{where} is {len(v)} characters long: at most {_MAX_TEXT}", field=path or "spec")
+        elif v is not None and not isinstance(v, (bool, int, float)):
+            what = _UNHELD.get(type(v).__name__, f"a {type(v).__name__}")
+            raise InvalidInput(f"{where} is {what} ({_show(v)}), which a spec cannot hold (JSON has no such value): "
+                               "quote it to make it text", field=path or "spec")
+
+
+_UNHELD = {"date": "a date", "datetime": "a date and time", "bytes": "binary data", "set": "a set"}
+
+
+def _encodes(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def parse(text_or_dict) -> Spec:
     """A spec from YAML or JSON text (or a mapping), every key checked; errors name the path of the bad key."""
     raw = text_or_dict
     if isinstance(raw, (str, bytes)):
-        import yaml
-
-        try:
-            raw = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise InvalidInput(f"the spec is not valid YAML or JSON: {str(e).splitlines()[0]}", field="spec") from None
+        raw = _load(raw)
+    _check_values(raw)
     d = _keys(raw, _TOP, "")
     name = d.get("name")
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("name is required: a short name for the strategy", field="name")
+    m = _NAME.fullmatch(name.strip())
+    if not m or (m.group(1) and m.group(1) != d.get("kind")):
+        raise InvalidInput(f"name must be 1 to 64 letters, digits and _ . / - (starting with a letter or digit, no "
+                           f"'..'), got {_show(name)}", field="name")
     kind = d.get("kind", "rules")
     if kind not in KINDS:
-        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", field="kind")
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, got {_show(kind)}", field="kind")
     universe = d.get("universe")
     if not isinstance(universe, list) or not universe:
         raise InvalidInput("universe is required: a list of {symbol, timeframe}", field="universe")
@@ -177,27 +333,40 @@ def parse(text_or_dict) -> Spec:
         pairs.append((sym.strip(), parse_timeframe(tf, f"universe[{i}].timeframe")))
     if len(set(pairs)) != len(pairs):
         raise InvalidInput("universe names a series twice", field="universe")
-    cash = _num(d, "cash", "", lo=0, lo_open=True)
-    if cash is None:
-        raise InvalidInput("cash is required: the starting equity, above 0", field="cash")
-    rules = _rules(d.get("rules") or {}, kind)
-    costs = _costs(d.get("costs") or {})
+    cash = cash_value(d.get("cash"))
+    # a section given is checked as one: `costs: 0`, `rules: false` are mistakes, not "none" (null is none)
+    rules = _rules(d["rules"] if d.get("rules") is not None else {}, kind)
+    costs = _costs(d["costs"] if d.get("costs") is not None else {})
     risk = _risk(d["risk"]) if d.get("risk") is not None else None
     _check_together(rules, risk)
     allow = d.get("allow_in_sample", False)
     if not isinstance(allow, bool):
         raise InvalidInput("allow_in_sample must be true or false", field="allow_in_sample")
+    description = d.get("description")
+    if description is not None and not isinstance(description, str):
+        raise InvalidInput(f"description must be text, got {type(description).__name__} {_show(description)} "
+                           "(quote it)", field="description")
     return Spec(name=name.strip(), kind=kind, universe=tuple(pairs), cash=cash, rules=rules, costs=costs, risk=risk,
                 allow_in_sample=allow, latency_bars=_num(d, "latency_bars", "", lo=0, default=0, integer=True),
                 reject_rate=_num(d, "reject_rate", "", lo=0, hi=0.99, default=0.0),
-                description=str(d.get("description") or ""), raw=json.loads(canonical(d)))
+                description=description or "", raw=json.loads(canonical(d)))
+
+
+def cash_value(value, field: str = "cash") -> float:
+    """The starting equity: a finite number above 0 and at most ``CASH_MAX`` (the spec's ``cash``, and
+    ``tp paper start --cash``: plain decimal text there)."""
+    if value is None:
+        raise InvalidInput(f"{field} is required: the starting equity, above 0", field="cash")
+    if field == "cash" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise InvalidInput(f"cash must be a number, got {_show(value)}", field="cash")
+    return numbers.number(value, "cash", field, above=0, high=CASH_MAX)
 
 
 def _rules(r: dict, kind: str) -> Rules:
     r = _keys(r, _RULES, "rules")
     side = r.get("side", "long")
     if side not in SIDES:
-        raise InvalidInput(f"rules.side must be long (long-only), got {side!r}", field="rules.side")
+        raise InvalidInput(f"rules.side must be long (long-only), got {_show(side)}", field="rules.side")
     signal = regime = veto = confirm = None
     if r.get("signal") is not None:
         s = _keys(r["signal"], _SIGNAL, "rules.signal")
@@ -209,7 +378,7 @@ def _rules(r: dict, kind: str) -> Rules:
         g = _keys(r["regime"], _REGIME, "rules.regime")
         allow = g.get("allow")
         if not isinstance(allow, list) or not allow or any(a not in REGIMES for a in allow):
-            raise InvalidInput(f"rules.regime.allow must list regimes among {', '.join(REGIMES)}, got {allow!r}",
+            raise InvalidInput(f"rules.regime.allow must list regimes among {', '.join(REGIMES)}, got {_show(allow)}",
                                field="rules.regime.allow")
         regime = {"model": _model(g, "rules.regime"), "allow": sorted(set(allow))}
     if r.get("pump_veto") is not None:

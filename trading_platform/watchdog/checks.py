@@ -68,40 +68,52 @@ class Thresholds:
     disabled: tuple[str, ...] = ()        # TP_WATCHDOG_DISABLE: checks not run
 
 
-_ENV = {  # field -> (variable, cast, minimum)
-    "interval_s": ("TP_WATCHDOG_INTERVAL_S", float, 1.0),
-    "remind_s": ("TP_WATCHDOG_REMIND_S", float, 1.0),
-    "resolve_passes": ("TP_WATCHDOG_RESOLVE_PASSES", int, 1),
-    "stale_candles": ("TP_WATCHDOG_STALE_CANDLES", int, 1),
-    "collector_down_s": ("TP_WATCHDOG_COLLECTOR_DOWN_S", float, 0.0),
-    "stream_stale_s": ("TP_WATCHDOG_STREAM_STALE_S", float, 0.0),
-    "backlog_events": ("TP_WATCHDOG_BACKLOG_EVENTS", int, 0),
-    "backlog_age_s": ("TP_WATCHDOG_BACKLOG_AGE_S", float, 0.0),
-    "batch_attempts": ("TP_WATCHDOG_BATCH_ATTEMPTS", int, 2),
-    "run_failed_window_s": ("TP_WATCHDOG_RUN_FAILED_WINDOW_S", float, 1.0),
-    "daemon_down_s": ("TP_WATCHDOG_DAEMON_DOWN_S", float, 1.0),
-    "probe_failures": ("TP_WATCHDOG_PROBE_FAILURES", int, 1),
-    "probe_timeout_s": ("TP_WATCHDOG_PROBE_TIMEOUT_S", float, 0.1),
-    "dead_window_s": ("TP_WATCHDOG_DEAD_WINDOW_S", float, 1.0),
-    "worker_down_s": ("TP_WATCHDOG_WORKER_DOWN_S", float, 1.0),
+YEAR_S = 365 * 86400.0   # the most any seconds threshold may be (a longer one is a typo: and its timedelta overflows)
+COUNT_MAX = 1_000_000    # the most any count may be
+_ENV = {  # field -> (variable, cast, minimum, maximum)
+    "interval_s": ("TP_WATCHDOG_INTERVAL_S", float, 1.0, YEAR_S),
+    "remind_s": ("TP_WATCHDOG_REMIND_S", float, 1.0, YEAR_S),
+    "resolve_passes": ("TP_WATCHDOG_RESOLVE_PASSES", int, 1, COUNT_MAX),
+    "stale_candles": ("TP_WATCHDOG_STALE_CANDLES", int, 1, 1000),  # candles past a close, counted by the calendar
+    "collector_down_s": ("TP_WATCHDOG_COLLECTOR_DOWN_S", float, 0.0, YEAR_S),
+    "stream_stale_s": ("TP_WATCHDOG_STREAM_STALE_S", float, 0.0, YEAR_S),
+    "backlog_events": ("TP_WATCHDOG_BACKLOG_EVENTS", int, 0, COUNT_MAX),
+    "backlog_age_s": ("TP_WATCHDOG_BACKLOG_AGE_S", float, 0.0, YEAR_S),
+    "batch_attempts": ("TP_WATCHDOG_BATCH_ATTEMPTS", int, 2, COUNT_MAX),
+    "run_failed_window_s": ("TP_WATCHDOG_RUN_FAILED_WINDOW_S", float, 1.0, YEAR_S),
+    "daemon_down_s": ("TP_WATCHDOG_DAEMON_DOWN_S", float, 1.0, YEAR_S),
+    "probe_failures": ("TP_WATCHDOG_PROBE_FAILURES", int, 1, COUNT_MAX),
+    "probe_timeout_s": ("TP_WATCHDOG_PROBE_TIMEOUT_S", float, 0.1, 3600.0),  # PostgreSQL's statement_timeout: ms
+    "dead_window_s": ("TP_WATCHDOG_DEAD_WINDOW_S", float, 1.0, YEAR_S),
+    "worker_down_s": ("TP_WATCHDOG_WORKER_DOWN_S", float, 1.0, YEAR_S),
 }
 
 
 def thresholds(environ=None, **overrides) -> Thresholds:
-    """The thresholds from ``TP_WATCHDOG_*`` (``overrides`` win): a value that is not a number, or is below its
-    minimum (a negative threshold), is refused naming its variable."""
+    """The thresholds from ``TP_WATCHDOG_*`` (``overrides`` win; ``labels``: field -> (error field, label) for an
+    override its user gave as an option, ``--interval``): plain decimal numbers (core/numbers), within each one's minimum and maximum (a year for
+    seconds, a million for counts); anything else is refused naming its variable."""
+    from ..core.numbers import number
+
     env = os.environ if environ is None else environ
+    labels = overrides.pop("labels", None) or {}
     values = {}
-    for name, (var, cast, minimum) in _ENV.items():
+    for name, (var, cast, minimum, maximum) in _ENV.items():
         raw = overrides.get(name, env.get(var))
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue
+        field, label = labels.get(name, (var, var))
+        what = (f"{label} must be a whole number from {minimum:g} to {maximum:.0f}" if cast is int else
+                f"{label} must be a number of seconds from {minimum:g} to {maximum:.0f}"
+                + (" (a year)" if maximum == YEAR_S else "")) + f", got {repr(raw)[:40]}"
         try:
-            v = cast(float(raw)) if cast is int and float(raw) == int(float(raw)) else cast(raw)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInput(f"{var} must be a number, got {raw!r}", field=var) from None
-        if not math.isfinite(v) or not v >= minimum:
-            raise InvalidInput(f"{var} must be at least {minimum:g}, got {raw!r}", field=var)
+            v = number(raw, field, label, low=minimum, high=maximum)
+        except InvalidInput:
+            raise InvalidInput(what, field=field) from None
+        if cast is int:
+            if not v.is_integer():
+                raise InvalidInput(what, field=field)
+            v = int(v)
         values[name] = v
     disabled = overrides.get("disabled", env.get("TP_WATCHDOG_DISABLE", ""))
     names = tuple(x.strip() for x in (disabled.split(",") if isinstance(disabled, str) else disabled) if x.strip())

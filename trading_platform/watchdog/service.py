@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from datetime import datetime, timezone
@@ -36,6 +37,67 @@ def spool_path(home: Path) -> Path:
     return Path(home) / "watchdog" / "spool.json"
 
 
+_ENTRY_STATUSES = ("pending", "undirected", "sent", "dead")
+_STATES = ("ok", "failing", "unknown")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _aware(v) -> bool:
+    try:
+        return isinstance(v, str) and datetime.fromisoformat(v).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def _destination_problem(d) -> str | None:
+    if not isinstance(d, dict):
+        return f"a destination is {type(d).__name__}, not an object"
+    if not _is_int(d.get("id")) or not isinstance(d.get("name"), str) or d.get("kind") not in ("webhook", "telegram"):
+        return "a destination lacks its id, name or kind"
+    return None
+
+
+def _spool_problem(data) -> str | None:
+    """Why ``data`` (the spool file's JSON) is not a spool this process wrote, or None: an object of
+    ``destinations`` (objects with id, name, kind), ``entries`` (each with its key, type, check, payload,
+    destination, a known status, attempts, next_at and an aware created_at) and ``states`` (check -> a state)."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    dests, entries, states = data.get("destinations"), data.get("entries"), data.get("states")
+    for name, v, kind in (("destinations", dests, list), ("entries", entries, list), ("states", states, dict)):
+        if v is not None and not isinstance(v, kind):
+            return f"its {name} is a JSON {type(v).__name__}, not an {'array' if kind is list else 'object'}"
+    for d in dests or []:
+        if (why := _destination_problem(d)) is not None:
+            return why
+    for i, e in enumerate(entries or []):
+        if not isinstance(e, dict):
+            return f"entry {i} is a JSON {type(e).__name__}, not an object"
+        ok = (all(isinstance(e.get(k), str) for k in ("key", "type", "check")) and isinstance(e.get("payload"), dict)
+              and e.get("status") in _ENTRY_STATUSES and _is_int(e.get("attempts"))
+              and isinstance(e.get("next_at"), (int, float)) and not isinstance(e.get("next_at"), bool)
+              and math.isfinite(e["next_at"]) and _aware(e.get("created_at")))
+        if not ok:
+            return f"entry {i} lacks its key, type, check, payload, status, attempts, next_at or created_at"
+        d = e.get("destination")
+        if (d is not None or e["status"] != "undirected") and _destination_problem(d) is not None:
+            return f"entry {i} ({e['status']}) has no usable destination"
+    for name, st in (states or {}).items():
+        try:
+            s = engine.State.from_json(st)
+        except (TypeError, ValueError, AttributeError) as e:
+            return f"the state of {name!r} cannot be read: {type(e).__name__}"
+        stamps = (s.since, s.next_reminder_at, s.last_message_at, s.checked_at)
+        if s.name != name or s.state not in _STATES or not all(_is_int(x) for x in (s.streak, s.passes, s.messages)) \
+                or any(x is not None and x.tzinfo is None for x in stamps) \
+                or not all(isinstance(x, str) for x in (*s.subjects, *s.announced)):
+            return f"the state of {name!r} is not a check's state"
+    return None
+
+
 class Spool:
     """The service's file: its states, the destinations it last read, and the messages it sends itself."""
 
@@ -46,12 +108,30 @@ class Spool:
         self.states: dict[str, dict] = {}
         if self.path.exists():
             try:
-                data = json.loads(self.path.read_text())
+                data = json.loads(self.path.read_bytes().decode("utf-8"))
+                why = _spool_problem(data)
+            except (OSError, ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested past reading
+                why = f"it is not readable JSON: {type(e).__name__}: {str(e)[:200]}"
+            if why is None:
                 self.destinations = list(data.get("destinations") or [])
                 self.entries = list(data.get("entries") or [])
                 self.states = dict(data.get("states") or {})
-            except (OSError, ValueError) as e:
-                logger.warning("watchdog: the spool %s could not be read (%s); starting a new one", self.path, e)
+            else:
+                self._set_aside(why)
+
+    def _set_aside(self, why: str) -> None:
+        """A spool this process cannot use is renamed aside, never written over (the messages it spooled during
+        an outage stay there, for a person to read); the service starts with an empty one."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            self.path.rename(aside)
+        except OSError as e:
+            logger.error("watchdog: the spool %s is unusable (%s) and could not be renamed aside (%s); starting a new "
+                         "one", self.path, why, e)
+            return
+        logger.warning("watchdog: the spool %s is unusable (%s); moved aside to %s (its messages are kept there); "
+                       "starting a new one", self.path, why, aside)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
