@@ -145,29 +145,17 @@ def embedded_mode(database_url: str | None) -> bool:
 MAX_DAYS = 36500  # a retention in days at most (a century): more is a typo, and overflows the date arithmetic
 
 
-def _bound(v) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-
 def check_number(name: str, raw, *, cast=float, minimum=None, maximum=None, unit: str = "", hint: str = ""):
     """``raw`` (text, or a number) as ``cast``, finite and within ``[minimum, maximum]``; else ``InvalidInput``
     naming ``name``: NaN, infinities and what overflows to them (``1e400``) are refused, not just what is below
     the minimum (a NaN deadline never passes, an infinite retention overflows the date arithmetic)."""
-    from .core.numbers import read, within
+    from .core.numbers import interval, read, within
 
     value = read(raw, integer=cast is int)  # plain decimal text: not 0_1 (1), nan or 1e400 (inf)
     if value is None or not within(value, minimum, maximum):
         what = "an integer" if cast is int else "a number"
         of = f" of {unit}" if unit else ""
-        if minimum is not None and maximum is not None:
-            within = f" between {_bound(minimum)} and {_bound(maximum)}"
-        elif minimum is not None:
-            within = f" >= {_bound(minimum)}"
-        elif maximum is not None:
-            within = f" <= {_bound(maximum)}"
-        else:
-            within = ""
-        raise InvalidInput(f"{name}={raw!r} is not {what}{of}{within}{hint}", field=name)
+        raise InvalidInput(f"{name}={raw!r} is not {what}{of}{interval(minimum, maximum)}{hint}", field=name)
     return value
 
 

@@ -59,13 +59,16 @@ def _nhits_asset(tf: str):
     def _asset(context: AssetExecutionContext, config: NHITSTrainConfig, market_db: MarketDB,
                mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
         from ..models.common import EvaluationError
-        from ..models.forecast import nhits
+        from ..models.forecast import baselines, nhits
         from ..models.registry import registered_name
-        from .training import models_summary, training_frame
+        from .training import gate_policy, models_summary, training_frame
 
+        # the configuration and the gate's policy are checked before anything is read or trained
         fields = {f for f in nhits.NHITSConfig.__dataclass_fields__ if hasattr(config, f)}
         cfg = nhits.NHITSConfig.from_dict({f: getattr(config, f) for f in fields} | {
             "hist_exog": tuple(config.hist_exog), "device": model_server.device})
+        policy = gate_policy(baselines.gate_policy, config, {"vs_best_naive": "min_improvement_vs_naive",
+                                                             "vs_champion": "min_improvement_vs_champion"})
         with market_db.open() as store:
             infos = {s.symbol: s for s in store.list_symbols(enabled_only=True) if tf in s.timeframes}
             symbols = config.symbols or sorted(infos)
@@ -83,8 +86,8 @@ def _nhits_asset(tf: str):
         for symbol, data in groups.items():
             name = registered_name(f"nhits.{tf}", symbol, config.lineage)
             try:
-                results[name] = _train_one(context, cfg, tf, name, symbol, data, infos, client, mlflow, market_db,
-                                           model_server, config)
+                results[name] = _train_one(context, cfg, policy, tf, name, symbol, data, infos, client, mlflow,
+                                           market_db, model_server)
             except EvaluationError as e:
                 failures[name] = f"{e} (nothing was registered)"
         if failures and not results:
@@ -103,11 +106,11 @@ def _nhits_asset(tf: str):
     return _asset
 
 
-def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, mlflow, market_db, model_server,
-               config):
+def _train_one(context, cfg, policy, tf: str, name: str, symbol, data, infos, client, mlflow, market_db,
+               model_server):
     import polars as pl
 
-    from ..models.forecast import baselines, nhits
+    from ..models.forecast import nhits
     from ..models.forecast.nhits import rows_frame
     from ..models.forecast.plot import forecast_plot
     from ..models.tracking import log_and_register
@@ -122,8 +125,6 @@ def _train_one(context, cfg, tf: str, name: str, symbol, data, infos, client, ml
         tags, loaded = found
         champion = nhits.NHITSChampion(version=loaded.version, data_end_us=data_end_us(tags), model=loaded.model,
                                        config=recorded_config(tags))
-    policy = baselines.gate_policy(n_boot=config.n_boot, margins={
-        "vs_best_naive": config.min_improvement_vs_naive, "vs_champion": config.min_improvement_vs_champion})
     t = nhits.train_and_gate(data, cfg, timeframe=tf, markets={s: infos[s] for s in data["symbol"].unique()},
                              champion=champion, policy=policy,
                              progress=lambda p: context.log.info("%s: %s", name, nhits.progress_text(p)))

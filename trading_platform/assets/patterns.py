@@ -43,6 +43,22 @@ class TCNTrainConfig(Config):
     min_edge: float = 0.0              # lower bound of the mean edge (standard deviations of the return)
 
 
+def checked_history_timeframes(config: TCNTrainConfig) -> list[str]:
+    """The settings of the run that are not the network's (``TCNConfig`` checks those) checked before anything is
+    read or trained, naming the config field; returns the history timeframes by their canonical names (an
+    unknown one was silently never read)."""
+    from ..core.timeframes import parse_timeframe
+    from ..models.common import check_int, check_number
+
+    check_number("pattern_tcn", "history_holdout_frac", config.history_holdout_frac, 0, 1, low_open=True,
+                 high_open=True)
+    check_int("pattern_tcn", "edge_horizon", config.edge_horizon)
+    check_int("pattern_tcn", "min_detections", config.min_detections)
+    check_number("pattern_tcn", "detection_threshold", config.detection_threshold, 0, 1)
+    check_number("pattern_tcn", "floor", config.floor, 0, 1)
+    return list(dict.fromkeys(parse_timeframe(t, field="history_timeframes") for t in config.history_timeframes))
+
+
 def store_history(market_db, timeframes: list[str]) -> dict:
     """symbol/timeframe -> (bars, 4) OHLC of the newest stored candles, for the labeler."""
     import numpy as np
@@ -81,15 +97,19 @@ def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_d
     from ..models.registry import registered_name
     from ..models.tracking import log_and_register
     from ..resources.serving import resolve_device
-    from .training import check_lineage, current_champion, result, run_tags
+    from .training import check_lineage, current_champion, gate_policy, result, run_tags
 
+    # the configuration and the gate's policy are checked before anything is read or trained
     cfg = tcn.TCNConfig(epochs=config.epochs, n_synthetic=config.n_synthetic, channels=config.channels,
-                        length=config.length, lr=config.lr, seed=config.seed)
+                        length=config.length, lr=config.lr, seed=config.seed, threads=config.threads)
+    history_timeframes = checked_history_timeframes(config)
+    policy = gate_policy(pg.default_policy, config, {"vs_no_edge": "min_edge",
+                                                     "vs_champion": "min_improvement_vs_champion"}, vs_floor=0.0)
     name = registered_name("pattern_tcn", lineage=config.lineage)
     target = "patterns: 16 chart patterns + none in a window of candles (frozen evaluation set v1)"
     client = mlflow.client()
     check_lineage(client, name, target)
-    history = store_history(market_db, list(config.history_timeframes))
+    history = store_history(market_db, history_timeframes)
     train_history, cuts = pedge.split(history, config.history_holdout_frac)
     model, info = tcn.train(cfg, history=train_history, device=resolve_device(model_server.device),
                             progress=lambda epoch, loss: context.log.info("%s: epoch %d/%d, loss %.4f", name, epoch,
@@ -100,8 +120,6 @@ def pattern_tcn(context: AssetExecutionContext, config: TCNTrainConfig, market_d
     champion_pred = pe.evaluate(found[1].model, frozen, labeler=False).predictions["tcn"] if found else None
     edge = pedge.measure(model, history, cuts, horizon=config.edge_horizon, threshold=config.detection_threshold)
     context.log.info("detections in held-out stored history: %s", edge.summary())
-    policy = pg.default_policy(n_boot=config.n_boot, margins={
-        "vs_floor": 0.0, "vs_no_edge": config.min_edge, "vs_champion": config.min_improvement_vs_champion})
     decision = pg.gate(evaluation.labels, evaluation.predictions["tcn"], policy,
                        champion_pred=champion_pred, champion_version=found[1].version if found else None,
                        floor=config.floor, edge=edge.values, min_detections=config.min_detections)

@@ -64,9 +64,10 @@ def score_partitions(context: AssetExecutionContext, config: PredictionsConfig, 
     from ..models import scoring
     from ..store import outputs
 
+    # checked before anything is read or written (InvalidInput naming the config field)
+    params = scoring.Params(context_rows=config.context_rows, pattern_threshold=config.pattern_threshold)
     client, log = mlflow.client(), context.log
     backfill = context.run.tags.get("dagster/backfill")
-    params = scoring.Params(context_rows=config.context_rows, pattern_threshold=config.pattern_threshold)
     written: dict[str, int] = {}
     superseded: dict[str, int] = {}
     in_sample: dict[str, int] = {}

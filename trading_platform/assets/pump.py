@@ -57,11 +57,15 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
     from ..models.registry import registered_name
     from ..models.tracking import log_and_register
     from ..resources.serving import resolve_device
-    from .training import (align_columns, check_lineage, classifier_champion, evaluation_failure, pure_config, result,
-                           run_tags, training_frame, version_tags)
+    from .training import (align_columns, check_lineage, classifier_champion, evaluation_failure, gate_policy,
+                           pure_config, result, run_tags, training_frame, version_tags)
 
     tf = parse_timeframe(config.timeframe)
+    # the configuration and the gate's policy are checked before anything is read or trained
     cfg = pure_config(pump.PumpConfig, config)
+    policy = gate_policy(clf.default_policy, config, {"vs_base_rate": "min_improvement_log_loss",
+                                                      "vs_best_rule": "min_improvement_auc",
+                                                      "vs_champion": "min_improvement_vs_champion"})
     name = registered_name("pump_xgb", lineage=config.lineage)
     target = cfg.target(tf)
     client = mlflow.client()
@@ -78,9 +82,6 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
         client, model_server, name, cfg,
         features=lambda loaded, tags, task: align_columns(loaded, task.columns, task.X),
         refit=lambda c, task: pump.fit(task, c, device), log=context.log)
-    policy = clf.default_policy(n_boot=config.n_boot, margins={
-        "vs_base_rate": config.min_improvement_log_loss, "vs_best_rule": config.min_improvement_auc,
-        "vs_champion": config.min_improvement_vs_champion})
     try:
         t = pump.train_and_gate(frame, cfg, device=device, policy=policy, champion=champion, what=name)
     except EvaluationError as e:

@@ -34,13 +34,19 @@ class RegimeTrainConfig(Config):
                    "VAR(1) on the density of the next return. Registered as regime_hmm.<symbol>.")
 def regime_hmm(context: AssetExecutionContext, config: RegimeTrainConfig, market_db: MarketDB,
                mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
-    from .training import per_symbol
+    from ..models import regime
+    from .training import gate_policy, per_symbol, pure_config
 
-    return per_symbol(context, lambda symbol: _train_regime(context, symbol, config, market_db, mlflow, model_server))
+    # the configuration and the gate's policy are checked once, before any symbol is read or trained
+    cfg = pure_config(regime.RegimeConfig, config)
+    policy = gate_policy(regime.gate_policy, config, {"vs_var1": "min_improvement_vs_var1",
+                                                      "vs_champion": "min_improvement_vs_champion"})
+    return per_symbol(context, lambda symbol: _train_regime(context, symbol, config, market_db, mlflow, model_server,
+                                                            cfg, policy))
 
 
 def _train_regime(context: AssetExecutionContext, symbol: str, config: RegimeTrainConfig, market_db: MarketDB,
-                  mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
+                  mlflow: MLflowResource, model_server: ModelServer, cfg, policy) -> MaterializeResult:
     import pandas as pd
 
     from ..models import regime
@@ -48,10 +54,9 @@ def _train_regime(context: AssetExecutionContext, symbol: str, config: RegimeTra
     from ..models.registry import registered_name
     from ..models.tracking import log_and_register
     from .training import (check_lineage, config_of, current_champion, data_end_us, evaluation_failure,
-                           pure_config, recorded_config, result, run_tags, symbol_frame, version_tags)
+                           recorded_config, result, run_tags, symbol_frame, version_tags)
 
     tf, frame = symbol_frame(market_db, symbol, config.timeframe)
-    cfg = pure_config(regime.RegimeConfig, config)
     name = registered_name("regime_hmm", symbol, config.lineage)
     target = cfg.target(tf)
     client = mlflow.client()
@@ -62,8 +67,6 @@ def _train_regime(context: AssetExecutionContext, symbol: str, config: RegimeTra
         tags, loaded = found
         champion = regime.RegimeChampion(version=loaded.version, data_end_us=data_end_us(tags), model=loaded.model,
                                          config=config_of(regime.RegimeConfig, recorded_config(tags)))
-    policy = regime.gate_policy(n_boot=config.n_boot, margins={"vs_var1": config.min_improvement_vs_var1,
-                                                               "vs_champion": config.min_improvement_vs_champion})
     try:
         t = regime.train_and_gate(frame, cfg, policy=policy, champion=champion, what=name)
     except EvaluationError as e:

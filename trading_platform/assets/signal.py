@@ -85,28 +85,34 @@ def regime_source(client, server, symbol: str, tf: str, holdout_start_us: int):
                    "best untrained rule and the champion. Registered as signal_lgbm.<symbol>.")
 def signal_lgbm(context: AssetExecutionContext, config: SignalTrainConfig, market_db: MarketDB,
                mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
-    from .training import per_symbol
+    from ..models import classifier as clf
+    from ..models import signal
+    from .training import gate_policy, per_symbol, pure_config
 
-    return per_symbol(context, lambda symbol: _train_signal(context, symbol, config, market_db, mlflow, model_server))
+    # the configuration and the gate's policy are checked once, before any symbol is read or trained
+    cfg = pure_config(signal.SignalConfig, config)
+    policy = gate_policy(clf.default_policy, config, {"vs_base_rate": "min_improvement_log_loss",
+                                                      "vs_best_rule": "min_improvement_auc",
+                                                      "vs_champion": "min_improvement_vs_champion"})
+    return per_symbol(context, lambda symbol: _train_signal(context, symbol, config, market_db, mlflow, model_server,
+                                                            cfg, policy))
 
 
 def _train_signal(context: AssetExecutionContext, symbol: str, config: SignalTrainConfig, market_db: MarketDB,
-                  mlflow: MLflowResource, model_server: ModelServer) -> MaterializeResult:
+                  mlflow: MLflowResource, model_server: ModelServer, cfg, policy) -> MaterializeResult:
     import pandas as pd
 
-    from ..models import classifier as clf
     from ..models import signal
     from ..models.common import EvaluationError, holdout_start
     from ..models.predict import regime_input
     from ..models.regime import frame_probs
     from ..models.registry import registered_name
     from ..models.tracking import log_and_register
-    from .training import (align_columns, check_lineage, classifier_champion, evaluation_failure, pure_config, result,
-                           run_tags, symbol_frame, version_tags)
+    from .training import (align_columns, check_lineage, classifier_champion, evaluation_failure, result, run_tags,
+                           symbol_frame, version_tags)
 
     tf, frame = symbol_frame(market_db, symbol, config.timeframe)
     frame = frame.sort("ts")
-    cfg = pure_config(signal.SignalConfig, config)
     name = registered_name("signal_lgbm", symbol, config.lineage)
     target = cfg.target(tf)
     client = mlflow.client()
@@ -127,9 +133,6 @@ def _train_signal(context: AssetExecutionContext, symbol: str, config: SignalTra
 
     champion = classifier_champion(client, model_server, name, cfg, features=champion_features,
                                    refit=lambda c, task: signal.fit(task, c), log=context.log)
-    policy = clf.default_policy(n_boot=config.n_boot, margins={
-        "vs_base_rate": config.min_improvement_log_loss, "vs_best_rule": config.min_improvement_auc,
-        "vs_champion": config.min_improvement_vs_champion})
     try:
         t = signal.train_and_gate(frame, cfg, regime_probs=probs, holdout_start_us=hs, policy=policy,
                                   champion=champion, what=name)

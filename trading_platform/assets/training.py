@@ -121,13 +121,20 @@ def current_champion(client, server, name: str, log=None):
 
 
 def config_of(cls, recorded: dict | None):
-    """The family config recorded on a version, keeping only the fields this code still knows."""
+    """The family config recorded on a version, keeping only the fields this code still knows; None when
+    there is none, or when this code refuses it (a version registered before its values were checked:
+    it cannot be refit, and the gate says so)."""
     if not recorded:
         return None
     from dataclasses import fields
 
+    from ..errors import InvalidInput
+
     known = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in recorded.items() if k in known})
+    try:
+        return cls(**{k: v for k, v in recorded.items() if k in known})
+    except InvalidInput:
+        return None
 
 
 def classifier_champion(client, server, name: str, cfg,
@@ -176,8 +183,20 @@ def align_columns(model, columns: list[str], X):
     return out
 
 
+def gate_policy(build: Callable, config, margins: dict[str, str], **fixed):
+    """The family's gate policy from the asset's Dagster ``Config``, built (and so checked) before anything is
+    read or trained: ``margins`` maps each comparison to the config field that sets its minimum improvement
+    (``fixed``: margins no field sets). A margin that is not a finite number >= -1, or ``n_boot`` below 100,
+    is InvalidInput naming the config field (``GatePolicy`` refuses them too, naming the comparison)."""
+    from ..models.gate import check_margin, check_n_boot
+
+    values = {key: check_margin(getattr(config, name), name) for key, name in margins.items()}
+    return build(n_boot=check_n_boot(config.n_boot), margins={**fixed, **values})
+
+
 def pure_config(cls, config):
-    """The family's pure configuration from the asset's Dagster ``Config`` (the fields they share)."""
+    """The family's pure configuration from the asset's Dagster ``Config`` (the fields they share); its
+    ``__post_init__`` refuses a bad value, naming the config field, before anything is read or trained."""
     from dataclasses import fields
 
     return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})

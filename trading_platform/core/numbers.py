@@ -22,6 +22,17 @@ def _show(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def interval(low=None, high=None, low_open: bool = False, high_open: bool = False) -> str:
+    """The bounds as a message says them: `` in [1, 36500]``, `` in (0, 1]``, `` >= 1``, `` < 5`` or ``""``."""
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return ""
+
+
 def _span(low, high, above) -> str:
     if above is not None:
         return f"greater than {above:g}" + (f" and at most {high:g}" if high is not None else "")

@@ -262,10 +262,11 @@ def train_and_gate(task: BinaryTask, fit: Callable[[BinaryTask], CalibratedClass
                    min_episodes: int, what: str) -> Trained:
     """Everything between the stored features and the registry: validation (EvaluationError before
     anything is trained when the holdout cannot score a model), fit, metrics, gate."""
+    policy = policy or default_policy()  # built (and so checked) before anything is trained
     validate(task, what, min_episodes)
     model = fit(task)
     metrics = holdout_metrics(model, task, threshold)
-    decision = gate(task, model.predict(task.X[task.holdout]), policy or default_policy(),
+    decision = gate(task, model.predict(task.X[task.holdout]), policy,
                     champion(task) if champion else None, min_episodes)
     metrics.update(decision.metrics())
     return Trained(model, task, metrics, decision)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
+
+from ..errors import InvalidInput
 
 # stationary features with a bounded look-back only: price levels (sma, ema, bands, vwap, ath, obv, macd)
 # differ by symbol, and the all-time-high tracker (ath_dist, bars_since_ath) depends on where the
@@ -17,6 +20,31 @@ MODEL_FEATURE = re.compile(
     r"htf_rsi_\d+|htf_bb_pctb_\w+|htf_ret_\d+|htf_dist_\w+)$"
 )
 US = 1_000_000
+
+
+# ---- checking configuration values (each family's config ``__post_init__``) ------------------------
+def is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def check_int(what: str, name: str, value, minimum: int = 1) -> None:
+    """``value`` must be an integer >= ``minimum``; else InvalidInput naming ``name`` (the config field)."""
+    if not is_int(value) or value < minimum:
+        raise InvalidInput(f"{what} {name}: {value!r} must be an integer >= {minimum}", field=name)
+
+
+def check_number(what: str, name: str, value, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` must be a finite number within ``[low, high]`` (an end left out when None, excluded when
+    ``*_open``); else InvalidInput naming ``name`` (the config field)."""
+    from ..core.numbers import interval, read, within
+
+    x = read(value) if isinstance(value, Real) else None  # a config value is a number, never text
+    if x is not None and within(x, None if low_open else low, None if high_open else high,
+                                low if low_open else None, high if high_open else None):
+        return
+    raise InvalidInput(f"{what} {name}: {value!r} must be a finite number{interval(low, high, low_open, high_open)}",
+                       field=name)
 
 
 class EvaluationError(ValueError):

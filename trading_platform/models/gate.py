@@ -19,12 +19,15 @@ and the forecasters to come (MAE relative to the naive forecasts).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from ..errors import InvalidInput
 from . import evaluation as ev
+from .common import check_int, check_number
 
 MetricFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (prediction, W) -> score per replicate
 
@@ -46,10 +49,40 @@ class GatePolicy:
         return float(self.margins[key])
 
     def __post_init__(self):
+        if not isinstance(self.metric, str) or not self.metric:
+            raise InvalidInput(f"gate metric: {self.metric!r} must name the metric", field="metric")
         if self.direction not in ("higher", "lower"):
-            raise ValueError(f"direction must be 'higher' or 'lower', got {self.direction!r}")
-        if not 0.5 < self.confidence < 1:
-            raise ValueError(f"confidence must be in (0.5, 1), got {self.confidence}")
+            raise InvalidInput(f"gate direction must be 'higher' or 'lower', got {self.direction!r}",
+                               field="direction")
+        check_number("gate", "confidence", self.confidence, 0.5, 1, low_open=True, high_open=True)
+        check_n_boot(self.n_boot)
+        check_int("gate", "seed", self.seed, 0)
+        if not isinstance(self.margins, Mapping):
+            raise InvalidInput(f"gate margins: {self.margins!r} must map comparisons to minimum improvements",
+                               field="margins")
+        for key, value in self.margins.items():
+            check_margin(value, f"margins.{key}")
+
+
+# a comparison's minimum improvement may be negative down to -1: a test or a demo switches a comparison off
+# with -1 (an AUC or macro-F1 difference is never below it), but a margin below that, -inf or NaN promotes
+# versions far worse than the baseline (or, NaN, silently none): refused
+MIN_MARGIN = -1.0
+# fewer replicates cannot place the 5 % quantile of a one-sided 95 % interval with any precision
+MIN_BOOT = 100
+
+
+def check_margin(value, name: str) -> float:
+    """A gate margin (minimum improvement, in the metric's units) as a float: finite and at least
+    ``MIN_MARGIN``; else InvalidInput naming ``name`` (the config field that set it)."""
+    check_number("gate margin", name, value, MIN_MARGIN)
+    return float(value)
+
+
+def check_n_boot(value, name: str = "n_boot") -> int:
+    """Bootstrap replicates: an integer >= ``MIN_BOOT``; else InvalidInput naming ``name``."""
+    check_int("gate", name, value, MIN_BOOT)
+    return int(value)
 
 
 @dataclass(frozen=True)

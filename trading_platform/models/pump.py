@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 
 from . import classifier as clf
-from .common import holdout_start, label_times, longest_feature_window, model_columns, pump_label, rule_scores
+from .common import (check_int, check_number, holdout_start, label_times, longest_feature_window, model_columns,
+                     pump_label, rule_scores)
 from .gate import GatePolicy
 
 METRIC, DIRECTION = "roc_auc", "higher"
@@ -32,6 +33,22 @@ class PumpConfig:
     calibration_frac: float = 0.25   # the last part of the training window, for Platt scaling
     min_episodes: int = 10           # pump episodes (and quiet ones) the holdout must hold
     seed: int = 7
+
+    def __post_init__(self):
+        """Every value checked before anything is read or trained; InvalidInput names the config field."""
+        for name in ("horizon", "n_estimators", "max_depth", "early_stopping_rounds", "min_episodes"):
+            check_int("pump", name, getattr(self, name))
+        check_int("pump", "seed", self.seed, 0)
+        check_number("pump", "rise", self.rise, 0, low_open=True)
+        # 0 would alert on every row, 1 on none (a calibrated probability never reaches it)
+        check_number("pump", "alert_threshold", self.alert_threshold, 0, 1, low_open=True, high_open=True)
+        check_number("pump", "learning_rate", self.learning_rate, 0, 1, low_open=True)
+        for name in ("subsample", "colsample_bytree"):  # a share of rows / columns: 0 trains a constant model
+            check_number("pump", name, getattr(self, name), 0, 1, low_open=True)
+        for name in ("min_child_weight", "reg_lambda"):
+            check_number("pump", name, getattr(self, name), 0)
+        for name in ("holdout_frac", "calibration_frac"):
+            check_number("pump", name, getattr(self, name), 0, 1, low_open=True, high_open=True)
 
     def target(self, timeframe: str) -> str:
         """The label definition: versions with another target belong to another lineage."""

@@ -25,6 +25,18 @@ class RegimeConfig:
     holdout_frac: float = 0.2
     seed: int = 7
 
+    def __post_init__(self):
+        """Every value checked before anything is read or trained; InvalidInput names the config field."""
+        from ..errors import InvalidInput
+        from .common import check_int, check_number
+
+        if self.n_states != len(REGIMES) or not isinstance(self.n_states, int):
+            raise InvalidInput(f"regime n_states: {self.n_states!r} must be {len(REGIMES)}: the states are named "
+                               f"{', '.join(REGIMES)}", field="n_states")
+        check_int("regime", "n_iter", self.n_iter)  # EM iterations: 0 registers the untrained starting point
+        check_int("regime", "seed", self.seed, 0)
+        check_number("regime", "holdout_frac", self.holdout_frac, 0, 1, low_open=True, high_open=True)
+
     def target(self, timeframe: str) -> str:
         return f"regimes: {self.n_states}-state HMM of {', '.join(INPUTS)} on {timeframe}"
 

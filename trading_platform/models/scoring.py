@@ -199,6 +199,23 @@ class Params:
     pattern_threshold: float = 0.5
     pattern_windows: tuple = (64, 128, 256)
 
+    def __post_init__(self):
+        """Checked before anything is read or written (a NaN threshold superseded every pattern row by none, a
+        negative one wrote every pattern); InvalidInput names the ``PredictionsConfig`` field."""
+        from ..errors import InvalidInput
+        from .common import check_int, check_number
+
+        check_int("predictions", "context_rows", self.context_rows, 0)
+        # a probability: 0 writes every pattern of every window (what a test of the scan wants), above 1 none
+        check_number("predictions", "pattern_threshold", self.pattern_threshold, 0, 1)
+        windows = self.pattern_windows
+        if isinstance(windows, (str, bytes)) or not isinstance(windows, (tuple, list)) or not windows:
+            raise InvalidInput(f"predictions pattern_windows: {windows!r} must list window lengths",
+                               field="pattern_windows")
+        for w in windows:
+            check_int("predictions", "pattern_windows", w, 16)  # the scan's shortest window
+        self.pattern_windows = tuple(int(w) for w in windows)
+
 
 def score_range(store, server, v: Version, info, timeframe: str, start: datetime, end: datetime | None,
                 params: Params | None = None, seen: dict | None = None) -> list[tuple]:

@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 
 from . import classifier as clf
-from .common import forward_return_sign, holdout_start, label_times, longest_feature_window, model_columns, rule_scores
+from .common import (check_int, check_number, forward_return_sign, holdout_start, label_times, longest_feature_window,
+                     model_columns, rule_scores)
 from .gate import GatePolicy
 from .regime import REGIMES
 
@@ -36,6 +37,18 @@ class SignalConfig:
     calibration_frac: float = 0.25
     min_episodes: int = 10
     seed: int = 7
+
+    def __post_init__(self):
+        """Every value checked before anything is read or trained; InvalidInput names the config field."""
+        for name in ("horizon", "n_estimators", "min_data_in_leaf", "early_stopping_rounds", "min_episodes"):
+            check_int("signal", name, getattr(self, name))
+        check_int("signal", "num_leaves", self.num_leaves, 2)  # LightGBM needs two leaves to split
+        check_int("signal", "seed", self.seed, 0)
+        check_number("signal", "learning_rate", self.learning_rate, 0, 1, low_open=True)
+        check_number("signal", "feature_fraction", self.feature_fraction, 0, 1, low_open=True)
+        check_number("signal", "lambda_l2", self.lambda_l2, 0)
+        for name in ("holdout_frac", "calibration_frac"):
+            check_number("signal", name, getattr(self, name), 0, 1, low_open=True, high_open=True)
 
     def target(self, timeframe: str) -> str:
         return f"signal: sign of close[t+{self.horizon}] - close[t] on {timeframe}"

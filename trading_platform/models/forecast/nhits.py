@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -102,8 +103,9 @@ class NHITSConfig:
             bad("scope", f"is not one of {', '.join(SCOPES)}")
         if not 0 < self.holdout_frac < 1:
             bad("holdout_frac", "must be between 0 and 1")
-        if not self.learning_rate > 0:
-            bad("learning_rate", "must be positive")
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            bad("learning_rate", "must be a positive finite number")
         if self.step_size is not None and self.step_size < self.horizon:
             bad("step_size", f"must be at least the horizon ({self.horizon}): origins closer than that score "
                              "overlapping windows")
@@ -673,6 +675,7 @@ def train_and_gate(data: Any, cfg: NHITSConfig, *, timeframe: str, markets: Mapp
     before anything is trained when there are too few), training (warm from the champion when configured and
     allowed), scores against the naive forecasts, and the gate against the better naive forecast and the
     champion, scored on the same windows after the same cutoff."""
+    policy = policy or bl.gate_policy()  # built (and so checked) before anything is trained
     warm = None
     if cfg.warm_start:
         if champion is None or champion.model is None:
@@ -685,7 +688,7 @@ def train_and_gate(data: Any, cfg: NHITSConfig, *, timeframe: str, markets: Mapp
     if champion is not None:
         champ = champion_for_gate(champion.version, champion.data_end_us, data, ev, model=champion.model,
                                   config=champion.config, markets=markets, progress=progress, new_config=cfg)
-    decision = bl.gate(ev.windows, ev.block_len, policy or bl.gate_policy(), champ)
+    decision = bl.gate(ev.windows, ev.block_len, policy, champ)
     metrics = dict(ev.metrics)
     metrics.update(decision.metrics())
     return Trained(ev, decision, metrics)

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...errors import InvalidInput
+from ..common import check_int, check_number
 from . import CLASS_INDEX, CLASSES, NONE
 from . import generator as gen
 from . import windows as win
@@ -71,14 +73,45 @@ class TCNConfig:
     threads: int = 1                       # torch CPU threads while training (0: torch's default)
 
     def __post_init__(self):
+        """Every value checked before anything is generated or trained; InvalidInput names the field (the
+        ``pattern_tcn`` asset's config field where it has one)."""
+        for name in ("dilations", "window_bars", "share", "noise"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise InvalidInput(f"tcn {name}: {value!r} must be a list of numbers", field=name)
+            setattr(self, name, tuple(value))
+        check_int("tcn", "length", self.length, 16)
+        for name in ("channels", "kernel", "real_stride", "epochs"):  # 0 epochs registers an untrained network
+            check_int("tcn", name, getattr(self, name))
+        check_int("tcn", "batch_size", self.batch_size, 2)  # batch norm needs two windows
+        check_int("tcn", "n_synthetic", self.n_synthetic, 2)  # 0 (or 1: no batch of two) trains nothing
+        check_int("tcn", "seed", self.seed, 0)
+        check_int("tcn", "threads", self.threads, 0)
+        if not self.dilations:
+            raise InvalidInput("tcn dilations: () must hold at least one dilation", field="dilations")
+        for d in self.dilations:
+            check_int("tcn", "dilations", d)
+        for name, lo, hi in (("window_bars", 16, None), ("share", 0, 1), ("noise", 0, None)):
+            value = getattr(self, name)
+            if len(value) != 2 or not value[0] <= value[1]:
+                raise InvalidInput(f"tcn {name}: {value!r} must be a (low, high) range", field=name)
+            for v in value:
+                if name == "window_bars":
+                    check_int("tcn", name, v, lo)
+                else:
+                    check_number("tcn", name, v, lo, hi, low_open=name == "share")
         self.dilations = tuple(int(d) for d in self.dilations)
         self.window_bars = tuple(int(b) for b in self.window_bars)
-        self.share, self.noise = tuple(self.share), tuple(self.noise)
-        if self.length < 16:
-            raise ValueError(f"length must be at least 16 bars, got {self.length}")
+        check_number("tcn", "lr", self.lr, 0, 1, low_open=True)
+        check_number("tcn", "dropout", self.dropout, 0, 1, high_open=True)
+        check_number("tcn", "none_share", self.none_share, 0, 1)
+        check_number("tcn", "real_min_score", self.real_min_score, 0, 1)
+        check_number("tcn", "real_weight", self.real_weight, 0)
+        check_number("tcn", "weight_decay", self.weight_decay, 0)
+        check_number("tcn", "label_smoothing", self.label_smoothing, 0, 1, high_open=True)
         if self.receptive_field() < self.length:
-            raise ValueError(f"the receptive field ({self.receptive_field()} steps) does not cover length "
-                             f"{self.length}: add dilations or widen the kernel")
+            raise InvalidInput(f"the receptive field ({self.receptive_field()} steps) does not cover length "
+                               f"{self.length}: add dilations or widen the kernel", field="length")
 
     def receptive_field(self) -> int:
         return 1 + 2 * (self.kernel - 1) * sum(self.dilations)
