@@ -553,6 +553,50 @@ _ROLES = """
         """ + SECURE_SCHEMA
 
 
+_LIVE_SIGNATURE = "text, text, timestamptz, float8, float8, float8, float8, float8, text"
+# tp_live_candle() promises an outside writer that a bad candle is quarantined, never raised. A NULL source raised
+# (ingest_rejects.source is NOT NULL) and aborted the caller's transaction, a source of megabytes overflowed the
+# quarantine's index, and a time before 1970 or after 2199 (a unit or a typo: 0050 for 2050) was stored, moving
+# every symbol's month partitions. The checked function stays as it was, renamed; this one guards it.
+_LIVE_CANDLE_GUARD = f"""
+        ALTER FUNCTION tp_live_candle({_LIVE_SIGNATURE}) RENAME TO tp_live_candle_checked;
+        CREATE FUNCTION tp_live_candle(
+            p_symbol text, p_timeframe text, p_ts timestamptz,
+            p_open float8, p_high float8, p_low float8, p_close float8, p_volume float8,
+            p_source text DEFAULT 'sql')
+        RETURNS TABLE (outcome text, event_id bigint)
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+            src text := left(coalesce(nullif(btrim(p_source), ''), 'sql'), 200);
+        BEGIN
+            IF p_ts IS NOT NULL AND (p_ts < '1970-01-01 00:00+00' OR p_ts >= '2200-01-01 00:00+00') THEN
+                INSERT INTO ingest_rejects (symbol, timeframe, source, raw, reason)
+                VALUES (p_symbol, p_timeframe, src,
+                        jsonb_build_object('ts', p_ts, 'open', p_open::text, 'high', p_high::text,
+                                           'low', p_low::text, 'close', p_close::text, 'volume', p_volume::text),
+                        'timestamp outside 1970-2199 (UTC)')
+                ON CONFLICT DO NOTHING;
+                RETURN QUERY SELECT 'quarantined'::text, NULL::bigint;
+                RETURN;
+            END IF;
+            RETURN QUERY SELECT * FROM tp_live_candle_checked(p_symbol, p_timeframe, p_ts, p_open, p_high, p_low,
+                                                              p_close, p_volume, src);
+        END
+        $fn$;
+        DO $do$
+        BEGIN
+            EXECUTE format('ALTER FUNCTION tp_live_candle({_LIVE_SIGNATURE}) SECURITY DEFINER '
+                           'SET search_path = %I, pg_temp', current_schema());
+            REVOKE EXECUTE ON FUNCTION tp_live_candle({_LIVE_SIGNATURE}) FROM PUBLIC;
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'live_writer') THEN
+                GRANT EXECUTE ON FUNCTION tp_live_candle({_LIVE_SIGNATURE}) TO live_writer;
+                REVOKE EXECUTE ON FUNCTION tp_live_candle_checked({_LIVE_SIGNATURE}) FROM live_writer;
+            END IF;
+        END
+        $do$;
+        """
+
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -1833,6 +1877,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         24,
         "least-privilege roles: tp_owner owns the schema, tp_platform reads and writes rows and calls the functions",
         _ROLES,
+    ),
+    (
+        25,
+        "tp_live_candle(): a missing or oversized source and a time outside 1970-2199 are quarantined, not raised",
+        _LIVE_CANDLE_GUARD,
     ),
 ]
 
