@@ -190,3 +190,33 @@ def test_rows_longer_than_the_header_are_refused_not_shifted(tmp_path):
     f.write_text("ts,open,high,low,close,volume\n2024-03-01,7,100,110,90,105,10\n2024-03-04,7,100,110,90,105,10\n")
     with pytest.raises(InvalidInput, match="more fields than its header"):
         read_ohlcv_file(f)
+
+
+def test_a_time_column_that_holds_whole_times_is_the_time_beside_a_date_column():
+    """Date beside a Time of full timestamps: joining them read '2024-03-01 2024-03-01 00:00:00' as 01:00."""
+    rows = [("2024-03-01", "2024-03-01 00:00:00", 1, 2, 0.5, 1.5, 3), ("2024-03-01", "2024-03-01 01:00:00", 1, 2, 0.5,
+                                                                       1.5, 3)]
+    n = normalize_candles(frame(rows, ("Date", "Time", "Open", "High", "Low", "Close", "Volume")), "1h")
+    assert not n.rejects
+    assert n.to_frame()["ts"].dt.strftime("%Y-%m-%d %H:%M").tolist() == ["2024-03-01 00:00", "2024-03-01 01:00"]
+
+
+def test_a_window_of_a_day_first_file_keeps_the_whole_files_reading(tmp_path):
+    """The files source read the column as a whole, then handed the window's raw text on: 1-10 March alone has no
+    day over 12, and every row was quarantined as ambiguous."""
+    from trading_platform.core.symbols import SymbolInfo
+    from trading_platform.sources.files import FileSource
+
+    days = pd.date_range("2024-02-01", "2024-03-31", freq="D")
+    lines = "".join(f"{d:%d/%m/%Y},1,2,0.5,1.5,3\n" for d in days)
+    (tmp_path / "EURUSD=X_1d.csv").write_text("date,open,high,low,close,volume\n" + lines)
+    got = FileSource(tmp_path).fetch(SymbolInfo.create("EURUSD=X"), "1d", utc(2024, 3, 1), utc(2024, 3, 11))
+    n = normalize_candles(got, "1d")
+    assert not n.rejects and n.to_frame()["ts"].dt.strftime("%m-%d").tolist() == [f"03-{d:02d}" for d in range(1, 11)]
+
+
+def test_a_comma_at_the_end_of_every_row_is_read_as_meant(tmp_path):
+    f = tmp_path / "trailing.csv"
+    f.write_text("ts,open,high,low,close,volume\n2024-03-01,1,2,0.5,1.5,3,\n2024-03-02,1,2,0.5,1.5,4,\n")
+    n = normalize_candles(read_ohlcv_file(f), "1d")
+    assert not n.rejects and n.to_frame()["volume"].tolist() == [3, 4]

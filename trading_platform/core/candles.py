@@ -91,8 +91,10 @@ def standardize_columns(df: pd.DataFrame, where: str = "input") -> pd.DataFrame:
                                field="columns")
         cols.setdefault(key, c)
     if "date" in cols and "time" in cols and not any(n in cols for n in ("ts", "timestamp", "datetime",
-                                                                          "date_time", "open_time", "opentime")):
-        # separate Date and Time columns: one time is both (the time alone was read as today's)
+                                                                          "date_time", "open_time", "opentime")) \
+            and _times_of_day(df[cols["time"]]):
+        # separate Date and Time columns: one time is both (the time alone was read as today's); a Time column
+        # that holds whole times (or epoch numbers) is the time itself, as before
         both = df[cols["date"]].astype("string").str.strip() + " " + df[cols["time"]].astype("string").str.strip()
         df = df.assign(**{"__ts": both})
         cols = {k: v for k, v in cols.items() if k not in ("date", "time")}
@@ -134,6 +136,14 @@ _TIME_ONLY = r"^\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*([AaPp]\.?[Mm]\.?)?\s*$"
 # the times the market store takes (core.timeframes.EARLIEST_YEAR .. LATEST_YEAR), in microseconds
 MIN_TS_US = int(datetime(EARLIEST_YEAR, 1, 1, tzinfo=timezone.utc).timestamp()) * US
 END_TS_US = int(datetime(LATEST_YEAR + 1, 1, 1, tzinfo=timezone.utc).timestamp()) * US
+
+
+def _times_of_day(col: pd.Series) -> bool:
+    """Whether every value of a column is a time of day with no date (``00:00``, ``9:30 PM``)."""
+    import re
+
+    values = col.dropna()
+    return len(values) > 0 and all(isinstance(v, str) and re.match(_TIME_ONLY, v) for v in values)
 
 
 def parse_timestamps(col: pd.Series, reasons: dict[int, str] | None = None) -> np.ndarray:

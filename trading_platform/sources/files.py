@@ -28,6 +28,13 @@ def file_stem(symbol: str, timeframe: str) -> str:
     return f"{symbol.replace('/', '-').replace(':', '_')}_{parse_timeframe(timeframe)}"
 
 
+def _trailing_separator(p: Path, n_columns: int) -> bool:
+    """Whether every row of a CSV has one field more than its header and that last field is empty (a comma at the
+    end of each row, as some exports write)."""
+    extra = pd.read_csv(p, header=None, skiprows=1, dtype=str, keep_default_na=False)
+    return extra.shape[1] == n_columns + 1 and bool((extra.iloc[:, -1].str.strip() == "").all())
+
+
 def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file of candles; clear errors for empty or unreadable files."""
     p = Path(path)
@@ -45,6 +52,8 @@ def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
                 df = df.reset_index()
         elif suffix in (".csv", ".txt", ".gz"):
             df = pd.read_csv(p)
+            if not isinstance(df.index, pd.RangeIndex) and _trailing_separator(p, len(df.columns)):
+                df = pd.read_csv(p, index_col=False)  # a comma ends every row, the last field empty: read as meant
             if not isinstance(df.index, pd.RangeIndex):
                 # every row has more fields than the header: pandas made the first ones an index, shifting every
                 # column by one (a date read as the open time 7, the open as the high, ...)
@@ -98,6 +107,14 @@ class FileSource(CandleSource):
     def fetch(self, info: SymbolInfo, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         df, ts = self._read(self.path_for(info.symbol, timeframe))
         lo, hi = int(start.timestamp() * 1e6), int(end.timestamp() * 1e6)
-        # unparseable times (-1) stay in, so they are quarantined with their reason
+        # unparseable times (-1) stay in, so they are quarantined with their reason; the others go out as the times
+        # the whole file was read as (a window of a day-first file alone may not say which number is the day)
         keep = (ts == -1) | ((ts >= lo) & (ts < hi))
-        return df[keep].reset_index(drop=True)
+        out = df[keep].reset_index(drop=True)
+        import numpy as np
+
+        kept = ts[keep]
+        parsed = pd.Series(pd.to_datetime(np.where(kept == -1, 0, kept), unit="us", utc=True))
+        if (kept != -1).all():
+            return out.assign(ts=parsed)
+        return out.assign(ts=parsed.astype(object).where(kept != -1, out["ts"]))
