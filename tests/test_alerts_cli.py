@@ -78,7 +78,8 @@ def test_rules_round_trip(env):
     _, alerts, _ = tp(env, "list", "--model", "pump_xgb", "--status", "pending")  # its alerts stay
     assert [(a["rule"], a["symbol"], a["value"], a["status"]) for a in alerts] == [
         ("pumps", "BTC/USDT", 0.9, "pending")]
-    assert tp(env, "list", "--retracted")[1] == [] and tp(env, "list", "--symbol", "ETH/USDT")[1] == []
+    assert tp(env, "list", "--retracted")[1] == []
+    refused(env, "symbol", "list", "--symbol", "ETH/USDT")  # not a symbol here: named, not an empty answer
 
     err, _ = refused(env, "name", "rule", "update", "pumps", "--threshold", "0.5")  # removed
     assert "removed" in err["error"]
@@ -281,3 +282,158 @@ def test_literal_secrets_shaped_like_names_are_refused_and_never_echoed():
         assert e.value.field == "secret_env" and secret not in e.value.message
     assert [env_name(n, "url_env") for n in ("N8N_ALERTS_URL", "TELEGRAM_BOT_TOKEN", "HOOK_2")] == [
         "N8N_ALERTS_URL", "TELEGRAM_BOT_TOKEN", "HOOK_2"]
+
+
+def test_a_malformed_webhook_url_misconfigures_its_destination_and_the_worker_serves_the_others(env, receiver):
+    env = {**env, "HOOK_GOOD": receiver + "/hook", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    tp(env, "destination", "add", "good", "--kind", "webhook", "--url-env", "HOOK_GOOD")
+    tp(env, "destination", "add", "bad", "--kind", "webhook", "--url-env", "HOOK2")  # unset yet: allowed
+    env["HOOK2"] = "http://[::1/x"  # then set where the worker runs to what is not a URL
+    with psycopg.connect(env["TP_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("INSERT INTO alert_deliveries (destination_id, key, type, payload) SELECT id, 'test:' || name, "
+                     "'test', jsonb_build_object('type', 'test', 'key', 'test:' || name) FROM alert_destinations")
+
+    code, rows, proc = tp(env, "destinations")
+    assert "Traceback" not in proc.stderr
+    assert {d["name"]: (d["state"], d["unset"]) for d in rows} == {"bad": ("misconfigured", "HOOK2"),
+                                                                   "good": ("ok", None)}
+    assert "http(s) URL" in next(d["reason"] for d in rows if d["name"] == "bad")
+    err, _ = refused(env, "url_env", "test", "bad")
+    assert "HOOK2" in err["error"] and "[::1" not in err["error"]
+
+    worker = subprocess.Popen([sys.executable, "-m", "trading_platform.cli", "alerts", "deliver", "--poll-s", "0.2",
+                               "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not Receiver.got and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGINT)
+        stdout, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 0 and "Traceback" not in stderr, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["delivered"] == 1
+    assert [(path, b["key"]) for path, _, b in Receiver.got] == [("/hook", "test:good")]
+    with psycopg.connect(env["TP_DATABASE_URL"]) as conn:
+        assert dict(conn.execute("SELECT t.name, d.status FROM alert_deliveries d JOIN alert_destinations t "
+                                 "ON t.id = d.destination_id").fetchall()) == {"good": "delivered", "bad": "pending"}
+        assert conn.execute("SELECT worker_state FROM alert_destinations WHERE name = 'bad'").fetchone() == (
+            "misconfigured",)
+
+
+def test_a_whsec_secret_that_is_not_base64_is_refused_not_used_as_an_empty_key(env, receiver):
+    env = {**env, "HOOK": receiver + "/hook", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    tp(env, "destination", "add", "d_set", "--kind", "webhook", "--url-env", "HOOK", "--secret-env", "SEC2")
+    for bad in ("whsec_abc", "whsec_", "whsec_!!!!", "whsec_QUJD QUJD"):
+        err, _ = refused({**env, "SEC2": bad}, "secret_env", "test", "d_set")
+        assert "SEC2" in err["error"] and "base64" in err["error"]
+        assert bad == "whsec_" or bad not in err["error"]  # the value is not quoted
+        _, rows, proc = tp({**env, "SEC2": bad}, "destinations")
+        assert (rows[0]["state"], rows[0]["unset"]) == ("misconfigured", "SEC2") and "Traceback" not in proc.stderr
+        refused({**env, "SEC2": bad}, "secret_env", "destination", "add", "d2", "--kind", "webhook", "--url-env",
+                "HOOK", "--secret-env", "SEC2")  # set here and unusable: refused when added
+    assert Receiver.got == []  # nothing was signed with an empty key
+    code, out, _ = tp({**env, "SEC2": "whsec_" + "QUJD" * 8}, "test", "d_set")
+    assert code == 0 and out["ok"] and Receiver.got[0][1]["webhook-signature"].startswith("v1,")
+
+
+def test_numbers_are_plain_decimal_and_bounded(env):
+    for args, field in [
+            (("rule", "add", "r_us", "--model", "pump_xgb", "--threshold", "0_1"), "threshold"),  # was read as 1
+            (("rule", "add", "r_us", "--model", "pump_xgb", "--threshold", "\u0660.\u0665"), "threshold"),  # 0.5
+            (("rule", "add", "r_us", "--model", "pump_xgb", "--threshold", "0.5", "--cooldown", "1e300"), "cooldown"),
+            (("list", "--limit", "1_0"), "limit"),
+            (("deliveries", "--limit", "\u0661\u0660"), "limit"),
+            (("retry", "--id", "1_0"), "id"),
+            (("destination", "add", "x", "--kind", "webhook", "--url-env", "U", "--rate-per-min", "1e-300"),
+             "rate_per_min"),
+            (("destination", "add", "x", "--kind", "webhook", "--url-env", "U", "--rate-per-min", "1e308"),
+             "rate_per_min"),
+            (("deliver", "--poll-s", "1e-300"), "poll_s"),  # was a busy loop
+            (("deliver", "--poll-s", "1e308"), "poll_s")]:
+        err, _ = refused(env, field, *args)
+        assert err["error"].startswith("--" + field.replace("_", "-")), err
+    assert tp(env, "rules")[1] == [] and tp(env, "destinations")[1] == []
+    _, r, _ = tp(env, "rule", "add", "r_ok", "--model", "pump_xgb", "--threshold", " .25 ", "--cooldown", "6e1")
+    assert (r["threshold"], r["cooldown_s"]) == (0.25, 60)
+
+
+def test_rules_that_could_never_fire_and_empty_lists_are_refused(env):
+    with psycopg.connect(env["TP_DATABASE_URL"], autocommit=True) as conn:  # a per-symbol model, a forex symbol
+        conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) "
+                     "VALUES ('regime_hmm.BTC_USDT', '1', now(), 'seed')")
+        conn.execute("INSERT INTO symbols (symbol, category, timeframes) VALUES ('EURUSD=X', 'forex', '{1h,1d}')")
+    hmm = ["--model", "regime_hmm.BTC_USDT", "--threshold", "0.5"]
+    err, _ = refused(env, "symbols", "rule", "add", "r", *hmm, "--symbols", "EURUSD=X")
+    assert "regime_hmm.BTC_USDT" in err["error"] and "BTC/USDT" in err["error"]
+    err, _ = refused(env, "timeframes", "rule", "add", "r", "--model", "pump_xgb", "--threshold", "0.5",
+                     "--symbols", "BTC/USDT", "--timeframes", "1m")
+    assert "1m" in err["error"] and "5m, 1h" in err["error"]
+    refused(env, "timeframes", "rule", "add", "r", *hmm, "--timeframes", "1d")  # EURUSD=X lists 1d, BTC/USDT not
+    refused(env, "timeframes", "rule", "add", "r", "--model", "pump_xgb", "--threshold", "0.5", "--timeframes", "1w")
+    for option, value in (("--symbols", ",,,"), ("--timeframes", ","), ("--symbols", "")):
+        err, _ = refused(env, option[2:], "rule", "add", "r", *hmm, option, value)
+        assert "lists nothing" in err["error"]
+    refused(env, "models", "destination", "add", "x", "--kind", "webhook", "--url-env", "U", "--models", ",,")
+    assert tp(env, "rules")[1] == [] and tp(env, "destinations")[1] == []
+
+    _, r, _ = tp(env, "rule", "add", "r", *hmm, "--timeframes", "1h")  # every symbol: the model's own
+    assert (r["symbols"], r["timeframes"]) == (None, ["1h"])
+    tp(env, "rule", "add", "cross", "--model", "pump_xgb", "--threshold", "0.5", "--timeframes", "1d")  # EURUSD=X
+    refused(env, "symbols", "rule", "update", "r", "--symbols", "EURUSD=X")
+    refused(env, "timeframes", "rule", "update", "r", "--timeframes", "5m,1d")  # 5m: BTC/USDT's; 1d: none
+    _, r, _ = tp(env, "rule", "update", "r", "--model", "pump_xgb", "--symbols", "EURUSD=X")  # its 1h: EURUSD's too
+    assert (r["model"], r["symbols"], r["timeframes"]) == ("pump_xgb", ["EURUSD=X"], ["1h"])
+
+
+def test_names_with_control_characters_or_no_end_are_refused(env):
+    add = ["--model", "pump_xgb", "--threshold", "0.5"]
+    for name in ("r\x01\x1b[31mred\n2", "r" * 100_000, "a\u2028b"):
+        err, proc = refused(env, "name", "rule", "add", name, *add)
+        assert "\x1b" not in proc.stdout + proc.stderr and len(proc.stdout) < 1000
+    refused(env, "name", "destination", "add", "d\x1b[2J", "--kind", "webhook", "--url-env", "U")
+    refused(env, "model", "rule", "add", "r", "--model", "pump_xgb\x07", "--threshold", "0.5")
+    refused(env, "symbols", "rule", "add", "r", *add, "--symbols", "BTC/USDT,ETH\x1b[0m")
+    assert tp(env, "rules")[1] == [] and tp(env, "destinations")[1] == []
+
+    with psycopg.connect(env["TP_DATABASE_URL"], autocommit=True) as conn:  # a name stored before the check
+        conn.execute("INSERT INTO alert_rules (name, model_name, threshold) VALUES (%s, 'pump_xgb', 0.5)",
+                     ("old\x1b[31mred",))
+    out = subprocess.run([sys.executable, "-m", "trading_platform.cli", "alerts", "rules"], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert "\x1b" not in out.stdout and "old\\x1b[31mred" in out.stdout
+
+
+def test_chat_ids_past_int64_and_unknown_filters_are_refused(env):
+    tg = ["destination", "add", "desk", "--kind", "telegram", "--token-env", "TP_TG_TOKEN", "--chat-id"]
+    refused(env, "chat_id", *tg, "99999999999999999999")
+    refused(env, "chat_id", *tg, "-9999999999999999999")
+    assert tp(env, *tg, "-1001234567890")[1]["chat_id"] == "-1001234567890"
+    err, _ = refused(env, "model", "list", "--model", "nope")
+    assert "unknown model 'nope'" in err["error"] and "pump_xgb" in err["error"]
+    err, _ = refused(env, "symbol", "list", "--symbol", "NOPE")
+    assert "'NOPE'" in err["error"]
+    refused(env, "model", "stats", "--model", "nope", "--symbol", "BTC/USDT")
+    refused(env, "symbol", "stats", "--model", "pump_xgb", "--symbol", "NOPE/X")
+    assert tp(env, "list", "--model", "pump_xgb", "--symbol", "BTC/USDT")[1] == []
+    assert tp(env, "stats", "--model", "nhits_fc", "--symbol", "BTC/USDT")[1] == []
+
+
+def test_names_that_are_not_utf8_are_refused_by_the_api(store):
+    """A name holding lone surrogates (what undecodable bytes become, ``os.fsdecode(b'r\\xff')``) is refused
+    before the store sees it (psycopg cannot encode it); the CLI refuses such arguments on its own."""
+    from trading_platform.api import alerts as api
+    from trading_platform.errors import InvalidInput
+
+    store.conn.execute("INSERT INTO model_champions (model_name, version, valid_from, moved_by) "
+                       "VALUES ('pump_xgb', '1', now(), 'seed')")
+    for call, field in [
+            (lambda: api.add_rule("r\udcff\udcfe", model="pump_xgb", threshold=0.5, store=store), "name"),
+            (lambda: api.add_rule("r", model="pump_xgb", threshold=0.5, symbols="BTC/USDT,\udcff", store=store),
+             "symbols"),
+            (lambda: api.list_alerts(symbol="\udcfe", store=store), "symbol"),
+            (lambda: api.deliveries(destination="d\udcff", store=store), "destination")]:
+        with pytest.raises(InvalidInput) as e:
+            call()
+        assert e.value.field == field and "not valid text" in str(e.value)
+    assert api.list_rules(store=store) == []

@@ -79,8 +79,13 @@ class Target:
         and query values, the token, the secret."""
         out = [s for s in (self.url, self.secret, self.token) if s]
         if self.url:
-            parts = urllib.parse.urlsplit(self.url)
-            out += [parts.path, parts.query, parts.password or ""]
+            try:
+                parts = urllib.parse.urlsplit(self.url)
+                password = parts.password or ""
+            except ValueError:  # not a URL (an unclosed '[' of an IPv6 host): mask its pieces all the same
+                parts = urllib.parse.SplitResult("", "", self.url.split("//", 1)[-1], "", "")
+                password = ""
+            out += [parts.path, parts.query, password]
             out += [seg for seg in parts.path.split("/") if len(seg) >= 6 and seg.lower() not in _PLAIN_SEGMENTS]
             out += [v for _, v in urllib.parse.parse_qsl(parts.query) if len(v) >= 4]
         if self.token:
@@ -126,15 +131,46 @@ def resolve(dest: Mapping, environ: Mapping[str, str] | None = None) -> Target |
                                            "where the delivery worker runs")
         values[col] = value
     if dest["kind"] == "webhook":
-        parts = urllib.parse.urlsplit(values["url_env"])
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if not _is_http_url(values["url_env"]):
             return Misconfigured("url_env", dest["url_env"], f"environment variable {dest['url_env']} does not "
-                                                             "hold an http(s) URL")
-    elif not dest.get("chat_id"):
-        return Misconfigured("chat_id", None, "chat_id is not set on the destination (the chat the bot posts to)")
+                                                             "hold an http(s) URL (its value is not shown)")
+    else:
+        if any(c.isspace() or not c.isprintable() for c in values["token_env"]) or "/" in values["token_env"]:
+            return Misconfigured("token_env", dest["token_env"],
+                                 f"environment variable {dest['token_env']} does not hold a Telegram bot token "
+                                 "(it has spaces, control characters or '/'; its value is not shown)")
+        if not dest.get("chat_id"):
+            return Misconfigured("chat_id", None, "chat_id is not set on the destination (the chat the bot posts to)")
+    if values.get("secret_env", "").startswith("whsec_") and not _whsec_key(values["secret_env"]):
+        return Misconfigured("secret_env", dest["secret_env"],
+                             f"environment variable {dest['secret_env']} holds a whsec_ signing secret that is not "
+                             "base64 after its prefix (or is empty): no signature could be checked (its value is "
+                             "not shown)")
     return Target(id=int(dest["id"]), name=dest["name"], kind=dest["kind"], chat_id=dest.get("chat_id"),
                   rate_per_min=dest.get("rate_per_min"), url=values.get("url_env", ""),
                   secret=values.get("secret_env"), token=values.get("token_env"))
+
+
+def _is_http_url(value: str) -> bool:
+    """An http(s) URL with a host (and a valid port, if any), free of spaces and control characters: what
+    ``post`` can send to. Never raises (``urlsplit`` raises ValueError on ``http://[::1/x``)."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(value)
+        _ = parts.port  # ValueError: not a number, or out of range
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def _whsec_key(secret: str) -> bytes | None:
+    """The key of a ``whsec_`` secret (strict base64 after the prefix, not empty), or None."""
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except ValueError:  # binascii.Error: bad characters or padding
+        return None
+    return key or None
 
 
 def _what(col: str) -> str:

@@ -9,11 +9,12 @@ Creating, judging and counting alerts is ``trading_platform.alerts.core``; sendi
 
 from __future__ import annotations
 
-import math
 import os
 import re
+import unicodedata
 from datetime import date, datetime
 
+from ..core import numbers
 from ..errors import InvalidInput
 from ..store import alerts as alert_store
 from ._context import store_or_open
@@ -25,6 +26,11 @@ ALERT_STATUSES = ("pending", "success", "failed", "expired", "suppressed")
 DELIVERY_STATUSES = ("pending", "sending", "delivered", "dead", "stale")
 ENV_FIELDS = ("url_env", "secret_env", "token_env")  # the columns that name environment variables
 MOST_ROWS = 10_000
+MAX_TEXT = 200  # characters of a name (rule, destination, model, symbol, version)
+COOLDOWN_MAX_S = 366 * 86_400  # a rule's cooldown: at most a year
+RATE_PER_MIN = (0.01, 60_000.0)  # a destination's messages per minute: one per 100 minutes to 1,000 a second
+POLL_S = (0.05, 3_600.0)  # the delivery worker's look when no NOTIFY wakes it
+CHAT_ID_MAX = 2**63 - 1  # Telegram chat ids are signed 64-bit integers
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHAT_ID = re.compile(r"^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,62})$")
@@ -35,32 +41,13 @@ _SWITCH = {"on": True, "true": True, "yes": True, "1": True, "off": False, "fals
 
 def _number(value, field: str, *, low: float | None = None, high: float | None = None,
             above: float | None = None) -> float:
-    label = "--" + field.replace("_", "-")
-    if isinstance(value, bool):
-        raise InvalidInput(f"{label} must be a number, got {value!r}", field=field)
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{label} must be a number, got {value!r}", field=field) from None
-    if math.isnan(x) or math.isinf(x):
-        raise InvalidInput(f"{label} must be a finite number, got {value!r}", field=field)
-    if low is not None and x < low or high is not None and x > high:
-        span = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
-        raise InvalidInput(f"{label} must be a number {span}, got {value!r}", field=field)
-    if above is not None and x <= above:
-        raise InvalidInput(f"{label} must be greater than {above:g}, got {value!r}", field=field)
-    return x
+    """Plain decimal text (or a number), finite and within the bounds (``core.numbers``): ``0_1``, Arabic-Indic
+    digits, ``nan`` and ``1e400`` are refused, naming the option."""
+    return numbers.number(value, field, "--" + field.replace("_", "-"), low=low, high=high, above=above)
 
 
 def _integer(value, field: str, *, low: int = 1, high: int = MOST_ROWS) -> int:
-    label = "--" + field.replace("_", "-")
-    try:
-        n = int(value) if not isinstance(value, (bool, float)) else None
-    except (TypeError, ValueError):
-        n = None
-    if n is None or not low <= n <= high:
-        raise InvalidInput(f"{label} must be an integer from {low} to {high}, got {value!r}", field=field)
-    return n
+    return numbers.integer(value, field, "--" + field.replace("_", "-"), low=low, high=high)
 
 
 def _one_of(value, choices: tuple[str, ...], field: str) -> str:
@@ -79,21 +66,49 @@ def _switch(value, field: str) -> bool:
     return _SWITCH[v]
 
 
-def _names(value) -> list[str] | None:
-    """Comma-separated text or a list; ``all`` (or nothing) is None: every one."""
+def _names(value, field: str) -> list[str] | None:
+    """Comma-separated text or a list; ``all`` is None: every one. A list with no name in it (``''``, ``,,,``)
+    is refused: it would silently mean every one."""
     if value is None:
         return None
-    items = [str(x).strip() for x in (value.split(",") if isinstance(value, str) else value) if str(x).strip()]
-    if not items or [x.lower() for x in items] == ["all"]:
+    raw = value.split(",") if isinstance(value, str) else value
+    items = [_clean(str(x).strip(), field) for x in raw if str(x).strip()]
+    option = "--" + field.replace("_", "-")
+    if not items:
+        raise InvalidInput(f"{option} lists nothing ({_show(value)}): give comma-separated names, or all for every "
+                           f"one", field=field)
+    if [x.lower() for x in items] == ["all"]:
         return None
     return list(dict.fromkeys(items))
+
+
+def _show(value) -> str:
+    """``value`` as an error quotes it: its repr (control characters escaped), at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _clean(v: str, field: str) -> str:
+    """``v`` when it is a name that can be stored and shown: at most ``MAX_TEXT`` characters, encodable as UTF-8
+    (no lone surrogates, which undecodable bytes on a command line become), with no control characters."""
+    if len(v) > MAX_TEXT:
+        raise InvalidInput(f"{field} is {len(v):,} characters long: at most {MAX_TEXT}", field=field)
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} {_show(v)} is not valid text (bytes that are not UTF-8)", field=field) from None
+    bad = next((c for c in v if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise InvalidInput(f"{field} {_show(v)} contains a control character (U+{ord(bad):04X}): use printable "
+                           f"characters", field=field)
+    return v
 
 
 def _text(value, field: str) -> str:
     v = str(value).strip() if value is not None else ""
     if not v:
         raise InvalidInput(f"{field} is empty", field=field)
-    return v
+    return _clean(v, field)
 
 
 def _looks_like_token(v: str) -> bool:
@@ -127,18 +142,25 @@ def _check_url_env(name: str | None) -> None:
     """When ``name`` is set here it must hold an http(s) URL; unset is allowed (the destination is misconfigured
     until it is). Neither the URL nor any piece of it is ever quoted."""
     value = os.environ.get(name) if name else None
-    if not value:
+    if not value or not value.strip():
         return
-    from urllib.parse import urlsplit
+    from ..alerts.adapters import _is_http_url  # the worker's own test (``alerts.adapters.resolve``)
 
-    try:
-        parts = urlsplit(value.strip())
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        ok = False
-    if not ok:
+    if not _is_http_url(value.strip()):
         raise InvalidInput(f"the environment variable {name} (--url-env) does not hold an http(s) URL (its value is "
                            f"not shown); set it to the receiver's http:// or https:// address", field="url_env")
+
+
+def _check_secret_env(name: str | None) -> None:
+    """When ``name`` is set here and holds a ``whsec_`` secret, it must be base64 after the prefix (else every
+    signature would be made with an empty key). Its value is never quoted."""
+    from ..alerts.adapters import _whsec_key
+
+    value = (os.environ.get(name) or "").strip() if name else ""
+    if value.startswith("whsec_") and not _whsec_key(value):
+        raise InvalidInput(f"the environment variable {name} (--secret-env) holds a whsec_ secret that is not base64 "
+                           f"after its prefix (its value is not shown); set it to whsec_ followed by the base64 key",
+                           field="secret_env")
 
 
 def _time(value, field: str):
@@ -216,10 +238,20 @@ def _check_symbols(conn, names: list[str] | None) -> None:
                                f"add {n!r} adds it)", field="symbols")
 
 
+def _check_filters(conn, model: str | None, symbol: str | None) -> None:
+    """A filter naming a model or a symbol the platform does not know is an error naming it (as the MCP tools'
+    ``faces.tools._model``), not an empty answer."""
+    if model is not None:
+        _check_models(conn, [model], "model")
+    if symbol is not None and not alert_store.existing_symbols(conn, [symbol]):
+        raise InvalidInput(f"symbol {symbol!r} is not in the symbols table (tp symbols list shows them)",
+                           field="symbol")
+
+
 def _timeframes(value) -> list[str] | None:
     from ..core.timeframes import parse_timeframe
 
-    names = _names(value)
+    names = _names(value, "timeframes")
     return None if names is None else list(dict.fromkeys(parse_timeframe(t, "timeframes") for t in names))
 
 
@@ -261,19 +293,65 @@ def _rule_values(*, model=None, symbols=None, timeframes=None, threshold=None, s
         out["side"] = _one_of(side, SIDES, "side")
     if cooldown is not None:
         out["cooldown_s"] = _number(cooldown, "cooldown", low=0)
+        if out["cooldown_s"] > COOLDOWN_MAX_S:
+            raise InvalidInput(f"--cooldown must be at most {COOLDOWN_MAX_S} seconds (366 days), got {_show(cooldown)}",
+                               field="cooldown")
     if symbols is not None:
-        out["symbols"] = _names(symbols)
+        out["symbols"] = _names(symbols, "symbols")
     if timeframes is not None:
         out["timeframes"] = _timeframes(timeframes)
     return out
 
 
-def _check_rule_names(conn, v: dict, client=None) -> None:
-    """The model and symbols of rule settings ``v`` exist."""
+def _check_rule_names(conn, v: dict, client=None, current: dict | None = None) -> None:
+    """The model and symbols of rule settings ``v`` exist, and the rule can fire (``_check_scope``) with them
+    (on top of the ``current`` rule's settings, for an update)."""
     if "model_name" in v:
         _check_models(conn, [v["model_name"]], "model", client)
     if v.get("symbols"):
         _check_symbols(conn, v["symbols"])
+    if not {"model_name", "symbols", "timeframes"} & v.keys():
+        return
+    cur = current or {}
+    _check_scope(conn, v.get("model_name", cur.get("model")), v["symbols"] if "symbols" in v else cur.get("symbols"),
+                 v["timeframes"] if "timeframes" in v else cur.get("timeframes"))
+
+
+def _model_symbols(model: str, listed: dict[str, list[str]]) -> list[str] | None:
+    """The symbols a per-symbol model scores, read from its name (``models.registry.registered_name``:
+    ``regime_hmm.BTC_USDT``, ``nhits.1h.BTC_USDT``, ``signal_lgbm.BTC_USDT.lineage``): those of ``listed`` whose
+    name part matches a part of the model's name after its family. None when the name names no symbol (a
+    cross-symbol model such as ``pump_xgb``: any symbol may be scored by it)."""
+    parts = set(model.split(".")[1:])
+    if not parts:
+        return None
+    out = [s for s in listed if "".join(ch if ch.isalnum() else "_" for ch in s).strip("_") in parts]
+    return out or None
+
+
+def _check_scope(conn, model: str | None, symbols: list[str] | None, timeframes: list[str] | None) -> None:
+    """A rule that could never fire is refused: a symbol a per-symbol model does not score (``_model_symbols``),
+    or a timeframe that none of the symbols it watches lists (its own, else the model's, else every symbol)."""
+    listed = {sym: list(tfs or []) for sym, tfs in conn.execute("SELECT symbol, timeframes FROM symbols").fetchall()}
+    scope = _model_symbols(model, listed) if model else None
+    if symbols and scope is not None:
+        for sym in symbols:
+            if sym not in scope:
+                raise InvalidInput(f"symbol {sym!r} is not scored by model {model!r}: it is a per-symbol model "
+                                   f"({', '.join(scope)}); the rule could never fire", field="symbols")
+    if not timeframes:
+        return
+    watched = symbols or scope or sorted(listed)
+    if not watched:
+        return  # no symbol exists yet: nothing to check against
+    for tf in timeframes:
+        if not any(tf in listed.get(sym, []) for sym in watched):
+            shown = "; ".join(f"{sym}: {', '.join(listed.get(sym, [])) or 'none'}" for sym in watched[:10])
+            more = f" and {len(watched) - 10} more" if len(watched) > 10 else ""
+            raise InvalidInput(f"timeframe {tf} is not a timeframe of any symbol the rule watches ({shown}{more}); "
+                               "the rule could never fire (tp symbols update SYMBOL --timeframes sets the timeframes "
+                               "a symbol lists)",
+                               field="timeframes")
 
 
 def add_rule(name: str, *, model: str, threshold, symbols=None, timeframes=None, side="above", cooldown=0,
@@ -310,8 +388,8 @@ def update_rule(name: str, *, model=None, threshold=None, symbols=None, timefram
     if enabled is not None:
         v["enabled"] = bool(enabled)
     with store_or_open(store) as s:
-        _rule(s.conn, name)
-        _check_rule_names(s.conn, v, client)
+        current = _rule(s.conn, name)
+        _check_rule_names(s.conn, v, client, current)
         alert_store.update_rule(s.conn, name, v)
         return _rule(s.conn, name)
 
@@ -331,7 +409,8 @@ def remove_rule(name: str, *, store=None) -> dict:
 def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=None, chat_id=None, send_mode=None,
                         resolutions=None, retractions=None, models=None, rate_per_min=None, watchdog=None,
                         paper=None) -> dict:
-    """The settings given, each parsed and checked on its own; '' (``all`` for models) clears one."""
+    """The settings given, each parsed and checked on its own; '' clears a variable, the chat or the rate, and ``all``
+    the models (an empty list is refused)."""
     out = {}
     if kind is not None:
         out["kind"] = _one_of(kind, KINDS, "kind")
@@ -340,9 +419,9 @@ def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=N
             out[field] = env_name(value, field)
     if chat_id is not None:
         c = str(chat_id).strip()
-        if c and not _CHAT_ID.match(c):
-            raise InvalidInput(f"--chat-id {c!r} is not a Telegram chat id (a number such as -1001234567890, or "
-                               f"@channelname)", field="chat_id")
+        if c and (not _CHAT_ID.match(c) or c[0] != "@" and abs(int(c)) > CHAT_ID_MAX):
+            raise InvalidInput(f"--chat-id {_show(c)} is not a Telegram chat id (a 64-bit number such as "
+                               f"-1001234567890, or @channelname)", field="chat_id")
         out["chat_id"] = c or None
     if send_mode is not None:
         out["send_mode"] = _one_of(send_mode, SEND_MODES, "send_mode")
@@ -355,10 +434,11 @@ def _destination_values(*, kind=None, url_env=None, secret_env=None, token_env=N
     if paper is not None:
         out["paper"] = _switch(paper, "paper")
     if models is not None:
-        out["models"] = _names(models)
+        out["models"] = _names(models, "models")
     if rate_per_min is not None:
         out["rate_per_min"] = (None if str(rate_per_min).strip() == ""
-                               else _number(rate_per_min, "rate_per_min", above=0))
+                               else _number(rate_per_min, "rate_per_min", low=RATE_PER_MIN[0],
+                                            high=RATE_PER_MIN[1]))
     return out
 
 
@@ -384,6 +464,7 @@ def _check_destination(d: dict) -> None:
                 raise InvalidInput(f"--{field.replace('_', '-')} is for webhook destinations, not telegram",
                                    field=field)
     _check_url_env(d.get("url_env"))
+    _check_secret_env(d.get("secret_env"))
 
 
 def _with_state(conn, rows: list[dict]) -> list[dict]:
@@ -468,6 +549,7 @@ def list_alerts(*, model=None, symbol=None, status=None, retracted: bool = False
     symbol = None if symbol is None else _text(symbol, "symbol")
     status = None if status is None else _one_of(status, ALERT_STATUSES, "status")
     with store_or_open(store) as s:
+        _check_filters(s.conn, model, symbol)
         rows = alert_store.list_alerts(s.conn, model=model, symbol=symbol, status=status,
                                        retracted=bool(retracted), limit=limit)
         return [_jsonable(r) for r in rows]
@@ -489,6 +571,7 @@ def stats(*, model=None, version=None, symbol=None, timeframe=None, since=None, 
     from ..alerts import core
 
     with store_or_open(store) as s:
+        _check_filters(s.conn, model, symbol)
         rows = core.stats(s.conn, model=model, version=version, symbol=symbol, timeframe=timeframe, since=start,
                           until=end)
     return [_jsonable(dict(r)) for r in rows]
@@ -539,7 +622,7 @@ def send_test(name: str, *, store=None) -> dict:
 def deliver(*, poll_s=1.0, dsn: str | None = None) -> dict:
     """Run the delivery worker (``alerts.delivery.run_worker``) until SIGINT or SIGTERM: it claims due deliveries
     and sends them, woken by NOTIFY or every ``poll_s`` seconds. Returns its counts."""
-    poll = _number(poll_s, "poll_s", above=0)
+    poll = _number(poll_s, "poll_s", low=POLL_S[0], high=POLL_S[1])
     from ..alerts.delivery import run_worker
     from ..store.runtime import database_url
     from ._context import stopped_by_signals

@@ -6,11 +6,18 @@ from ..api import alerts as api
 from ._base import Parser, emit
 
 
+def _shown(v) -> str:
+    """Text from the store as a terminal line may show it: control characters (an ANSI escape, a newline in a
+    name stored before names were checked) escaped, never sent raw."""
+    text = str(v)
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _rule_line(r: dict) -> str:
     state = "removed" if r["removed_at"] else "enabled" if r["enabled"] else "disabled"
-    return (f"{r['name']:<20} {r['model']:<24} {r['side']} {r['threshold']:<6g} "
-            f"{','.join(r['symbols'] or ['all']):<20} {','.join(r['timeframes'] or ['all']):<10} "
-            f"cooldown {r['cooldown_s']:g} s  {state}")
+    return _shown(f"{r['name']:<20} {r['model']:<24} {r['side']} {r['threshold']:<6g} "
+                  f"{','.join(r['symbols'] or ['all']):<20} {','.join(r['timeframes'] or ['all']):<10} "
+                  f"cooldown {r['cooldown_s']:g} s  {state}")
 
 
 def _destination_line(d: dict) -> str:
@@ -23,9 +30,10 @@ def _destination_line(d: dict) -> str:
               f"{d['rate_per_min']:g}/min" if d["rate_per_min"] else "default rate"]
     n = d.get("deliveries") or {}
     waiting = f"; {n.get('pending', 0) + n.get('sending', 0)} waiting, {n.get('dead', 0)} dead" if n else ""
-    why = f"\n    {d['reason']}" if d.get("reason") else ""
-    error = f"\n    last error: {d['last_error']}" if d.get("last_error") else ""
-    return f"{d['name']:<16} {d['kind']:<8} {d.get('state', '-'):<13} {where}; {', '.join(extras)}{waiting}{why}{error}"
+    why = f"\n    {_shown(d['reason'])}" if d.get("reason") else ""
+    error = f"\n    last error: {_shown(d['last_error'])}" if d.get("last_error") else ""
+    head = f"{d['name']:<16} {d['kind']:<8} {d.get('state', '-'):<13} {where}; {', '.join(extras)}{waiting}"
+    return f"{_shown(head)}{why}{error}"
 
 
 def _table(rows: list[dict], cols: tuple[str, ...], empty: str) -> str:
@@ -38,7 +46,7 @@ def _table(rows: list[dict], cols: tuple[str, ...], empty: str) -> str:
             return "-"
         if isinstance(v, float):
             return f"{v:.4g}"
-        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+        return _shown(",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
 
     cells = [[cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
