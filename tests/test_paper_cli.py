@@ -290,3 +290,21 @@ def test_strategy_files_and_live_cash_and_backfills_refuse_bad_input(cli, tp_env
     with get_instance() as inst:
         (bf,) = inst.get_backfills()
         assert bf.run_config == {"ops": {"paper_backtest": {"config": {"replicates": 20}}}}
+
+
+def test_a_strategy_stored_under_a_name_the_old_rules_took_still_backtests(cli, tp_env):
+    """The name rule is for strategies added now: a stored 'my trend' (an earlier version took any name) was refused
+    on every use, a running live one on every tick of the live consumer."""
+    import psycopg
+    import yaml
+
+    _market(tp_env["TP_DATABASE_URL"])
+    spec = {**yaml.safe_load(SPEC), "name": "my trend"}
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as c:
+        c.execute("INSERT INTO strategies (name, version, kind, spec) VALUES ('my trend', 'v0', 'rules', %s)",
+                  (json.dumps(spec),))
+    rc, out = cli("paper", "backtest", "--strategy", "my trend", "--from", "2025-03-03", "--to", "2025-03-15",
+                  "--replicates", "20")
+    assert rc == 0 and out["stats"]["orders"] > 5, out
+    rc, err = cli("paper", "strategies", "add", json.dumps({**spec, "name": "my trend 2"}))
+    assert rc == 2 and err["field"] == "name"  # a new one follows the rule

@@ -224,7 +224,7 @@ def _newest(s, strategy: str):
         known = [r["name"] for r in paper_store.list_strategies(s.conn)]
         raise InvalidInput(f"no strategy named {strategy[:64]!r} (known: {', '.join(known) or 'none'}; "
                            "tp paper strategies add FILE)", field="strategy")
-    return parse(row["spec"])
+    return parse(row["spec"], stored=True)
 
 
 def start_live(strategy: str, *, cash=None, fresh: bool = False, store=None) -> dict:

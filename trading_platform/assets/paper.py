@@ -96,7 +96,7 @@ def backtest_month(store, name: str, month: str, *, replicates: int, start_fresh
     row = paper_store.strategy(store.conn, name)
     if row is None:
         raise Failure(f"no strategy named {name!r} (tp paper strategies add FILE); its partition is stale")
-    spec = parse(row["spec"])
+    spec = parse(row["spec"], stored=True)
     check_universe(store, spec)
     start, end = month_bounds(month)
     prev = paper_store.end_state(store.conn, spec.version, month_bounds(_previous(month) + "-01")[0], start)

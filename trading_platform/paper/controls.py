@@ -34,7 +34,7 @@ def buy_and_hold(spec: Spec, exposure: float | None = None) -> Spec:
             if k in ("max_symbol_fraction", "max_total_fraction", "lot")}
     raw.update(name=f"{spec.name}:buy_and_hold", kind="buy_and_hold",
                risk={**keep, "position_fraction": max(share, 1e-9)})
-    return parse(raw)
+    return parse(raw, stored=True)
 
 
 def buy_and_hold_at(spec: Spec, candles: dict, exposure: float, run_id: str, rounds: int = 3,
@@ -59,7 +59,7 @@ def random_entry(spec: Spec) -> Spec:
     raw = {k: v for k, v in spec.raw.items() if k not in ("rules", "name", "kind")}
     exits = {k: v for k, v in (spec.raw.get("rules") or {}).items() if k in ("stop_loss", "take_profit")}
     raw.update(name=f"{spec.name}:random_entry", kind="random_entry", rules=exits)
-    return parse(raw)
+    return parse(raw, stored=True)
 
 
 def random_schedule(lengths: dict, trades: list[tuple[tuple, int]], seed) -> dict:

@@ -127,7 +127,7 @@ def process(store, limit: int = 1000) -> dict:
                 "FOR UPDATE OF r").fetchall():
             from .spec import parse
 
-            spec = parse(raw)
+            spec = parse(raw, stored=True)
             if not series & set(spec.universe):
                 continue
             got = _step_run(store, run_id, spec)
@@ -281,7 +281,7 @@ def status(store) -> dict:
         "'7 days') ORDER BY r.status DESC, r.range_start DESC").fetchall()
     today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     for run_id, name, version, st, pins, cash, started, stopped, stepped_to, state, raw in rows:
-        spec = replace(parse(raw), cash=float(cash))
+        spec = replace(parse(raw, stored=True), cash=float(cash))
         e, _ = Engine.resume(spec, run_id, bytes(state))
         b = e.book
         last = conn.execute("SELECT ts, equity, cash, exposure FROM paper_equity WHERE run_id = %s ORDER BY ts DESC "

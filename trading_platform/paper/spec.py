@@ -302,8 +302,10 @@ def _encodes(s: str) -> bool:
         return False
 
 
-def parse(text_or_dict) -> Spec:
-    """A spec from YAML or JSON text (or a mapping), every key checked; errors name the path of the bad key."""
+def parse(text_or_dict, stored: bool = False) -> Spec:
+    """A spec from YAML or JSON text (or a mapping), every key checked; errors name the path of the bad key.
+    ``stored``: a spec read back from the store, whose name an earlier version took (any non-blank text): it
+    stays usable; the name rule applies to the strategies added now."""
     raw = text_or_dict
     if isinstance(raw, (str, bytes)):
         raw = _load(raw)
@@ -313,7 +315,7 @@ def parse(text_or_dict) -> Spec:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("name is required: a short name for the strategy", field="name")
     m = _NAME.fullmatch(name.strip())
-    if not m or (m.group(1) and m.group(1) != d.get("kind")):
+    if not stored and (not m or (m.group(1) and m.group(1) != d.get("kind"))):
         raise InvalidInput(f"name must be 1 to 64 letters, digits and _ . / - (starting with a letter or digit, no "
                            f"'..'), got {_show(name)}", field="name")
     kind = d.get("kind", "rules")
