@@ -124,6 +124,8 @@ def test_a_candle_for_a_symbol_not_in_symbols_is_quarantined_with_its_reason(sto
 def test_an_outside_writers_bad_source_or_time_is_quarantined_and_its_transaction_goes_on(store, dsn):
     """A NULL source raised (ingest_rejects.source is NOT NULL) and aborted the caller's transaction; a 3 MB source
     overflowed the quarantine's index; a candle of 1900 was stored, moving every symbol's month partitions."""
+    import secrets
+
     store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
     with psycopg.connect(dsn) as ext:
         out = [ext.execute(f"SELECT outcome FROM tp_live_candle({args})", params).fetchone()[0] for args, params in (
@@ -131,14 +133,16 @@ def test_an_outside_writers_bad_source_or_time_is_quarantined_and_its_transactio
             ("'BTC/USDT', '5m', '2250-01-01', 1, 2, 0.5, 1, 1", None),
             ("'BTC/USDT', '5m', '2025-01-01 00:01+00', 1, 2, 0.5, 1, 1, NULL", None),  # misaligned, no source
             ("'BTC/USDT', '5m', '2025-01-01 00:02+00', 1, 2, 0.5, 1, 1, %s", ("x" * 3_000_000,)),
+            ("%s, '5m', '2025-01-01', 1, 2, 0.5, 1, 1", (secrets.token_hex(50_000),)),  # its index row too big: raised
             ("'BTC/USDT', '5m', '2025-01-01', 1, 2, 0.5, 1, 1, NULL", None))]  # a good candle, no source
         ext.execute("SELECT 1")  # the transaction is still usable
         ext.commit()
-    assert out == ["quarantined"] * 4 + ["inserted"]
+    assert out == ["quarantined"] * 5 + ["inserted"]
     with psycopg.connect(dsn) as c:
         rows = c.execute("SELECT source, reason FROM ingest_rejects ORDER BY id").fetchall()
     assert [r[1] for r in rows] == ["timestamp outside 1970-2199 (UTC)"] * 2 + ["timestamp not aligned to a 5m "
-                                                                                 "boundary"] * 2
+                                                                                 "boundary"] * 2 + [
+        "symbol or timeframe too long to be one (cut to 200 and 20 characters here)"]
     assert [r[0] for r in rows[:3]] == ["sql"] * 3 and rows[3][0] == "x" * 200
     assert store.candle_stats("BTC/USDT", "5m")["rows"] == 1
 

@@ -150,3 +150,6 @@ def test_update_cannot_strand_or_overwrite_stored_candles(store):
     assert e.value.field == "timeframes" and "resampling 5m" in e.value.message
     assert store.get_symbol("T1").timeframes == ["1h"]
     assert symbols.update_symbol("T1", timeframes="1h,1d", store=store)["timeframes"] == ["1h", "1d"]
+    store.conn.execute("INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES "
+                       "('T1', '1d', '2025-03-03', 1, 2, 0.5, 1.5, 3)")  # a day resampled from the hours
+    assert symbols.update_symbol("T1", timeframes="1h", store=store)["timeframes"] == ["1h"]  # derived: may go

@@ -184,11 +184,13 @@ class MarketStore:
 
     def _refuse_stranding(self, current: SymbolInfo, info: SymbolInfo) -> None:
         """New timeframes must leave every stored candle where it is read: a timeframe dropped while it has
-        candles would hide them, and one whose candles were loaded (not derived now) made derived by a finer
+        loaded candles would hide them (derived ones may go: resampling rebuilds them), and one whose candles were loaded (not derived now) made derived by a finer
         listed timeframe would have them overwritten by resampling (``ingest.refuse_derived``'s rule)."""
         sym = current.symbol
         for tf in current.timeframes:
             dropped = tf not in info.timeframes
+            if dropped and current.resample_source(tf) is not None:
+                continue  # derived candles: resampling rebuilds them if the timeframe is listed again
             source = None if dropped or current.resample_source(tf) is not None else info.resample_source(tf)
             if not dropped and source is None:
                 continue

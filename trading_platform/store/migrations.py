@@ -567,14 +567,19 @@ _LIVE_CANDLE_GUARD = f"""
         RETURNS TABLE (outcome text, event_id bigint)
         LANGUAGE plpgsql AS $fn$
         DECLARE
-            src text := left(coalesce(nullif(btrim(p_source), ''), 'sql'), 200);
+            src    text := left(coalesce(nullif(btrim(p_source), ''), 'sql'), 200);
+            reason text := CASE
+                WHEN length(p_symbol) > 200 OR length(p_timeframe) > 20
+                    THEN 'symbol or timeframe too long to be one (cut to 200 and 20 characters here)'
+                WHEN p_ts < '1970-01-01 00:00+00' OR p_ts >= '2200-01-01 00:00+00'
+                    THEN 'timestamp outside 1970-2199 (UTC)' END;
         BEGIN
-            IF p_ts IS NOT NULL AND (p_ts < '1970-01-01 00:00+00' OR p_ts >= '2200-01-01 00:00+00') THEN
+            IF reason IS NOT NULL THEN  -- the quarantine's key indexes symbol and timeframe: kept short
                 INSERT INTO ingest_rejects (symbol, timeframe, source, raw, reason)
-                VALUES (p_symbol, p_timeframe, src,
+                VALUES (left(p_symbol, 200), left(p_timeframe, 20), src,
                         jsonb_build_object('ts', p_ts, 'open', p_open::text, 'high', p_high::text,
                                            'low', p_low::text, 'close', p_close::text, 'volume', p_volume::text),
-                        'timestamp outside 1970-2199 (UTC)')
+                        reason)
                 ON CONFLICT DO NOTHING;
                 RETURN QUERY SELECT 'quarantined'::text, NULL::bigint;
                 RETURN;
@@ -1880,7 +1885,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         25,
-        "tp_live_candle(): a missing or oversized source and a time outside 1970-2199 are quarantined, not raised",
+        "tp_live_candle(): a missing or oversized source, symbol or timeframe and a time outside 1970-2199 are "
+        "quarantined, not raised",
         _LIVE_CANDLE_GUARD,
     ),
 ]
