@@ -215,6 +215,7 @@ def test_training_assets_refuse_bad_config_naming_the_field_before_anything_runs
     from trading_platform.assets.models import nhits_assets, pattern_tcn, pump_xgb, regime_hmm
 
     cases = [(pump_xgb, {"n_boot": 0}, None, "n_boot"),
+             (pump_xgb, {"symbols": ["NOPE/USDT"]}, None, "NOPE/USDT"),  # "no stored features" after MLflow
              (nhits_assets[0], {"min_improvement_vs_naive": -INF}, None, "min_improvement_vs_naive"),
              (regime_hmm, {"n_iter": 0}, "BTC/USDT", "regime n_iter"),
              (pattern_tcn, {"history_timeframes": ["7x"], "epochs": 1}, None, "history_timeframes")]

@@ -66,6 +66,15 @@ def pump_xgb(context: AssetExecutionContext, config: PumpTrainConfig, market_db:
     policy = gate_policy(clf.default_policy, config, {"vs_base_rate": "min_improvement_log_loss",
                                                       "vs_best_rule": "min_improvement_auc",
                                                       "vs_champion": "min_improvement_vs_champion"})
+    if config.symbols:  # an unknown one was "no stored features", after MLflow opened
+        with market_db.open() as store:
+            listed = {s.symbol for s in store.list_symbols(enabled_only=True) if tf in s.timeframes}
+        unknown = [s for s in config.symbols if s not in listed]
+        if unknown:
+            from ..errors import InvalidInput
+
+            raise InvalidInput(f"symbols: {', '.join(unknown)} is not an enabled symbol listing {tf}",
+                               field="symbols")
     name = registered_name("pump_xgb", lineage=config.lineage)
     target = cfg.target(tf)
     client = mlflow.client()
