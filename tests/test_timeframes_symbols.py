@@ -153,3 +153,14 @@ def test_update_cannot_strand_or_overwrite_stored_candles(store):
     store.conn.execute("INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES "
                        "('T1', '1d', '2025-03-03', 1, 2, 0.5, 1.5, 3)")  # a day resampled from the hours
     assert symbols.update_symbol("T1", timeframes="1h", store=store)["timeframes"] == ["1h"]  # derived: may go
+
+
+def test_a_symbol_that_differs_from_a_stored_one_only_in_case_is_refused(store):
+    """btc/usdt was added beside BTC/USDT: one market twice (the files source reads one file for both)."""
+    from trading_platform.api import symbols
+
+    symbols.add_symbol("BTC/USDT", store=store)
+    with pytest.raises(InvalidInput) as e:
+        symbols.add_symbol("btc/usdt", store=store)
+    assert e.value.field == "symbol" and "'BTC/USDT'" in e.value.message
+    assert [s.symbol for s in store.list_symbols()] == ["BTC/USDT"]

@@ -144,8 +144,14 @@ class MarketStore:
         return [SymbolInfo(*r[:5], list(r[5]), *r[6:]) for r in rows]
 
     def add_symbol(self, info: SymbolInfo, exist_ok: bool = False) -> bool:
-        """Insert a symbol; returns False (and changes nothing) if it exists and exist_ok."""
+        """Insert a symbol; returns False (and changes nothing) if it exists and exist_ok. A name that differs from
+        a stored one only in case (btc/usdt beside BTC/USDT: one market twice, one file for both) is refused."""
         with self.conn.transaction():
+            twin = self.conn.execute("SELECT symbol FROM symbols WHERE upper(symbol) = upper(%s) AND symbol <> %s",
+                                     (info.symbol, info.symbol)).fetchone()
+            if twin:
+                raise InvalidInput(f"symbol {info.symbol!r} differs from the stored {twin[0]!r} only in case: use "
+                                   f"{twin[0]!r}", field="symbol")
             cur = self.conn.execute(
                 "INSERT INTO symbols (symbol, category, exchange, base, quote, timeframes, "
                 "enabled, live, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
