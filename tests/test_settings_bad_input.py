@@ -11,8 +11,9 @@ from dagster import DagsterInstance, build_sensor_context, instance_for_test, ma
 
 from trading_platform.core.symbols import SymbolInfo
 from trading_platform.errors import InvalidInput
-from trading_platform.resources import MarketDB, MLflowResource
+from trading_platform.resources import MarketDB
 from trading_platform.sensors.live import live_predictions_sensor
+from test_live import empty_registry, live_env  # noqa: F401 (fixtures)
 
 NOT_FINITE = ("nan", "inf", "-inf", "1e400")
 
@@ -25,24 +26,12 @@ def refused(fn, name):
 
 
 # ---- the live sensor's cursor ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bad-input-mlflow")
-    mlflow = MLflowResource(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=str(tmp / "artifacts"))
-    mlflow.client().search_registered_models()  # the store made once (its migrations take seconds)
-    return mlflow
-
-
 @pytest.fixture
-def live_sensor(store, dsn, registry, monkeypatch):
-    monkeypatch.setenv("TP_LIVE_WAIT_S", "0")
-    monkeypatch.setenv("TP_LIVE_POLL_S", "0.1")
-    for k in ("TP_LIVE_MAX_RUNS", "TP_LIVE_LISTEN", "TP_LIVE_BATCH_MAX", "TP_LIVE_RETRY_AFTER_S",
-              "TP_LIVE_RETENTION_H"):
-        monkeypatch.delenv(k, raising=False)
+def live_sensor(store, dsn, empty_registry, live_env):
+    live_env.delenv("TP_LIVE_RETENTION_H", raising=False)
     store.add_symbol(SymbolInfo.create("BTC/USDT", timeframes=["5m"], live=True))
     with instance_for_test() as instance:
-        yield store, instance, {"market_db": MarketDB(database_url=dsn), "mlflow": registry}
+        yield store, instance, {"market_db": MarketDB(database_url=dsn), "mlflow": empty_registry}
 
 
 def tick(instance, resources, cursor=None):
