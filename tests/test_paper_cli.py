@@ -235,6 +235,39 @@ def test_a_spec_that_is_not_one_is_refused_naming_its_field(text, field):
     assert e.value.field == field and "\n" not in e.value.message and len(e.value.message) < 300
 
 
+def _deepest_call(fn, *args):
+    """How many Python frames deep ``fn(*args)`` went (C frames such as json's scanner are not seen)."""
+    import sys
+
+    depth = deepest = 0
+
+    def profile(frame, event, arg):
+        nonlocal depth, deepest
+        if event == "call":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif event == "return":
+            depth -= 1
+
+    sys.setprofile(profile)
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - the refusal itself is checked by the test above
+        pass
+    finally:
+        sys.setprofile(None)
+    return deepest
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "- " * 100_000])
+def test_a_deeply_nested_spec_is_refused_without_recursing_deep(text):
+    # a parser run to Python's recursion limit raises RecursionError cleanly, but the garbage collector may then
+    # run finalizers that fail at that depth (CI failed on 9 such "unraisable" errors): refuse before going deep
+    from trading_platform.paper.spec import parse
+
+    assert _deepest_call(parse, text) < 100
+
+
 def test_json_numbers_and_surrogate_pairs_read_as_json_does():
     from trading_platform.paper.spec import parse
 

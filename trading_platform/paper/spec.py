@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import numbers
+from ..core.nesting import json_depth_exceeds
 from ..errors import InvalidInput
 
 KINDS = ("rules", "buy_and_hold", "random_entry")
@@ -219,6 +220,24 @@ def _no_constant(name):
 _DIGITS = "the spec holds a number of more than 4300 digits: not a setting"
 
 
+_TOO_DEEP = f"the spec nests more than {_MAX_DEPTH} deep: not a spec"
+
+
+def _check_yaml_depth(text: str) -> None:
+    """Refuse YAML nested past ``_MAX_DEPTH`` from its parse events (read iteratively), before the composer, which
+    recurses once per level (see ``core.nesting``)."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=_loader()):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                raise InvalidInput(_TOO_DEEP, field="spec")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
 def _load(text) -> Any:
     """The mapping of a spec's text: JSON for text that opens with ``{`` (a JSON number like ``1e4`` is a number,
     a ``\\ud83d\\ude00`` pair one character), else YAML; a key given twice is refused either way."""
@@ -230,6 +249,8 @@ def _load(text) -> Any:
                                field="spec") from None
     text = text.removeprefix("\ufeff")
     if text.lstrip().startswith("{"):
+        if json_depth_exceeds(text, _MAX_DEPTH):
+            raise InvalidInput(_TOO_DEEP, field="spec")
         try:
             return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except InvalidInput:
@@ -243,6 +264,7 @@ def _load(text) -> Any:
     import yaml
 
     try:
+        _check_yaml_depth(text)
         return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise InvalidInput(f"the spec is not valid YAML or JSON: {str(e).splitlines()[0][:200]}",

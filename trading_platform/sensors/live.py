@@ -48,6 +48,7 @@ from dagster import (
 )
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES, DagsterRunStatus
 
+from ..core.nesting import json_depth_exceeds
 from ..resources import MarketDB, MLflowResource, ModelServer
 
 RUN_KIND_TAG = "tp/run_kind"
@@ -225,6 +226,9 @@ def read_cursor(raw: str | None, log) -> dict:
     those now, whereas a cursor that fails every tick would stop every live batch for good (the cursor is written
     only when a tick succeeds)."""
     if not raw:
+        return {}
+    if json_depth_exceeds(raw, 4):  # the cursor is one flat object; a deep text would run json.loads deep
+        log.warning("live sensor: the cursor %.200r nests too deeply to be one; reset to {}", raw)
         return {}
     try:
         cursor = json.loads(raw)
