@@ -101,6 +101,19 @@ def test_negative_waits_and_unknown_symbols_are_refused(tp_env):
     refused(tp_env, "rag", "search", "btc", "--symbol", "NOPE/USDT", field="symbol", says="NOPE/USDT")
 
 
+def test_a_demo_day_it_cannot_run_as_of_is_refused_before_anything_loads(tp_env, dsn):
+    from datetime import datetime, timedelta, timezone
+
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).date().isoformat()
+    refused(tp_env, "demo", "--as-of", tomorrow, field="as_of", says="after today")  # its candles have not closed
+    refused(tp_env, "demo", "--as-of", "2018-02-01", field="as_of", says="before 2018-05-01")  # no four months yet
+    for day in ("2026-13-01", "1/2/2026", "2026-1-2"):
+        refused(tp_env, "demo", "--as-of", day, field="arguments", says="YYYY-MM-DD")
+    with psycopg.connect(dsn) as conn:  # the sample's symbols were not added (the store was not even opened)
+        if conn.execute("SELECT to_regclass('symbols')").fetchone()[0]:
+            assert conn.execute("SELECT count(*) FROM symbols").fetchone()[0] == 0
+
+
 def test_arguments_that_are_not_text_are_named(tp_env):
     """$'\\xff' on the command line (Python keeps the byte as a lone surrogate): a UnicodeEncodeError traceback from
     psycopg (tp paper report, tp alerts rule add) or from a spec's hash (tp paper backtest --strategy)."""

@@ -13,7 +13,9 @@ and the summary's ``champions`` says which did.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+
+from .errors import InvalidInput
 
 SAMPLE = [
     ("BTC/USDT", {"category": "crypto", "exchange": "binance", "timeframes": ["5m", "15m", "1h", "4h", "1d"]}),
@@ -24,6 +26,26 @@ SAMPLE = [
 
 
 QUICK_MIN_DAYS = 14
+# the sample market starts here (``sources/synthetic.py``'s ORIGIN); a full demo trains on four months of it
+FIRST_DAY = date(2018, 5, 1)
+
+
+def demo_day(as_of: date | None = None, today: date | None = None) -> datetime:
+    """The midnight (UTC) the demo's candles end at: the start of ``as_of`` (default today). The demo's months and
+    every candle it loads are those before it, so a demo run as of the same day on the same seed trains on the
+    same candles, whenever it runs. A day after today (its candles have not closed) or before the sample's
+    four months start is refused."""
+    today = today or datetime.now(timezone.utc).date()
+    day = as_of or today
+    if not isinstance(day, date) or isinstance(day, datetime):
+        raise InvalidInput(f"the demo's day must be a date (YYYY-MM-DD), not {day!r}", field="as_of")
+    if day > today:
+        raise InvalidInput(f"the demo's day {day.isoformat()} is after today ({today.isoformat()}, UTC): its "
+                           "candles have not closed", field="as_of")
+    if day < FIRST_DAY:
+        raise InvalidInput(f"the demo's day {day.isoformat()} is before {FIRST_DAY.isoformat()}: the sample market "
+                           "starts on 2018-01-01 and the demo trains on four months of it", field="as_of")
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
 
 
 def demo_plan(quick: bool, now: datetime | None = None) -> tuple[list[str], list[str]]:
@@ -85,10 +107,11 @@ def data_job(resources: dict):
     return bound_job(market_data_job, [*market_assets, *feature_assets], resources)
 
 
-def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = False) -> dict:
+def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = False, as_of: date | None = None) -> dict:
     """Load and materialize the sample; the summary's ``failed`` names every step that failed (a data
     run, a failing error check, a model that did not train), empty when all went well. ``champions``
-    maps each model family to the models the gate made champion, with the evidence."""
+    maps each model family to the models the gate made champion, with the evidence. ``as_of``: the day the
+    demo is run as of (default today; see ``demo_day``)."""
     from dagster import DagsterEventType
 
     from .assets.partitions import market_key
@@ -100,10 +123,11 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
     from .store.runtime import database_url
     from .symbols import Symbols
 
+    day = demo_day(as_of)  # checked before anything is loaded
     t0 = time.perf_counter()
     instance = get_instance()
     dsn = database_url()
-    symbols, months = demo_plan(quick)
+    symbols, months = demo_plan(quick, now=day)
     with connect(dsn) as store:
         api = Symbols(store, instance)
         for sym, fields in SAMPLE:
@@ -122,8 +146,8 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
         }
         with connect(dsn) as store:
             selection = batch_assets(store.require_symbol(sym))  # only the timeframes the symbol lists
-        # the sample ends at the start of today (UTC): a demo run twice in a day trains on the same candles
-        until = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+        # the sample ends at the start of the demo's day (UTC): a demo run twice as of a day trains on the same candles
+        until = day.isoformat()
         result = job.execute_in_process(instance=instance, tags=tags, asset_selection=selection,
                                         raise_on_error=False,
                                         run_config={"ops": {"market__ohlcv": {"config": {"until": until}}}})
@@ -149,7 +173,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
     rag = _knowledge_base(instance, dsn, months[-1], log)
     if not rag.get("success"):
         failed.append(f"knowledge base (run {rag.get('run_id')})")
-    paper = _paper(instance, dsn, symbols, months, quick, log)
+    paper = _paper(instance, dsn, symbols, months, quick, log, day)
     if paper.get("error"):
         failed.append(f"paper backtest ({paper['error'][:200]})")
     failed += [f"check {c}" for c in checks_failed]
@@ -160,6 +184,7 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
     return {
         "quick": quick,
         "control": control,
+        "as_of": day.date().isoformat(),
         "source": spec,
         "symbols": symbols,
         "months": months,
@@ -358,8 +383,9 @@ def demo_strategy(dsn: str, symbol: str) -> dict | None:
             "risk": {"position_fraction": 0.5, "daily_loss_limit": 0.05, "max_drawdown": 0.2, "cooldown_bars": 2}}
 
 
-def _paper(instance, dsn: str, symbols: list[str], months: list[str], quick: bool, log) -> dict:
-    """The demo strategy backtested over the latest month (the one the demo scored), against its controls."""
+def _paper(instance, dsn: str, symbols: list[str], months: list[str], quick: bool, log, end: datetime) -> dict:
+    """The demo strategy backtested over the latest month (the one the demo scored) up to ``end`` (the demo's
+    day), against its controls."""
     import json
 
     from .api import paper as api
@@ -371,7 +397,6 @@ def _paper(instance, dsn: str, symbols: list[str], months: list[str], quick: boo
         return {"skipped": "no regime or signal champion with predictions"}
     try:
         api.add_strategy(json.dumps(spec) + "\n", instance=instance)
-        end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
         out = api.backtest(spec["name"], months[-1], end.isoformat(), replicates=50 if quick else 200)
     except Exception as e:  # noqa: BLE001 - the summary names it; the rest of the demo stands
         log(f"paper: the demo strategy's backtest failed: {e}")

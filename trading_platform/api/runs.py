@@ -44,12 +44,14 @@ def backfill(symbol: str, start, end, *, assets="predictions,forecasts,patterns"
         return create_backfill(_inst(instance), s, client, symbol, start, end, names)
 
 
-def demo(*, quick: bool = False, seed: int = 7, control: bool = False, log=None) -> dict:
+def demo(*, quick: bool = False, seed: int = 7, control: bool = False, log=None, as_of=None) -> dict:
     """The sample market (``control``: its random-walk control) loaded and every asset materialized in one
-    process: the summary (times, champions and the gate's figures, failures)."""
+    process: the summary (times, champions and the gate's figures, failures). ``as_of``: the day (a date) the
+    demo is run as of, its candles ending at that midnight (UTC); default today."""
     from ..demo import run_demo
 
     import sys
 
     # progress goes to stderr (or ``log``): stdout may be a JSON channel (tp --json, an MCP server)
-    return run_demo(quick=quick, seed=seed, log=log or (lambda m: print(m, file=sys.stderr)), control=control)
+    return run_demo(quick=quick, seed=seed, log=log or (lambda m: print(m, file=sys.stderr)), control=control,
+                    as_of=as_of)

@@ -37,10 +37,10 @@ def cmd_demo(args) -> int:
     # TP_VERBOSE=1: the gate's decisions and the summary are what a newcomer reads here
     os.environ.update(console_env(verbose()))
     quiet_dagster_warnings()
-    summary = api.demo(quick=args.quick, seed=args.seed, control=args.control, log=stderr_log)
+    summary = api.demo(quick=args.quick, seed=args.seed, control=args.control, log=stderr_log, as_of=args.as_of)
     won = {f: [c["model"] for c in cs] for f, cs in summary["champions"].items()}
-    text = "\n".join([f"demo ({summary['source']}): {', '.join(summary['symbols'])} over "
-                      f"{', '.join(m[:7] for m in summary['months'])}",
+    text = "\n".join([f"demo ({summary['source']}, as of {summary['as_of']}): {', '.join(summary['symbols'])} "
+                      f"over {', '.join(m[:7] for m in summary['months'])}",
                       *(f"  {k:<22} {v:6.2f} s" for k, v in summary["asset_seconds"].items()),
                       f"  stored candles: {summary['stored_candles']}",
                       "  champions: " + "; ".join(f"{f} {', '.join(m) if m else 'none'}" for f, m in won.items()),
@@ -63,6 +63,22 @@ def register(sub, cmd) -> None:
                       help="the control market: random walks of the same shape, where no model should earn a "
                            "champion")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--as-of", dest="as_of", type=_day, default=None, metavar="YYYY-MM-DD",
+                      help="run the demo as of that day (UTC): its months and candles end at the day's midnight, so "
+                           "the same day and seed train on the same candles whenever it runs (default: today)")
+
+
+def _day(text: str):
+    """A day as YYYY-MM-DD, for argparse (its error names the option)."""
+    import argparse
+    from datetime import date
+
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a day as YYYY-MM-DD") from None
 
 
 def register_backfill(sub, cmd) -> None:
