@@ -142,7 +142,6 @@ def test_demo_quick(tp_env, monkeypatch):
     assert jobs == {"market_data_job"}
     assert set(summary["asset_seconds"]) >= {"market/ohlcv", "market/ohlcv_1h", "market/ohlcv_1d"}
     assert summary["stored_candles"]["1h"] > 0
-    assert summary["total_seconds"] < 120
 
 
 def test_features_export(tp_env, tmp_path):
