@@ -255,6 +255,46 @@ def test_a_backup_that_does_not_fit_the_deployment_is_refused_before_anything_is
     assert _tables(dsn) == a["before"]
 
 
+def test_a_target_that_is_not_empty_is_refused_before_anything_is_written(deployment, dsn, tmp_path, monkeypatch):
+    """Two pre-flight holes: index versions of another knowledge base in TP_RAG_DIR were kept beside the backup's
+    (restored after everything else), and a runs.db that is not Dagster's storage ended the restore in a raw
+    sqlite3 error. Each is refused naming the path, the market store untouched."""
+    from trading_platform.backup import _digest, restore
+
+    a = deployment
+    _use(monkeypatch, tmp_path / "b", dsn)
+    # A's backup with index versions of its knowledge base (A built none), which a restore copies in last
+    bk = _copy(a["bk"], tmp_path / "bk")
+    (bk / "rag" / "v1").mkdir(parents=True)
+    (bk / "rag" / "v1" / "index.faiss").write_bytes(b"the backup's knowledge base")
+    m = json.loads((bk / "manifest.json").read_text())
+    m["parts"]["rag"].update(_digest(bk / "rag"))
+    (bk / "manifest.json").unlink()
+    (bk / "manifest.json").write_text(json.dumps(m))
+    rag = tmp_path / "other_rag"
+    (rag / "v9").mkdir(parents=True)
+    (rag / "v9" / "index.faiss").write_bytes(b"another knowledge base")
+    monkeypatch.setenv("TP_RAG_DIR", str(rag))
+    with pytest.raises(InvalidInput, match=f"^the knowledge base's directory {rag} \\(TP_RAG_DIR\\) is not empty"):
+        restore(bk)
+    assert _tables(dsn) == {} and sorted(p.name for p in rag.rglob("*")) == ["index.faiss", "v9"]
+    monkeypatch.delenv("TP_RAG_DIR")
+    history = tmp_path / "b" / "dagster" / "history"
+    history.mkdir(parents=True)
+    for junk in (b"", b"not a database at all, some other file"):
+        (history / "runs.db").write_bytes(junk)
+        with pytest.raises(InvalidInput, match="runs.db is not Dagster's run storage that a restore can replace"):
+            restore(bk)
+        assert _tables(dsn) == {}
+    assert (history / "runs.db").read_bytes() == junk
+    # emptied, the same target takes the backup, its knowledge base included
+    (history / "runs.db").unlink()
+    monkeypatch.setenv("TP_RAG_DIR", str(rag))
+    shutil.rmtree(rag / "v9")
+    assert restore(bk)["rows_diff"] == {}
+    assert (rag / "v1" / "index.faiss").read_bytes() == b"the backup's knowledge base"
+
+
 def test_a_services_own_database_is_restored_as_its_owner(pg_server, tmp_path):
     """Dagster's and MLflow's databases belong to their services' roles in compose (tp_platform, tp_mlflow), and
     the backup service dumps and restores them as the superuser: restored, the tables must be the service's again,

@@ -38,6 +38,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -473,8 +474,13 @@ def restore(src: Path, *, settings=None, log=None) -> dict:
             if dagster["kind"] == "postgres":
                 _check_restore_target(conn, dagster, "Dagster's storage")
     elif (settings.dagster_home / "history" / "runs.db").exists():
-        with sqlite3.connect(settings.dagster_home / "history" / "runs.db") as c:
-            n = c.execute("SELECT count(*) FROM runs").fetchone()[0]
+        runs_db = settings.dagster_home / "history" / "runs.db"
+        try:
+            with closing(sqlite3.connect(f"{runs_db.as_uri()}?mode=ro", uri=True)) as c:
+                n = c.execute("SELECT count(*) FROM runs").fetchone()[0]
+        except sqlite3.Error as e:  # not a database, or not Dagster's run storage: nothing to overwrite blindly
+            raise InvalidInput(f"{runs_db} is not Dagster's run storage that a restore can replace ({e}): restore "
+                               "into an empty deployment", field="target") from None
         if n:
             raise InvalidInput(f"Dagster's storage in {settings.dagster_home} holds {n} runs: restore into an empty "
                                "deployment", field="target")
@@ -488,6 +494,12 @@ def restore(src: Path, *, settings=None, log=None) -> dict:
     if root.exists() and any(root.iterdir()):
         raise InvalidInput(f"MLflow's artifact directory {root} is not empty: restore into an empty deployment",
                            field="target")
+    rag = _rag_dir(settings)
+    if (src / parts["rag"]["file"]).exists() and rag.exists() and (not rag.is_dir() or any(rag.iterdir())):
+        # index versions of another knowledge base beside the backup's: a search could load one that does not match
+        # the restored documents
+        raise InvalidInput(f"the knowledge base's directory {rag} (TP_RAG_DIR) is not empty: restore into an empty "
+                           "deployment", field="target")
     # 1. the market store
     say("restoring the market store")
     _restore_dump(dsn, src / market["file"], market, "the market store")
