@@ -154,15 +154,30 @@ def test_backfill_hands_the_daemon_the_months_of_the_range(cli, tp_env, tmp_path
     rc, out = cli("paper", "backtest", "--strategy", "trend", "--from", "2025-02-10", "--to", "2025-04-01",
                   "--backfill")
     assert rc == 0, out
-    assert out["months"] == ["2025-02", "2025-03"]  # --to exclusive: April is not touched
+    # February holds no candle (the market starts on 3 March): a month that fails the single run; April is past --to
+    assert out["months"] == ["2025-03"] and out["from_first_candle"] == T0.isoformat(), out
+    assert "to_last_candle" not in out  # March is the range's last month: nothing cut at its end
     from trading_platform.instance import get_instance
 
     with get_instance() as inst:
         (bf,) = inst.get_backfills()
         assert bf.backfill_id == out["backfill_id"]
         keys = sorted(str(k) for k in bf.asset_backfill_data.target_subset.iterate_asset_partitions())
-        assert len(keys) == 2 and all("trend" in k and "paper_backtest" in k for k in keys)
+        assert len(keys) == 1 and all("trend" in k and "paper_backtest" in k for k in keys)
         assert "trend" in inst.get_dynamic_partitions("strategy")
+    # a range decades wide around the market: cut to the universe's candles (it queued 709 months, the first of
+    # them failing the single run, and moved the history start back to 1971)
+    import psycopg
+
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as c:
+        first = c.execute("SELECT first_month FROM history_start").fetchall()
+    rc, out = cli("paper", "backtest", "--strategy", "trend", "--from", "1971-01-01", "--to", "2030-01-01",
+                  "--backfill")
+    assert rc == 0, out
+    assert out["months"] == ["2025-03"] and out["from_first_candle"] == T0.isoformat(), out
+    assert out["to_last_candle"] == (T0 + 299 * H).isoformat(), out
+    with psycopg.connect(tp_env["TP_DATABASE_URL"]) as c:
+        assert c.execute("SELECT first_month FROM history_start").fetchall() == first
 
 
 def test_start_status_stop_a_live_run(cli, tp_env, tmp_path):

@@ -159,19 +159,24 @@ def _replicates(value) -> int:
     return integer(value, "replicates", "--replicates", low=1, high=10_000)
 
 
-def has_candles(store, spec, t0, t1) -> bool:
-    """Whether any series of the universe has a stored candle with t0 <= ts < t1."""
-    for symbol, tf in spec.universe:
-        if store.conn.execute("SELECT 1 FROM ohlcv WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s "
-                              "LIMIT 1", (symbol, tf, t0, t1)).fetchone():
-            return True
-    return False
+def candle_span(store, spec, t0, t1):
+    """(first, last): the times of the universe's first and last stored candles with t0 <= ts < t1 (over its
+    series), or (None, None)."""
+    spans = [store.conn.execute("SELECT min(ts), max(ts) FROM ohlcv WHERE symbol = %s AND timeframe = %s AND "
+                                "ts >= %s AND ts < %s", (symbol, tf, t0, t1)).fetchone() for symbol, tf in spec.universe]
+    spans = [sp for sp in spans if sp[0] is not None]
+    if not spans:
+        return None, None
+    return min(a for a, _ in spans), max(b for _, b in spans)
 
 
 def backfill(strategy: str, start, end, *, replicates=None, store=None, instance=None) -> dict:
     """An asset backfill of ``paper_backtest`` over the strategy's months that [start, end) touches: the daemon
     runs them in one run, month after month (each continues the previous one's end state). A range with no
-    candle of the universe is refused before anything moves (the history's first month among it)."""
+    candle of the universe is refused before anything moves (the history's first month among it); a range that
+    reaches past the universe's candles is cut to the months of its first and last candle in it
+    (``from_first_candle``, ``to_last_candle`` in the answer): a month without a candle holds nothing to trade,
+    and the backfill's single run would fail on it (the backtest refuses a range without candles)."""
     import time
 
     from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
@@ -192,13 +197,17 @@ def backfill(strategy: str, start, end, *, replicates=None, store=None, instance
     with store_or_open(store) as s:
         spec = _newest(s, strategy)
         check_universe(s, spec)
-        if not has_candles(s, spec, t0, t1):  # the backtest's own refusal, before the history start moves
+        first_ts, last_ts = candle_span(s, spec, t0, t1)
+        if first_ts is None:  # the backtest's own refusal, before the history start moves
             raise InvalidInput(f"no candles of the universe ({', '.join(f'{a} {b}' for a, b in spec.universe)}) "
                                f"from {t0:%Y-%m-%d %H:%M} to {t1:%Y-%m-%d %H:%M}: load them first (tp backfill), "
                                "or check the dates", field="from")
         sync_strategy_partitions(inst, s.conn)
         last = t1 - __import__("datetime").timedelta(microseconds=1)
-        months = months_between(t0.date(), last.date())
+        first_ts, last_ts = first_ts.astimezone(t0.tzinfo), last_ts.astimezone(t0.tzinfo)
+        cut_start = (first_ts.year, first_ts.month) != (t0.year, t0.month)
+        cut_end = (last_ts.year, last_ts.month) != (last.year, last.month)
+        months = months_between(first_ts.date() if cut_start else t0.date(), last_ts.date() if cut_end else last.date())
         s.extend_history(months[0])  # months before the market's first are partitions from the next load on
         first = store_first_month(s)
     parts = paper_partitions_from(month_partitions_from(first))
@@ -212,7 +221,8 @@ def backfill(strategy: str, start, end, *, replicates=None, store=None, instance
         description="created by tp paper backtest --backfill",
         run_config=None if replicates is None else {"ops": {"paper_backtest": {"config": {"replicates": replicates}}}}))
     return {"backfill_id": backfill_id, "strategy": strategy, "months": [m[:7] for m in months],
-            "partitions": len(keys)}
+            "partitions": len(keys), **({"from_first_candle": first_ts.isoformat()} if cut_start else {}),
+            **({"to_last_candle": last_ts.isoformat()} if cut_end else {})}
 
 
 def _newest(s, strategy: str):

@@ -25,7 +25,11 @@ def cmd_backtest(args) -> int:
     if args.backfill:
         out = api.backfill(args.strategy, args.from_, args.to, replicates=args.replicates)
         emit(args, out, f"backfill {out['backfill_id']}: paper_backtest {out['strategy']} {out['months'][0]}.."
-                        f"{out['months'][-1]} ({out['partitions']} months); the daemon runs it (tp up)")
+                        f"{out['months'][-1]} ({out['partitions']} months"
+                        + (f"; from the universe's first candle, {out['from_first_candle'][:16]}"
+                           if out.get("from_first_candle") else "")
+                        + (f"; to its last, {out['to_last_candle'][:16]}" if out.get("to_last_candle") else "")
+                        + "); the daemon runs it (tp up)")
         return 0
     replicates = 200 if args.replicates is None else args.replicates
     out = api.backtest(args.strategy, args.from_, args.to, replicates=replicates)
