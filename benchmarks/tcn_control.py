@@ -54,8 +54,13 @@ def control_history(seed: int, as_of: datetime) -> dict:
             continue
         info = SymbolInfo(symbol=sym, category=fields["category"], exchange=fields.get("exchange"),
                           timeframes=fields["timeframes"])
+        # the demo ingests the base timeframe and resamples the rest from it (market/ohlcv_1h, ...): the same
+        # buckets as aggregating the base candles at once (open first, high max, low min, close last)
+        base = src.fetch(info, fields["timeframes"][0], start, until).set_index("ts")
         for tf in ("1h", "1d"):  # TCNTrainConfig.history_timeframes
-            c = src.fetch(info, tf, start, until)
+            c = base if tf == fields["timeframes"][0] else base.resample(
+                {"1h": "1h", "1d": "1D"}[tf], label="left", closed="left").agg(
+                {"open": "first", "high": "max", "low": "min", "close": "last"}).dropna()
             if len(c) >= 256:
                 c = c.iloc[-HISTORY_BARS:]
                 out[f"{sym} {tf}"] = np.column_stack([c.open, c.high, c.low, c.close])
