@@ -274,13 +274,30 @@ def _deepest_call(fn, *args):
     return deepest
 
 
-@pytest.mark.parametrize("text", ["[" * 100_000, "- " * 100_000])
+_ALIAS_CHAIN = "\n".join(["chain:", "- &a0 [1]", *[f"- &a{i} [*a{i - 1}]" for i in range(1, 3000)], "? *a2999", ": 1"])
+_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(6)) + _Y + "name: a\ncash: 1\n"
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, "- " * 100_000, _ALIAS_CHAIN])
 def test_a_deeply_nested_spec_is_refused_without_recursing_deep(text):
+    # the alias chain: 3,000 levels in shallow events (each line wraps the last anchor once), built as a key
     # a parser run to Python's recursion limit raises RecursionError cleanly, but the garbage collector may then
     # run finalizers that fail at that depth (CI failed on 9 such "unraisable" errors): refuse before going deep
     from trading_platform.paper.spec import parse
 
     assert _deepest_call(parse, text) < 100
+
+
+def test_a_spec_of_anchors_and_aliases_is_refused_at_once_naming_them():
+    # seven lines that expand to ten million nodes: the value walk visited each one before it refused the spec for
+    # its unknown keys; refused now before anything is built, saying why
+    from trading_platform.errors import InvalidInput
+    from trading_platform.paper.spec import parse
+
+    with pytest.raises(InvalidInput, match="anchor or alias") as e:
+        parse(_LAUGHS)
+    assert e.value.field == "spec"
 
 
 def test_json_numbers_and_surrogate_pairs_read_as_json_does():

@@ -225,11 +225,17 @@ _TOO_DEEP = f"the spec nests more than {_MAX_DEPTH} deep: not a spec"
 
 def _check_yaml_depth(text: str) -> None:
     """Refuse YAML nested past ``_MAX_DEPTH`` from its parse events (read iteratively), before the composer, which
-    recurses once per level (see ``core.nesting``)."""
+    recurses once per level (see ``core.nesting``); and anchors and aliases, which nest and repeat subtrees the
+    events do not show."""
     import yaml
 
     depth = 0
     for event in yaml.parse(text, Loader=_loader()):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            # an alias brings a whole subtree in without its events (a chain of them nests as deep as it likes, a
+            # fan of them expands to millions of nodes): a spec writes each value out
+            raise InvalidInput("the spec uses a YAML anchor or alias (&name, *name): write each value out",
+                               field="spec")
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             depth += 1
             if depth > _MAX_DEPTH:
