@@ -104,14 +104,23 @@ def test_negative_waits_and_unknown_symbols_are_refused(tp_env):
 def test_a_demo_day_it_cannot_run_as_of_is_refused_before_anything_loads(tp_env, dsn):
     from datetime import datetime, timedelta, timezone
 
-    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).date().isoformat()
-    refused(tp_env, "demo", "--as-of", tomorrow, field="as_of", says="after today")  # its candles have not closed
+    later = (datetime.now(timezone.utc) + timedelta(days=2)).date().isoformat()  # after today, even past midnight
+    refused(tp_env, "demo", "--as-of", later, field="as_of", says="after today")  # its candles have not closed
     refused(tp_env, "demo", "--as-of", "2018-02-01", field="as_of", says="before 2018-05-01")  # no four months yet
-    for day in ("2026-13-01", "1/2/2026", "2026-1-2"):
+    for day in ("2026-13-01", "1/2/2026", "2026-1-2", "2026-W49-1"):  # the last: Python reads it as 30 November
         refused(tp_env, "demo", "--as-of", day, field="arguments", says="YYYY-MM-DD")
     with psycopg.connect(dsn) as conn:  # the sample's symbols were not added (the store was not even opened)
         if conn.execute("SELECT to_regclass('symbols')").fetchone()[0]:
             assert conn.execute("SELECT count(*) FROM symbols").fetchone()[0] == 0
+    # a store that holds the sample's candles past the day (tp up's first start loads them up to today): the demo
+    # would have trained on them and reported the day all the same
+    tp(tp_env, "symbols", "add", "BTC/USDT", "--timeframes", "1h", "--json")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO ohlcv (symbol, timeframe, ts, open, high, low, close, volume) VALUES "
+                     "('BTC/USDT', '1h', '2026-11-20 05:00+00', 1, 1, 1, 1, 1)")
+    refused(tp_env, "demo", "--as-of", "2026-11-10", field="as_of", says="BTC/USDT up to 2026-11-20 05:00")
+    with psycopg.connect(dsn) as conn:  # nothing added: the sample's other symbols are not there
+        assert conn.execute("SELECT array_agg(symbol) FROM symbols").fetchone()[0] == ["BTC/USDT"]
 
 
 def test_arguments_that_are_not_text_are_named(tp_env):

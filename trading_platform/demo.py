@@ -13,7 +13,7 @@ and the summary's ``champions`` says which did.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from .errors import InvalidInput
 
@@ -26,7 +26,8 @@ SAMPLE = [
 
 
 QUICK_MIN_DAYS = 14
-# the sample market starts here (``sources/synthetic.py``'s ORIGIN); a full demo trains on four months of it
+# the sample market starts on 2018-01-01 (``sources/synthetic.py``'s ORIGIN): the first day a full demo has its four
+# months of candles before it
 FIRST_DAY = date(2018, 5, 1)
 
 
@@ -49,19 +50,35 @@ def demo_day(as_of: date | None = None, today: date | None = None) -> datetime:
 
 
 def demo_plan(quick: bool, now: datetime | None = None) -> tuple[list[str], list[str]]:
-    """(symbols, months): quick = 2 symbols x the current month (and the previous one during the first
-    two weeks of a month: the models need about two weeks of hourly candles); full = 4 symbols x 4 months."""
+    """(symbols, months): the months end with the one that holds the demo's last candle (the day before ``now``'s:
+    the candles end at its midnight), so on the 1st of a month it is the month before, never an empty one;
+    quick = 2 symbols x that month (and the one before while it holds under two weeks of candles: the models need
+    about two weeks of hourly candles); full = 4 symbols x 4 months."""
     from .assets.partitions import month_key
 
     now = now or datetime.now(timezone.utc)
-    n_months = (1 if now.day > QUICK_MIN_DAYS else 2) if quick else 4
+    last = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)  # the last candle's day
+    n_months = (1 if last.day >= QUICK_MIN_DAYS else 2) if quick else 4
     months = []
-    y, m = now.year, now.month
+    y, m = last.year, last.month
     for _ in range(n_months):
         months.append(month_key(datetime(y, m, 1, tzinfo=timezone.utc)))
         y, m = (y - 1, 12) if m == 1 else (y, m - 1)
     symbols = [s for s, _ in SAMPLE[: 2 if quick else 4]]
     return symbols, sorted(months)
+
+
+def _check_nothing_after(store, symbols: list[str], day: datetime) -> None:
+    """A demo as of ``day`` loads only the candles before it, but keeps what the store holds: candles of the
+    sample's symbols from ``day`` on (an earlier demo, ``tp up``'s first start) would be trained on. Refused,
+    naming them: the same day gives the same market on a deployment that holds nothing after it."""
+    rows = store.conn.execute("SELECT symbol, max(ts) FROM ohlcv WHERE symbol = ANY(%s) AND ts >= %s GROUP BY 1 "
+                              "ORDER BY 1", (symbols, day)).fetchall()
+    if rows:
+        held = ", ".join(f"{s} up to {t.astimezone(timezone.utc):%Y-%m-%d %H:%M}" for s, t in rows)
+        raise InvalidInput(f"the store already holds candles from {day:%Y-%m-%d} on ({held}): a demo as of that day "
+                           "would train on them; run it on a deployment that holds none (another TP_HOME)",
+                           field="as_of")
 
 
 def bound_job(job, assets: list, resources: dict, loggers: dict | None = None):
@@ -129,6 +146,8 @@ def run_demo(quick: bool = False, seed: int = 7, log=print, control: bool = Fals
     dsn = database_url()
     symbols, months = demo_plan(quick, now=day)
     with connect(dsn) as store:
+        if as_of is not None:
+            _check_nothing_after(store, symbols, day)
         api = Symbols(store, instance)
         for sym, fields in SAMPLE:
             if sym in symbols:

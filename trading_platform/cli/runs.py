@@ -58,7 +58,7 @@ def cmd_demo(args) -> int:
 
 def register(sub, cmd) -> None:
     demo = cmd("demo", cmd_demo, "load the sample market, materialize everything, print a summary")
-    demo.add_argument("--quick", action="store_true", help="smaller sample (2 symbols, current month)")
+    demo.add_argument("--quick", action="store_true", help="smaller sample (2 symbols, the month of the last candle)")
     demo.add_argument("--control", action="store_true",
                       help="the control market: random walks of the same shape, where no model should earn a "
                            "champion")
@@ -73,8 +73,10 @@ def _day(text: str):
     import argparse
     from datetime import date
 
+    import re
+
     try:
-        if len(text) != 10:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # fromisoformat also reads week dates (2026-W49-1)
             raise ValueError
         return date.fromisoformat(text)
     except ValueError:
