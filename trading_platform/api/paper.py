@@ -184,7 +184,7 @@ def backfill(strategy: str, start, end, *, replicates=None, store=None, instance
     from dagster._core.utils import make_new_backfill_id
 
     from ..assets.paper import PAPER_KEY, paper_key, paper_partitions_from
-    from ..assets.partitions import month_partitions_from, store_first_month
+    from ..assets.partitions import month_key, month_partitions_from, store_first_month
     from ..backfill import months_between
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
@@ -205,9 +205,8 @@ def backfill(strategy: str, start, end, *, replicates=None, store=None, instance
         sync_strategy_partitions(inst, s.conn)
         last = t1 - __import__("datetime").timedelta(microseconds=1)
         first_ts, last_ts = first_ts.astimezone(t0.tzinfo), last_ts.astimezone(t0.tzinfo)
-        cut_start = (first_ts.year, first_ts.month) != (t0.year, t0.month)
-        cut_end = (last_ts.year, last_ts.month) != (last.year, last.month)
-        months = months_between(first_ts.date() if cut_start else t0.date(), last_ts.date() if cut_end else last.date())
+        months = months_between(first_ts.date(), last_ts.date())  # the candles lie in [t0, t1): within its months
+        cut_start, cut_end = months[0] != month_key(t0), months[-1] != month_key(last)
         s.extend_history(months[0])  # months before the market's first are partitions from the next load on
         first = store_first_month(s)
     parts = paper_partitions_from(month_partitions_from(first))

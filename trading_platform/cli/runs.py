@@ -71,9 +71,8 @@ def register(sub, cmd) -> None:
 def _day(text: str):
     """A day as YYYY-MM-DD, for argparse (its error names the option)."""
     import argparse
-    from datetime import date
-
     import re
+    from datetime import date
 
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):  # fromisoformat also reads week dates (2026-W49-1)
